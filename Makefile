@@ -1,0 +1,30 @@
+# Entry points; scripts/setup.sh makes each one work on a fresh machine.
+SHELL := /bin/bash
+export JSII_NODE := $(CURDIR)/.tools/jsii-node
+export PATH := $(CURDIR)/.tools/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: synth test check lint bench cdk8s-synth
+
+## synth: set up, then synthesize every environment into dist/
+synth:
+	@scripts/setup.sh synth
+	@.venv/bin/python app.py
+
+## test: set up the test toolchain, then run every test (schemas, scanners, servers, lint)
+test:
+	@scripts/setup.sh test
+	@.venv/bin/python -m pytest
+
+## cdk8s-synth: the same synthesis through the cdk8s CLI
+cdk8s-synth:
+	@scripts/setup.sh synth
+	@cdk8s synth --no-check-upgrade
+
+## lint: ruff and mypy (also run by the tests)
+lint:
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+## bench: performance ratios (see bench/README.md)
+bench:
+	@scripts/setup.sh test
+	@.venv/bin/python bench/synth_ratio.py

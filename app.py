@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Synthesize every environment in environments/ into dist/<env>/.
+
+Usage: python app.py [--environments DIR] [--outdir DIR]
+
+Exit codes: 0 written, 2 a bad environment file, 1 an inconsistent stack.
+On any error dist/ is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+# jsii needs a supported Node LTS; the set-up links one here when the machine's is too old.
+_PROJECT_NODE = ROOT / ".tools" / "jsii-node"
+if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
+    os.environ["JSII_NODE"] = str(_PROJECT_NODE)
+
+import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
+from pydantic import ValidationError  # noqa: E402
+
+from kgstack import AgentStack, EnvironmentError, load_environments  # noqa: E402
+from kgstack.publish import SynthError, synth, write_tree  # noqa: E402
+from kgstack.schema import check_files  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--environments", type=Path, default=ROOT / "environments")
+    parser.add_argument("--outdir", type=Path, default=ROOT / "dist")
+    args = parser.parse_args(argv)
+
+    try:
+        environments = load_environments(args.environments)
+    except EnvironmentError as exc:
+        return _fail(exc.problems, 2)
+
+    app = cdk8s.App()
+    charts = []
+    for env in environments:
+        try:
+            charts.append(AgentStack(app, env))
+        except ValidationError as exc:
+            return _fail([f"environment {env.name}: {e['msg']}" for e in exc.errors()], 1)
+    versions = {env.name: env.kubernetes_version for env in environments}
+    try:
+        rendered = synth(app, charts, checks=[
+            lambda env, files: check_files(env, files, versions[env]),
+        ])
+    except SynthError as exc:
+        return _fail([f"environment {p}" for p in exc.problems], 1)
+
+    write_tree(rendered, args.outdir)
+    # `cdk8s synth` wipes its own output folder first, so it points at a scratch folder
+    # (cdk8s.yaml) and gets a copy; dist/ is only ever replaced by the swap above.
+    cli_outdir = os.environ.get("CDK8S_OUTDIR")
+    if cli_outdir and Path(cli_outdir).resolve() != args.outdir.resolve():
+        write_tree(rendered, Path(cli_outdir))
+    print(f"synthesized {', '.join(versions)} into {args.outdir}")
+    return 0
+
+
+def _fail(problems: list[str], code: int) -> int:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    print(f"{len(problems)} problem(s); dist/ was not changed.", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

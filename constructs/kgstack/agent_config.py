@@ -1,0 +1,143 @@
+"""The agent's configuration: one ConfigMap for settings and ``appSettings.json``.
+
+Secrets are never rendered here: :attr:`AgentConfig.secret_env` only references
+keys of a Secret that is created outside git (ExternalSecret or kubectl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from constructs import Construct
+
+from ._plus import k8s
+from .environment import AgentSettings, Repository
+from .model import Spec
+from .naming import Identity
+
+APP_SETTINGS_FILE = "appSettings.json"
+
+
+class AgentConfigProps(Spec):
+    identity: Identity
+    """Release identity, component ``agent``."""
+    namespace: str
+    settings: AgentSettings
+    """Typed agent settings; rendered to the app's environment variables."""
+    repositories: list[Repository]
+    """Rendered to ``appSettings.json``."""
+    production: bool
+    """``APP_ENV``: production (file logs under ``logs/``) or development."""
+    api_base_url: str
+    """``API_BASE_URL``: the public ``https://<domain>/api/v1``."""
+    chroma_host: str | None = None
+    """``CHROMA_HOST`` when the vector store is an in-cluster Chroma."""
+    chroma_port: int = 8000
+    """``CHROMA_PORT``."""
+    extra_env: dict[str, str] = {}
+    """Further plain settings from other constructs (graph store URL, ...)."""
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class AgentConfig(Construct):
+    """ConfigMap ``<instance>-agent`` and the env wiring both agent tiers share."""
+
+    def __init__(self, scope: Construct, id: str, *, props: AgentConfigProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.name = props.identity.resource_name
+        self.env = self._env()
+        self.app_settings = json.dumps(
+            {"repositories": [r.model_dump() for r in props.repositories]}, indent=2
+        ) + "\n"
+        data = {**self.env, APP_SETTINGS_FILE: self.app_settings}
+        k8s.KubeConfigMap(
+            self, "ConfigMap",
+            metadata=k8s.ObjectMeta(
+                name=self.name, namespace=props.namespace, labels=props.identity.labels
+            ),
+            data=data,
+        )
+        # Pods roll when any setting changes, without hash-suffixed ConfigMap names.
+        self.checksum = hashlib.sha256(
+            json.dumps(data, sort_keys=True).encode()
+        ).hexdigest()
+
+    def _env(self) -> dict[str, str]:
+        s, p = self.props.settings, self.props
+        env = {
+            "APP_ENV": "production" if p.production else "development",
+            "LOG_LEVEL": s.log_level,
+            "HOST": "0.0.0.0",
+            "PORT": "8000",
+            "API_BASE_URL": p.api_base_url,
+            "LLM_PROVIDER": s.llm.provider,
+            "LLM_MODEL": s.llm.model,
+            "TEMPERATURE": str(s.llm.temperature),
+            "MAX_TOKENS": str(s.llm.max_tokens),
+            "EMBEDDING_PROVIDER": s.embedding.provider,
+            "EMBEDDING_MODEL": s.embedding.model,
+            "EMBEDDING_BATCH_SIZE": str(s.embedding.batch_size),
+            "MAX_TOKENS_PER_BATCH": str(s.embedding.max_tokens_per_batch),
+            "DATABASE_TYPE": s.vector_store.type,
+            "GITHUB_FILE_EXTENSIONS": json.dumps(s.github_file_extensions),
+            "CHUNK_SIZE": str(s.chunking.size),
+            "CHUNK_OVERLAP": str(s.chunking.overlap),
+            "WORKFLOW_STATE_PERSISTENCE": _flag(s.workflow.state_persistence),
+            "WORKFLOW_RETRY_ATTEMPTS": str(s.workflow.retry_attempts),
+            "WORKFLOW_RETRY_DELAY_SECONDS": str(s.workflow.retry_delay_seconds),
+            "WORKFLOW_TIMEOUT_SECONDS": str(s.workflow.timeout_seconds),
+            "WORKFLOW_PARALLEL_REPOS": str(s.workflow.parallel_repos),
+            # State lives in the indexer's memory; the indexer is the only replica that owns it.
+            "WORKFLOW_STATE_BACKEND": "memory",
+            "ENABLE_GRAPH_FEATURES": _flag(s.graph.enabled),
+            "ENABLE_HYBRID_SEARCH": _flag(s.graph.hybrid_search),
+            "ENABLE_GRAPH_VISUALIZATION": _flag(s.graph.visualization),
+            "ENABLE_EVENT_FLOW_ANALYSIS": _flag(s.event_flow_analysis),
+            "LANGCHAIN_TRACING": _flag(s.langchain_tracing),
+            # git needs a writable HOME; the root filesystem is read-only.
+            "HOME": "/tmp",
+        }
+        if s.llm.api_base_url:
+            env["LLM_API_BASE_URL"] = s.llm.api_base_url
+        if s.langchain_project:
+            env["LANGCHAIN_PROJECT"] = s.langchain_project
+        if s.vector_store.type == "chroma":
+            env["CHROMA_COLLECTION_NAME"] = s.vector_store.collection_name
+            if p.chroma_host:
+                env["CHROMA_HOST"] = p.chroma_host
+                env["CHROMA_PORT"] = str(p.chroma_port)
+        else:
+            env["PINECONE_COLLECTION_NAME"] = s.vector_store.collection_name
+        env.update(p.extra_env)
+        return dict(sorted(env.items()))
+
+    @property
+    def secret_keys(self) -> dict[str, bool]:
+        """Secret keys the agent reads, mapped to whether the app requires them."""
+        s = self.props.settings
+        keys = {"OPENAI_API_KEY": True, "GITHUB_TOKEN": True, "EMBEDDING_API_KEY": False}
+        if s.vector_store.type == "pinecone":
+            keys["PINECONE_API_KEY"] = True
+        if s.langchain_tracing:
+            keys["LANGCHAIN_API_KEY"] = True
+        if s.graph.enabled:
+            keys["GRAPH_STORE_PASSWORD"] = False
+        return keys
+
+    def secret_env(self) -> list[k8s.EnvVar]:
+        """References into the agent Secret; values never pass through this code."""
+        secret = self.props.settings.secret_name
+        return [
+            k8s.EnvVar(
+                name=key,
+                value_from=k8s.EnvVarSource(secret_key_ref=k8s.SecretKeySelector(
+                    name=secret, key=key, optional=None if required else True,
+                )),
+            )
+            for key, required in self.secret_keys.items()
+        ]

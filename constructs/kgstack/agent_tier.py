@@ -1,0 +1,323 @@
+"""One tier of the agent API: Deployment, Service, PodDisruptionBudget, optional HPA and PVC.
+
+The app keeps indexing and workflow state in process memory, so the stack runs
+two tiers from one image (see shared/agent-facts.md): a ``query`` tier that
+scales horizontally and a single ``indexer`` that owns ``/api/v1/index*`` and
+``/api/v1/workflows*`` and keeps its state on a PersistentVolumeClaim.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from constructs import Construct
+from pydantic import Field, model_validator
+
+from ._plus import k8s
+from .agent_config import APP_SETTINGS_FILE, AgentConfig
+from .footprint import Footprint
+from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
+from .naming import Identity
+from .pod_security import container_security_context, pod_security_context, quantities
+from .quantity import Quantity, parse_quantity
+from .validation import add_check
+
+HTTP_PORT = 8000
+HEALTH_PATH = "/health"
+"""``/health`` is 200 when settings load; ``/api/v1/health`` is always 200 and never a probe."""
+DATA_DIR = "/data"
+"""The app's working directory: ``temp_repo/``, ``indexed_commits.json``, ``logs/``..."""
+
+
+class PersistentState(Spec):
+    """A PVC mounted as the working directory, so indexing state survives restarts."""
+
+    size: Quantity
+    """Requested capacity."""
+    storage_class: str | None = None
+    """StorageClass; ``None`` uses the cluster default."""
+
+
+class AgentTierProps(Spec):
+    identity: Identity
+    """Release identity with the tier as component (``query``, ``indexer``)."""
+    namespace: str
+    image: ImageRef
+    service_account: str
+    """ServiceAccount name; it must not automount a token."""
+    resources: Resources
+    replicas: Annotated[int, Field(ge=1)] = 1
+    """Fixed size; ignored when ``autoscaling`` is set (the HPA owns the count)."""
+    autoscaling: Autoscaling | None = None
+    """HPA bounds; ``None`` runs exactly ``replicas`` pods."""
+    disruption: Disruption = Disruption()
+    termination_grace_seconds: Annotated[int, Field(ge=10)] = 90
+    """Time for in-flight work after SIGTERM, including the pre-stop delay."""
+    pre_stop_seconds: Annotated[int, Field(ge=0, le=60)] = 10
+    """Delay before SIGTERM so endpoints and the ingress stop routing first."""
+    state: PersistentState | None = None
+    """Working directory on a PVC; ``None`` uses an emptyDir of ``scratch_size``."""
+    scratch_size: Quantity = "2Gi"
+    """emptyDir size limit for the working directory when there is no ``state``."""
+    pod_labels: dict[str, str] = {}
+    """Extra pod labels, e.g. the AKS workload-identity opt-in."""
+
+    @model_validator(mode="after")
+    def _grace_covers_pre_stop(self) -> Self:
+        if self.termination_grace_seconds <= self.pre_stop_seconds:
+            raise ValueError(
+                f"terminationGraceSeconds ({self.termination_grace_seconds}) must exceed "
+                f"preStopSeconds ({self.pre_stop_seconds})"
+            )
+        if self.state is not None and self.autoscaling is not None:
+            raise ValueError("a tier with state (a ReadWriteOnce PVC) cannot autoscale")
+        return self
+
+    @property
+    def min_replicas(self) -> int:
+        return self.autoscaling.min_replicas if self.autoscaling else self.replicas
+
+    @property
+    def max_replicas(self) -> int:
+        return self.autoscaling.max_replicas if self.autoscaling else self.replicas
+
+
+class AgentTier(Construct):
+    """A hardened Deployment of the agent image with its Service and disruption policy."""
+
+    SURGE = 1
+    """Rollouts add one pod before removing one: never below the desired count."""
+
+    def __init__(
+        self, scope: Construct, id: str, *, config: AgentConfig, props: AgentTierProps
+    ) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.name = props.identity.resource_name
+        self.service_name = self.name
+        self._meta = {"namespace": props.namespace, "labels": props.identity.labels}
+        selector = k8s.LabelSelector(match_labels=props.identity.selector)
+
+        if props.state is not None:
+            k8s.KubePersistentVolumeClaim(
+                self, "State",
+                metadata=k8s.ObjectMeta(
+                    name=self.name,
+                    # GitOps prune must never delete indexing state.
+                    annotations={
+                        "argocd.argoproj.io/sync-options": "Delete=false",
+                        "kustomize.toolkit.fluxcd.io/prune": "disabled",
+                    },
+                    **self._meta,
+                ),
+                spec=k8s.PersistentVolumeClaimSpec(
+                    access_modes=["ReadWriteOnce"],
+                    storage_class_name=props.state.storage_class,
+                    resources=k8s.ResourceRequirements(
+                        requests={"storage": k8s.Quantity.from_string(props.state.size)}
+                    ),
+                ),
+            )
+
+        k8s.KubeDeployment(
+            self, "Deployment",
+            metadata=k8s.ObjectMeta(name=self.name, **self._meta),
+            spec=k8s.DeploymentSpec(
+                # With an HPA, replicas are left out so GitOps sync never fights the HPA.
+                replicas=None if props.autoscaling else props.replicas,
+                revision_history_limit=5,
+                selector=selector,
+                strategy=k8s.DeploymentStrategy(
+                    type="RollingUpdate",
+                    rolling_update=k8s.RollingUpdateDeployment(
+                        max_surge=k8s.IntOrString.from_number(self.SURGE),
+                        max_unavailable=k8s.IntOrString.from_number(0),
+                    ),
+                ),
+                template=self._pod_template(config),
+            ),
+        )
+        k8s.KubeService(
+            self, "Service",
+            metadata=k8s.ObjectMeta(name=self.service_name, **self._meta),
+            spec=k8s.ServiceSpec(
+                type="ClusterIP",
+                selector=props.identity.selector,
+                ports=[k8s.ServicePort(
+                    name="http", port=HTTP_PORT, target_port=k8s.IntOrString.from_string("http"),
+                    protocol="TCP",
+                )],
+            ),
+        )
+        d = props.disruption
+        k8s.KubePodDisruptionBudget(
+            self, "Budget",
+            metadata=k8s.ObjectMeta(name=self.name, **self._meta),
+            spec=k8s.PodDisruptionBudgetSpec(
+                selector=selector,
+                max_unavailable=None if d.max_unavailable is None
+                else k8s.IntOrString.from_number(d.max_unavailable),
+                min_available=None if d.min_available is None
+                else k8s.IntOrString.from_number(d.min_available),
+                # A crash-looping pod must not block node drains.
+                unhealthy_pod_eviction_policy="AlwaysAllow",
+            ),
+        )
+        if props.autoscaling is not None:
+            self._autoscaler(props.autoscaling)
+        add_check(self, self._budget_problems)
+
+    def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:
+        p = self.props
+        probe_get = k8s.HttpGetAction(path=HEALTH_PATH, port=k8s.IntOrString.from_string("http"))
+        data_volume = (
+            k8s.Volume(name="data", persistent_volume_claim=k8s.PersistentVolumeClaimVolumeSource(
+                claim_name=self.name))
+            if p.state is not None
+            else k8s.Volume(name="data", empty_dir=k8s.EmptyDirVolumeSource(
+                size_limit=k8s.Quantity.from_string(p.scratch_size)))
+        )
+        container = k8s.Container(
+            name="agent",
+            image=p.image.reference,
+            image_pull_policy="IfNotPresent",
+            # Run from the data volume: the app writes its files relative to the cwd.
+            command=["python", "/app/main.py"],
+            working_dir=DATA_DIR,
+            ports=[k8s.ContainerPort(name="http", container_port=HTTP_PORT, protocol="TCP")],
+            env_from=[k8s.EnvFromSource(config_map_ref=k8s.ConfigMapEnvSource(name=config.name))],
+            env=config.secret_env(),
+            resources=k8s.ResourceRequirements(
+                requests=quantities(p.resources.requests.as_dict()),
+                limits=quantities(p.resources.limits.as_dict()),
+            ),
+            startup_probe=k8s.Probe(
+                http_get=probe_get, period_seconds=5, timeout_seconds=3, failure_threshold=36
+            ),
+            readiness_probe=k8s.Probe(
+                http_get=probe_get, period_seconds=10, timeout_seconds=3, failure_threshold=3
+            ),
+            liveness_probe=k8s.Probe(
+                http_get=probe_get, period_seconds=20, timeout_seconds=5, failure_threshold=3
+            ),
+            lifecycle=k8s.Lifecycle(pre_stop=k8s.LifecycleHandler(
+                exec=k8s.ExecAction(command=["sleep", str(p.pre_stop_seconds)])
+            )) if p.pre_stop_seconds else None,
+            security_context=container_security_context(),
+            volume_mounts=[
+                k8s.VolumeMount(name="data", mount_path=DATA_DIR),
+                k8s.VolumeMount(
+                    name="config", mount_path=f"{DATA_DIR}/{APP_SETTINGS_FILE}",
+                    sub_path=APP_SETTINGS_FILE, read_only=True,
+                ),
+                k8s.VolumeMount(name="tmp", mount_path="/tmp"),
+            ],
+        )
+        return k8s.PodTemplateSpec(
+            metadata=k8s.ObjectMeta(
+                labels={**p.identity.labels, **p.pod_labels},
+                annotations={"checksum/config": config.checksum},
+            ),
+            spec=k8s.PodSpec(
+                service_account_name=p.service_account,
+                automount_service_account_token=False,
+                enable_service_links=False,
+                termination_grace_period_seconds=p.termination_grace_seconds,
+                security_context=pod_security_context(),
+                topology_spread_constraints=self._spread(),
+                affinity=self._affinity(),
+                containers=[container],
+                volumes=[
+                    data_volume,
+                    k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(
+                        name=config.name,
+                        items=[k8s.KeyToPath(key=APP_SETTINGS_FILE, path=APP_SETTINGS_FILE)],
+                    )),
+                    k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(
+                        size_limit=k8s.Quantity.from_string("1Gi"))),
+                ],
+            ),
+        )
+
+    def _spread(self) -> list[k8s.TopologySpreadConstraint]:
+        # Soft spread: a single-zone or small cluster must still schedule every replica.
+        return [
+            k8s.TopologySpreadConstraint(
+                topology_key=key, max_skew=1, when_unsatisfiable="ScheduleAnyway",
+                label_selector=k8s.LabelSelector(match_labels=self.props.identity.selector),
+            )
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ]
+
+    def _affinity(self) -> k8s.Affinity | None:
+        if self.props.state is None:
+            return None
+        # The surge pod of a rollout must land on the node that holds the
+        # ReadWriteOnce volume; a pod matching its own term may schedule alone.
+        return k8s.Affinity(pod_affinity=k8s.PodAffinity(
+            required_during_scheduling_ignored_during_execution=[k8s.PodAffinityTerm(
+                topology_key="kubernetes.io/hostname",
+                label_selector=k8s.LabelSelector(match_labels=self.props.identity.selector),
+            )]
+        ))
+
+    def _autoscaler(self, a: Autoscaling) -> None:
+        def utilization(resource: str, percent: int) -> k8s.MetricSpecV2:
+            return k8s.MetricSpecV2(type="Resource", resource=k8s.ResourceMetricSourceV2(
+                name=resource,
+                target=k8s.MetricTargetV2(type="Utilization", average_utilization=percent),
+            ))
+
+        k8s.KubeHorizontalPodAutoscalerV2(
+            self, "Autoscaler",
+            metadata=k8s.ObjectMeta(name=self.name, **self._meta),
+            spec=k8s.HorizontalPodAutoscalerSpecV2(
+                scale_target_ref=k8s.CrossVersionObjectReferenceV2(
+                    api_version="apps/v1", kind="Deployment", name=self.name
+                ),
+                min_replicas=a.min_replicas,
+                max_replicas=a.max_replicas,
+                metrics=[
+                    utilization("cpu", a.target_cpu_utilization),
+                    utilization("memory", a.target_memory_utilization),
+                ],
+                behavior=k8s.HorizontalPodAutoscalerBehaviorV2(
+                    scale_up=k8s.HpaScalingRulesV2(
+                        stabilization_window_seconds=0,
+                        select_policy="Max",
+                        policies=[
+                            k8s.HpaScalingPolicyV2(type="Percent", value=100, period_seconds=60),
+                            k8s.HpaScalingPolicyV2(type="Pods", value=2, period_seconds=60),
+                        ],
+                    ),
+                    # One pod a minute: a removed pod may still be finishing an LLM answer.
+                    scale_down=k8s.HpaScalingRulesV2(
+                        stabilization_window_seconds=a.scale_down_stabilization_seconds,
+                        select_policy="Min",
+                        policies=[k8s.HpaScalingPolicyV2(type="Pods", value=1, period_seconds=60)],
+                    ),
+                ),
+            ),
+        )
+
+    def _budget_problems(self) -> list[str]:
+        p = self.props
+        allowed = p.disruption.allowed_disruptions(p.min_replicas)
+        if allowed >= 1:
+            return []
+        return [
+            f"PodDisruptionBudget/{self.name} allows {allowed} voluntary disruptions at the "
+            f"minimum scale of {p.min_replicas} (Deployment/{self.name}); node drains would "
+            "block. Lower disruption.minAvailable or raise the minimum replicas."
+        ]
+
+    def footprint(self) -> Footprint:
+        p = self.props
+        return Footprint(
+            resource=f"Deployment/{self.name}",
+            max_pods=p.max_replicas,
+            surge=self.SURGE,
+            pod_resources=(p.resources,),
+            storage=parse_quantity(p.state.size) if p.state else parse_quantity("0"),
+            claims=1 if p.state else 0,
+        )

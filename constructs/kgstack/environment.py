@@ -1,0 +1,384 @@
+"""The environment file: one YAML per environment, validated before anything is built.
+
+``load_environment`` turns every problem in a file into one line that names the
+file, the field path and the reason, so a user never reads a traceback for a
+typo. The JSON Schema of :class:`Environment` is published next to the files
+(``environments/schema.json``) for editor completion.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Spec
+from .quantity import Quantity
+
+SUPPORTED_KUBERNETES = tuple(f"1.{minor}" for minor in range(27, 36))
+"""Versions every manifest is validated against; the target must be one of them."""
+
+_DNS_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})+$")
+
+DnsLabel = Annotated[str, Field(pattern=rf"^{_DNS_LABEL}$", max_length=63)]
+
+
+class Stage(StrEnum):
+    """How strict the environment is; ``prod`` turns on the production rules."""
+
+    DEV = "dev"
+    STAGING = "staging"
+    PROD = "prod"
+
+
+class CloudProvider(StrEnum):
+    GENERIC = "generic"
+    EKS = "eks"
+    GKE = "gke"
+    AKS = "aks"
+
+
+_DEFAULT_STORAGE_CLASS: dict[CloudProvider, str | None] = {
+    CloudProvider.GENERIC: None,  # the cluster's default StorageClass
+    CloudProvider.EKS: "gp3",
+    CloudProvider.GKE: "standard-rwo",
+    CloudProvider.AKS: "managed-csi",
+}
+_IDENTITY_ANNOTATION: dict[CloudProvider, str] = {
+    CloudProvider.EKS: "eks.amazonaws.com/role-arn",
+    CloudProvider.GKE: "iam.gke.io/gcp-service-account",
+    CloudProvider.AKS: "azure.workload.identity/client-id",
+}
+
+
+class CloudProfile(Spec):
+    """What differs between clusters: storage, ingress and workload identity."""
+
+    provider: CloudProvider = CloudProvider.GENERIC
+    """generic, eks, gke or aks; picks the defaults below."""
+    storage_class: str | None = None
+    """StorageClass for every PVC; default per provider (generic: cluster default)."""
+    ingress_class: str = "nginx"
+    """IngressClass that serves the environment's host."""
+    load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations for the edge load balancer (e.g. AWS NLB or GCP NEG settings)."""
+    workload_identity: str | None = None
+    """Cloud identity for pods: IAM role ARN (eks), GSA email (gke), client ID (aks)."""
+
+    @model_validator(mode="after")
+    def _identity_needs_a_cloud(self) -> Self:
+        if self.workload_identity and self.provider is CloudProvider.GENERIC:
+            raise ValueError("workloadIdentity needs provider eks, gke or aks")
+        return self
+
+    @property
+    def storage_class_name(self) -> str | None:
+        return self.storage_class or _DEFAULT_STORAGE_CLASS[self.provider]
+
+    @property
+    def service_account_annotations(self) -> dict[str, str]:
+        if not self.workload_identity:
+            return {}
+        return {_IDENTITY_ANNOTATION[self.provider]: self.workload_identity}
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        # AKS injects the federated token only into pods that opt in.
+        if self.workload_identity and self.provider is CloudProvider.AKS:
+            return {"azure.workload.identity/use": "true"}
+        return {}
+
+
+class Images(Spec):
+    """Every image the environment runs."""
+
+    agent: ImageRef
+    """The agent API image (query tier and indexer run the same image)."""
+
+    def all(self) -> dict[str, ImageRef]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+class QueryTier(Spec):
+    """The horizontally scaled tier that answers ``/api`` queries."""
+
+    resources: Resources
+    """Per pod; the app's compose file suggests limits of 2 CPU and 4Gi."""
+    autoscaling: Autoscaling = Autoscaling()
+    """HPA bounds; ``minReplicas`` is also the Deployment's initial size."""
+    disruption: Disruption = Disruption()
+    """PDB; must allow one eviction at ``autoscaling.minReplicas``."""
+    termination_grace_seconds: Annotated[int, Field(ge=10, le=600)] = 90
+    """LLM answers take tens of seconds; in-flight requests finish within this."""
+    scratch_size: Quantity = "2Gi"
+    """emptyDir size limit for the working directory (logs, temporary files)."""
+
+
+class IndexerTier(Spec):
+    """The single replica that owns indexing and in-memory workflow state."""
+
+    resources: Resources
+    """Per pod; git clones and embedding batches make this the larger tier."""
+    storage_size: Quantity = "20Gi"
+    """PVC for ``temp_repo/`` clones (~500 MB per repository) and indexing state."""
+    disruption: Disruption = Disruption()
+    """PDB; ``maxUnavailable: 1`` lets drains proceed, the grace period protects work."""
+    termination_grace_seconds: Annotated[int, Field(ge=30)] | None = None
+    """Default: ``agent.workflow.timeoutSeconds`` + 60, so a rollout never cuts a run."""
+
+
+class Llm(Spec):
+    provider: str = "openai"
+    """``LLM_PROVIDER``."""
+    model: str = "gpt-4o-mini"
+    """``LLM_MODEL``."""
+    api_base_url: str | None = None
+    """``LLM_API_BASE_URL``; unset uses the provider's default endpoint."""
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
+    """``TEMPERATURE``."""
+    max_tokens: Annotated[int, Field(ge=1)] = 4000
+    """``MAX_TOKENS``."""
+
+
+class Embedding(Spec):
+    provider: str = "openai"
+    """``EMBEDDING_PROVIDER``."""
+    model: str = "text-embedding-3-small"
+    """``EMBEDDING_MODEL``."""
+    batch_size: Annotated[int, Field(ge=1)] = 50
+    """``EMBEDDING_BATCH_SIZE``."""
+    max_tokens_per_batch: Annotated[int, Field(ge=1)] = 250000
+    """``MAX_TOKENS_PER_BATCH``."""
+
+
+class VectorStore(Spec):
+    type: Literal["chroma", "pinecone"] = "chroma"
+    """``DATABASE_TYPE``: an in-cluster Chroma, or the managed Pinecone service."""
+    collection_name: str = "knowledge-base-graph"
+    """``CHROMA_COLLECTION_NAME`` or ``PINECONE_COLLECTION_NAME``."""
+
+
+class Chunking(Spec):
+    size: Annotated[int, Field(ge=100)] = 1000
+    """``CHUNK_SIZE``."""
+    overlap: Annotated[int, Field(ge=0)] = 200
+    """``CHUNK_OVERLAP``; must be smaller than ``size``."""
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Self:
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        return self
+
+
+class Workflow(Spec):
+    state_persistence: bool = True
+    """``WORKFLOW_STATE_PERSISTENCE``: keep ``workflow_states/`` on the indexer's volume."""
+    retry_attempts: Annotated[int, Field(ge=0)] = 3
+    """``WORKFLOW_RETRY_ATTEMPTS``."""
+    retry_delay_seconds: Annotated[int, Field(ge=0)] = 5
+    """``WORKFLOW_RETRY_DELAY_SECONDS``."""
+    timeout_seconds: Annotated[int, Field(ge=60)] = 3600
+    """``WORKFLOW_TIMEOUT_SECONDS``; also sizes the indexer's termination grace."""
+    parallel_repos: Annotated[int, Field(ge=1)] = 2
+    """``WORKFLOW_PARALLEL_REPOS``."""
+
+
+class Graph(Spec):
+    enabled: bool = False
+    """``ENABLE_GRAPH_FEATURES``: deploys Memgraph and points the agent at it."""
+    hybrid_search: bool = False
+    """``ENABLE_HYBRID_SEARCH``."""
+    visualization: bool = False
+    """``ENABLE_GRAPH_VISUALIZATION``."""
+
+
+class AgentSettings(Spec):
+    """The agent's non-secret settings (see shared/agent-facts.md)."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """``LOG_LEVEL``."""
+    github_file_extensions: Annotated[list[Annotated[str, Field(pattern=r"^\.\w+$")]], Field(
+        min_length=1
+    )]
+    """``GITHUB_FILE_EXTENSIONS``; required: unset, the app indexes nothing."""
+    llm: Llm = Llm()
+    embedding: Embedding = Embedding()
+    vector_store: VectorStore = VectorStore()
+    chunking: Chunking = Chunking()
+    workflow: Workflow = Workflow()
+    graph: Graph = Graph()
+    event_flow_analysis: bool = False
+    """``ENABLE_EVENT_FLOW_ANALYSIS``."""
+    langchain_tracing: bool = False
+    """``LANGCHAIN_TRACING``; needs ``LANGCHAIN_API_KEY`` in the agent Secret."""
+    langchain_project: str | None = None
+    """``LANGCHAIN_PROJECT``."""
+    secret_name: DnsLabel = "kga-agent"
+    """Secret with OPENAI_API_KEY, GITHUB_TOKEN (and PINECONE_API_KEY); never in git."""
+
+
+class Repository(Spec):
+    """One entry of the app's ``appSettings.json``."""
+
+    name: Annotated[str, Field(min_length=1)]
+    url: Annotated[str, Field(pattern=r"^https://[^\s/]+/[^\s]+$")]
+    """HTTPS clone URL."""
+    branch: Annotated[str, Field(min_length=1)] = "main"
+    description: str = ""
+
+
+class Quota(Spec):
+    """The namespace ResourceQuota; checked at synth against every workload at maximum scale."""
+
+    requests: ComputeAmounts
+    """Sum of CPU and memory requests the namespace may hold."""
+    limits: ComputeAmounts
+    """Sum of CPU and memory limits the namespace may hold."""
+    pods: Annotated[int, Field(ge=1)]
+    """Pods, counting the extra pod a rolling update surges."""
+    storage: Quantity
+    """Sum of all PVC requests."""
+    persistent_volume_claims: Annotated[int, Field(ge=0)]
+    """Number of PVCs."""
+
+
+class ContainerDefaults(Spec):
+    """The namespace LimitRange: defaults for containers that set nothing."""
+
+    default_request: ComputeAmounts = ComputeAmounts(cpu="100m", memory="128Mi")
+    """Requests given to a container that sets none."""
+    default_limit: ComputeAmounts = ComputeAmounts(cpu="500m", memory="512Mi")
+    """Limits given to a container that sets none."""
+
+
+class Environment(Spec):
+    """One deployment of the Knowledge Graph Agent (``environments/<name>.yaml``)."""
+
+    name: DnsLabel
+    """Must equal the file name; used as the release instance (``kga-<name>``)."""
+    stage: Stage
+    """dev, staging or prod; prod requires image digests."""
+    namespace: DnsLabel
+    """Namespace that holds every namespaced object of the environment."""
+    domain: str
+    """Public host of the web UI and API, e.g. ``kga.example.com``."""
+    kubernetes_version: str
+    """Target cluster version, ``1.27`` to ``1.35``; pins the Pod Security level version."""
+    cloud: CloudProfile = CloudProfile()
+    images: Images
+    query: QueryTier
+    indexer: IndexerTier
+    agent: AgentSettings
+    repositories: Annotated[list[Repository], Field(min_length=1)]
+    """Becomes ``appSettings.json``."""
+    quota: Quota
+    container_defaults: ContainerDefaults = ContainerDefaults()
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if not _DOMAIN.match(self.domain):
+            raise ValueError(
+                f"domain {self.domain!r} is not a lowercase DNS name with at least two labels"
+            )
+        if self.kubernetes_version not in SUPPORTED_KUBERNETES:
+            raise ValueError(
+                f"kubernetesVersion {self.kubernetes_version!r} is not one of "
+                f"{', '.join(SUPPORTED_KUBERNETES)}"
+            )
+        if self.stage is Stage.PROD:
+            unpinned = [name for name, ref in self.images.all().items() if ref.digest is None]
+            if unpinned:
+                raise ValueError(
+                    "stage prod requires image digests; missing for images."
+                    + ", images.".join(unpinned)
+                )
+        return self
+
+    @property
+    def instance(self) -> str:
+        return f"kga-{self.name}"
+
+
+class EnvironmentError(Exception):  # noqa: A001 - a user-facing name, not the builtin alias
+    """A bad environment file; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see environments/schema.json)"
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    return message
+
+
+def parse_environment(data: object, *, source: str, expected_name: str | None = None) -> Environment:
+    """Validate already-parsed YAML; every problem is reported as ``source: path: reason``."""
+    if not isinstance(data, dict):
+        raise EnvironmentError([f"{source}: (top level): expected a mapping of settings"])
+    try:
+        env = Environment.model_validate(data)
+    except ValidationError as exc:
+        raise EnvironmentError(
+            [f"{source}: {_field_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+        ) from None
+    if expected_name is not None and env.name != expected_name:
+        raise EnvironmentError(
+            [f"{source}: name: {env.name!r} must equal the file name {expected_name!r}"]
+        )
+    return env
+
+
+def load_environment(path: Path) -> Environment:
+    """Read and validate ``environments/<name>.yaml``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise EnvironmentError([f"{path}: {where}: not valid YAML: {reason}"]) from None
+    except OSError as exc:
+        raise EnvironmentError([f"{path}: (file): cannot read: {exc.strerror}"]) from None
+    return parse_environment(data, source=str(path), expected_name=path.stem)
+
+
+def load_environments(folder: Path) -> list[Environment]:
+    """Every ``*.yaml`` in ``folder``, sorted by name; all files' problems together."""
+    problems: list[str] = []
+    environments: list[Environment] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            environments.append(load_environment(path))
+        except EnvironmentError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise EnvironmentError(problems)
+    if not environments:
+        raise EnvironmentError([f"{folder}: (folder): no environment files (*.yaml)"])
+    return environments
+
+
+def json_schema() -> str:
+    """The published schema of an environment file, stable for diffing."""
+    schema = Environment.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,147 @@
+"""Typed value objects shared by the environment file and the construct props.
+
+Every model is frozen, keyword-only and rejects unknown fields, so a typo in an
+environment file is an error, not a silently ignored setting. Field names are
+camelCase in YAML (like Kubernetes and Helm values) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from .quantity import Quantity, parse_quantity
+
+
+class Spec(BaseModel):
+    """Base of every props and settings model."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        use_attribute_docstrings=True,
+    )
+
+
+_REPOSITORY = re.compile(
+    r"^(?:(?P<registry>[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d+)?)/)?"
+    r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+)
+
+DigestStr = Annotated[str, Field(pattern=r"^sha256:[a-f0-9]{64}$")]
+
+
+class ImageRef(Spec):
+    """A container image: ``repository:tag`` and, to make it immutable, ``@digest``."""
+
+    repository: str
+    """Registry and path, e.g. ``ghcr.io/acme/knowledge-graph-agent``."""
+    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
+    """Human-readable version; kept next to the digest for reviewers."""
+    digest: DigestStr | None = None
+    """``sha256:<64 hex>``; when set, the digest (not the tag) decides what runs."""
+
+    @model_validator(mode="after")
+    def _repository_is_a_reference(self) -> Self:
+        if not _REPOSITORY.match(self.repository):
+            raise ValueError(
+                f"repository {self.repository!r} is not a valid image reference "
+                "(lowercase registry/path, e.g. ghcr.io/acme/agent)"
+            )
+        return self
+
+    @property
+    def reference(self) -> str:
+        """What goes into ``image:``."""
+        ref = f"{self.repository}:{self.tag}"
+        return f"{ref}@{self.digest}" if self.digest else ref
+
+
+class ComputeAmounts(Spec):
+    """CPU and memory, as Kubernetes quantities."""
+
+    cpu: Quantity
+    """Cores: ``250m``, ``1``, ``1.5``."""
+    memory: Quantity
+    """Bytes: ``512Mi``, ``4Gi``."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"cpu": self.cpu, "memory": self.memory}
+
+
+class Resources(Spec):
+    """Container requests and limits; every container in the stack has both."""
+
+    requests: ComputeAmounts
+    """What the scheduler reserves; the HPA's utilisation is relative to it."""
+    limits: ComputeAmounts
+    """The ceiling; memory over it is an OOM kill, CPU over it is throttling."""
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Self:
+        for key in ("cpu", "memory"):
+            request, limit = getattr(self.requests, key), getattr(self.limits, key)
+            if parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(f"limits.{key} ({limit}) is below requests.{key} ({request})")
+        return self
+
+    def total(self, kind: str, key: str) -> Decimal:
+        """``total("requests", "cpu")`` in base units."""
+        amounts: ComputeAmounts = getattr(self, kind)
+        return parse_quantity(getattr(amounts, key))
+
+    def to_k8s(self) -> dict[str, dict[str, str]]:
+        return {"requests": self.requests.as_dict(), "limits": self.limits.as_dict()}
+
+
+class Autoscaling(Spec):
+    """HorizontalPodAutoscaler bounds and targets (autoscaling/v2)."""
+
+    min_replicas: Annotated[int, Field(ge=1)] = 2
+    """Floor; also the scale the PDB must tolerate a disruption at."""
+    max_replicas: Annotated[int, Field(ge=1)] = 6
+    """Ceiling; the namespace quota must cover this many pods."""
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 70
+    """Average CPU, percent of requests."""
+    target_memory_utilization: Annotated[int, Field(ge=1, le=100)] = 80
+    """Average memory, percent of requests."""
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+    """How long load must stay low before pods are removed (LLM traffic is bursty)."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is greater than maxReplicas "
+                f"({self.max_replicas})"
+            )
+        return self
+
+
+class Disruption(Spec):
+    """PodDisruptionBudget: how many pods a voluntary disruption may take at once."""
+
+    max_unavailable: Annotated[int, Field(ge=0)] | None = 1
+    """Pods that may be down at once; exclusive with ``minAvailable``."""
+    min_available: Annotated[int, Field(ge=0)] | None = None
+    """Pods that must stay up; exclusive with ``maxUnavailable``."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.max_unavailable is None) == (self.min_available is None):
+            raise ValueError("set exactly one of maxUnavailable and minAvailable")
+        return self
+
+    def allowed_disruptions(self, replicas: int) -> int:
+        """Voluntary evictions the budget allows when ``replicas`` are healthy."""
+        if self.max_unavailable is not None:
+            return min(self.max_unavailable, replicas)
+        assert self.min_available is not None
+        return max(replicas - self.min_available, 0)

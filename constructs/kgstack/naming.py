@@ -1,0 +1,59 @@
+"""One place for the recommended labels and resource names.
+
+Every object carries the ``app.kubernetes.io`` labels; selectors use the same
+labels minus ``version`` so that a release never orphans its own pods.
+"""
+
+from __future__ import annotations
+
+from .model import Spec
+
+PART_OF = "knowledge-graph-agent"
+MANAGED_BY = "cdk8s"
+
+
+class Identity(Spec):
+    """Who an object belongs to: the recommended labels, and its stable name.
+
+    ``name`` is the application (``kga``), ``instance`` the environment's
+    release name, ``component`` the tier (``query``, ``indexer``, ``redis``).
+    """
+
+    name: str
+    """``app.kubernetes.io/name``: the application."""
+    instance: str
+    """``app.kubernetes.io/instance``: the release, one per environment."""
+    version: str
+    """``app.kubernetes.io/version``: the app version; left out of selectors."""
+    component: str = ""
+    """``app.kubernetes.io/component``: the tier; empty for release-wide objects."""
+
+    def of(self, component: str) -> Identity:
+        """The same release, another component."""
+        return self.model_copy(update={"component": component})
+
+    @property
+    def resource_name(self) -> str:
+        """Readable and stable: ``<instance>-<component>``, no hash suffix."""
+        return f"{self.instance}-{self.component}" if self.component else self.instance
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """Labels that select this component's pods; never includes ``version``."""
+        labels = {
+            "app.kubernetes.io/name": self.name,
+            "app.kubernetes.io/instance": self.instance,
+        }
+        if self.component:
+            labels["app.kubernetes.io/component"] = self.component
+        return labels
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The full recommended label set for metadata and pod templates."""
+        return {
+            **self.selector,
+            "app.kubernetes.io/version": self.version,
+            "app.kubernetes.io/part-of": PART_OF,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+        }

@@ -1,0 +1,117 @@
+"""The environment's namespace, fenced: Pod Security ``restricted``, a quota, container defaults."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from constructs import Construct
+
+from ._plus import k8s
+from .environment import ContainerDefaults, Quota
+from .footprint import Footprint, HasFootprint
+from .model import Spec
+from .naming import Identity
+from .quantity import format_cpu, format_memory, parse_quantity
+from .validation import add_check
+
+
+class TenantNamespaceProps(Spec):
+    identity: Identity
+    """Release identity; the namespace carries its labels."""
+    namespace: str
+    """Namespace name."""
+    pod_security_version: str
+    """Pinned Pod Security Standards version, ``v1.31``; ``latest`` would drift with upgrades."""
+    quota: Quota
+    """ResourceQuota; must cover every workload in the scope at maximum scale."""
+    container_defaults: ContainerDefaults = ContainerDefaults()
+    """LimitRange defaults for containers that set no resources."""
+
+
+class TenantNamespace(Construct):
+    """Namespace + ResourceQuota + LimitRange, and the check that the quota fits the stack.
+
+    The quota check runs at synth over every construct in ``quota_scope`` (by
+    default this construct's parent) that exposes a :class:`Footprint`.
+    """
+
+    def __init__(
+        self, scope: Construct, id: str, *, props: TenantNamespaceProps,
+        quota_scope: Construct | None = None,
+    ) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.name = props.namespace
+        level = {"enforce", "audit", "warn"}
+        psa = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in sorted(level)}
+        psa |= {
+            f"pod-security.kubernetes.io/{mode}-version": props.pod_security_version
+            for mode in sorted(level)
+        }
+        identity = props.identity
+        k8s.KubeNamespace(
+            self, "Namespace",
+            metadata=k8s.ObjectMeta(name=props.namespace, labels={**identity.labels, **psa}),
+        )
+        meta = {"namespace": props.namespace, "labels": identity.labels}
+        q = props.quota
+        k8s.KubeResourceQuota(
+            self, "Quota",
+            metadata=k8s.ObjectMeta(name=identity.resource_name, **meta),
+            spec=k8s.ResourceQuotaSpec(hard={
+                "requests.cpu": k8s.Quantity.from_string(q.requests.cpu),
+                "requests.memory": k8s.Quantity.from_string(q.requests.memory),
+                "limits.cpu": k8s.Quantity.from_string(q.limits.cpu),
+                "limits.memory": k8s.Quantity.from_string(q.limits.memory),
+                "pods": k8s.Quantity.from_number(q.pods),
+                "requests.storage": k8s.Quantity.from_string(q.storage),
+                "persistentvolumeclaims": k8s.Quantity.from_number(q.persistent_volume_claims),
+            }),
+        )
+        d = props.container_defaults
+        k8s.KubeLimitRange(
+            self, "LimitRange",
+            metadata=k8s.ObjectMeta(name=identity.resource_name, **meta),
+            spec=k8s.LimitRangeSpec(limits=[k8s.LimitRangeItem(
+                type="Container",
+                default_request={k: k8s.Quantity.from_string(v)
+                                 for k, v in d.default_request.as_dict().items()},
+                default={k: k8s.Quantity.from_string(v)
+                         for k, v in d.default_limit.as_dict().items()},
+            )]),
+        )
+        self._quota_scope = quota_scope or scope
+        add_check(self, self._quota_problems)
+
+    def footprints(self) -> list[Footprint]:
+        return sorted(
+            (c.footprint() for c in self._quota_scope.node.find_all()
+             if isinstance(c, HasFootprint)),
+            key=lambda f: f.resource,
+        )
+
+    def _quota_problems(self) -> list[str]:
+        """The ResourceQuota must admit every workload at maximum scale plus surge."""
+        footprints = self.footprints()
+        quota = self.props.quota
+        names = ", ".join(f"{f.resource} x{f.pods}" for f in footprints)
+        checks: list[tuple[str, Decimal, Decimal, str]] = []
+        for kind in ("requests", "limits"):
+            for key, fmt in (("cpu", format_cpu), ("memory", format_memory)):
+                need = sum((f.total(kind, key) for f in footprints), Decimal(0))
+                have = parse_quantity(getattr(getattr(quota, kind), key))
+                checks.append((f"quota.{kind}.{key}", need, have, fmt(need)))
+        pods = sum(f.pods for f in footprints)
+        checks.append(("quota.pods", Decimal(pods), Decimal(quota.pods), str(pods)))
+        storage = sum((f.storage for f in footprints), Decimal(0))
+        checks.append(
+            ("quota.storage", storage, parse_quantity(quota.storage), format_memory(storage))
+        )
+        claims = sum(f.claims for f in footprints)
+        checks.append(("quota.persistentVolumeClaims", Decimal(claims),
+                       Decimal(quota.persistent_volume_claims), str(claims)))
+        return [
+            f"{field} is too small: the workloads at maximum scale plus rollout surge need "
+            f"{shown} ({names})"
+            for field, need, have, shown in checks if need > have
+        ]

@@ -1,0 +1,7 @@
+"""Entry point for ``python -m kgbackup``."""
+
+import sys
+
+from kgbackup.cli import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Store-independent backup, verify, restore, list and prune flows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from kgbackup import __version__
+from kgbackup.errors import CorruptDumpError, NotFoundError
+from kgbackup.logjson import log
+from kgbackup.manifest import MANIFEST_NAME, DumpWriter, Manifest, new_backup_id, parse_backup_id, verify_object
+from kgbackup.retention import RetentionPlan, plan_retention
+from kgbackup.storage import Storage
+
+
+@dataclass
+class DumpInfo:
+    """What a store reports about the dump it just wrote."""
+
+    counts: dict[str, Any]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """One stateful store: how to dump it, check a dump, and load a dump back."""
+
+    kind: str
+    extension: str
+
+    def dump(self, out: DumpWriter, work_dir: Path) -> DumpInfo:
+        """Write the uncompressed logical dump into ``out``; return its counts."""
+        ...
+
+    def check_dump(self, gz_path: Path, manifest: Manifest, work_dir: Path) -> None:
+        """Read the whole dump and compare its counts with the manifest; must not touch the store."""
+        ...
+
+    def restore(self, gz_path: Path, manifest: Manifest, force: bool, work_dir: Path) -> dict[str, Any]:
+        """Load a checked dump into the live store; return what was restored."""
+        ...
+
+
+def _prefix(store: str, backup_id: str) -> str:
+    return f"{store}/{backup_id}"
+
+
+def run_backup(store: Store, storage: Storage, work_dir: Path, gzip_level: int = 3) -> Manifest:
+    """Dump, upload the object, then the manifest (the manifest marks completion)."""
+    started = time.monotonic()
+    backup_id = new_backup_id()
+    object_name = f"dump.{store.extension}.gz"
+    gz_path = work_dir / object_name
+    log("backup.start", store=store.kind, backup_id=backup_id, target=storage.description)
+    with DumpWriter(gz_path, gzip_level) as writer:
+        info = store.dump(writer, work_dir)
+    manifest = Manifest(
+        store=store.kind,
+        backup_id=backup_id,
+        object_name=object_name,
+        sha256=writer.sha256,
+        size_bytes=writer.size,
+        uncompressed_bytes=writer.uncompressed_bytes,
+        counts=info.counts,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        tool_version=__version__,
+        source=info.source,
+    )
+    prefix = _prefix(store.kind, backup_id)
+    storage.put_file(f"{prefix}/{object_name}", gz_path)
+    storage.put_bytes(f"{prefix}/{MANIFEST_NAME}", manifest.to_json())
+    gz_path.unlink(missing_ok=True)
+    log(
+        "backup.done",
+        store=store.kind,
+        backup_id=backup_id,
+        bytes=manifest.size_bytes,
+        sha256=manifest.sha256,
+        counts=manifest.counts,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return manifest
+
+
+def list_backups(storage: Storage, store: str) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Split backup ids into complete (manifest present) and incomplete ones."""
+    complete: dict[str, datetime] = {}
+    incomplete: dict[str, datetime] = {}
+    for name in storage.list_dirs(store):
+        try:
+            when = parse_backup_id(name)
+        except ValueError:
+            continue  # not ours: never list or prune foreign folders
+        if storage.exists(f"{_prefix(store, name)}/{MANIFEST_NAME}"):
+            complete[name] = when
+        else:
+            incomplete[name] = when
+    return complete, incomplete
+
+
+def load_manifest(storage: Storage, store: str, backup_id: str | None) -> Manifest:
+    """Fetch the manifest of ``backup_id``, or of the newest complete backup when ``None``."""
+    if backup_id is None:
+        complete, _ = list_backups(storage, store)
+        if not complete:
+            raise NotFoundError(f"no complete {store} backup in {storage.description}")
+        backup_id = max(complete)
+    where = f"{storage.description}/{_prefix(store, backup_id)}"
+    try:
+        manifest = Manifest.from_json(storage.get_bytes(f"{_prefix(store, backup_id)}/{MANIFEST_NAME}"), where)
+    except NotFoundError as exc:
+        raise NotFoundError(f"backup {backup_id!r} of {store} not found (no manifest at {where})") from exc
+    if manifest.store != store or manifest.backup_id != backup_id:
+        raise CorruptDumpError(f"{where}: manifest is for {manifest.store}/{manifest.backup_id}")
+    return manifest
+
+
+def fetch_and_check(store: Store, storage: Storage, backup_id: str | None, work_dir: Path) -> tuple[Manifest, Path]:
+    """Download, verify size + sha256, then let the store read it all and check counts."""
+    manifest = load_manifest(storage, store.kind, backup_id)
+    gz_path = work_dir / manifest.object_name
+    log("verify.start", store=store.kind, backup_id=manifest.backup_id)
+    storage.get_file(f"{_prefix(store.kind, manifest.backup_id)}/{manifest.object_name}", gz_path)
+    verify_object(gz_path, manifest)
+    store.check_dump(gz_path, manifest, work_dir)
+    log("verify.done", store=store.kind, backup_id=manifest.backup_id, counts=manifest.counts)
+    return manifest, gz_path
+
+
+def run_restore(
+    store: Store, storage: Storage, backup_id: str | None, force: bool, work_dir: Path
+) -> dict[str, Any]:
+    """Every check runs before the first write to the live store."""
+    started = time.monotonic()
+    manifest, gz_path = fetch_and_check(store, storage, backup_id, work_dir)
+    log("restore.start", store=store.kind, backup_id=manifest.backup_id, force=force)
+    restored = store.restore(gz_path, manifest, force, work_dir)
+    log(
+        "restore.done",
+        store=store.kind,
+        backup_id=manifest.backup_id,
+        restored=restored,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return restored
+
+
+def prune(
+    storage: Storage, store: str, keep_daily: int, keep_weekly: int, dry_run: bool = False
+) -> RetentionPlan:
+    complete, incomplete = list_backups(storage, store)
+    plan = plan_retention(complete, incomplete, keep_daily, keep_weekly, datetime.now(timezone.utc))
+    for backup_id in plan.delete:
+        if not dry_run:
+            storage.delete_prefix(_prefix(store, backup_id))
+        log("prune.delete", store=store, backup_id=backup_id, dry_run=dry_run)
+    log("prune.done", store=store, kept=len(plan.keep), deleted=len(plan.delete), dry_run=dry_run)
+    return plan
+
+
+def read_gzip_lines(gz_path: Path) -> Any:
+    """Iterate the lines of a gzip dump, turning decompression errors into a clear error."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(gz_path, "rb") as fh:
+            yield from fh
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CorruptDumpError(f"{gz_path.name}: dump does not decompress cleanly: {exc}") from exc
+
+
+def copy_gzip_to(gz_path: Path, out: BinaryIO) -> int:
+    """Decompress a dump into ``out`` in chunks; returns the byte count."""
+    import gzip
+    import zlib
+
+    total = 0
+    try:
+        with gzip.open(gz_path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                out.write(chunk)
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CorruptDumpError(f"{gz_path.name}: dump does not decompress cleanly: {exc}") from exc
+    return total

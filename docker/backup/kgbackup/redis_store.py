@@ -1,0 +1,354 @@
+"""Redis: RDB snapshot over the replication protocol; restore via a throwaway redis-server.
+
+Backup asks the server for a full sync (what ``redis-cli --rdb`` does) and streams
+the RDB payload into the dump. The snapshot is then loaded once into a private
+redis-server on a unix socket to prove it loads and to count keys per database.
+
+Restore loads the RDB into that private server and copies every key into the
+target with DUMP/PTTL + RESTORE, so the target needs no file access, no restart
+and no downtime, and keeps its own configuration and ACLs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import redis
+from redis.connection import parse_url
+
+from kgbackup.errors import ConfigError, CorruptDumpError, RefusedError, StoreError
+from kgbackup.logjson import log
+from kgbackup.manifest import DumpWriter, Manifest
+from kgbackup.pipeline import DumpInfo, copy_gzip_to
+
+_CHUNK = 1 << 20
+_EOF_MARK_LEN = 40
+_RDB_MAGIC = b"REDIS"
+
+
+@dataclass
+class RedisConfig:
+    url: str
+    password: str | None
+    server_bin: str = "redis-server"
+    batch: int = 500
+    sync_timeout: float = 300.0
+    load_timeout: float = 600.0
+
+
+def client_kwargs(cfg: RedisConfig, db: int) -> dict[str, Any]:
+    """redis-py kwargs for one database; the password never travels in argv."""
+    try:
+        kwargs: dict[str, Any] = parse_url(cfg.url)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL: {exc}") from exc
+    if cfg.password is not None:
+        kwargs["password"] = cfg.password
+    kwargs["db"] = db
+    kwargs.setdefault("socket_timeout", 60)
+    kwargs.setdefault("socket_connect_timeout", 10)
+    return kwargs
+
+
+def keyspace(client: redis.Redis) -> dict[int, dict[str, int]]:
+    """``{db: {"keys": n, "expires": m}}`` from INFO keyspace."""
+    info: dict[str, Any] = client.info("keyspace")
+    spaces: dict[int, dict[str, int]] = {}
+    for name, stats in info.items():
+        if name.startswith("db") and isinstance(stats, dict):
+            spaces[int(name[2:])] = {"keys": int(stats["keys"]), "expires": int(stats.get("expires", 0))}
+    return spaces
+
+
+def _read_bulk_header(reader: BinaryIO) -> bytes:
+    """Skip the master's keep-alive newlines; return the ``$...`` header line."""
+    while True:
+        line = reader.readline()
+        if not line:
+            raise StoreError("Redis closed the connection before sending the RDB")
+        if line in (b"\n", b"\r\n"):
+            continue  # sent every second while the master runs BGSAVE
+        if line.startswith(b"-"):
+            raise StoreError(f"Redis refused SYNC: {line[1:].decode(errors='replace').strip()}")
+        if not line.startswith(b"$"):
+            raise StoreError(f"unexpected SYNC reply: {line[:80]!r}")
+        return line.rstrip(b"\r\n")
+
+
+def _stream_sized(reader: BinaryIO, length: int, sinks: list[Any]) -> int:
+    remaining = length
+    while remaining:
+        chunk = reader.read(min(_CHUNK, remaining))
+        if not chunk:
+            raise StoreError(f"RDB transfer cut short: {length - remaining} of {length} bytes")
+        for sink in sinks:
+            sink.write(chunk)
+        remaining -= len(chunk)
+    return length
+
+
+def _stream_until_mark(reader: Any, mark: bytes, sinks: list[Any]) -> int:
+    """Diskless sync: no length up front, the payload ends with a 40-byte random mark."""
+    tail = b""
+    total = 0
+    while True:
+        chunk = reader.read1(_CHUNK)
+        if not chunk:
+            raise StoreError("RDB transfer cut short (no end-of-file mark)")
+        buf = tail + chunk
+        end = buf.find(mark)
+        body = buf[:end] if end >= 0 else buf[:-_EOF_MARK_LEN]
+        for sink in sinks:
+            sink.write(body)
+        total += len(body)
+        if end >= 0:
+            return total
+        tail = buf[-_EOF_MARK_LEN:] if len(buf) >= _EOF_MARK_LEN else buf
+
+
+def stream_rdb(cfg: RedisConfig, sinks: list[Any]) -> int:
+    """Run a full sync on a raw redis-py connection and copy the RDB payload to ``sinks``."""
+    pool = redis.ConnectionPool(**client_kwargs(cfg, 0))
+    conn: Any = pool.make_connection()
+    try:
+        conn.connect()
+        try:
+            # Redis >= 7: send only the snapshot, not the replication stream after it.
+            conn.send_command("REPLCONF", "rdb-only", "1")
+            conn.read_response()
+        except redis.ResponseError:
+            pass
+        conn.send_command("SYNC")
+        sock: socket.socket = conn._sock  # raw socket: the payload is not RESP
+        sock.settimeout(cfg.sync_timeout)
+        reader = sock.makefile("rb")
+        header = _read_bulk_header(reader)
+        if header.startswith(b"$EOF:"):
+            return _stream_until_mark(reader, header[5:], sinks)
+        return _stream_sized(reader, int(header[1:]), sinks)
+    except (redis.RedisError, OSError) as exc:
+        raise StoreError(f"RDB sync from {pool.connection_kwargs.get('host')} failed: {exc}") from exc
+    finally:
+        conn.disconnect()
+
+
+def rdb_version(path: Path) -> int:
+    """Format version from the ``REDIS00NN`` header; rejects anything else."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if len(head) != 9 or not head.startswith(_RDB_MAGIC) or not head[5:].isdigit():
+        raise CorruptDumpError(f"{path.name} is not an RDB file (header {head!r})")
+    return int(head[5:])
+
+
+class LocalRedis:
+    """A private redis-server on a unix socket, loaded from one RDB file."""
+
+    def __init__(self, binary: str, rdb_path: Path, timeout: float) -> None:
+        self.binary = binary
+        self.rdb_path = rdb_path
+        self.timeout = timeout
+        self.socket_path = rdb_path.parent / "redis.sock"
+        self.log_path = rdb_path.parent / "redis-local.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        if shutil.which(self.binary) is None:
+            raise ConfigError(f"redis-server binary {self.binary!r} not found (set --redis-server-bin)")
+        return [
+            self.binary,
+            "--port", "0",  # no TCP listener at all
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.rdb_path.parent),
+            "--dbfilename", self.rdb_path.name,
+            "--save", "",
+            "--appendonly", "no",
+            "--databases", "256",
+            "--logfile", str(self.log_path),
+        ]  # fmt: skip
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(lines[-3:])
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.socket_path), db=db)
+
+    def __enter__(self) -> LocalRedis:
+        self.proc = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise CorruptDumpError(f"redis-server could not load {self.rdb_path.name}: {self._log_tail()}")
+            try:
+                self.client().ping()  # raises BusyLoadingError until the RDB is loaded
+                return self
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                time.sleep(0.05)
+        self._stop()
+        raise StoreError(f"redis-server did not load {self.rdb_path.name} within {self.timeout}s")
+
+    def _stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # no save points: exits without writing
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop()
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+class RedisStore:
+    kind = "redis"
+    extension = "rdb"
+
+    def __init__(self, cfg: RedisConfig) -> None:
+        self.cfg = cfg
+
+    def _client(self, db: int) -> redis.Redis:
+        return redis.Redis(**client_kwargs(self.cfg, db))
+
+    def _count_snapshot(self, rdb_path: Path) -> tuple[dict[int, dict[str, int]], str]:
+        with LocalRedis(self.cfg.server_bin, rdb_path, self.cfg.load_timeout) as local:
+            server: dict[str, Any] = local.client().info("server")
+            return keyspace(local.client()), str(server["redis_version"])
+
+    def dump(self, out: DumpWriter, work_dir: Path) -> DumpInfo:
+        try:
+            source_version = str(self._client(0).info("server")["redis_version"])
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot reach Redis: {exc}") from exc
+        rdb_dir = work_dir / "redis-backup"
+        rdb_dir.mkdir(exist_ok=True)
+        raw = rdb_dir / "dump.rdb"
+        with raw.open("wb") as raw_file:
+            size = stream_rdb(self.cfg, [out, raw_file])
+        version = rdb_version(raw)
+        # Loading the snapshot proves it is usable and gives exact per-db counts.
+        spaces, local_version = self._count_snapshot(raw)
+        shutil.rmtree(rdb_dir)
+        counts = {
+            "keys": sum(s["keys"] for s in spaces.values()),
+            "dbs": {str(db): s for db, s in sorted(spaces.items())},
+        }
+        log("redis.snapshot", bytes=size, rdb_version=version, counts=counts)
+        source = {"redis_version": source_version, "rdb_version": version, "verified_with": local_version}
+        return DumpInfo(counts=counts, source=source)
+
+    def _unpack(self, gz_path: Path, work_dir: Path) -> Path:
+        rdb_dir = work_dir / "redis-restore"
+        rdb_dir.mkdir(exist_ok=True)
+        raw = rdb_dir / "dump.rdb"
+        with raw.open("wb") as fh:
+            copy_gzip_to(gz_path, fh)
+        rdb_version(raw)
+        return raw
+
+    def _check_counts(self, spaces: dict[int, dict[str, int]], manifest: Manifest) -> None:
+        """Only keys with a TTL may have vanished since the backup: anything else is corruption."""
+        expected: dict[str, dict[str, int]] = manifest.counts.get("dbs", {})
+        for db in set(expected) | {str(d) for d in spaces}:
+            want = expected.get(db, {"keys": 0, "expires": 0})
+            have = spaces.get(int(db), {"keys": 0})["keys"]
+            if not want["keys"] - want["expires"] <= have <= want["keys"]:
+                raise CorruptDumpError(
+                    f"backup {manifest.backup_id}: db{db} has {have} keys, manifest says "
+                    f"{want['keys']} ({want['expires']} with TTL)"
+                )
+
+    def check_dump(self, gz_path: Path, manifest: Manifest, work_dir: Path) -> None:
+        raw = self._unpack(gz_path, work_dir)
+        spaces, _ = self._count_snapshot(raw)
+        self._check_counts(spaces, manifest)
+
+    def _prepare_target(self, force: bool, local_version: str) -> None:
+        try:
+            target_version = str(self._client(0).info("server")["redis_version"])
+            existing = keyspace(self._client(0))
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot reach target Redis: {exc}") from exc
+        if _major_minor(local_version) > _major_minor(target_version):
+            # RESTORE rejects DUMP payloads written by a newer RDB format.
+            raise StoreError(
+                f"local redis-server {local_version} is newer than target Redis {target_version}: "
+                "use a kgbackup image whose redis-server matches the target"
+            )
+        non_empty = {db: s["keys"] for db, s in existing.items() if s["keys"]}
+        if non_empty and not force:
+            raise RefusedError(f"target Redis is not empty (keys per db: {non_empty}); re-run with --force to replace it")
+        for db in non_empty:
+            self._client(db).flushdb()
+            log("redis.flushdb", db=db, keys=non_empty[db])
+
+    def _copy_batch(self, src: redis.Redis, dst: redis.Redis, keys: list[bytes]) -> int:
+        read = src.pipeline(transaction=False)
+        for key in keys:
+            read.dump(key)
+            read.pttl(key)
+        replies = read.execute()
+        write = dst.pipeline(transaction=False)
+        written = 0
+        for key, payload, ttl in zip(keys, replies[::2], replies[1::2], strict=True):
+            if payload is None or ttl == -2 or ttl == 0:
+                continue  # expired in the meantime; RESTORE with ttl 0 would make it persistent
+            write.restore(key, ttl if ttl > 0 else 0, payload, replace=True)
+            written += 1
+        write.execute()
+        return written
+
+    def _copy_db(self, local: LocalRedis, db: int) -> int:
+        src = local.client(db)
+        dst = self._client(db)
+        copied, cursor = 0, 0
+        while True:
+            cursor, keys = src.scan(cursor=cursor, count=self.cfg.batch)
+            if keys:
+                copied += self._copy_batch(src, dst, keys)
+            if cursor == 0:
+                return copied
+
+    def restore(self, gz_path: Path, manifest: Manifest, force: bool, work_dir: Path) -> dict[str, Any]:
+        raw = work_dir / "redis-restore" / "dump.rdb"
+        if not raw.exists():
+            raw = self._unpack(gz_path, work_dir)
+        with LocalRedis(self.cfg.server_bin, raw, self.cfg.load_timeout) as local:
+            spaces = keyspace(local.client())
+            self._check_counts(spaces, manifest)
+            self._prepare_target(force, str(local.client().info("server")["redis_version"]))
+            restored: dict[str, int] = {}
+            try:
+                for db in sorted(spaces):
+                    restored[str(db)] = self._copy_db(local, db)
+                    log("redis.db_restored", db=db, keys=restored[str(db)])
+            except redis.RedisError as exc:
+                raise StoreError(f"restore into target Redis failed (safe to re-run with --force): {exc}") from exc
+            self._verify_target(spaces)
+        shutil.rmtree(raw.parent, ignore_errors=True)
+        return {"keys": sum(restored.values()), "dbs": restored}
+
+    def _verify_target(self, spaces: dict[int, dict[str, int]]) -> None:
+        target = keyspace(self._client(0))
+        for db, want in spaces.items():
+            have = target.get(db, {"keys": 0})["keys"]
+            if not want["keys"] - want["expires"] <= have <= want["keys"]:
+                raise StoreError(f"after restore db{db} has {have} keys, expected {want['keys']}")

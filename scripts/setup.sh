@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Set up everything this project runs with, on a fresh machine or incrementally.
+#   scripts/setup.sh synth   Python venv, Node LTS for jsii, cdk8s CLI   (for `make synth`)
+#   scripts/setup.sh test    all of the above + test toolchain, servers, scanners
+# Each step is skipped when its inputs have not changed, so `make` stays fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-synth}
+case "$mode" in synth|test) ;; *) echo "usage: $0 synth|test" >&2; exit 2 ;; esac
+
+NODE_LTS=22.23.3          # jsii supports ^22 and ^24; Node 20 is end-of-life
+CDK8S_CLI=2.207.60
+PYTHON=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# Runs "$@" only when the hash of the listed inputs differs from the stamp.
+stamp_run() {
+  local stamp=$1 inputs=$2; shift 2
+  local want; want=$(printf '%s\n' "$inputs" | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  "$@"
+  mkdir -p "$(dirname "$stamp")"; echo "$want" > "$stamp"
+}
+
+# pip, quiet, minus this machine's noise about missing local wheel folders; fails loudly.
+pip_install() {
+  local py=$1; shift
+  local log; log=$(mktemp)
+  if ! "$py" -m pip install --quiet "$@" >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" >&2; rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
+}
+
+venv() {  # venv DIR REQUIREMENTS...
+  local dir=$1; shift
+  [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
+  say "installing $* into $dir"
+  local args=(); for req in "$@"; do args+=(-r "$req"); done
+  pip_install "$dir/bin/python" "${args[@]}"
+}
+
+main_venv() {
+  # shellcheck disable=SC2086
+  venv .venv $reqs
+  pip_install .venv/bin/python --no-deps -e .
+}
+reqs=requirements/base.txt
+if [ "$mode" = test ]; then
+  reqs="requirements/test.txt $(find requirements -name '*-test.txt' | sort | tr '\n' ' ')"
+fi
+# shellcheck disable=SC2086
+stamp_run ".venv/.setup-$mode" "$(cat $reqs pyproject.toml)" main_venv
+
+# Node for jsii: the machine's own when it is a supported LTS (>= 22), else npm's node@22.
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+# The machine's node, not the one this script may have put on PATH (make adds .tools).
+system_node() { PATH=$(tr ':' '\n' <<<"$PATH" | grep -v '/\.tools/' | paste -sd:) command -v node || true; }
+node_setup() {
+  command -v npm >/dev/null || { echo "npm is required to install Node $NODE_LTS and cdk8s-cli" >&2; exit 1; }
+  mkdir -p .tools; rm -f .tools/jsii-node
+  local pkgs=("cdk8s-cli@$CDK8S_CLI")
+  local system_node; system_node=$(system_node)
+  if [ -n "$system_node" ] && [ "$(node_major "$system_node")" -ge 22 ]; then
+    ln -sfn "$system_node" .tools/jsii-node
+  else
+    pkgs+=("node@$NODE_LTS")
+  fi
+  say "installing ${pkgs[*]} into .tools"
+  rm -rf .tools/node_modules .tools/package.json .tools/package-lock.json
+  npm install --prefix .tools --no-audit --no-fund --silent "${pkgs[@]}"
+  [ -e .tools/jsii-node ] || ln -sfn "$PWD/.tools/node_modules/.bin/node" .tools/jsii-node
+  say "jsii runs on node $(.tools/jsii-node --version)"
+}
+stamp_run .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_setup
+
+[ "$mode" = test ] || exit 0
+
+# Debian packages the tests start or call (servers on loopback, promtool, image builders).
+apt_setup() {
+  local pkgs; pkgs=$(grep -hv '^#' requirements/apt.txt | tr '\n' ' ')
+  say "installing Debian packages: $pkgs"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+}
+stamp_run .venv/.setup-apt "$(cat requirements/apt.txt)" apt_setup
+
+# Scanners whose dependency pins conflict (networkx) each get their own venv.
+for tool in checkov nca; do
+  stamp_run ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" \
+    venv ".venvs/$tool" "requirements/tool-$tool.txt"
+done
