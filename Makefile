@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export JSII_NODE := $(CURDIR)/.tools/jsii-node
 export PATH := $(CURDIR)/.tools/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: synth test check lint bench cdk8s-synth
+.PHONY: synth test lint bench cdk8s-synth schema
 
 ## synth: set up, then synthesize every environment into dist/
 synth:
@@ -28,3 +28,7 @@ lint:
 bench:
 	@scripts/setup.sh test
 	@.venv/bin/python bench/synth_ratio.py
+
+## schema: regenerate environments/schema.json from the environment model
+schema:
+	@.venv/bin/python -c "from kgstack.environment import json_schema; print(json_schema(), end='')" > environments/schema.json

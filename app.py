@@ -21,11 +21,10 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
     os.environ["JSII_NODE"] = str(_PROJECT_NODE)
 
 import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
-from pydantic import ValidationError  # noqa: E402
-
 from kgstack import AgentStack, EnvironmentError, load_environments  # noqa: E402
 from kgstack.publish import SynthError, synth, write_tree  # noqa: E402
 from kgstack.schema import check_files  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

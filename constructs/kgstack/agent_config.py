@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+from pydantic import Field
+
 from constructs import Construct
 
 from ._plus import k8s
 from .environment import AgentSettings, Repository
 from .model import Spec
-from .naming import Identity
+from .naming import Identity, object_meta
 
 APP_SETTINGS_FILE = "appSettings.json"
 
@@ -35,7 +37,7 @@ class AgentConfigProps(Spec):
     """``CHROMA_HOST`` when the vector store is an in-cluster Chroma."""
     chroma_port: int = 8000
     """``CHROMA_PORT``."""
-    extra_env: dict[str, str] = {}
+    extra_env: dict[str, str] = Field(default_factory=dict)
     """Further plain settings from other constructs (graph store URL, ...)."""
 
 
@@ -57,9 +59,7 @@ class AgentConfig(Construct):
         data = {**self.env, APP_SETTINGS_FILE: self.app_settings}
         k8s.KubeConfigMap(
             self, "ConfigMap",
-            metadata=k8s.ObjectMeta(
-                name=self.name, namespace=props.namespace, labels=props.identity.labels
-            ),
+            metadata=object_meta(props.identity, props.namespace),
             data=data,
         )
         # Pods roll when any setting changes, without hash-suffixed ConfigMap names.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import cdk8s
+
 from constructs import Construct
 
 from ._plus import k8s
 from .agent_config import AgentConfig, AgentConfigProps
 from .agent_tier import HTTP_PORT, AgentTier, AgentTierProps, PersistentState
 from .environment import Environment, Stage
-from .naming import Identity
+from .naming import Identity, object_meta
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 
 APP_NAME = "kga"
@@ -35,10 +36,7 @@ class AgentStack(cdk8s.Chart):
         agent = release.of("agent")
         k8s.KubeServiceAccount(
             self, "ServiceAccount",
-            metadata=k8s.ObjectMeta(
-                name=agent.resource_name, namespace=ns, labels=agent.labels,
-                annotations=env.cloud.service_account_annotations or None,
-            ),
+            metadata=object_meta(agent, ns, annotations=env.cloud.service_account_annotations),
             # The app never calls the Kubernetes API.
             automount_service_account_token=False,
         )

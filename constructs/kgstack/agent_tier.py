@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from constructs import Construct
 from pydantic import Field, model_validator
+
+from constructs import Construct
 
 from ._plus import k8s
 from .agent_config import APP_SETTINGS_FILE, AgentConfig
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
-from .naming import Identity
+from .naming import Identity, object_meta
 from .pod_security import container_security_context, pod_security_context, quantities
 from .quantity import Quantity, parse_quantity
 from .validation import add_check
@@ -59,7 +60,7 @@ class AgentTierProps(Spec):
     """Working directory on a PVC; ``None`` uses an emptyDir of ``scratch_size``."""
     scratch_size: Quantity = "2Gi"
     """emptyDir size limit for the working directory when there is no ``state``."""
-    pod_labels: dict[str, str] = {}
+    pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra pod labels, e.g. the AKS workload-identity opt-in."""
 
     @model_validator(mode="after")
@@ -94,22 +95,16 @@ class AgentTier(Construct):
         super().__init__(scope, id)
         self.props = props
         self.name = props.identity.resource_name
-        self.service_name = self.name
-        self._meta = {"namespace": props.namespace, "labels": props.identity.labels}
         selector = k8s.LabelSelector(match_labels=props.identity.selector)
 
         if props.state is not None:
             k8s.KubePersistentVolumeClaim(
                 self, "State",
-                metadata=k8s.ObjectMeta(
-                    name=self.name,
-                    # GitOps prune must never delete indexing state.
-                    annotations={
-                        "argocd.argoproj.io/sync-options": "Delete=false",
-                        "kustomize.toolkit.fluxcd.io/prune": "disabled",
-                    },
-                    **self._meta,
-                ),
+                # GitOps prune must never delete indexing state.
+                metadata=object_meta(props.identity, props.namespace, annotations={
+                    "argocd.argoproj.io/sync-options": "Delete=false",
+                    "kustomize.toolkit.fluxcd.io/prune": "disabled",
+                }),
                 spec=k8s.PersistentVolumeClaimSpec(
                     access_modes=["ReadWriteOnce"],
                     storage_class_name=props.state.storage_class,
@@ -121,7 +116,7 @@ class AgentTier(Construct):
 
         k8s.KubeDeployment(
             self, "Deployment",
-            metadata=k8s.ObjectMeta(name=self.name, **self._meta),
+            metadata=object_meta(props.identity, props.namespace),
             spec=k8s.DeploymentSpec(
                 # With an HPA, replicas are left out so GitOps sync never fights the HPA.
                 replicas=None if props.autoscaling else props.replicas,
@@ -139,7 +134,7 @@ class AgentTier(Construct):
         )
         k8s.KubeService(
             self, "Service",
-            metadata=k8s.ObjectMeta(name=self.service_name, **self._meta),
+            metadata=object_meta(props.identity, props.namespace),
             spec=k8s.ServiceSpec(
                 type="ClusterIP",
                 selector=props.identity.selector,
@@ -152,7 +147,7 @@ class AgentTier(Construct):
         d = props.disruption
         k8s.KubePodDisruptionBudget(
             self, "Budget",
-            metadata=k8s.ObjectMeta(name=self.name, **self._meta),
+            metadata=object_meta(props.identity, props.namespace),
             spec=k8s.PodDisruptionBudgetSpec(
                 selector=selector,
                 max_unavailable=None if d.max_unavailable is None
@@ -270,7 +265,7 @@ class AgentTier(Construct):
 
         k8s.KubeHorizontalPodAutoscalerV2(
             self, "Autoscaler",
-            metadata=k8s.ObjectMeta(name=self.name, **self._meta),
+            metadata=object_meta(self.props.identity, self.props.namespace),
             spec=k8s.HorizontalPodAutoscalerSpecV2(
                 scale_target_ref=k8s.CrossVersionObjectReferenceV2(
                     api_version="apps/v1", kind="Deployment", name=self.name

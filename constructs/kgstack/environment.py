@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Spec
 from .quantity import Quantity
@@ -27,6 +27,18 @@ _DNS_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})+$")
 
 DnsLabel = Annotated[str, Field(pattern=rf"^{_DNS_LABEL}$", max_length=63)]
+
+
+def _domain(value: str) -> str:
+    if not _DOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a lowercase DNS name with at least two labels")
+    return value
+
+
+def _kubernetes_version(value: str) -> str:
+    if value not in SUPPORTED_KUBERNETES:
+        raise ValueError(f"{value!r} is not one of {', '.join(SUPPORTED_KUBERNETES)}")
+    return value
 
 
 class Stage(StrEnum):
@@ -267,9 +279,9 @@ class Environment(Spec):
     """dev, staging or prod; prod requires image digests."""
     namespace: DnsLabel
     """Namespace that holds every namespaced object of the environment."""
-    domain: str
+    domain: Annotated[str, AfterValidator(_domain)]
     """Public host of the web UI and API, e.g. ``kga.example.com``."""
-    kubernetes_version: str
+    kubernetes_version: Annotated[str, AfterValidator(_kubernetes_version)]
     """Target cluster version, ``1.27`` to ``1.35``; pins the Pod Security level version."""
     cloud: CloudProfile = CloudProfile()
     images: Images
@@ -283,15 +295,6 @@ class Environment(Spec):
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
-        if not _DOMAIN.match(self.domain):
-            raise ValueError(
-                f"domain {self.domain!r} is not a lowercase DNS name with at least two labels"
-            )
-        if self.kubernetes_version not in SUPPORTED_KUBERNETES:
-            raise ValueError(
-                f"kubernetesVersion {self.kubernetes_version!r} is not one of "
-                f"{', '.join(SUPPORTED_KUBERNETES)}"
-            )
         if self.stage is Stage.PROD:
             unpinned = [name for name, ref in self.images.all().items() if ref.digest is None]
             if unpinned:
@@ -306,7 +309,7 @@ class Environment(Spec):
         return f"kga-{self.name}"
 
 
-class EnvironmentError(Exception):  # noqa: A001 - a user-facing name, not the builtin alias
+class EnvironmentError(Exception):
     """A bad environment file; ``problems`` holds one line per problem."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -6,6 +6,7 @@ labels minus ``version`` so that a release never orphans its own pods.
 
 from __future__ import annotations
 
+from ._plus import k8s
 from .model import Spec
 
 PART_OF = "knowledge-graph-agent"
@@ -57,3 +58,14 @@ class Identity(Spec):
             "app.kubernetes.io/part-of": PART_OF,
             "app.kubernetes.io/managed-by": MANAGED_BY,
         }
+
+
+def object_meta(
+    identity: Identity, namespace: str | None, *, name: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> k8s.ObjectMeta:
+    """Metadata for an object of ``identity``: its stable name and full label set."""
+    return k8s.ObjectMeta(
+        name=name or identity.resource_name, namespace=namespace, labels=identity.labels,
+        annotations=annotations or None,
+    )

@@ -10,7 +10,7 @@ from ._plus import k8s
 from .environment import ContainerDefaults, Quota
 from .footprint import Footprint, HasFootprint
 from .model import Spec
-from .naming import Identity
+from .naming import Identity, object_meta
 from .quantity import format_cpu, format_memory, parse_quantity
 from .validation import add_check
 
@@ -53,11 +53,10 @@ class TenantNamespace(Construct):
             self, "Namespace",
             metadata=k8s.ObjectMeta(name=props.namespace, labels={**identity.labels, **psa}),
         )
-        meta = {"namespace": props.namespace, "labels": identity.labels}
         q = props.quota
         k8s.KubeResourceQuota(
             self, "Quota",
-            metadata=k8s.ObjectMeta(name=identity.resource_name, **meta),
+            metadata=object_meta(identity, props.namespace),
             spec=k8s.ResourceQuotaSpec(hard={
                 "requests.cpu": k8s.Quantity.from_string(q.requests.cpu),
                 "requests.memory": k8s.Quantity.from_string(q.requests.memory),
@@ -71,7 +70,7 @@ class TenantNamespace(Construct):
         d = props.container_defaults
         k8s.KubeLimitRange(
             self, "LimitRange",
-            metadata=k8s.ObjectMeta(name=identity.resource_name, **meta),
+            metadata=object_meta(identity, props.namespace),
             spec=k8s.LimitRangeSpec(limits=[k8s.LimitRangeItem(
                 type="Container",
                 default_request={k: k8s.Quantity.from_string(v)

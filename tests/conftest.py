@@ -1,0 +1,72 @@
+"""Shared fixtures: the environments, and their synthesized files built in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_NODE = ROOT / ".tools" / "jsii-node"
+if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
+    os.environ["JSII_NODE"] = str(_PROJECT_NODE)
+
+import cdk8s  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from kgstack import AgentStack, Environment, load_environments  # noqa: E402
+from kgstack.publish import synth  # noqa: E402
+
+ENVIRONMENTS = ROOT / "environments"
+
+
+@pytest.fixture(scope="session")
+def environments() -> dict[str, Environment]:
+    return {env.name: env for env in load_environments(ENVIRONMENTS)}
+
+
+@pytest.fixture(scope="session")
+def rendered(environments: dict[str, Environment]) -> dict[str, dict[str, str]]:
+    """``{env: {file name: YAML}}`` exactly as app.py writes it."""
+    app = cdk8s.App()
+    return synth(app, [AgentStack(app, env) for env in environments.values()])
+
+
+@pytest.fixture(scope="session")
+def manifests(rendered: dict[str, dict[str, str]]) -> dict[str, dict[str, dict]]:  # type: ignore[type-arg]
+    """``{env: {"Kind/name": object}}`` for targeted asserts."""
+    out: dict[str, dict[str, dict]] = {}  # type: ignore[type-arg]
+    for env, files in rendered.items():
+        out[env] = {}
+        for name, text in files.items():
+            if name != "kustomization.yaml":
+                obj = yaml.safe_load(text)
+                out[env][f"{obj['kind']}/{obj['metadata']['name']}"] = obj
+    return out
+
+
+def dist_files() -> list[Path]:
+    return sorted(p for p in (ROOT / "dist").rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def env_data(_name: str = "dev", /, **changes: object) -> dict:  # type: ignore[type-arg]
+    """An environment file's data with dotted-path ``changes`` (``query__replicas=3``)."""
+    data = yaml.safe_load((ENVIRONMENTS / f"{_name}.yaml").read_text())
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return data  # type: ignore[no-any-return]
+
+
+DELETE = object()
+"""Marker for :func:`env_data`: remove the field."""
+
+
+def build(env: Environment) -> tuple[cdk8s.App, AgentStack]:
+    app = cdk8s.App()
+    return app, AgentStack(app, env)

@@ -1,0 +1,82 @@
+"""AgentStack: per-environment snapshots, labels, names and the output layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+
+Manifests = dict[str, dict[str, dict[str, Any]]]
+RECOMMENDED = {"name", "instance", "version", "component", "part-of", "managed-by"}
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_snapshot(rendered: dict[str, dict[str, str]], env: str,
+                  snapshot: SnapshotAssertion) -> None:
+    assert rendered[env] == snapshot
+
+
+def test_recommended_labels_everywhere(manifests: Manifests) -> None:
+    for objects in manifests.values():
+        for key, obj in objects.items():
+            labels = obj["metadata"]["labels"]
+            present = {k.removeprefix("app.kubernetes.io/") for k in labels
+                       if k.startswith("app.kubernetes.io/")}
+            expected = RECOMMENDED - ({"component"} if key.startswith(
+                ("Namespace/", "ResourceQuota/", "LimitRange/")) else set())
+            assert expected <= present, key
+
+
+def test_selectors_leave_out_version(manifests: Manifests) -> None:
+    for objects in manifests.values():
+        for key, obj in objects.items():
+            spec = obj.get("spec", {})
+            selector = spec.get("selector", {})
+            selector = selector.get("matchLabels", selector)
+            if selector:
+                assert "app.kubernetes.io/version" not in selector, key
+                assert "app.kubernetes.io/component" in selector, key
+
+
+def test_names_are_readable_and_stable(rendered: dict[str, dict[str, str]]) -> None:
+    assert sorted(rendered["dev"]) == [
+        "configmap-kga-dev-agent.yaml",
+        "deployment-kga-dev-indexer.yaml",
+        "deployment-kga-dev-query.yaml",
+        "horizontalpodautoscaler-kga-dev-query.yaml",
+        "kustomization.yaml",
+        "limitrange-kga-dev.yaml",
+        "namespace-kga-dev.yaml",
+        "persistentvolumeclaim-kga-dev-indexer.yaml",
+        "poddisruptionbudget-kga-dev-indexer.yaml",
+        "poddisruptionbudget-kga-dev-query.yaml",
+        "resourcequota-kga-dev.yaml",
+        "service-kga-dev-indexer.yaml",
+        "service-kga-dev-query.yaml",
+        "serviceaccount-kga-dev-agent.yaml",
+    ]
+
+
+def test_every_object_is_namespaced_into_the_environment(manifests: Manifests) -> None:
+    for env, objects in manifests.items():
+        for key, obj in objects.items():
+            if not key.startswith("Namespace/"):
+                assert obj["metadata"]["namespace"] == f"kga-{env}", key
+
+
+def test_workload_identity_per_cloud(manifests: Manifests) -> None:
+    sa = manifests["prod"]["ServiceAccount/kga-prod-agent"]
+    assert sa["automountServiceAccountToken"] is False
+    assert sa["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::444455556666:role/kga-prod"
+    }
+    assert "annotations" not in manifests["dev"]["ServiceAccount/kga-dev-agent"]["metadata"]
+
+
+def test_kustomization_lists_every_file(rendered: dict[str, dict[str, str]]) -> None:
+    import yaml
+
+    for files in rendered.values():
+        kustomization = yaml.safe_load(files["kustomization.yaml"])
+        assert kustomization["resources"] == sorted(set(files) - {"kustomization.yaml"})

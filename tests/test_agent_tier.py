@@ -1,0 +1,173 @@
+"""AgentTier: probes, rollout safety, security, state, autoscaling and the PDB invariant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cdk8s
+import pytest
+from conftest import build, env_data
+from kgstack import AgentTier, AgentTierProps, PersistentState
+from kgstack.agent_config import AgentConfig, AgentConfigProps
+from kgstack.environment import AgentSettings, Repository, parse_environment
+from kgstack.model import Autoscaling, Disruption, ImageRef, Resources
+from kgstack.naming import Identity
+from kgstack.publish import SynthError, synth
+from kgstack.validation import collect_errors
+
+Manifests = dict[str, dict[str, dict[str, Any]]]
+RESOURCES = Resources.model_validate(
+    {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+)
+
+
+def pod(manifests: Manifests, env: str, tier: str) -> dict[str, Any]:
+    return manifests[env][f"Deployment/kga-{env}-{tier}"]["spec"]["template"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("tier", ["query", "indexer"])
+def test_probes_use_health_never_the_always_200_endpoint(manifests: Manifests, tier: str) -> None:
+    (container,) = pod(manifests, "prod", tier)["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert "/api/v1/health" not in str(manifests["prod"])
+
+
+@pytest.mark.parametrize("tier", ["query", "indexer"])
+def test_restricted_security_context(manifests: Manifests, tier: str) -> None:
+    spec = pod(manifests, "prod", tier)["spec"]
+    (container,) = spec["containers"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsUser"] >= 10000
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize("tier", ["query", "indexer"])
+def test_rollouts_never_drop_below_desired(manifests: Manifests, tier: str) -> None:
+    strategy = manifests["prod"][f"Deployment/kga-prod-{tier}"]["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate",
+                        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_graceful_shutdown_covers_inflight_work(manifests: Manifests, environments: dict) -> None:  # type: ignore[type-arg]
+    query = pod(manifests, "prod", "query")["spec"]
+    indexer = pod(manifests, "prod", "indexer")["spec"]
+    assert query["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
+    assert query["terminationGracePeriodSeconds"] == 90
+    timeout = environments["prod"].agent.workflow.timeout_seconds
+    assert indexer["terminationGracePeriodSeconds"] == timeout + 60
+
+
+def test_indexer_keeps_state_on_a_pvc(manifests: Manifests) -> None:
+    spec = pod(manifests, "prod", "indexer")["spec"]
+    data = next(v for v in spec["volumes"] if v["name"] == "data")
+    assert data["persistentVolumeClaim"] == {"claimName": "kga-prod-indexer"}
+    pvc = manifests["prod"]["PersistentVolumeClaim/kga-prod-indexer"]
+    assert pvc["spec"]["storageClassName"] == "gp3"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert pvc["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Delete=false"
+    # The rollout's surge pod must reach the same node as the ReadWriteOnce volume.
+    term = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert manifests["prod"]["Deployment/kga-prod-indexer"]["spec"]["replicas"] == 1
+
+
+def test_query_tier_runs_from_a_scratch_working_dir(manifests: Manifests) -> None:
+    spec = pod(manifests, "prod", "query")["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] == ["python", "/app/main.py"]
+    assert container["workingDir"] == "/data"
+    data = next(v for v in spec["volumes"] if v["name"] == "data")
+    assert data["emptyDir"] == {"sizeLimit": "2Gi"}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/data/appSettings.json"]["subPath"] == "appSettings.json"
+    assert set(mounts) == {"/data", "/data/appSettings.json", "/tmp"}
+
+
+def test_hpa_scales_query_tier_only(manifests: Manifests) -> None:
+    hpa = manifests["prod"]["HorizontalPodAutoscaler/kga-prod-query"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
+    assert {m["resource"]["name"] for m in hpa["metrics"]} == {"cpu", "memory"}
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert hpa["behavior"]["scaleDown"]["policies"] == [
+        {"type": "Pods", "value": 1, "periodSeconds": 60}
+    ]
+    # GitOps must not fight the HPA over the replica count.
+    assert "replicas" not in manifests["prod"]["Deployment/kga-prod-query"]["spec"]
+    assert "HorizontalPodAutoscaler/kga-prod-indexer" not in manifests["prod"]
+
+
+def test_spread_over_zones_and_nodes(manifests: Manifests) -> None:
+    spread = pod(manifests, "prod", "query")["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == [
+        "topology.kubernetes.io/zone", "kubernetes.io/hostname"
+    ]
+    assert all("app.kubernetes.io/version" not in c["labelSelector"]["matchLabels"]
+               for c in spread)
+
+
+def test_config_checksum_rolls_pods_when_settings_change() -> None:
+    def checksum(level: str) -> str:
+        env = parse_environment(env_data("dev", agent__logLevel=level), source="dev.yaml")
+        app, stack = build(env)
+        files = synth(app, [stack])["dev"]
+        return next(line for line in files["deployment-kga-dev-query.yaml"].splitlines()
+                    if "checksum/config" in line)
+
+    assert checksum("INFO") != checksum("WARNING")
+    assert checksum("INFO") == checksum("INFO")
+
+
+def _tier(**props: Any) -> tuple[cdk8s.App, AgentTier]:
+    app = cdk8s.App()
+    chart = cdk8s.Chart(app, "t")
+    identity = Identity(name="kga", instance="kga-t", version="1")
+    config = AgentConfig(chart, "Config", props=AgentConfigProps(
+        identity=identity.of("agent"), namespace="t",
+        settings=AgentSettings(github_file_extensions=[".py"]),
+        repositories=[Repository(name="r", url="https://github.com/a/b")],
+        production=False, api_base_url="https://t.example.com/api/v1",
+    ))
+    defaults: dict[str, Any] = {
+        "identity": identity.of("query"), "namespace": "t", "service_account": "sa",
+        "image": ImageRef(repository="ghcr.io/acme/agent", tag="1"), "resources": RESOURCES,
+    }
+    return app, AgentTier(chart, "Tier", config=config,
+                          props=AgentTierProps(**{**defaults, **props}))
+
+
+def test_pdb_must_allow_a_disruption_at_minimum_scale() -> None:
+    app, _ = _tier(autoscaling=Autoscaling(min_replicas=2, max_replicas=4),
+                   disruption=Disruption(max_unavailable=None, min_available=2))
+    (error,) = collect_errors(app)
+    assert "PodDisruptionBudget/kga-t-query allows 0 voluntary disruptions" in error
+    assert "minimum scale of 2 (Deployment/kga-t-query)" in error
+    with pytest.raises(SynthError):
+        synth(app, [])
+
+
+def test_pdb_with_headroom_passes() -> None:
+    app, _ = _tier(autoscaling=Autoscaling(min_replicas=3, max_replicas=4),
+                   disruption=Disruption(max_unavailable=None, min_available=2))
+    assert collect_errors(app) == []
+
+
+def test_props_quote_the_field_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"terminationGraceSeconds \(10\) must exceed"):
+        _tier(termination_grace_seconds=10, pre_stop_seconds=10)
+    with pytest.raises(ValueError, match="cannot autoscale"):
+        _tier(autoscaling=Autoscaling(), state=PersistentState(size="1Gi"))
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        AgentTierProps(replica=2)  # type: ignore[call-arg]
+
+
+def test_footprint_counts_max_scale_and_surge() -> None:
+    _, tier = _tier(autoscaling=Autoscaling(min_replicas=2, max_replicas=5))
+    footprint = tier.footprint()
+    assert footprint.pods == 6
+    assert footprint.total("limits", "memory") == 6 * 2**30
