@@ -23,7 +23,7 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
 import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
 from kgstack import AgentStack, EnvironmentError, load_environments  # noqa: E402
 from kgstack.publish import SynthError, synth, write_tree  # noqa: E402
-from kgstack.schema import check_files  # noqa: E402
+from kgstack.schema import check_objects  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 
@@ -38,17 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     except EnvironmentError as exc:
         return _fail(exc.problems, 2)
 
-    app = cdk8s.App()
     charts = []
     for env in environments:
         try:
-            charts.append(AgentStack(app, env))
+            # One App per environment: environments share nothing, and cdk8s validates per app.
+            charts.append(AgentStack(cdk8s.App(), env))
         except ValidationError as exc:
             return _fail([f"environment {env.name}: {e['msg']}" for e in exc.errors()], 1)
     versions = {env.name: env.kubernetes_version for env in environments}
     try:
-        rendered = synth(app, charts, checks=[
-            lambda env, files: check_files(env, files, versions[env]),
+        rendered = synth(charts, checks=[
+            lambda env, objects: check_objects(env, objects, versions[env]),
         ])
     except SynthError as exc:
         return _fail([f"environment {p}" for p in exc.problems], 1)

@@ -27,8 +27,7 @@ def environments() -> dict[str, Environment]:
 @pytest.fixture(scope="session")
 def rendered(environments: dict[str, Environment]) -> dict[str, dict[str, str]]:
     """``{env: {file name: YAML}}`` exactly as app.py writes it."""
-    app = cdk8s.App()
-    return synth(app, [AgentStack(app, env) for env in environments.values()])
+    return synth([AgentStack(cdk8s.App(), env) for env in environments.values()])
 
 
 @pytest.fixture(scope="session")

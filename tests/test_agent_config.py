@@ -44,8 +44,8 @@ def test_secrets_are_references(manifests: Manifests) -> None:
 def test_pinecone_needs_its_key_and_no_chroma_host() -> None:
     env = parse_environment(env_data("dev", agent__vectorStore={"type": "pinecone"}),
                             source="dev.yaml")
-    app, stack = build(env)
-    files = synth(app, [stack])["dev"]
+    _, stack = build(env)
+    files = synth([stack])["dev"]
     assert "PINECONE_API_KEY" in files["deployment-kga-dev-query.yaml"]
     config = files["configmap-kga-dev-agent.yaml"]
     assert "CHROMA_HOST" not in config and "PINECONE_COLLECTION_NAME" in config

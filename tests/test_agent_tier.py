@@ -114,8 +114,8 @@ def test_spread_over_zones_and_nodes(manifests: Manifests) -> None:
 def test_config_checksum_rolls_pods_when_settings_change() -> None:
     def checksum(level: str) -> str:
         env = parse_environment(env_data("dev", agent__logLevel=level), source="dev.yaml")
-        app, stack = build(env)
-        files = synth(app, [stack])["dev"]
+        _, stack = build(env)
+        files = synth([stack])["dev"]
         return next(line for line in files["deployment-kga-dev-query.yaml"].splitlines()
                     if "checksum/config" in line)
 
@@ -142,13 +142,14 @@ def _tier(**props: Any) -> tuple[cdk8s.App, AgentTier]:
 
 
 def test_pdb_must_allow_a_disruption_at_minimum_scale() -> None:
-    app, _ = _tier(autoscaling=Autoscaling(min_replicas=2, max_replicas=4),
-                   disruption=Disruption(max_unavailable=None, min_available=2))
+    app, tier = _tier(autoscaling=Autoscaling(min_replicas=2, max_replicas=4),
+                      disruption=Disruption(max_unavailable=None, min_available=2))
     (error,) = collect_errors(app)
     assert "PodDisruptionBudget/kga-t-query allows 0 voluntary disruptions" in error
     assert "minimum scale of 2 (Deployment/kga-t-query)" in error
-    with pytest.raises(SynthError):
-        synth(app, [])
+    with pytest.raises(SynthError) as caught:
+        synth([cdk8s.Chart.of(tier)])
+    assert caught.value.problems == [error]
 
 
 def test_pdb_with_headroom_passes() -> None:

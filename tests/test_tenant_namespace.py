@@ -38,8 +38,9 @@ def test_quota_must_cover_max_scale_plus_surge() -> None:
     assert error.startswith("dev/Namespace: quota.limits.memory is too small")
     assert "need 8Gi" in error
     assert "Deployment/kga-dev-query x4" in error and "Deployment/kga-dev-indexer x2" in error
-    with pytest.raises(SynthError):
-        synth(app, [stack])
+    with pytest.raises(SynthError) as caught:
+        synth([stack])
+    assert caught.value.problems == [error]
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,12 @@ from pydantic import Field, model_validator
 
 from constructs import Construct
 
-from ._plus import k8s
+from ._plus import int_or_string, k8s, quantities, quantity
 from .agent_config import APP_SETTINGS_FILE, AgentConfig
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
-from .pod_security import container_security_context, pod_security_context, quantities
+from .pod_security import container_security_context, pod_security_context
 from .quantity import Quantity, parse_quantity
 from .validation import add_check
 
@@ -109,7 +109,7 @@ class AgentTier(Construct):
                     access_modes=["ReadWriteOnce"],
                     storage_class_name=props.state.storage_class,
                     resources=k8s.ResourceRequirements(
-                        requests={"storage": k8s.Quantity.from_string(props.state.size)}
+                        requests={"storage": quantity(props.state.size)}
                     ),
                 ),
             )
@@ -125,8 +125,8 @@ class AgentTier(Construct):
                 strategy=k8s.DeploymentStrategy(
                     type="RollingUpdate",
                     rolling_update=k8s.RollingUpdateDeployment(
-                        max_surge=k8s.IntOrString.from_number(self.SURGE),
-                        max_unavailable=k8s.IntOrString.from_number(0),
+                        max_surge=int_or_string(self.SURGE),
+                        max_unavailable=int_or_string(0),
                     ),
                 ),
                 template=self._pod_template(config),
@@ -139,7 +139,7 @@ class AgentTier(Construct):
                 type="ClusterIP",
                 selector=props.identity.selector,
                 ports=[k8s.ServicePort(
-                    name="http", port=HTTP_PORT, target_port=k8s.IntOrString.from_string("http"),
+                    name="http", port=HTTP_PORT, target_port=int_or_string("http"),
                     protocol="TCP",
                 )],
             ),
@@ -151,9 +151,9 @@ class AgentTier(Construct):
             spec=k8s.PodDisruptionBudgetSpec(
                 selector=selector,
                 max_unavailable=None if d.max_unavailable is None
-                else k8s.IntOrString.from_number(d.max_unavailable),
+                else int_or_string(d.max_unavailable),
                 min_available=None if d.min_available is None
-                else k8s.IntOrString.from_number(d.min_available),
+                else int_or_string(d.min_available),
                 # A crash-looping pod must not block node drains.
                 unhealthy_pod_eviction_policy="AlwaysAllow",
             ),
@@ -164,13 +164,13 @@ class AgentTier(Construct):
 
     def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:
         p = self.props
-        probe_get = k8s.HttpGetAction(path=HEALTH_PATH, port=k8s.IntOrString.from_string("http"))
+        probe_get = k8s.HttpGetAction(path=HEALTH_PATH, port=int_or_string("http"))
         data_volume = (
             k8s.Volume(name="data", persistent_volume_claim=k8s.PersistentVolumeClaimVolumeSource(
                 claim_name=self.name))
             if p.state is not None
             else k8s.Volume(name="data", empty_dir=k8s.EmptyDirVolumeSource(
-                size_limit=k8s.Quantity.from_string(p.scratch_size)))
+                size_limit=quantity(p.scratch_size)))
         )
         container = k8s.Container(
             name="agent",
@@ -229,7 +229,7 @@ class AgentTier(Construct):
                         items=[k8s.KeyToPath(key=APP_SETTINGS_FILE, path=APP_SETTINGS_FILE)],
                     )),
                     k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(
-                        size_limit=k8s.Quantity.from_string("1Gi"))),
+                        size_limit=quantity("1Gi"))),
                 ],
             ),
         )

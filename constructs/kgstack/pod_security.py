@@ -34,7 +34,3 @@ def container_security_context() -> k8s.SecurityContext:
         capabilities=k8s.Capabilities(drop=["ALL"]),
         seccomp_profile=k8s.SeccompProfile(type="RuntimeDefault"),
     )
-
-
-def quantities(amounts: dict[str, str]) -> dict[str, k8s.Quantity]:
-    return {key: k8s.Quantity.from_string(value) for key, value in amounts.items()}

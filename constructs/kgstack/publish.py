@@ -11,6 +11,7 @@ swapped in; on any error ``dist/`` is left byte-identical.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -19,8 +20,6 @@ from typing import Any
 
 import cdk8s
 import yaml
-
-from .validation import collect_errors
 
 
 class SynthError(Exception):
@@ -31,7 +30,7 @@ class SynthError(Exception):
         self.problems = problems
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """Block style for multi-line strings (appSettings.json stays line-diffable)."""
 
 
@@ -54,40 +53,65 @@ def file_name(manifest: Mapping[str, Any]) -> str:
     return f"{kind}-{manifest['metadata']['name']}.yaml"
 
 
-def render(chart: cdk8s.Chart) -> dict[str, str]:
-    """File name to YAML text for every object of ``chart``."""
-    files: dict[str, str] = {}
-    for manifest in chart.to_json():
+_VALIDATION_FAILED = "Validation failed with the following errors:"
+
+
+def manifests(chart: cdk8s.Chart) -> dict[str, dict[str, Any]]:
+    """File name to object for every object of ``chart``; runs the app's validations."""
+    try:
+        rendered = chart.to_json()
+    except RuntimeError as exc:
+        # cdk8s validates the whole app inside toJson and reports "[path] message" lines.
+        message = str(exc)
+        if _VALIDATION_FAILED not in message:
+            raise
+        lines = message.split(_VALIDATION_FAILED, 1)[1].strip().splitlines()
+        raise SynthError([re.sub(r"^\[(.+?)\] ", r"\1: ", line.strip()) for line in lines]) from None
+    objects: dict[str, dict[str, Any]] = {}
+    for manifest in rendered:
         name = file_name(manifest)
-        if name in files:
+        if name in objects:
             raise SynthError([f"{chart.node.path}: two objects would be written to {name}"])
-        files[name] = to_yaml(manifest)
+        objects[name] = manifest
+    return objects
+
+
+def render(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """File name to YAML text, plus the ``kustomization.yaml`` that lists them."""
+    files = {name: to_yaml(obj) for name, obj in objects.items()}
     files["kustomization.yaml"] = to_yaml({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": sorted(files),
+        "resources": sorted(objects),
     })
     return dict(sorted(files.items()))
 
 
-Checker = Callable[[str, dict[str, str]], list[str]]
-"""Extra check over one chart's rendered files; returns problems."""
+Checker = Callable[[str, dict[str, dict[str, Any]]], list[str]]
+"""Extra check over one chart's objects (by file name); returns problems."""
 
 
-def synth(app: cdk8s.App, charts: Iterable[cdk8s.Chart],
-          checks: Iterable[Checker] = ()) -> dict[str, dict[str, str]]:
-    """Validate the construct tree and render every chart; raises :class:`SynthError`."""
-    problems = collect_errors(app)
+def synth(charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()) -> dict[str, dict[str, str]]:
+    """Validate and render every chart; raises :class:`SynthError` with every problem found.
+
+    Give each chart its own ``cdk8s.App``: ``Chart.to_json`` validates the whole
+    app, so charts sharing one app would be validated once per chart.
+    """
+    problems: list[str] = []
+    objects: dict[str, dict[str, dict[str, Any]]] = {}
+    for chart in charts:
+        try:
+            objects[chart.node.id] = manifests(chart)
+        except SynthError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise SynthError(problems)
-    rendered = {chart.node.id: render(chart) for chart in charts}
-    checks = list(checks)
-    for env, files in rendered.items():
-        for check in checks:
-            problems.extend(check(env, files))
+    for check in checks:
+        for env, env_objects in objects.items():
+            problems.extend(check(env, env_objects))
     if problems:
         raise SynthError(problems)
-    return rendered
+    return {env: render(env_objects) for env, env_objects in objects.items()}
 
 
 def write_tree(rendered: Mapping[str, Mapping[str, str]], outdir: Path) -> None:

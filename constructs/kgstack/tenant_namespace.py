@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from constructs import Construct
 
-from ._plus import k8s
+from ._plus import k8s, quantity
 from .environment import ContainerDefaults, Quota
 from .footprint import Footprint, HasFootprint
 from .model import Spec
@@ -58,13 +58,13 @@ class TenantNamespace(Construct):
             self, "Quota",
             metadata=object_meta(identity, props.namespace),
             spec=k8s.ResourceQuotaSpec(hard={
-                "requests.cpu": k8s.Quantity.from_string(q.requests.cpu),
-                "requests.memory": k8s.Quantity.from_string(q.requests.memory),
-                "limits.cpu": k8s.Quantity.from_string(q.limits.cpu),
-                "limits.memory": k8s.Quantity.from_string(q.limits.memory),
-                "pods": k8s.Quantity.from_number(q.pods),
-                "requests.storage": k8s.Quantity.from_string(q.storage),
-                "persistentvolumeclaims": k8s.Quantity.from_number(q.persistent_volume_claims),
+                "requests.cpu": quantity(q.requests.cpu),
+                "requests.memory": quantity(q.requests.memory),
+                "limits.cpu": quantity(q.limits.cpu),
+                "limits.memory": quantity(q.limits.memory),
+                "pods": quantity(q.pods),
+                "requests.storage": quantity(q.storage),
+                "persistentvolumeclaims": quantity(q.persistent_volume_claims),
             }),
         )
         d = props.container_defaults
@@ -73,9 +73,9 @@ class TenantNamespace(Construct):
             metadata=object_meta(identity, props.namespace),
             spec=k8s.LimitRangeSpec(limits=[k8s.LimitRangeItem(
                 type="Container",
-                default_request={k: k8s.Quantity.from_string(v)
+                default_request={k: quantity(v)
                                  for k, v in d.default_request.as_dict().items()},
-                default={k: k8s.Quantity.from_string(v)
+                default={k: quantity(v)
                          for k, v in d.default_limit.as_dict().items()},
             )]),
         )

@@ -25,8 +25,8 @@ def add_check(construct: Construct, check: Callable[[], list[str]]) -> None:
 
 def collect_errors(root: Construct) -> list[str]:
     """Every validation error under ``root``, as ``<construct path>: <message>``."""
-    return [
-        f"{child.node.path}: {message}"
-        for child in root.node.find_all()
-        for message in child.node.validate()
-    ]
+    errors: list[str] = []
+    for child in root.node.find_all():
+        node = child.node  # each attribute access is a round trip to the jsii kernel
+        errors.extend(f"{node.path}: {message}" for message in node.validate())
+    return errors

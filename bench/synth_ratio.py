@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Synth cost as ratios measured in one run (no absolute targets, so no timed tests).
+
+  all environments / empty cdk8s App   what our constructs add to the floor (target <= 2.0x)
+  12 environments / 3 environments     how synth scales with environments  (target <= 1.5x)
+
+Each sample is a fresh process, as `make synth` and `cdk8s synth` run it; the
+runs are interleaved so drift on the machine hits both sides alike. Medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def generated(folder: Path, count: int) -> Path:
+    """``count`` environments cloned from the shipped ones under new names."""
+    folder.mkdir()
+    shipped = sorted((ROOT / "environments").glob("*.yaml"))
+    for i in range(count):
+        data = yaml.safe_load(shipped[i % len(shipped)].read_text())
+        name = f"{data['name']}{i}"
+        data.update(name=name, namespace=f"kga-{name}", domain=f"{name}.example.com")
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    os.environ.setdefault("JSII_NODE", str(ROOT / ".tools" / "jsii-node"))
+    py = sys.executable
+    work = Path(tempfile.mkdtemp())
+    try:
+        three, twelve = generated(work / "env3", 3), generated(work / "env12", 12)
+        commands = {
+            "empty": [py, str(ROOT / "bench" / "empty_app.py"), str(work / "empty")],
+            "shipped": [py, "app.py", "--outdir", str(work / "d0")],
+            "3": [py, "app.py", "--environments", str(three), "--outdir", str(work / "d3")],
+            "12": [py, "app.py", "--environments", str(twelve), "--outdir", str(work / "d12")],
+        }
+        samples: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.runs):
+            for name, cmd in commands.items():
+                samples[name].append(timed(cmd))
+    finally:
+        shutil.rmtree(work)
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    print(f"medians of {args.runs} interleaved runs (s): "
+          + ", ".join(f"{k}={v:.3f}" for k, v in med.items()))
+    print(f"all environments / empty App: {med['shipped'] / med['empty']:.2f}x (target <= 2.0x)")
+    print(f"12 environments / 3:          {med['12'] / med['3']:.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
