@@ -47,7 +47,8 @@ def encode_embedding(vector: Any) -> str | None:
 def decode_embedding(text: str | None) -> list[float] | None:
     if text is None:
         return None
-    return np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4").tolist()
+    values: list[float] = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4").tolist()
+    return values
 
 
 def connect(cfg: ChromaConfig) -> Any:
@@ -198,10 +199,12 @@ class ChromaStore:
         busy = {n: existing[n].count() for n in names if n in existing}
         non_empty = {n: c for n, c in busy.items() if c}
         if non_empty and not force:
-            raise RefusedError(f"target Chroma collections are not empty {non_empty}; re-run with --force to replace them")
-        for name in busy:
+            raise RefusedError(
+                f"target Chroma collections are not empty {non_empty}; re-run with --force to replace them"
+            )
+        for name, records in busy.items():
             self.client.delete_collection(name)
-            log("chroma.collection_dropped", collection=name, records=busy[name])
+            log("chroma.collection_dropped", collection=name, records=records)
 
     def _load(self, gz_path: Path) -> dict[str, int]:
         restored: dict[str, int] = {}

@@ -2,7 +2,7 @@
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 _stream: TextIO | None = None
@@ -17,7 +17,7 @@ def set_stream(stream: TextIO | None) -> None:
 def log(event: str, level: str = "info", **fields: Any) -> None:
     """Write one JSON object per line; unknown types fall back to ``str``."""
     record: dict[str, Any] = {
-        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "level": level,
         "event": event,
     }

@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,7 +21,7 @@ _CHUNK = 1 << 20
 
 def new_backup_id(now: datetime | None = None) -> str:
     """UTC timestamp with milliseconds: sorts lexically in time order, readable in a bucket listing."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime(ID_FORMAT) + f".{now.microsecond // 1000:03d}Z"
 
 
@@ -30,7 +30,7 @@ def parse_backup_id(backup_id: str) -> datetime:
     stamp, _, rest = backup_id.partition(".")
     if not rest.endswith("Z") or not rest[:-1].isdigit():
         raise ValueError(backup_id)
-    parsed = datetime.strptime(stamp, ID_FORMAT).replace(tzinfo=timezone.utc)
+    parsed = datetime.strptime(stamp, ID_FORMAT).replace(tzinfo=UTC)
     return parsed.replace(microsecond=int(rest[:-1]) * 1000)
 
 
@@ -61,9 +61,7 @@ class Manifest:
         try:
             raw = json.loads(data)
             if raw.get("format_version") != FORMAT_VERSION:
-                raise CorruptDumpError(
-                    f"{where}: unsupported manifest format {raw.get('format_version')!r}"
-                )
+                raise CorruptDumpError(f"{where}: unsupported manifest format {raw.get('format_version')!r}")
             manifest = cls(**raw)
         except (ValueError, TypeError) as exc:
             raise CorruptDumpError(f"{where}: manifest is not valid: {exc}") from exc
@@ -109,7 +107,7 @@ class DumpWriter:
         self.path = path
         self._sink = _HashingSink(path)
         # mtime=0 and no file name: identical input gives an identical object.
-        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._sink, compresslevel=level, mtime=0)  # type: ignore[arg-type]
+        self._gzip = gzip.GzipFile(filename="", mode="wb", fileobj=self._sink, compresslevel=level, mtime=0)
         self.uncompressed_bytes = 0
 
     def write(self, data: bytes) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -64,7 +65,7 @@ def run_backup(store: Store, storage: Storage, work_dir: Path, gzip_level: int =
         size_bytes=writer.size,
         uncompressed_bytes=writer.uncompressed_bytes,
         counts=info.counts,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         tool_version=__version__,
         source=info.source,
     )
@@ -129,9 +130,7 @@ def fetch_and_check(store: Store, storage: Storage, backup_id: str | None, work_
     return manifest, gz_path
 
 
-def run_restore(
-    store: Store, storage: Storage, backup_id: str | None, force: bool, work_dir: Path
-) -> dict[str, Any]:
+def run_restore(store: Store, storage: Storage, backup_id: str | None, force: bool, work_dir: Path) -> dict[str, Any]:
     """Every check runs before the first write to the live store."""
     started = time.monotonic()
     manifest, gz_path = fetch_and_check(store, storage, backup_id, work_dir)
@@ -147,11 +146,9 @@ def run_restore(
     return restored
 
 
-def prune(
-    storage: Storage, store: str, keep_daily: int, keep_weekly: int, dry_run: bool = False
-) -> RetentionPlan:
+def prune(storage: Storage, store: str, keep_daily: int, keep_weekly: int, dry_run: bool = False) -> RetentionPlan:
     complete, incomplete = list_backups(storage, store)
-    plan = plan_retention(complete, incomplete, keep_daily, keep_weekly, datetime.now(timezone.utc))
+    plan = plan_retention(complete, incomplete, keep_daily, keep_weekly, datetime.now(UTC))
     for backup_id in plan.delete:
         if not dry_run:
             storage.delete_prefix(_prefix(store, backup_id))
@@ -160,7 +157,7 @@ def prune(
     return plan
 
 
-def read_gzip_lines(gz_path: Path) -> Any:
+def read_gzip_lines(gz_path: Path) -> Iterator[bytes]:
     """Iterate the lines of a gzip dump, turning decompression errors into a clear error."""
     import gzip
     import zlib

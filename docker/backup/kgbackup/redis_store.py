@@ -46,7 +46,7 @@ class RedisConfig:
 def client_kwargs(cfg: RedisConfig, db: int) -> dict[str, Any]:
     """redis-py kwargs for one database; the password never travels in argv."""
     try:
-        kwargs: dict[str, Any] = parse_url(cfg.url)
+        kwargs: dict[str, Any] = parse_url(cfg.url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL: {exc}") from exc
     if cfg.password is not None:
@@ -295,12 +295,14 @@ class RedisStore:
             )
         non_empty = {db: s["keys"] for db, s in existing.items() if s["keys"]}
         if non_empty and not force:
-            raise RefusedError(f"target Redis is not empty (keys per db: {non_empty}); re-run with --force to replace it")
-        for db in non_empty:
+            raise RefusedError(
+                f"target Redis is not empty (keys per db: {non_empty}); re-run with --force to replace it"
+            )
+        for db, keys in non_empty.items():
             self._client(db).flushdb()
-            log("redis.flushdb", db=db, keys=non_empty[db])
+            log("redis.flushdb", db=db, keys=keys)
 
-    def _copy_batch(self, src: redis.Redis, dst: redis.Redis, keys: list[bytes]) -> int:
+    def _copy_batch(self, src: redis.Redis, dst: redis.Redis, keys: list[Any]) -> int:
         read = src.pipeline(transaction=False)
         for key in keys:
             read.dump(key)
@@ -309,7 +311,7 @@ class RedisStore:
         write = dst.pipeline(transaction=False)
         written = 0
         for key, payload, ttl in zip(keys, replies[::2], replies[1::2], strict=True):
-            if payload is None or ttl == -2 or ttl == 0:
+            if payload is None or ttl in (-2, 0):
                 continue  # expired in the meantime; RESTORE with ttl 0 would make it persistent
             write.restore(key, ttl if ttl > 0 else 0, payload, replace=True)
             written += 1

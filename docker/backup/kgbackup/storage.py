@@ -113,7 +113,8 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, key: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one boto3 call, mapping its errors to ours (``key`` is for messages)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -121,28 +122,28 @@ class S3Storage:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
-                raise NotFoundError(f"{self.description}/{args[-1]} does not exist") from exc
+                raise NotFoundError(f"{self.description}/{key} does not exist") from exc
             raise StoreError(f"S3 {what} failed on {self.description}: {exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"S3 {what} failed on {self.description}: {exc}") from exc
 
     def put_file(self, key: str, path: Path) -> None:
-        self._call("upload", self.client.upload_file, str(path), self.bucket, self._key(key))
+        self._call("upload", key, self.client.upload_file, str(path), self.bucket, self._key(key))
 
     def get_file(self, key: str, path: Path) -> None:
-        self._call("download", self.client.download_file, self.bucket, self._key(key), str(path))
+        self._call("download", key, self.client.download_file, self.bucket, self._key(key), str(path))
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._call("put", self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+        self._call("put", key, self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_bytes(self, key: str) -> bytes:
-        resp = self._call("get", self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+        resp = self._call("get", key, self.client.get_object, Bucket=self.bucket, Key=self._key(key))
         body: bytes = resp["Body"].read()
         return body
 
     def exists(self, key: str) -> bool:
         try:
-            self._call("head", self.client.head_object, Bucket=self.bucket, Key=self._key(key))
+            self._call("head", key, self.client.head_object, Bucket=self.bucket, Key=self._key(key))
         except NotFoundError:
             return False
         return True
@@ -151,7 +152,10 @@ class S3Storage:
         full = self._key(prefix).rstrip("/") + "/"
         paginator = self.client.get_paginator("list_objects_v2")
         names: list[str] = []
-        pages = self._call("list", paginator.paginate, Bucket=self.bucket, Prefix=full, Delimiter="/")
+        # Pages are fetched lazily: materialise them inside _call so errors are mapped.
+        pages = self._call(
+            "list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"))
+        )
         for page in pages:
             for entry in page.get("CommonPrefixes", []):
                 names.append(entry["Prefix"][len(full) :].rstrip("/"))
@@ -161,10 +165,13 @@ class S3Storage:
         full = self._key(prefix).rstrip("/") + "/"
         paginator = self.client.get_paginator("list_objects_v2")
         deleted = 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+        pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full)))
+        for page in pages:
             objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if objects:
-                self._call("delete", self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": objects})
+                self._call(
+                    "delete", prefix, self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": objects}
+                )
                 deleted += len(objects)
         return deleted
 
