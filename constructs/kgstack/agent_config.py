@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pydantic import Field
-
 from constructs import Construct
+from pydantic import Field
 
 from ._plus import k8s
 from .environment import AgentSettings, Repository

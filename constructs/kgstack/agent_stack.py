@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import cdk8s
-
 from constructs import Construct
 
 from ._plus import k8s

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
-
 from constructs import Construct
+from pydantic import Field, model_validator
 
 from ._plus import int_or_string, k8s, quantities, quantity
 from .agent_config import APP_SETTINGS_FILE, AgentConfig

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jsii
-
 from constructs import Construct, IValidation
 
 

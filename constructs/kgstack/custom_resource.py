@@ -1,0 +1,43 @@
+"""Custom resources from typed models (cloudcoil or our own pydantic models).
+
+cdk8s-plus only types the built-in kinds. A custom resource is built as a
+pydantic model, so a typo is an error at construction, and then handed to cdk8s
+as a plain ApiObject whose body is patched in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cdk8s
+from constructs import Construct
+from pydantic import BaseModel
+
+_HEADER = ("apiVersion", "kind", "metadata")
+
+
+def custom_resource(scope: Construct, id: str, resource: BaseModel) -> cdk8s.ApiObject:
+    """Add ``resource`` (a model with apiVersion, kind, metadata, ...) to ``scope``."""
+    body: dict[str, Any] = resource.model_dump(by_alias=True, exclude_none=True, mode="json")
+    meta = body.get("metadata", {})
+    obj = cdk8s.ApiObject(
+        scope, id,
+        api_version=body["apiVersion"],
+        kind=body["kind"],
+        metadata=cdk8s.ApiObjectMetadata(
+            name=meta.get("name"),
+            namespace=meta.get("namespace"),
+            labels=meta.get("labels"),
+            annotations=meta.get("annotations"),
+        ),
+    )
+    for key, value in body.items():
+        if key not in _HEADER:
+            obj.add_json_patch(cdk8s.JsonPatch.add(f"/{key}", value))
+    return obj
+
+
+def is_custom(api_version: str) -> bool:
+    """Whether ``api_version`` belongs to a CRD rather than to Kubernetes itself."""
+    group = api_version.rpartition("/")[0]
+    return "." in group and not group.endswith("k8s.io")
