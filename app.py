@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Synthesize every environment in environments/ into dist/<env>/.
 
-Usage: python app.py [--environments DIR] [--outdir DIR]
+Usage:
+  python app.py [--environments DIR] [--outdir DIR]
+  python app.py restore ENV STORE [--backup-id ID] [--force]   # prints a restore Job
 
-Exit codes: 0 written, 2 a bad environment file, 1 an inconsistent stack.
+Exit codes: 0 done, 2 a bad environment file or argument, 1 an inconsistent stack.
 On any error dist/ is left exactly as it was.
 """
 
@@ -21,13 +23,18 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
     os.environ["JSII_NODE"] = str(_PROJECT_NODE)
 
 import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
-from kgstack import AgentStack, EnvironmentError, load_environments  # noqa: E402
-from kgstack.publish import SynthError, synth, write_tree  # noqa: E402
-from kgstack.schema import check_objects  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
+
+from kgstack import AgentStack, EnvironmentError, load_environment, load_environments  # noqa: E402
+from kgstack.backup_schedule import restore_job  # noqa: E402
+from kgstack.publish import SynthError, synth, to_yaml, write_tree  # noqa: E402
+from kgstack.schema import check_objects  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["restore"]:
+        return restore(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--environments", type=Path, default=ROOT / "environments")
     parser.add_argument("--outdir", type=Path, default=ROOT / "dist")
@@ -63,10 +70,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def restore(argv: list[str]) -> int:
+    """Print the Job that restores one store of one environment (not part of dist/)."""
+    parser = argparse.ArgumentParser(prog="app.py restore", description=restore.__doc__)
+    parser.add_argument("environment")
+    parser.add_argument("store", choices=["redis", "chroma", "memgraph"])
+    parser.add_argument("--backup-id", help="a backup id from `kgbackup list`; default: the latest")
+    parser.add_argument("--force", action="store_true", help="replace data in a non-empty store")
+    parser.add_argument("--environments", type=Path, default=ROOT / "environments")
+    args = parser.parse_args(argv)
+    try:
+        env = load_environment(args.environments / f"{args.environment}.yaml")
+        job = restore_job(AgentStack(cdk8s.App(), env).backups, args.store,
+                          backup_id=args.backup_id, force=args.force)
+    except EnvironmentError as exc:
+        return _fail(exc.problems, 2)
+    except ValueError as exc:
+        return _fail([f"environment {args.environment}: {exc}"], 2)
+    print(to_yaml(job), end="")
+    return 0
+
+
 def _fail(problems: list[str], code: int) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    print(f"{len(problems)} problem(s); dist/ was not changed.", file=sys.stderr)
+    print(f"{len(problems)} problem(s); nothing was written.", file=sys.stderr)
     return code
 
 

@@ -64,7 +64,7 @@ def test_bad_input_exits_non_zero_and_leaves_dist_untouched(
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert "dist/ was not changed" in result.stderr
+    assert "nothing was written" in result.stderr
     assert tree_digest(outdir) == before
     assert not list(outdir.parent.glob(".dist.*")), "no staging folder is left behind"
 

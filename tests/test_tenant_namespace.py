@@ -22,7 +22,7 @@ def test_pod_security_restricted_in_every_mode(manifests: Manifests) -> None:
 
 def test_quota_and_limit_range(manifests: Manifests) -> None:
     hard = manifests["prod"]["ResourceQuota/kga-prod"]["spec"]["hard"]
-    assert hard["limits.memory"] == "64Gi"
+    assert hard["limits.memory"] == "96Gi"
     assert hard["persistentvolumeclaims"] == 20
     (limits,) = manifests["prod"]["LimitRange/kga-prod"]["spec"]["limits"]
     assert limits["type"] == "Container"
@@ -30,13 +30,14 @@ def test_quota_and_limit_range(manifests: Manifests) -> None:
 
 
 def test_quota_must_cover_max_scale_plus_surge() -> None:
-    # dev: query 3 max + 1 surge at 1Gi limit, indexer 1 + 1 surge at 2Gi -> 8Gi of limits.
-    env = parse_environment(env_data("dev", quota__limits={"cpu": "8", "memory": "7Gi"}),
+    # dev limits: query (3 + 1 surge) x 1Gi, indexer (1 + 1 surge) x 2Gi, chroma 1Gi,
+    # redis 256Mi + exporter 128Mi, two backup runs x 1Gi -> 11648Mi.
+    env = parse_environment(env_data("dev", quota__limits={"cpu": "16", "memory": "11Gi"}),
                             source="dev.yaml")
     app, stack = build(env)
     (error,) = collect_errors(app)
     assert error.startswith("dev/Namespace: quota.limits.memory is too small")
-    assert "need 8Gi" in error
+    assert "need 11648Mi" in error
     assert "Deployment/kga-dev-query x4" in error and "Deployment/kga-dev-indexer x2" in error
     with pytest.raises(SynthError) as caught:
         synth([stack])
@@ -47,7 +48,7 @@ def test_quota_must_cover_max_scale_plus_surge() -> None:
     ("field", "value", "message"),
     [
         ("quota__pods", 5, "quota.pods is too small: the workloads at maximum scale plus rollout "
-                           "surge need 6"),
+                           "surge need 10"),
         ("quota__storage", "1Gi", "quota.storage is too small"),
         ("quota__persistentVolumeClaims", 0, "quota.persistentVolumeClaims is too small"),
         ("quota__requests", {"cpu": "1", "memory": "6Gi"}, "quota.requests.cpu is too small"),

@@ -16,6 +16,7 @@ from ._plus import k8s
 from .environment import AgentSettings, Repository
 from .model import Spec
 from .naming import Identity, object_meta
+from .secret_ref import SecretRef
 
 APP_SETTINGS_FILE = "appSettings.json"
 
@@ -38,6 +39,8 @@ class AgentConfigProps(Spec):
     """``CHROMA_PORT``."""
     extra_env: dict[str, str] = Field(default_factory=dict)
     """Further plain settings from other constructs (graph store URL, ...)."""
+    extra_secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    """Further variables read from Secrets of other constructs (``REDIS_URL``, ...)."""
 
 
 def _flag(value: bool) -> str:
@@ -116,27 +119,17 @@ class AgentConfig(Construct):
         return dict(sorted(env.items()))
 
     @property
-    def secret_keys(self) -> dict[str, bool]:
-        """Secret keys the agent reads, mapped to whether the app requires them."""
+    def secrets(self) -> dict[str, SecretRef]:
+        """Every variable the agent reads from a Secret; the app refuses to start without the required ones."""
         s = self.props.settings
-        keys = {"OPENAI_API_KEY": True, "GITHUB_TOKEN": True, "EMBEDDING_API_KEY": False}
+        required = {"OPENAI_API_KEY": True, "GITHUB_TOKEN": True, "EMBEDDING_API_KEY": False}
         if s.vector_store.type == "pinecone":
-            keys["PINECONE_API_KEY"] = True
+            required["PINECONE_API_KEY"] = True
         if s.langchain_tracing:
-            keys["LANGCHAIN_API_KEY"] = True
-        if s.graph.enabled:
-            keys["GRAPH_STORE_PASSWORD"] = False
-        return keys
+            required["LANGCHAIN_API_KEY"] = True
+        refs = {key: SecretRef(name=s.secret_name, key=key, optional=not needed) for key, needed in required.items()}
+        return {**refs, **self.props.extra_secrets}
 
     def secret_env(self) -> list[k8s.EnvVar]:
-        """References into the agent Secret; values never pass through this code."""
-        secret = self.props.settings.secret_name
-        return [
-            k8s.EnvVar(
-                name=key,
-                value_from=k8s.EnvVarSource(secret_key_ref=k8s.SecretKeySelector(
-                    name=secret, key=key, optional=None if required else True,
-                )),
-            )
-            for key, required in self.secret_keys.items()
-        ]
+        """References into Secrets; values never pass through this code."""
+        return [ref.env(variable) for variable, ref in self.secrets.items()]

@@ -7,22 +7,30 @@ from constructs import Construct
 
 from ._plus import k8s
 from .agent_config import AgentConfig, AgentConfigProps
-from .agent_tier import HTTP_PORT, AgentTier, AgentTierProps, PersistentState
+from .agent_tier import AgentTier, AgentTierProps, PersistentState
+from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
+from .chroma_store import PORT as CHROMA_PORT
+from .chroma_store import ChromaStore, ChromaStoreProps
 from .environment import Environment, Stage
+from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .naming import Identity, object_meta
+from .redis_cache import PORT as REDIS_PORT
+from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
+from .redis_cache import RedisCache, RedisCacheProps
+from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 
 APP_NAME = "kga"
 
 
 class AgentStack(cdk8s.Chart):
-    """Namespace, config, the query tier and the indexer of one environment."""
+    """Namespace, config, the agent tiers, the stateful tier and its backups for one environment."""
 
     def __init__(self, scope: Construct, env: Environment) -> None:
         super().__init__(scope, env.name, disable_resource_name_hashes=True)
-        self.env = env
         release = Identity(name=APP_NAME, instance=env.instance, version=env.images.agent.tag)
         ns = env.namespace
+        storage_class = env.cloud.storage_class_name
 
         self.tenant = TenantNamespace(self, "Namespace", props=TenantNamespaceProps(
             identity=release,
@@ -32,6 +40,46 @@ class AgentStack(cdk8s.Chart):
             container_defaults=env.container_defaults,
         ))
 
+        # The stateful tier first: the agent's settings point at it.
+        self.redis = RedisCache(self, "Redis", props=RedisCacheProps(
+            identity=release.of("redis"), namespace=ns, settings=env.stores.redis,
+            image=env.images.redis, exporter_image=env.images.redis_exporter, storage_class=storage_class,
+        ))
+        backup_targets: dict[Store, StoreEndpoint] = {"redis": StoreEndpoint(
+            env={"KGB_REDIS_URL": f"redis://backup@{self.redis.name}:{REDIS_PORT}/0"},
+            secrets={"REDIS_PASSWORD": SecretRef(name=self.redis.secret, key=REDIS_SECRET_KEYS["backup"])},
+        )}
+        extra_env: dict[str, str] = {}
+        extra_secrets = {"REDIS_URL": self.redis.agent_url()}
+
+        self.chroma: ChromaStore | None = None
+        if env.stores.chroma is not None and env.agent.vector_store.type == "chroma":
+            chroma = env.stores.chroma
+            self.chroma = ChromaStore(self, "Chroma", props=ChromaStoreProps(
+                identity=release.of("chroma"), namespace=ns, settings=chroma, image=env.images.chroma,
+                storage_class=storage_class,
+                allow_reset=chroma.allow_reset if chroma.allow_reset is not None else env.stage is Stage.DEV,
+            ))
+            backup_targets["chroma"] = StoreEndpoint(
+                env={"CHROMA_HOST": self.chroma.name, "CHROMA_PORT": str(CHROMA_PORT)}
+            )
+
+        self.memgraph: MemgraphStore | None = None
+        if env.stores.memgraph is not None and env.agent.graph.enabled:
+            self.memgraph = MemgraphStore(self, "Memgraph", props=MemgraphStoreProps(
+                identity=release.of("memgraph"), namespace=ns, settings=env.stores.memgraph,
+                image=env.images.memgraph, storage_class=storage_class,
+            ))
+            extra_env |= {"GRAPH_STORE_TYPE": "memgraph", "GRAPH_STORE_URL": self.memgraph.url,
+                          "GRAPH_STORE_DATABASE": "memgraph"}
+            extra_secrets |= {"GRAPH_STORE_USER": self.memgraph.username,
+                              "GRAPH_STORE_PASSWORD": self.memgraph.password}
+            backup_targets["memgraph"] = StoreEndpoint(
+                env={"KGB_MEMGRAPH_URL": self.memgraph.url},
+                secrets={"GRAPH_STORE_USER": self.memgraph.username,
+                         "GRAPH_STORE_PASSWORD": self.memgraph.password},
+            )
+
         agent = release.of("agent")
         k8s.KubeServiceAccount(
             self, "ServiceAccount",
@@ -39,7 +87,6 @@ class AgentStack(cdk8s.Chart):
             # The app never calls the Kubernetes API.
             automount_service_account_token=False,
         )
-
         self.config = AgentConfig(self, "Config", props=AgentConfigProps(
             identity=agent,
             namespace=ns,
@@ -47,8 +94,10 @@ class AgentStack(cdk8s.Chart):
             repositories=env.repositories,
             production=env.stage is Stage.PROD,
             api_base_url=f"https://{env.domain}/api/v1",
-            chroma_host=f"{env.instance}-chroma" if env.agent.vector_store.type == "chroma"
-            else None,
+            chroma_host=self.chroma.name if self.chroma else None,
+            chroma_port=CHROMA_PORT,
+            extra_env=extra_env,
+            extra_secrets=extra_secrets,
         ))
 
         common = {
@@ -74,12 +123,17 @@ class AgentStack(cdk8s.Chart):
             disruption=indexer.disruption,
             termination_grace_seconds=indexer.termination_grace_seconds
             or env.agent.workflow.timeout_seconds + 60,
-            state=PersistentState(
-                size=indexer.storage_size, storage_class=env.cloud.storage_class_name
-            ),
+            state=PersistentState(size=indexer.storage_size, storage_class=storage_class),
             **common,
         ))
 
-    @property
-    def agent_port(self) -> int:
-        return HTTP_PORT
+        self.backups = BackupSchedule(self, "Backup", props=BackupScheduleProps(
+            identity=release.of("backup"),
+            namespace=ns,
+            settings=env.backup,
+            image=env.images.backup,
+            stores=backup_targets,
+            storage_class=storage_class,
+            service_account_annotations=env.cloud.service_account_annotations,
+            pod_labels=env.cloud.pod_labels,
+        ))

@@ -13,12 +13,12 @@ from typing import Annotated, Self
 from constructs import Construct
 from pydantic import Field, model_validator
 
-from ._plus import int_or_string, k8s, quantities, quantity
+from ._plus import int_or_string, k8s, quantity
 from .agent_config import APP_SETTINGS_FILE, AgentConfig
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
-from .pod_security import container_security_context, pod_security_context
+from .pod_security import hardened_container, pod_security_context
 from .quantity import Quantity, parse_quantity
 from .validation import add_check
 
@@ -171,20 +171,16 @@ class AgentTier(Construct):
             else k8s.Volume(name="data", empty_dir=k8s.EmptyDirVolumeSource(
                 size_limit=quantity(p.scratch_size)))
         )
-        container = k8s.Container(
+        container = hardened_container(
             name="agent",
             image=p.image.reference,
-            image_pull_policy="IfNotPresent",
+            resources=p.resources,
+            ports={"http": HTTP_PORT},
             # Run from the data volume: the app writes its files relative to the cwd.
             command=["python", "/app/main.py"],
             working_dir=DATA_DIR,
-            ports=[k8s.ContainerPort(name="http", container_port=HTTP_PORT, protocol="TCP")],
             env_from=[k8s.EnvFromSource(config_map_ref=k8s.ConfigMapEnvSource(name=config.name))],
             env=config.secret_env(),
-            resources=k8s.ResourceRequirements(
-                requests=quantities(p.resources.requests.as_dict()),
-                limits=quantities(p.resources.limits.as_dict()),
-            ),
             startup_probe=k8s.Probe(
                 http_get=probe_get, period_seconds=5, timeout_seconds=3, failure_threshold=36
             ),
@@ -197,14 +193,12 @@ class AgentTier(Construct):
             lifecycle=k8s.Lifecycle(pre_stop=k8s.LifecycleHandler(
                 exec=k8s.ExecAction(command=["sleep", str(p.pre_stop_seconds)])
             )) if p.pre_stop_seconds else None,
-            security_context=container_security_context(),
-            volume_mounts=[
+            mounts=[
                 k8s.VolumeMount(name="data", mount_path=DATA_DIR),
                 k8s.VolumeMount(
                     name="config", mount_path=f"{DATA_DIR}/{APP_SETTINGS_FILE}",
                     sub_path=APP_SETTINGS_FILE, read_only=True,
                 ),
-                k8s.VolumeMount(name="tmp", mount_path="/tmp"),
             ],
         )
         return k8s.PodTemplateSpec(

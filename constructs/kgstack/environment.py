@@ -17,8 +17,12 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from .backup_schedule import BackupSettings
+from .chroma_store import ChromaSettings
+from .memgraph_store import MemgraphSettings
 from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Spec
 from .quantity import Quantity
+from .redis_cache import RedisSettings
 
 SUPPORTED_KUBERNETES = tuple(f"1.{minor}" for minor in range(27, 36))
 """Versions every manifest is validated against; the target must be one of them."""
@@ -107,14 +111,59 @@ class CloudProfile(Spec):
         return {}
 
 
+def _upstream(repository: str, tag: str, digest: str | None) -> ImageRef:
+    return ImageRef(repository=repository, tag=tag, digest=digest)
+
+
 class Images(Spec):
-    """Every image the environment runs."""
+    """Every image the environment runs.
+
+    Ours (agent, web, backup) are built from docker/ and pinned per environment
+    by the release pipeline. Upstream images default to versions pinned by index
+    digest (multi-arch); memgraph has no published digest we could verify, so an
+    environment that enables the graph store in prod must mirror it and pin it.
+    """
 
     agent: ImageRef
     """The agent API image (query tier and indexer run the same image)."""
+    web: ImageRef
+    """The web UI image (docker/web: the app's index.html on unprivileged nginx)."""
+    backup: ImageRef
+    """The kgbackup image (docker/backup)."""
+    redis: ImageRef = _upstream(
+        "docker.io/library/redis", "7.0.15-alpine",
+        "sha256:c9d92d840fd011c908f040592857c724ae6d877f2aba5c40ad963276507386b2",
+    )
+    """Redis 7.0.x: the RDB version the backup image's redis-server reads."""
+    redis_exporter: ImageRef = _upstream(
+        "docker.io/oliver006/redis_exporter", "v1.66.0",
+        "sha256:d98e6db8094f491b95791e9f776b0ba30a20aeacb90e18334935d5e51bf2e6a1",
+    )
+    """Prometheus exporter sidecar of Redis."""
+    chroma: ImageRef = _upstream(
+        "docker.io/chromadb/chroma", "1.5.9",
+        "sha256:1e0b73a187a28757c572acba508c46f48c9e8b0acaf5c20e6d95cdedce1acdf6",
+    )
+    """Chroma server; the same release as the chromadb client in docker/backup."""
+    memgraph: ImageRef = _upstream("docker.io/memgraph/memgraph", "2.11.0", None)
+    """Memgraph, the release the app documents."""
+    nginx: ImageRef = _upstream(
+        "docker.io/nginxinc/nginx-unprivileged", "1.27.5-alpine",
+        "sha256:65e3e85dbaed8ba248841d9d58a899b6197106c23cb0ff1a132b7bfe0547e4c0",
+    )
+    """Unprivileged nginx for the edge's API-key verifier."""
 
     def all(self) -> dict[str, ImageRef]:
         return {name: getattr(self, name) for name in type(self).model_fields}
+
+    def in_use(self, env: Environment) -> dict[str, ImageRef]:
+        """The images ``env`` actually deploys (a disabled store needs no digest)."""
+        unused = set()
+        if env.agent.vector_store.type != "chroma":
+            unused.add("chroma")
+        if not env.agent.graph.enabled:
+            unused.add("memgraph")
+        return {name: ref for name, ref in self.all().items() if name not in unused}
 
 
 class QueryTier(Spec):
@@ -246,6 +295,17 @@ class Repository(Spec):
     description: str = ""
 
 
+class Stores(Spec):
+    """Sizes of the stateful tier; a store the environment does not use may be left out."""
+
+    redis: RedisSettings
+    """The cache (always deployed)."""
+    chroma: ChromaSettings | None = None
+    """Required when ``agent.vectorStore.type`` is chroma."""
+    memgraph: MemgraphSettings | None = None
+    """Required when ``agent.graph.enabled``."""
+
+
 class Quota(Spec):
     """The namespace ResourceQuota; checked at synth against every workload at maximum scale."""
 
@@ -290,13 +350,21 @@ class Environment(Spec):
     agent: AgentSettings
     repositories: Annotated[list[Repository], Field(min_length=1)]
     """Becomes ``appSettings.json``."""
+    stores: Stores
+    backup: BackupSettings
     quota: Quota
     container_defaults: ContainerDefaults = ContainerDefaults()
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
+        if self.agent.vector_store.type == "chroma" and self.stores.chroma is None:
+            raise ValueError("agent.vectorStore.type is chroma: stores.chroma must size the store")
+        if self.agent.graph.enabled and self.stores.memgraph is None:
+            raise ValueError("agent.graph.enabled is true: stores.memgraph must size the store")
+        if self.backup.credentials_secret is None and not self.cloud.workload_identity:
+            raise ValueError("backup.credentialsSecret is null: cloud.workloadIdentity must grant object storage")
         if self.stage is Stage.PROD:
-            unpinned = [name for name, ref in self.images.all().items() if ref.digest is None]
+            unpinned = [name for name, ref in self.images.in_use(self).items() if ref.digest is None]
             if unpinned:
                 raise ValueError(
                     "stage prod requires image digests; missing for images."

@@ -7,7 +7,10 @@ explicitly, next to a comment saying why.
 
 from __future__ import annotations
 
-from ._plus import k8s
+from collections.abc import Sequence
+
+from ._plus import k8s, quantities
+from .model import Resources
 
 RUNTIME_UID = 10001
 """UID/GID of every container we build (docker/): non-root and above 10000."""
@@ -33,4 +36,27 @@ def container_security_context() -> k8s.SecurityContext:
         run_as_non_root=True,
         capabilities=k8s.Capabilities(drop=["ALL"]),
         seccomp_profile=k8s.SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def hardened_container(
+    *, name: str, image: str, resources: Resources, ports: dict[str, int] | None = None,
+    mounts: Sequence[k8s.VolumeMount] = (), **fields: object,
+) -> k8s.Container:
+    """A container with the stack's defaults: restricted context, requests and limits, /tmp mounted.
+
+    ``fields`` are further ``k8s.Container`` fields (command, env, probes, ...).
+    The pod must define a ``tmp`` volume.
+    """
+    return k8s.Container(
+        name=name,
+        image=image,
+        image_pull_policy="IfNotPresent",
+        ports=[k8s.ContainerPort(name=n, container_port=p, protocol="TCP") for n, p in (ports or {}).items()] or None,
+        resources=k8s.ResourceRequirements(
+            requests=quantities(resources.requests.as_dict()), limits=quantities(resources.limits.as_dict())
+        ),
+        security_context=container_security_context(),
+        volume_mounts=[*mounts, k8s.VolumeMount(name="tmp", mount_path="/tmp")],
+        **fields,  # type: ignore[arg-type]
     )

@@ -1,0 +1,206 @@
+"""Scheduled, restorable backups: one CronJob per store running the kgbackup tool (docker/backup).
+
+Dumps are logical and portable (RDB over replication, Chroma pages over its API,
+Cypher over bolt), compressed, checksummed and uploaded to S3-compatible object
+storage, then pruned to N daily and M weekly copies. :func:`restore_job`
+renders the matching restore Job on demand; it is never part of dist/.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+
+from constructs import Construct
+from pydantic import Field, model_validator
+
+from ._plus import k8s, quantity
+from .footprint import Footprint
+from .model import ImageRef, Resources, Spec
+from .naming import Identity, object_meta
+from .pod_security import hardened_container, pod_security_context
+from .quantity import Quantity, parse_quantity
+from .secret_ref import SecretRef
+
+Store = Literal["redis", "chroma", "memgraph"]
+_DEFAULT_RESOURCES = Resources.model_validate(
+    {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+)
+
+
+class BackupSettings(Spec):
+    """Where backups go, when they run and how many are kept."""
+
+    target: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?$")]
+    """``s3://<bucket>/<prefix>``; each store writes under ``<prefix>/<store>/<timestamp>/``."""
+    s3_endpoint_url: Annotated[str, Field(pattern=r"^https://\S+$")] | None = None
+    """S3-compatible endpoint (MinIO, R2, GCS interop...); unset means AWS S3."""
+    first_run: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "02:15"
+    """UTC time of the first store's backup; later stores follow ``staggerMinutes`` apart."""
+    stagger_minutes: Annotated[int, Field(ge=5, le=240)] = 30
+    """Gap between the stores' schedules, so dumps never compete for the same window."""
+    keep_daily: Annotated[int, Field(ge=1)] = 7
+    """Daily copies kept."""
+    keep_weekly: Annotated[int, Field(ge=0)] = 4
+    """Weekly copies kept on top of the daily ones."""
+    credentials_secret: str | None = "kga-backup"
+    """Secret with ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``; ``None`` uses workload identity."""
+    deadline_seconds: Annotated[int, Field(ge=600)] = 7200
+    """A run that takes longer is stopped (and alerted on)."""
+    resources: Resources = _DEFAULT_RESOURCES
+    """Requests and limits of the backup container; Chroma pages are the largest consumer."""
+    work_size: Quantity = "20Gi"
+    """Scratch volume for the compressed dump before upload (a per-run ephemeral PVC)."""
+
+    @model_validator(mode="after")
+    def _schedule_fits_a_day(self) -> Self:
+        hour, minute = (int(x) for x in self.first_run.split(":"))
+        if hour * 60 + minute + 2 * self.stagger_minutes >= 24 * 60:
+            raise ValueError(f"firstRun {self.first_run} + 2 x staggerMinutes runs past midnight")
+        return self
+
+
+class StoreEndpoint(Spec):
+    """How the backup tool reaches one store: plain settings plus secret references."""
+
+    env: dict[str, str]
+    """Plain variables, e.g. ``CHROMA_HOST``."""
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    """Variables read from Secrets, e.g. ``REDIS_PASSWORD``."""
+
+
+class BackupScheduleProps(Spec):
+    identity: Identity
+    """Release identity with component ``backup``."""
+    namespace: str
+    settings: BackupSettings
+    image: ImageRef
+    """The kgbackup image built from docker/backup."""
+    stores: dict[Store, StoreEndpoint]
+    """The stores present in this environment, in schedule order."""
+    storage_class: str | None = None
+    """StorageClass of the per-run scratch volume."""
+    service_account_annotations: dict[str, str] = Field(default_factory=dict)
+    """Workload identity for object storage (used when there is no credentials Secret)."""
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class BackupSchedule(Construct):
+    """ServiceAccount ``<release>-backup`` and CronJobs ``<release>-backup-<store>``."""
+
+    def __init__(self, scope: Construct, id: str, *, props: BackupScheduleProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        self.name = props.identity.resource_name
+        k8s.KubeServiceAccount(
+            self, "ServiceAccount",
+            metadata=object_meta(props.identity, props.namespace, annotations=props.service_account_annotations),
+            automount_service_account_token=False,
+        )
+        s = props.settings
+        hour, minute = (int(x) for x in s.first_run.split(":"))
+        for index, store in enumerate(props.stores):
+            at = hour * 60 + minute + index * s.stagger_minutes
+            k8s.KubeCronJob(
+                self, store,
+                metadata=object_meta(props.identity, props.namespace, name=f"{self.name}-{store}"),
+                spec=k8s.CronJobSpec(
+                    schedule=f"{at % 60} {at // 60} * * *",
+                    time_zone="Etc/UTC",
+                    concurrency_policy="Forbid",
+                    starting_deadline_seconds=3600,
+                    successful_jobs_history_limit=3,
+                    failed_jobs_history_limit=3,
+                    job_template=k8s.JobTemplateSpec(
+                        metadata=k8s.ObjectMeta(labels=props.identity.labels),
+                        spec=self.job_spec(store, ["backup", store, "--prune"]),
+                    ),
+                ),
+            )
+
+    def job_spec(self, store: Store, args: list[str], *, ttl_seconds: int = 86400) -> k8s.JobSpec:
+        """The pod that runs ``kgbackup <args>`` against ``store``; shared by backup and restore."""
+        p, s = self.props, self.props.settings
+        endpoint = p.stores[store]
+        env = {
+            "KGB_TARGET": s.target,
+            "KGB_WORK_DIR": "/work",
+            "KGB_KEEP_DAILY": str(s.keep_daily),
+            "KGB_KEEP_WEEKLY": str(s.keep_weekly),
+            **({"KGB_S3_ENDPOINT_URL": s.s3_endpoint_url} if s.s3_endpoint_url else {}),
+            **endpoint.env,
+        }
+        secrets = dict(endpoint.secrets)
+        if s.credentials_secret:
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                secrets[key] = SecretRef(name=s.credentials_secret, key=key)
+        container = hardened_container(
+            name="kgbackup", image=p.image.reference, resources=s.resources,
+            args=args,
+            env=[*(k8s.EnvVar(name=k, value=v) for k, v in sorted(env.items())),
+                 *(ref.env(k) for k, ref in sorted(secrets.items()))],
+            mounts=[k8s.VolumeMount(name="work", mount_path="/work")],
+        )
+        return k8s.JobSpec(
+            backoff_limit=2,
+            active_deadline_seconds=s.deadline_seconds,
+            ttl_seconds_after_finished=ttl_seconds,
+            template=k8s.PodTemplateSpec(
+                metadata=k8s.ObjectMeta(labels={**p.identity.labels, **p.pod_labels, "kga.dev/store": store}),
+                spec=k8s.PodSpec(
+                    service_account_name=self.name,
+                    automount_service_account_token=False,
+                    enable_service_links=False,
+                    restart_policy="Never",
+                    security_context=pod_security_context(),
+                    containers=[container],
+                    volumes=[
+                        # A per-run PVC: a dump can be larger than a node's free ephemeral disk.
+                        k8s.Volume(name="work", ephemeral=k8s.EphemeralVolumeSource(
+                            volume_claim_template=k8s.PersistentVolumeClaimTemplate(spec=k8s.PersistentVolumeClaimSpec(
+                                access_modes=["ReadWriteOnce"],
+                                storage_class_name=p.storage_class,
+                                resources=k8s.ResourceRequirements(requests={"storage": quantity(s.work_size)}),
+                            )),
+                        )),
+                        k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("256Mi"))),
+                    ],
+                ),
+            ),
+        )
+
+    def footprint(self) -> Footprint:
+        # Forbid keeps one run per store; staggered runs rarely overlap, but the quota must allow it.
+        stores = len(self.props.stores)
+        return Footprint(
+            resource=f"CronJob/{self.name}-*",
+            max_pods=stores,
+            surge=0,
+            pod_resources=(self.props.settings.resources,),
+            storage=parse_quantity(self.props.settings.work_size) * stores,
+            claims=stores,
+        )
+
+
+def restore_job(schedule: BackupSchedule, store: Store, *, backup_id: str | None, force: bool) -> dict[str, Any]:
+    """The manifest of a one-off restore Job for ``store`` (latest backup unless ``backup_id``).
+
+    It verifies the checksum and counts before touching the store, refuses a
+    non-empty store unless ``force``, and can be re-run safely.
+    """
+    if store not in schedule.props.stores:
+        raise ValueError(f"this environment has no {store} store")
+    if backup_id is not None and not re.fullmatch(r"[0-9TZ:.-]+", backup_id):
+        raise ValueError(f"backup id {backup_id!r} is not a timestamp id as printed by `kgbackup list`")
+    args = ["restore", store, *(["--backup-id", backup_id] if backup_id else ["--latest"])]
+    if force:
+        args.append("--force")
+    scope = Construct(schedule, f"Restore-{store}")
+    job = k8s.KubeJob(
+        scope, "Job",
+        metadata=object_meta(schedule.props.identity.of("restore"), schedule.props.namespace,
+                             name=f"{schedule.props.identity.instance}-restore-{store}"),
+        spec=schedule.job_spec(store, args, ttl_seconds=7 * 86400),
+    )
+    manifest: dict[str, Any] = job.to_json()
+    return manifest

@@ -1,0 +1,74 @@
+"""Memgraph, the optional graph store: bolt on 7687, auth from a Secret, data on a PVC."""
+
+from __future__ import annotations
+
+from constructs import Construct
+
+from ._plus import int_or_string, k8s
+from .model import ImageRef, Spec
+from .naming import Identity
+from .pod_security import hardened_container
+from .secret_ref import SecretRef
+from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings, data_mount
+
+BOLT_PORT = 7687
+
+
+class MemgraphSettings(StoreSettings):
+    """The graph store's size and credentials."""
+
+    secret_name: str = "kga-memgraph"
+    """Secret with ``username`` and ``password``; Memgraph creates that user at first start."""
+    snapshot_interval_seconds: int = 300
+    """Periodic snapshots on top of the write-ahead log."""
+
+
+class MemgraphStoreProps(Spec):
+    identity: Identity
+    namespace: str
+    settings: MemgraphSettings
+    image: ImageRef
+    """memgraph/memgraph (2.11 is what the app is tested with)."""
+    storage_class: str | None = None
+
+
+class MemgraphStore(Construct):
+    """StatefulSet ``<release>-memgraph`` serving bolt."""
+
+    def __init__(self, scope: Construct, id: str, *, props: MemgraphStoreProps) -> None:
+        super().__init__(scope, id)
+        s = props.settings
+        self.name = props.identity.resource_name
+        self.username = SecretRef(name=s.secret_name, key="username")
+        self.password = SecretRef(name=s.secret_name, key="password")
+        bolt = k8s.TcpSocketAction(port=int_or_string("bolt"))
+        server = hardened_container(
+            name="memgraph", image=props.image.reference, resources=s.resources, ports={"bolt": BOLT_PORT},
+            args=[
+                "--data-directory=/var/lib/memgraph",
+                "--log-file=",  # stderr only: the root filesystem is read-only
+                "--also-log-to-stderr=true",
+                "--telemetry-enabled=false",
+                "--storage-wal-enabled=true",
+                f"--storage-snapshot-interval-sec={s.snapshot_interval_seconds}",
+                "--storage-recover-on-startup=true",
+            ],
+            env=[self.username.env("MEMGRAPH_USER"), self.password.env("MEMGRAPH_PASSWORD")],
+            startup_probe=k8s.Probe(tcp_socket=bolt, period_seconds=5, failure_threshold=60),
+            readiness_probe=k8s.Probe(tcp_socket=bolt, period_seconds=10, timeout_seconds=3),
+            liveness_probe=k8s.Probe(tcp_socket=bolt, period_seconds=20, timeout_seconds=5, failure_threshold=3),
+            mounts=[data_mount("/var/lib/memgraph")],
+        )
+        self.store = StatefulStore(
+            self, "Store",
+            props=StatefulStoreProps(
+                identity=props.identity, namespace=props.namespace, settings=s, storage_class=props.storage_class,
+                # Snapshots of a large graph take a while; let them finish on shutdown.
+                data_path="/var/lib/memgraph", ports={"bolt": BOLT_PORT}, termination_grace_seconds=120,
+            ),
+            containers=[server],
+        )
+
+    @property
+    def url(self) -> str:
+        return f"bolt://{self.name}:{BOLT_PORT}"

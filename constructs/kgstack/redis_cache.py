@@ -1,0 +1,169 @@
+"""Redis as the agent's cache: ACL users from a Secret, bounded memory, an exporter sidecar.
+
+The agent does not use Redis yet (shared/agent-facts.md); the stack deploys it
+so that it can, and hands the app ``REDIS_URL`` through a Secret reference.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from constructs import Construct
+from pydantic import Field
+
+from ._plus import int_or_string, k8s, quantity
+from .model import ImageRef, Resources, Spec
+from .naming import Identity, object_meta
+from .pod_security import hardened_container
+from .quantity import parse_quantity
+from .secret_ref import SecretRef
+from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings, data_mount
+
+PORT = 6379
+METRICS_PORT = 9121
+_EXPORTER_RESOURCES = Resources.model_validate(
+    {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
+)
+
+# ACL rules per user. The app may not run administrative or dangerous commands
+# (FLUSHALL, CONFIG, KEYS, DEBUG, SHUTDOWN...); the exporter gets the read-only
+# set redis_exporter documents; the backup tool replicates and restores.
+ACL_RULES: dict[str, str] = {
+    "app": "~* &* +@all -@dangerous -@admin",
+    "exporter": (
+        "+client +ping +info +config|get +cluster|info +slowlog +latency +memory +select +get +scan"
+        " +xinfo +type +pfcount +strlen +llen +scard +zcard +hlen +xlen +eval ~*"
+    ),
+    "backup": "~* &* +@read +@write +@keyspace +@connection +info +sync +psync +replconf +flushall +flushdb",
+}
+SECRET_KEYS = {user: f"{user}-password" for user in ACL_RULES}
+"""Keys of the Redis Secret: one password per ACL user, plus ``url`` for the agent."""
+
+
+class RedisSettings(StoreSettings):
+    """The cache's size and behaviour."""
+
+    maxmemory_percent: Annotated[int, Field(ge=10, le=90)] = 75
+    """``maxmemory`` as a share of the memory limit; the rest covers fragmentation and forks."""
+    eviction_policy: Literal["allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "volatile-ttl"] = (
+        "allkeys-lru"
+    )
+    """What to drop when full; a cache evicts rather than refusing writes."""
+    snapshot_seconds: Annotated[int, Field(ge=0)] = 900
+    """RDB snapshot when anything changed in this window (a warm restart); 0 turns persistence off."""
+    exporter_resources: Resources = _EXPORTER_RESOURCES
+    """Requests and limits of the redis_exporter sidecar."""
+    secret_name: str = "kga-redis"
+    """Secret with ``app-password``, ``exporter-password``, ``backup-password`` and ``url``."""
+
+
+class RedisCacheProps(Spec):
+    identity: Identity
+    namespace: str
+    settings: RedisSettings
+    image: ImageRef
+    """Redis server; keep it on 7.0.x, the RDB version the backup image reads."""
+    exporter_image: ImageRef
+    """oliver006/redis_exporter."""
+    storage_class: str | None = None
+
+
+class RedisCache(Construct):
+    """StatefulSet ``<release>-redis`` with a redis_exporter sidecar on port 9121."""
+
+    def __init__(self, scope: Construct, id: str, *, props: RedisCacheProps) -> None:
+        super().__init__(scope, id)
+        s = props.settings
+        self.name = props.identity.resource_name
+        self.secret = s.secret_name
+        k8s.KubeConfigMap(self, "Config", metadata=object_meta(props.identity, props.namespace),
+                          data={"redis.conf": self.config(s)})
+        secret_volume = k8s.Volume(name="secret", secret=k8s.SecretVolumeSource(
+            secret_name=s.secret_name, default_mode=0o400,
+            items=[k8s.KeyToPath(key=key, path=key) for key in SECRET_KEYS.values()],
+        ))
+        # The ACL file holds the passwords, so it is written at start into memory,
+        # from the mounted Secret: never in the ConfigMap, never on a command line.
+        render_acl = hardened_container(
+            name="acl", image=props.image.reference, resources=s.exporter_resources,
+            command=["sh", "-c", self._acl_script()],
+            mounts=[k8s.VolumeMount(name="secret", mount_path="/secrets", read_only=True),
+                    k8s.VolumeMount(name="run", mount_path="/run/redis")],
+        )
+        ping = k8s.ExecAction(command=["sh", "-c", "redis-cli --user exporter --no-auth-warning ping | grep -q PONG"])
+        server = hardened_container(
+            name="redis", image=props.image.reference, resources=s.resources, ports={"redis": PORT},
+            command=["redis-server", "/etc/redis/redis.conf"],
+            # redis-cli reads REDISCLI_AUTH, so the probes authenticate without argv secrets.
+            env=[SecretRef(name=s.secret_name, key=SECRET_KEYS["exporter"]).env("REDISCLI_AUTH")],
+            readiness_probe=k8s.Probe(exec=ping, period_seconds=10, timeout_seconds=3, failure_threshold=3),
+            liveness_probe=k8s.Probe(exec=ping, initial_delay_seconds=15, period_seconds=20,
+                                     timeout_seconds=5, failure_threshold=3),
+            mounts=[data_mount("/data"),
+                    k8s.VolumeMount(name="config", mount_path="/etc/redis", read_only=True),
+                    k8s.VolumeMount(name="run", mount_path="/run/redis", read_only=True)],
+        )
+        exporter = hardened_container(
+            name="exporter", image=props.exporter_image.reference, resources=s.exporter_resources,
+            ports={"metrics": METRICS_PORT},
+            env=[
+                k8s.EnvVar(name="REDIS_ADDR", value=f"redis://127.0.0.1:{PORT}"),
+                k8s.EnvVar(name="REDIS_USER", value="exporter"),
+                SecretRef(name=s.secret_name, key=SECRET_KEYS["exporter"]).env("REDIS_PASSWORD"),
+            ],
+            readiness_probe=k8s.Probe(
+                http_get=k8s.HttpGetAction(path="/health", port=int_or_string("metrics")),
+                period_seconds=15, timeout_seconds=3,
+            ),
+        )
+        self.store = StatefulStore(
+            self, "Store",
+            props=StatefulStoreProps(
+                identity=props.identity, namespace=props.namespace, settings=s, storage_class=props.storage_class,
+                data_path="/data", ports={"redis": PORT, "metrics": METRICS_PORT},
+            ),
+            init_containers=[render_acl],
+            containers=[server, exporter],
+            sidecar_resources=[s.exporter_resources],
+            volumes=[
+                k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
+                k8s.Volume(name="run", empty_dir=k8s.EmptyDirVolumeSource(medium="Memory",
+                                                                          size_limit=quantity("1Mi"))),
+                secret_volume,
+            ],
+        )
+
+    @staticmethod
+    def config(s: RedisSettings) -> str:
+        limit = parse_quantity(s.resources.limits.memory)
+        maxmemory = int(limit * Decimal(s.maxmemory_percent) / 100)
+        save = f"save {s.snapshot_seconds} 1" if s.snapshot_seconds else 'save ""'
+        return "\n".join([
+            "bind * -::*",
+            f"port {PORT}",
+            "dir /data",
+            "dbfilename dump.rdb",
+            "# A cache: periodic RDB snapshots for a warm restart, no append-only file.",
+            "appendonly no",
+            save,
+            f"maxmemory {maxmemory}",
+            f"maxmemory-policy {s.eviction_policy}",
+            "aclfile /run/redis/users.acl",
+            "",
+        ])
+
+    @staticmethod
+    def _acl_script() -> str:
+        lines = ["set -eu", "umask 077", "{", '  echo "user default off"']
+        for user, rules in ACL_RULES.items():
+            # printf is a shell builtin here: the password never reaches an argv.
+            lines.append(f"  printf 'user {user} on >%s {rules}\\n' \"$(cat /secrets/{SECRET_KEYS[user]})\"")
+        lines.append("} > /run/redis/users.acl")
+        return "\n".join(lines) + "\n"
+
+    def agent_url(self) -> SecretRef:
+        """Where the agent's ``REDIS_URL`` comes from: ``redis://app:<password>@<service>:6379/0``."""
+        return SecretRef(name=self.secret, key="url")
+
+

@@ -1,0 +1,100 @@
+"""BackupSchedule: staggered CronJobs that the kgbackup CLI accepts, and restore Jobs on demand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import cdk8s
+import pytest
+import yaml
+from backup_servers import cli
+from conftest import ROOT
+
+from kgstack import AgentStack
+from kgstack.backup_schedule import restore_job
+
+Manifests = dict[str, dict[str, dict[str, Any]]]
+
+
+def cronjobs(manifests: Manifests, env: str) -> dict[str, dict[str, Any]]:
+    return {k.rsplit("-", 1)[1]: v for k, v in manifests[env].items() if k.startswith("CronJob/")}
+
+
+def test_one_cronjob_per_store_on_staggered_schedules(manifests: Manifests) -> None:
+    jobs = cronjobs(manifests, "staging")
+    assert {store: job["spec"]["schedule"] for store, job in jobs.items()} == {
+        "redis": "15 2 * * *", "chroma": "45 2 * * *", "memgraph": "15 3 * * *"
+    }
+    assert set(cronjobs(manifests, "prod")) == {"redis", "chroma"}
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_job_policies(manifests: Manifests, env: str) -> None:
+    for job in cronjobs(manifests, env).values():
+        spec = job["spec"]
+        assert spec["concurrencyPolicy"] == "Forbid"
+        assert spec["timeZone"] == "Etc/UTC"
+        assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (3, 3)
+        jspec = spec["jobTemplate"]["spec"]
+        assert jspec["backoffLimit"] == 2 and jspec["ttlSecondsAfterFinished"] == 86400
+        assert jspec["activeDeadlineSeconds"] >= 600
+        assert jspec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_credentials_secret_or_workload_identity(manifests: Manifests) -> None:
+    def env_names(env: str) -> set[str]:
+        container = cronjobs(manifests, env)["redis"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"] for e in container["env"]}
+
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env_names("dev")
+    assert "AWS_ACCESS_KEY_ID" not in env_names("prod")
+    sa = manifests["prod"]["ServiceAccount/kga-prod-backup"]["metadata"]["annotations"]
+    assert sa == {"eks.amazonaws.com/role-arn": "arn:aws:iam::444455556666:role/kga-prod"}
+
+
+@pytest.mark.parametrize("store", ["redis", "chroma", "memgraph"])
+def test_the_cli_accepts_what_the_cronjob_passes(manifests: Manifests, store: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    job = cronjobs(manifests, "staging")[store]
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    for var in container["env"]:
+        monkeypatch.setenv(var["name"], var.get("value", "from-a-secret"))
+    args = cli.build_parser().parse_args(container["args"])
+    assert (args.command, args.store, args.prune) == ("backup", store, True)
+    assert args.target == "s3://acme-kga-backups/staging"
+    assert (args.keep_daily, args.keep_weekly, args.work_dir) == ("7", "4", "/work")
+    expected = {"redis": ("redis_url", "redis://backup@kga-staging-redis:6379/0"),
+                "chroma": ("chroma_host", "kga-staging-chroma"),
+                "memgraph": ("memgraph_url", "bolt://kga-staging-memgraph:7687")}[store]
+    assert getattr(args, expected[0]) == expected[1]
+
+
+def test_restore_job_is_rendered_on_demand(environments: dict[str, Any]) -> None:
+    stack = AgentStack(cdk8s.App(), environments["staging"])
+    job = restore_job(stack.backups, "chroma", backup_id="20261127T021500Z", force=True)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["restore", "chroma", "--backup-id", "20261127T021500Z", "--force"]
+    assert job["metadata"]["name"] == "kga-staging-restore-chroma"
+    # The restore pod is a backup pod for the network policies: same labels.
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
+    latest = restore_job(stack.backups, "redis", backup_id=None, force=False)
+    assert latest["spec"]["template"]["spec"]["containers"][0]["args"] == ["restore", "redis", "--latest"]
+    with pytest.raises(ValueError, match="not a timestamp id"):
+        restore_job(stack.backups, "redis", backup_id="x; rm -rf /", force=False)
+
+
+def test_restore_is_never_in_dist() -> None:
+    assert not list((ROOT / "dist").rglob("job-*restore*"))
+
+
+def test_app_prints_a_restore_job() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "app.py"), "restore", "prod", "redis"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    job = yaml.safe_load(result.stdout)
+    assert (job["kind"], job["metadata"]["namespace"]) == ("Job", "kga-prod")
+    missing = subprocess.run([sys.executable, str(ROOT / "app.py"), "restore", "prod", "memgraph"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "has no memgraph store" in missing.stderr

@@ -1,0 +1,34 @@
+"""MemgraphStore: auth from a Secret, bolt probes, durable storage; only where graph features are on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Manifests = dict[str, dict[str, dict[str, Any]]]
+
+
+def test_only_where_the_graph_is_enabled(manifests: Manifests) -> None:
+    assert "StatefulSet/kga-staging-memgraph" in manifests["staging"]
+    assert "StatefulSet/kga-prod-memgraph" not in manifests["prod"]
+    assert "CronJob/kga-prod-backup-memgraph" not in manifests["prod"]
+
+
+def test_auth_from_secret_and_bolt_probes(manifests: Manifests) -> None:
+    pod = manifests["staging"]["StatefulSet/kga-staging-memgraph"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert refs == {"MEMGRAPH_USER": {"name": "kga-memgraph", "key": "username"},
+                    "MEMGRAPH_PASSWORD": {"name": "kga-memgraph", "key": "password"}}
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "bolt"}
+    assert "--data-directory=/var/lib/memgraph" in container["args"]
+    assert "--storage-wal-enabled=true" in container["args"]
+    assert pod["terminationGracePeriodSeconds"] == 120
+
+
+def test_agent_gets_the_graph_settings(manifests: Manifests) -> None:
+    data = manifests["staging"]["ConfigMap/kga-staging-agent"]["data"]
+    assert data["GRAPH_STORE_URL"] == "bolt://kga-staging-memgraph:7687"
+    assert data["ENABLE_GRAPH_FEATURES"] == "true"
+    env = manifests["staging"]["Deployment/kga-staging-indexer"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env}
+    assert refs["GRAPH_STORE_PASSWORD"] == {"name": "kga-memgraph", "key": "password"}

@@ -1,0 +1,137 @@
+"""RedisCache: the rendered config and ACL, proven on a real redis-server started on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from backup_servers import free_port, require_binary, run_cli, stop
+
+from kgstack.redis_cache import ACL_RULES, SECRET_KEYS, RedisCache, RedisSettings
+
+Manifests = dict[str, dict[str, dict[str, Any]]]
+PASSWORDS = {user: f"{user}-pw-{i}x9" for i, user in enumerate(ACL_RULES)}
+
+
+def redis_pod(manifests: Manifests) -> dict[str, Any]:
+    return manifests["prod"]["StatefulSet/kga-prod-redis"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_config_bounds_memory_and_persists_like_a_cache(environments: dict[str, Any]) -> None:
+    settings: RedisSettings = environments["prod"].stores.redis
+    config = RedisCache.config(settings)
+    assert f"maxmemory {int(2 * 2**30 * 0.75)}" in config  # 75% of the 2Gi limit
+    assert "maxmemory-policy allkeys-lru" in config
+    assert "appendonly no" in config and "save 900 1" in config
+    assert "requirepass" not in config and "aclfile /run/redis/users.acl" in config
+
+
+def test_no_password_in_manifests_or_argv(manifests: Manifests) -> None:
+    pod = redis_pod(manifests)
+    for container in pod["initContainers"] + pod["containers"]:
+        text = str(container.get("command", [])) + str(container.get("args", []))
+        assert not any(pw in text for pw in PASSWORDS.values())
+        assert all("value" not in e for e in container.get("env", []) if "PASSWORD" in e["name"])
+    secret = next(v for v in pod["volumes"] if v["name"] == "secret")["secret"]
+    assert secret["secretName"] == "kga-redis" and secret["defaultMode"] == 0o400
+    run = next(v for v in pod["volumes"] if v["name"] == "run")["emptyDir"]
+    assert run["medium"] == "Memory"
+
+
+def test_exporter_sidecar_and_authenticating_probes(manifests: Manifests) -> None:
+    redis_c, exporter = redis_pod(manifests)["containers"]
+    assert "--user exporter" in redis_c["readinessProbe"]["exec"]["command"][-1]
+    assert {e["name"] for e in redis_c["env"]} == {"REDISCLI_AUTH"}
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}]
+    assert {e["name"]: e.get("value") for e in exporter["env"]}["REDIS_USER"] == "exporter"
+    service = manifests["prod"]["Service/kga-prod-redis"]["spec"]
+    assert service["clusterIP"] == "None"
+    assert [p["name"] for p in service["ports"]] == ["redis", "metrics"]
+
+
+def test_agent_gets_redis_url_from_the_secret(manifests: Manifests) -> None:
+    env = manifests["prod"]["Deployment/kga-prod-query"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    url = next(e for e in env if e["name"] == "REDIS_URL")
+    assert url["valueFrom"]["secretKeyRef"] == {"name": "kga-redis", "key": "url"}
+
+
+@pytest.fixture
+def live_redis(tmp_path: Path, environments: dict[str, Any]) -> Any:
+    """redis-server running the stack's own redis.conf and generated ACL file."""
+    binary = require_binary("redis-server", "apt-get install redis-server")
+    secrets, run, data = tmp_path / "secrets", tmp_path / "run", tmp_path / "data"
+    for folder in (secrets, run, data):
+        folder.mkdir()
+    for user, key in SECRET_KEYS.items():
+        (secrets / key).write_text(PASSWORDS[user] + "\n")
+    script = RedisCache._acl_script().replace("/secrets/", f"{secrets}/").replace("/run/redis", str(run))
+    subprocess.run(["sh", "-c", script], check=True)
+    port = free_port()
+    config = (RedisCache.config(environments["dev"].stores.redis)
+              .replace("port 6379", f"port {port}").replace("bind * -::*", "bind 127.0.0.1")
+              .replace("dir /data", f"dir {data}").replace("/run/redis", str(run)))
+    (tmp_path / "redis.conf").write_text(config)
+    proc = subprocess.Popen([binary, str(tmp_path / "redis.conf")], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(port=port, username="app", password=PASSWORDS["app"]).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield port
+    finally:
+        stop(proc)
+
+
+def client(port: int, user: str, password: str | None = None) -> redis.Redis:
+    return redis.Redis(port=port, username=user, password=password or PASSWORDS[user], decode_responses=True)
+
+
+def test_acl_users_on_a_real_server(live_redis: int) -> None:
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=live_redis).ping()  # the default user is off
+    app = client(live_redis, "app")
+    app.set("k", "v")
+    assert app.get("k") == "v"
+    for dangerous in (["FLUSHALL"], ["CONFIG", "GET", "maxmemory"], ["KEYS", "*"], ["SAVE"], ["REPLICAOF", "NO", "ONE"]):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            app.execute_command(*dangerous)
+    exporter = client(live_redis, "exporter")
+    assert int(exporter.info("memory")["maxmemory"]) == int(256 * 2**20 * 0.75)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        exporter.set("k", "x")
+    with pytest.raises(redis.AuthenticationError):
+        client(live_redis, "app", "wrong").ping()
+
+
+def test_probe_command_authenticates(live_redis: int) -> None:
+    probe = f"redis-cli -p {live_redis} --user exporter --no-auth-warning ping | grep -q PONG"
+    ok = subprocess.run(["sh", "-c", probe], env={**os.environ, "REDISCLI_AUTH": PASSWORDS["exporter"]})
+    bad = subprocess.run(["sh", "-c", probe], env={**os.environ, "REDISCLI_AUTH": "wrong"})
+    assert (ok.returncode, bad.returncode) == (0, 1)
+
+
+def test_backup_user_can_dump_and_restore_with_kgbackup(
+    live_redis: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CronJob's user and flags against the stack's ACL: SYNC, REPLCONF, RESTORE, FLUSHALL."""
+    app = client(live_redis, "app")
+    app.hset("h", mapping={"a": "1"})
+    app.set("s", "v", ex=3600)
+    monkeypatch.setenv("REDIS_PASSWORD", PASSWORDS["backup"])
+    flags = ["--target", f"file://{tmp_path / 'backups'}", "--redis-url", f"redis://backup@127.0.0.1:{live_redis}/0"]
+    code, lines = run_cli("backup", "redis", *flags)
+    assert code == 0, lines
+    app.delete("h")
+    code, lines = run_cli("restore", "redis", "--latest", "--force", *flags)
+    assert code == 0, lines
+    assert app.hgetall("h") == {"a": "1"} and app.ttl("s") > 0
