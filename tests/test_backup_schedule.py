@@ -48,8 +48,8 @@ def test_credentials_secret_or_workload_identity(manifests: Manifests) -> None:
         container = cronjobs(manifests, env)["redis"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         return {e["name"] for e in container["env"]}
 
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env_names("dev")
-    assert "AWS_ACCESS_KEY_ID" not in env_names("prod")
+    assert "AWS_SHARED_CREDENTIALS_FILE" in env_names("dev")
+    assert "AWS_SHARED_CREDENTIALS_FILE" not in env_names("prod")
     sa = manifests["prod"]["ServiceAccount/kga-prod-backup"]["metadata"]["annotations"]
     assert sa == {"eks.amazonaws.com/role-arn": "arn:aws:iam::444455556666:role/kga-prod"}
 
@@ -59,8 +59,9 @@ def test_the_cli_accepts_what_the_cronjob_passes(manifests: Manifests, store: st
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     job = cronjobs(manifests, "staging")[store]
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert all("valueFrom" not in var for var in container["env"])  # secrets arrive as files
     for var in container["env"]:
-        monkeypatch.setenv(var["name"], var.get("value", "from-a-secret"))
+        monkeypatch.setenv(var["name"], var["value"])
     args = cli.build_parser().parse_args(container["args"])
     assert (args.command, args.store, args.prune) == ("backup", store, True)
     assert args.target == "s3://acme-kga-backups/staging"
@@ -69,6 +70,10 @@ def test_the_cli_accepts_what_the_cronjob_passes(manifests: Manifests, store: st
                 "chroma": ("chroma_host", "kga-staging-chroma"),
                 "memgraph": ("memgraph_url", "bolt://kga-staging-memgraph:7687")}[store]
     assert getattr(args, expected[0]) == expected[1]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    password_file = {"redis": args.redis_password_file, "memgraph": args.memgraph_password_file}.get(store)
+    if password_file:
+        assert password_file.rsplit("/", 1)[0] in mounts
 
 
 def test_restore_job_is_rendered_on_demand(environments: dict[str, Any]) -> None:

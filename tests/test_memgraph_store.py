@@ -16,9 +16,8 @@ def test_only_where_the_graph_is_enabled(manifests: Manifests) -> None:
 def test_auth_from_secret_and_bolt_probes(manifests: Manifests) -> None:
     pod = manifests["staging"]["StatefulSet/kga-staging-memgraph"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
-    assert refs == {"MEMGRAPH_USER": {"name": "kga-memgraph", "key": "username"},
-                    "MEMGRAPH_PASSWORD": {"name": "kga-memgraph", "key": "password"}}
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert env == {"MEMGRAPH_USER": "kga", "MEMGRAPH_PASSWORD": {"name": "kga-memgraph", "key": "password"}}
     assert container["readinessProbe"]["tcpSocket"] == {"port": "bolt"}
     assert "--data-directory=/var/lib/memgraph" in container["args"]
     assert "--storage-wal-enabled=true" in container["args"]
@@ -32,3 +31,4 @@ def test_agent_gets_the_graph_settings(manifests: Manifests) -> None:
     env = manifests["staging"]["Deployment/kga-staging-indexer"]["spec"]["template"]["spec"]["containers"][0]["env"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env}
     assert refs["GRAPH_STORE_PASSWORD"] == {"name": "kga-memgraph", "key": "password"}
+    assert data["GRAPH_STORE_USER"] == "kga"

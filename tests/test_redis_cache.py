@@ -12,7 +12,7 @@ import pytest
 import redis
 from backup_servers import free_port, require_binary, run_cli, stop
 
-from kgstack.redis_cache import ACL_RULES, SECRET_KEYS, RedisCache, RedisSettings
+from kgstack.redis_cache import ACL_RULES, PROBE, SECRET_KEYS, RedisCache, RedisSettings
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
 PASSWORDS = {user: f"{user}-pw-{i}x9" for i, user in enumerate(ACL_RULES)}
@@ -36,7 +36,7 @@ def test_no_password_in_manifests_or_argv(manifests: Manifests) -> None:
     for container in pod["initContainers"] + pod["containers"]:
         text = str(container.get("command", [])) + str(container.get("args", []))
         assert not any(pw in text for pw in PASSWORDS.values())
-        assert all("value" not in e for e in container.get("env", []) if "PASSWORD" in e["name"])
+        assert all("secretKeyRef" not in str(e) for e in container.get("env", []))  # files, not env
     secret = next(v for v in pod["volumes"] if v["name"] == "secret")["secret"]
     assert secret["secretName"] == "kga-redis" and secret["defaultMode"] == 0o400
     run = next(v for v in pod["volumes"] if v["name"] == "run")["emptyDir"]
@@ -45,10 +45,14 @@ def test_no_password_in_manifests_or_argv(manifests: Manifests) -> None:
 
 def test_exporter_sidecar_and_authenticating_probes(manifests: Manifests) -> None:
     redis_c, exporter = redis_pod(manifests)["containers"]
-    assert "--user exporter" in redis_c["readinessProbe"]["exec"]["command"][-1]
-    assert {e["name"] for e in redis_c["env"]} == {"REDISCLI_AUTH"}
+    assert redis_c["readinessProbe"]["exec"]["command"][-1] == PROBE
+    assert "env" not in redis_c
     assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}]
-    assert {e["name"]: e.get("value") for e in exporter["env"]}["REDIS_USER"] == "exporter"
+    env = {e["name"]: e.get("value") for e in exporter["env"]}
+    assert env["REDIS_USER"] == "exporter"
+    assert env["REDIS_PASSWORD_FILE"] == "/secrets/exporter-password"
+    probe_volume = next(v for v in redis_pod(manifests)["volumes"] if v["name"] == "probe")["secret"]
+    assert probe_volume["items"] == [{"key": "exporter-password", "path": "exporter-password"}]
     service = manifests["prod"]["Service/kga-prod-redis"]["spec"]
     assert service["clusterIP"] == "None"
     assert [p["name"] for p in service["ports"]] == ["redis", "metrics"]
@@ -113,11 +117,14 @@ def test_acl_users_on_a_real_server(live_redis: int) -> None:
         client(live_redis, "app", "wrong").ping()
 
 
-def test_probe_command_authenticates(live_redis: int) -> None:
-    probe = f"redis-cli -p {live_redis} --user exporter --no-auth-warning ping | grep -q PONG"
-    ok = subprocess.run(["sh", "-c", probe], env={**os.environ, "REDISCLI_AUTH": PASSWORDS["exporter"]})
-    bad = subprocess.run(["sh", "-c", probe], env={**os.environ, "REDISCLI_AUTH": "wrong"})
-    assert (ok.returncode, bad.returncode) == (0, 1)
+def test_probe_command_authenticates(live_redis: int, tmp_path: Path) -> None:
+    def probe(password: str) -> int:
+        (tmp_path / "exporter-password").write_text(password)
+        command = PROBE.replace("/secrets/", f"{tmp_path}/").replace("redis-cli", f"redis-cli -p {live_redis}")
+        return subprocess.run(["sh", "-c", command], env={k: v for k, v in os.environ.items()
+                                                           if k != "REDISCLI_AUTH"}).returncode
+
+    assert (probe(PASSWORDS["exporter"]), probe("wrong")) == (0, 1)
 
 
 def test_backup_user_can_dump_and_restore_with_kgbackup(

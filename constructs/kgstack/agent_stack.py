@@ -47,7 +47,7 @@ class AgentStack(cdk8s.Chart):
         ))
         backup_targets: dict[Store, StoreEndpoint] = {"redis": StoreEndpoint(
             env={"KGB_REDIS_URL": f"redis://backup@{self.redis.name}:{REDIS_PORT}/0"},
-            secrets={"REDIS_PASSWORD": SecretRef(name=self.redis.secret, key=REDIS_SECRET_KEYS["backup"])},
+            secret_files={"REDIS_PASSWORD_FILE": SecretRef(name=self.redis.secret, key=REDIS_SECRET_KEYS["backup"])},
         )}
         extra_env: dict[str, str] = {}
         extra_secrets = {"REDIS_URL": self.redis.agent_url()}
@@ -70,14 +70,11 @@ class AgentStack(cdk8s.Chart):
                 identity=release.of("memgraph"), namespace=ns, settings=env.stores.memgraph,
                 image=env.images.memgraph, storage_class=storage_class,
             ))
-            extra_env |= {"GRAPH_STORE_TYPE": "memgraph", "GRAPH_STORE_URL": self.memgraph.url,
-                          "GRAPH_STORE_DATABASE": "memgraph"}
-            extra_secrets |= {"GRAPH_STORE_USER": self.memgraph.username,
-                              "GRAPH_STORE_PASSWORD": self.memgraph.password}
+            graph_env = {"GRAPH_STORE_URL": self.memgraph.url, "GRAPH_STORE_USER": self.memgraph.username}
+            extra_env |= {"GRAPH_STORE_TYPE": "memgraph", "GRAPH_STORE_DATABASE": "memgraph", **graph_env}
+            extra_secrets |= {"GRAPH_STORE_PASSWORD": self.memgraph.password}
             backup_targets["memgraph"] = StoreEndpoint(
-                env={"KGB_MEMGRAPH_URL": self.memgraph.url},
-                secrets={"GRAPH_STORE_USER": self.memgraph.username,
-                         "GRAPH_STORE_PASSWORD": self.memgraph.password},
+                env=graph_env, secret_files={"GRAPH_STORE_PASSWORD_FILE": self.memgraph.password},
             )
 
         agent = release.of("agent")

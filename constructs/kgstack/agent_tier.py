@@ -18,7 +18,7 @@ from .agent_config import APP_SETTINGS_FILE, AgentConfig
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
-from .pod_security import hardened_container, pod_security_context
+from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
 from .quantity import Quantity, parse_quantity
 from .validation import add_check
 
@@ -115,7 +115,10 @@ class AgentTier(Construct):
 
         k8s.KubeDeployment(
             self, "Deployment",
-            metadata=object_meta(props.identity, props.namespace),
+            metadata=object_meta(props.identity, props.namespace, annotations=checkov_skips(
+                CKV_K8S_35="the agent reads its credentials only from environment variables (agent-facts.md)",
+                **unpinned_skip(props.image),
+            )),
             spec=k8s.DeploymentSpec(
                 # With an HPA, replicas are left out so GitOps sync never fights the HPA.
                 replicas=None if props.autoscaling else props.replicas,

@@ -18,9 +18,9 @@ from ._plus import k8s, quantity
 from .footprint import Footprint
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
-from .pod_security import hardened_container, pod_security_context
+from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
 from .quantity import Quantity, parse_quantity
-from .secret_ref import SecretRef
+from .secret_ref import SecretRef, secret_files
 
 Store = Literal["redis", "chroma", "memgraph"]
 _DEFAULT_RESOURCES = Resources.model_validate(
@@ -44,7 +44,7 @@ class BackupSettings(Spec):
     keep_weekly: Annotated[int, Field(ge=0)] = 4
     """Weekly copies kept on top of the daily ones."""
     credentials_secret: str | None = "kga-backup"
-    """Secret with ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``; ``None`` uses workload identity."""
+    """Secret whose ``credentials`` key is an AWS shared-credentials file; ``None`` uses workload identity."""
     deadline_seconds: Annotated[int, Field(ge=600)] = 7200
     """A run that takes longer is stopped (and alerted on)."""
     resources: Resources = _DEFAULT_RESOURCES
@@ -65,8 +65,8 @@ class StoreEndpoint(Spec):
 
     env: dict[str, str]
     """Plain variables, e.g. ``CHROMA_HOST``."""
-    secrets: dict[str, SecretRef] = Field(default_factory=dict)
-    """Variables read from Secrets, e.g. ``REDIS_PASSWORD``."""
+    secret_files: dict[str, SecretRef] = Field(default_factory=dict)
+    """Secret keys mounted as files, by the variable that names the file (``REDIS_PASSWORD_FILE``)."""
 
 
 class BackupScheduleProps(Spec):
@@ -103,7 +103,8 @@ class BackupSchedule(Construct):
             at = hour * 60 + minute + index * s.stagger_minutes
             k8s.KubeCronJob(
                 self, store,
-                metadata=object_meta(props.identity, props.namespace, name=f"{self.name}-{store}"),
+                metadata=object_meta(props.identity, props.namespace, name=f"{self.name}-{store}",
+                                     annotations=checkov_skips(**unpinned_skip(props.image))),
                 spec=k8s.CronJobSpec(
                     schedule=f"{at % 60} {at // 60} * * *",
                     time_zone="Etc/UTC",
@@ -130,16 +131,15 @@ class BackupSchedule(Construct):
             **({"KGB_S3_ENDPOINT_URL": s.s3_endpoint_url} if s.s3_endpoint_url else {}),
             **endpoint.env,
         }
-        secrets = dict(endpoint.secrets)
+        files = dict(endpoint.secret_files)
         if s.credentials_secret:
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-                secrets[key] = SecretRef(name=s.credentials_secret, key=key)
+            files["AWS_SHARED_CREDENTIALS_FILE"] = SecretRef(name=s.credentials_secret, key="credentials")
+        secret_volumes, secret_mounts, file_env = secret_files(files)
         container = hardened_container(
             name="kgbackup", image=p.image.reference, resources=s.resources,
             args=args,
-            env=[*(k8s.EnvVar(name=k, value=v) for k, v in sorted(env.items())),
-                 *(ref.env(k) for k, ref in sorted(secrets.items()))],
-            mounts=[k8s.VolumeMount(name="work", mount_path="/work")],
+            env=[*(k8s.EnvVar(name=k, value=v) for k, v in sorted(env.items())), *file_env],
+            mounts=[k8s.VolumeMount(name="work", mount_path="/work"), *secret_mounts],
         )
         return k8s.JobSpec(
             backoff_limit=2,
@@ -164,6 +164,7 @@ class BackupSchedule(Construct):
                             )),
                         )),
                         k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("256Mi"))),
+                        *secret_volumes,
                     ],
                 ),
             ),

@@ -7,7 +7,7 @@ from constructs import Construct
 from ._plus import int_or_string, k8s
 from .model import ImageRef, Spec
 from .naming import Identity
-from .pod_security import hardened_container
+from .pod_security import checkov_skips, hardened_container, unpinned_skip
 from .secret_ref import SecretRef
 from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings, data_mount
 
@@ -17,8 +17,10 @@ BOLT_PORT = 7687
 class MemgraphSettings(StoreSettings):
     """The graph store's size and credentials."""
 
+    username: str = "kga"
+    """The user Memgraph creates at first start; the agent and the backup job log in as it."""
     secret_name: str = "kga-memgraph"
-    """Secret with ``username`` and ``password``; Memgraph creates that user at first start."""
+    """Secret whose ``password`` key is that user's password."""
     snapshot_interval_seconds: int = 300
     """Periodic snapshots on top of the write-ahead log."""
 
@@ -39,7 +41,7 @@ class MemgraphStore(Construct):
         super().__init__(scope, id)
         s = props.settings
         self.name = props.identity.resource_name
-        self.username = SecretRef(name=s.secret_name, key="username")
+        self.username = s.username
         self.password = SecretRef(name=s.secret_name, key="password")
         bolt = k8s.TcpSocketAction(port=int_or_string("bolt"))
         server = hardened_container(
@@ -53,7 +55,7 @@ class MemgraphStore(Construct):
                 f"--storage-snapshot-interval-sec={s.snapshot_interval_seconds}",
                 "--storage-recover-on-startup=true",
             ],
-            env=[self.username.env("MEMGRAPH_USER"), self.password.env("MEMGRAPH_PASSWORD")],
+            env=[k8s.EnvVar(name="MEMGRAPH_USER", value=s.username), self.password.env("MEMGRAPH_PASSWORD")],
             startup_probe=k8s.Probe(tcp_socket=bolt, period_seconds=5, failure_threshold=60),
             readiness_probe=k8s.Probe(tcp_socket=bolt, period_seconds=10, timeout_seconds=3),
             liveness_probe=k8s.Probe(tcp_socket=bolt, period_seconds=20, timeout_seconds=5, failure_threshold=3),
@@ -67,6 +69,10 @@ class MemgraphStore(Construct):
                 data_path="/var/lib/memgraph", ports={"bolt": BOLT_PORT}, termination_grace_seconds=120,
             ),
             containers=[server],
+            annotations=checkov_skips(
+                CKV_K8S_35="Memgraph reads its initial credentials only from environment variables",
+                **unpinned_skip(props.image),
+            ),
         )
 
     @property

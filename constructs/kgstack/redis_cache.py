@@ -39,6 +39,11 @@ ACL_RULES: dict[str, str] = {
 }
 SECRET_KEYS = {user: f"{user}-password" for user in ACL_RULES}
 """Keys of the Redis Secret: one password per ACL user, plus ``url`` for the agent."""
+PROBE = (
+    f'REDISCLI_AUTH="$(cat /secrets/{SECRET_KEYS["exporter"]})" '
+    "redis-cli --user exporter --no-auth-warning ping | grep -q PONG"
+)
+"""Liveness and readiness: an authenticated PING; REDISCLI_AUTH keeps the password out of argv."""
 
 
 class RedisSettings(StoreSettings):
@@ -91,31 +96,31 @@ class RedisCache(Construct):
             mounts=[k8s.VolumeMount(name="secret", mount_path="/secrets", read_only=True),
                     k8s.VolumeMount(name="run", mount_path="/run/redis")],
         )
-        ping = k8s.ExecAction(command=["sh", "-c", "redis-cli --user exporter --no-auth-warning ping | grep -q PONG"])
+        # redis-cli reads REDISCLI_AUTH: the probes authenticate without a password in argv.
+        ping = k8s.ExecAction(command=["sh", "-c", PROBE])
         server = hardened_container(
             name="redis", image=props.image.reference, resources=s.resources, ports={"redis": PORT},
             command=["redis-server", "/etc/redis/redis.conf"],
-            # redis-cli reads REDISCLI_AUTH, so the probes authenticate without argv secrets.
-            env=[SecretRef(name=s.secret_name, key=SECRET_KEYS["exporter"]).env("REDISCLI_AUTH")],
             readiness_probe=k8s.Probe(exec=ping, period_seconds=10, timeout_seconds=3, failure_threshold=3),
             liveness_probe=k8s.Probe(exec=ping, initial_delay_seconds=15, period_seconds=20,
                                      timeout_seconds=5, failure_threshold=3),
             mounts=[data_mount("/data"),
                     k8s.VolumeMount(name="config", mount_path="/etc/redis", read_only=True),
-                    k8s.VolumeMount(name="run", mount_path="/run/redis", read_only=True)],
+                    k8s.VolumeMount(name="run", mount_path="/run/redis", read_only=True),
+                    k8s.VolumeMount(name="probe", mount_path="/secrets", read_only=True)],
         )
+        health = k8s.HttpGetAction(path="/health", port=int_or_string("metrics"))
         exporter = hardened_container(
             name="exporter", image=props.exporter_image.reference, resources=s.exporter_resources,
             ports={"metrics": METRICS_PORT},
             env=[
                 k8s.EnvVar(name="REDIS_ADDR", value=f"redis://127.0.0.1:{PORT}"),
                 k8s.EnvVar(name="REDIS_USER", value="exporter"),
-                SecretRef(name=s.secret_name, key=SECRET_KEYS["exporter"]).env("REDIS_PASSWORD"),
+                k8s.EnvVar(name="REDIS_PASSWORD_FILE", value=f"/secrets/{SECRET_KEYS['exporter']}"),
             ],
-            readiness_probe=k8s.Probe(
-                http_get=k8s.HttpGetAction(path="/health", port=int_or_string("metrics")),
-                period_seconds=15, timeout_seconds=3,
-            ),
+            readiness_probe=k8s.Probe(http_get=health, period_seconds=15, timeout_seconds=3),
+            liveness_probe=k8s.Probe(http_get=health, period_seconds=30, timeout_seconds=5, failure_threshold=3),
+            mounts=[k8s.VolumeMount(name="probe", mount_path="/secrets", read_only=True)],
         )
         self.store = StatefulStore(
             self, "Store",
@@ -131,6 +136,11 @@ class RedisCache(Construct):
                 k8s.Volume(name="run", empty_dir=k8s.EmptyDirVolumeSource(medium="Memory",
                                                                           size_limit=quantity("1Mi"))),
                 secret_volume,
+                # The exporter and the probes see only the exporter's password.
+                k8s.Volume(name="probe", secret=k8s.SecretVolumeSource(
+                    secret_name=s.secret_name, default_mode=0o400,
+                    items=[k8s.KeyToPath(key=SECRET_KEYS["exporter"], path=SECRET_KEYS["exporter"])],
+                )),
             ],
         )
 

@@ -60,7 +60,7 @@ class StatefulStore(Construct):
         self, scope: Construct, id: str, *, props: StatefulStoreProps,
         containers: Sequence[k8s.Container], sidecar_resources: Sequence[Resources] = (),
         init_containers: Sequence[k8s.Container] = (), volumes: Sequence[k8s.Volume] = (),
-        pod_annotations: dict[str, str] | None = None,
+        pod_annotations: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.props = props
@@ -81,7 +81,7 @@ class StatefulStore(Construct):
             ),
         )
         k8s.KubeStatefulSet(
-            self, "StatefulSet", metadata=meta,
+            self, "StatefulSet", metadata=object_meta(props.identity, props.namespace, annotations=annotations),
             spec=k8s.StatefulSetSpec(
                 service_name=self.name,
                 replicas=props.settings.replicas,
