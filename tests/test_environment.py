@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import DELETE, ENVIRONMENTS, env_data
+
 from kgstack.environment import (
     EnvironmentError,
     json_schema,
     load_environment,
     load_environments,
+    markdown_reference,
     parse_environment,
 )
 
@@ -147,6 +149,12 @@ def test_models_are_frozen(environments: dict) -> None:  # type: ignore[type-arg
 def test_published_schema_is_current() -> None:
     committed = (ENVIRONMENTS / "schema.json").read_text()
     assert committed == json_schema(), "run: make schema"
+
+
+def test_reference_doc_is_current() -> None:
+    committed = (ENVIRONMENTS.parent / "docs" / "environments.md").read_text()
+    assert committed == markdown_reference(), "run: make schema"
+    assert "| `kubernetesVersion` | string | **required** |" in committed
 
 
 def test_schema_rejects_unknown_fields_for_editors() -> None:

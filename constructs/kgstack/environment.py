@@ -265,16 +265,20 @@ class AgentSettings(Spec):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """``LOG_LEVEL``."""
-    github_file_extensions: Annotated[list[Annotated[str, Field(pattern=r"^\.\w+$")]], Field(
-        min_length=1
-    )]
+    github_file_extensions: Annotated[list[Annotated[str, Field(pattern=r"^\.\w+$")]], Field(min_length=1)]
     """``GITHUB_FILE_EXTENSIONS``; required: unset, the app indexes nothing."""
     llm: Llm = Llm()
+    """The chat model the agent answers with."""
     embedding: Embedding = Embedding()
+    """The embedding model and its batching."""
     vector_store: VectorStore = VectorStore()
+    """Chroma in the cluster, or the managed Pinecone service."""
     chunking: Chunking = Chunking()
+    """How source files are split before embedding."""
     workflow: Workflow = Workflow()
+    """Indexing workflow behaviour."""
     graph: Graph = Graph()
+    """Graph features; enabling them deploys Memgraph."""
     event_flow_analysis: bool = False
     """``ENABLE_EVENT_FLOW_ANALYSIS``."""
     langchain_tracing: bool = False
@@ -289,10 +293,13 @@ class Repository(Spec):
     """One entry of the app's ``appSettings.json``."""
 
     name: Annotated[str, Field(min_length=1)]
+    """Display name of the repository in the app."""
     url: Annotated[str, Field(pattern=r"^https://[^\s/]+/[^\s]+$")]
     """HTTPS clone URL."""
     branch: Annotated[str, Field(min_length=1)] = "main"
+    """Branch to index."""
     description: str = ""
+    """Free text shown in the app."""
 
 
 class Stores(Spec):
@@ -344,16 +351,25 @@ class Environment(Spec):
     kubernetes_version: Annotated[str, AfterValidator(_kubernetes_version)]
     """Target cluster version, ``1.27`` to ``1.35``; pins the Pod Security level version."""
     cloud: CloudProfile = CloudProfile()
+    """Cluster flavour: storage class, ingress class, workload identity."""
     images: Images
+    """Every container image, as repository + tag + optional digest."""
     query: QueryTier
+    """The query tier (scales horizontally)."""
     indexer: IndexerTier
+    """The single indexer replica."""
     agent: AgentSettings
+    """The agent's own settings, rendered to its environment variables."""
     repositories: Annotated[list[Repository], Field(min_length=1)]
     """Becomes ``appSettings.json``."""
     stores: Stores
+    """Redis, Chroma and Memgraph sizes."""
     backup: BackupSettings
+    """Scheduled backups of every store to object storage."""
     quota: Quota
+    """Namespace ResourceQuota, checked against the stack at maximum scale."""
     container_defaults: ContainerDefaults = ContainerDefaults()
+    """Namespace LimitRange defaults."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -453,3 +469,51 @@ def json_schema() -> str:
     schema = Environment.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def markdown_reference() -> str:
+    """``docs/environments.md``: every setting with its type, default and meaning, from the model."""
+    schema = json.loads(json_schema())
+    defs = schema.get("$defs", {})
+    lines = [
+        "# Environment file reference",
+        "",
+        "Generated from `kgstack.environment.Environment` by `make schema`; do not edit by hand.",
+        "Every file in `environments/` is validated against this model (and `environments/schema.json`).",
+        "",
+    ]
+
+    def resolve(prop: dict[str, Any]) -> tuple[str, str | None]:
+        options = prop.get("anyOf", [prop])
+        names = []
+        ref = None
+        for option in options:
+            if "$ref" in option:
+                ref = option["$ref"].rsplit("/", 1)[1]
+                names.append(ref)
+            elif option.get("type") == "array":
+                item = option.get("items", {})
+                names.append(f"list of {item.get('$ref', '').rsplit('/', 1)[-1] or item.get('type', 'any')}")
+            else:
+                names.append(str(option.get("enum", option.get("type", "any"))))
+        return " or ".join(names), ref
+
+    def section(title: str, model: dict[str, Any], seen: set[str]) -> None:
+        lines.extend([f"## {title}", "", model.get("description", "").strip(), "",
+                      "| field | type | default | meaning |", "|---|---|---|---|"])
+        nested: list[tuple[str, str]] = []
+        required = set(model.get("required", []))
+        for name, prop in model.get("properties", {}).items():
+            kind, ref = resolve(prop)
+            default = "**required**" if name in required else f"`{json.dumps(prop.get('default'))}`"
+            meaning = " ".join(prop.get("description", "").split()).replace("|", "\\|")
+            lines.append(f"| `{name}` | {kind} | {default} | {meaning} |")
+            if ref and ref not in seen:
+                seen.add(ref)
+                nested.append((ref, ref))
+        lines.append("")
+        for ref, _ in nested:
+            section(ref, defs[ref], seen)
+
+    section("Environment", schema, set())
+    return "\n".join(lines).rstrip() + "\n"
