@@ -23,9 +23,9 @@
 # The root filesystem is cached as a tarball in ${KGA_IMAGE_CACHE:-.cache/images}
 # (keyed by this script's content), so reruns only re-import it.
 # Requires root, debootstrap, and podman (or buildah) for the import.
-# Storage: ${KGA_PODMAN_ROOT:-<cache>/storage} with the vfs driver, so the
-# host's container storage is left alone. Export KGA_PODMAN_ROOT="" to use the
-# default storage.
+# Storage: ${KGA_PODMAN_ROOT:-<cache>/storage} with the vfs driver
+# (KGA_STORAGE_DRIVER=overlay: <cache>/storage-overlay), so the host's container
+# storage is left alone. Export KGA_PODMAN_ROOT="" to use the default storage.
 set -euo pipefail
 
 IMAGE_REF="${1:-localhost/kga-base:test}"
@@ -40,10 +40,14 @@ mkdir -p "$CACHE_DIR"
 KEY="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)"
 TARBALL="$CACHE_DIR/kga-base-$SUITE-$KEY.tar"
 
+# vfs works everywhere but copies every layer; KGA_STORAGE_DRIVER=overlay is
+# much faster where the kernel allows it (tests and bench honour it too).
+DRIVER="${KGA_STORAGE_DRIVER:-vfs}"
+if [[ "$DRIVER" == vfs ]]; then STORE="$CACHE_DIR/storage"; SUFFIX=""; else STORE="$CACHE_DIR/storage-$DRIVER"; SUFFIX="-$DRIVER"; fi
 podman_cmd() {
   local args=()
-  if [[ -n "${KGA_PODMAN_ROOT-$CACHE_DIR/storage}" ]]; then
-    args=(--root "${KGA_PODMAN_ROOT-$CACHE_DIR/storage}" --runroot "${KGA_PODMAN_RUNROOT:-/run/kga-podman}" --storage-driver vfs)
+  if [[ -n "${KGA_PODMAN_ROOT-$STORE}" ]]; then
+    args=(--root "${KGA_PODMAN_ROOT-$STORE}" --runroot "${KGA_PODMAN_RUNROOT:-/run/kga-podman}$SUFFIX" --storage-driver "$DRIVER")
   fi
   podman "${args[@]}" "$@"
 }
@@ -51,7 +55,9 @@ podman_cmd() {
 if [[ ! -s "$TARBALL" ]]; then
   [[ $EUID -eq 0 ]] || { echo "build-test-base: debootstrap needs root" >&2; exit 1; }
   command -v debootstrap >/dev/null || { echo "build-test-base: apt-get install debootstrap" >&2; exit 1; }
+  rm -f "$CACHE_DIR"/kga-base-"$SUITE"-*.tar   # stale keys
   ROOTFS="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
+  chmod 0755 "$ROOTFS"   # mktemp makes it 0700; it becomes the image's /
   trap 'rm -rf "$ROOTFS"' EXIT
   echo "build-test-base: debootstrap $SUITE into $ROOTFS" >&2
   debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" >&2
@@ -71,6 +77,18 @@ CFG
   find "$ROOTFS/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
   rm -rf "$ROOTFS"/usr/share/man/* "$ROOTFS"/usr/share/info/* "$ROOTFS"/usr/share/lintian/*
   find "$ROOTFS/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
+
+  # apt settings of the debian docker images (debuerreotype): no .deb or
+  # pkgcache left behind after install, no translations, no suggests.
+  cat > "$ROOTFS/etc/apt/apt.conf.d/docker-clean" <<'CFG'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+CFG
+  echo 'Acquire::Languages "none";' > "$ROOTFS/etc/apt/apt.conf.d/docker-no-languages"
+  echo 'Acquire::GzipIndexes "true";' > "$ROOTFS/etc/apt/apt.conf.d/docker-gzip-indexes"
+  printf 'Apt::AutoRemove::SuggestsImportant "false";\n' > "$ROOTFS/etc/apt/apt.conf.d/docker-autoremove-suggests"
 
   cat > "$ROOTFS/etc/apt/sources.list" <<SRC
 deb $MIRROR $SUITE main

@@ -13,6 +13,7 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
 import cdk8s  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+
 from kgstack import AgentStack, Environment, load_environments  # noqa: E402
 from kgstack.publish import synth  # noqa: E402
 

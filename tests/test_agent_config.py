@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from conftest import build, env_data
+
 from kgstack.environment import parse_environment
 from kgstack.publish import synth
 

@@ -7,6 +7,7 @@ from typing import Any
 import cdk8s
 import pytest
 from conftest import build, env_data
+
 from kgstack import AgentTier, AgentTierProps, PersistentState
 from kgstack.agent_config import AgentConfig, AgentConfigProps
 from kgstack.environment import AgentSettings, Repository, parse_environment

@@ -19,6 +19,7 @@ from typing import Any
 import neo4j
 import pytest
 from backup_servers import dump_object, error_of, run_cli
+
 from kgbackup.memgraph_store import COUNT_EDGES, COUNT_NODES, WIPE, classify
 
 pytestmark = pytest.mark.backup

@@ -45,7 +45,8 @@ def test_job_policies(manifests: Manifests, env: str) -> None:
 
 def test_credentials_secret_or_workload_identity(manifests: Manifests) -> None:
     def env_names(env: str) -> set[str]:
-        container = cronjobs(manifests, env)["redis"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        pod = cronjobs(manifests, env)["redis"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
         return {e["name"] for e in container["env"]}
 
     assert "AWS_SHARED_CREDENTIALS_FILE" in env_names("dev")

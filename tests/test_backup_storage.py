@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from backup_servers import BACKUP_DIR, error_of, run_cli, s3_endpoint, s3_target
+
 from kgbackup.errors import ConfigError, CorruptDumpError
 from kgbackup.manifest import DumpWriter, Manifest, new_backup_id, parse_backup_id, verify_object
 from kgbackup.retention import plan_retention

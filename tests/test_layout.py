@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 import sys
 
-from conftest import ROOT
-
 import constructs
+from conftest import ROOT
 
 
 def test_constructs_is_the_library() -> None:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, dist_files
+from pss import pod_specs, violations
+
 from kgstack.environment import SUPPORTED_KUBERNETES
 from kgstack.schema import schema_problems
-from pss import pod_specs, violations
 
 FILES = dist_files()
 SECRETISH = re.compile(r"(KEY|TOKEN|PASSWORD|SECRET)", re.IGNORECASE)
@@ -61,7 +62,9 @@ def test_no_secret_values_in_dist() -> None:
         for pod in pod_specs(obj):
             for container in pod["containers"]:
                 for var in container.get("env", []):
-                    if SECRETISH.search(var["name"]):
+                    if var["name"].endswith("_FILE"):
+                        assert var["value"].startswith("/secrets/"), (path, var["name"])  # a mounted key
+                    elif SECRETISH.search(var["name"]):
                         assert "valueFrom" in var and "value" not in var, (path, var["name"])
         text = path.read_text()
         assert not re.search(r"\b(sk-[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{30,})", text), path

@@ -106,7 +106,10 @@ def test_acl_users_on_a_real_server(live_redis: int) -> None:
     app = client(live_redis, "app")
     app.set("k", "v")
     assert app.get("k") == "v"
-    for dangerous in (["FLUSHALL"], ["CONFIG", "GET", "maxmemory"], ["KEYS", "*"], ["SAVE"], ["REPLICAOF", "NO", "ONE"]):
+    dangerous_commands = (
+        ["FLUSHALL"], ["CONFIG", "GET", "maxmemory"], ["KEYS", "*"], ["SAVE"], ["REPLICAOF", "NO", "ONE"],
+    )
+    for dangerous in dangerous_commands:
         with pytest.raises(redis.exceptions.NoPermissionError):
             app.execute_command(*dangerous)
     exporter = client(live_redis, "exporter")

@@ -7,18 +7,25 @@ from constructs import Construct
 
 from ._plus import k8s
 from .agent_config import AgentConfig, AgentConfigProps
+from .agent_secrets import AgentSecrets, AgentSecretsProps
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
 from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
 from .chroma_store import PORT as CHROMA_PORT
 from .chroma_store import ChromaStore, ChromaStoreProps
-from .environment import Environment, Stage
+from .dashboards import Dashboards
+from .edge import Edge, EdgeProps
+from .environment import Environment
 from .memgraph_store import MemgraphStore, MemgraphStoreProps
+from .model import Stage
+from .monitoring import Monitoring, MonitoringProps
 from .naming import Identity, object_meta
+from .network_policies import NetworkPolicies, NetworkPoliciesProps, StackComponents, stack_flows
 from .redis_cache import PORT as REDIS_PORT
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
 from .redis_cache import RedisCache, RedisCacheProps
 from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
+from .web_ui import WebUi, WebUiProps
 
 APP_NAME = "kga"
 
@@ -102,6 +109,7 @@ class AgentStack(cdk8s.Chart):
             "image": env.images.agent,
             "service_account": agent.resource_name,
             "pod_labels": env.cloud.pod_labels,
+            "reload_secrets": sorted({ref.name for ref in self.config.secrets.values()}),
         }
         self.query = AgentTier(self, "Query", config=self.config, props=AgentTierProps(
             identity=release.of("query"),
@@ -123,6 +131,41 @@ class AgentStack(cdk8s.Chart):
             state=PersistentState(size=indexer.storage_size, storage_class=storage_class),
             **common,
         ))
+
+        self.web = WebUi(self, "Web", props=WebUiProps(
+            identity=release.of("web"), namespace=ns, image=env.images.web,
+            api_base_url=f"https://{env.domain}/api/v1", pod_labels=env.cloud.pod_labels,
+        ))
+        self.edge = Edge(self, "Edge", props=EdgeProps(
+            identity=release, namespace=ns, stage=env.stage, domain=env.domain,
+            ingress_class=env.cloud.ingress_class, settings=env.edge, auth_image=env.images.nginx,
+            web_service=self.web.name, query_service=self.query.name, indexer_service=self.indexer.name,
+            pod_labels=env.cloud.pod_labels,
+        ))
+        self.network = NetworkPolicies(self, "Network", props=NetworkPoliciesProps(
+            identity=release, namespace=ns, settings=env.network,
+            flows=stack_flows(StackComponents(
+                chroma=self.chroma is not None, memgraph=self.memgraph is not None, backup=True,
+            ), env.network),
+        ))
+        self.secrets = AgentSecrets(self, "Secrets", props=AgentSecretsProps(
+            identity=release, namespace=ns, stage=env.stage, environment=env.name, settings=env.secrets,
+            agent_secret=env.agent.secret_name,
+            agent_keys=[r.key for r in self.config.secrets.values() if r.name == env.agent.secret_name],
+            redis_secret=self.redis.secret, redis_host=self.redis.name,
+            memgraph_secret=env.stores.memgraph.secret_name if self.memgraph and env.stores.memgraph else None,
+            edge_keys_secret=env.edge.keys_secret, backup_secret=env.backup.credentials_secret,
+        ))
+
+        self.monitoring: Monitoring | None = None
+        if env.monitoring.enabled:
+            observed = MonitoringProps(
+                identity=release, namespace=ns, domain=env.domain, settings=env.monitoring,
+                chroma=self.chroma is not None, memgraph=self.memgraph is not None,
+                backups=tuple(backup_targets),
+            )
+            self.monitoring = Monitoring(self, "Monitoring", props=observed)
+            Dashboards(self, "Dashboards", props=observed)
 
         self.backups = BackupSchedule(self, "Backup", props=BackupScheduleProps(
             identity=release.of("backup"),

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from ._plus import int_or_string, k8s, quantity
 from .agent_config import APP_SETTINGS_FILE, AgentConfig
+from .agent_secrets import reload_on
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
@@ -61,6 +62,8 @@ class AgentTierProps(Spec):
     """emptyDir size limit for the working directory when there is no ``state``."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra pod labels, e.g. the AKS workload-identity opt-in."""
+    reload_secrets: list[str] = Field(default_factory=list)
+    """Secrets whose change rolls the pods (Stakater Reloader reads the annotation)."""
 
     @model_validator(mode="after")
     def _grace_covers_pre_stop(self) -> Self:
@@ -115,10 +118,13 @@ class AgentTier(Construct):
 
         k8s.KubeDeployment(
             self, "Deployment",
-            metadata=object_meta(props.identity, props.namespace, annotations=checkov_skips(
-                CKV_K8S_35="the agent reads its credentials only from environment variables (agent-facts.md)",
-                **unpinned_skip(props.image),
-            )),
+            metadata=object_meta(props.identity, props.namespace, annotations={
+                **reload_on(props.reload_secrets),
+                **checkov_skips(
+                    CKV_K8S_35="the agent reads its credentials only from environment variables (agent-facts.md)",
+                    **unpinned_skip(props.image),
+                ),
+            }),
             spec=k8s.DeploymentSpec(
                 # With an HPA, replicas are left out so GitOps sync never fights the HPA.
                 replicas=None if props.autoscaling else props.replicas,

@@ -17,10 +17,14 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from .agent_secrets import SecretsSettings
 from .backup_schedule import BackupSettings
 from .chroma_store import ChromaSettings
+from .edge import EdgeSettings
 from .memgraph_store import MemgraphSettings
-from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Spec
+from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Spec, Stage
+from .monitoring import MonitoringSettings
+from .network_policies import NetworkSettings
 from .quantity import Quantity
 from .redis_cache import RedisSettings
 
@@ -43,14 +47,6 @@ def _kubernetes_version(value: str) -> str:
     if value not in SUPPORTED_KUBERNETES:
         raise ValueError(f"{value!r} is not one of {', '.join(SUPPORTED_KUBERNETES)}")
     return value
-
-
-class Stage(StrEnum):
-    """How strict the environment is; ``prod`` turns on the production rules."""
-
-    DEV = "dev"
-    STAGING = "staging"
-    PROD = "prod"
 
 
 class CloudProvider(StrEnum):
@@ -366,6 +362,14 @@ class Environment(Spec):
     """Redis, Chroma and Memgraph sizes."""
     backup: BackupSettings
     """Scheduled backups of every store to object storage."""
+    edge: EdgeSettings = EdgeSettings()
+    """Ingress, TLS, headers, limits, CORS and API keys (docs/edge.md)."""
+    network: NetworkSettings = NetworkSettings()
+    """Neighbour namespaces and cluster CIDRs for the NetworkPolicies (docs/network.md)."""
+    secrets: SecretsSettings = SecretsSettings()
+    """External Secrets store of staging and prod (docs/secrets.md); ``storeName`` is required outside dev."""
+    monitoring: MonitoringSettings = MonitoringSettings()
+    """Prometheus, Alertmanager and Grafana objects; see docs/observability.md."""
     quota: Quota
     """Namespace ResourceQuota, checked against the stack at maximum scale."""
     container_defaults: ContainerDefaults = ContainerDefaults()
@@ -379,6 +383,8 @@ class Environment(Spec):
             raise ValueError("agent.graph.enabled is true: stores.memgraph must size the store")
         if self.backup.credentials_secret is None and not self.cloud.workload_identity:
             raise ValueError("backup.credentialsSecret is null: cloud.workloadIdentity must grant object storage")
+        if self.stage is not Stage.DEV and not self.secrets.store_name:
+            raise ValueError(f"stage {self.stage.value} reads Secrets through External Secrets: set secrets.storeName")
         if self.stage is Stage.PROD:
             unpinned = [name for name, ref in self.images.in_use(self).items() if ref.digest is None]
             if unpinned:

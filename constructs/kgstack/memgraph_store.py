@@ -5,6 +5,7 @@ from __future__ import annotations
 from constructs import Construct
 
 from ._plus import int_or_string, k8s
+from .agent_secrets import reload_on
 from .model import ImageRef, Spec
 from .naming import Identity
 from .pod_security import checkov_skips, hardened_container, unpinned_skip
@@ -69,7 +70,7 @@ class MemgraphStore(Construct):
                 data_path="/var/lib/memgraph", ports={"bolt": BOLT_PORT}, termination_grace_seconds=120,
             ),
             containers=[server],
-            annotations=checkov_skips(
+            annotations=reload_on([s.secret_name]) | checkov_skips(
                 CKV_K8S_35="Memgraph reads its initial credentials only from environment variables",
                 **unpinned_skip(props.image),
             ),

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .quantity import Quantity, parse_quantity
+
+
+class Stage(StrEnum):
+    """How strict the environment is; ``prod`` turns on the production rules."""
+
+    DEV = "dev"
+    STAGING = "staging"
+    PROD = "prod"
 
 
 class Spec(BaseModel):

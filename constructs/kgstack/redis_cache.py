@@ -13,6 +13,7 @@ from constructs import Construct
 from pydantic import Field
 
 from ._plus import int_or_string, k8s, quantity
+from .agent_secrets import reload_on
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import hardened_container
@@ -131,6 +132,7 @@ class RedisCache(Construct):
             init_containers=[render_acl],
             containers=[server, exporter],
             sidecar_resources=[s.exporter_resources],
+            annotations=reload_on([s.secret_name]),
             volumes=[
                 k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
                 k8s.Volume(name="run", empty_dir=k8s.EmptyDirVolumeSource(medium="Memory",

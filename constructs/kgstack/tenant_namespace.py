@@ -48,7 +48,7 @@ class TenantNamespace(Construct):
             f"pod-security.kubernetes.io/{mode}-version": props.pod_security_version
             for mode in sorted(level)
         }
-        identity = props.identity
+        identity = props.identity.of("tenant")
         k8s.KubeNamespace(
             self, "Namespace",
             metadata=k8s.ObjectMeta(name=props.namespace, labels={**identity.labels, **psa}),
@@ -56,7 +56,7 @@ class TenantNamespace(Construct):
         q = props.quota
         k8s.KubeResourceQuota(
             self, "Quota",
-            metadata=object_meta(identity, props.namespace),
+            metadata=object_meta(identity, props.namespace, name=props.identity.resource_name),
             spec=k8s.ResourceQuotaSpec(hard={
                 "requests.cpu": quantity(q.requests.cpu),
                 "requests.memory": quantity(q.requests.memory),
@@ -70,7 +70,7 @@ class TenantNamespace(Construct):
         d = props.container_defaults
         k8s.KubeLimitRange(
             self, "LimitRange",
-            metadata=object_meta(identity, props.namespace),
+            metadata=object_meta(identity, props.namespace, name=props.identity.resource_name),
             spec=k8s.LimitRangeSpec(limits=[k8s.LimitRangeItem(
                 type="Container",
                 default_request={k: quantity(v)

@@ -1,0 +1,681 @@
+"""Monitoring and alerting of one environment, as prometheus-operator custom resources.
+
+The agent exposes no ``/metrics`` (see shared/agent-facts.md), so the golden
+signals come from what the cluster already measures:
+
+* the ingress-nginx controller's request counter and latency histogram for our
+  Ingress (rate, errors, latency: the SLIs);
+* kube-state-metrics, kubelet and cAdvisor (restarts, HPA, volumes, backups);
+* the Redis exporter sidecar (the only store with a Prometheus endpoint);
+* blackbox probes of ``/health`` through the query and indexer Services, of
+  Chroma's heartbeat and of Memgraph's bolt port;
+* cert-manager's certificate metrics.
+
+Every object is built from the typed cloudcoil models and added with
+:func:`kgstack.custom_resource.custom_resource`. The rules are plain data
+(:func:`recording_rules`, :func:`alerts`) so the tests can run them through
+``promtool``; docs/observability.md explains the choices.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal, Self
+
+from cloudcoil.apimachinery import ObjectMeta
+from cloudcoil.models.prometheus_operator import v1, v1alpha1
+from constructs import Construct
+from pydantic import Field, model_validator
+
+from .custom_resource import custom_resource
+from .model import Spec
+from .naming import Identity
+
+HEALTH_PATH = "/health"
+AGENT_PORT = 8000
+CHROMA_HEARTBEAT = "/api/v2/heartbeat"
+MEMGRAPH_BOLT_PORT = 7687
+REDIS_EXPORTER_PORT = "metrics"
+
+NGINX_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""ingress-nginx's request-duration buckets unless the controller runs with ``--time-buckets``."""
+
+SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+"""Rate windows recorded for the multi-window, multi-burn-rate alerts."""
+
+BURN_RATES: dict[str, tuple[tuple[float, str, str], ...]] = {
+    # severity: (burn-rate factor, long window, short window), as in the SRE workbook, ch. 5.
+    "critical": ((14.4, "1h", "5m"), (6.0, "6h", "30m")),
+    "warning": ((3.0, "1d", "2h"), (1.0, "3d", "6h")),
+}
+BURN_FOR = {"critical": "2m", "warning": "15m"}
+
+EDGE_5XX_RATIO = 0.05
+"""Edge 5xx ratio over 5 minutes that warns even before the budget burns."""
+BACKUP_MAX_AGE_HOURS = 26
+"""A daily backup plus two hours of slack."""
+CERT_MIN_DAYS = 14
+REDIS_MEMORY_RATIO = 0.9
+PVC_FREE_RATIO = 0.5
+"""PVC fill prediction only alerts once less than this fraction is free (clones are bursty)."""
+
+
+class SecretKey(Spec):
+    """A key of a Secret in the environment's namespace (AlertmanagerConfig reads it there)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", max_length=253)]
+    """Secret name."""
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")]
+    """Key inside the Secret."""
+
+
+class PagingReceiver(Spec):
+    """PagerDuty (Events API v2) for ``severity=critical``."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")] = "pager"
+    """Receiver name inside the AlertmanagerConfig."""
+    routing_key: SecretKey = SecretKey(name="kga-alerting", key="pagerduty-routing-key")
+    """Secret key holding the PagerDuty integration (routing) key; never in git."""
+
+
+class ChatReceiver(Spec):
+    """Slack-compatible incoming webhook for ``severity=warning`` (and critical, for context)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")] = "chat"
+    """Receiver name inside the AlertmanagerConfig."""
+    webhook_url: SecretKey = SecretKey(name="kga-alerting", key="slack-webhook-url")
+    """Secret key holding the incoming-webhook URL; never in git."""
+    channel: str | None = None
+    """Channel override; ``None`` posts to the webhook's own channel."""
+
+
+class Receivers(Spec):
+    """Where alerts go: critical pages, warning posts to chat."""
+
+    paging: PagingReceiver | None = PagingReceiver()
+    """``None`` (e.g. dev) sends critical alerts to chat instead of paging anyone."""
+    chat: ChatReceiver = ChatReceiver()
+    """Chat receiver; also the fallback of the route tree."""
+
+
+class MonitoringSettings(Spec):
+    """The ``monitoring:`` block of an environment file."""
+
+    enabled: bool = True
+    """Render the monitoring objects; needs the prometheus-operator CRDs in the cluster."""
+    prometheus_selector: dict[str, str] = Field(default_factory=lambda: {"release": "kube-prometheus-stack"})
+    """Labels the cluster's Prometheus selects ServiceMonitors, Probes and rules on."""
+    blackbox_prober: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d{1,5}$")] = (
+        "blackbox-exporter.monitoring.svc:9115"
+    )
+    """``host:port`` of the blackbox exporter that runs the probes."""
+    blackbox_http_module: str = "http_2xx"
+    """Blackbox module for HTTP probes (the prometheus-blackbox-exporter chart's default)."""
+    blackbox_tcp_module: str = "tcp_connect"
+    """Blackbox module for the Memgraph bolt port; add it to the exporter's config if missing."""
+    edge_namespace_label: Literal["exported_namespace", "namespace"] = "exported_namespace"
+    """Label holding the Ingress's namespace on ingress-nginx metrics: ``exported_namespace``
+    when the controller's ServiceMonitor keeps ``honorLabels: false`` (the chart default)."""
+    edge_latency_buckets: Annotated[tuple[float, ...], Field(min_length=1)] = NGINX_DEFAULT_BUCKETS
+    """The controller's request-duration buckets (``--time-buckets``); the latency SLO needs one."""
+    slo_availability: Annotated[float, Field(gt=0.9, lt=1)] = 0.995
+    """Fraction of edge requests that must not be 5xx, over 30 days."""
+    slo_latency_seconds: Annotated[float, Field(gt=0)] = 10.0
+    """Latency threshold; must be one of ``edgeLatencyBuckets``. LLM answers take seconds."""
+    slo_latency_target: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    """Fraction of edge requests that must be faster than ``sloLatencySeconds``, over 30 days."""
+    receivers: Receivers = Receivers()
+    """Alert receivers and the Secrets holding their credentials."""
+    agent_metrics: bool = False
+    """Also scrape ``/metrics`` of the agent tiers (only for an image that adds it)."""
+    runbook_base_url: Annotated[str, Field(pattern=r"^https://\S+[^/]$")] = (
+        "https://github.com/acme/kga-deploy/blob/main/docs/runbooks"
+    )
+    """Base of ``runbook_url``: each alert links ``<base>/<AlertName>.md``."""
+    scrape_interval: Annotated[str, Field(pattern=r"^\d+[smh]$")] = "30s"
+    """Interval of our ServiceMonitors and Probes."""
+    dashboards_namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")] | None = None
+    """Namespace for the dashboard ConfigMaps; ``None``: the environment's (the Grafana
+    sidecar then needs ``searchNamespace: ALL``)."""
+
+    @model_validator(mode="after")
+    def _latency_threshold_is_a_bucket(self) -> Self:
+        if self.slo_latency_seconds not in self.edge_latency_buckets:
+            raise ValueError(
+                f"sloLatencySeconds ({self.slo_latency_seconds:g}) must be one of the ingress "
+                f"controller's buckets ({', '.join(f'{b:g}' for b in self.edge_latency_buckets)}); "
+                "a threshold between buckets cannot be measured"
+            )
+        return self
+
+
+class MonitoringProps(Spec):
+    """What :class:`Monitoring` and :class:`~kgstack.dashboards.Dashboards` need to know."""
+
+    identity: Identity
+    """The release identity (``kga``, ``kga-<env>``), without a component."""
+    namespace: str
+    """The environment's namespace: Services, Ingress and the monitoring objects live there."""
+    domain: str
+    """Public host of the Ingress (shown on dashboards)."""
+    settings: MonitoringSettings = MonitoringSettings()
+    """The environment's ``monitoring:`` block."""
+    chroma: bool = True
+    """Chroma runs in the cluster (vector store ``chroma``): probe its heartbeat."""
+    memgraph: bool = False
+    """Memgraph runs (graph features on): probe its bolt port."""
+    edge_ingresses: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = (
+        "api",
+        "indexer",
+    )
+    """Ingresses ``<release>-<name>`` whose requests the SLIs count: the agent's routes, not the
+    static web UI nor the 403 backend of blocked paths."""
+    backups: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = ("redis",)
+    """Stores with a backup CronJob ``<release>-backup-<store>`` (``redis``, ``chroma``, ``memgraph``)."""
+
+    @property
+    def instance(self) -> str:
+        return self.identity.instance
+
+    def name(self, component: str) -> str:
+        return self.identity.of(component).resource_name
+
+
+# --------------------------------------------------------------------------------------------
+# PromQL helpers
+
+
+def matchers(**labels: str) -> str:
+    """``{a="x",b=~"y"}``: a value starting with ``~`` is a regex, ``!`` a negation."""
+    parts = []
+    for key, raw in labels.items():
+        op, value = "=", raw
+        if raw.startswith(("~", "!")):
+            op, value = ("=~" if raw[0] == "~" else "!="), raw[1:]
+        parts.append(f'{key}{op}"{value}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def _le(seconds: float) -> str:
+    """Matcher value for a bucket: Prometheus 3 writes ``le="10.0"``, Prometheus 2 ``le="10"``."""
+    text = f"{seconds:g}"
+    return f"~{re.escape(text)}(\\\\.0)?" if "." not in text and "e" not in text else f"~{re.escape(text)}"
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+@dataclass(frozen=True)
+class Recording:
+    record: str
+    expr: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    severity: Literal["critical", "warning"]
+    expr: str
+    for_: str
+    summary: str
+    description: str
+    labels: tuple[tuple[str, str], ...] = ()
+    """Extra labels beyond ``severity`` and ``namespace``."""
+
+
+def edge_selector(props: MonitoringProps, **extra: str) -> str:
+    """Our Ingress's series on the ingress-nginx metrics."""
+    names = [props.name(i) for i in props.edge_ingresses]
+    ingress = names[0] if len(names) == 1 else f"~{props.instance}-({'|'.join(props.edge_ingresses)})"
+    return matchers(**{props.settings.edge_namespace_label: props.namespace, "ingress": ingress}, **extra)
+
+
+def _ns(props: MonitoringProps) -> str:
+    return matchers(namespace=props.namespace)
+
+
+def recording_rules(props: MonitoringProps) -> list[Recording]:
+    """SLIs per window, the 30-day budgets, and the latency histogram for dashboards."""
+    s = props.settings
+    ns = _ns(props)
+    edge = edge_selector(props)
+    errors = edge_selector(props, status="~5..")
+    fast = edge_selector(props, le=_le(s.slo_latency_seconds))
+    rules: list[Recording] = []
+    for w in SLI_WINDOWS:
+        rules += [
+            Recording(f"kga:edge_requests:rate{w}", f"sum(rate(nginx_ingress_controller_requests{edge}[{w}]))"),
+            Recording(
+                f"kga:edge_errors:rate{w}",
+                f"sum(rate(nginx_ingress_controller_requests{errors}[{w}])) or vector(0)",
+            ),
+            Recording(
+                f"kga:slo_availability_errors:ratio_rate{w}",
+                f"kga:edge_errors:rate{w}{ns} / kga:edge_requests:rate{w}{ns}",
+            ),
+            Recording(
+                f"kga:slo_latency_slow:ratio_rate{w}",
+                f"1 - (sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{fast}[{w}]))"
+                f" / sum(rate(nginx_ingress_controller_request_duration_seconds_count{edge}[{w}])))",
+            ),
+        ]
+    rules += [
+        Recording(
+            "kga:edge_requests_fast:rate5m",
+            f"sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{fast}[5m]))",
+        ),
+        Recording(
+            "kga:edge_requests_timed:rate5m",
+            f"sum(rate(nginx_ingress_controller_request_duration_seconds_count{edge}[5m]))",
+        ),
+        Recording(
+            "kga:edge_request_duration_seconds_bucket:rate5m",
+            f"sum by (le) (rate(nginx_ingress_controller_request_duration_seconds_bucket{edge}[5m]))",
+        ),
+        # 30 days from the 5m rates: a sum of equally spaced rates weighs every request once.
+        Recording(
+            "kga:slo_availability_errors:ratio_rate30d",
+            f"sum_over_time(kga:edge_errors:rate5m{ns}[30d]) / sum_over_time(kga:edge_requests:rate5m{ns}[30d])",
+        ),
+        Recording(
+            "kga:slo_latency_slow:ratio_rate30d",
+            f"1 - (sum_over_time(kga:edge_requests_fast:rate5m{ns}[30d])"
+            f" / sum_over_time(kga:edge_requests_timed:rate5m{ns}[30d]))",
+        ),
+        Recording(
+            "kga:slo_availability:error_budget_remaining",
+            f"1 - kga:slo_availability_errors:ratio_rate30d{ns} / {_num(1 - s.slo_availability)}",
+        ),
+        Recording(
+            "kga:slo_latency:error_budget_remaining",
+            f"1 - kga:slo_latency_slow:ratio_rate30d{ns} / {_num(1 - s.slo_latency_target)}",
+        ),
+    ]
+    return rules
+
+
+def _burn_alerts(props: MonitoringProps, slo: str, sli: str, target: float) -> list[Alert]:
+    ns = _ns(props)
+    budget = 1 - target
+    what = {"availability": "5xx responses", "latency": f"requests slower than {props.settings.slo_latency_seconds:g}s"}
+    out = []
+    for severity, windows in BURN_RATES.items():
+        conditions = [
+            f"({sli}:ratio_rate{long}{ns} > {_num(factor * budget)}"
+            f" and {sli}:ratio_rate{short}{ns} > {_num(factor * budget)})"
+            for factor, long, short in windows
+        ]
+        pace = " or ".join(f"{factor:g}x over {long}/{short}" for factor, long, short in windows)
+        level = "Critical" if severity == "critical" else "Warning"
+        out.append(
+            Alert(
+                name=f"Kga{slo.capitalize()}BurnRate{level}",
+                severity=severity,  # type: ignore[arg-type]
+                expr="\n or ".join(conditions),
+                for_=BURN_FOR[severity],
+                summary=f"{props.instance}: the {slo} error budget is burning fast"
+                if severity == "critical"
+                else f"{props.instance}: the {slo} error budget is burning",
+                description=(
+                    f"{what[slo].capitalize()} at the edge of {props.domain} exceed the {target:.2%} {slo} SLO's "
+                    f"budget at {pace} the sustainable rate (long-window ratio: "
+                    "{{ $value | humanizePercentage }})."
+                ),
+                labels=(("slo", slo),),
+            )
+        )
+    return out
+
+
+def alerts(props: MonitoringProps) -> list[Alert]:
+    """Every alert of the environment; each has a runbook ``docs/runbooks/<name>.md``."""
+    s = props.settings
+    ns_value = props.namespace
+    ns = _ns(props)
+    inst = props.instance
+    redis = matchers(namespace=ns_value, service=props.name("redis"))
+    cronjobs = matchers(namespace=ns_value, cronjob=f"~{inst}-backup-({'|'.join(props.backups)})")
+    out = [
+        *_burn_alerts(props, "availability", "kga:slo_availability_errors", s.slo_availability),
+        *_burn_alerts(props, "latency", "kga:slo_latency_slow", s.slo_latency_target),
+        Alert(
+            "KgaEdge5xxRatioHigh",
+            "warning",
+            f"kga:slo_availability_errors:ratio_rate5m{ns} > {_num(EDGE_5XX_RATIO)}",
+            "10m",
+            f"{inst}: more than {EDGE_5XX_RATIO:.0%} of requests fail at the edge",
+            "{{ $value | humanizePercentage }} of requests to "
+            + props.domain
+            + " answered 5xx over the last 5 minutes.",
+        ),
+        Alert(
+            "KgaHealthProbeFailing",
+            "critical",
+            f"probe_success{matchers(namespace=ns_value, component='~query|indexer')} == 0",
+            "5m",
+            f"{inst}: /health of the {{{{ $labels.component }}}} Service fails",
+            "The blackbox probe of {{ $labels.instance }} has failed for 5 minutes: no ready pod answers "
+            "/health behind the Service.",
+        ),
+        Alert(
+            "KgaPodCrashLooping",
+            "warning",
+            "max_over_time(kube_pod_container_status_waiting_reason"
+            f"{matchers(namespace=ns_value, reason='CrashLoopBackOff')}[5m]) >= 1",
+            "15m",
+            f"{inst}: pod {{{{ $labels.pod }}}} is crash-looping",
+            "Container {{ $labels.container }} of pod {{ $labels.pod }} has been in CrashLoopBackOff for 15 minutes.",
+        ),
+        Alert(
+            "KgaPodRestarting",
+            "warning",
+            f"increase(kube_pod_container_status_restarts_total{ns}[1h]) > 3",
+            "5m",
+            f"{inst}: pod {{{{ $labels.pod }}}} keeps restarting",
+            "Container {{ $labels.container }} of pod {{ $labels.pod }} restarted "
+            '{{ $value | printf "%.0f" }} times in the last hour.',
+        ),
+        Alert(
+            "KgaHpaAtMaxReplicas",
+            "warning",
+            "kube_horizontalpodautoscaler_status_current_replicas"
+            f"{matchers(namespace=ns_value, horizontalpodautoscaler=props.name('query'))}"
+            " >= on (namespace, horizontalpodautoscaler) kube_horizontalpodautoscaler_spec_max_replicas"
+            f"{matchers(namespace=ns_value, horizontalpodautoscaler=props.name('query'))}",
+            "15m",
+            f"{inst}: the query tier is pinned at its maximum replicas",
+            "HPA {{ $labels.horizontalpodautoscaler }} has run at maxReplicas ({{ $value }}) for 15 minutes; "
+            "it cannot add capacity.",
+        ),
+        Alert(
+            "KgaPersistentVolumeFillingUp",
+            "warning",
+            f"kubelet_volume_stats_available_bytes{ns} / kubelet_volume_stats_capacity_bytes{ns}"
+            f" < {_num(PVC_FREE_RATIO)}\nand predict_linear(kubelet_volume_stats_available_bytes{ns}[6h], 86400) < 0",
+            "1h",
+            f"{inst}: volume {{{{ $labels.persistentvolumeclaim }}}} will be full within 24 hours",
+            "PVC {{ $labels.persistentvolumeclaim }} is {{ $value | humanizePercentage }} free and its "
+            "6-hour trend reaches zero within 24 hours.",
+        ),
+        Alert(
+            "KgaBackupJobFailed",
+            "warning",
+            f"kube_job_failed{matchers(namespace=ns_value, job_name=f'~{inst}-backup-.+', condition='true')} == 1",
+            "5m",
+            f"{inst}: backup job {{{{ $labels.job_name }}}} failed",
+            "Job {{ $labels.job_name }} failed. The alert clears when the failed Job is deleted.",
+        ),
+        Alert(
+            "KgaBackupTooOld",
+            "warning",
+            f"(time() - kube_cronjob_status_last_successful_time{cronjobs}) > {BACKUP_MAX_AGE_HOURS * 3600}"
+            f"\nor ((time() - kube_cronjob_created{cronjobs}) > {BACKUP_MAX_AGE_HOURS * 3600}"
+            " unless on (namespace, cronjob) kube_cronjob_status_last_successful_time)",
+            "10m",
+            f"{inst}: no successful backup by {{{{ $labels.cronjob }}}} for over {BACKUP_MAX_AGE_HOURS}h",
+            "CronJob {{ $labels.cronjob }} has not completed a backup for {{ $value | humanizeDuration }}.",
+        ),
+        Alert(
+            "KgaRedisDown",
+            "warning",
+            f"redis_up{redis} == 0 or up{redis} == 0",
+            "5m",
+            f"{inst}: Redis (or its exporter) is down",
+            "The exporter of {{ $labels.pod }} reports Redis unreachable, or the exporter cannot be scraped.",
+        ),
+        Alert(
+            "KgaRedisMemoryHigh",
+            "warning",
+            f"redis_memory_used_bytes{redis} / (redis_memory_max_bytes{redis} > 0) > {_num(REDIS_MEMORY_RATIO)}",
+            "15m",
+            f"{inst}: Redis uses over {REDIS_MEMORY_RATIO:.0%} of maxmemory",
+            "Redis {{ $labels.pod }} uses {{ $value | humanizePercentage }} of its maxmemory.",
+        ),
+        Alert(
+            "KgaRedisEvicting",
+            "warning",
+            f"rate(redis_evicted_keys_total{redis}[5m]) > 0",
+            "30m",
+            f"{inst}: Redis has been evicting keys for 30 minutes",
+            'Redis {{ $labels.pod }} evicts {{ $value | printf "%.2f" }} keys/s: the cache is too small '
+            "for the working set.",
+        ),
+        Alert(
+            "KgaCertificateExpiringSoon",
+            "warning",
+            "certmanager_certificate_expiration_timestamp_seconds"
+            f"{matchers(namespace=ns_value, name=props.name('tls'))} - time() < {CERT_MIN_DAYS * 86400}",
+            "1h",
+            f"{inst}: TLS certificate of {props.domain} expires within {CERT_MIN_DAYS} days",
+            "Certificate {{ $labels.name }} expires in {{ $value | humanizeDuration }}; cert-manager "
+            "should have renewed it by now.",
+        ),
+    ]
+    if props.chroma:
+        out.append(
+            Alert(
+                "KgaVectorStoreDown",
+                "critical",
+                f"probe_success{matchers(namespace=ns_value, component='chroma')} == 0",
+                "5m",
+                f"{inst}: the Chroma vector store is down",
+                "Chroma's heartbeat ({{ $labels.instance }}) has failed for 5 minutes; "
+                "queries cannot retrieve context.",
+            )
+        )
+    if props.memgraph:
+        out.append(
+            Alert(
+                "KgaGraphStoreDown",
+                "warning",
+                f"probe_success{matchers(namespace=ns_value, component='memgraph')} == 0",
+                "5m",
+                f"{inst}: the Memgraph graph store is down",
+                "Memgraph's bolt port ({{ $labels.instance }}) has refused connections for 5 minutes; "
+                "graph features fail.",
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The construct
+
+
+class Monitoring(Construct):
+    """ServiceMonitors, Probes, the PrometheusRule and the AlertmanagerConfig of one environment."""
+
+    def __init__(self, scope: Construct, id: str, *, props: MonitoringProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        s = props.settings
+        self.resources: list[v1.ServiceMonitor | v1.Probe | v1.PrometheusRule | v1alpha1.AlertmanagerConfig] = []
+
+        self._add(
+            "RedisMonitor",
+            v1.ServiceMonitor(
+                metadata=self._meta(props.name("redis")),
+                spec=v1.ServiceMonitorSpec(
+                    selector=v1.Selector(match_labels=props.identity.of("redis").selector),
+                    endpoints=[v1.Endpoint(port=REDIS_EXPORTER_PORT, path="/metrics", interval=s.scrape_interval)],
+                ),
+            ),
+        )
+        if s.agent_metrics:
+            self._add(
+                "AgentMonitor",
+                v1.ServiceMonitor(
+                    metadata=self._meta(props.name("agent")),
+                    spec=v1.ServiceMonitorSpec(
+                        selector=v1.Selector(
+                            match_labels=props.identity.selector,
+                            match_expressions=[
+                                v1.MatchExpressionModel(
+                                    key="app.kubernetes.io/component",
+                                    operator="In",
+                                    values=["query", "indexer"],
+                                )
+                            ],
+                        ),
+                        endpoints=[v1.Endpoint(port="http", path="/metrics", interval=s.scrape_interval)],
+                    ),
+                ),
+            )
+        svc = f"{props.namespace}.svc"
+        self._probe("query", f"http://{props.name('query')}.{svc}:{AGENT_PORT}{HEALTH_PATH}", s.blackbox_http_module)
+        self._probe(
+            "indexer", f"http://{props.name('indexer')}.{svc}:{AGENT_PORT}{HEALTH_PATH}", s.blackbox_http_module
+        )
+        if props.chroma:
+            self._probe(
+                "chroma", f"http://{props.name('chroma')}.{svc}:{AGENT_PORT}{CHROMA_HEARTBEAT}", s.blackbox_http_module
+            )
+        if props.memgraph:
+            self._probe("memgraph", f"{props.name('memgraph')}.{svc}:{MEMGRAPH_BOLT_PORT}", s.blackbox_tcp_module)
+
+        self.rule = v1.PrometheusRule(
+            metadata=self._meta(props.instance),
+            spec=v1.PrometheusRuleSpec(groups=self.groups()),
+        )
+        self._add("Rules", self.rule)
+        self._add("Alerting", self._alertmanager_config())
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _meta(self, name: str) -> ObjectMeta:
+        labels = {**self.props.identity.of("monitoring").labels, **self.props.settings.prometheus_selector}
+        return ObjectMeta(name=name, namespace=self.props.namespace, labels=labels)
+
+    def _add(
+        self, id: str, resource: v1.ServiceMonitor | v1.Probe | v1.PrometheusRule | v1alpha1.AlertmanagerConfig
+    ) -> None:
+        self.resources.append(resource)
+        custom_resource(self, id, resource)
+
+    def _probe(self, component: str, target: str, module: str) -> None:
+        s = self.props.settings
+        self._add(
+            f"{component.capitalize()}Probe",
+            v1.Probe(
+                metadata=self._meta(self.props.name(component)),
+                spec=v1.ProbeSpec(
+                    prober=v1.Prober(url=s.blackbox_prober),
+                    module=module,
+                    interval=s.scrape_interval,
+                    targets=v1.Targets(
+                        static_config=v1.StaticConfig(
+                            static=[target],
+                            labels={"namespace": self.props.namespace, "component": component},
+                        )
+                    ),
+                ),
+            ),
+        )
+
+    def groups(self) -> list[v1.Group]:
+        """Two groups: SLIs with their burn-rate alerts (one group, so an alert sees the SLI
+        recorded in the same evaluation), and component alerts."""
+        props = self.props
+        ns = {"namespace": props.namespace}
+        slo_alerts = [a for a in alerts(props) if "BurnRate" in a.name]
+        other = [a for a in alerts(props) if "BurnRate" not in a.name]
+        return [
+            v1.Group(
+                name=f"{props.instance}.slo",
+                rules=[v1.Rule(record=r.record, expr=r.expr, labels=ns) for r in recording_rules(props)]
+                + [self._rule(a) for a in slo_alerts],
+            ),
+            v1.Group(name=f"{props.instance}.components", rules=[self._rule(a) for a in other]),
+        ]
+
+    def _rule(self, alert: Alert) -> v1.Rule:
+        return v1.Rule(
+            alert=alert.name,
+            expr=alert.expr,
+            for_=alert.for_,
+            labels={"severity": alert.severity, "namespace": self.props.namespace, **dict(alert.labels)},
+            annotations={
+                "summary": alert.summary,
+                "description": alert.description,
+                "runbook_url": f"{self.props.settings.runbook_base_url}/{alert.name}.md",
+            },
+        )
+
+    def _alertmanager_config(self) -> v1alpha1.AlertmanagerConfig:
+        r = self.props.settings.receivers
+        chat = v1alpha1.Receiver(
+            name=r.chat.name,
+            slack_configs=[
+                v1alpha1.SlackConfig(
+                    api_url=v1alpha1.ApiUrl(name=r.chat.webhook_url.name, key=r.chat.webhook_url.key),
+                    channel=r.chat.channel,
+                    send_resolved=True,
+                    title="[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} ({{ .CommonLabels.namespace }})",
+                    text="{{ range .Alerts }}{{ .Annotations.summary }}\n{{ .Annotations.description }}\n"
+                    "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}",
+                )
+            ],
+        )
+        receivers = [chat]
+        routes: list[v1alpha1.Route] = []
+        if r.paging is not None:
+            receivers.insert(
+                0,
+                v1alpha1.Receiver(
+                    name=r.paging.name,
+                    pagerduty_configs=[
+                        v1alpha1.PagerdutyConfig(
+                            routing_key=v1alpha1.RoutingKey(
+                                name=r.paging.routing_key.name, key=r.paging.routing_key.key
+                            ),
+                            send_resolved=True,
+                            description="{{ .CommonLabels.alertname }}: {{ .CommonAnnotations.summary }}",
+                            severity="critical",
+                        )
+                    ],
+                ),
+            )
+            # Pages, then continues so chat also shows the incident for context.
+            routes.append(
+                v1alpha1.Route(
+                    receiver=r.paging.name,
+                    matchers=[v1alpha1.Matcher(name="severity", value="critical", match_type="=")],
+                    continue_=True,
+                    repeat_interval="1h",
+                )
+            )
+        routes.append(
+            v1alpha1.Route(
+                receiver=r.chat.name,
+                matchers=[v1alpha1.Matcher(name="severity", value="critical|warning", match_type="=~")],
+                repeat_interval="4h",
+            )
+        )
+        return v1alpha1.AlertmanagerConfig(
+            metadata=self._meta(self.props.instance),
+            spec=v1alpha1.AlertmanagerConfigSpec(
+                route=v1alpha1.Route(
+                    receiver=r.chat.name,
+                    group_by=["alertname", "namespace"],
+                    group_wait="30s",
+                    group_interval="5m",
+                    repeat_interval="4h",
+                    routes=[route.model_dump(by_alias=True, exclude_none=True, mode="json") for route in routes],
+                ),
+                receivers=receivers,
+                inhibit_rules=[
+                    v1alpha1.InhibitRule(
+                        # A fast burn already pages; the slow burn of the same SLO adds nothing.
+                        source_match=[
+                            v1alpha1.SourceMatch(name="alertname", value="Kga.+BurnRateCritical", match_type="=~")
+                        ],
+                        target_match=[
+                            v1alpha1.TargetMatch(name="alertname", value="Kga.+BurnRateWarning", match_type="=~")
+                        ],
+                        equal=["namespace", "slo"],
+                    )
+                ],
+            ),
+        )

@@ -1,0 +1,224 @@
+"""Argo CD Application: a strict model, manual sync in prod, automated sync with prune+selfHeal elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cdk8s
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from kgstack import Environment
+from kgstack.argocd_application import (
+    SYNC_WAVE_ANNOTATION,
+    Application,
+    ArgoCdApplication,
+    GitOpsSettings,
+    automated_by_default,
+    sync_wave,
+)
+from kgstack.gitops_chart import CHART_ID, GitOpsChart, GitOpsTarget
+from kgstack.publish import manifests as chart_objects
+from kgstack.publish import synth
+
+REPO = "https://github.com/acme/kga-deploy.git"
+
+
+def settings(**changes: Any) -> GitOpsSettings:
+    return GitOpsSettings.model_validate({"repoURL": REPO, **changes})
+
+
+@pytest.fixture(scope="module")
+def applications(environments: dict[str, Environment]) -> dict[str, dict[str, Any]]:
+    """``{env: Application object}`` as it would be written to dist/argocd/."""
+    chart = GitOpsChart(cdk8s.App(), [GitOpsTarget.of(env, settings()) for env in environments.values()])
+    objects = chart_objects(chart)
+    return {obj["spec"]["source"]["path"].rpartition("/")[2]: obj for obj in objects.values()}
+
+
+def test_one_application_per_environment(
+    applications: dict[str, dict[str, Any]], environments: dict[str, Environment]
+) -> None:
+    assert sorted(applications) == sorted(environments)
+    for name, app in applications.items():
+        env = environments[name]
+        assert app["apiVersion"] == "argoproj.io/v1alpha1"
+        assert app["kind"] == "Application"
+        assert app["metadata"] == {
+            "name": env.instance,
+            "namespace": "argocd",
+            "labels": {
+                "app.kubernetes.io/instance": env.instance,
+                "app.kubernetes.io/part-of": "knowledge-graph-agent",
+                "app.kubernetes.io/managed-by": "cdk8s",
+            },
+        }
+        assert app["spec"]["source"] == {"repoURL": REPO, "targetRevision": "main", "path": f"dist/{name}"}
+        assert app["spec"]["destination"] == {
+            "server": "https://kubernetes.default.svc",
+            "namespace": env.namespace,
+        }
+        assert app["spec"]["project"] == "default"
+        # no cascading delete: removing the Application must not delete the indexer's PVC
+        assert "finalizers" not in app["metadata"]
+        # every rendered Application passes the strict model again
+        Application.model_validate(app)
+
+
+def test_prod_is_synced_by_hand(applications: dict[str, dict[str, Any]]) -> None:
+    policy = applications["prod"]["spec"]["syncPolicy"]
+    assert "automated" not in policy
+    assert "PruneLast=true" in policy["syncOptions"]
+
+
+@pytest.mark.parametrize("env", ["dev", "staging"])
+def test_dev_and_staging_follow_main_with_prune_and_self_heal(
+    applications: dict[str, dict[str, Any]],
+    env: str,
+) -> None:
+    assert applications[env]["spec"]["syncPolicy"]["automated"] == {
+        "prune": True,
+        "selfHeal": True,
+        "allowEmpty": False,
+    }
+
+
+def test_settings_override_the_stage_default(environments: dict[str, Environment]) -> None:
+    prod = environments["prod"]
+    target = GitOpsTarget.of(prod, settings(automated=True, selfHeal=False, prune=False))
+    assert target.automated
+    chart = GitOpsChart(cdk8s.App(), [target])
+    (app,) = chart_objects(chart).values()
+    assert app["spec"]["syncPolicy"]["automated"] == {"prune": False, "selfHeal": False, "allowEmpty": False}
+    assert not GitOpsTarget.of(environments["dev"], settings(automated=False)).automated
+
+
+def test_stage_defaults() -> None:
+    assert automated_by_default("dev")
+    assert automated_by_default("staging")
+    assert not automated_by_default("prod")
+
+
+def test_settings_defaults_and_camel_case_fields() -> None:
+    s = settings(targetRevision="release", argocdNamespace="gitops", project="kga")
+    assert (s.repo_url, s.target_revision, s.argocd_namespace, s.project) == (REPO, "release", "gitops", "kga")
+    assert (s.prune, s.self_heal, s.automated) == (True, True, None)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},  # repoURL is required
+        {"repoURL": ""},
+        {"repoURL": REPO, "repoUrl": REPO},  # only Argo CD's spelling, once
+        {"repoURL": REPO, "syncWave": 1},
+        {"repoURL": REPO, "selfheal": True},
+    ],
+)
+def test_settings_reject_unknown_or_missing_fields(data: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        GitOpsSettings.model_validate(data)
+
+
+def _application() -> dict[str, Any]:
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "kga-dev", "namespace": "argocd"},
+        "spec": {
+            "project": "default",
+            "source": {"repoURL": REPO, "targetRevision": "main", "path": "dist/dev"},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "kga-dev"},
+            "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+        },
+    }
+
+
+def test_model_accepts_a_minimal_application() -> None:
+    Application.model_validate(_application())
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("extra",),
+        ("metadata", "extra"),
+        ("spec", "extra"),
+        ("spec", "source", "chart"),  # Helm sources are not part of our subset
+        ("spec", "destination", "name"),
+        ("spec", "syncPolicy", "extra"),
+        ("spec", "syncPolicy", "automated", "selfheal"),
+    ],
+)
+def test_model_forbids_unknown_fields_at_every_level(path: tuple[str, ...]) -> None:
+    data = _application()
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = "x"
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        Application.model_validate(data)
+
+
+@pytest.mark.parametrize(("field", "value"), [("apiVersion", "argoproj.io/v1beta1"), ("kind", "ApplicationSet")])
+def test_model_pins_the_kind(field: str, value: str) -> None:
+    with pytest.raises(ValidationError):
+        Application.model_validate({**_application(), field: value})
+
+
+def test_construct_renders_exactly_the_model() -> None:
+    app = cdk8s.App()
+    chart = cdk8s.Chart(app, "c")
+    construct = ArgoCdApplication(
+        chart, "a", name="kga-dev", namespace="kga-dev", path="dist/dev", settings=settings(), automated=True
+    )
+    rendered = chart.to_json()[0]
+    assert rendered == construct.model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def test_gitops_chart_renders_to_its_own_folder(environments: dict[str, Environment]) -> None:
+    chart = GitOpsChart(cdk8s.App(), [GitOpsTarget.of(env, settings()) for env in environments.values()])
+    rendered = synth([chart])
+    assert list(rendered) == [CHART_ID]
+    files = rendered[CHART_ID]
+    assert sorted(files) == sorted(
+        ["kustomization.yaml", *(f"application-{env.instance}.yaml" for env in environments.values())]
+    )
+    kustomization = yaml.safe_load(files["kustomization.yaml"])
+    assert kustomization["resources"] == sorted(f for f in files if f != "kustomization.yaml")
+
+
+def test_sync_waves_order_dependencies() -> None:
+    waves = {
+        kind: int(sync_wave(kind))
+        for kind in (
+            "Namespace",
+            "ResourceQuota",
+            "ExternalSecret",
+            "Certificate",
+            "ServiceAccount",
+            "ConfigMap",
+            "PersistentVolumeClaim",
+            "Service",
+            "StatefulSet",
+            "Deployment",
+            "CronJob",
+            "Ingress",
+            "ServiceMonitor",
+        )
+    }
+    assert waves["Namespace"] < waves["ExternalSecret"] <= waves["ConfigMap"]
+    assert waves["ExternalSecret"] == waves["Certificate"] == -1
+    assert waves["ConfigMap"] < waves["StatefulSet"] < waves["Deployment"] <= waves["Ingress"]
+    assert waves["Deployment"] < waves["ServiceMonitor"]
+    assert sync_wave("SomethingNew") == "0"
+    assert all(isinstance(sync_wave(k), str) for k in waves)
+    assert SYNC_WAVE_ANNOTATION == "argocd.argoproj.io/sync-wave"
+
+
+def test_every_kind_in_dist_has_a_deliberate_wave(manifests: dict[str, dict[str, Any]]) -> None:
+    from kgstack.argocd_application import _WAVES
+
+    kinds = {obj["kind"] for objects in manifests.values() for obj in objects.values()}
+    assert kinds <= set(_WAVES), f"no sync wave for {sorted(kinds - set(_WAVES))}"

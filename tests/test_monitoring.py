@@ -1,0 +1,180 @@
+"""Monitoring: typed settings, every custom resource strictly valid, targeted shape checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cloudcoil.models.prometheus_operator import v1, v1alpha1
+from monitoring_support import build, env_props, props
+from pydantic import BaseModel, ValidationError
+
+from kgstack.environment import Environment
+from kgstack.monitoring import MonitoringSettings, Receivers, alerts, recording_rules
+
+MODELS: dict[str, type[BaseModel]] = {
+    "ServiceMonitor": v1.ServiceMonitor,
+    "Probe": v1.Probe,
+    "PrometheusRule": v1.PrometheusRule,
+    "AlertmanagerConfig": v1alpha1.AlertmanagerConfig,
+}
+SELECTOR = {"release": "kube-prometheus-stack"}
+
+
+def custom(objects: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects.values() if o["kind"] in MODELS]
+
+
+@pytest.mark.parametrize("chroma", [False, True])
+@pytest.mark.parametrize("memgraph", [False, True])
+@pytest.mark.parametrize("agent_metrics", [False, True])
+def test_every_custom_resource_is_strictly_valid(chroma: bool, memgraph: bool, agent_metrics: bool) -> None:
+    settings = MonitoringSettings(agent_metrics=agent_metrics)
+    _, _, objects = build(props(chroma=chroma, memgraph=memgraph, settings=settings))
+    resources = custom(objects)
+    assert len(resources) >= 5
+    for obj in resources:
+        # extra="forbid" applies to every nested model: a misspelt field anywhere fails.
+        MODELS[obj["kind"]].model_validate(obj, extra="forbid")
+
+
+def test_strict_validation_catches_a_misspelt_field() -> None:
+    _, _, objects = build(props())
+    monitor = objects["ServiceMonitor/kga-prod-redis"]
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    with pytest.raises(ValidationError, match="intervall"):
+        v1.ServiceMonitor.model_validate(monitor, extra="forbid")
+
+
+def test_environments_render(environments: dict[str, Environment]) -> None:
+    for env in environments.values():
+        _, _, objects = build(env_props(env))
+        for obj in custom(objects):
+            MODELS[obj["kind"]].model_validate(obj, extra="forbid")
+            assert obj["metadata"]["namespace"] == env.namespace
+        assert f"PrometheusRule/{env.instance}" in objects
+        assert (f"Probe/{env.instance}-chroma" in objects) == (env.agent.vector_store.type == "chroma")
+        assert (f"Probe/{env.instance}-memgraph" in objects) == env.agent.graph.enabled
+
+
+def test_objects_carry_the_release_labels_and_the_prometheus_selector() -> None:
+    _, _, objects = build(props())
+    for obj in custom(objects):
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "kga-prod"
+        assert labels["app.kubernetes.io/component"] == "monitoring"
+        assert labels.items() >= SELECTOR.items()
+
+
+def test_redis_exporter_is_scraped_through_its_service() -> None:
+    _, _, objects = build(props())
+    spec = objects["ServiceMonitor/kga-prod-redis"]["spec"]
+    assert spec["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "kga",
+        "app.kubernetes.io/instance": "kga-prod",
+        "app.kubernetes.io/component": "redis",
+    }
+    assert spec["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert "ServiceMonitor/kga-prod-agent" not in objects  # the app has no /metrics by default
+
+
+def test_agent_service_monitor_is_opt_in() -> None:
+    _, _, objects = build(props(settings=MonitoringSettings(agent_metrics=True)))
+    spec = objects["ServiceMonitor/kga-prod-agent"]["spec"]
+    assert spec["selector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["query", "indexer"]}
+    ]
+    assert spec["endpoints"][0]["port"] == "http"
+
+
+@pytest.mark.parametrize(
+    ("component", "target", "module"),
+    [
+        ("query", "http://kga-prod-query.kga-prod.svc:8000/health", "http_2xx"),
+        ("indexer", "http://kga-prod-indexer.kga-prod.svc:8000/health", "http_2xx"),
+        ("chroma", "http://kga-prod-chroma.kga-prod.svc:8000/api/v2/heartbeat", "http_2xx"),
+        ("memgraph", "kga-prod-memgraph.kga-prod.svc:7687", "tcp_connect"),
+    ],
+)
+def test_probes(component: str, target: str, module: str) -> None:
+    _, _, objects = build(props())
+    spec = objects[f"Probe/kga-prod-{component}"]["spec"]
+    assert spec["prober"]["url"] == "blackbox-exporter.monitoring.svc:9115"
+    assert spec["module"] == module
+    assert spec["targets"]["staticConfig"] == {
+        "static": [target],
+        "labels": {"namespace": "kga-prod", "component": component},
+    }
+    assert "/api/v1/health" not in str(spec)  # always 200: never a health signal
+
+
+def test_slis_are_filtered_to_our_ingress() -> None:
+    for rule in recording_rules(props()):
+        if "nginx_ingress_controller" in rule.expr:
+            assert rule.expr.count(
+                'exported_namespace="kga-prod",ingress=~"kga-prod-(api|indexer)"'
+            ) == rule.expr.count("nginx_ingress_controller"), rule
+    honoured = MonitoringSettings(edge_namespace_label="namespace")
+    exprs = " ".join(r.expr for r in recording_rules(props(settings=honoured)))
+    assert "exported_namespace" not in exprs and 'namespace="kga-prod",ingress=~"kga-prod-(api|indexer)"' in exprs
+    single = " ".join(r.expr for r in recording_rules(props(edge_ingresses=("api",))))
+    assert 'ingress="kga-prod-api"' in single
+
+
+def test_burn_rate_thresholds_follow_the_slo() -> None:
+    by_name = {a.name: a for a in alerts(props(settings=MonitoringSettings(slo_availability=0.999)))}
+    critical = by_name["KgaAvailabilityBurnRateCritical"].expr
+    assert "ratio_rate1h" in critical and "> 0.0144" in critical and "> 0.006" in critical
+    warning = by_name["KgaAvailabilityBurnRateWarning"].expr
+    assert "ratio_rate1d" in warning and "> 0.003" in warning and "ratio_rate3d" in warning
+
+
+def test_latency_threshold_must_be_a_bucket() -> None:
+    with pytest.raises(ValidationError, match="must be one of the ingress controller's buckets"):
+        MonitoringSettings(slo_latency_seconds=7)
+    ok = MonitoringSettings(slo_latency_seconds=30, edge_latency_buckets=(1, 10, 30, 60))
+    rules = {r.record: r.expr for r in recording_rules(props(settings=ok))}
+    assert 'le=~"30(\\\\.0)?"' in rules["kga:slo_latency_slow:ratio_rate5m"]
+
+
+def test_settings_are_camel_case_and_strict() -> None:
+    settings = MonitoringSettings.model_validate(
+        {
+            "prometheusSelector": {"prometheus": "main"},
+            "sloAvailability": 0.999,
+            "receivers": {"paging": None, "chat": {"webhookUrl": {"name": "alerts", "key": "url"}}},
+            "runbookBaseUrl": "https://wiki.example.com/runbooks",
+        }
+    )
+    assert settings.receivers.paging is None
+    with pytest.raises(ValidationError, match="extra"):
+        MonitoringSettings.model_validate({"sloAvailabilty": 0.99})
+    with pytest.raises(ValidationError):
+        MonitoringSettings.model_validate({"runbookBaseUrl": "http://insecure/"})
+
+
+def test_alertmanager_routes_critical_to_paging_and_warning_to_chat() -> None:
+    _, _, objects = build(props())
+    spec = objects["AlertmanagerConfig/kga-prod"]["spec"]
+    pager, chat = spec["receivers"]
+    assert pager["pagerdutyConfigs"][0]["routingKey"] == {"name": "kga-alerting", "key": "pagerduty-routing-key"}
+    assert chat["slackConfigs"][0]["apiURL"] == {"name": "kga-alerting", "key": "slack-webhook-url"}
+    critical, rest = spec["route"]["routes"]
+    assert critical["receiver"] == "pager" and critical["continue"] is True
+    assert critical["matchers"] == [{"name": "severity", "value": "critical", "matchType": "="}]
+    assert rest["receiver"] == "chat"
+    assert rest["matchers"] == [{"name": "severity", "value": "critical|warning", "matchType": "=~"}]
+
+
+def test_without_paging_critical_goes_to_chat() -> None:
+    settings = MonitoringSettings(receivers=Receivers(paging=None))
+    _, _, objects = build(props(settings=settings))
+    spec = objects["AlertmanagerConfig/kga-prod"]["spec"]
+    assert [r["name"] for r in spec["receivers"]] == ["chat"]
+    assert [r["receiver"] for r in spec["route"]["routes"]] == ["chat"]
+
+
+def test_no_secret_values_rendered() -> None:
+    _, _, objects = build(props())
+    text = str(objects)
+    assert "hooks.slack.com" not in text and "routing_key:" not in text

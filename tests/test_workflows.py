@@ -1,0 +1,139 @@
+"""GitHub workflows: actionlint and zizmor run clean, every action is pinned, permissions are least-privilege.
+
+The linters come from requirements/ci-test.txt. A missing tool skips its test
+locally and fails it in CI (``CI`` set), so CI can never pass by not linting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+BIN = Path(sys.executable).parent
+_USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)(?P<rest>.*)$")
+_PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
+_VERSION_COMMENT = re.compile(r"^\s+# v\d+\.\d+\.\d+\b")
+
+
+def tool(name: str) -> str:
+    """Path of ``name`` (the venv's first); skip outside CI, fail in CI."""
+    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found:
+        return found
+    message = f"{name} not installed (pip install -r requirements/ci-test.txt)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} -- required in CI")
+    pytest.skip(message)
+
+
+def workflow_files() -> list[Path]:
+    return sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
+
+
+def load(path: Path) -> dict[Any, Any]:
+    data = yaml.safe_load(path.read_text())
+    # PyYAML reads the `on:` key as the boolean True
+    if True in data:
+        data["on"] = data.pop(True)
+    return data  # type: ignore[no-any-return]
+
+
+def test_the_workflows_exist() -> None:
+    assert [p.name for p in workflow_files()] == ["main.yml", "pr.yml"]
+
+
+def test_actionlint() -> None:
+    actionlint = tool("actionlint")
+    tool("shellcheck")  # actionlint checks `run:` scripts only when shellcheck is on PATH
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(
+        [actionlint, "-no-color", "-oneline", *map(str, workflow_files())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor() -> None:
+    zizmor = tool("zizmor")
+    result = subprocess.run(
+        [zizmor, "--offline", "--no-progress", "--format", "plain", str(WORKFLOWS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit(path: Path) -> None:
+    uses = [(n, m) for n, line in enumerate(path.read_text().splitlines(), 1) if (m := _USES.match(line))]
+    assert uses
+    for number, match in uses:
+        ref = match["ref"]
+        where = f"{path.name}:{number}: {ref}"
+        assert not ref.startswith(("./", "docker://")), f"{where}: only pinned repository actions"
+        assert _PINNED.match(ref), f"{where}: pin the action to a full 40-hex commit SHA"
+        assert _VERSION_COMMENT.match(match["rest"]), f"{where}: add the release as a '# vX.Y.Z' comment"
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_least_privilege(path: Path) -> None:
+    workflow = load(path)
+    assert workflow["permissions"] == {"contents": "read"}
+    assert "pull_request_target" not in workflow["on"]
+    for name, job in workflow["jobs"].items():
+        permissions = job.get("permissions", {})
+        assert permissions != "write-all" and "write-all" not in str(permissions), name
+        if permissions.get("id-token") == "write":
+            assert name == "sign", f"{path.name}: only the signing job gets an OIDC token"
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step.get("with", {}).get("persist-credentials") is False, f"{name}: {step.get('name')}"
+
+
+def test_pr_runs_the_readme_commands_and_the_drift_gate() -> None:
+    workflow = load(WORKFLOWS / "pr.yml")
+    runs = "\n".join(step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"])
+    readme = (ROOT / "README.md").read_text()
+    for command in ("make synth", "make test"):
+        assert command in readme and command in runs
+    assert "git status --porcelain -- dist/" in runs
+    assert runs.index("make synth") < runs.index("git status --porcelain") < runs.index("make test")
+    assert "scripts/dist_diff_summary.py" in runs
+    assert (ROOT / "scripts" / "dist_diff_summary.py").exists()
+
+
+def test_main_builds_scans_signs_and_bumps() -> None:
+    workflow = load(WORKFLOWS / "main.yml")
+    jobs = workflow["jobs"]
+    assert jobs["sign"]["needs"] == "build" and jobs["bump"]["needs"] == "sign"
+    build = jobs["build"]
+    images = {entry["image"]: entry for entry in build["strategy"]["matrix"]["include"]}
+    assert sorted(images) == ["agent", "backup", "web"]
+    for entry in images.values():
+        assert (ROOT / entry["dockerfile"]).exists()
+    steps = {step.get("uses", "").split("@")[0]: step for step in build["steps"]}
+    assert steps["docker/build-push-action"]["with"]["platforms"] == "linux/amd64,linux/arm64"
+    scans = [s for s in build["steps"] if s.get("uses", "").startswith("anchore/scan-action@")]
+    assert len(scans) == 2
+    for scan in scans:
+        assert scan["with"]["fail-build"] is True and scan["with"]["severity-cutoff"] == "high"
+    sign = "\n".join(step.get("run", "") for step in jobs["sign"]["steps"])
+    assert "cosign sign --yes" in sign
+    bump = "\n".join(step.get("run", "") for step in jobs["bump"]["steps"])
+    assert "scripts/bump_digests.py" in bump and "make synth" in bump
