@@ -29,7 +29,7 @@ bench:
 	@scripts/setup.sh test
 	@.venv/bin/python bench/synth_ratio.py
 
-## schema: regenerate environments/schema.json and docs/environments.md from the environment model
+## schema: regenerate environments/schema.json and docs/environment-reference.md from the environment model
 schema:
 	@.venv/bin/python -c "from kgstack.environment import json_schema; print(json_schema(), end='')" > environments/schema.json
-	@.venv/bin/python -c "from kgstack.environment import markdown_reference as m; print(m(), end='')" > docs/environments.md
+	@.venv/bin/python -c "from kgstack.environment import markdown_reference as m; print(m(), end='')" > docs/environment-reference.md

@@ -27,7 +27,9 @@ from pydantic import ValidationError  # noqa: E402
 
 from kgstack import AgentStack, EnvironmentError, load_environment, load_environments  # noqa: E402
 from kgstack.backup_schedule import restore_job  # noqa: E402
-from kgstack.publish import SynthError, synth, to_yaml, write_tree  # noqa: E402
+from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
+from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
+from kgstack.reports import render_docs  # noqa: E402
 from kgstack.schema import check_objects  # noqa: E402
 
 
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--environments", type=Path, default=ROOT / "environments")
     parser.add_argument("--outdir", type=Path, default=ROOT / "dist")
+    parser.add_argument("--docs", type=Path, default=None,
+                        help="generated architecture and capacity pages (default: <outdir>/../docs/environments)")
     args = parser.parse_args(argv)
 
     try:
@@ -54,13 +58,18 @@ def main(argv: list[str] | None = None) -> int:
             return _fail([f"environment {env.name}: {e['msg']}" for e in exc.errors()], 1)
     versions = {env.name: env.kubernetes_version for env in environments}
     try:
-        rendered = synth(charts, checks=[
+        objects = synth_objects(charts, checks=[
             lambda env, objects: check_objects(env, objects, versions[env]),
         ])
+        # Argo CD Applications live beside the environments, never inside the folder they sync.
+        targets = [GitOpsTarget.of(env, env.gitops) for env in environments if env.gitops]
+        gitops = synth_objects([GitOpsChart(cdk8s.App(), targets)]) if targets else {}
     except SynthError as exc:
         return _fail([f"environment {p}" for p in exc.problems], 1)
 
+    rendered = {name: render(files) for name, files in {**objects, **gitops}.items()}
     write_tree(rendered, args.outdir)
+    write_tree(render_docs(objects), args.docs or args.outdir.parent / "docs" / "environments")
     # `cdk8s synth` wipes its own output folder first, so it points at a scratch folder
     # (cdk8s.yaml) and gets a copy; dist/ is only ever replaced by the swap above.
     cli_outdir = os.environ.get("CDK8S_OUTDIR")

@@ -82,10 +82,10 @@ stamp_run .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_setup
 apt_setup() {
   local pkgs; pkgs=$(grep -hv '^#' requirements/apt.txt | tr '\n' ' ')
   say "installing Debian packages: $pkgs"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
 }
 stamp_run .venv/.setup-apt "$(cat requirements/apt.txt)" apt_setup
 

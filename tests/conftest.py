@@ -44,6 +44,10 @@ def manifests(rendered: dict[str, dict[str, str]]) -> dict[str, dict[str, dict]]
     return out
 
 
+ENV_DIRS = sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd")
+"""dist/<env>/ folders (dist/argocd/ holds the Argo CD Applications, not an environment)."""
+
+
 def dist_files() -> list[Path]:
     return sorted(p for p in (ROOT / "dist").rglob("*.yaml") if p.name != "kustomization.yaml")
 

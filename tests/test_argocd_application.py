@@ -45,14 +45,14 @@ def test_one_application_per_environment(
         env = environments[name]
         assert app["apiVersion"] == "argoproj.io/v1alpha1"
         assert app["kind"] == "Application"
-        assert app["metadata"] == {
-            "name": env.instance,
-            "namespace": "argocd",
-            "labels": {
-                "app.kubernetes.io/instance": env.instance,
-                "app.kubernetes.io/part-of": "knowledge-graph-agent",
-                "app.kubernetes.io/managed-by": "cdk8s",
-            },
+        assert (app["metadata"]["name"], app["metadata"]["namespace"]) == (env.instance, "argocd")
+        assert app["metadata"]["labels"] == {
+            "app.kubernetes.io/name": "kga",
+            "app.kubernetes.io/instance": env.instance,
+            "app.kubernetes.io/version": env.images.agent.tag,
+            "app.kubernetes.io/component": "gitops",
+            "app.kubernetes.io/part-of": "knowledge-graph-agent",
+            "app.kubernetes.io/managed-by": "cdk8s",
         }
         assert app["spec"]["source"] == {"repoURL": REPO, "targetRevision": "main", "path": f"dist/{name}"}
         assert app["spec"]["destination"] == {

@@ -52,7 +52,7 @@ def test_credentials_secret_or_workload_identity(manifests: Manifests) -> None:
     assert "AWS_SHARED_CREDENTIALS_FILE" in env_names("dev")
     assert "AWS_SHARED_CREDENTIALS_FILE" not in env_names("prod")
     sa = manifests["prod"]["ServiceAccount/kga-prod-backup"]["metadata"]["annotations"]
-    assert sa == {"eks.amazonaws.com/role-arn": "arn:aws:iam::444455556666:role/kga-prod"}
+    assert sa["eks.amazonaws.com/role-arn"] == "arn:aws:iam::444455556666:role/kga-prod"
 
 
 @pytest.mark.parametrize("store", ["redis", "chroma", "memgraph"])

@@ -152,7 +152,7 @@ def test_published_schema_is_current() -> None:
 
 
 def test_reference_doc_is_current() -> None:
-    committed = (ENVIRONMENTS.parent / "docs" / "environments.md").read_text()
+    committed = (ENVIRONMENTS.parent / "docs" / "environment-reference.md").read_text()
     assert committed == markdown_reference(), "run: make schema"
     assert "| `kubernetesVersion` | string | **required** |" in committed
 

@@ -23,7 +23,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def test_dist_is_not_empty() -> None:
-    assert {p.parent.name for p in FILES} == {"dev", "staging", "prod"}
+    assert {p.parent.name for p in FILES} == {"argocd", "dev", "staging", "prod"}
 
 
 @pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)

@@ -30,7 +30,7 @@ from typing import Any
 import cdk8s
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ENV_DIRS, ROOT
 
 from kgstack._plus import int_or_string, k8s
 from kgstack.edge import Edge, EdgeProps
@@ -418,7 +418,7 @@ def test_internet_excludes_private_and_cluster_ranges() -> None:
 
 # --- every synthesized environment --------------------------------------------------------------
 
-DIST_ENVS = sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir()) if (ROOT / "dist").is_dir() else []
+DIST_ENVS = ENV_DIRS
 
 
 def _dist_objects(env: str) -> list[Manifest]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ENV_DIRS, ROOT
 from tools import require_tool
 
-ENVIRONMENTS = sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir())
+ENVIRONMENTS = ENV_DIRS
 
 
 def checkov(target: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from .environment import Environment
 from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .model import Stage
 from .monitoring import Monitoring, MonitoringProps
-from .naming import Identity, object_meta
+from .naming import APP_NAME, Identity, object_meta
 from .network_policies import NetworkPolicies, NetworkPoliciesProps, StackComponents, stack_flows
 from .redis_cache import PORT as REDIS_PORT
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
@@ -26,8 +26,6 @@ from .redis_cache import RedisCache, RedisCacheProps
 from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 from .web_ui import WebUi, WebUiProps
-
-APP_NAME = "kga"
 
 
 class AgentStack(cdk8s.Chart):

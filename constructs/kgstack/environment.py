@@ -18,6 +18,7 @@ import yaml
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from .agent_secrets import SecretsSettings
+from .argocd_application import GitOpsSettings
 from .backup_schedule import BackupSettings
 from .chroma_store import ChromaSettings
 from .edge import EdgeSettings
@@ -40,6 +41,12 @@ DnsLabel = Annotated[str, Field(pattern=rf"^{_DNS_LABEL}$", max_length=63)]
 def _domain(value: str) -> str:
     if not _DOMAIN.match(value):
         raise ValueError(f"{value!r} is not a lowercase DNS name with at least two labels")
+    return value
+
+
+def _environment_name(value: str) -> str:
+    if value == "argocd":
+        raise ValueError("'argocd' is reserved: dist/argocd/ holds the Argo CD Applications")
     return value
 
 
@@ -336,7 +343,7 @@ class ContainerDefaults(Spec):
 class Environment(Spec):
     """One deployment of the Knowledge Graph Agent (``environments/<name>.yaml``)."""
 
-    name: DnsLabel
+    name: Annotated[DnsLabel, AfterValidator(_environment_name)]
     """Must equal the file name; used as the release instance (``kga-<name>``)."""
     stage: Stage
     """dev, staging or prod; prod requires image digests."""
@@ -368,6 +375,8 @@ class Environment(Spec):
     """Neighbour namespaces and cluster CIDRs for the NetworkPolicies (docs/network.md)."""
     secrets: SecretsSettings = SecretsSettings()
     """External Secrets store of staging and prod (docs/secrets.md); ``storeName`` is required outside dev."""
+    gitops: GitOpsSettings | None = None
+    """Argo CD Application for this environment in ``dist/argocd/``; ``None`` renders none."""
     monitoring: MonitoringSettings = MonitoringSettings()
     """Prometheus, Alertmanager and Grafana objects; see docs/observability.md."""
     quota: Quota

@@ -16,7 +16,7 @@ from constructs import Construct
 
 from .argocd_application import ArgoCdApplication, GitOpsSettings, automated_by_default
 from .model import Spec
-from .naming import MANAGED_BY, PART_OF
+from .naming import APP_NAME, Identity
 
 if TYPE_CHECKING:
     from .environment import Environment
@@ -36,12 +36,15 @@ class GitOpsTarget(Spec):
     """Destination namespace."""
     stage: str
     """dev, staging or prod: decides automated sync unless the settings say otherwise."""
+    version: str
+    """The release's app version, for the ``app.kubernetes.io/version`` label."""
     settings: GitOpsSettings
 
     @classmethod
     def of(cls, env: Environment, settings: GitOpsSettings) -> GitOpsTarget:
         return cls(
-            name=env.name, instance=env.instance, namespace=env.namespace, stage=str(env.stage), settings=settings
+            name=env.name, instance=env.instance, namespace=env.namespace, stage=str(env.stage),
+            version=env.images.agent.tag, settings=settings,
         )
 
     @property
@@ -66,9 +69,7 @@ class GitOpsChart(cdk8s.Chart):
                 path=f"{dist}/{target.name}",
                 settings=target.settings,
                 automated=target.automated,
-                labels={
-                    "app.kubernetes.io/instance": target.instance,
-                    "app.kubernetes.io/part-of": PART_OF,
-                    "app.kubernetes.io/managed-by": MANAGED_BY,
-                },
+                labels=Identity(
+                    name=APP_NAME, instance=target.instance, version=target.version, component="gitops"
+                ).labels,
             )

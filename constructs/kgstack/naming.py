@@ -9,6 +9,8 @@ from __future__ import annotations
 from ._plus import k8s
 from .model import Spec
 
+APP_NAME = "kga"
+"""``app.kubernetes.io/name`` of every object."""
 PART_OF = "knowledge-graph-agent"
 MANAGED_BY = "cdk8s"
 

@@ -21,6 +21,8 @@ from typing import Any
 import cdk8s
 import yaml
 
+from .argocd_application import SYNC_WAVE_ANNOTATION, sync_wave
+
 
 class SynthError(Exception):
     """The stack is inconsistent; ``problems`` holds one line per problem."""
@@ -69,6 +71,9 @@ def manifests(chart: cdk8s.Chart) -> dict[str, dict[str, Any]]:
         raise SynthError([re.sub(r"^\[(.+?)\] ", r"\1: ", line.strip()) for line in lines]) from None
     objects: dict[str, dict[str, Any]] = {}
     for manifest in rendered:
+        # Argo CD applies by wave: namespace and custom resources before workloads before the edge.
+        annotations = manifest["metadata"].setdefault("annotations", {})
+        annotations.setdefault(SYNC_WAVE_ANNOTATION, sync_wave(manifest["kind"]))
         name = file_name(manifest)
         if name in objects:
             raise SynthError([f"{chart.node.path}: two objects would be written to {name}"])
@@ -92,7 +97,14 @@ Checker = Callable[[str, dict[str, dict[str, Any]]], list[str]]
 
 
 def synth(charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()) -> dict[str, dict[str, str]]:
-    """Validate and render every chart; raises :class:`SynthError` with every problem found.
+    """:func:`synth_objects`, rendered to YAML files (plus each folder's ``kustomization.yaml``)."""
+    return {env: render(objects) for env, objects in synth_objects(charts, checks).items()}
+
+
+def synth_objects(
+    charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Validate every chart and return ``{chart id: {file name: object}}``; raises :class:`SynthError`.
 
     Give each chart its own ``cdk8s.App``: ``Chart.to_json`` validates the whole
     app, so charts sharing one app would be validated once per chart.
@@ -111,7 +123,7 @@ def synth(charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()) -> dict
             problems.extend(check(env, env_objects))
     if problems:
         raise SynthError(problems)
-    return {env: render(env_objects) for env, env_objects in objects.items()}
+    return objects
 
 
 def write_tree(rendered: Mapping[str, Mapping[str, str]], outdir: Path) -> None:

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-import yaml
-
 from .quantity import format_cpu, format_memory, parse_quantity
 
 Obj = Mapping[str, Any]
@@ -365,7 +363,10 @@ def _workloads(objs: list[Obj]) -> list[_Workload]:
             low = high = 1
         pod_spec = _pod_template(w).get("spec", {})
         mounted = {(v.get("persistentVolumeClaim") or {}).get("claimName", "") for v in pod_spec.get("volumes") or []}
-        templates = spec.get("volumeClaimTemplates") or []
+        # StatefulSet claim templates, and per-pod ephemeral volumes (they are PVCs the quota counts).
+        templates = list(spec.get("volumeClaimTemplates") or []) + [
+            v["ephemeral"]["volumeClaimTemplate"] for v in pod_spec.get("volumes") or [] if "ephemeral" in v
+        ]
         result.append(
             _Workload(
                 name=f"{kind}/{name}",
@@ -490,10 +491,6 @@ def environment_docs(env: str, objects: Mapping[str, Obj]) -> dict[str, str]:
     return {"architecture.md": architecture, "capacity.md": capacity}
 
 
-def render_docs(rendered: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
-    """``{env: {page: Markdown}}`` from ``publish.synth``'s ``{env: {file name: YAML}}``."""
-    docs: dict[str, dict[str, str]] = {}
-    for env, files in sorted(rendered.items()):
-        objects = {name: yaml.safe_load(text) for name, text in files.items() if name != "kustomization.yaml"}
-        docs[env] = environment_docs(env, objects)
-    return docs
+def render_docs(objects: Mapping[str, Mapping[str, Obj]]) -> dict[str, dict[str, str]]:
+    """``{env: {page: Markdown}}`` from ``publish.synth_objects``'s ``{env: {file name: object}}``."""
+    return {env: environment_docs(env, env_objects) for env, env_objects in sorted(objects.items())}
