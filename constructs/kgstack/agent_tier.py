@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from ._plus import int_or_string, k8s, quantity
 from .agent_config import APP_SETTINGS_FILE, AgentConfig
 from .agent_secrets import reload_on
+from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
@@ -152,20 +153,7 @@ class AgentTier(Construct):
                 )],
             ),
         )
-        d = props.disruption
-        k8s.KubePodDisruptionBudget(
-            self, "Budget",
-            metadata=object_meta(props.identity, props.namespace),
-            spec=k8s.PodDisruptionBudgetSpec(
-                selector=selector,
-                max_unavailable=None if d.max_unavailable is None
-                else int_or_string(d.max_unavailable),
-                min_available=None if d.min_available is None
-                else int_or_string(d.min_available),
-                # A crash-looping pod must not block node drains.
-                unhealthy_pod_eviction_policy="AlwaysAllow",
-            ),
-        )
+        disruption_budget(self, props.identity, props.namespace, props.disruption)
         if props.autoscaling is not None:
             self._autoscaler(props.autoscaling)
         add_check(self, self._budget_problems)

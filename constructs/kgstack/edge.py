@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 
 from ._plus import int_or_string, k8s, quantity
 from .custom_resource import custom_resource
+from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec, Stage
 from .naming import Identity, object_meta
@@ -372,17 +373,7 @@ class EdgeAuth(Construct):
                 k8s.ServicePort(name="deny", port=DENY_PORT, target_port=int_or_string("deny"), protocol="TCP"),
             ]),
         )
-        d = props.disruption
-        k8s.KubePodDisruptionBudget(
-            self, "Budget",
-            metadata=object_meta(props.identity, props.namespace),
-            spec=k8s.PodDisruptionBudgetSpec(
-                selector=selector,
-                max_unavailable=None if d.max_unavailable is None else int_or_string(d.max_unavailable),
-                min_available=None if d.min_available is None else int_or_string(d.min_available),
-                unhealthy_pod_eviction_policy="AlwaysAllow",
-            ),
-        )
+        disruption_budget(self, props.identity, props.namespace, props.disruption)
 
     @property
     def url(self) -> str:

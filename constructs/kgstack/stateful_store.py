@@ -13,8 +13,9 @@ from constructs import Construct
 from pydantic import Field
 
 from ._plus import int_or_string, k8s, quantity
+from .disruption_budget import disruption_budget
 from .footprint import Footprint
-from .model import Resources, Spec
+from .model import Disruption, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import RUNTIME_UID, pod_security_context
 from .quantity import Quantity, parse_quantity
@@ -114,15 +115,8 @@ class StatefulStore(Construct):
                 )],
             ),
         )
-        k8s.KubePodDisruptionBudget(
-            self, "Budget", metadata=meta,
-            spec=k8s.PodDisruptionBudgetSpec(
-                selector=k8s.LabelSelector(match_labels=selector),
-                # A single node store: let drains proceed; the grace period flushes data.
-                max_unavailable=int_or_string(1),
-                unhealthy_pod_eviction_policy="AlwaysAllow",
-            ),
-        )
+        # A single-node store: let drains proceed; the grace period flushes data.
+        disruption_budget(self, props.identity, props.namespace, Disruption(max_unavailable=1))
 
     def footprint(self) -> Footprint:
         s = self.props.settings

@@ -16,6 +16,7 @@ from constructs import Construct
 from pydantic import Field
 
 from ._plus import int_or_string, k8s, quantity
+from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
@@ -127,17 +128,7 @@ class WebUi(Construct):
                 ports=[k8s.ServicePort(name="http", port=PORT, target_port=int_or_string("http"), protocol="TCP")],
             ),
         )
-        d = props.disruption
-        k8s.KubePodDisruptionBudget(
-            self, "Budget",
-            metadata=meta,
-            spec=k8s.PodDisruptionBudgetSpec(
-                selector=selector,
-                max_unavailable=None if d.max_unavailable is None else int_or_string(d.max_unavailable),
-                min_available=None if d.min_available is None else int_or_string(d.min_available),
-                unhealthy_pod_eviction_policy="AlwaysAllow",
-            ),
-        )
+        disruption_budget(self, props.identity, props.namespace, props.disruption)
 
     def footprint(self) -> Footprint:
         return Footprint(
