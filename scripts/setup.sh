@@ -46,6 +46,9 @@ main_venv() {
   # shellcheck disable=SC2086
   venv .venv $reqs
   pip_install .venv/bin/python --no-deps -e .
+  # Synth runs with `python -O` (see Makefile); compile both bytecode levels once, since a
+  # machine with PYTHONDONTWRITEBYTECODE would otherwise recompile large modules every run.
+  .venv/bin/python -m compileall -q -o 0 -o 1 -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 }
 reqs=requirements/base.txt
 if [ "$mode" = test ]; then

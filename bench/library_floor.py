@@ -1,0 +1,19 @@
+"""The floor set by the libraries the stack must load: the same imports, an empty App."""
+
+import importlib
+import sys
+
+import cdk8s
+
+for module in (
+    "cdk8s_plus_27",
+    "cloudcoil.models.cert_manager.v1",
+    "cloudcoil.models.prometheus_operator.v1",
+    "cloudcoil.models.prometheus_operator.v1alpha1",
+    "grafana_foundation_sdk.builders.dashboard",
+    "kubernetes_validate",
+    "pydantic",
+):
+    importlib.import_module(module)
+
+cdk8s.App(outdir=sys.argv[1]).synth()
