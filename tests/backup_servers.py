@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,18 +24,14 @@ BACKUP_DIR = Path(__file__).resolve().parent.parent / "docker" / "backup"
 if str(BACKUP_DIR) not in sys.path:
     sys.path.insert(0, str(BACKUP_DIR))
 
+from tools import missing, require_tool  # noqa: E402
+
 from kgbackup import cli, logjson  # noqa: E402
 
 
 def require_binary(name: str, hint: str) -> str:
     """Path of ``name``; skip with a reason outside CI, fail inside CI."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found:
-        return found
-    message = f"{name} not found ({hint})"
-    if os.environ.get("CI"):
-        pytest.fail(message + " -- required in CI")
-    pytest.skip(message)
+    return require_tool(name, hint=hint)
 
 
 def free_port() -> int:
@@ -156,9 +151,7 @@ def s3_endpoint() -> Iterator[str]:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("moto[server] not installed -- required in CI")
-        pytest.skip("moto[server] not installed (pip install -r requirements/backup-test.txt)")
+        missing("moto[server] not installed (pip install -r requirements/backup-test.txt)")
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from typing import Any
 
 import cdk8s
-import pytest
 import yaml
+from tools import require_tool
 
 from kgstack.dashboards import Dashboards
 from kgstack.environment import Environment
@@ -63,10 +61,4 @@ def build(p: MonitoringProps) -> tuple[Monitoring, Dashboards, Objects]:
 
 def promtool() -> str:
     """Path of promtool; missing is a failure under CI, a skip on a laptop."""
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not found: apt-get install -y prometheus"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_tool("promtool", hint="apt-get install -y prometheus")

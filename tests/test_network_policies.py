@@ -19,7 +19,6 @@ nca lives in its own venv (``.venvs/nca``, it pins an older networkx than checko
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import subprocess
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ import cdk8s
 import pytest
 import yaml
 from conftest import ENV_DIRS, ROOT
+from tools import missing
 
 from kgstack._plus import int_or_string, k8s
 from kgstack.edge import Edge, EdgeProps
@@ -64,13 +64,9 @@ Manifest = dict[str, Any]
 
 
 def require_nca() -> Path:
-    if NCA.exists():
-        return NCA
-    message = (f"{NCA} is missing (python3 -m venv .venvs/nca && "
-               ".venvs/nca/bin/pip install network-config-analyzer==2.1.0)")
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    if not NCA.exists():
+        missing(f"{NCA} is missing (scripts/setup.sh test creates .venvs/nca)")
+    return NCA
 
 
 # --- the workloads around the policies ----------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT
+from tools import require_tool
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 BIN = Path(sys.executable).parent
@@ -27,13 +27,7 @@ _VERSION_COMMENT = re.compile(r"^\s+# v\d+\.\d+\.\d+\b")
 
 def tool(name: str) -> str:
     """Path of ``name`` (the venv's first); skip outside CI, fail in CI."""
-    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found:
-        return found
-    message = f"{name} not installed (pip install -r requirements/ci-test.txt)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} -- required in CI")
-    pytest.skip(message)
+    return require_tool(name, BIN / name, hint="pip install -r requirements/ci-test.txt")
 
 
 def workflow_files() -> list[Path]:

@@ -1,25 +1,31 @@
-"""External tools the tests run: found in their own environments, required in CI."""
+"""External tools the tests run: a missing one skips on a laptop and fails in CI (``CI`` is set)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def missing(message: str) -> NoReturn:
+    """Skip with ``message`` locally; fail in CI, where scripts/setup.sh test must have installed it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} -- required in CI (scripts/setup.sh test installs it)")
+    pytest.skip(message)
+
+
 def require_tool(name: str, *candidates: Path, hint: str) -> str:
-    """Path of a tool; a missing tool skips locally and fails in CI (``CI`` is set)."""
-    for candidate in candidates:
+    """Path of a tool: the given candidates, then this venv's bin, then PATH."""
+    for candidate in (*candidates, Path(sys.executable).parent / name):
         if candidate.exists():
             return str(candidate)
     found = shutil.which(name)
     if found:
         return found
-    message = f"{name} not found ({hint})"
-    if os.environ.get("CI"):
-        pytest.fail(message + " -- CI must have it: scripts/setup.sh test installs it")
-    pytest.skip(message)
+    missing(f"{name} not found ({hint})")
