@@ -81,7 +81,7 @@ def test_indexer_keeps_state_on_a_pvc(manifests: Manifests) -> None:
 def test_query_tier_runs_from_a_scratch_working_dir(manifests: Manifests) -> None:
     spec = pod(manifests, "prod", "query")["spec"]
     (container,) = spec["containers"]
-    assert container["command"] == ["python", "/app/main.py"]
+    assert container["args"] == ["python", "/app/main.py"] and "command" not in container
     assert container["workingDir"] == "/data"
     data = next(v for v in spec["volumes"] if v["name"] == "data")
     assert data["emptyDir"] == {"sizeLimit": "2Gi"}

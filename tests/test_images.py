@@ -332,6 +332,13 @@ port = os.environ["PORT"]
 out = {"uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd()}
 out["compilers"] = {c: shutil.which(c) for c in ("cc", "gcc", "g++", "c++", "clang", "make", "ld")}
 out["git"] = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+# What the agent does with git: init, commit, clone, fetch (no perl left in the image).
+g = ["git", "-c", "user.name=probe", "-c", "user.email=probe@example.com", "-c", "init.defaultBranch=main"]
+src, dst = "/tmp/probe-src", "/tmp/probe-clone"
+steps = [g + ["init", "-q", src], g + ["-C", src, "commit", "-q", "--allow-empty", "-m", "one"],
+         g + ["clone", "-q", "file://" + src, dst], g + ["-C", dst, "fetch", "-q", "origin"]]
+out["git_clone"] = all(subprocess.run(s, capture_output=True).returncode == 0 for s in steps)
+out["perl_modules"] = os.path.isdir("/usr/share/perl/5.36")  # perl-base (essential) stays
 out["app_writable"] = os.access("/app", os.W_OK) or os.access("/app/main.py", os.W_OK)
 out["data_writable"] = os.access(os.getcwd(), os.W_OK)
 out["pip_in_venv"] = os.path.exists("/opt/venv/bin/pip")
@@ -430,6 +437,8 @@ def test_sigterm_stops_the_app_cleanly(probe: dict) -> None:
 @pytest.mark.slow
 def test_runtime_has_git_and_no_compiler(probe: dict) -> None:
     assert probe["git"].startswith("git version"), probe["git"]
+    assert probe["git_clone"] is True, "git init/commit/clone/fetch failed inside the image"
+    assert probe["perl_modules"] is False
     present = {k: v for k, v in probe["compilers"].items() if v}
     assert not present, f"toolchain in runtime image: {present}"
     assert probe["pip_in_venv"] is False, "pip should not ship in the runtime venv"

@@ -173,8 +173,9 @@ class AgentTier(Construct):
             image=p.image.reference,
             resources=p.resources,
             ports={"http": HTTP_PORT},
+            # Args, not command: the image's entrypoint (tini) stays PID 1 and reaps git's children.
             # Run from the data volume: the app writes its files relative to the cwd.
-            command=["python", "/app/main.py"],
+            args=["python", "/app/main.py"],
             working_dir=DATA_DIR,
             env_from=[k8s.EnvFromSource(config_map_ref=k8s.ConfigMapEnvSource(name=config.name))],
             env=config.secret_env(),
