@@ -22,6 +22,7 @@ from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
 from .quantity import Quantity, parse_quantity
+from .scheduling import SURGE, rolling_update, zone_and_node_spread
 from .validation import add_check
 
 HTTP_PORT = 8000
@@ -89,9 +90,6 @@ class AgentTierProps(Spec):
 class AgentTier(Construct):
     """A hardened Deployment of the agent image with its Service and disruption policy."""
 
-    SURGE = 1
-    """Rollouts add one pod before removing one: never below the desired count."""
-
     def __init__(
         self, scope: Construct, id: str, *, config: AgentConfig, props: AgentTierProps
     ) -> None:
@@ -131,13 +129,7 @@ class AgentTier(Construct):
                 replicas=None if props.autoscaling else props.replicas,
                 revision_history_limit=5,
                 selector=selector,
-                strategy=k8s.DeploymentStrategy(
-                    type="RollingUpdate",
-                    rolling_update=k8s.RollingUpdateDeployment(
-                        max_surge=int_or_string(self.SURGE),
-                        max_unavailable=int_or_string(0),
-                    ),
-                ),
+                strategy=rolling_update(),
                 template=self._pod_template(config),
             ),
         )
@@ -210,7 +202,7 @@ class AgentTier(Construct):
                 enable_service_links=False,
                 termination_grace_period_seconds=p.termination_grace_seconds,
                 security_context=pod_security_context(),
-                topology_spread_constraints=self._spread(),
+                topology_spread_constraints=zone_and_node_spread(p.identity),
                 affinity=self._affinity(),
                 containers=[container],
                 volumes=[
@@ -224,16 +216,6 @@ class AgentTier(Construct):
                 ],
             ),
         )
-
-    def _spread(self) -> list[k8s.TopologySpreadConstraint]:
-        # Soft spread: a single-zone or small cluster must still schedule every replica.
-        return [
-            k8s.TopologySpreadConstraint(
-                topology_key=key, max_skew=1, when_unsatisfiable="ScheduleAnyway",
-                label_selector=k8s.LabelSelector(match_labels=self.props.identity.selector),
-            )
-            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
-        ]
 
     def _affinity(self) -> k8s.Affinity | None:
         if self.props.state is None:
@@ -302,7 +284,7 @@ class AgentTier(Construct):
         return Footprint(
             resource=f"Deployment/{self.name}",
             max_pods=p.max_replicas,
-            surge=self.SURGE,
+            surge=SURGE,
             pod_resources=(p.resources,),
             storage=parse_quantity(p.state.size) if p.state else parse_quantity("0"),
             claims=1 if p.state else 0,

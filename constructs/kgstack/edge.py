@@ -37,6 +37,7 @@ from .model import Disruption, ImageRef, Resources, Spec, Stage
 from .naming import Identity, object_meta
 from .network_policies import AUTH_PORT, DENY_PORT
 from .pod_security import RUNTIME_UID, hardened_container, pod_security_context
+from .scheduling import SURGE, rolling_update, zone_and_node_spread
 
 NGINX = "nginx.ingress.kubernetes.io"
 KEYS_FILE = "keys.map"
@@ -333,8 +334,7 @@ class EdgeAuth(Construct):
                 replicas=props.replicas,
                 revision_history_limit=5,
                 selector=selector,
-                strategy=k8s.DeploymentStrategy(type="RollingUpdate", rolling_update=k8s.RollingUpdateDeployment(
-                    max_surge=int_or_string(1), max_unavailable=int_or_string(0))),
+                strategy=rolling_update(),
                 template=k8s.PodTemplateSpec(
                     metadata=k8s.ObjectMeta(
                         labels={**props.identity.labels, **props.pod_labels},
@@ -345,12 +345,7 @@ class EdgeAuth(Construct):
                         enable_service_links=False,
                         termination_grace_period_seconds=30,
                         security_context=pod_security_context(RUNTIME_UID),
-                        topology_spread_constraints=[
-                            k8s.TopologySpreadConstraint(
-                                topology_key=key, max_skew=1, when_unsatisfiable="ScheduleAnyway",
-                                label_selector=selector,
-                            ) for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
-                        ],
+                        topology_spread_constraints=zone_and_node_spread(props.identity),
                         containers=[container],
                         volumes=[
                             k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
@@ -380,7 +375,7 @@ class EdgeAuth(Construct):
         return f"http://{self.name}.{self.props.namespace}.svc.cluster.local:{AUTH_PORT}{VERIFY_PATH}"
 
     def footprint(self) -> Footprint:
-        return Footprint(resource=f"Deployment/{self.name}", max_pods=self.props.replicas, surge=1,
+        return Footprint(resource=f"Deployment/{self.name}", max_pods=self.props.replicas, surge=SURGE,
                          pod_resources=(self.props.resources,))
 
 

@@ -21,6 +21,7 @@ from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import RUNTIME_UID, checkov_skips, hardened_container, pod_security_context, unpinned_skip
+from .scheduling import SURGE, rolling_update, zone_and_node_spread
 
 PORT = 8080
 HTML_ROOT = "/usr/share/nginx/html"
@@ -90,8 +91,7 @@ class WebUi(Construct):
                 replicas=props.replicas,
                 revision_history_limit=5,
                 selector=selector,
-                strategy=k8s.DeploymentStrategy(type="RollingUpdate", rolling_update=k8s.RollingUpdateDeployment(
-                    max_surge=int_or_string(1), max_unavailable=int_or_string(0))),
+                strategy=rolling_update(),
                 template=k8s.PodTemplateSpec(
                     metadata=k8s.ObjectMeta(
                         labels={**props.identity.labels, **props.pod_labels},
@@ -102,12 +102,7 @@ class WebUi(Construct):
                         enable_service_links=False,
                         termination_grace_period_seconds=30,
                         security_context=pod_security_context(props.run_as_user),
-                        topology_spread_constraints=[
-                            k8s.TopologySpreadConstraint(
-                                topology_key=key, max_skew=1, when_unsatisfiable="ScheduleAnyway",
-                                label_selector=selector,
-                            ) for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
-                        ],
+                        topology_spread_constraints=zone_and_node_spread(props.identity),
                         containers=[container],
                         volumes=[
                             k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(
@@ -132,6 +127,6 @@ class WebUi(Construct):
 
     def footprint(self) -> Footprint:
         return Footprint(
-            resource=f"Deployment/{self.name}", max_pods=self.props.replicas, surge=1,
+            resource=f"Deployment/{self.name}", max_pods=self.props.replicas, surge=SURGE,
             pod_resources=(self.props.resources,),
         )
