@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ BACKUP_DIR = Path(__file__).resolve().parent.parent / "docker" / "backup"
 if str(BACKUP_DIR) not in sys.path:
     sys.path.insert(0, str(BACKUP_DIR))
 
-from tools import missing, require_tool  # noqa: E402
+from tools import free_port, missing, require_tool  # noqa: E402
 
 from kgbackup import cli, logjson  # noqa: E402
 
@@ -32,12 +31,6 @@ from kgbackup import cli, logjson  # noqa: E402
 def require_binary(name: str, hint: str) -> str:
     """Path of ``name``; skip with a reason outside CI, fail inside CI."""
     return require_tool(name, hint=hint)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

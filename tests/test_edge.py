@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,7 +15,7 @@ import pytest
 from cloudcoil.models.cert_manager import v1 as cert_manager
 from pss import pod_specs, violations
 from pydantic import ValidationError
-from tools import require_tool
+from tools import free_port, require_tool
 
 from kgstack.edge import (
     BLOCKED_PATHS,
@@ -163,12 +162,6 @@ def test_verifier_deployment_mounts_keys_and_reloads() -> None:
 
 # --- the verifier's nginx.conf, run for real -----------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _status(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
     request = urllib.request.Request(url, headers=headers)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
@@ -182,7 +175,7 @@ def _status(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
 @pytest.fixture
 def verifier(tmp_path: Path) -> Any:
     nginx = require_tool("nginx", Path("/usr/sbin/nginx"), hint="apt-get install nginx-light")
-    verify, deny = _free_port(), _free_port()
+    verify, deny = free_port(), free_port()
     (tmp_path / "keys").mkdir()
     conf = (auth_nginx_conf().replace("/tmp/", f"{tmp_path}/").replace("/etc/kga-auth/keys", str(tmp_path / "keys"))
             .replace("listen 8080;", f"listen 127.0.0.1:{verify};").replace("listen 8081;", f"listen 127.0.0.1:{deny};")

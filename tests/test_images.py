@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
-from tools import missing
+from tools import free_port, missing
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO / "docker"
@@ -376,12 +375,6 @@ print("PROBE " + json.dumps(out))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def probe(agent_image: dict) -> dict:
     buildah = _tool("buildah")
@@ -389,7 +382,7 @@ def probe(agent_image: dict) -> dict:
     _run([*buildah, "from", "--name", name, agent_image["tag"]], timeout=300)
     try:
         cfg = _config(agent_image["inspect"])
-        port = _free_port()  # chroot isolation shares the host network
+        port = free_port()  # chroot isolation shares the host network
         res = _run(
             [
                 *buildah,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -29,3 +30,10 @@ def require_tool(name: str, *candidates: Path, hint: str) -> str:
     if found:
         return found
     missing(f"{name} not found ({hint})")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback for a server the test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -6,7 +6,6 @@ keys of a Secret that is created outside git (ExternalSecret or kubectl).
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from constructs import Construct
@@ -16,6 +15,7 @@ from ._plus import k8s
 from .environment import AgentSettings, Repository
 from .model import Spec
 from .naming import Identity, object_meta
+from .scheduling import rolls_on
 from .secret_ref import SecretRef
 
 APP_SETTINGS_FILE = "appSettings.json"
@@ -65,9 +65,7 @@ class AgentConfig(Construct):
             data=data,
         )
         # Pods roll when any setting changes, without hash-suffixed ConfigMap names.
-        self.checksum = hashlib.sha256(
-            json.dumps(data, sort_keys=True).encode()
-        ).hexdigest()
+        self.pod_annotations = rolls_on(json.dumps(data, sort_keys=True))
 
     def _env(self) -> dict[str, str]:
         s, p = self.props.settings, self.props

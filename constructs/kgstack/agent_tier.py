@@ -194,7 +194,7 @@ class AgentTier(Construct):
         return k8s.PodTemplateSpec(
             metadata=k8s.ObjectMeta(
                 labels={**p.identity.labels, **p.pod_labels},
-                annotations={"checksum/config": config.checksum},
+                annotations=config.pod_annotations,
             ),
             spec=k8s.PodSpec(
                 service_account_name=p.service_account,

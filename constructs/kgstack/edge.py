@@ -20,7 +20,6 @@ Objects (``<i>`` is the release instance, ``kga-<env>``):
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Annotated, Literal, Self
 
@@ -30,6 +29,7 @@ from constructs import Construct
 from pydantic import Field, model_validator
 
 from ._plus import int_or_string, k8s, quantity
+from .agent_secrets import reload_on
 from .custom_resource import custom_resource
 from .disruption_budget import disruption_budget
 from .footprint import Footprint
@@ -37,7 +37,7 @@ from .model import Disruption, ImageRef, Resources, Spec, Stage
 from .naming import Identity, object_meta
 from .network_policies import AUTH_PORT, DENY_PORT
 from .pod_security import RUNTIME_UID, hardened_container, pod_security_context
-from .scheduling import SURGE, rolling_update, zone_and_node_spread
+from .scheduling import SURGE, rolling_update, rolls_on, zone_and_node_spread
 
 NGINX = "nginx.ingress.kubernetes.io"
 KEYS_FILE = "keys.map"
@@ -326,10 +326,8 @@ class EdgeAuth(Construct):
         )
         k8s.KubeDeployment(
             self, "Deployment",
-            metadata=object_meta(props.identity, props.namespace, annotations={
-                # Stakater Reloader rolls the verifier when keys.map changes (nginx reads it at start).
-                "secret.reloader.stakater.com/reload": props.keys_secret,
-            }),
+            # Stakater Reloader rolls the verifier when keys.map changes (nginx reads it at start).
+            metadata=object_meta(props.identity, props.namespace, annotations=reload_on([props.keys_secret])),
             spec=k8s.DeploymentSpec(
                 replicas=props.replicas,
                 revision_history_limit=5,
@@ -338,7 +336,7 @@ class EdgeAuth(Construct):
                 template=k8s.PodTemplateSpec(
                     metadata=k8s.ObjectMeta(
                         labels={**props.identity.labels, **props.pod_labels},
-                        annotations={"checksum/config": hashlib.sha256(conf.encode()).hexdigest()},
+                        annotations=rolls_on(conf),
                     ),
                     spec=k8s.PodSpec(
                         automount_service_account_token=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from ._plus import int_or_string, k8s
 from .naming import Identity
 
@@ -24,3 +26,8 @@ def zone_and_node_spread(identity: Identity) -> list[k8s.TopologySpreadConstrain
         )
         for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
     ]
+
+
+def rolls_on(config: str) -> dict[str, str]:
+    """Pod template annotation that rolls the pods whenever ``config`` changes (no hash-suffixed names)."""
+    return {"checksum/config": hashlib.sha256(config.encode()).hexdigest()}

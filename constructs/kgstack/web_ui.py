@@ -8,7 +8,6 @@ default; the image's nginx loads it before the page's inline scripts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated
 
@@ -21,7 +20,7 @@ from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import RUNTIME_UID, checkov_skips, hardened_container, pod_security_context, unpinned_skip
-from .scheduling import SURGE, rolling_update, zone_and_node_spread
+from .scheduling import SURGE, rolling_update, rolls_on, zone_and_node_spread
 
 PORT = 8080
 HTML_ROOT = "/usr/share/nginx/html"
@@ -63,7 +62,6 @@ class WebUi(Construct):
         selector = k8s.LabelSelector(match_labels=props.identity.selector)
 
         k8s.KubeConfigMap(self, "Config", metadata=meta, data={CONFIG_FILE: self.config_js})
-        checksum = hashlib.sha256(self.config_js.encode()).hexdigest()
 
         probe = k8s.HttpGetAction(path=HEALTH_PATH, port=int_or_string("http"))
         container = hardened_container(
@@ -95,7 +93,7 @@ class WebUi(Construct):
                 template=k8s.PodTemplateSpec(
                     metadata=k8s.ObjectMeta(
                         labels={**props.identity.labels, **props.pod_labels},
-                        annotations={"checksum/config": checksum},
+                        annotations=rolls_on(self.config_js),
                     ),
                     spec=k8s.PodSpec(
                         automount_service_account_token=False,
