@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--environments", type=Path, default=ROOT / "environments")
     parser.add_argument("--outdir", type=Path, default=ROOT / "dist")
-    parser.add_argument("--docs", type=Path, default=None,
-                        help="generated architecture and capacity pages (default: <outdir>/../docs/environments)")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="generated architecture and capacity pages (default: <outdir>/../docs/environments)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -58,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             return _fail([f"environment {env.name}: {e['msg']}" for e in exc.errors()], 1)
     versions = {env.name: env.kubernetes_version for env in environments}
     try:
-        objects = synth_objects(charts, checks=[
-            lambda env, objects: check_objects(env, objects, versions[env]),
-        ])
+        objects = synth_objects(
+            charts,
+            checks=[
+                lambda env, objects: check_objects(env, objects, versions[env]),
+            ],
+        )
         # Argo CD Applications live beside the environments, never inside the folder they sync.
         targets = [GitOpsTarget.of(env, env.gitops) for env in environments if env.gitops]
         gitops = synth_objects([GitOpsChart(cdk8s.App(), targets)]) if targets else {}
@@ -90,8 +97,7 @@ def restore(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         env = load_environment(args.environments / f"{args.environment}.yaml")
-        job = restore_job(AgentStack(cdk8s.App(), env).backups, args.store,
-                          backup_id=args.backup_id, force=args.force)
+        job = restore_job(AgentStack(cdk8s.App(), env).backups, args.store, backup_id=args.backup_id, force=args.force)
     except EnvironmentError as exc:
         return _fail(exc.problems, 2)
     except ValueError as exc:

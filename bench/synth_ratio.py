@@ -58,10 +58,26 @@ def main() -> None:
             "empty": [*py_flags, str(ROOT / "bench" / "empty_app.py"), str(work / "empty")],
             "floor": [*py_flags, str(ROOT / "bench" / "library_floor.py"), str(work / "floor")],
             "shipped": [*py_flags, "app.py", "--outdir", str(work / "d0"), "--docs", str(work / "docs0")],
-            "3": [*py_flags, "app.py", "--environments", str(three), "--outdir", str(work / "d3"),
-                  "--docs", str(work / "docs3")],
-            "12": [*py_flags, "app.py", "--environments", str(twelve), "--outdir", str(work / "d12"),
-                   "--docs", str(work / "docs12")],
+            "3": [
+                *py_flags,
+                "app.py",
+                "--environments",
+                str(three),
+                "--outdir",
+                str(work / "d3"),
+                "--docs",
+                str(work / "docs3"),
+            ],
+            "12": [
+                *py_flags,
+                "app.py",
+                "--environments",
+                str(twelve),
+                "--outdir",
+                str(work / "d12"),
+                "--docs",
+                str(work / "docs12"),
+            ],
         }
         samples: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.runs):
@@ -70,8 +86,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work)
     med = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"medians of {args.runs} interleaved runs (s): "
-          + ", ".join(f"{k}={v:.3f}" for k, v in med.items()))
+    print(f"medians of {args.runs} interleaved runs (s): " + ", ".join(f"{k}={v:.3f}" for k, v in med.items()))
     print(f"all environments / empty App:   {med['shipped'] / med['empty']:.2f}x (target <= 2.0x)")
     print(f"all environments / library floor: {med['shipped'] / med['floor']:.2f}x")
     print(f"library floor / empty App:      {med['floor'] / med['empty']:.2f}x")

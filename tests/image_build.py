@@ -37,16 +37,25 @@ def ca_secret() -> list[str]:
     return []
 
 
-def build_command(podman: list[str], dockerfile: Path, tag: str, base: str, context: Path,
-                  *extra: str) -> list[str]:
+def build_command(podman: list[str], dockerfile: Path, tag: str, base: str, context: Path, *extra: str) -> list[str]:
     """``podman build`` of ``dockerfile`` on ``base`` (swapped in through the BASE_IMAGE build arg)."""
     ignore = dockerfile.parent / ".dockerignore"
     return [
-        *podman, "build", "--isolation", "chroot", "--format", "docker", "--layers",
-        "-f", str(dockerfile),
+        *podman,
+        "build",
+        "--isolation",
+        "chroot",
+        "--format",
+        "docker",
+        "--layers",
+        "-f",
+        str(dockerfile),
         *(["--ignorefile", str(ignore)] if ignore.exists() else []),
         *ca_secret(),
-        "--build-arg", f"BASE_IMAGE={base}",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
         *extra,
-        "-t", tag, str(context),
+        "-t",
+        tag,
+        str(context),
     ]

@@ -25,15 +25,13 @@ def test_settings_render_to_the_apps_variables(manifests: Manifests) -> None:
 
 
 def test_app_settings_json_lists_the_repositories(manifests: Manifests) -> None:
-    settings = json.loads(manifests["staging"]["ConfigMap/kga-staging-agent"]["data"]
-                          ["appSettings.json"])
+    settings = json.loads(manifests["staging"]["ConfigMap/kga-staging-agent"]["data"]["appSettings.json"])
     assert [r["name"] for r in settings["repositories"]] == ["knowledge-graph-agent", "langgraph"]
     assert set(settings["repositories"][0]) == {"name", "url", "branch", "description"}
 
 
 def test_secrets_are_references(manifests: Manifests) -> None:
-    env = manifests["prod"]["Deployment/kga-prod-query"]["spec"]["template"]["spec"][
-        "containers"][0]["env"]
+    env = manifests["prod"]["Deployment/kga-prod-query"]["spec"]["template"]["spec"]["containers"][0]["env"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env}
     assert refs["OPENAI_API_KEY"] == {"name": "kga-agent", "key": "OPENAI_API_KEY"}
     assert refs["GITHUB_TOKEN"]["name"] == "kga-agent"
@@ -43,8 +41,7 @@ def test_secrets_are_references(manifests: Manifests) -> None:
 
 
 def test_pinecone_needs_its_key_and_no_chroma_host() -> None:
-    env = parse_environment(env_data("dev", agent__vectorStore={"type": "pinecone"}),
-                            source="dev.yaml")
+    env = parse_environment(env_data("dev", agent__vectorStore={"type": "pinecone"}), source="dev.yaml")
     _, stack = build(env)
     files = synth([stack])["dev"]
     assert "PINECONE_API_KEY" in files["deployment-kga-dev-query.yaml"]

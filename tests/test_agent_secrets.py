@@ -18,17 +18,29 @@ RELEASE = Identity(name="kga", instance="kga-prod", version="0.3.0")
 
 def render(stage: Stage, **props: Any) -> dict[str, dict[str, Any]]:
     chart = cdk8s.Chart(cdk8s.App(), "t", disable_resource_name_hashes=True)
-    AgentSecrets(chart, "S", props=AgentSecretsProps(
-        identity=RELEASE, namespace="kga-prod", stage=stage, environment="prod",
-        settings=SecretsSettings(store_name="vault-prod") if stage is not Stage.DEV else SecretsSettings(),
-        **props))
+    AgentSecrets(
+        chart,
+        "S",
+        props=AgentSecretsProps(
+            identity=RELEASE,
+            namespace="kga-prod",
+            stage=stage,
+            environment="prod",
+            settings=SecretsSettings(store_name="vault-prod") if stage is not Stage.DEV else SecretsSettings(),
+            **props,
+        ),
+    )
     return {o["metadata"]["name"]: o for o in manifests(chart).values()}
 
 
 def test_prod_renders_one_strict_external_secret_per_secret() -> None:
-    objects = render(Stage.PROD, memgraph_secret="kga-memgraph", backup_secret="kga-backup",
-                     redis_host="kga-prod-redis",
-                     agent_keys=["OPENAI_API_KEY", "GITHUB_TOKEN", "PINECONE_API_KEY"])
+    objects = render(
+        Stage.PROD,
+        memgraph_secret="kga-memgraph",
+        backup_secret="kga-backup",
+        redis_host="kga-prod-redis",
+        agent_keys=["OPENAI_API_KEY", "GITHUB_TOKEN", "PINECONE_API_KEY"],
+    )
     assert set(objects) == {"kga-agent", "kga-redis", "kga-memgraph", "kga-edge-keys", "kga-backup"}
     for obj in objects.values():
         assert obj["apiVersion"] == "external-secrets.io/v1"

@@ -13,8 +13,7 @@ RECOMMENDED = {"name", "instance", "version", "component", "part-of", "managed-b
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
-def test_snapshot(rendered: dict[str, dict[str, str]], env: str,
-                  snapshot: SnapshotAssertion) -> None:
+def test_snapshot(rendered: dict[str, dict[str, str]], env: str, snapshot: SnapshotAssertion) -> None:
     assert rendered[env] == snapshot
 
 
@@ -22,8 +21,7 @@ def test_recommended_labels_everywhere(manifests: Manifests) -> None:
     for objects in manifests.values():
         for key, obj in objects.items():
             labels = obj["metadata"]["labels"]
-            present = {k.removeprefix("app.kubernetes.io/") for k in labels
-                       if k.startswith("app.kubernetes.io/")}
+            present = {k.removeprefix("app.kubernetes.io/") for k in labels if k.startswith("app.kubernetes.io/")}
             assert present >= RECOMMENDED, key
 
 
@@ -43,8 +41,11 @@ def test_names_are_readable_and_stable(rendered: dict[str, dict[str, str]]) -> N
         for name in set(files) - {"kustomization.yaml"}:
             assert re.fullmatch(rf"[a-z]+-kga(-{env})?(-[a-z]+)*\.yaml", name), name
             assert not re.search(r"-[0-9a-f]{8}\b", name), f"hash suffix in {name}"
-    assert {"deployment-kga-dev-query.yaml", "statefulset-kga-dev-redis.yaml",
-            "cronjob-kga-dev-backup-redis.yaml"} <= set(rendered["dev"])
+    assert {
+        "deployment-kga-dev-query.yaml",
+        "statefulset-kga-dev-redis.yaml",
+        "cronjob-kga-dev-backup-redis.yaml",
+    } <= set(rendered["dev"])
 
 
 def test_every_object_is_namespaced_into_the_environment(manifests: Manifests) -> None:
@@ -58,8 +59,10 @@ def test_workload_identity_per_cloud(manifests: Manifests) -> None:
     sa = manifests["prod"]["ServiceAccount/kga-prod-agent"]
     assert sa["automountServiceAccountToken"] is False
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::444455556666:role/kga-prod"
-    assert not any("azure" in k or "iam.gke" in k or "eks" in k
-                   for k in manifests["dev"]["ServiceAccount/kga-dev-agent"]["metadata"]["annotations"])
+    assert not any(
+        "azure" in k or "iam.gke" in k or "eks" in k
+        for k in manifests["dev"]["ServiceAccount/kga-dev-agent"]["metadata"]["annotations"]
+    )
 
 
 def test_kustomization_lists_every_file(rendered: dict[str, dict[str, str]]) -> None:

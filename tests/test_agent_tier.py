@@ -51,8 +51,7 @@ def test_restricted_security_context(manifests: Manifests, tier: str) -> None:
 @pytest.mark.parametrize("tier", ["query", "indexer"])
 def test_rollouts_never_drop_below_desired(manifests: Manifests, tier: str) -> None:
     strategy = manifests["prod"][f"Deployment/kga-prod-{tier}"]["spec"]["strategy"]
-    assert strategy == {"type": "RollingUpdate",
-                        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
 def test_graceful_shutdown_covers_inflight_work(manifests: Manifests, environments: dict) -> None:  # type: ignore[type-arg]
@@ -95,9 +94,7 @@ def test_hpa_scales_query_tier_only(manifests: Manifests) -> None:
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
     assert {m["resource"]["name"] for m in hpa["metrics"]} == {"cpu", "memory"}
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
-    assert hpa["behavior"]["scaleDown"]["policies"] == [
-        {"type": "Pods", "value": 1, "periodSeconds": 60}
-    ]
+    assert hpa["behavior"]["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
     # GitOps must not fight the HPA over the replica count.
     assert "replicas" not in manifests["prod"]["Deployment/kga-prod-query"]["spec"]
     assert "HorizontalPodAutoscaler/kga-prod-indexer" not in manifests["prod"]
@@ -105,11 +102,8 @@ def test_hpa_scales_query_tier_only(manifests: Manifests) -> None:
 
 def test_spread_over_zones_and_nodes(manifests: Manifests) -> None:
     spread = pod(manifests, "prod", "query")["spec"]["topologySpreadConstraints"]
-    assert [c["topologyKey"] for c in spread] == [
-        "topology.kubernetes.io/zone", "kubernetes.io/hostname"
-    ]
-    assert all("app.kubernetes.io/version" not in c["labelSelector"]["matchLabels"]
-               for c in spread)
+    assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    assert all("app.kubernetes.io/version" not in c["labelSelector"]["matchLabels"] for c in spread)
 
 
 def test_config_checksum_rolls_pods_when_settings_change() -> None:
@@ -117,8 +111,7 @@ def test_config_checksum_rolls_pods_when_settings_change() -> None:
         env = parse_environment(env_data("dev", agent__logLevel=level), source="dev.yaml")
         _, stack = build(env)
         files = synth([stack])["dev"]
-        return next(line for line in files["deployment-kga-dev-query.yaml"].splitlines()
-                    if "checksum/config" in line)
+        return next(line for line in files["deployment-kga-dev-query.yaml"].splitlines() if "checksum/config" in line)
 
     assert checksum("INFO") != checksum("WARNING")
     assert checksum("INFO") == checksum("INFO")
@@ -128,23 +121,33 @@ def _tier(**props: Any) -> tuple[cdk8s.App, AgentTier]:
     app = cdk8s.App()
     chart = cdk8s.Chart(app, "t")
     identity = Identity(name="kga", instance="kga-t", version="1")
-    config = AgentConfig(chart, "Config", props=AgentConfigProps(
-        identity=identity.of("agent"), namespace="t",
-        settings=AgentSettings(github_file_extensions=[".py"]),
-        repositories=[Repository(name="r", url="https://github.com/a/b")],
-        production=False, api_base_url="https://t.example.com/api/v1",
-    ))
+    config = AgentConfig(
+        chart,
+        "Config",
+        props=AgentConfigProps(
+            identity=identity.of("agent"),
+            namespace="t",
+            settings=AgentSettings(github_file_extensions=[".py"]),
+            repositories=[Repository(name="r", url="https://github.com/a/b")],
+            production=False,
+            api_base_url="https://t.example.com/api/v1",
+        ),
+    )
     defaults: dict[str, Any] = {
-        "identity": identity.of("query"), "namespace": "t", "service_account": "sa",
-        "image": ImageRef(repository="ghcr.io/acme/agent", tag="1"), "resources": RESOURCES,
+        "identity": identity.of("query"),
+        "namespace": "t",
+        "service_account": "sa",
+        "image": ImageRef(repository="ghcr.io/acme/agent", tag="1"),
+        "resources": RESOURCES,
     }
-    return app, AgentTier(chart, "Tier", config=config,
-                          props=AgentTierProps(**{**defaults, **props}))
+    return app, AgentTier(chart, "Tier", config=config, props=AgentTierProps(**{**defaults, **props}))
 
 
 def test_pdb_must_allow_a_disruption_at_minimum_scale() -> None:
-    app, tier = _tier(autoscaling=Autoscaling(min_replicas=2, max_replicas=4),
-                      disruption=Disruption(max_unavailable=None, min_available=2))
+    app, tier = _tier(
+        autoscaling=Autoscaling(min_replicas=2, max_replicas=4),
+        disruption=Disruption(max_unavailable=None, min_available=2),
+    )
     (error,) = collect_errors(app)
     assert "PodDisruptionBudget/kga-t-query allows 0 voluntary disruptions" in error
     assert "minimum scale of 2 (Deployment/kga-t-query)" in error
@@ -154,8 +157,10 @@ def test_pdb_must_allow_a_disruption_at_minimum_scale() -> None:
 
 
 def test_pdb_with_headroom_passes() -> None:
-    app, _ = _tier(autoscaling=Autoscaling(min_replicas=3, max_replicas=4),
-                   disruption=Disruption(max_unavailable=None, min_available=2))
+    app, _ = _tier(
+        autoscaling=Autoscaling(min_replicas=3, max_replicas=4),
+        disruption=Disruption(max_unavailable=None, min_available=2),
+    )
     assert collect_errors(app) == []
 
 

@@ -18,16 +18,20 @@ NODE_BIN = ROOT / ".tools" / "node_modules" / ".bin"
 
 def run_app(envdir: Path, outdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "app.py"), "--environments", str(envdir),
-         "--outdir", str(outdir)],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=120,
+        [sys.executable, str(ROOT / "app.py"), "--environments", str(envdir), "--outdir", str(outdir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=120,
     )
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -46,16 +50,17 @@ def write_env(envdir: Path, name: str, data: object) -> None:
 @pytest.mark.parametrize(
     ("name", "changes", "code", "message"),
     [
-        ("staging", {"query__replicaz": 2}, 2,
-         "staging.yaml: query.replicaz: unknown field"),
-        ("prod", {"images__agent__digest": DELETE}, 2,
-         "prod.yaml: (top level): stage prod requires image digests"),
-        ("dev", {"quota__pods": 3}, 1,
-         "environment dev/Namespace: quota.pods is too small"),
+        ("staging", {"query__replicaz": 2}, 2, "staging.yaml: query.replicaz: unknown field"),
+        ("prod", {"images__agent__digest": DELETE}, 2, "prod.yaml: (top level): stage prod requires image digests"),
+        ("dev", {"quota__pods": 3}, 1, "environment dev/Namespace: quota.pods is too small"),
     ],
 )
 def test_bad_input_exits_non_zero_and_leaves_dist_untouched(
-    workspace: tuple[Path, Path], name: str, changes: dict[str, object], code: int, message: str,
+    workspace: tuple[Path, Path],
+    name: str,
+    changes: dict[str, object],
+    code: int,
+    message: str,
 ) -> None:
     envdir, outdir = workspace
     before = tree_digest(outdir)
@@ -94,8 +99,7 @@ def test_two_synths_are_byte_identical(tmp_path: Path) -> None:
 
 def test_new_environment_is_one_yaml_file(workspace: tuple[Path, Path]) -> None:
     envdir, outdir = workspace
-    write_env(envdir, "qa", env_data("staging", name="qa", namespace="kga-qa",
-                                     domain="kga.qa.example.com"))
+    write_env(envdir, "qa", env_data("staging", name="qa", namespace="kga-qa", domain="kga.qa.example.com"))
     result = run_app(envdir, outdir)
     assert result.returncode == 0, result.stderr
     assert (outdir / "qa" / "deployment-kga-qa-query.yaml").exists()
@@ -104,8 +108,7 @@ def test_new_environment_is_one_yaml_file(workspace: tuple[Path, Path]) -> None:
 def test_no_end_of_life_banner(tmp_path: Path) -> None:
     result = run_app(ENVIRONMENTS, tmp_path / "dist")
     assert "end-of-life" not in result.stdout + result.stderr
-    node = subprocess.run([os.environ["JSII_NODE"], "--version"], capture_output=True,
-                          text=True, check=True).stdout
+    node = subprocess.run([os.environ["JSII_NODE"], "--version"], capture_output=True, text=True, check=True).stdout
     assert int(node.lstrip("v").split(".")[0]) >= 22
 
 
@@ -117,9 +120,11 @@ def test_cdk8s_cli_writes_the_same_dist(workspace: tuple[Path, Path]) -> None:
     shutil.rmtree(outdir)
     # The CLI runs `.venv/bin/python app.py` from cdk8s.yaml; point it at the temp outdir.
     result = subprocess.run(
-        [str(cli), "synth", "--no-check-upgrade", "--app",
-         f"{sys.executable} app.py --outdir {outdir}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=180,
+        [str(cli), "synth", "--no-check-upgrade", "--app", f"{sys.executable} app.py --outdir {outdir}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
         env={**os.environ, "PATH": f"{NODE_BIN}:{os.environ['PATH']}"},
     )
     assert result.returncode == 0, result.stdout + result.stderr

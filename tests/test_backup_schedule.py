@@ -25,7 +25,9 @@ def cronjobs(manifests: Manifests, env: str) -> dict[str, dict[str, Any]]:
 def test_one_cronjob_per_store_on_staggered_schedules(manifests: Manifests) -> None:
     jobs = cronjobs(manifests, "staging")
     assert {store: job["spec"]["schedule"] for store, job in jobs.items()} == {
-        "redis": "15 2 * * *", "chroma": "45 2 * * *", "memgraph": "15 3 * * *"
+        "redis": "15 2 * * *",
+        "chroma": "45 2 * * *",
+        "memgraph": "15 3 * * *",
     }
     assert set(cronjobs(manifests, "prod")) == {"redis", "chroma"}
 
@@ -56,8 +58,9 @@ def test_credentials_secret_or_workload_identity(manifests: Manifests) -> None:
 
 
 @pytest.mark.parametrize("store", ["redis", "chroma", "memgraph"])
-def test_the_cli_accepts_what_the_cronjob_passes(manifests: Manifests, store: str,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_accepts_what_the_cronjob_passes(
+    manifests: Manifests, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = cronjobs(manifests, "staging")[store]
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert all("valueFrom" not in var for var in container["env"])  # secrets arrive as files
@@ -67,9 +70,11 @@ def test_the_cli_accepts_what_the_cronjob_passes(manifests: Manifests, store: st
     assert (args.command, args.store, args.prune) == ("backup", store, True)
     assert args.target == "s3://acme-kga-backups/staging"
     assert (args.keep_daily, args.keep_weekly, args.work_dir) == ("7", "4", "/work")
-    expected = {"redis": ("redis_url", "redis://backup@kga-staging-redis:6379/0"),
-                "chroma": ("chroma_host", "kga-staging-chroma"),
-                "memgraph": ("memgraph_url", "bolt://kga-staging-memgraph:7687")}[store]
+    expected = {
+        "redis": ("redis_url", "redis://backup@kga-staging-redis:6379/0"),
+        "chroma": ("chroma_host", "kga-staging-chroma"),
+        "memgraph": ("memgraph_url", "bolt://kga-staging-memgraph:7687"),
+    }[store]
     assert getattr(args, expected[0]) == expected[1]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     password_file = {"redis": args.redis_password_file, "memgraph": args.memgraph_password_file}.get(store)
@@ -96,11 +101,16 @@ def test_restore_is_never_in_dist() -> None:
 
 
 def test_app_prints_a_restore_job() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "app.py"), "restore", "prod", "redis"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "restore", "prod", "redis"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     job = yaml.safe_load(result.stdout)
     assert (job["kind"], job["metadata"]["namespace"]) == ("Job", "kga-prod")
-    missing = subprocess.run([sys.executable, str(ROOT / "app.py"), "restore", "prod", "memgraph"],
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "restore", "prod", "memgraph"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "has no memgraph store" in missing.stderr

@@ -29,8 +29,11 @@ def test_reset_only_in_dev(manifests: Manifests) -> None:
 
 def test_server_image_matches_the_client_release(manifests: Manifests) -> None:
     image = manifests["prod"]["StatefulSet/kga-prod-chroma"]["spec"]["template"]["spec"]["containers"][0]["image"]
-    client = next(line for line in (ROOT / "docker/backup/requirements.txt").read_text().splitlines()
-                  if line.startswith("chromadb-client=="))
+    client = next(
+        line
+        for line in (ROOT / "docker/backup/requirements.txt").read_text().splitlines()
+        if line.startswith("chromadb-client==")
+    )
     assert image.startswith(f"docker.io/chromadb/chroma:{client.split('==')[1]}@sha256:")
 
 
@@ -50,11 +53,16 @@ def test_agent_points_at_the_store(manifests: Manifests) -> None:
 def test_the_rendered_config_runs_on_a_real_chroma(manifests: Manifests, tmp_path: Path) -> None:
     binary = require_binary("chroma", "pip install -r requirements/backup-test.txt")
     port = free_port()
-    rendered = {**config(manifests, "prod"), "port": port, "listen_address": "127.0.0.1",
-                "persist_path": str(tmp_path / "data")}
+    rendered = {
+        **config(manifests, "prod"),
+        "port": port,
+        "listen_address": "127.0.0.1",
+        "persist_path": str(tmp_path / "data"),
+    }
     (tmp_path / "config.yaml").write_text(json.dumps(rendered))
-    proc = subprocess.Popen([binary, "run", str(tmp_path / "config.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "run", str(tmp_path / "config.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         url = f"http://127.0.0.1:{port}{HEARTBEAT}"
         wait_for(lambda: urllib.request.urlopen(url, timeout=2).status == 200, "chroma", proc)

@@ -37,9 +37,18 @@ N = "nginx.ingress.kubernetes.io"
 
 
 def props(stage: Stage = Stage.PROD, **settings: Any) -> EdgeProps:
-    return EdgeProps(identity=RELEASE, namespace="kga-prod", stage=stage, domain="kga.example.com",
-                     ingress_class="nginx", auth_image=IMAGE, settings=EdgeSettings(**settings),
-                     web_service="kga-prod-web", query_service="kga-prod-query", indexer_service="kga-prod-indexer")
+    return EdgeProps(
+        identity=RELEASE,
+        namespace="kga-prod",
+        stage=stage,
+        domain="kga.example.com",
+        ingress_class="nginx",
+        auth_image=IMAGE,
+        settings=EdgeSettings(**settings),
+        web_service="kga-prod-web",
+        query_service="kga-prod-query",
+        indexer_service="kga-prod-indexer",
+    )
 
 
 def render(p: EdgeProps | None = None) -> dict[str, dict[str, Any]]:
@@ -121,8 +130,10 @@ def test_security_headers() -> None:
     assert csp["script-src"] == "'self' 'unsafe-inline' https://cdnjs.cloudflare.com https://cdn.jsdelivr.net"
     assert csp["connect-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
     assert "*" not in content_security_policy()
-    assert objects["Ingress/kga-prod-web"]["metadata"]["annotations"][f"{N}/custom-headers"] == \
-        "kga-prod/kga-prod-headers-web"
+    assert (
+        objects["Ingress/kga-prod-web"]["metadata"]["annotations"][f"{N}/custom-headers"]
+        == "kga-prod/kga-prod-headers-web"
+    )
     api = objects["ConfigMap/kga-prod-headers-api"]["data"]["Content-Security-Policy"]
     assert api.startswith("default-src 'none'")
 
@@ -130,8 +141,9 @@ def test_security_headers() -> None:
 def test_cors_allow_list_and_wildcard_only_in_dev() -> None:
     assert f"{N}/enable-cors" not in render()["Ingress/kga-prod-api"]["metadata"]["annotations"]
     listed = render(props(cors_allowed_origins=["https://app.example.com"]))
-    assert listed["Ingress/kga-prod-api"]["metadata"]["annotations"][f"{N}/cors-allow-origin"] == \
-        "https://app.example.com"
+    assert (
+        listed["Ingress/kga-prod-api"]["metadata"]["annotations"][f"{N}/cors-allow-origin"] == "https://app.example.com"
+    )
     for bad in (["*"], ["http://localhost:3000"], ["app.example.com"]):
         with pytest.raises(ValidationError, match="corsAllowedOrigins"):
             props(cors_allowed_origins=bad)
@@ -143,8 +155,11 @@ def test_cors_allow_list_and_wildcard_only_in_dev() -> None:
 def test_certificate_is_strict_and_issuer_per_stage() -> None:
     cert = render()["Certificate/kga-prod-tls"]
     cert_manager.Certificate.model_validate(cert, extra="forbid")
-    assert cert["spec"]["issuerRef"] == {"name": "letsencrypt-prod", "kind": "ClusterIssuer",
-                                         "group": "cert-manager.io"}
+    assert cert["spec"]["issuerRef"] == {
+        "name": "letsencrypt-prod",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
     assert cert["spec"]["dnsNames"] == ["kga.example.com"]
     staging = render(props(Stage.STAGING))["Certificate/kga-prod-tls"]
     assert staging["spec"]["issuerRef"]["name"] == "letsencrypt-staging"
@@ -162,6 +177,7 @@ def test_verifier_deployment_mounts_keys_and_reloads() -> None:
 
 # --- the verifier's nginx.conf, run for real -----------------------------------------------------
 
+
 def _status(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
     request = urllib.request.Request(url, headers=headers)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
@@ -177,9 +193,14 @@ def verifier(tmp_path: Path) -> Any:
     nginx = require_tool("nginx", Path("/usr/sbin/nginx"), hint="apt-get install nginx-light")
     verify, deny = free_port(), free_port()
     (tmp_path / "keys").mkdir()
-    conf = (auth_nginx_conf().replace("/tmp/", f"{tmp_path}/").replace("/etc/kga-auth/keys", str(tmp_path / "keys"))
-            .replace("listen 8080;", f"listen 127.0.0.1:{verify};").replace("listen 8081;", f"listen 127.0.0.1:{deny};")
-            .replace("/dev/stdout", f"{tmp_path}/access.log"))
+    conf = (
+        auth_nginx_conf()
+        .replace("/tmp/", f"{tmp_path}/")
+        .replace("/etc/kga-auth/keys", str(tmp_path / "keys"))
+        .replace("listen 8080;", f"listen 127.0.0.1:{verify};")
+        .replace("listen 8081;", f"listen 127.0.0.1:{deny};")
+        .replace("/dev/stdout", f"{tmp_path}/access.log")
+    )
     (tmp_path / "nginx.conf").write_text(conf)
     old, new = "a" * 64, "0123456789abcdef" * 4
     basic = base64.b64encode(f"kga:{new}".encode()).decode()
@@ -188,8 +209,10 @@ def verifier(tmp_path: Path) -> Any:
     try:
         for _ in range(100):
             try:
-                if (_status(f"http://127.0.0.1:{verify}/healthz", {})[0] == 200
-                        and _status(f"http://127.0.0.1:{deny}/", {})[0] == 403):
+                if (
+                    _status(f"http://127.0.0.1:{verify}/healthz", {})[0] == 200
+                    and _status(f"http://127.0.0.1:{deny}/", {})[0] == 403
+                ):
                     break
             except OSError:
                 pass
@@ -210,8 +233,13 @@ def test_verifier_accepts_two_keys_and_refuses_others(verifier: Any) -> None:
     assert status == 204 and headers["X-Auth-Key-Id"] == "new-key"
     assert _status(f"{url}/verify", {"Authorization": f"Bearer {new}"})[0] == 204
     assert _status(f"{url}/verify", {"Authorization": f"Basic {basic}"})[0] == 204
-    for bad in ({"X-API-Key": "b" * 64}, {}, {"Authorization": "Bearer "}, {"Authorization": f"Token {new}"},
-                {"X-API-Key": ""}):
+    for bad in (
+        {"X-API-Key": "b" * 64},
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": f"Token {new}"},
+        {"X-API-Key": ""},
+    ):
         status, headers = _status(f"{url}/verify", bad)
         assert status == 401, bad
         assert headers["WWW-Authenticate"].startswith("Basic realm=")

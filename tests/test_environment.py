@@ -38,7 +38,8 @@ def test_shipped_environments_load() -> None:
         pytest.param({"query__resorces": {}}, "query.resorces: unknown field", id="typo"),
         pytest.param(
             {"query__autoscaling__maxReplicas": "many"},
-            "query.autoscaling.maxReplicas: Input should be a valid integer", id="wrong-type",
+            "query.autoscaling.maxReplicas: Input should be a valid integer",
+            id="wrong-type",
         ),
         pytest.param(
             {"query__autoscaling__minReplicas": 0},
@@ -52,7 +53,8 @@ def test_shipped_environments_load() -> None:
         ),
         pytest.param(
             {"query__autoscaling__minReplicas": 5, "query__autoscaling__maxReplicas": 2},
-            "query.autoscaling: minReplicas (5) is greater than maxReplicas (2)", id="min-over-max",
+            "query.autoscaling: minReplicas (5) is greater than maxReplicas (2)",
+            id="min-over-max",
         ),
         pytest.param(
             {"indexer__resources__limits__memory": "256Mi"},
@@ -71,34 +73,36 @@ def test_shipped_environments_load() -> None:
         ),
         pytest.param(
             {"images__agent__digest": "sha256:1234"},
-            "images.agent.digest: String should match pattern", id="bad-digest",
+            "images.agent.digest: String should match pattern",
+            id="bad-digest",
         ),
         pytest.param({"domain": "localhost"}, "domain: 'localhost' is not a lowercase", id="domain"),
-        pytest.param(
-            {"domain": "Kga_Example.com"}, "domain: 'Kga_Example.com' is not", id="domain-case"
-        ),
+        pytest.param({"domain": "Kga_Example.com"}, "domain: 'Kga_Example.com' is not", id="domain-case"),
         pytest.param(
             {"agent__githubFileExtensions": DELETE},
-            "agent.githubFileExtensions: required field is missing", id="missing-setting",
+            "agent.githubFileExtensions: required field is missing",
+            id="missing-setting",
         ),
         pytest.param(
             {"agent__githubFileExtensions": []},
-            "agent.githubFileExtensions: List should have at least 1 item", id="empty-extensions",
+            "agent.githubFileExtensions: List should have at least 1 item",
+            id="empty-extensions",
         ),
-        pytest.param(
-            {"kubernetesVersion": "1.26"}, "kubernetesVersion: '1.26' is not one of", id="k8s-version"
-        ),
+        pytest.param({"kubernetesVersion": "1.26"}, "kubernetesVersion: '1.26' is not one of", id="k8s-version"),
         pytest.param(
             {"cloud__workloadIdentity": "arn:aws:iam::1:role/x"},
-            "cloud: workloadIdentity needs provider eks, gke or aks", id="identity-generic",
+            "cloud: workloadIdentity needs provider eks, gke or aks",
+            id="identity-generic",
         ),
         pytest.param(
             {"agent__chunking__overlap": 1000},
-            "agent.chunking: overlap (1000) must be smaller than size (1000)", id="chunking",
+            "agent.chunking: overlap (1000) must be smaller than size (1000)",
+            id="chunking",
         ),
         pytest.param(
             {"repositories": [{"name": "x", "url": "git@github.com:a/b.git"}]},
-            "repositories[0].url: String should match pattern", id="repo-url",
+            "repositories[0].url: String should match pattern",
+            id="repo-url",
         ),
     ],
 )
@@ -109,10 +113,7 @@ def test_bad_input_names_file_field_and_reason(changes: dict[str, object], expec
 
 def test_prod_requires_digests() -> None:
     found = problems(env_data("prod", images__agent__digest=DELETE), "environments/prod.yaml")
-    assert found == [
-        "environments/prod.yaml: (top level): stage prod requires image digests; "
-        "missing for images.agent"
-    ]
+    assert found == ["environments/prod.yaml: (top level): stage prod requires image digests; missing for images.agent"]
 
 
 def test_every_problem_is_reported_once() -> None:

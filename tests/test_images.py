@@ -288,8 +288,20 @@ def agent_image(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     tag = "localhost/kga-agent:test"
     t1 = time.monotonic()
-    _run(build_command(podman, AGENT_DOCKERFILE, tag, base_ref, ctx,
-                       "--build-arg", "VERSION=test", "--build-arg", "VCS_REF=fixture"), timeout=1200)
+    _run(
+        build_command(
+            podman,
+            AGENT_DOCKERFILE,
+            tag,
+            base_ref,
+            ctx,
+            "--build-arg",
+            "VERSION=test",
+            "--build-arg",
+            "VCS_REF=fixture",
+        ),
+        timeout=1200,
+    )
     t_build = time.monotonic() - t1
     inspect = json.loads(_run([*podman, "image", "inspect", tag], timeout=60).stdout)[0]
     print(f"\n[test_images] base {t_base:.0f}s, build {t_build:.0f}s")

@@ -21,10 +21,13 @@ def test_our_package_is_imported_by_its_own_name() -> None:
 
     assert kgstack.__file__ is not None
     assert kgstack.__file__.startswith(str(ROOT / "constructs" / "kgstack"))
-    sources = [ROOT / "app.py", *(p for top in ("constructs", "tests", "bench", "docker")
-                                   for p in (ROOT / top).rglob("*.py"))]
+    sources = [
+        ROOT / "app.py",
+        *(p for top in ("constructs", "tests", "bench", "docker") for p in (ROOT / top).rglob("*.py")),
+    ]
     offenders = [
-        str(p.relative_to(ROOT)) for p in sources
+        str(p.relative_to(ROOT))
+        for p in sources
         if re.search(r"^\s*(from|import) constructs\.kgstack", p.read_text(), re.MULTILINE)
     ]
     assert offenders == []
@@ -32,7 +35,6 @@ def test_our_package_is_imported_by_its_own_name() -> None:
 
 def test_cdk8s_plus_is_imported_in_one_place() -> None:
     importers = sorted(
-        str(p.relative_to(ROOT)) for p in (ROOT / "constructs").rglob("*.py")
-        if "cdk8s_plus_" in p.read_text()
+        str(p.relative_to(ROOT)) for p in (ROOT / "constructs").rglob("*.py") if "cdk8s_plus_" in p.read_text()
     )
     assert importers == ["constructs/kgstack/_plus.py"]

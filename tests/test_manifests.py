@@ -28,8 +28,7 @@ def test_dist_is_not_empty() -> None:
 
 @pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
 def test_strict_schema_for_every_supported_kubernetes(version: str) -> None:
-    problems = [f"{p.relative_to(ROOT)}: {problem}"
-                for p in FILES for problem in schema_problems(load(p), version)]
+    problems = [f"{p.relative_to(ROOT)}: {problem}" for p in FILES for problem in schema_problems(load(p), version)]
     assert problems == []
 
 
@@ -50,8 +49,10 @@ def test_every_pod_meets_restricted_pod_security() -> None:
 
 
 def test_pod_security_check_can_fail() -> None:
-    pod = {"containers": [{"name": "c", "securityContext": {"privileged": True}}],
-           "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
+    pod = {
+        "containers": [{"name": "c", "securityContext": {"privileged": True}}],
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+    }
     assert len(violations(pod)) >= 5
 
 

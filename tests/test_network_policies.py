@@ -56,8 +56,9 @@ RELEASE = Identity(name="kga", instance=NS, version="0.0.0")
 SETTINGS = NetworkSettings()
 OTHER_NS = "other"
 PUBLIC_IP = ipaddress.IPv4Address("8.8.8.8")
-PRIVATE_IPS = [ipaddress.IPv4Address(a) for a in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-                                                  "100.64.0.1")]
+PRIVATE_IPS = [
+    ipaddress.IPv4Address(a) for a in ("10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1")
+]
 STORES = {"redis": 6379, "chroma": 8000, "memgraph": 7687}
 COMPONENT = "app.kubernetes.io/component"
 Manifest = dict[str, Any]
@@ -71,25 +72,47 @@ def require_nca() -> Path:
 
 # --- the workloads around the policies ----------------------------------------------------------
 
+
 def _neighbours() -> list[Manifest]:
     """Namespaces and pods outside our namespace: the controller, Prometheus, DNS and a stranger."""
     out: list[Manifest] = []
-    for ns, labels in ((SETTINGS.ingress_controller_namespace, {"app": "ingress-nginx"}),
-                       (SETTINGS.monitoring_namespace, {"app": "prometheus"}),
-                       (SETTINGS.dns_namespace, dict(SETTINGS.dns_pod_labels)),
-                       (OTHER_NS, {"app": "stranger"})):
-        out.append({"apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}})
+    for ns, labels in (
+        (SETTINGS.ingress_controller_namespace, {"app": "ingress-nginx"}),
+        (SETTINGS.monitoring_namespace, {"app": "prometheus"}),
+        (SETTINGS.dns_namespace, dict(SETTINGS.dns_pod_labels)),
+        (OTHER_NS, {"app": "stranger"}),
+    ):
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+            }
+        )
         out.append(_deployment(ns, labels.get("app", "coredns"), labels, {"p": 53}))
     return out
 
 
 def _deployment(ns: str, name: str, labels: dict[str, str], ports: dict[str, int]) -> Manifest:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-            "containers": [{"name": "c", "image": "x", "ports": [
-                {"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()]}]}}},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "x",
+                            "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()],
+                        }
+                    ]
+                },
+            },
+        },
     }
 
 
@@ -98,40 +121,106 @@ def standin_chart(components: StackComponents) -> list[Manifest]:
     app = cdk8s.App()
     chart = cdk8s.Chart(app, "test", disable_resource_name_hashes=True)
     image = ImageRef(repository="nginxinc/nginx-unprivileged", tag="1.30.5-alpine")
-    WebUi(chart, "Web", props=WebUiProps(identity=RELEASE.of("web"), namespace=NS, image=image,
-                                         api_base_url="https://kga.test.example.com/api/v1"))
-    Edge(chart, "Edge", props=EdgeProps(
-        identity=RELEASE, namespace=NS, stage=Stage.PROD, domain="kga.test.example.com", ingress_class="nginx",
-        auth_image=image, web_service=f"{NS}-web", query_service=f"{NS}-query", indexer_service=f"{NS}-indexer",
-    ))
-    standins = {"query": {"http": 8000}, "indexer": {"http": 8000}, "redis": {"redis": 6379, "metrics": 9121},
-                "chroma": {"http": 8000}, "memgraph": {"bolt": 7687}}
+    WebUi(
+        chart,
+        "Web",
+        props=WebUiProps(
+            identity=RELEASE.of("web"), namespace=NS, image=image, api_base_url="https://kga.test.example.com/api/v1"
+        ),
+    )
+    Edge(
+        chart,
+        "Edge",
+        props=EdgeProps(
+            identity=RELEASE,
+            namespace=NS,
+            stage=Stage.PROD,
+            domain="kga.test.example.com",
+            ingress_class="nginx",
+            auth_image=image,
+            web_service=f"{NS}-web",
+            query_service=f"{NS}-query",
+            indexer_service=f"{NS}-indexer",
+        ),
+    )
+    standins = {
+        "query": {"http": 8000},
+        "indexer": {"http": 8000},
+        "redis": {"redis": 6379, "metrics": 9121},
+        "chroma": {"http": 8000},
+        "memgraph": {"bolt": 7687},
+    }
     for component, ports in standins.items():
         if not getattr(components, component):
             continue
         identity = RELEASE.of(component)
-        k8s.KubeDeployment(chart, f"D-{component}", metadata=object_meta(identity, NS), spec=k8s.DeploymentSpec(
-            selector=k8s.LabelSelector(match_labels=identity.selector),
-            template=k8s.PodTemplateSpec(metadata=k8s.ObjectMeta(labels=identity.labels), spec=k8s.PodSpec(
-                containers=[k8s.Container(name="c", image="x", ports=[
-                    k8s.ContainerPort(name=n, container_port=p, protocol="TCP") for n, p in ports.items()])]))))
-        k8s.KubeService(chart, f"S-{component}", metadata=object_meta(identity, NS), spec=k8s.ServiceSpec(
-            selector=identity.selector, ports=[
-                k8s.ServicePort(name=n, port=p, target_port=int_or_string(n)) for n, p in ports.items()]))
+        k8s.KubeDeployment(
+            chart,
+            f"D-{component}",
+            metadata=object_meta(identity, NS),
+            spec=k8s.DeploymentSpec(
+                selector=k8s.LabelSelector(match_labels=identity.selector),
+                template=k8s.PodTemplateSpec(
+                    metadata=k8s.ObjectMeta(labels=identity.labels),
+                    spec=k8s.PodSpec(
+                        containers=[
+                            k8s.Container(
+                                name="c",
+                                image="x",
+                                ports=[
+                                    k8s.ContainerPort(name=n, container_port=p, protocol="TCP")
+                                    for n, p in ports.items()
+                                ],
+                            )
+                        ]
+                    ),
+                ),
+            ),
+        )
+        k8s.KubeService(
+            chart,
+            f"S-{component}",
+            metadata=object_meta(identity, NS),
+            spec=k8s.ServiceSpec(
+                selector=identity.selector,
+                ports=[k8s.ServicePort(name=n, port=p, target_port=int_or_string(n)) for n, p in ports.items()],
+            ),
+        )
     if components.backup:
         identity = RELEASE.of("backup")
-        k8s.KubeCronJob(chart, "Backup", metadata=object_meta(identity, NS), spec=k8s.CronJobSpec(
-            schedule="0 3 * * *", job_template=k8s.JobTemplateSpec(spec=k8s.JobSpec(template=k8s.PodTemplateSpec(
-                metadata=k8s.ObjectMeta(labels=identity.labels), spec=k8s.PodSpec(
-                    restart_policy="Never", containers=[k8s.Container(name="c", image="x")]))))))
-    NetworkPolicies(chart, "Net", props=NetworkPoliciesProps(
-        identity=RELEASE, namespace=NS, settings=SETTINGS, flows=stack_flows(components, SETTINGS)))
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {
-        "kubernetes.io/metadata.name": NS}}}
+        k8s.KubeCronJob(
+            chart,
+            "Backup",
+            metadata=object_meta(identity, NS),
+            spec=k8s.CronJobSpec(
+                schedule="0 3 * * *",
+                job_template=k8s.JobTemplateSpec(
+                    spec=k8s.JobSpec(
+                        template=k8s.PodTemplateSpec(
+                            metadata=k8s.ObjectMeta(labels=identity.labels),
+                            spec=k8s.PodSpec(restart_policy="Never", containers=[k8s.Container(name="c", image="x")]),
+                        )
+                    )
+                ),
+            ),
+        )
+    NetworkPolicies(
+        chart,
+        "Net",
+        props=NetworkPoliciesProps(
+            identity=RELEASE, namespace=NS, settings=SETTINGS, flows=stack_flows(components, SETTINGS)
+        ),
+    )
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": NS, "labels": {"kubernetes.io/metadata.name": NS}},
+    }
     return [ns, *manifests(chart).values()]
 
 
 # --- running nca and reading its answer -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Conn:
@@ -166,7 +255,9 @@ def connectivity(objects: Iterable[Manifest], tmp: Path) -> list[Conn]:
     path.write_text(yaml.safe_dump_all(list(objects), sort_keys=False))
     result = subprocess.run(
         [str(nca), "--connectivity", "-r", str(path), "-o", "txt_no_fw_rules", "--output_endpoints", "deployments"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr + result.stdout
     conns = []
@@ -212,33 +303,43 @@ class Cluster:
             return [self.neighbours[peer.namespace]]
         return None
 
-    def permitted(self, src: str | ipaddress.IPv4Address, dst: str | ipaddress.IPv4Address,
-                  protocol: str, port: int) -> bool:
+    def permitted(
+        self, src: str | ipaddress.IPv4Address, dst: str | ipaddress.IPv4Address, protocol: str, port: int
+    ) -> bool:
         def match(name: str, want: str | ipaddress.IPv4Address) -> bool:
             return name == want if isinstance(want, str) else _in_range(name, want)
+
         return any(match(c.src, src) and match(c.dst, dst) and c.allows(protocol, port) for c in self.conns)
 
     def any_connection(self, src: str | ipaddress.IPv4Address, dst: str | ipaddress.IPv4Address) -> bool:
         def match(name: str, want: str | ipaddress.IPv4Address) -> bool:
             return name == want if isinstance(want, str) else _in_range(name, want)
+
         return any(match(c.src, src) and match(c.dst, dst) for c in self.conns)
 
 
 def analyse(objects: list[Manifest], tmp: Path) -> Cluster:
-    ours = [o for o in objects if o["metadata"].get("namespace") and o["kind"] in
-            {"Deployment", "StatefulSet", "CronJob", "DaemonSet", "Job"}]
+    ours = [
+        o
+        for o in objects
+        if o["metadata"].get("namespace") and o["kind"] in {"Deployment", "StatefulSet", "CronJob", "DaemonSet", "Job"}
+    ]
     namespace = ours[0]["metadata"]["namespace"]
     workloads: dict[str, list[str]] = {}
     for o in ours:
         component = o["metadata"].get("labels", {}).get(COMPONENT)
         if component and o["metadata"]["namespace"] == namespace:
             workloads.setdefault(component, []).append(f"{namespace}/{o['metadata']['name']}[{o['kind']}]")
-    neighbours = {o["metadata"]["namespace"]: f"{o['metadata']['namespace']}/{o['metadata']['name']}[Deployment]"
-                  for o in objects if o["kind"] == "Deployment" and o["metadata"]["namespace"] != namespace}
+    neighbours = {
+        o["metadata"]["namespace"]: f"{o['metadata']['namespace']}/{o['metadata']['name']}[Deployment]"
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["namespace"] != namespace
+    }
     return Cluster(connectivity(objects, tmp), namespace, workloads, neighbours)
 
 
 # --- the checks ------------------------------------------------------------------------------------
+
 
 def missing_flows(cluster: Cluster, flows: list[Flow]) -> list[str]:
     problems = []
@@ -246,7 +347,8 @@ def missing_flows(cluster: Cluster, flows: list[Flow]) -> list[str]:
         named_sources, named_destinations = cluster.endpoints(flow.source), cluster.endpoints(flow.destination)
         sources: list[str | ipaddress.IPv4Address] = [*named_sources] if named_sources is not None else [PUBLIC_IP]
         destinations: list[str | ipaddress.IPv4Address] = (
-            [*named_destinations] if named_destinations is not None else [PUBLIC_IP])
+            [*named_destinations] if named_destinations is not None else [PUBLIC_IP]
+        )
         for src in sources:
             for dst in destinations:
                 for p in flow.ports:
@@ -282,6 +384,7 @@ def _covers(cluster: Cluster, flow: Flow, c: Conn, pair: tuple[str, int]) -> boo
         if names is None:  # the internet: a range that is public
             return _workload(name) is None and not any(_in_range(name, ip) for ip in PRIVATE_IPS)
         return name in names
+
     return side(flow.source, c.src) and side(flow.destination, c.dst)
 
 
@@ -310,16 +413,18 @@ def forbidden_connections(cluster: Cluster) -> list[str]:
 def unguarded_service_ports(objects: list[Manifest], cluster: Cluster, flows: list[Flow]) -> list[str]:
     """Each Service port must reach its pods through a declared flow that nca confirms."""
     problems = []
-    pods = {o["metadata"]["labels"].get(COMPONENT): o for o in objects
-            if o["kind"] in {"Deployment", "StatefulSet"} and o["metadata"].get("namespace") == cluster.namespace}
+    pods = {
+        o["metadata"]["labels"].get(COMPONENT): o
+        for o in objects
+        if o["kind"] in {"Deployment", "StatefulSet"} and o["metadata"].get("namespace") == cluster.namespace
+    }
     for svc in (o for o in objects if o["kind"] == "Service" and o["metadata"].get("namespace") == cluster.namespace):
         component = svc["spec"].get("selector", {}).get(COMPONENT)
         workload = pods.get(component)
         if workload is None:
             problems.append(f"Service/{svc['metadata']['name']} selects no workload of the matrix")
             continue
-        container_ports = {p.get("name"): p["containerPort"] for c in _containers(workload)
-                           for p in c.get("ports", [])}
+        container_ports = {p.get("name"): p["containerPort"] for c in _containers(workload) for p in c.get("ports", [])}
         for port in svc["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
             number = container_ports.get(target) if isinstance(target, str) else target
@@ -328,12 +433,18 @@ def unguarded_service_ports(objects: list[Manifest], cluster: Cluster, flows: li
             if number is None:
                 problems.append(f"{where}: targetPort {target} is not a container port")
                 continue
-            declared = [f for f in flows if f.destination == ComponentPeer(component=component)
-                        and any(p.port == number and p.protocol == protocol for p in f.ports)]
+            declared = [
+                f
+                for f in flows
+                if f.destination == ComponentPeer(component=component)
+                and any(p.port == number and p.protocol == protocol for p in f.ports)
+            ]
             if not declared:
                 problems.append(f"{where}: no declared flow reaches it")
-            elif not any(c.dst in cluster.workloads[component] and c.allows(protocol, number) and c.src != c.dst
-                         for c in cluster.conns):
+            elif not any(
+                c.dst in cluster.workloads[component] and c.allows(protocol, number) and c.src != c.dst
+                for c in cluster.conns
+            ):
                 problems.append(f"{where}: no NetworkPolicy lets anyone reach it")
     return problems
 
@@ -345,8 +456,12 @@ def _containers(workload: Manifest) -> list[Manifest]:
 
 def all_problems(objects: list[Manifest], tmp: Path, flows: list[Flow]) -> list[str]:
     cluster = analyse(objects, tmp)
-    return [*missing_flows(cluster, flows), *unexpected_connections(cluster, flows),
-            *forbidden_connections(cluster), *unguarded_service_ports(objects, cluster, flows)]
+    return [
+        *missing_flows(cluster, flows),
+        *unexpected_connections(cluster, flows),
+        *forbidden_connections(cluster),
+        *unguarded_service_ports(objects, cluster, flows),
+    ]
 
 
 # --- tests -----------------------------------------------------------------------------------------
@@ -374,7 +489,8 @@ def test_a_service_port_without_a_policy_fails(tmp_path: Path) -> None:
             o["spec"]["ports"].append({"name": "admin", "port": 16379, "targetPort": "admin", "protocol": "TCP"})
         if o["kind"] == "Deployment" and o["metadata"]["name"] == f"{NS}-redis":
             o["spec"]["template"]["spec"]["containers"][0]["ports"].append(
-                {"name": "admin", "containerPort": 16379, "protocol": "TCP"})
+                {"name": "admin", "containerPort": 16379, "protocol": "TCP"}
+            )
     problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS))
     assert any("kga-test-redis port admin" in p and "no declared flow" in p for p in problems), problems
 
@@ -382,10 +498,19 @@ def test_a_service_port_without_a_policy_fails(tmp_path: Path) -> None:
 def test_a_too_broad_policy_fails(tmp_path: Path) -> None:
     """The checks can fail: an allow-all on redis is reported as undeclared and forbidden."""
     objects = [*standin_chart(FULL), *_neighbours()]
-    objects.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "metadata": {"name": "oops", "namespace": NS},
-                    "spec": {"podSelector": {"matchLabels": {COMPONENT: "redis"}}, "policyTypes": ["Ingress", "Egress"],
-                             "ingress": [{}], "egress": [{}]}})
+    objects.append(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "oops", "namespace": NS},
+            "spec": {
+                "podSelector": {"matchLabels": {COMPONENT: "redis"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{}],
+                "egress": [{}],
+            },
+        }
+    )
     problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS))
     assert any("other namespace -> us" in p for p in problems), problems
     assert any("store -> internet" in p for p in problems), problems
@@ -401,13 +526,29 @@ def test_internet_excludes_private_and_cluster_ranges() -> None:
     settings = NetworkSettings(cluster_cidrs=["240.0.0.0/4"])
     app = cdk8s.App()
     chart = cdk8s.Chart(app, "t", disable_resource_name_hashes=True)
-    NetworkPolicies(chart, "N", props=NetworkPoliciesProps(
-        identity=RELEASE, namespace=NS, settings=settings, flows=stack_flows(FULL, settings)))
+    NetworkPolicies(
+        chart,
+        "N",
+        props=NetworkPoliciesProps(
+            identity=RELEASE, namespace=NS, settings=settings, flows=stack_flows(FULL, settings)
+        ),
+    )
     policy = manifests(chart)[f"networkpolicy-{NS}-query.yaml"]
     blocks = [to["ipBlock"] for rule in policy["spec"]["egress"] for to in rule["to"] if "ipBlock" in to]
-    assert blocks == [{"cidr": "0.0.0.0/0", "except": [
-        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8",
-        "240.0.0.0/4"]}]
+    assert blocks == [
+        {
+            "cidr": "0.0.0.0/0",
+            "except": [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "169.254.0.0/16",
+                "127.0.0.0/8",
+                "240.0.0.0/4",
+            ],
+        }
+    ]
     with pytest.raises(ValueError):
         NetworkSettings(cluster_cidrs=["10.0.0.1/8"])
 
@@ -418,17 +559,27 @@ DIST_ENVS = ENV_DIRS
 
 
 def _dist_objects(env: str) -> list[Manifest]:
-    return [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "dist" / env).glob("*.yaml"))
-            if p.name != "kustomization.yaml"]
+    return [
+        yaml.safe_load(p.read_text())
+        for p in sorted((ROOT / "dist" / env).glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+    ]
 
 
 @pytest.mark.parametrize("env", DIST_ENVS)
 def test_matrix_holds_in_dist(env: str, tmp_path: Path) -> None:
     objects = _dist_objects(env)
-    components = {o["metadata"].get("labels", {}).get(COMPONENT) for o in objects
-                  if o["kind"] in {"Deployment", "StatefulSet", "CronJob"}}
-    present = StackComponents(**{name: name in components for name in
-                                 ("web", "auth", "query", "indexer", "redis", "chroma", "memgraph", "backup")})
+    components = {
+        o["metadata"].get("labels", {}).get(COMPONENT)
+        for o in objects
+        if o["kind"] in {"Deployment", "StatefulSet", "CronJob"}
+    }
+    present = StackComponents(
+        **{
+            name: name in components
+            for name in ("web", "auth", "query", "indexer", "redis", "chroma", "memgraph", "backup")
+        }
+    )
     assert any(o["kind"] == "NetworkPolicy" for o in objects), f"dist/{env} has no NetworkPolicy yet"
     # Our namespace label as the API server sets it, for nca.
     for o in objects:

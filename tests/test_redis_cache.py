@@ -76,9 +76,13 @@ def live_redis(tmp_path: Path, environments: dict[str, Any]) -> Any:
     script = RedisCache._acl_script().replace("/secrets/", f"{secrets}/").replace("/run/redis", str(run))
     subprocess.run(["sh", "-c", script], check=True)
     port = free_port()
-    config = (RedisCache.config(environments["dev"].stores.redis)
-              .replace("port 6379", f"port {port}").replace("bind * -::*", "bind 127.0.0.1")
-              .replace("dir /data", f"dir {data}").replace("/run/redis", str(run)))
+    config = (
+        RedisCache.config(environments["dev"].stores.redis)
+        .replace("port 6379", f"port {port}")
+        .replace("bind * -::*", "bind 127.0.0.1")
+        .replace("dir /data", f"dir {data}")
+        .replace("/run/redis", str(run))
+    )
     (tmp_path / "redis.conf").write_text(config)
     proc = subprocess.Popen([binary, str(tmp_path / "redis.conf")], stdout=subprocess.DEVNULL)
     try:
@@ -107,7 +111,11 @@ def test_acl_users_on_a_real_server(live_redis: int) -> None:
     app.set("k", "v")
     assert app.get("k") == "v"
     dangerous_commands = (
-        ["FLUSHALL"], ["CONFIG", "GET", "maxmemory"], ["KEYS", "*"], ["SAVE"], ["REPLICAOF", "NO", "ONE"],
+        ["FLUSHALL"],
+        ["CONFIG", "GET", "maxmemory"],
+        ["KEYS", "*"],
+        ["SAVE"],
+        ["REPLICAOF", "NO", "ONE"],
     )
     for dangerous in dangerous_commands:
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -124,14 +132,17 @@ def test_probe_command_authenticates(live_redis: int, tmp_path: Path) -> None:
     def probe(password: str) -> int:
         (tmp_path / "exporter-password").write_text(password)
         command = PROBE.replace("/secrets/", f"{tmp_path}/").replace("redis-cli", f"redis-cli -p {live_redis}")
-        return subprocess.run(["sh", "-c", command], env={k: v for k, v in os.environ.items()
-                                                           if k != "REDISCLI_AUTH"}).returncode
+        return subprocess.run(
+            ["sh", "-c", command], env={k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+        ).returncode
 
     assert (probe(PASSWORDS["exporter"]), probe("wrong")) == (0, 1)
 
 
 def test_backup_user_can_dump_and_restore_with_kgbackup(
-    live_redis: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    live_redis: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The CronJob's user and flags against the stack's ACL: SYNC, REPLCONF, RESTORE, FLUSHALL."""
     app = client(live_redis, "app")

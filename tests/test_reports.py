@@ -338,5 +338,7 @@ def test_reports_are_deterministic_for_the_real_stack(
 
 
 def manifests_by_file(rendered: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, Any]]]:
-    return {env: {name: yaml.safe_load(text) for name, text in files.items() if name != "kustomization.yaml"}
-            for env, files in rendered.items()}
+    return {
+        env: {name: yaml.safe_load(text) for name, text in files.items() if name != "kustomization.yaml"}
+        for env, files in rendered.items()
+    }

@@ -17,9 +17,11 @@ ENVIRONMENTS = ENV_DIRS
 def checkov(target: str) -> dict[str, Any]:
     binary = require_tool("checkov", ROOT / ".venvs/checkov/bin/checkov", hint="scripts/setup.sh test")
     result = subprocess.run(
-        [binary, "--skip-download", "--framework", "kubernetes", "-d", target, "--quiet", "--compact",
-         "-o", "json"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [binary, "--skip-download", "--framework", "kubernetes", "-d", target, "--quiet", "--compact", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode in (0, 1), result.stderr[-2000:]
     report = json.loads(result.stdout)

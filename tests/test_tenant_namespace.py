@@ -33,8 +33,7 @@ def test_quota_and_limit_range(manifests: Manifests) -> None:
 def test_quota_must_cover_max_scale_plus_surge() -> None:
     # dev limits: query (3 + 1 surge) x 1Gi, indexer (1 + 1 surge) x 2Gi, chroma 1Gi,
     # redis 256Mi + exporter 128Mi, two backup runs x 1Gi, web and auth (2 + 1 surge) x 64Mi -> 12032Mi.
-    env = parse_environment(env_data("dev", quota__limits={"cpu": "16", "memory": "11Gi"}),
-                            source="dev.yaml")
+    env = parse_environment(env_data("dev", quota__limits={"cpu": "16", "memory": "11Gi"}), source="dev.yaml")
     app, stack = build(env)
     (error,) = collect_errors(app)
     assert error.startswith("dev/Namespace: quota.limits.memory is too small")
@@ -48,8 +47,7 @@ def test_quota_must_cover_max_scale_plus_surge() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("quota__pods", 5, "quota.pods is too small: the workloads at maximum scale plus rollout "
-                           "surge need 16"),
+        ("quota__pods", 5, "quota.pods is too small: the workloads at maximum scale plus rollout surge need 16"),
         ("quota__storage", "1Gi", "quota.storage is too small"),
         ("quota__persistentVolumeClaims", 0, "quota.persistentVolumeClaims is too small"),
         ("quota__requests", {"cpu": "1", "memory": "6Gi"}, "quota.requests.cpu is too small"),

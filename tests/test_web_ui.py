@@ -19,15 +19,24 @@ IMAGE = ImageRef(repository="ghcr.io/acme/kga-web", tag="0.3.0")
 
 def render() -> dict[str, dict[str, Any]]:
     chart = cdk8s.Chart(cdk8s.App(), "dev", disable_resource_name_hashes=True)
-    WebUi(chart, "Web", props=WebUiProps(identity=IDENTITY, namespace="kga-dev", image=IMAGE,
-                                         api_base_url="https://kga.dev.example.com/api/v1"))
+    WebUi(
+        chart,
+        "Web",
+        props=WebUiProps(
+            identity=IDENTITY, namespace="kga-dev", image=IMAGE, api_base_url="https://kga.dev.example.com/api/v1"
+        ),
+    )
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in manifests(chart).values()}
 
 
 def test_objects_and_schema() -> None:
     objects = render()
-    assert set(objects) == {"ConfigMap/kga-dev-web", "Deployment/kga-dev-web", "Service/kga-dev-web",
-                            "PodDisruptionBudget/kga-dev-web"}
+    assert set(objects) == {
+        "ConfigMap/kga-dev-web",
+        "Deployment/kga-dev-web",
+        "Service/kga-dev-web",
+        "PodDisruptionBudget/kga-dev-web",
+    }
     for version in ("1.27", "1.35"):
         assert [p for o in objects.values() for p in schema_problems(o, version)] == []
 
@@ -35,11 +44,16 @@ def test_objects_and_schema() -> None:
 def test_config_js_sets_the_same_origin_api() -> None:
     objects = render()
     assert objects["ConfigMap/kga-dev-web"]["data"] == {
-        "config.js": 'window.API_BASE_URL = "https://kga.dev.example.com/api/v1";\n'}
+        "config.js": 'window.API_BASE_URL = "https://kga.dev.example.com/api/v1";\n'
+    }
     spec = objects["Deployment/kga-dev-web"]["spec"]["template"]["spec"]
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "config")
-    assert mount == {"name": "config", "mountPath": "/usr/share/nginx/html/config.js", "subPath": "config.js",
-                     "readOnly": True}
+    assert mount == {
+        "name": "config",
+        "mountPath": "/usr/share/nginx/html/config.js",
+        "subPath": "config.js",
+        "readOnly": True,
+    }
     assert "checksum/config" in objects["Deployment/kga-dev-web"]["spec"]["template"]["metadata"]["annotations"]
 
 

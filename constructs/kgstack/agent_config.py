@@ -55,12 +55,11 @@ class AgentConfig(Construct):
         self.props = props
         self.name = props.identity.resource_name
         self.env = self._env()
-        self.app_settings = json.dumps(
-            {"repositories": [r.model_dump() for r in props.repositories]}, indent=2
-        ) + "\n"
+        self.app_settings = json.dumps({"repositories": [r.model_dump() for r in props.repositories]}, indent=2) + "\n"
         data = {**self.env, APP_SETTINGS_FILE: self.app_settings}
         k8s.KubeConfigMap(
-            self, "ConfigMap",
+            self,
+            "ConfigMap",
             metadata=object_meta(props.identity, props.namespace),
             data=data,
         )

@@ -32,6 +32,8 @@ RELOAD_ANNOTATION = "secret.reloader.stakater.com/reload"
 def reload_on(secrets: list[str]) -> dict[str, str]:
     """Workload annotation that makes Stakater Reloader roll the pods when one of ``secrets`` changes."""
     return {RELOAD_ANNOTATION: ",".join(sorted(secrets))} if secrets else {}
+
+
 """Reloader: a rolling restart of the annotated workload when one of the named Secrets changes."""
 
 Duration = Annotated[str, Field(pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")]
@@ -39,9 +41,11 @@ Duration = Annotated[str, Field(pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")]
 
 # --- external-secrets.io/v1, only what we use ------------------------------------------------------
 
+
 class _Eso(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, validate_by_name=True,
-                              validate_by_alias=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
 
 
 class EsoObjectMeta(_Eso):
@@ -103,6 +107,7 @@ class ExternalSecret(_Eso):
 
 # --- settings and construct -----------------------------------------------------------------------
 
+
 class SecretsSettings(Spec):
     """Where staging and prod read their Secrets from (External Secrets Operator)."""
 
@@ -149,8 +154,11 @@ class AgentSecretsProps(Spec):
 
     @property
     def prefix(self) -> str:
-        return self.settings.remote_key_prefix if self.settings.remote_key_prefix is not None \
+        return (
+            self.settings.remote_key_prefix
+            if self.settings.remote_key_prefix is not None
             else f"kga/{self.environment}/"
+        )
 
 
 REDIS_KEYS = ("app-password", "exporter-password", "backup-password")
@@ -192,14 +200,18 @@ class AgentSecrets(Construct):
                 refresh_interval=p.settings.refresh_interval,
                 secret_store_ref=SecretStoreRef(name=p.settings.store_name or "", kind=p.settings.store_kind),
                 target=ExternalSecretTarget(
-                    name=secret, creation_policy="Owner",
+                    name=secret,
+                    creation_policy="Owner",
                     # A value deleted in the store leaves the Secret in place under running pods.
                     deletion_policy="Retain",
-                    template=(template or ExternalSecretTemplate()).model_copy(update={
-                        "metadata": TemplateMetadata(labels=identity.labels)}),
+                    template=(template or ExternalSecretTemplate()).model_copy(
+                        update={"metadata": TemplateMetadata(labels=identity.labels)}
+                    ),
                 ),
-                data=[ExternalSecretData(secret_key=key, remote_ref=RemoteRef(key=f"{p.prefix}{remote}", property=key))
-                      for key in keys],
+                data=[
+                    ExternalSecretData(secret_key=key, remote_ref=RemoteRef(key=f"{p.prefix}{remote}", property=key))
+                    for key in keys
+                ],
             ),
         )
         self.external_secrets.append(resource)

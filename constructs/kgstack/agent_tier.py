@@ -90,9 +90,7 @@ class AgentTierProps(Spec):
 class AgentTier(Construct):
     """A hardened Deployment of the agent image with its Service and disruption policy."""
 
-    def __init__(
-        self, scope: Construct, id: str, *, config: AgentConfig, props: AgentTierProps
-    ) -> None:
+    def __init__(self, scope: Construct, id: str, *, config: AgentConfig, props: AgentTierProps) -> None:
         super().__init__(scope, id)
         self.props = props
         self.name = props.identity.resource_name
@@ -100,30 +98,38 @@ class AgentTier(Construct):
 
         if props.state is not None:
             k8s.KubePersistentVolumeClaim(
-                self, "State",
+                self,
+                "State",
                 # GitOps prune must never delete indexing state.
-                metadata=object_meta(props.identity, props.namespace, annotations={
-                    "argocd.argoproj.io/sync-options": "Delete=false",
-                    "kustomize.toolkit.fluxcd.io/prune": "disabled",
-                }),
+                metadata=object_meta(
+                    props.identity,
+                    props.namespace,
+                    annotations={
+                        "argocd.argoproj.io/sync-options": "Delete=false",
+                        "kustomize.toolkit.fluxcd.io/prune": "disabled",
+                    },
+                ),
                 spec=k8s.PersistentVolumeClaimSpec(
                     access_modes=["ReadWriteOnce"],
                     storage_class_name=props.state.storage_class,
-                    resources=k8s.ResourceRequirements(
-                        requests={"storage": quantity(props.state.size)}
-                    ),
+                    resources=k8s.ResourceRequirements(requests={"storage": quantity(props.state.size)}),
                 ),
             )
 
         k8s.KubeDeployment(
-            self, "Deployment",
-            metadata=object_meta(props.identity, props.namespace, annotations={
-                **reload_on(props.reload_secrets),
-                **checkov_skips(
-                    CKV_K8S_35="the agent reads its credentials only from environment variables (agent-facts.md)",
-                    **unpinned_skip(props.image),
-                ),
-            }),
+            self,
+            "Deployment",
+            metadata=object_meta(
+                props.identity,
+                props.namespace,
+                annotations={
+                    **reload_on(props.reload_secrets),
+                    **checkov_skips(
+                        CKV_K8S_35="the agent reads its credentials only from environment variables (agent-facts.md)",
+                        **unpinned_skip(props.image),
+                    ),
+                },
+            ),
             spec=k8s.DeploymentSpec(
                 # With an HPA, replicas are left out so GitOps sync never fights the HPA.
                 replicas=None if props.autoscaling else props.replicas,
@@ -134,15 +140,20 @@ class AgentTier(Construct):
             ),
         )
         k8s.KubeService(
-            self, "Service",
+            self,
+            "Service",
             metadata=object_meta(props.identity, props.namespace),
             spec=k8s.ServiceSpec(
                 type="ClusterIP",
                 selector=props.identity.selector,
-                ports=[k8s.ServicePort(
-                    name="http", port=HTTP_PORT, target_port=int_or_string("http"),
-                    protocol="TCP",
-                )],
+                ports=[
+                    k8s.ServicePort(
+                        name="http",
+                        port=HTTP_PORT,
+                        target_port=int_or_string("http"),
+                        protocol="TCP",
+                    )
+                ],
             ),
         )
         disruption_budget(self, props.identity, props.namespace, props.disruption)
@@ -154,11 +165,9 @@ class AgentTier(Construct):
         p = self.props
         probe_get = k8s.HttpGetAction(path=HEALTH_PATH, port=int_or_string("http"))
         data_volume = (
-            k8s.Volume(name="data", persistent_volume_claim=k8s.PersistentVolumeClaimVolumeSource(
-                claim_name=self.name))
+            k8s.Volume(name="data", persistent_volume_claim=k8s.PersistentVolumeClaimVolumeSource(claim_name=self.name))
             if p.state is not None
-            else k8s.Volume(name="data", empty_dir=k8s.EmptyDirVolumeSource(
-                size_limit=quantity(p.scratch_size)))
+            else k8s.Volume(name="data", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity(p.scratch_size)))
         )
         container = hardened_container(
             name="agent",
@@ -171,23 +180,21 @@ class AgentTier(Construct):
             working_dir=DATA_DIR,
             env_from=[k8s.EnvFromSource(config_map_ref=k8s.ConfigMapEnvSource(name=config.name))],
             env=config.secret_env(),
-            startup_probe=k8s.Probe(
-                http_get=probe_get, period_seconds=5, timeout_seconds=3, failure_threshold=36
-            ),
-            readiness_probe=k8s.Probe(
-                http_get=probe_get, period_seconds=10, timeout_seconds=3, failure_threshold=3
-            ),
-            liveness_probe=k8s.Probe(
-                http_get=probe_get, period_seconds=20, timeout_seconds=5, failure_threshold=3
-            ),
-            lifecycle=k8s.Lifecycle(pre_stop=k8s.LifecycleHandler(
-                exec=k8s.ExecAction(command=["sleep", str(p.pre_stop_seconds)])
-            )) if p.pre_stop_seconds else None,
+            startup_probe=k8s.Probe(http_get=probe_get, period_seconds=5, timeout_seconds=3, failure_threshold=36),
+            readiness_probe=k8s.Probe(http_get=probe_get, period_seconds=10, timeout_seconds=3, failure_threshold=3),
+            liveness_probe=k8s.Probe(http_get=probe_get, period_seconds=20, timeout_seconds=5, failure_threshold=3),
+            lifecycle=k8s.Lifecycle(
+                pre_stop=k8s.LifecycleHandler(exec=k8s.ExecAction(command=["sleep", str(p.pre_stop_seconds)]))
+            )
+            if p.pre_stop_seconds
+            else None,
             mounts=[
                 k8s.VolumeMount(name="data", mount_path=DATA_DIR),
                 k8s.VolumeMount(
-                    name="config", mount_path=f"{DATA_DIR}/{APP_SETTINGS_FILE}",
-                    sub_path=APP_SETTINGS_FILE, read_only=True,
+                    name="config",
+                    mount_path=f"{DATA_DIR}/{APP_SETTINGS_FILE}",
+                    sub_path=APP_SETTINGS_FILE,
+                    read_only=True,
                 ),
             ],
         )
@@ -207,12 +214,14 @@ class AgentTier(Construct):
                 containers=[container],
                 volumes=[
                     data_volume,
-                    k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(
-                        name=config.name,
-                        items=[k8s.KeyToPath(key=APP_SETTINGS_FILE, path=APP_SETTINGS_FILE)],
-                    )),
-                    k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(
-                        size_limit=quantity("1Gi"))),
+                    k8s.Volume(
+                        name="config",
+                        config_map=k8s.ConfigMapVolumeSource(
+                            name=config.name,
+                            items=[k8s.KeyToPath(key=APP_SETTINGS_FILE, path=APP_SETTINGS_FILE)],
+                        ),
+                    ),
+                    k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("1Gi"))),
                 ],
             ),
         )
@@ -222,22 +231,30 @@ class AgentTier(Construct):
             return None
         # The surge pod of a rollout must land on the node that holds the
         # ReadWriteOnce volume; a pod matching its own term may schedule alone.
-        return k8s.Affinity(pod_affinity=k8s.PodAffinity(
-            required_during_scheduling_ignored_during_execution=[k8s.PodAffinityTerm(
-                topology_key="kubernetes.io/hostname",
-                label_selector=k8s.LabelSelector(match_labels=self.props.identity.selector),
-            )]
-        ))
+        return k8s.Affinity(
+            pod_affinity=k8s.PodAffinity(
+                required_during_scheduling_ignored_during_execution=[
+                    k8s.PodAffinityTerm(
+                        topology_key="kubernetes.io/hostname",
+                        label_selector=k8s.LabelSelector(match_labels=self.props.identity.selector),
+                    )
+                ]
+            )
+        )
 
     def _autoscaler(self, a: Autoscaling) -> None:
         def utilization(resource: str, percent: int) -> k8s.MetricSpecV2:
-            return k8s.MetricSpecV2(type="Resource", resource=k8s.ResourceMetricSourceV2(
-                name=resource,
-                target=k8s.MetricTargetV2(type="Utilization", average_utilization=percent),
-            ))
+            return k8s.MetricSpecV2(
+                type="Resource",
+                resource=k8s.ResourceMetricSourceV2(
+                    name=resource,
+                    target=k8s.MetricTargetV2(type="Utilization", average_utilization=percent),
+                ),
+            )
 
         k8s.KubeHorizontalPodAutoscalerV2(
-            self, "Autoscaler",
+            self,
+            "Autoscaler",
             metadata=object_meta(self.props.identity, self.props.namespace),
             spec=k8s.HorizontalPodAutoscalerSpecV2(
                 scale_target_ref=k8s.CrossVersionObjectReferenceV2(

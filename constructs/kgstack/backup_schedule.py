@@ -93,7 +93,8 @@ class BackupSchedule(Construct):
         self.props = props
         self.name = props.identity.resource_name
         k8s.KubeServiceAccount(
-            self, "ServiceAccount",
+            self,
+            "ServiceAccount",
             metadata=object_meta(props.identity, props.namespace, annotations=props.service_account_annotations),
             automount_service_account_token=False,
         )
@@ -102,9 +103,14 @@ class BackupSchedule(Construct):
         for index, store in enumerate(props.stores):
             at = hour * 60 + minute + index * s.stagger_minutes
             k8s.KubeCronJob(
-                self, store,
-                metadata=object_meta(props.identity, props.namespace, name=f"{self.name}-{store}",
-                                     annotations=checkov_skips(**unpinned_skip(props.image))),
+                self,
+                store,
+                metadata=object_meta(
+                    props.identity,
+                    props.namespace,
+                    name=f"{self.name}-{store}",
+                    annotations=checkov_skips(**unpinned_skip(props.image)),
+                ),
                 spec=k8s.CronJobSpec(
                     schedule=f"{at % 60} {at // 60} * * *",
                     time_zone="Etc/UTC",
@@ -136,7 +142,9 @@ class BackupSchedule(Construct):
             files["AWS_SHARED_CREDENTIALS_FILE"] = SecretRef(name=s.credentials_secret, key="credentials")
         secret_volumes, secret_mounts, file_env = secret_files(files)
         container = hardened_container(
-            name="kgbackup", image=p.image.reference, resources=s.resources,
+            name="kgbackup",
+            image=p.image.reference,
+            resources=s.resources,
             args=args,
             env=[*(k8s.EnvVar(name=k, value=v) for k, v in sorted(env.items())), *file_env],
             mounts=[k8s.VolumeMount(name="work", mount_path="/work"), *secret_mounts],
@@ -156,13 +164,18 @@ class BackupSchedule(Construct):
                     containers=[container],
                     volumes=[
                         # A per-run PVC: a dump can be larger than a node's free ephemeral disk.
-                        k8s.Volume(name="work", ephemeral=k8s.EphemeralVolumeSource(
-                            volume_claim_template=k8s.PersistentVolumeClaimTemplate(spec=k8s.PersistentVolumeClaimSpec(
-                                access_modes=["ReadWriteOnce"],
-                                storage_class_name=p.storage_class,
-                                resources=k8s.ResourceRequirements(requests={"storage": quantity(s.work_size)}),
-                            )),
-                        )),
+                        k8s.Volume(
+                            name="work",
+                            ephemeral=k8s.EphemeralVolumeSource(
+                                volume_claim_template=k8s.PersistentVolumeClaimTemplate(
+                                    spec=k8s.PersistentVolumeClaimSpec(
+                                        access_modes=["ReadWriteOnce"],
+                                        storage_class_name=p.storage_class,
+                                        resources=k8s.ResourceRequirements(requests={"storage": quantity(s.work_size)}),
+                                    )
+                                ),
+                            ),
+                        ),
                         k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("256Mi"))),
                         *secret_volumes,
                     ],
@@ -198,9 +211,13 @@ def restore_job(schedule: BackupSchedule, store: Store, *, backup_id: str | None
         args.append("--force")
     scope = Construct(schedule, f"Restore-{store}")
     job = k8s.KubeJob(
-        scope, "Job",
-        metadata=object_meta(schedule.props.identity.of("restore"), schedule.props.namespace,
-                             name=f"{schedule.props.identity.instance}-restore-{store}"),
+        scope,
+        "Job",
+        metadata=object_meta(
+            schedule.props.identity.of("restore"),
+            schedule.props.namespace,
+            name=f"{schedule.props.identity.instance}-restore-{store}",
+        ),
         spec=schedule.job_spec(store, args, ttl_seconds=7 * 86400),
     )
     manifest: dict[str, Any] = job.to_json()

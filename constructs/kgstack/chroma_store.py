@@ -46,11 +46,18 @@ class ChromaStore(Construct):
         super().__init__(scope, id)
         self.name = props.identity.resource_name
         config = {"port": PORT, "listen_address": "0.0.0.0", "persist_path": "/data", "allow_reset": props.allow_reset}
-        k8s.KubeConfigMap(self, "Config", metadata=object_meta(props.identity, props.namespace),
-                          data={"config.yaml": json.dumps(config, indent=2) + "\n"})
+        k8s.KubeConfigMap(
+            self,
+            "Config",
+            metadata=object_meta(props.identity, props.namespace),
+            data={"config.yaml": json.dumps(config, indent=2) + "\n"},
+        )
         heartbeat = k8s.HttpGetAction(path=HEARTBEAT, port=int_or_string("http"))
         server = hardened_container(
-            name="chroma", image=props.image.reference, resources=props.settings.resources, ports={"http": PORT},
+            name="chroma",
+            image=props.image.reference,
+            resources=props.settings.resources,
+            ports={"http": PORT},
             # The image's entrypoint is `dumb-init -- chroma`; JSON is valid YAML for its config.
             args=["run", "/etc/chroma/config.yaml"],
             startup_probe=k8s.Probe(http_get=heartbeat, period_seconds=5, failure_threshold=60),
@@ -59,10 +66,15 @@ class ChromaStore(Construct):
             mounts=[data_mount("/data"), k8s.VolumeMount(name="config", mount_path="/etc/chroma", read_only=True)],
         )
         self.store = StatefulStore(
-            self, "Store",
+            self,
+            "Store",
             props=StatefulStoreProps(
-                identity=props.identity, namespace=props.namespace, settings=props.settings,
-                storage_class=props.storage_class, data_path="/data", ports={"http": PORT},
+                identity=props.identity,
+                namespace=props.namespace,
+                settings=props.settings,
+                storage_class=props.storage_class,
+                data_path="/data",
+                ports={"http": PORT},
             ),
             containers=[server],
             volumes=[k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name))],

@@ -21,7 +21,8 @@ def custom_resource(scope: Construct, id: str, resource: BaseModel) -> cdk8s.Api
     body: dict[str, Any] = resource.model_dump(by_alias=True, exclude_none=True, mode="json")
     meta = body.get("metadata", {})
     obj = cdk8s.ApiObject(
-        scope, id,
+        scope,
+        id,
         api_version=body["apiVersion"],
         kind=body["kind"],
         metadata=cdk8s.ApiObjectMetadata(

@@ -9,12 +9,14 @@ from .model import Disruption
 from .naming import Identity, object_meta
 
 
-def disruption_budget(scope: Construct, identity: Identity, namespace: str,
-                      disruption: Disruption) -> k8s.KubePodDisruptionBudget:
+def disruption_budget(
+    scope: Construct, identity: Identity, namespace: str, disruption: Disruption
+) -> k8s.KubePodDisruptionBudget:
     """PDB ``<release>-<component>`` over the component's pods."""
     d = disruption
     return k8s.KubePodDisruptionBudget(
-        scope, "Budget",
+        scope,
+        "Budget",
         metadata=object_meta(identity, namespace),
         spec=k8s.PodDisruptionBudgetSpec(
             selector=k8s.LabelSelector(match_labels=identity.selector),

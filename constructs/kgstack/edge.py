@@ -52,8 +52,13 @@ INDEXER_PATHS = ("/api/v1/index", "/api/v1/workflows")
 """Owned by the single indexer replica: indexing runs and in-memory workflow state live there."""
 
 SECURITY_HEADERS = (
-    "Strict-Transport-Security", "Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options",
-    "Referrer-Policy", "Permissions-Policy", "X-Request-ID",
+    "Strict-Transport-Security",
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "Referrer-Policy",
+    "Permissions-Policy",
+    "X-Request-ID",
 )
 """What the controller's ``global-allowed-response-headers`` must list (docs/edge.md)."""
 
@@ -164,20 +169,22 @@ class EdgeProps(Spec):
 def content_security_policy() -> str:
     """Exactly what the UI loads: its own files, the two CDNs, inline scripts and styles, same-origin API."""
     cdns = " ".join(CDN_ORIGINS)
-    return "; ".join([
-        "default-src 'self'",
-        # index.html's own code is inline; hashes would break with any upstream edit of the page.
-        f"script-src 'self' 'unsafe-inline' {cdns}",
-        # an inline <style> block and style attributes (also mermaid's generated SVG).
-        f"style-src 'self' 'unsafe-inline' {CDN_ORIGINS[0]}",
-        f"font-src 'self' {CDN_ORIGINS[0]}",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'self'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            # index.html's own code is inline; hashes would break with any upstream edit of the page.
+            f"script-src 'self' 'unsafe-inline' {cdns}",
+            # an inline <style> block and style attributes (also mermaid's generated SVG).
+            f"style-src 'self' 'unsafe-inline' {CDN_ORIGINS[0]}",
+            f"font-src 'self' {CDN_ORIGINS[0]}",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -306,17 +313,21 @@ class EdgeAuth(Construct):
         self.name = props.identity.resource_name
         conf = auth_nginx_conf()
         selector = k8s.LabelSelector(match_labels=props.identity.selector)
-        k8s.KubeConfigMap(self, "Config", metadata=object_meta(props.identity, props.namespace),
-                          data={"nginx.conf": conf})
+        k8s.KubeConfigMap(
+            self, "Config", metadata=object_meta(props.identity, props.namespace), data={"nginx.conf": conf}
+        )
         probe = k8s.HttpGetAction(path="/healthz", port=int_or_string("http"))
         container = hardened_container(
-            name="auth", image=props.image.reference, resources=props.resources,
+            name="auth",
+            image=props.image.reference,
+            resources=props.resources,
             ports={"http": AUTH_PORT, "deny": DENY_PORT},
             # nginx as PID 1 with our config; the image's entrypoint scripts would try to edit /etc/nginx.
             command=["nginx", "-c", f"{AUTH_CONFIG_DIR}/nginx.conf", "-e", "stderr", "-g", "daemon off;"],
             mounts=[
-                k8s.VolumeMount(name="config", mount_path=f"{AUTH_CONFIG_DIR}/nginx.conf", sub_path="nginx.conf",
-                                read_only=True),
+                k8s.VolumeMount(
+                    name="config", mount_path=f"{AUTH_CONFIG_DIR}/nginx.conf", sub_path="nginx.conf", read_only=True
+                ),
                 k8s.VolumeMount(name="keys", mount_path=KEYS_DIR, read_only=True),
                 k8s.VolumeMount(name="cache", mount_path="/var/cache/nginx"),
             ],
@@ -325,7 +336,8 @@ class EdgeAuth(Construct):
             lifecycle=k8s.Lifecycle(pre_stop=k8s.LifecycleHandler(exec=k8s.ExecAction(command=["sleep", "5"]))),
         )
         k8s.KubeDeployment(
-            self, "Deployment",
+            self,
+            "Deployment",
             # Stakater Reloader rolls the verifier when keys.map changes (nginx reads it at start).
             metadata=object_meta(props.identity, props.namespace, annotations=reload_on([props.keys_secret])),
             spec=k8s.DeploymentSpec(
@@ -347,10 +359,14 @@ class EdgeAuth(Construct):
                         containers=[container],
                         volumes=[
                             k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
-                            k8s.Volume(name="keys", secret=k8s.SecretVolumeSource(
-                                secret_name=props.keys_secret, default_mode=0o440,
-                                items=[k8s.KeyToPath(key=KEYS_FILE, path=KEYS_FILE)],
-                            )),
+                            k8s.Volume(
+                                name="keys",
+                                secret=k8s.SecretVolumeSource(
+                                    secret_name=props.keys_secret,
+                                    default_mode=0o440,
+                                    items=[k8s.KeyToPath(key=KEYS_FILE, path=KEYS_FILE)],
+                                ),
+                            ),
                             k8s.Volume(name="cache", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("16Mi"))),
                             k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("16Mi"))),
                         ],
@@ -359,12 +375,17 @@ class EdgeAuth(Construct):
             ),
         )
         k8s.KubeService(
-            self, "Service",
+            self,
+            "Service",
             metadata=object_meta(props.identity, props.namespace),
-            spec=k8s.ServiceSpec(type="ClusterIP", selector=props.identity.selector, ports=[
-                k8s.ServicePort(name="http", port=AUTH_PORT, target_port=int_or_string("http"), protocol="TCP"),
-                k8s.ServicePort(name="deny", port=DENY_PORT, target_port=int_or_string("deny"), protocol="TCP"),
-            ]),
+            spec=k8s.ServiceSpec(
+                type="ClusterIP",
+                selector=props.identity.selector,
+                ports=[
+                    k8s.ServicePort(name="http", port=AUTH_PORT, target_port=int_or_string("http"), protocol="TCP"),
+                    k8s.ServicePort(name="deny", port=DENY_PORT, target_port=int_or_string("deny"), protocol="TCP"),
+                ],
+            ),
         )
         disruption_budget(self, props.identity, props.namespace, props.disruption)
 
@@ -373,8 +394,12 @@ class EdgeAuth(Construct):
         return f"http://{self.name}.{self.props.namespace}.svc.cluster.local:{AUTH_PORT}{VERIFY_PATH}"
 
     def footprint(self) -> Footprint:
-        return Footprint(resource=f"Deployment/{self.name}", max_pods=self.props.replicas, surge=SURGE,
-                         pod_resources=(self.props.resources,))
+        return Footprint(
+            resource=f"Deployment/{self.name}",
+            max_pods=self.props.replicas,
+            surge=SURGE,
+            pod_resources=(self.props.resources,),
+        )
 
 
 class Edge(Construct):
@@ -400,17 +425,26 @@ class Edge(Construct):
         )
         self.certificate = custom_resource(self, "Certificate", certificate)
 
-        self.auth = EdgeAuth(self, "Auth", props=EdgeAuthProps(
-            identity=props.identity.of("auth"), namespace=props.namespace, image=props.auth_image,
-            keys_secret=s.keys_secret, replicas=s.auth_replicas, resources=s.auth_resources,
-            pod_labels=props.pod_labels,
-        ))
+        self.auth = EdgeAuth(
+            self,
+            "Auth",
+            props=EdgeAuthProps(
+                identity=props.identity.of("auth"),
+                namespace=props.namespace,
+                image=props.auth_image,
+                keys_secret=s.keys_secret,
+                replicas=s.auth_replicas,
+                resources=s.auth_resources,
+                pod_labels=props.pod_labels,
+            ),
+        )
 
         headers: dict[str, str] = {}
         if s.security_headers:
             for kind, csp in (("web", content_security_policy()), ("api", API_CSP)):
                 k8s.KubeConfigMap(
-                    self, f"Headers-{kind}",
+                    self,
+                    f"Headers-{kind}",
                     metadata=object_meta(edge, props.namespace, name=f"{instance}-headers-{kind}"),
                     data=security_headers(s, csp),
                 )
@@ -431,38 +465,56 @@ class Edge(Construct):
         }
         cors = self._cors()
         api = {
-            **common, **auth, **cors,
+            **common,
+            **auth,
+            **cors,
             f"{NGINX}/limit-rps": str(s.rate_limit_rps),
             f"{NGINX}/proxy-body-size": s.max_body_size,
             **({f"{NGINX}/custom-headers": headers["api"]} if "api" in headers else {}),
         }
-        self._ingress("web", [("/", props.web_service, props.web_port)], {
-            **common,
-            **({} if s.public_ui else auth),
-            f"{NGINX}/limit-rps": str(s.ui_rate_limit_rps),
-            f"{NGINX}/proxy-body-size": "64k",
-            f"{NGINX}/proxy-read-timeout": "30",
-            f"{NGINX}/proxy-send-timeout": "30",
-            **({f"{NGINX}/custom-headers": headers["web"]} if "web" in headers else {}),
-        })
-        self._ingress("api", [("/api", props.query_service, props.agent_port)], {
-            **api,
-            f"{NGINX}/proxy-read-timeout": str(s.query_timeout_seconds),
-            f"{NGINX}/proxy-send-timeout": str(s.query_timeout_seconds),
-        })
-        self._ingress("indexer", [(p, props.indexer_service, props.agent_port) for p in INDEXER_PATHS], {
-            **api,
-            f"{NGINX}/proxy-read-timeout": str(s.indexer_timeout_seconds),
-            f"{NGINX}/proxy-send-timeout": str(s.indexer_timeout_seconds),
-        })
+        self._ingress(
+            "web",
+            [("/", props.web_service, props.web_port)],
+            {
+                **common,
+                **({} if s.public_ui else auth),
+                f"{NGINX}/limit-rps": str(s.ui_rate_limit_rps),
+                f"{NGINX}/proxy-body-size": "64k",
+                f"{NGINX}/proxy-read-timeout": "30",
+                f"{NGINX}/proxy-send-timeout": "30",
+                **({f"{NGINX}/custom-headers": headers["web"]} if "web" in headers else {}),
+            },
+        )
+        self._ingress(
+            "api",
+            [("/api", props.query_service, props.agent_port)],
+            {
+                **api,
+                f"{NGINX}/proxy-read-timeout": str(s.query_timeout_seconds),
+                f"{NGINX}/proxy-send-timeout": str(s.query_timeout_seconds),
+            },
+        )
+        self._ingress(
+            "indexer",
+            [(p, props.indexer_service, props.agent_port) for p in INDEXER_PATHS],
+            {
+                **api,
+                f"{NGINX}/proxy-read-timeout": str(s.indexer_timeout_seconds),
+                f"{NGINX}/proxy-send-timeout": str(s.indexer_timeout_seconds),
+            },
+        )
         # Longer prefixes win in ingress-nginx, so these beat /api/v1/workflows and /api. No auth:
         # the answer is 403 for everyone, and the request never reaches the app.
-        self._ingress("blocked", [(p, self.auth.name, DENY_PORT) for p in BLOCKED_PATHS], {
-            **common,
-            f"{NGINX}/limit-rps": str(s.rate_limit_rps),
-            f"{NGINX}/proxy-body-size": "1k",
-            **({f"{NGINX}/custom-headers": headers["api"]} if "api" in headers else {}),
-        })
+        self._ingress(
+            "blocked",
+            [(p, self.auth.name, DENY_PORT) for p in BLOCKED_PATHS],
+            {
+                **common,
+                f"{NGINX}/limit-rps": str(s.rate_limit_rps),
+                f"{NGINX}/proxy-body-size": "1k",
+                **({f"{NGINX}/custom-headers": headers["api"]} if "api" in headers else {}),
+            },
+        )
 
     def _cors(self) -> dict[str, str]:
         origins = self.props.settings.cors_allowed_origins
@@ -482,18 +534,35 @@ class Edge(Construct):
     def _ingress(self, name: str, routes: list[tuple[str, str, int]], annotations: dict[str, str]) -> None:
         p = self.props
         k8s.KubeIngress(
-            self, f"Ingress-{name}",
-            metadata=object_meta(p.identity.of("edge"), p.namespace, name=f"{self.instance}-{name}",
-                                 annotations=dict(sorted(annotations.items()))),
+            self,
+            f"Ingress-{name}",
+            metadata=object_meta(
+                p.identity.of("edge"),
+                p.namespace,
+                name=f"{self.instance}-{name}",
+                annotations=dict(sorted(annotations.items())),
+            ),
             spec=k8s.IngressSpec(
                 ingress_class_name=p.ingress_class,
                 tls=[k8s.IngressTls(hosts=[p.domain], secret_name=self.tls_secret)],
-                rules=[k8s.IngressRule(host=p.domain, http=k8s.HttpIngressRuleValue(paths=[
-                    k8s.HttpIngressPath(
-                        path=path, path_type="Prefix",
-                        backend=k8s.IngressBackend(service=k8s.IngressServiceBackend(
-                            name=service, port=k8s.ServiceBackendPort(number=port))),
-                    ) for path, service, port in routes
-                ]))],
+                rules=[
+                    k8s.IngressRule(
+                        host=p.domain,
+                        http=k8s.HttpIngressRuleValue(
+                            paths=[
+                                k8s.HttpIngressPath(
+                                    path=path,
+                                    path_type="Prefix",
+                                    backend=k8s.IngressBackend(
+                                        service=k8s.IngressServiceBackend(
+                                            name=service, port=k8s.ServiceBackendPort(number=port)
+                                        )
+                                    ),
+                                )
+                                for path, service, port in routes
+                            ]
+                        ),
+                    )
+                ],
             ),
         )

@@ -134,24 +134,28 @@ class Images(Spec):
     backup: ImageRef
     """The kgbackup image (docker/backup)."""
     redis: ImageRef = _upstream(
-        "docker.io/library/redis", "7.0.15-alpine",
+        "docker.io/library/redis",
+        "7.0.15-alpine",
         "sha256:c9d92d840fd011c908f040592857c724ae6d877f2aba5c40ad963276507386b2",
     )
     """Redis 7.0.x: the RDB version the backup image's redis-server reads."""
     redis_exporter: ImageRef = _upstream(
-        "docker.io/oliver006/redis_exporter", "v1.66.0",
+        "docker.io/oliver006/redis_exporter",
+        "v1.66.0",
         "sha256:d98e6db8094f491b95791e9f776b0ba30a20aeacb90e18334935d5e51bf2e6a1",
     )
     """Prometheus exporter sidecar of Redis."""
     chroma: ImageRef = _upstream(
-        "docker.io/chromadb/chroma", "1.5.9",
+        "docker.io/chromadb/chroma",
+        "1.5.9",
         "sha256:1e0b73a187a28757c572acba508c46f48c9e8b0acaf5c20e6d95cdedce1acdf6",
     )
     """Chroma server; the same release as the chromadb client in docker/backup."""
     memgraph: ImageRef = _upstream("docker.io/memgraph/memgraph", "2.11.0", None)
     """Memgraph, the release the app documents."""
     nginx: ImageRef = _upstream(
-        "docker.io/nginxinc/nginx-unprivileged", "1.27.5-alpine",
+        "docker.io/nginxinc/nginx-unprivileged",
+        "1.27.5-alpine",
         "sha256:65e3e85dbaed8ba248841d9d58a899b6197106c23cb0ff1a132b7bfe0547e4c0",
     )
     """Unprivileged nginx for the edge's API-key verifier."""
@@ -397,10 +401,7 @@ class Environment(Spec):
         if self.stage is Stage.PROD:
             unpinned = [name for name, ref in self.images.in_use(self).items() if ref.digest is None]
             if unpinned:
-                raise ValueError(
-                    "stage prod requires image digests; missing for images."
-                    + ", images.".join(unpinned)
-                )
+                raise ValueError("stage prod requires image digests; missing for images." + ", images.".join(unpinned))
         return self
 
     @property
@@ -439,13 +440,9 @@ def parse_environment(data: object, *, source: str, expected_name: str | None = 
     try:
         env = Environment.model_validate(data)
     except ValidationError as exc:
-        raise EnvironmentError(
-            [f"{source}: {_field_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]
-        ) from None
+        raise EnvironmentError([f"{source}: {_field_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]) from None
     if expected_name is not None and env.name != expected_name:
-        raise EnvironmentError(
-            [f"{source}: name: {env.name!r} must equal the file name {expected_name!r}"]
-        )
+        raise EnvironmentError([f"{source}: name: {env.name!r} must equal the file name {expected_name!r}"])
     return env
 
 
@@ -514,8 +511,16 @@ def markdown_reference() -> str:
         return " or ".join(names), ref
 
     def section(title: str, model: dict[str, Any], seen: set[str]) -> None:
-        lines.extend([f"## {title}", "", model.get("description", "").strip(), "",
-                      "| field | type | default | meaning |", "|---|---|---|---|"])
+        lines.extend(
+            [
+                f"## {title}",
+                "",
+                model.get("description", "").strip(),
+                "",
+                "| field | type | default | meaning |",
+                "|---|---|---|---|",
+            ]
+        )
         nested: list[tuple[str, str]] = []
         required = set(model.get("required", []))
         for name, prop in model.get("properties", {}).items():

@@ -43,8 +43,12 @@ class GitOpsTarget(Spec):
     @classmethod
     def of(cls, env: Environment, settings: GitOpsSettings) -> GitOpsTarget:
         return cls(
-            name=env.name, instance=env.instance, namespace=env.namespace, stage=str(env.stage),
-            version=env.images.agent.tag, settings=settings,
+            name=env.name,
+            instance=env.instance,
+            namespace=env.namespace,
+            stage=str(env.stage),
+            version=env.images.agent.tag,
+            settings=settings,
         )
 
     @property

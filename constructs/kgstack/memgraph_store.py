@@ -46,7 +46,10 @@ class MemgraphStore(Construct):
         self.password = SecretRef(name=s.secret_name, key="password")
         bolt = k8s.TcpSocketAction(port=int_or_string("bolt"))
         server = hardened_container(
-            name="memgraph", image=props.image.reference, resources=s.resources, ports={"bolt": BOLT_PORT},
+            name="memgraph",
+            image=props.image.reference,
+            resources=s.resources,
+            ports={"bolt": BOLT_PORT},
             args=[
                 "--data-directory=/var/lib/memgraph",
                 "--log-file=",  # stderr only: the root filesystem is read-only
@@ -63,14 +66,21 @@ class MemgraphStore(Construct):
             mounts=[data_mount("/var/lib/memgraph")],
         )
         self.store = StatefulStore(
-            self, "Store",
+            self,
+            "Store",
             props=StatefulStoreProps(
-                identity=props.identity, namespace=props.namespace, settings=s, storage_class=props.storage_class,
+                identity=props.identity,
+                namespace=props.namespace,
+                settings=s,
+                storage_class=props.storage_class,
                 # Snapshots of a large graph take a while; let them finish on shutdown.
-                data_path="/var/lib/memgraph", ports={"bolt": BOLT_PORT}, termination_grace_seconds=120,
+                data_path="/var/lib/memgraph",
+                ports={"bolt": BOLT_PORT},
+                termination_grace_seconds=120,
             ),
             containers=[server],
-            annotations=reload_on([s.secret_name]) | checkov_skips(
+            annotations=reload_on([s.secret_name])
+            | checkov_skips(
                 CKV_K8S_35="Memgraph reads its initial credentials only from environment variables",
                 **unpinned_skip(props.image),
             ),

@@ -127,10 +127,7 @@ class Autoscaling(Spec):
     @model_validator(mode="after")
     def _bounds(self) -> Self:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"minReplicas ({self.min_replicas}) is greater than maxReplicas "
-                f"({self.max_replicas})"
-            )
+            raise ValueError(f"minReplicas ({self.min_replicas}) is greater than maxReplicas ({self.max_replicas})")
         return self
 
 

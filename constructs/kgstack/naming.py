@@ -63,11 +63,16 @@ class Identity(Spec):
 
 
 def object_meta(
-    identity: Identity, namespace: str | None, *, name: str | None = None,
+    identity: Identity,
+    namespace: str | None,
+    *,
+    name: str | None = None,
     annotations: dict[str, str] | None = None,
 ) -> k8s.ObjectMeta:
     """Metadata for an object of ``identity``: its stable name and full label set."""
     return k8s.ObjectMeta(
-        name=name or identity.resource_name, namespace=namespace, labels=identity.labels,
+        name=name or identity.resource_name,
+        namespace=namespace,
+        labels=identity.labels,
         annotations=annotations or None,
     )

@@ -33,7 +33,9 @@ NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 """Set by the API server on every namespace (Kubernetes >= 1.22); it cannot be forged by tenants."""
 
 NON_INTERNET = (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",  # RFC 1918
     "100.64.0.0/10",  # RFC 6598 shared address space (carrier-grade NAT, some pod networks)
     "169.254.0.0/16",  # link-local, including the cloud metadata endpoint 169.254.169.254
     "127.0.0.0/8",  # loopback
@@ -157,22 +159,26 @@ class NetworkPolicies(Construct):
         ns = props.namespace
         if props.default_deny:
             k8s.KubeNetworkPolicy(
-                self, "DefaultDeny",
+                self,
+                "DefaultDeny",
                 metadata=object_meta(release, ns, name=f"{release.instance}-default-deny"),
                 spec=k8s.NetworkPolicySpec(pod_selector=k8s.LabelSelector(), policy_types=["Ingress", "Egress"]),
             )
         if props.allow_dns:
             s = props.settings
             k8s.KubeNetworkPolicy(
-                self, "Dns",
+                self,
+                "Dns",
                 metadata=object_meta(release, ns, name=f"{release.instance}-dns"),
                 spec=k8s.NetworkPolicySpec(
                     pod_selector=k8s.LabelSelector(),
                     policy_types=["Egress"],
-                    egress=[k8s.NetworkPolicyEgressRule(
-                        to=[self._peer(NamespacePeer(namespace=s.dns_namespace, pod_labels=s.dns_pod_labels))],
-                        ports=[self._port(PortSpec(port=53, protocol=p)) for p in ("UDP", "TCP")],
-                    )],
+                    egress=[
+                        k8s.NetworkPolicyEgressRule(
+                            to=[self._peer(NamespacePeer(namespace=s.dns_namespace, pod_labels=s.dns_pod_labels))],
+                            ports=[self._port(PortSpec(port=53, protocol=p)) for p in ("UDP", "TCP")],
+                        )
+                    ],
                 ),
             )
         for component in self.components:
@@ -193,14 +199,17 @@ class NetworkPolicies(Construct):
         identity = p.identity.of(component)
         ingress = [
             k8s.NetworkPolicyIngressRule(from_=[self._peer(f.source)], ports=[self._port(x) for x in f.ports])
-            for f in p.flows if f.destination == ComponentPeer(component=component)
+            for f in p.flows
+            if f.destination == ComponentPeer(component=component)
         ]
         egress = [
             k8s.NetworkPolicyEgressRule(to=[self._peer(f.destination)], ports=[self._port(x) for x in f.ports])
-            for f in p.flows if f.source == ComponentPeer(component=component)
+            for f in p.flows
+            if f.source == ComponentPeer(component=component)
         ]
         k8s.KubeNetworkPolicy(
-            self, f"Policy-{component}",
+            self,
+            f"Policy-{component}",
             metadata=object_meta(identity, p.namespace),
             spec=k8s.NetworkPolicySpec(
                 pod_selector=k8s.LabelSelector(match_labels=identity.selector),
@@ -261,9 +270,7 @@ class StackComponents:
     backup: bool = True
 
 
-def stack_flows(
-    present: StackComponents, settings: NetworkSettings, extra: Sequence[Flow] = ()
-) -> list[Flow]:
+def stack_flows(present: StackComponents, settings: NetworkSettings, extra: Sequence[Flow] = ()) -> list[Flow]:
     """Every connection the Knowledge Graph Agent stack needs, and nothing else."""
     edge = NamespacePeer(namespace=settings.ingress_controller_namespace)
     monitoring = NamespacePeer(namespace=settings.monitoring_namespace)
@@ -278,23 +285,35 @@ def stack_flows(
         add(edge, c(component="web"), tcp(WEB_PORT), "the ingress serves the web UI")
         add(monitoring, c(component="web"), tcp(WEB_PORT), "blackbox probe of the UI's /healthz")
     if present.auth:
-        add(edge, c(component="auth"), tcp(AUTH_PORT, DENY_PORT),
-            "external auth (auth-url) and the deny backend of blocked paths")
+        add(
+            edge,
+            c(component="auth"),
+            tcp(AUTH_PORT, DENY_PORT),
+            "external auth (auth-url) and the deny backend of blocked paths",
+        )
     tiers = [t for t in ("query", "indexer") if getattr(present, t)]
     for tier in tiers:
         add(edge, c(component=tier), tcp(AGENT_PORT), f"the ingress routes /api to the {tier} tier")
         add(monitoring, c(component=tier), tcp(AGENT_PORT), f"blackbox probe of the {tier} tier's /health")
-    stores = [(name, port) for name, port, on in (
-        ("redis", REDIS_PORT, present.redis),
-        ("chroma", CHROMA_PORT, present.chroma),
-        ("memgraph", MEMGRAPH_BOLT_PORT, present.memgraph),
-    ) if on]
+    stores = [
+        (name, port)
+        for name, port, on in (
+            ("redis", REDIS_PORT, present.redis),
+            ("chroma", CHROMA_PORT, present.chroma),
+            ("memgraph", MEMGRAPH_BOLT_PORT, present.memgraph),
+        )
+        if on
+    ]
     clients = [*tiers, *(["backup"] if present.backup else [])]
     for client in clients:
         for store, port in stores:
             add(c(component=client), c(component=store), tcp(port), f"{client} uses {store}")
-        add(c(component=client), internet, tcp(*settings.internet_ports),
-            "object storage over HTTPS" if client == "backup" else "LLM and embedding APIs, GitHub clones")
+        add(
+            c(component=client),
+            internet,
+            tcp(*settings.internet_ports),
+            "object storage over HTTPS" if client == "backup" else "LLM and embedding APIs, GitHub clones",
+        )
     if present.redis:
         add(monitoring, c(component="redis"), tcp(REDIS_METRICS_PORT), "Prometheus scrapes redis_exporter")
     if present.chroma:

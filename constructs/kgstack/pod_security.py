@@ -40,8 +40,13 @@ def container_security_context() -> k8s.SecurityContext:
 
 
 def hardened_container(
-    *, name: str, image: str, resources: Resources, ports: dict[str, int] | None = None,
-    mounts: Sequence[k8s.VolumeMount] = (), **fields: object,
+    *,
+    name: str,
+    image: str,
+    resources: Resources,
+    ports: dict[str, int] | None = None,
+    mounts: Sequence[k8s.VolumeMount] = (),
+    **fields: object,
 ) -> k8s.Container:
     """A container with the stack's defaults: restricted context, requests and limits, /tmp mounted.
 

@@ -45,9 +45,7 @@ _Dumper.add_representer(str, _str)
 
 
 def to_yaml(manifest: Mapping[str, Any]) -> str:
-    return yaml.dump(
-        manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16
-    )
+    return yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
 
 
 def file_name(manifest: Mapping[str, Any]) -> str:
@@ -84,11 +82,13 @@ def manifests(chart: cdk8s.Chart) -> dict[str, dict[str, Any]]:
 def render(objects: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """File name to YAML text, plus the ``kustomization.yaml`` that lists them."""
     files = {name: to_yaml(obj) for name, obj in objects.items()}
-    files["kustomization.yaml"] = to_yaml({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": sorted(objects),
-    })
+    files["kustomization.yaml"] = to_yaml(
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": sorted(objects),
+        }
+    )
     return dict(sorted(files.items()))
 
 

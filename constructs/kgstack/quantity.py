@@ -32,9 +32,7 @@ def parse_quantity(text: str) -> Decimal:
     """Return the value of a Kubernetes quantity in base units (cores, bytes)."""
     match = _QUANTITY.match(text)
     if match is None:
-        raise ValueError(
-            f"{text!r} is not a Kubernetes quantity (examples: 250m, 1.5, 512Mi, 4Gi)"
-        )
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (examples: 250m, 1.5, 512Mi, 4Gi)")
     return Decimal(match["number"]) * _SUFFIXES[match["suffix"] or ""]
 
 

@@ -83,36 +83,53 @@ class RedisCache(Construct):
         s = props.settings
         self.name = props.identity.resource_name
         self.secret = s.secret_name
-        k8s.KubeConfigMap(self, "Config", metadata=object_meta(props.identity, props.namespace),
-                          data={"redis.conf": self.config(s)})
-        secret_volume = k8s.Volume(name="secret", secret=k8s.SecretVolumeSource(
-            secret_name=s.secret_name, default_mode=0o400,
-            items=[k8s.KeyToPath(key=key, path=key) for key in SECRET_KEYS.values()],
-        ))
+        k8s.KubeConfigMap(
+            self, "Config", metadata=object_meta(props.identity, props.namespace), data={"redis.conf": self.config(s)}
+        )
+        secret_volume = k8s.Volume(
+            name="secret",
+            secret=k8s.SecretVolumeSource(
+                secret_name=s.secret_name,
+                default_mode=0o400,
+                items=[k8s.KeyToPath(key=key, path=key) for key in SECRET_KEYS.values()],
+            ),
+        )
         # The ACL file holds the passwords, so it is written at start into memory,
         # from the mounted Secret: never in the ConfigMap, never on a command line.
         render_acl = hardened_container(
-            name="acl", image=props.image.reference, resources=s.exporter_resources,
+            name="acl",
+            image=props.image.reference,
+            resources=s.exporter_resources,
             command=["sh", "-c", self._acl_script()],
-            mounts=[k8s.VolumeMount(name="secret", mount_path="/secrets", read_only=True),
-                    k8s.VolumeMount(name="run", mount_path="/run/redis")],
+            mounts=[
+                k8s.VolumeMount(name="secret", mount_path="/secrets", read_only=True),
+                k8s.VolumeMount(name="run", mount_path="/run/redis"),
+            ],
         )
         # redis-cli reads REDISCLI_AUTH: the probes authenticate without a password in argv.
         ping = k8s.ExecAction(command=["sh", "-c", PROBE])
         server = hardened_container(
-            name="redis", image=props.image.reference, resources=s.resources, ports={"redis": PORT},
+            name="redis",
+            image=props.image.reference,
+            resources=s.resources,
+            ports={"redis": PORT},
             command=["redis-server", "/etc/redis/redis.conf"],
             readiness_probe=k8s.Probe(exec=ping, period_seconds=10, timeout_seconds=3, failure_threshold=3),
-            liveness_probe=k8s.Probe(exec=ping, initial_delay_seconds=15, period_seconds=20,
-                                     timeout_seconds=5, failure_threshold=3),
-            mounts=[data_mount("/data"),
-                    k8s.VolumeMount(name="config", mount_path="/etc/redis", read_only=True),
-                    k8s.VolumeMount(name="run", mount_path="/run/redis", read_only=True),
-                    k8s.VolumeMount(name="probe", mount_path="/secrets", read_only=True)],
+            liveness_probe=k8s.Probe(
+                exec=ping, initial_delay_seconds=15, period_seconds=20, timeout_seconds=5, failure_threshold=3
+            ),
+            mounts=[
+                data_mount("/data"),
+                k8s.VolumeMount(name="config", mount_path="/etc/redis", read_only=True),
+                k8s.VolumeMount(name="run", mount_path="/run/redis", read_only=True),
+                k8s.VolumeMount(name="probe", mount_path="/secrets", read_only=True),
+            ],
         )
         health = k8s.HttpGetAction(path="/health", port=int_or_string("metrics"))
         exporter = hardened_container(
-            name="exporter", image=props.exporter_image.reference, resources=s.exporter_resources,
+            name="exporter",
+            image=props.exporter_image.reference,
+            resources=s.exporter_resources,
             ports={"metrics": METRICS_PORT},
             env=[
                 k8s.EnvVar(name="REDIS_ADDR", value=f"redis://127.0.0.1:{PORT}"),
@@ -124,10 +141,15 @@ class RedisCache(Construct):
             mounts=[k8s.VolumeMount(name="probe", mount_path="/secrets", read_only=True)],
         )
         self.store = StatefulStore(
-            self, "Store",
+            self,
+            "Store",
             props=StatefulStoreProps(
-                identity=props.identity, namespace=props.namespace, settings=s, storage_class=props.storage_class,
-                data_path="/data", ports={"redis": PORT, "metrics": METRICS_PORT},
+                identity=props.identity,
+                namespace=props.namespace,
+                settings=s,
+                storage_class=props.storage_class,
+                data_path="/data",
+                ports={"redis": PORT, "metrics": METRICS_PORT},
             ),
             init_containers=[render_acl],
             containers=[server, exporter],
@@ -135,14 +157,17 @@ class RedisCache(Construct):
             annotations=reload_on([s.secret_name]),
             volumes=[
                 k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
-                k8s.Volume(name="run", empty_dir=k8s.EmptyDirVolumeSource(medium="Memory",
-                                                                          size_limit=quantity("1Mi"))),
+                k8s.Volume(name="run", empty_dir=k8s.EmptyDirVolumeSource(medium="Memory", size_limit=quantity("1Mi"))),
                 secret_volume,
                 # The exporter and the probes see only the exporter's password.
-                k8s.Volume(name="probe", secret=k8s.SecretVolumeSource(
-                    secret_name=s.secret_name, default_mode=0o400,
-                    items=[k8s.KeyToPath(key=SECRET_KEYS["exporter"], path=SECRET_KEYS["exporter"])],
-                )),
+                k8s.Volume(
+                    name="probe",
+                    secret=k8s.SecretVolumeSource(
+                        secret_name=s.secret_name,
+                        default_mode=0o400,
+                        items=[k8s.KeyToPath(key=SECRET_KEYS["exporter"], path=SECRET_KEYS["exporter"])],
+                    ),
+                ),
             ],
         )
 
@@ -151,19 +176,21 @@ class RedisCache(Construct):
         limit = parse_quantity(s.resources.limits.memory)
         maxmemory = int(limit * Decimal(s.maxmemory_percent) / 100)
         save = f"save {s.snapshot_seconds} 1" if s.snapshot_seconds else 'save ""'
-        return "\n".join([
-            "bind * -::*",
-            f"port {PORT}",
-            "dir /data",
-            "dbfilename dump.rdb",
-            "# A cache: periodic RDB snapshots for a warm restart, no append-only file.",
-            "appendonly no",
-            save,
-            f"maxmemory {maxmemory}",
-            f"maxmemory-policy {s.eviction_policy}",
-            "aclfile /run/redis/users.acl",
-            "",
-        ])
+        return "\n".join(
+            [
+                "bind * -::*",
+                f"port {PORT}",
+                "dir /data",
+                "dbfilename dump.rdb",
+                "# A cache: periodic RDB snapshots for a warm restart, no append-only file.",
+                "appendonly no",
+                save,
+                f"maxmemory {maxmemory}",
+                f"maxmemory-policy {s.eviction_policy}",
+                "aclfile /run/redis/users.acl",
+                "",
+            ]
+        )
 
     @staticmethod
     def _acl_script() -> str:
@@ -177,5 +204,3 @@ class RedisCache(Construct):
     def agent_url(self) -> SecretRef:
         """Where the agent's ``REDIS_URL`` comes from: ``redis://app:<password>@<service>:6379/0``."""
         return SecretRef(name=self.secret, key="url")
-
-

@@ -21,8 +21,10 @@ from .custom_resource import is_custom
 @cache
 def _schema_version(version: str) -> str:
     """The newest shipped schema set that is not newer than ``version``."""
+
     def key(v: str) -> tuple[int, ...]:
         return tuple(int(x) for x in v.split("."))
+
     candidates = [v for v in utils.all_versions() if key(utils.major_minor(v)) <= key(version)]
     if not candidates:
         raise ValueError(f"no Kubernetes schemas for {version}")

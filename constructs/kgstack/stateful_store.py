@@ -58,10 +58,17 @@ class StatefulStore(Construct):
     """
 
     def __init__(
-        self, scope: Construct, id: str, *, props: StatefulStoreProps,
-        containers: Sequence[k8s.Container], sidecar_resources: Sequence[Resources] = (),
-        init_containers: Sequence[k8s.Container] = (), volumes: Sequence[k8s.Volume] = (),
-        pod_annotations: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        props: StatefulStoreProps,
+        containers: Sequence[k8s.Container],
+        sidecar_resources: Sequence[Resources] = (),
+        init_containers: Sequence[k8s.Container] = (),
+        volumes: Sequence[k8s.Volume] = (),
+        pod_annotations: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
         self.props = props
@@ -72,24 +79,31 @@ class StatefulStore(Construct):
 
         k8s.KubeServiceAccount(self, "ServiceAccount", metadata=meta, automount_service_account_token=False)
         k8s.KubeService(
-            self, "Service", metadata=meta,
+            self,
+            "Service",
+            metadata=meta,
             spec=k8s.ServiceSpec(
                 # Headless: stable per-pod DNS for the StatefulSet; clients resolve the pod directly.
                 cluster_ip="None",
                 selector=selector,
-                ports=[k8s.ServicePort(name=name, port=port, target_port=int_or_string(name), protocol="TCP")
-                       for name, port in props.ports.items()],
+                ports=[
+                    k8s.ServicePort(name=name, port=port, target_port=int_or_string(name), protocol="TCP")
+                    for name, port in props.ports.items()
+                ],
             ),
         )
         k8s.KubeStatefulSet(
-            self, "StatefulSet", metadata=object_meta(props.identity, props.namespace, annotations=annotations),
+            self,
+            "StatefulSet",
+            metadata=object_meta(props.identity, props.namespace, annotations=annotations),
             spec=k8s.StatefulSetSpec(
                 service_name=self.name,
                 replicas=props.settings.replicas,
                 selector=k8s.LabelSelector(match_labels=selector),
                 # Deleting or scaling the StatefulSet must never delete data.
                 persistent_volume_claim_retention_policy=k8s.StatefulSetPersistentVolumeClaimRetentionPolicy(
-                    when_deleted="Retain", when_scaled="Retain",
+                    when_deleted="Retain",
+                    when_scaled="Retain",
                 ),
                 template=k8s.PodTemplateSpec(
                     metadata=k8s.ObjectMeta(labels=props.identity.labels, annotations=pod_annotations or None),
@@ -101,18 +115,24 @@ class StatefulStore(Construct):
                         security_context=pod_security_context(props.uid),
                         init_containers=list(init_containers) or None,
                         containers=list(containers),
-                        volumes=[k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(
-                            size_limit=quantity("256Mi"))), *volumes],
+                        volumes=[
+                            k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("256Mi"))),
+                            *volumes,
+                        ],
                     ),
                 ),
-                volume_claim_templates=[k8s.KubePersistentVolumeClaimProps(
-                    metadata=k8s.ObjectMeta(name="data", labels=props.identity.labels),
-                    spec=k8s.PersistentVolumeClaimSpec(
-                        access_modes=["ReadWriteOnce"],
-                        storage_class_name=props.storage_class,
-                        resources=k8s.ResourceRequirements(requests={"storage": quantity(props.settings.storage_size)}),
-                    ),
-                )],
+                volume_claim_templates=[
+                    k8s.KubePersistentVolumeClaimProps(
+                        metadata=k8s.ObjectMeta(name="data", labels=props.identity.labels),
+                        spec=k8s.PersistentVolumeClaimSpec(
+                            access_modes=["ReadWriteOnce"],
+                            storage_class_name=props.storage_class,
+                            resources=k8s.ResourceRequirements(
+                                requests={"storage": quantity(props.settings.storage_size)}
+                            ),
+                        ),
+                    )
+                ],
             ),
         )
         # A single-node store: let drains proceed; the grace period flushes data.

@@ -36,7 +36,11 @@ class TenantNamespace(Construct):
     """
 
     def __init__(
-        self, scope: Construct, id: str, *, props: TenantNamespaceProps,
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        props: TenantNamespaceProps,
         quota_scope: Construct | None = None,
     ) -> None:
         super().__init__(scope, id)
@@ -44,48 +48,51 @@ class TenantNamespace(Construct):
         self.name = props.namespace
         level = {"enforce", "audit", "warn"}
         psa = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in sorted(level)}
-        psa |= {
-            f"pod-security.kubernetes.io/{mode}-version": props.pod_security_version
-            for mode in sorted(level)
-        }
+        psa |= {f"pod-security.kubernetes.io/{mode}-version": props.pod_security_version for mode in sorted(level)}
         identity = props.identity.of("tenant")
         k8s.KubeNamespace(
-            self, "Namespace",
+            self,
+            "Namespace",
             metadata=k8s.ObjectMeta(name=props.namespace, labels={**identity.labels, **psa}),
         )
         q = props.quota
         k8s.KubeResourceQuota(
-            self, "Quota",
+            self,
+            "Quota",
             metadata=object_meta(identity, props.namespace, name=props.identity.resource_name),
-            spec=k8s.ResourceQuotaSpec(hard={
-                "requests.cpu": quantity(q.requests.cpu),
-                "requests.memory": quantity(q.requests.memory),
-                "limits.cpu": quantity(q.limits.cpu),
-                "limits.memory": quantity(q.limits.memory),
-                "pods": quantity(q.pods),
-                "requests.storage": quantity(q.storage),
-                "persistentvolumeclaims": quantity(q.persistent_volume_claims),
-            }),
+            spec=k8s.ResourceQuotaSpec(
+                hard={
+                    "requests.cpu": quantity(q.requests.cpu),
+                    "requests.memory": quantity(q.requests.memory),
+                    "limits.cpu": quantity(q.limits.cpu),
+                    "limits.memory": quantity(q.limits.memory),
+                    "pods": quantity(q.pods),
+                    "requests.storage": quantity(q.storage),
+                    "persistentvolumeclaims": quantity(q.persistent_volume_claims),
+                }
+            ),
         )
         d = props.container_defaults
         k8s.KubeLimitRange(
-            self, "LimitRange",
+            self,
+            "LimitRange",
             metadata=object_meta(identity, props.namespace, name=props.identity.resource_name),
-            spec=k8s.LimitRangeSpec(limits=[k8s.LimitRangeItem(
-                type="Container",
-                default_request={k: quantity(v)
-                                 for k, v in d.default_request.as_dict().items()},
-                default={k: quantity(v)
-                         for k, v in d.default_limit.as_dict().items()},
-            )]),
+            spec=k8s.LimitRangeSpec(
+                limits=[
+                    k8s.LimitRangeItem(
+                        type="Container",
+                        default_request={k: quantity(v) for k, v in d.default_request.as_dict().items()},
+                        default={k: quantity(v) for k, v in d.default_limit.as_dict().items()},
+                    )
+                ]
+            ),
         )
         self._quota_scope = quota_scope or scope
         add_check(self, self._quota_problems)
 
     def footprints(self) -> list[Footprint]:
         return sorted(
-            (c.footprint() for c in self._quota_scope.node.find_all()
-             if isinstance(c, HasFootprint)),
+            (c.footprint() for c in self._quota_scope.node.find_all() if isinstance(c, HasFootprint)),
             key=lambda f: f.resource,
         )
 
@@ -103,14 +110,13 @@ class TenantNamespace(Construct):
         pods = sum(f.pods for f in footprints)
         checks.append(("quota.pods", Decimal(pods), Decimal(quota.pods), str(pods)))
         storage = sum((f.storage for f in footprints), Decimal(0))
-        checks.append(
-            ("quota.storage", storage, parse_quantity(quota.storage), format_memory(storage))
-        )
+        checks.append(("quota.storage", storage, parse_quantity(quota.storage), format_memory(storage)))
         claims = sum(f.claims for f in footprints)
-        checks.append(("quota.persistentVolumeClaims", Decimal(claims),
-                       Decimal(quota.persistent_volume_claims), str(claims)))
+        checks.append(
+            ("quota.persistentVolumeClaims", Decimal(claims), Decimal(quota.persistent_volume_claims), str(claims))
+        )
         return [
-            f"{field} is too small: the workloads at maximum scale plus rollout surge need "
-            f"{shown} ({names})"
-            for field, need, have, shown in checks if need > have
+            f"{field} is too small: the workloads at maximum scale plus rollout surge need {shown} ({names})"
+            for field, need, have, shown in checks
+            if need > have
         ]

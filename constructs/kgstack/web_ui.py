@@ -65,26 +65,34 @@ class WebUi(Construct):
 
         probe = k8s.HttpGetAction(path=HEALTH_PATH, port=int_or_string("http"))
         container = hardened_container(
-            name="web", image=props.image.reference, resources=props.resources, ports={"http": PORT},
+            name="web",
+            image=props.image.reference,
+            resources=props.resources,
+            ports={"http": PORT},
             mounts=[
                 # subPath: the rest of the html root stays the image's. A subPath mount never
                 # updates in place, so the pod template carries the file's checksum instead.
-                k8s.VolumeMount(name="config", mount_path=f"{HTML_ROOT}/{CONFIG_FILE}",
-                                sub_path=CONFIG_FILE, read_only=True),
+                k8s.VolumeMount(
+                    name="config", mount_path=f"{HTML_ROOT}/{CONFIG_FILE}", sub_path=CONFIG_FILE, read_only=True
+                ),
                 # nginx's compiled-in cache paths; docker/web/nginx.conf moves the rest to /tmp.
                 k8s.VolumeMount(name="cache", mount_path="/var/cache/nginx"),
             ],
             readiness_probe=k8s.Probe(http_get=probe, period_seconds=10, timeout_seconds=2, failure_threshold=3),
             liveness_probe=k8s.Probe(http_get=probe, period_seconds=20, timeout_seconds=2, failure_threshold=3),
-            lifecycle=k8s.Lifecycle(pre_stop=k8s.LifecycleHandler(
-                # Let the ingress drop the endpoint before nginx stops accepting.
-                exec=k8s.ExecAction(command=["sleep", "5"]),
-            )),
+            lifecycle=k8s.Lifecycle(
+                pre_stop=k8s.LifecycleHandler(
+                    # Let the ingress drop the endpoint before nginx stops accepting.
+                    exec=k8s.ExecAction(command=["sleep", "5"]),
+                )
+            ),
         )
         k8s.KubeDeployment(
-            self, "Deployment",
-            metadata=object_meta(props.identity, props.namespace,
-                                 annotations=checkov_skips(**unpinned_skip(props.image))),
+            self,
+            "Deployment",
+            metadata=object_meta(
+                props.identity, props.namespace, annotations=checkov_skips(**unpinned_skip(props.image))
+            ),
             spec=k8s.DeploymentSpec(
                 replicas=props.replicas,
                 revision_history_limit=5,
@@ -103,10 +111,13 @@ class WebUi(Construct):
                         topology_spread_constraints=zone_and_node_spread(props.identity),
                         containers=[container],
                         volumes=[
-                            k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(
-                                name=self.name, items=[k8s.KeyToPath(key=CONFIG_FILE, path=CONFIG_FILE)])),
-                            k8s.Volume(name="cache", empty_dir=k8s.EmptyDirVolumeSource(
-                                size_limit=quantity("16Mi"))),
+                            k8s.Volume(
+                                name="config",
+                                config_map=k8s.ConfigMapVolumeSource(
+                                    name=self.name, items=[k8s.KeyToPath(key=CONFIG_FILE, path=CONFIG_FILE)]
+                                ),
+                            ),
+                            k8s.Volume(name="cache", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("16Mi"))),
                             k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("64Mi"))),
                         ],
                     ),
@@ -114,10 +125,12 @@ class WebUi(Construct):
             ),
         )
         k8s.KubeService(
-            self, "Service",
+            self,
+            "Service",
             metadata=meta,
             spec=k8s.ServiceSpec(
-                type="ClusterIP", selector=props.identity.selector,
+                type="ClusterIP",
+                selector=props.identity.selector,
                 ports=[k8s.ServicePort(name="http", port=PORT, target_port=int_or_string("http"), protocol="TCP")],
             ),
         )
@@ -125,6 +138,8 @@ class WebUi(Construct):
 
     def footprint(self) -> Footprint:
         return Footprint(
-            resource=f"Deployment/{self.name}", max_pods=self.props.replicas, surge=SURGE,
+            resource=f"Deployment/{self.name}",
+            max_pods=self.props.replicas,
+            surge=SURGE,
             pod_resources=(self.props.resources,),
         )
