@@ -61,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValidationError as exc:
             return _fail([f"environment {env.name}: {e['msg']}" for e in exc.errors()], 1)
     versions = {env.name: env.kubernetes_version for env in environments}
+    stacks = {chart.env.name: chart for chart in charts}
     try:
         objects = synth_objects(
             charts,
             checks=[
                 lambda env, objects: check_objects(env, objects, versions[env]),
+                lambda env, objects: [f"{env}/{p}" for p in stacks[env].check_references(objects)],
             ],
         )
         # Argo CD Applications live beside the environments, never inside the folder they sync.

@@ -133,8 +133,8 @@ class AgentSecretsProps(Spec):
     agent_keys: list[str] = Field(default_factory=lambda: ["OPENAI_API_KEY", "GITHUB_TOKEN"])
     """Keys of the agent Secret (add PINECONE_API_KEY, LANGCHAIN_API_KEY, EMBEDDING_API_KEY as configured)."""
     redis_secret: str | None = "kga-redis"
-    redis_host: str | None = None
-    """Service name of Redis; when set, the Secret also gets ``url`` (redis://app:<password>@host:6379/0)."""
+    redis_address: str | None = None
+    """``host:port`` of Redis; when set, the Secret also gets ``url`` (redis://app:<password>@host:port/0)."""
     memgraph_secret: str | None = None
     """``kga-memgraph`` when the graph store is deployed."""
     edge_keys_secret: str | None = "kga-edge-keys"
@@ -142,6 +142,9 @@ class AgentSecretsProps(Spec):
     """``kga-backup`` when backups use static S3 credentials rather than workload identity."""
     backup_keys: list[str] = Field(default_factory=lambda: ["credentials"])
     """Keys of the backup Secret (BackupSchedule reads an AWS shared-credentials file from ``credentials``)."""
+    additional: dict[str, list[str]] = Field(default_factory=dict)
+    """More Secrets by name, with their required keys (the alert receivers' ``kga-alerting``); the remote
+    secret is the name without the app prefix."""
 
     @model_validator(mode="after")
     def _store_outside_dev(self) -> Self:
@@ -171,21 +174,30 @@ class AgentSecrets(Construct):
         super().__init__(scope, id)
         self.props = props
         self.external_secrets: list[ExternalSecret] = []
-        if props.stage is Stage.DEV:
-            return
+        self.required: dict[str, list[str]] = {}
+        """Every Secret the environment reads, with the keys it must hold: produced by an
+        ExternalSecret outside dev, created by hand in dev (docs/environments/<env>/secrets.md)."""
         self._add(props.agent_secret, "agent", props.agent_keys)
         if props.redis_secret:
             template = None
-            if props.redis_host:
-                url = 'redis://app:{{ index . "app-password" | urlquery }}@' + f"{props.redis_host}:6379/0"
+            keys = list(REDIS_KEYS)
+            if props.redis_address:
+                url = 'redis://app:{{ index . "app-password" | urlquery }}@' + f"{props.redis_address}/0"
                 template = ExternalSecretTemplate(engine_version="v2", merge_policy="Merge", data={"url": url})
-            self._add(props.redis_secret, "redis", list(REDIS_KEYS), template)
+            self._add(props.redis_secret, "redis", keys, template)
         if props.memgraph_secret:
-            self._add(props.memgraph_secret, "memgraph", ["username", "password"])
+            self._add(props.memgraph_secret, "memgraph", ["password"])
         if props.edge_keys_secret:
             self._add(props.edge_keys_secret, "edge-keys", ["keys.map"])
         if props.backup_secret:
             self._add(props.backup_secret, "backup", props.backup_keys)
+        for name, keys in props.additional.items():
+            self._add(name, name.removeprefix(f"{props.identity.name}-"), keys)
+
+    @property
+    def prerequisites(self) -> dict[str, list[str]]:
+        """Secrets someone must create before the first sync: all of them in dev, none elsewhere."""
+        return dict(self.required) if self.props.stage is Stage.DEV else {}
 
     @property
     def secret_names(self) -> list[str]:
@@ -193,6 +205,9 @@ class AgentSecrets(Construct):
 
     def _add(self, secret: str, remote: str, keys: list[str], template: ExternalSecretTemplate | None = None) -> None:
         p = self.props
+        self.required[secret] = sorted({*keys, *((template.data or {}) if template else {})})
+        if p.stage is Stage.DEV:
+            return
         identity = p.identity.of("secrets")
         resource = ExternalSecret(
             metadata=EsoObjectMeta(name=secret, namespace=p.namespace, labels=identity.labels),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import cdk8s
 from constructs import Construct
 
@@ -11,7 +14,9 @@ from .agent_secrets import AgentSecrets, AgentSecretsProps
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
 from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
 from .chroma_store import PORT as CHROMA_PORT
+from . import cross_reference
 from .chroma_store import ChromaStore, ChromaStoreProps
+from .connections import Connections, namespace_peer
 from .dashboards import Dashboards
 from .edge import Edge, EdgeProps
 from .environment import Environment
@@ -19,8 +24,7 @@ from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .model import Stage
 from .monitoring import Monitoring, MonitoringProps
 from .naming import APP_NAME, Identity, object_meta
-from .network_policies import NetworkPolicies, NetworkPoliciesProps, StackComponents, stack_flows
-from .redis_cache import PORT as REDIS_PORT
+from .network_policies import InternetPeer, NetworkPolicies, NetworkPoliciesProps, tcp
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
 from .redis_cache import RedisCache, RedisCacheProps
 from .secret_ref import SecretRef
@@ -33,6 +37,7 @@ class AgentStack(cdk8s.Chart):
 
     def __init__(self, scope: Construct, env: Environment) -> None:
         super().__init__(scope, env.name, disable_resource_name_hashes=True)
+        self.env = env
         release = Identity(name=APP_NAME, instance=env.instance, version=env.images.agent.tag)
         ns = env.namespace
         storage_class = env.cloud.storage_class_name
@@ -64,7 +69,8 @@ class AgentStack(cdk8s.Chart):
         )
         backup_targets: dict[Store, StoreEndpoint] = {
             "redis": StoreEndpoint(
-                env={"KGB_REDIS_URL": f"redis://backup@{self.redis.name}:{REDIS_PORT}/0"},
+                endpoint=self.redis.endpoint,
+                env={"KGB_REDIS_URL": self.redis.endpoint.url("redis", "/0", userinfo="backup")},
                 secret_files={
                     "REDIS_PASSWORD_FILE": SecretRef(name=self.redis.secret, key=REDIS_SECRET_KEYS["backup"])
                 },
@@ -89,7 +95,8 @@ class AgentStack(cdk8s.Chart):
                 ),
             )
             backup_targets["chroma"] = StoreEndpoint(
-                env={"CHROMA_HOST": self.chroma.name, "CHROMA_PORT": str(CHROMA_PORT)}
+                endpoint=self.chroma.endpoint,
+                env={"CHROMA_HOST": self.chroma.endpoint.service, "CHROMA_PORT": str(self.chroma.endpoint.port)},
             )
 
         self.memgraph: MemgraphStore | None = None
@@ -109,6 +116,7 @@ class AgentStack(cdk8s.Chart):
             extra_env |= {"GRAPH_STORE_TYPE": "memgraph", "GRAPH_STORE_DATABASE": "memgraph", **graph_env}
             extra_secrets |= {"GRAPH_STORE_PASSWORD": self.memgraph.password}
             backup_targets["memgraph"] = StoreEndpoint(
+                endpoint=self.memgraph.endpoint,
                 env=graph_env,
                 secret_files={"GRAPH_STORE_PASSWORD_FILE": self.memgraph.password},
             )
@@ -117,7 +125,9 @@ class AgentStack(cdk8s.Chart):
         k8s.KubeServiceAccount(
             self,
             "ServiceAccount",
-            metadata=object_meta(agent, ns, annotations=env.cloud.service_account_annotations),
+            # No cloud identity: the internet-facing agent needs none, and the backup role
+            # (cloud.workloadIdentity) writes the backup bucket. One identity per ServiceAccount.
+            metadata=object_meta(agent, ns),
             # The app never calls the Kubernetes API.
             automount_service_account_token=False,
         )
@@ -131,8 +141,8 @@ class AgentStack(cdk8s.Chart):
                 repositories=env.repositories,
                 production=env.stage is Stage.PROD,
                 api_base_url=f"https://{env.domain}/api/v1",
-                chroma_host=self.chroma.name if self.chroma else None,
-                chroma_port=CHROMA_PORT,
+                chroma_host=self.chroma.endpoint.service if self.chroma else None,
+                chroma_port=self.chroma.endpoint.port if self.chroma else CHROMA_PORT,
                 extra_env=extra_env,
                 extra_secrets=extra_secrets,
             ),
@@ -142,7 +152,6 @@ class AgentStack(cdk8s.Chart):
             "namespace": ns,
             "image": env.images.agent,
             "service_account": agent.resource_name,
-            "pod_labels": env.cloud.pod_labels,
             "reload_secrets": sorted({ref.name for ref in self.config.secrets.values()}),
         }
         self.query = AgentTier(
@@ -183,7 +192,6 @@ class AgentStack(cdk8s.Chart):
                 namespace=ns,
                 image=env.images.web,
                 api_base_url=f"https://{env.domain}/api/v1",
-                pod_labels=env.cloud.pod_labels,
             ),
         )
         self.edge = Edge(
@@ -200,45 +208,8 @@ class AgentStack(cdk8s.Chart):
                 web_service=self.web.name,
                 query_service=self.query.name,
                 indexer_service=self.indexer.name,
-                pod_labels=env.cloud.pod_labels,
             ),
         )
-        self.network = NetworkPolicies(
-            self,
-            "Network",
-            props=NetworkPoliciesProps(
-                identity=release,
-                namespace=ns,
-                settings=env.network,
-                flows=stack_flows(
-                    StackComponents(
-                        chroma=self.chroma is not None,
-                        memgraph=self.memgraph is not None,
-                        backup=True,
-                    ),
-                    env.network,
-                ),
-            ),
-        )
-        self.secrets = AgentSecrets(
-            self,
-            "Secrets",
-            props=AgentSecretsProps(
-                identity=release,
-                namespace=ns,
-                stage=env.stage,
-                environment=env.name,
-                settings=env.secrets,
-                agent_secret=env.agent.secret_name,
-                agent_keys=[r.key for r in self.config.secrets.values() if r.name == env.agent.secret_name],
-                redis_secret=self.redis.secret,
-                redis_host=self.redis.name,
-                memgraph_secret=env.stores.memgraph.secret_name if self.memgraph and env.stores.memgraph else None,
-                edge_keys_secret=env.edge.keys_secret,
-                backup_secret=env.backup.credentials_secret,
-            ),
-        )
-
         self.monitoring: Monitoring | None = None
         if env.monitoring.enabled:
             observed = MonitoringProps(
@@ -249,9 +220,39 @@ class AgentStack(cdk8s.Chart):
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
+                scraper=namespace_peer(env.network.monitoring_namespace),
+                probes=tuple(
+                    store.endpoint
+                    for store in (self.query, self.indexer, self.chroma, self.memgraph)
+                    if store is not None
+                ),
+                metrics=(self.redis.metrics_endpoint,),
             )
             self.monitoring = Monitoring(self, "Monitoring", props=observed)
             Dashboards(self, "Dashboards", props=observed)
+
+        self.secrets = AgentSecrets(
+            self,
+            "Secrets",
+            props=AgentSecretsProps(
+                identity=release,
+                namespace=ns,
+                stage=env.stage,
+                environment=env.name,
+                settings=env.secrets,
+                agent_secret=env.agent.secret_name,
+                # Optional keys stay out: ESO fails the whole sync when a listed remote key is missing.
+                agent_keys=[
+                    r.key for r in self.config.secrets.values() if r.name == env.agent.secret_name and not r.optional
+                ],
+                redis_secret=self.redis.secret,
+                redis_address=self.redis.endpoint.address,
+                memgraph_secret=env.stores.memgraph.secret_name if self.memgraph and env.stores.memgraph else None,
+                edge_keys_secret=env.edge.keys_secret,
+                backup_secret=env.backup.credentials_secret,
+                additional=self.monitoring.secret_keys if self.monitoring else {},
+            ),
+        )
 
         self.backups = BackupSchedule(
             self,
@@ -265,5 +266,49 @@ class AgentStack(cdk8s.Chart):
                 storage_class=storage_class,
                 service_account_annotations=env.cloud.service_account_annotations,
                 pod_labels=env.cloud.pod_labels,
+                object_storage_ports=env.network.internet_ports,
             ),
         )
+        self._connect(env)
+
+        # Last: the policies render every connection the constructs above declared.
+        self.network = NetworkPolicies(
+            self,
+            "Network",
+            props=NetworkPoliciesProps(
+                identity=release, namespace=ns, settings=env.network, flows=Connections.of(self).flows
+            ),
+        )
+
+    def check_references(self, objects: Mapping[str, dict[str, Any]]) -> list[str]:
+        """The cross-reference gate over this chart's rendered objects (``{file name: object}``)."""
+        net = self.env.network
+        return cross_reference.check(
+            objects,
+            namespace=self.env.namespace,
+            prerequisites={name: frozenset(keys) for name, keys in self.secrets.prerequisites.items()},
+            scraper=cross_reference.Peer(net.monitoring_namespace),
+            edge=cross_reference.Peer(net.ingress_controller_namespace),
+        )
+
+    def _connect(self, env: Environment) -> None:
+        """The agent's and the edge's traffic; probes, scrapes and backups declare their own."""
+        connections = Connections.of(self)
+        tiers = (self.query, self.indexer)
+        stores = [(s.endpoint, f"{s.endpoint.component}") for s in (self.redis, self.chroma, self.memgraph) if s]
+        for tier in tiers:
+            client = tier.endpoint.peer
+            for endpoint, store in stores:
+                connections.allow(client, endpoint, purpose=f"the {client.component} tier uses {store}")
+            connections.allow_ports(
+                client,
+                InternetPeer(),
+                tcp(*env.network.internet_ports),
+                purpose="LLM and embedding APIs, GitHub clones",
+            )
+        edge = namespace_peer(env.network.ingress_controller_namespace)
+        connections.allow(edge, self.web.endpoint, purpose="the edge serves the web UI")
+        for tier in tiers:
+            connections.allow(edge, tier.endpoint, purpose=f"the edge routes /api to the {tier.endpoint.component} tier")
+        for endpoint in self.edge.endpoints:
+            connections.allow(edge, endpoint, purpose=f"the edge calls the verifier's {endpoint.port_name} port")

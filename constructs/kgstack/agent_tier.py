@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from ._plus import int_or_string, k8s, quantity
 from .agent_config import APP_SETTINGS_FILE, AgentConfig
 from .agent_secrets import reload_on
+from .connections import Endpoint
 from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
@@ -160,6 +161,15 @@ class AgentTier(Construct):
         if props.autoscaling is not None:
             self._autoscaler(props.autoscaling)
         add_check(self, self._budget_problems)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The API port; ``/health`` is the only honest health path (agent-facts.md)."""
+        p = self.props
+        return Endpoint(
+            component=p.identity.component, service=self.name, namespace=p.namespace,
+            port=HTTP_PORT, port_name="http", health_path=HEALTH_PATH,
+        )
 
     def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:
         p = self.props

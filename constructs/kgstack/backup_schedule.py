@@ -15,7 +15,9 @@ from constructs import Construct
 from pydantic import Field, model_validator
 
 from ._plus import k8s, quantity
+from .connections import Connections, Endpoint
 from .footprint import Footprint
+from .network_policies import ComponentPeer, InternetPeer, tcp
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
@@ -63,6 +65,8 @@ class BackupSettings(Spec):
 class StoreEndpoint(Spec):
     """How the backup tool reaches one store: plain settings plus secret references."""
 
+    endpoint: Endpoint
+    """The store's port; the CronJob of this store alone may reach it."""
     env: dict[str, str]
     """Plain variables, e.g. ``CHROMA_HOST``."""
     secret_files: dict[str, SecretRef] = Field(default_factory=dict)
@@ -83,6 +87,12 @@ class BackupScheduleProps(Spec):
     service_account_annotations: dict[str, str] = Field(default_factory=dict)
     """Workload identity for object storage (used when there is no credentials Secret)."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
+    object_storage_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=lambda: [443])
+    """Ports of the object storage on the internet (S3 over HTTPS)."""
+
+
+STORE_LABEL = "kga.dev/store"
+"""Pod label of a backup or restore run: which store it may reach."""
 
 
 class BackupSchedule(Construct):
@@ -100,7 +110,14 @@ class BackupSchedule(Construct):
         )
         s = props.settings
         hour, minute = (int(x) for x in s.first_run.split(":"))
-        for index, store in enumerate(props.stores):
+        connections = Connections.of(self)
+        for index, (store, target) in enumerate(props.stores.items()):
+            # Each run reaches its own store and object storage, nothing else.
+            runner = self.peer(store)
+            connections.allow(runner, target.endpoint, purpose=f"the {store} backup reads and restores {store}")
+            connections.allow_ports(
+                runner, InternetPeer(), tcp(*props.object_storage_ports), purpose="object storage over HTTPS"
+            )
             at = hour * 60 + minute + index * s.stagger_minutes
             k8s.KubeCronJob(
                 self,
@@ -124,6 +141,10 @@ class BackupSchedule(Construct):
                     ),
                 ),
             )
+
+    def peer(self, store: Store) -> ComponentPeer:
+        """The pods of ``store``'s backup and restore runs."""
+        return ComponentPeer(component=self.props.identity.component, pod_labels={STORE_LABEL: store})
 
     def job_spec(self, store: Store, args: list[str], *, ttl_seconds: int = 86400) -> k8s.JobSpec:
         """The pod that runs ``kgbackup <args>`` against ``store``; shared by backup and restore."""
@@ -154,7 +175,7 @@ class BackupSchedule(Construct):
             active_deadline_seconds=s.deadline_seconds,
             ttl_seconds_after_finished=ttl_seconds,
             template=k8s.PodTemplateSpec(
-                metadata=k8s.ObjectMeta(labels={**p.identity.labels, **p.pod_labels, "kga.dev/store": store}),
+                metadata=k8s.ObjectMeta(labels={**p.identity.labels, **p.pod_labels, STORE_LABEL: store}),
                 spec=k8s.PodSpec(
                     service_account_name=self.name,
                     automount_service_account_token=False,

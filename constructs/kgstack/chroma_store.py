@@ -12,6 +12,7 @@ import json
 from constructs import Construct
 
 from ._plus import int_or_string, k8s
+from .connections import Endpoint
 from .model import ImageRef, Spec
 from .naming import Identity, object_meta
 from .pod_security import hardened_container
@@ -44,6 +45,7 @@ class ChromaStore(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: ChromaStoreProps) -> None:
         super().__init__(scope, id)
+        self.props = props
         self.name = props.identity.resource_name
         config = {"port": PORT, "listen_address": "0.0.0.0", "persist_path": "/data", "allow_reset": props.allow_reset}
         k8s.KubeConfigMap(
@@ -78,4 +80,12 @@ class ChromaStore(Construct):
             ),
             containers=[server],
             volumes=[k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name))],
+        )
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Chroma's HTTP API (no auth and no TLS: only the policies protect it)."""
+        return Endpoint(
+            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
+            port=PORT, port_name="http", health_path=HEARTBEAT,
         )

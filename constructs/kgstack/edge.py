@@ -35,7 +35,7 @@ from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec, Stage
 from .naming import Identity, object_meta
-from .network_policies import AUTH_PORT, DENY_PORT
+from .connections import Endpoint
 from .pod_security import RUNTIME_UID, hardened_container, pod_security_context
 from .scheduling import SURGE, rolling_update, rolls_on, zone_and_node_spread
 
@@ -44,6 +44,10 @@ KEYS_FILE = "keys.map"
 KEYS_DIR = "/etc/kga-auth/keys"
 AUTH_CONFIG_DIR = "/etc/kga-auth"
 VERIFY_PATH = "/verify"
+AUTH_PORT = 8080
+"""The verifier's port (nginx ``auth_request`` target)."""
+DENY_PORT = 8081
+"""The verifier pod's second server: the 403 backend of blocked paths."""
 KEY_ID_HEADER = "X-Auth-Key-Id"
 """Set by the verifier on success and passed to the app (``auth-response-headers``): which key was used."""
 BLOCKED_PATHS = ("/api/v1/fix/chroma-dimension", "/api/v1/workflows/debug")
@@ -390,8 +394,20 @@ class EdgeAuth(Construct):
         disruption_budget(self, props.identity, props.namespace, props.disruption)
 
     @property
+    def endpoints(self) -> list[Endpoint]:
+        """The verifier (``http``) and the deny backend of blocked paths (``deny``)."""
+        p = self.props
+        return [
+            Endpoint(
+                component=p.identity.component, service=self.name, namespace=p.namespace, port=port,
+                port_name=name, health_path="/healthz" if name == "http" else None,
+            )
+            for name, port in (("http", AUTH_PORT), ("deny", DENY_PORT))
+        ]
+
+    @property
     def url(self) -> str:
-        return f"http://{self.name}.{self.props.namespace}.svc.cluster.local:{AUTH_PORT}{VERIFY_PATH}"
+        return self.endpoints[0].url("http", VERIFY_PATH, cluster=True)
 
     def footprint(self) -> Footprint:
         return Footprint(
@@ -404,6 +420,11 @@ class EdgeAuth(Construct):
 
 class Edge(Construct):
     """Certificate, Ingresses with headers/limits/CORS/auth, and the API-key verifier."""
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """What the controller calls besides the app's backends: the verifier's ports."""
+        return self.auth.endpoints
 
     def __init__(self, scope: Construct, id: str, *, props: EdgeProps) -> None:
         super().__init__(scope, id)

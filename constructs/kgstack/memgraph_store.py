@@ -6,6 +6,7 @@ from constructs import Construct
 
 from ._plus import int_or_string, k8s
 from .agent_secrets import reload_on
+from .connections import Endpoint
 from .model import ImageRef, Spec
 from .naming import Identity
 from .pod_security import checkov_skips, hardened_container, unpinned_skip
@@ -40,6 +41,7 @@ class MemgraphStore(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: MemgraphStoreProps) -> None:
         super().__init__(scope, id)
+        self.props = props
         s = props.settings
         self.name = props.identity.resource_name
         self.username = s.username
@@ -87,5 +89,13 @@ class MemgraphStore(Construct):
         )
 
     @property
+    def endpoint(self) -> Endpoint:
+        """The bolt port (TCP-probed: Memgraph has no HTTP health path)."""
+        return Endpoint(
+            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
+            port=BOLT_PORT, port_name="bolt",
+        )
+
+    @property
     def url(self) -> str:
-        return f"bolt://{self.name}:{BOLT_PORT}"
+        return self.endpoint.url("bolt")

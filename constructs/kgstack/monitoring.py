@@ -28,15 +28,12 @@ from cloudcoil.models.prometheus_operator import v1, v1alpha1
 from constructs import Construct
 from pydantic import Field, model_validator
 
+from .connections import Connections, Endpoint
 from .custom_resource import custom_resource
+from .network_policies import NamespacePeer
 from .model import Spec
 from .naming import Identity
 
-HEALTH_PATH = "/health"
-AGENT_PORT = 8000
-CHROMA_HEARTBEAT = "/api/v2/heartbeat"
-MEMGRAPH_BOLT_PORT = 7687
-REDIS_EXPORTER_PORT = "metrics"
 
 NGINX_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """ingress-nginx's request-duration buckets unless the controller runs with ``--time-buckets``."""
@@ -173,6 +170,20 @@ class MonitoringProps(Spec):
     static web UI nor the 403 backend of blocked paths."""
     backups: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = ("redis",)
     """Stores with a backup CronJob ``<release>-backup-<store>`` (``redis``, ``chroma``, ``memgraph``)."""
+    scraper: NamespacePeer = NamespacePeer(namespace="monitoring")
+    """Where Prometheus and the blackbox exporter run; every scrape and probe is declared from there."""
+    probes: tuple[Endpoint, ...] = ()
+    """Endpoints probed by the blackbox exporter: ``healthPath`` over HTTP, else a TCP connect."""
+    metrics: tuple[Endpoint, ...] = ()
+    """Endpoints serving ``/metrics``, scraped through a ServiceMonitor (the Redis exporter)."""
+
+    @model_validator(mode="after")
+    def _stores_are_probed(self) -> Self:
+        probed = {e.component for e in self.probes}
+        for store, present in (("chroma", self.chroma), ("memgraph", self.memgraph)):
+            if self.probes and present != (store in probed):
+                raise ValueError(f"{store}: {'no' if present else 'a'} probe endpoint, but {store}={present}")
+        return self
 
     @property
     def instance(self) -> str:
@@ -493,16 +504,19 @@ class Monitoring(Construct):
         s = props.settings
         self.resources: list[v1.ServiceMonitor | v1.Probe | v1.PrometheusRule | v1alpha1.AlertmanagerConfig] = []
 
-        self._add(
-            "RedisMonitor",
-            v1.ServiceMonitor(
-                metadata=self._meta(props.name("redis")),
-                spec=v1.ServiceMonitorSpec(
-                    selector=v1.Selector(match_labels=props.identity.of("redis").selector),
-                    endpoints=[v1.Endpoint(port=REDIS_EXPORTER_PORT, path="/metrics", interval=s.scrape_interval)],
+        connections = Connections.of(self)
+        for endpoint in props.metrics:
+            self._add(
+                f"{endpoint.component.capitalize()}Monitor",
+                v1.ServiceMonitor(
+                    metadata=self._meta(endpoint.service),
+                    spec=v1.ServiceMonitorSpec(
+                        selector=v1.Selector(match_labels=props.identity.of(endpoint.component).selector),
+                        endpoints=[v1.Endpoint(port=endpoint.port_name, path="/metrics", interval=s.scrape_interval)],
+                    ),
                 ),
-            ),
-        )
+            )
+            connections.allow(props.scraper, endpoint, purpose=f"Prometheus scrapes {endpoint.component}'s /metrics")
         if s.agent_metrics:
             self._add(
                 "AgentMonitor",
@@ -523,17 +537,10 @@ class Monitoring(Construct):
                     ),
                 ),
             )
-        svc = f"{props.namespace}.svc"
-        self._probe("query", f"http://{props.name('query')}.{svc}:{AGENT_PORT}{HEALTH_PATH}", s.blackbox_http_module)
-        self._probe(
-            "indexer", f"http://{props.name('indexer')}.{svc}:{AGENT_PORT}{HEALTH_PATH}", s.blackbox_http_module
-        )
-        if props.chroma:
-            self._probe(
-                "chroma", f"http://{props.name('chroma')}.{svc}:{AGENT_PORT}{CHROMA_HEARTBEAT}", s.blackbox_http_module
-            )
-        if props.memgraph:
-            self._probe("memgraph", f"{props.name('memgraph')}.{svc}:{MEMGRAPH_BOLT_PORT}", s.blackbox_tcp_module)
+        for endpoint in props.probes:
+            self._probe(endpoint)
+            what = endpoint.health_path or f"port {endpoint.port}"
+            connections.allow(props.scraper, endpoint, purpose=f"blackbox probe of {endpoint.component}'s {what}")
 
         self.rule = v1.PrometheusRule(
             metadata=self._meta(props.instance),
@@ -541,6 +548,16 @@ class Monitoring(Construct):
         )
         self._add("Rules", self.rule)
         self._add("Alerting", self._alertmanager_config())
+
+    @property
+    def secret_keys(self) -> dict[str, list[str]]:
+        """Secret name -> keys that the AlertmanagerConfig's receivers read."""
+        r = self.props.settings.receivers
+        refs = [r.chat.webhook_url, *([r.paging.routing_key] if r.paging else [])]
+        out: dict[str, list[str]] = {}
+        for ref in refs:
+            out.setdefault(ref.name, []).append(ref.key)
+        return {name: sorted(keys) for name, keys in out.items()}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -554,8 +571,13 @@ class Monitoring(Construct):
         self.resources.append(resource)
         custom_resource(self, id, resource)
 
-    def _probe(self, component: str, target: str, module: str) -> None:
+    def _probe(self, endpoint: Endpoint) -> None:
         s = self.props.settings
+        component = endpoint.component
+        if endpoint.health_path:
+            module, target = s.blackbox_http_module, endpoint.url("http", endpoint.health_path, cluster=True)
+        else:
+            module, target = s.blackbox_tcp_module, endpoint.cluster_address
         self._add(
             f"{component.capitalize()}Probe",
             v1.Probe(

@@ -1,4 +1,4 @@
-"""NetworkPolicies from a typed connectivity matrix: default deny, cluster DNS, then declared flows.
+"""NetworkPolicies from declared connections: default deny, cluster DNS, then one policy per component.
 
 A :class:`Flow` says who may open connections to whom on which ports. A peer is
 a component of our namespace (its pods, by the release selector), another
@@ -10,16 +10,15 @@ from it), so a reviewer reads one file per workload. A flow between two of our
 components is written on both sides, because the namespace denies both
 directions by default.
 
-:func:`stack_flows` is the matrix of the Knowledge Graph Agent stack;
-docs/network.md shows it as a table and tests/test_network_policies.py proves
-it with network-config-analyzer.
+The flows come from :class:`kgstack.connections.Connections`, where each
+construct declares the traffic it makes; tests/test_network_policies.py proves
+the rendered policies with network-config-analyzer against the traffic the
+rendered objects need.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated, Literal, Self
 
 from constructs import Construct
@@ -82,6 +81,13 @@ class ComponentPeer(Spec):
     kind: Literal["component"] = "component"
     component: str
     """``app.kubernetes.io/component`` value: ``query``, ``redis``, ``backup``..."""
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+    """Narrow to the component's pods with these labels too (one backup CronJob of several)."""
+
+    @property
+    def key(self) -> str:
+        """Readable and unique per selection: ``backup-redis`` for the Redis backup's pods."""
+        return "-".join([self.component, *(self.pod_labels[k] for k in sorted(self.pod_labels))])
 
 
 class NamespacePeer(Spec):
@@ -185,34 +191,34 @@ class NetworkPolicies(Construct):
             self._policy(component)
 
     @property
-    def components(self) -> list[str]:
-        """Our components named by any flow, in first-seen order."""
-        seen: dict[str, None] = {}
+    def components(self) -> list[ComponentPeer]:
+        """Our component selections named by any flow, in first-seen order."""
+        seen: dict[str, ComponentPeer] = {}
         for flow in self.props.flows:
             for peer in (flow.source, flow.destination):
                 if isinstance(peer, ComponentPeer):
-                    seen.setdefault(peer.component, None)
-        return list(seen)
+                    seen.setdefault(peer.key, peer)
+        return list(seen.values())
 
-    def _policy(self, component: str) -> None:
+    def _policy(self, component: ComponentPeer) -> None:
         p = self.props
-        identity = p.identity.of(component)
+        identity = p.identity.of(component.component)
         ingress = [
             k8s.NetworkPolicyIngressRule(from_=[self._peer(f.source)], ports=[self._port(x) for x in f.ports])
             for f in p.flows
-            if f.destination == ComponentPeer(component=component)
+            if f.destination == component
         ]
         egress = [
             k8s.NetworkPolicyEgressRule(to=[self._peer(f.destination)], ports=[self._port(x) for x in f.ports])
             for f in p.flows
-            if f.source == ComponentPeer(component=component)
+            if f.source == component
         ]
         k8s.KubeNetworkPolicy(
             self,
-            f"Policy-{component}",
-            metadata=object_meta(identity, p.namespace),
+            f"Policy-{component.key}",
+            metadata=object_meta(identity, p.namespace, name=f"{identity.instance}-{component.key}"),
             spec=k8s.NetworkPolicySpec(
-                pod_selector=k8s.LabelSelector(match_labels=identity.selector),
+                pod_selector=k8s.LabelSelector(match_labels={**identity.selector, **component.pod_labels}),
                 # Both types, even when a list is empty: the policy documents that nothing else is allowed.
                 policy_types=["Ingress", "Egress"],
                 ingress=ingress or None,
@@ -222,9 +228,8 @@ class NetworkPolicies(Construct):
 
     def _peer(self, peer: ComponentPeer | NamespacePeer | InternetPeer | CidrPeer) -> k8s.NetworkPolicyPeer:
         if isinstance(peer, ComponentPeer):
-            return k8s.NetworkPolicyPeer(
-                pod_selector=k8s.LabelSelector(match_labels=self.props.identity.of(peer.component).selector)
-            )
+            selector = {**self.props.identity.of(peer.component).selector, **peer.pod_labels}
+            return k8s.NetworkPolicyPeer(pod_selector=k8s.LabelSelector(match_labels=selector))
         if isinstance(peer, NamespacePeer):
             return k8s.NetworkPolicyPeer(
                 namespace_selector=k8s.LabelSelector(match_labels={NAMESPACE_LABEL: peer.namespace}),
@@ -242,81 +247,3 @@ class NetworkPolicies(Construct):
     @staticmethod
     def _port(port: PortSpec) -> k8s.NetworkPolicyPort:
         return k8s.NetworkPolicyPort(port=int_or_string(port.port), protocol=port.protocol)
-
-
-# --- The stack's matrix -------------------------------------------------------------------------
-
-AGENT_PORT = 8000
-WEB_PORT = 8080
-AUTH_PORT = 8080
-DENY_PORT = 8081
-REDIS_PORT = 6379
-REDIS_METRICS_PORT = 9121
-CHROMA_PORT = 8000
-MEMGRAPH_BOLT_PORT = 7687
-
-
-@dataclass(frozen=True, kw_only=True)
-class StackComponents:
-    """Which workloads an environment runs; the matrix only names those that exist."""
-
-    web: bool = True
-    auth: bool = True
-    query: bool = True
-    indexer: bool = True
-    redis: bool = True
-    chroma: bool = True
-    memgraph: bool = False
-    backup: bool = True
-
-
-def stack_flows(present: StackComponents, settings: NetworkSettings, extra: Sequence[Flow] = ()) -> list[Flow]:
-    """Every connection the Knowledge Graph Agent stack needs, and nothing else."""
-    edge = NamespacePeer(namespace=settings.ingress_controller_namespace)
-    monitoring = NamespacePeer(namespace=settings.monitoring_namespace)
-    internet = InternetPeer()
-    c = ComponentPeer
-    flows: list[Flow] = []
-
-    def add(source: Peer, destination: Peer, ports: list[PortSpec], purpose: str) -> None:
-        flows.append(Flow(source=source, destination=destination, ports=ports, purpose=purpose))
-
-    if present.web:
-        add(edge, c(component="web"), tcp(WEB_PORT), "the ingress serves the web UI")
-        add(monitoring, c(component="web"), tcp(WEB_PORT), "blackbox probe of the UI's /healthz")
-    if present.auth:
-        add(
-            edge,
-            c(component="auth"),
-            tcp(AUTH_PORT, DENY_PORT),
-            "external auth (auth-url) and the deny backend of blocked paths",
-        )
-    tiers = [t for t in ("query", "indexer") if getattr(present, t)]
-    for tier in tiers:
-        add(edge, c(component=tier), tcp(AGENT_PORT), f"the ingress routes /api to the {tier} tier")
-        add(monitoring, c(component=tier), tcp(AGENT_PORT), f"blackbox probe of the {tier} tier's /health")
-    stores = [
-        (name, port)
-        for name, port, on in (
-            ("redis", REDIS_PORT, present.redis),
-            ("chroma", CHROMA_PORT, present.chroma),
-            ("memgraph", MEMGRAPH_BOLT_PORT, present.memgraph),
-        )
-        if on
-    ]
-    clients = [*tiers, *(["backup"] if present.backup else [])]
-    for client in clients:
-        for store, port in stores:
-            add(c(component=client), c(component=store), tcp(port), f"{client} uses {store}")
-        add(
-            c(component=client),
-            internet,
-            tcp(*settings.internet_ports),
-            "object storage over HTTPS" if client == "backup" else "LLM and embedding APIs, GitHub clones",
-        )
-    if present.redis:
-        add(monitoring, c(component="redis"), tcp(REDIS_METRICS_PORT), "Prometheus scrapes redis_exporter")
-    if present.chroma:
-        add(monitoring, c(component="chroma"), tcp(CHROMA_PORT), "blackbox probe of Chroma's heartbeat")
-    flows.extend(extra)
-    return flows

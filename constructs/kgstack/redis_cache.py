@@ -14,6 +14,7 @@ from pydantic import Field
 
 from ._plus import int_or_string, k8s, quantity
 from .agent_secrets import reload_on
+from .connections import Endpoint
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import hardened_container
@@ -80,6 +81,7 @@ class RedisCache(Construct):
 
     def __init__(self, scope: Construct, id: str, *, props: RedisCacheProps) -> None:
         super().__init__(scope, id)
+        self.props = props
         s = props.settings
         self.name = props.identity.resource_name
         self.secret = s.secret_name
@@ -200,6 +202,22 @@ class RedisCache(Construct):
             lines.append(f"  printf 'user {user} on >%s {rules}\\n' \"$(cat /secrets/{SECRET_KEYS[user]})\"")
         lines.append("} > /run/redis/users.acl")
         return "\n".join(lines) + "\n"
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The Redis protocol port (ACL users; see :data:`SECRET_KEYS`)."""
+        return Endpoint(
+            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
+            port=PORT, port_name="redis",
+        )
+
+    @property
+    def metrics_endpoint(self) -> Endpoint:
+        """redis_exporter's ``/metrics``."""
+        return Endpoint(
+            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
+            port=METRICS_PORT, port_name="metrics",
+        )
 
     def agent_url(self) -> SecretRef:
         """Where the agent's ``REDIS_URL`` comes from: ``redis://app:<password>@<service>:6379/0``."""

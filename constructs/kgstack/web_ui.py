@@ -15,6 +15,7 @@ from constructs import Construct
 from pydantic import Field
 
 from ._plus import int_or_string, k8s, quantity
+from .connections import Endpoint
 from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec
@@ -135,6 +136,15 @@ class WebUi(Construct):
             ),
         )
         disruption_budget(self, props.identity, props.namespace, props.disruption)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """nginx serving the UI; ``/healthz`` answers without touching the app."""
+        p = self.props
+        return Endpoint(
+            component=p.identity.component, service=self.name, namespace=p.namespace,
+            port=PORT, port_name="http", health_path=HEALTH_PATH,
+        )
 
     def footprint(self) -> Footprint:
         return Footprint(

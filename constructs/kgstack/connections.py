@@ -1,0 +1,97 @@
+"""Connections, declared once by the construct that opens them, in the manner of cdk8s-plus ``connections``.
+
+A construct that makes traffic (the agent's store URLs, a blackbox Probe, a
+ServiceMonitor, a backup CronJob, an edge route) says so with
+``Connections.of(self).allow(source, endpoint, purpose=...)``, where ``endpoint``
+is the :class:`Endpoint` the serving construct exposes: its Service, its
+container port and the name of that port. The NetworkPolicies of the chart,
+the URLs handed to clients and the architecture page are all derived from
+those declarations, so a new probe or client cannot exist without its flow.
+
+The declarations are trusted by nothing else: ``kgstack.cross_reference`` reads
+the rendered objects (Probe targets, ServiceMonitors, env URLs) and evaluates
+the rendered NetworkPolicies on its own, and the analyzer test proves the same
+from ``dist/``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from weakref import WeakKeyDictionary
+
+import cdk8s
+from constructs import Construct
+from pydantic import Field
+
+from .model import Spec
+from .network_policies import ComponentPeer, Flow, NamespacePeer, Peer, PortSpec
+
+
+class Endpoint(Spec):
+    """A port that a component serves, reached through its Service."""
+
+    component: str
+    """``app.kubernetes.io/component`` of the pods behind the Service."""
+    service: str
+    """Service name (resolvable as ``<service>`` inside the namespace)."""
+    namespace: str
+    """Namespace of the Service."""
+    port: Annotated[int, Field(ge=1, le=65535)]
+    """Container port (the Service exposes the same number)."""
+    port_name: str
+    """Name of the container and Service port (ServiceMonitors select by it)."""
+    protocol: str = "TCP"
+    health_path: str | None = None
+    """HTTP path that answers 200 when the component is healthy; ``None``: probe the TCP port."""
+
+    @property
+    def peer(self) -> ComponentPeer:
+        return ComponentPeer(component=self.component)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` inside the namespace."""
+        return f"{self.service}:{self.port}"
+
+    @property
+    def cluster_address(self) -> str:
+        """``host.namespace.svc:port``: for callers outside the namespace (the blackbox exporter)."""
+        return f"{self.service}.{self.namespace}.svc:{self.port}"
+
+    def url(self, scheme: str, path: str = "", *, userinfo: str = "", cluster: bool = False) -> str:
+        host = self.cluster_address if cluster else self.address
+        return f"{scheme}://{userinfo + '@' if userinfo else ''}{host}{path}"
+
+
+class Connections:
+    """Every flow one chart declares; :meth:`of` finds the chart's instance."""
+
+    _registry: WeakKeyDictionary[cdk8s.Chart, Connections] = WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._flows: list[Flow] = []
+
+    @classmethod
+    def of(cls, scope: Construct) -> Connections:
+        chart = cdk8s.Chart.of(scope)
+        if chart not in cls._registry:
+            cls._registry[chart] = cls()
+        return cls._registry[chart]
+
+    def allow(self, source: Peer, to: Endpoint, *, purpose: str) -> None:
+        """``source`` may open connections to ``to`` (its pods, on its container port)."""
+        self.allow_ports(source, to.peer, [PortSpec(port=to.port)], purpose=purpose)
+
+    def allow_ports(self, source: Peer, destination: Peer, ports: list[PortSpec], *, purpose: str) -> None:
+        """A flow to a peer that is not one of our endpoints (the internet, another namespace)."""
+        flow = Flow(source=source, destination=destination, ports=ports, purpose=purpose)
+        if flow not in self._flows:
+            self._flows.append(flow)
+
+    @property
+    def flows(self) -> list[Flow]:
+        return list(self._flows)
+
+
+def namespace_peer(namespace: str, pod_labels: dict[str, str] | None = None) -> NamespacePeer:
+    return NamespacePeer(namespace=namespace, pod_labels=pod_labels or {})

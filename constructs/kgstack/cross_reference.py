@@ -1,0 +1,541 @@
+"""The cross-reference gate: every reference in the rendered objects resolves, and its traffic is allowed.
+
+Schemas judge each object alone. This gate reads one environment's rendered
+objects, exactly as they are written to ``dist/``, and checks what ties them
+together, independently of the constructs that made them:
+
+* every Secret, ConfigMap, PVC and ServiceAccount a pod, a monitoring object or
+  a TLS setting references exists, is produced (ExternalSecret, cert-manager
+  Certificate) with the keys that are read, or is a declared prerequisite;
+* an ExternalSecret asks its store only for keys some consumer requires (ESO
+  fails the whole sync on a missing remote key);
+* every Service selects pods and targets a port a container declares; every
+  PDB selects pods and every HPA targets a workload that exists;
+* the traffic the objects imply (Probe and ServiceMonitor targets, edge
+  backends, service URLs in the pods' environment) is allowed by the rendered
+  NetworkPolicies, evaluated here with Kubernetes' semantics;
+* no two ServiceAccounts share a cloud workload identity.
+
+Each problem reads ``<file>: <field path>: <reason>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = dict[str, Any]
+
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob")
+IDENTITY_ANNOTATIONS = (
+    "eks.amazonaws.com/role-arn",
+    "iam.gke.io/gcp-service-account",
+    "azure.workload.identity/client-id",
+)
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+CERTIFICATE_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt"})
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[a-z0-9.-]+):(?P<port>\d+)(?:/|$)")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A traffic source outside our namespace: a namespace and, when known, its pods' labels."""
+
+    namespace: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Pod:
+    """A pod template of a workload, with where it came from."""
+
+    file: str
+    path: str
+    labels: dict[str, str]
+    spec: Obj
+
+    def ports(self) -> dict[str | int, int]:
+        """Container ports by name and by number, to the number."""
+        out: dict[str | int, int] = {}
+        for container in self.spec.get("containers", []):
+            for port in container.get("ports", []) or []:
+                out[port["containerPort"]] = port["containerPort"]
+                if "name" in port:
+                    out[port["name"]] = port["containerPort"]
+        return out
+
+
+def _pods(files: Mapping[str, Obj]) -> list[_Pod]:
+    pods = []
+    for file, obj in files.items():
+        kind = obj["kind"]
+        if kind not in WORKLOADS:
+            continue
+        spec, path = obj["spec"], "spec.template"
+        if kind == "CronJob":
+            spec, path = spec["jobTemplate"]["spec"], "spec.jobTemplate.spec.template"
+        template = spec["template"]
+        pods.append(_Pod(file, path, dict(template["metadata"].get("labels", {})), template["spec"]))
+    return pods
+
+
+def _matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Label selector semantics (matchLabels and matchExpressions); ``None`` matches nothing."""
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _walk(node: Any, path: str) -> Iterator[tuple[str, Obj]]:
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}" if path else key)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, f"{path}[{index}]")
+
+
+class Gate:
+    """One environment's objects; :meth:`problems` runs every check."""
+
+    def __init__(
+        self,
+        files: Mapping[str, Obj],
+        *,
+        namespace: str,
+        prerequisites: Mapping[str, frozenset[str]] | None = None,
+        scraper: Peer | None = None,
+        edge: Peer | None = None,
+    ) -> None:
+        self.files = {f: o for f, o in files.items() if f != "kustomization.yaml"}
+        self.namespace = namespace
+        self.prerequisites = dict(prerequisites or {})
+        self.scraper = scraper
+        self.edge = edge
+        self.pods = _pods(self.files)
+        self.by_kind: dict[str, dict[str, tuple[str, Obj]]] = {}
+        for file, obj in self.files.items():
+            self.by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = (file, obj)
+        self.secrets = self._secret_producers()
+        self.problems_found: list[str] = []
+
+    # -- producers ------------------------------------------------------------------------------
+
+    def _secret_producers(self) -> dict[str, tuple[str, frozenset[str] | None]]:
+        """Secret name -> (who makes it, its keys; ``None``: keys unknown, e.g. a prerequisite without a list)."""
+        out: dict[str, tuple[str, frozenset[str] | None]] = {}
+        for name, (file, obj) in self.kind("Secret").items():
+            out[name] = (file, frozenset({*(obj.get("data") or {}), *(obj.get("stringData") or {})}))
+        for name, (file, obj) in self.kind("ExternalSecret").items():
+            spec = obj["spec"]
+            target = (spec.get("target") or {}).get("name") or name
+            template = (spec.get("target") or {}).get("template") or {}
+            keys = {d["secretKey"] for d in spec.get("data") or []}
+            if template.get("data") is not None:
+                keys = set(template["data"]) | (keys if template.get("mergePolicy") == "Merge" else set())
+            out[target] = (file, frozenset(keys))
+        for file, obj in self.kind("Certificate").values():
+            out[obj["spec"]["secretName"]] = (file, CERTIFICATE_KEYS)
+        for name, keys in self.prerequisites.items():
+            out.setdefault(name, ("a documented prerequisite", keys))
+        return out
+
+    def kind(self, kind: str) -> dict[str, tuple[str, Obj]]:
+        return self.by_kind.get(kind, {})
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        self.problems_found = []
+        self._pod_references()
+        self._external_secret_keys()
+        self._custom_resource_secrets()
+        self._services()
+        self._budgets_and_autoscalers()
+        self._traffic()
+        self._identities()
+        return self.problems_found
+
+    def _report(self, file: str, path: str, reason: str) -> None:
+        self.problems_found.append(f"{file}: {path}: {reason}")
+
+    def _need_secret(self, file: str, path: str, name: str, key: str | None, optional: bool) -> None:
+        if name not in self.secrets:
+            if not optional:
+                self._report(file, path, f"Secret {name} is neither rendered, produced nor a documented prerequisite")
+            return
+        producer, keys = self.secrets[name]
+        if key is not None and keys is not None and key not in keys and not optional:
+            self._report(file, path, f"Secret {name} ({producer}) has no key {key!r}; it has {sorted(keys)}")
+
+    def _pod_references(self) -> None:
+        configmaps = {name: obj for name, (_, obj) in self.kind("ConfigMap").items()}
+        claims = set(self.kind("PersistentVolumeClaim"))
+        accounts = set(self.kind("ServiceAccount"))
+        for pod in self.pods:
+            base = f"{pod.path}.spec"
+            account = pod.spec.get("serviceAccountName")
+            if account and account not in accounts:
+                self._report(pod.file, f"{base}.serviceAccountName", f"ServiceAccount {account} does not exist")
+            for i, volume in enumerate(pod.spec.get("volumes") or []):
+                path = f"{base}.volumes[{i}]"
+                if "secret" in volume:
+                    ref = volume["secret"]
+                    items = ref.get("items") or [{"key": None}]
+                    for item in items:
+                        self._need_secret(
+                            pod.file, f"{path}.secret", ref["secretName"], item["key"], bool(ref.get("optional"))
+                        )
+                if "configMap" in volume:
+                    ref = volume["configMap"]
+                    if ref["name"] not in configmaps and ref["name"] != "kube-root-ca.crt":
+                        self._report(pod.file, f"{path}.configMap", f"ConfigMap {ref['name']} does not exist")
+                    else:
+                        data = configmaps.get(ref["name"], {}).get("data") or {}
+                        for item in ref.get("items") or []:
+                            if item["key"] not in data:
+                                self._report(pod.file, f"{path}.configMap.items", f"no key {item['key']!r}")
+                if "persistentVolumeClaim" in volume:
+                    claim = volume["persistentVolumeClaim"]["claimName"]
+                    if claim not in claims:
+                        self._report(pod.file, f"{path}.persistentVolumeClaim", f"PVC {claim} does not exist")
+            for group in ("initContainers", "containers"):
+                for c, container in enumerate(pod.spec.get(group) or []):
+                    cpath = f"{base}.{group}[{c}]"
+                    for e, env in enumerate(container.get("env") or []):
+                        source = env.get("valueFrom") or {}
+                        if "secretKeyRef" in source:
+                            ref = source["secretKeyRef"]
+                            self._need_secret(
+                                pod.file,
+                                f"{cpath}.env[{e}].valueFrom.secretKeyRef",
+                                ref["name"],
+                                ref["key"],
+                                bool(ref.get("optional")),
+                            )
+                        if "configMapKeyRef" in source:
+                            ref = source["configMapKeyRef"]
+                            data = configmaps.get(ref["name"], {}).get("data")
+                            if data is None or ref["key"] not in data:
+                                if not ref.get("optional"):
+                                    self._report(
+                                        pod.file,
+                                        f"{cpath}.env[{e}].valueFrom.configMapKeyRef",
+                                        f"ConfigMap {ref['name']} has no key {ref['key']!r}",
+                                    )
+                    for e, source in enumerate(container.get("envFrom") or []):
+                        if "secretRef" in source:
+                            ref = source["secretRef"]
+                            self._need_secret(
+                                pod.file, f"{cpath}.envFrom[{e}]", ref["name"], None, bool(ref.get("optional"))
+                            )
+                        if "configMapRef" in source and source["configMapRef"]["name"] not in configmaps:
+                            self._report(pod.file, f"{cpath}.envFrom[{e}]", "ConfigMap does not exist")
+
+    def _secret_reads(self) -> dict[str, dict[str, bool]]:
+        """Secret -> key -> read non-optionally by someone; key ``*``: the whole Secret is mounted."""
+        reads: dict[str, dict[str, bool]] = {}
+
+        def read(name: str, key: str, optional: bool) -> None:
+            keys = reads.setdefault(name, {})
+            keys[key] = keys.get(key, False) or not optional
+
+        for pod in self.pods:
+            for volume in pod.spec.get("volumes") or []:
+                if "secret" in volume:
+                    ref = volume["secret"]
+                    for item in ref.get("items") or [{"key": "*"}]:
+                        read(ref["secretName"], item["key"], bool(ref.get("optional")))
+            for group in ("initContainers", "containers"):
+                for container in pod.spec.get(group) or []:
+                    for env in container.get("env") or []:
+                        ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                        if ref:
+                            read(ref["name"], ref["key"], bool(ref.get("optional")))
+                    for source in container.get("envFrom") or []:
+                        if "secretRef" in source:
+                            read(source["secretRef"]["name"], "*", bool(source["secretRef"].get("optional")))
+        for _, _, name, key in self._custom_resource_refs():
+            read(name, key, False)
+        return reads
+
+    def _external_secret_keys(self) -> None:
+        reads = self._secret_reads()
+        for name, (file, obj) in self.kind("ExternalSecret").items():
+            spec = obj["spec"]
+            target = (spec.get("target") or {}).get("name") or name
+            template = (spec.get("target") or {}).get("template") or {}
+            used_by_template = " ".join((template.get("data") or {}).values())
+            read = reads.get(target, {})
+            for i, item in enumerate(spec.get("data") or []):
+                key = item["secretKey"]
+                if read.get("*") or read.get(key) or key in used_by_template:
+                    continue
+                reason = (
+                    "every consumer marks it optional"
+                    if key in read
+                    else "no pod or monitoring object reads it"
+                )
+                self._report(
+                    file,
+                    f"spec.data[{i}]",
+                    f"key {key!r} is required from the store (a missing remote key fails the whole sync), "
+                    f"but {reason}",
+                )
+
+    def _custom_resource_refs(self) -> Iterator[tuple[str, str, str, str]]:
+        """(file, path, Secret, key) of every SecretKeySelector in monitoring and TLS objects."""
+        for file, obj in self.files.items():
+            if obj["kind"] in ("AlertmanagerConfig", "ServiceMonitor", "PodMonitor", "Probe", "Prometheus"):
+                for path, node in _walk(obj.get("spec"), "spec"):
+                    if set(node) <= {"name", "key", "optional"} and {"name", "key"} <= set(node):
+                        if not node.get("optional"):
+                            yield file, path, node["name"], node["key"]
+            if obj["kind"] == "Ingress":
+                for i, tls in enumerate(obj["spec"].get("tls") or []):
+                    if tls.get("secretName"):
+                        yield file, f"spec.tls[{i}].secretName", tls["secretName"], "tls.crt"
+            if obj["kind"] == "Gateway":
+                for i, listener in enumerate(obj["spec"].get("listeners") or []):
+                    for j, ref in enumerate((listener.get("tls") or {}).get("certificateRefs") or []):
+                        if ref.get("kind", "Secret") == "Secret":
+                            yield file, f"spec.listeners[{i}].tls.certificateRefs[{j}]", ref["name"], "tls.crt"
+
+    def _custom_resource_secrets(self) -> None:
+        for file, path, name, key in self._custom_resource_refs():
+            self._need_secret(file, path, name, key, False)
+
+    def _services(self) -> None:
+        for name, (file, svc) in self.kind("Service").items():
+            selector = svc["spec"].get("selector")
+            if not selector:
+                continue
+            pods = [p for p in self.pods if _matches({"matchLabels": selector}, p.labels)]
+            if not pods:
+                self._report(file, "spec.selector", f"Service {name} selects no pod template")
+                continue
+            for i, port in enumerate(svc["spec"].get("ports") or []):
+                target = port.get("targetPort", port["port"])
+                if not any(target in pod.ports() for pod in pods):
+                    self._report(file, f"spec.ports[{i}].targetPort", f"no selected container declares port {target!r}")
+
+    def _budgets_and_autoscalers(self) -> None:
+        for name, (file, pdb) in self.kind("PodDisruptionBudget").items():
+            if not any(_matches(pdb["spec"].get("selector"), p.labels) for p in self.pods):
+                self._report(file, "spec.selector", f"PodDisruptionBudget {name} selects no pod template")
+        for _name, (file, hpa) in self.kind("HorizontalPodAutoscaler").items():
+            ref = hpa["spec"]["scaleTargetRef"]
+            if ref["name"] not in self.kind(ref["kind"]):
+                self._report(file, "spec.scaleTargetRef", f"{ref['kind']} {ref['name']} does not exist")
+
+    def _identities(self) -> None:
+        seen: dict[str, str] = {}
+        for name, (file, account) in sorted(self.kind("ServiceAccount").items()):
+            for key in IDENTITY_ANNOTATIONS:
+                value = (account["metadata"].get("annotations") or {}).get(key)
+                if value is None:
+                    continue
+                if value in seen:
+                    self._report(
+                        file,
+                        f"metadata.annotations[{key}]",
+                        f"ServiceAccount {name} shares workload identity {value} with {seen[value]}",
+                    )
+                seen[value] = name
+
+    # -- traffic ----------------------------------------------------------------------------------
+
+    def _service_target(self, host: str, port: int) -> tuple[list[_Pod], int] | None:
+        """The pods and container port behind ``host:port`` when it names a Service of ours."""
+        parts = host.split(".")
+        if len(parts) > 1 and parts[1] != self.namespace:
+            return None
+        entry = self.kind("Service").get(parts[0])
+        if entry is None:
+            return None
+        svc = entry[1]["spec"]
+        for p in svc.get("ports") or []:
+            if p["port"] == port:
+                pods = [pod for pod in self.pods if _matches({"matchLabels": svc.get("selector") or {}}, pod.labels)]
+                target = p.get("targetPort", port)
+                numbers = {pod.ports().get(target) for pod in pods} - {None}
+                if len(numbers) == 1:
+                    return pods, numbers.pop()  # type: ignore[return-value]
+        return None
+
+    def _policies(self, pod: _Pod, direction: str) -> list[Obj]:
+        return [
+            obj["spec"]
+            for _, obj in self.kind("NetworkPolicy").values()
+            if direction in obj["spec"].get("policyTypes", ["Ingress"])
+            and _matches(obj["spec"].get("podSelector"), pod.labels)
+        ]
+
+    def _port_allowed(self, rule: Obj, target: _Pod, port: int) -> bool:
+        ports = rule.get("ports")
+        if not ports:
+            return True
+        for p in ports:
+            if p.get("protocol", "TCP") != "TCP":
+                continue
+            value = p.get("port")
+            if value is None:
+                return True
+            number = target.ports().get(value) if isinstance(value, str) else value
+            end = p.get("endPort", number)
+            if number is not None and number <= port <= end:
+                return True
+        return False
+
+    def _peer_allows(self, peers: list[Obj] | None, namespace: str, labels: Mapping[str, str]) -> bool:
+        if peers is None:
+            return True
+        for peer in peers:
+            if "ipBlock" in peer:
+                continue  # pod-to-pod traffic is judged by selectors; ip blocks are the internet's
+            ns_selector, pod_selector = peer.get("namespaceSelector"), peer.get("podSelector")
+            if ns_selector is None:
+                in_ns = namespace == self.namespace
+            else:
+                in_ns = _matches(ns_selector, {NAMESPACE_LABEL: namespace})
+            if in_ns and (pod_selector is None or _matches(pod_selector, labels)):
+                return True
+        return False
+
+    def _ingress_allowed(self, source: Peer, target: _Pod, port: int) -> bool:
+        policies = self._policies(target, "Ingress")
+        if not policies:
+            return True
+        return any(
+            self._peer_allows(rule.get("from"), source.namespace, source.labels)
+            and self._port_allowed(rule, target, port)
+            for spec in policies
+            for rule in spec.get("ingress") or []
+        )
+
+    def _egress_allowed(self, source: _Pod, target: _Pod, port: int) -> bool:
+        policies = self._policies(source, "Egress")
+        if not policies:
+            return True
+        return any(
+            self._peer_allows(rule.get("to"), self.namespace, target.labels) and self._port_allowed(rule, target, port)
+            for spec in policies
+            for rule in spec.get("egress") or []
+        )
+
+    def _expect(self, file: str, path: str, source: Peer | _Pod, host: str, port: int, what: str) -> None:
+        resolved = self._service_target(host, port)
+        if resolved is None:
+            self._report(file, path, f"{what}: {host}:{port} is not a port of a Service in {self.namespace}")
+            return
+        pods, container_port = resolved
+        for target in pods:
+            if isinstance(source, _Pod):
+                ok = self._egress_allowed(source, target, container_port) and self._ingress_allowed(
+                    Peer(self.namespace, source.labels), target, container_port
+                )
+                who = source.file
+            else:
+                ok = self._ingress_allowed(source, target, container_port)
+                who = f"namespace {source.namespace}"
+            if not ok:
+                self._report(
+                    file,
+                    path,
+                    f"{what}: the NetworkPolicies deny {who} -> {target.file} on port {container_port}",
+                )
+
+    def _traffic(self) -> None:
+        if self.scraper is not None:
+            for file, probe in self.kind("Probe").values():
+                static = probe["spec"].get("targets", {}).get("staticConfig", {}).get("static", [])
+                for i, target in enumerate(static):
+                    match = _URL.match(target) or re.match(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$", target)
+                    if match:
+                        self._expect(
+                            file,
+                            f"spec.targets.staticConfig.static[{i}]",
+                            self.scraper,
+                            match["host"],
+                            int(match["port"]),
+                            "blackbox probe",
+                        )
+            for file, monitor in self.kind("ServiceMonitor").values():
+                for svc_name, (_, svc) in self.kind("Service").items():
+                    if not _matches(monitor["spec"].get("selector"), svc["metadata"].get("labels") or {}):
+                        continue
+                    for i, endpoint in enumerate(monitor["spec"].get("endpoints") or []):
+                        for p in svc["spec"].get("ports") or []:
+                            if p.get("name") == endpoint.get("port"):
+                                self._expect(
+                                    file, f"spec.endpoints[{i}]", self.scraper, svc_name, p["port"], "scrape"
+                                )
+        if self.edge is not None:
+            for file, ingress in self.kind("Ingress").values():
+                for r, rule in enumerate(ingress["spec"].get("rules") or []):
+                    for p, path in enumerate((rule.get("http") or {}).get("paths") or []):
+                        svc = path["backend"]["service"]
+                        port = svc["port"].get("number")
+                        if port is None:
+                            port = self._named_service_port(svc["name"], svc["port"]["name"])
+                        if port is not None:
+                            self._expect(
+                                file,
+                                f"spec.rules[{r}].http.paths[{p}].backend",
+                                self.edge,
+                                svc["name"],
+                                port,
+                                "edge route",
+                            )
+        configmaps = {name: obj.get("data") or {} for name, (_, obj) in self.kind("ConfigMap").items()}
+        services = self.kind("Service")
+        for pod in self.pods:
+            for c, container in enumerate(pod.spec.get("containers") or []):
+                # What the process sees: envFrom ConfigMaps, then plain values.
+                env: dict[str, str] = {}
+                for source in container.get("envFrom") or []:
+                    env |= configmaps.get((source.get("configMapRef") or {}).get("name", ""), {})
+                env |= {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+                path = f"{pod.path}.spec.containers[{c}].env"
+                for name, value in env.items():
+                    match = _URL.match(value)
+                    if match and match["host"].split(".")[0] in services:
+                        self._expect(pod.file, f"{path}[{name}]", pod, match["host"], int(match["port"]), name)
+                    port = env.get(name.removesuffix("_HOST") + "_PORT", "")
+                    if name.endswith("_HOST") and value in services and port.isdigit():
+                        self._expect(pod.file, f"{path}[{name}]", pod, value, int(port), name)
+
+    def _named_service_port(self, service: str, name: str) -> int | None:
+        entry = self.kind("Service").get(service)
+        for p in (entry[1]["spec"].get("ports") or []) if entry else []:
+            if p.get("name") == name:
+                return int(p["port"])
+        return None
+
+
+def check(
+    files: Mapping[str, Obj],
+    *,
+    namespace: str,
+    prerequisites: Mapping[str, frozenset[str]] | None = None,
+    scraper: Peer | None = None,
+    edge: Peer | None = None,
+) -> list[str]:
+    """Every problem of one environment's rendered objects (``{file name: object}``)."""
+    return Gate(files, namespace=namespace, prerequisites=prerequisites, scraper=scraper, edge=edge).problems()
