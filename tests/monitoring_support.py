@@ -8,6 +8,7 @@ import cdk8s
 import yaml
 from tools import require_tool
 
+from kgstack.connections import Endpoint
 from kgstack.dashboards import Dashboards
 from kgstack.environment import Environment
 from kgstack.monitoring import Monitoring, MonitoringProps, MonitoringSettings
@@ -17,9 +18,32 @@ from kgstack.publish import synth
 Objects = dict[str, dict[str, Any]]
 
 
+def endpoints(instance: str, namespace: str, *, chroma: bool, memgraph: bool) -> dict[str, Any]:
+    """Probe and scrape targets as AgentStack passes them (ports written out, not imported)."""
+
+    def at(component: str, port: int, name: str, health: str | None) -> Endpoint:
+        return Endpoint(
+            component=component,
+            service=f"{instance}-{component}",
+            namespace=namespace,
+            port=port,
+            port_name=name,
+            health_path=health,
+        )
+
+    probes = [at("query", 8000, "http", "/health"), at("indexer", 8000, "http", "/health")]
+    if chroma:
+        probes.append(at("chroma", 8000, "http", "/api/v2/heartbeat"))
+    if memgraph:
+        probes.append(at("memgraph", 7687, "bolt", None))
+    return {"probes": tuple(probes), "metrics": (at("redis", 9121, "metrics", None),)}
+
+
 def props(**changes: Any) -> MonitoringProps:
     """The release the promtool unit tests are written for: ``kga-prod`` with every store."""
+    flags = {"chroma": changes.get("chroma", True), "memgraph": changes.get("memgraph", True)}
     base: dict[str, Any] = {
+        **endpoints("kga-prod", "kga-prod", **flags),
         "identity": Identity(name="kga", instance="kga-prod", version="0.3.0"),
         "namespace": "kga-prod",
         "domain": "kga.example.com",
@@ -43,6 +67,7 @@ def env_props(env: Environment) -> MonitoringProps:
         chroma=chroma,
         memgraph=memgraph,
         backups=("redis",) + (("chroma",) if chroma else ()) + (("memgraph",) if memgraph else ()),
+        **endpoints(env.instance, env.namespace, chroma=chroma, memgraph=memgraph),
     )
 
 

@@ -55,14 +55,19 @@ def test_every_object_is_namespaced_into_the_environment(manifests: Manifests) -
                 assert obj["metadata"]["namespace"] == f"kga-{env}", key
 
 
-def test_workload_identity_per_cloud(manifests: Manifests) -> None:
-    sa = manifests["prod"]["ServiceAccount/kga-prod-agent"]
-    assert sa["automountServiceAccountToken"] is False
-    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::444455556666:role/kga-prod"
-    assert not any(
-        "azure" in k or "iam.gke" in k or "eks" in k
-        for k in manifests["dev"]["ServiceAccount/kga-dev-agent"]["metadata"]["annotations"]
-    )
+def test_workload_identity_only_on_the_backup_account(manifests: Manifests) -> None:
+    """Issue 9 defect 7: the internet-facing agent never carries the backup bucket's role."""
+    backup = manifests["prod"]["ServiceAccount/kga-prod-backup"]
+    assert backup["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::444455556666:role/kga-prod"
+    for env, objects in manifests.items():
+        agent = objects[f"ServiceAccount/kga-{env}-agent"]
+        assert agent["automountServiceAccountToken"] is False
+        assert not any(
+            "azure" in k or "iam.gke" in k or "eks" in k for k in agent["metadata"].get("annotations", {})
+        ), env
+        for name in (f"Deployment/kga-{env}-query", f"Deployment/kga-{env}-indexer"):
+            labels = objects[name]["spec"]["template"]["metadata"]["labels"]
+            assert "azure.workload.identity/use" not in labels
 
 
 def test_kustomization_lists_every_file(rendered: dict[str, dict[str, str]]) -> None:

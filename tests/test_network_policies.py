@@ -1,17 +1,19 @@
-"""Network policies, proven with network-config-analyzer (nca) against the declared connectivity matrix.
+"""Network policies, proven with network-config-analyzer (nca) against a matrix written out here.
 
-nca computes the connectivity the NetworkPolicies actually allow between the
-workloads of a set of manifests. The test then checks that
+The constructs declare their connections (kgstack.connections) and the policies
+are rendered from those declarations; comparing the policies with the same
+declarations would prove nothing. So the expected matrix is written out by hand
+below (:func:`expected_flows`), and nca computes the connectivity the rendered
+NetworkPolicies of ``dist/<env>/`` actually allow. The test checks that
 
-* every flow of :func:`kgstack.network_policies.stack_flows` is permitted;
+* every expected flow is permitted;
 * nothing else touching our namespace is permitted (completeness), and a listed
   set of pairs is forbidden outright (web -> stores, store -> store, store ->
   internet, other namespaces -> anything);
 * every Service port is backed by a declared flow that nca confirms, so a port
   added without a policy fails.
 
-It runs on a chart built here (the real Edge/WebUi/NetworkPolicies plus stand-in
-workloads for the tiers and stores) and on every synthesized ``dist/<env>/``.
+It runs on every synthesized ``dist/<env>/``, and on mutated copies to show it can fail.
 nca lives in its own venv (``.venvs/nca``, it pins an older networkx than checkov):
 ``python3 -m venv .venvs/nca && .venvs/nca/bin/pip install network-config-analyzer==2.1.0``.
 """
@@ -32,10 +34,7 @@ import yaml
 from conftest import ENV_DIRS, ROOT
 from tools import missing
 
-from kgstack._plus import int_or_string, k8s
-from kgstack.edge import Edge, EdgeProps
-from kgstack.model import ImageRef, Stage
-from kgstack.naming import Identity, object_meta
+from kgstack.naming import Identity
 from kgstack.network_policies import (
     ComponentPeer,
     Flow,
@@ -44,11 +43,9 @@ from kgstack.network_policies import (
     NetworkPolicies,
     NetworkPoliciesProps,
     NetworkSettings,
-    StackComponents,
-    stack_flows,
+    PortSpec,
 )
 from kgstack.publish import manifests
-from kgstack.web_ui import WebUi, WebUiProps
 
 NCA = ROOT / ".venvs" / "nca" / "bin" / "nca"
 NS = "kga-test"
@@ -114,109 +111,6 @@ def _deployment(ns: str, name: str, labels: dict[str, str], ports: dict[str, int
             },
         },
     }
-
-
-def standin_chart(components: StackComponents) -> list[Manifest]:
-    """The real edge, web UI and policies, plus minimal Deployments/Services/CronJob for the rest."""
-    app = cdk8s.App()
-    chart = cdk8s.Chart(app, "test", disable_resource_name_hashes=True)
-    image = ImageRef(repository="nginxinc/nginx-unprivileged", tag="1.30.5-alpine")
-    WebUi(
-        chart,
-        "Web",
-        props=WebUiProps(
-            identity=RELEASE.of("web"), namespace=NS, image=image, api_base_url="https://kga.test.example.com/api/v1"
-        ),
-    )
-    Edge(
-        chart,
-        "Edge",
-        props=EdgeProps(
-            identity=RELEASE,
-            namespace=NS,
-            stage=Stage.PROD,
-            domain="kga.test.example.com",
-            ingress_class="nginx",
-            auth_image=image,
-            web_service=f"{NS}-web",
-            query_service=f"{NS}-query",
-            indexer_service=f"{NS}-indexer",
-        ),
-    )
-    standins = {
-        "query": {"http": 8000},
-        "indexer": {"http": 8000},
-        "redis": {"redis": 6379, "metrics": 9121},
-        "chroma": {"http": 8000},
-        "memgraph": {"bolt": 7687},
-    }
-    for component, ports in standins.items():
-        if not getattr(components, component):
-            continue
-        identity = RELEASE.of(component)
-        k8s.KubeDeployment(
-            chart,
-            f"D-{component}",
-            metadata=object_meta(identity, NS),
-            spec=k8s.DeploymentSpec(
-                selector=k8s.LabelSelector(match_labels=identity.selector),
-                template=k8s.PodTemplateSpec(
-                    metadata=k8s.ObjectMeta(labels=identity.labels),
-                    spec=k8s.PodSpec(
-                        containers=[
-                            k8s.Container(
-                                name="c",
-                                image="x",
-                                ports=[
-                                    k8s.ContainerPort(name=n, container_port=p, protocol="TCP")
-                                    for n, p in ports.items()
-                                ],
-                            )
-                        ]
-                    ),
-                ),
-            ),
-        )
-        k8s.KubeService(
-            chart,
-            f"S-{component}",
-            metadata=object_meta(identity, NS),
-            spec=k8s.ServiceSpec(
-                selector=identity.selector,
-                ports=[k8s.ServicePort(name=n, port=p, target_port=int_or_string(n)) for n, p in ports.items()],
-            ),
-        )
-    if components.backup:
-        identity = RELEASE.of("backup")
-        k8s.KubeCronJob(
-            chart,
-            "Backup",
-            metadata=object_meta(identity, NS),
-            spec=k8s.CronJobSpec(
-                schedule="0 3 * * *",
-                job_template=k8s.JobTemplateSpec(
-                    spec=k8s.JobSpec(
-                        template=k8s.PodTemplateSpec(
-                            metadata=k8s.ObjectMeta(labels=identity.labels),
-                            spec=k8s.PodSpec(restart_policy="Never", containers=[k8s.Container(name="c", image="x")]),
-                        )
-                    )
-                ),
-            ),
-        )
-    NetworkPolicies(
-        chart,
-        "Net",
-        props=NetworkPoliciesProps(
-            identity=RELEASE, namespace=NS, settings=SETTINGS, flows=stack_flows(components, SETTINGS)
-        ),
-    )
-    ns = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": NS, "labels": {"kubernetes.io/metadata.name": NS}},
-    }
-    return [ns, *manifests(chart).values()]
 
 
 # --- running nca and reading its answer -----------------------------------------------------------
@@ -298,7 +192,7 @@ class Cluster:
     def endpoints(self, peer: Any) -> list[str] | None:
         """nca names for a peer; ``None`` for the internet (an address range)."""
         if isinstance(peer, ComponentPeer):
-            return self.workloads.get(peer.component, [])
+            return self.workloads.get(peer.key, [])
         if isinstance(peer, NamespacePeer):
             return [self.neighbours[peer.namespace]]
         return None
@@ -318,6 +212,13 @@ class Cluster:
         return any(match(c.src, src) and match(c.dst, dst) for c in self.conns)
 
 
+def _pod_labels(workload: Manifest) -> dict[str, str]:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return dict(spec["template"]["metadata"].get("labels", {}))
+
+
 def analyse(objects: list[Manifest], tmp: Path) -> Cluster:
     ours = [
         o
@@ -328,6 +229,9 @@ def analyse(objects: list[Manifest], tmp: Path) -> Cluster:
     workloads: dict[str, list[str]] = {}
     for o in ours:
         component = o["metadata"].get("labels", {}).get(COMPONENT)
+        pod = _pod_labels(o)
+        if STORE_LABEL in pod:  # one backup CronJob per store, each with its own policy
+            component = f"{component}-{pod[STORE_LABEL]}"
         if component and o["metadata"]["namespace"] == namespace:
             workloads.setdefault(component, []).append(f"{namespace}/{o['metadata']['name']}[{o['kind']}]")
     neighbours = {
@@ -404,6 +308,11 @@ def forbidden_connections(cluster: Cluster) -> list[str]:
     pairs += [(stranger, x, "other namespace -> us") for x in everything]
     pairs += [(PUBLIC_IP, x, "internet -> us (only via the ingress controller)") for x in everything]
     pairs += [(s, ip, "store -> private network") for s in stores for ip in PRIVATE_IPS]
+    for store in STORES:  # a backup run reaches its own store only
+        for run in w.get(f"backup-{store}", []):
+            pairs += [
+                (run, x, "backup -> another store") for other in STORES if other != store for x in w.get(other, [])
+            ]
     for src, dst, why in pairs:
         if cluster.any_connection(src, dst):
             problems.append(f"{why}: {src} -> {dst} is permitted")
@@ -436,7 +345,8 @@ def unguarded_service_ports(objects: list[Manifest], cluster: Cluster, flows: li
             declared = [
                 f
                 for f in flows
-                if f.destination == ComponentPeer(component=component)
+                if isinstance(f.destination, ComponentPeer)
+                and f.destination.key == component
                 and any(p.port == number and p.protocol == protocol for p in f.ports)
             ]
             if not declared:
@@ -464,45 +374,95 @@ def all_problems(objects: list[Manifest], tmp: Path, flows: list[Flow]) -> list[
     ]
 
 
+# --- the expected matrix, written out (not imported from the constructs) ----------------------------
+
+STORE_LABEL = "kga.dev/store"
+
+
+def expected_flows(components: set[str]) -> list[Flow]:
+    """Every connection the stack needs, given the workloads present; nothing else is allowed."""
+    edge = NamespacePeer(namespace="ingress-nginx")
+    monitoring = NamespacePeer(namespace="monitoring")
+    internet = InternetPeer()
+
+    def c(component: str, **labels: str) -> ComponentPeer:
+        return ComponentPeer(component=component, pod_labels=labels)
+
+    def flow(source: Any, destination: Any, *ports: int) -> Flow:
+        return Flow(source=source, destination=destination, ports=[PortSpec(port=p) for p in ports], purpose="x")
+
+    stores = {"redis": 6379, "chroma": 8000, "memgraph": 7687}
+    present = {s: p for s, p in stores.items() if s in components}
+    flows = [
+        flow(edge, c("web"), 8080),
+        flow(edge, c("auth"), 8080, 8081),  # the verifier and the deny backend of blocked paths
+        flow(monitoring, c("redis"), 9121),  # redis_exporter
+    ]
+    for tier in ("query", "indexer"):
+        flows += [flow(edge, c(tier), 8000), flow(monitoring, c(tier), 8000), flow(c(tier), internet, 443)]
+        flows += [flow(c(tier), c(store), port) for store, port in present.items()]
+    for store, port in present.items():
+        flows += [flow(c("backup", **{STORE_LABEL: store}), c(store), port)]
+        flows += [flow(c("backup", **{STORE_LABEL: store}), internet, 443)]
+        if store != "redis":  # blackbox: Chroma's heartbeat over HTTP, Memgraph's bolt port over TCP
+            flows.append(flow(monitoring, c(store), port))
+    return flows
+
+
+def _dist_objects(env: str) -> list[Manifest]:
+    objects = [
+        yaml.safe_load(p.read_text())
+        for p in sorted((ROOT / "dist" / env).glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+    ]
+    # Our namespace label as the API server sets it, for nca.
+    for o in objects:
+        if o["kind"] == "Namespace":
+            o["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = o["metadata"]["name"]
+    return objects
+
+
+def _components(objects: list[Manifest]) -> set[str]:
+    return {
+        o["metadata"].get("labels", {}).get(COMPONENT)
+        for o in objects
+        if o["kind"] in {"Deployment", "StatefulSet", "CronJob"}
+    }
+
+
 # --- tests -----------------------------------------------------------------------------------------
 
-FULL = StackComponents(memgraph=True)
+DIST_ENVS = ENV_DIRS
 
 
-def test_matrix_holds_on_the_standin_stack(tmp_path: Path) -> None:
-    objects = [*standin_chart(FULL), *_neighbours()]
-    assert all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS)) == []
-
-
-def test_matrix_without_optional_stores(tmp_path: Path) -> None:
-    present = StackComponents(chroma=False, memgraph=False)
-    objects = [*standin_chart(present), *_neighbours()]
-    flows = stack_flows(present, SETTINGS)
-    assert all_problems(objects, tmp_path, flows) == []
-    assert not any(f.destination == ComponentPeer(component="chroma") for f in flows)
+@pytest.mark.parametrize("env", DIST_ENVS)
+def test_matrix_holds_in_dist(env: str, tmp_path: Path) -> None:
+    objects = _dist_objects(env)
+    assert any(o["kind"] == "NetworkPolicy" for o in objects), f"dist/{env} has no NetworkPolicy yet"
+    assert all_problems([*objects, *_neighbours()], tmp_path, expected_flows(_components(objects))) == []
 
 
 def test_a_service_port_without_a_policy_fails(tmp_path: Path) -> None:
-    objects = [*standin_chart(FULL), *_neighbours()]
+    objects = _dist_objects("staging")
     for o in objects:
-        if o["kind"] == "Service" and o["metadata"]["name"] == f"{NS}-redis":
+        if o["kind"] == "Service" and o["metadata"]["name"] == "kga-staging-redis":
             o["spec"]["ports"].append({"name": "admin", "port": 16379, "targetPort": "admin", "protocol": "TCP"})
-        if o["kind"] == "Deployment" and o["metadata"]["name"] == f"{NS}-redis":
+        if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "kga-staging-redis":
             o["spec"]["template"]["spec"]["containers"][0]["ports"].append(
                 {"name": "admin", "containerPort": 16379, "protocol": "TCP"}
             )
-    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS))
-    assert any("kga-test-redis port admin" in p and "no declared flow" in p for p in problems), problems
+    problems = all_problems([*objects, *_neighbours()], tmp_path, expected_flows(_components(objects)))
+    assert any("kga-staging-redis port admin" in p and "no declared flow" in p for p in problems), problems
 
 
 def test_a_too_broad_policy_fails(tmp_path: Path) -> None:
     """The checks can fail: an allow-all on redis is reported as undeclared and forbidden."""
-    objects = [*standin_chart(FULL), *_neighbours()]
+    objects = _dist_objects("staging")
     objects.append(
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": {"name": "oops", "namespace": NS},
+            "metadata": {"name": "oops", "namespace": "kga-staging"},
             "spec": {
                 "podSelector": {"matchLabels": {COMPONENT: "redis"}},
                 "policyTypes": ["Ingress", "Egress"],
@@ -511,10 +471,34 @@ def test_a_too_broad_policy_fails(tmp_path: Path) -> None:
             },
         }
     )
-    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS))
+    problems = all_problems([*objects, *_neighbours()], tmp_path, expected_flows(_components(objects)))
     assert any("other namespace -> us" in p for p in problems), problems
     assert any("store -> internet" in p for p in problems), problems
     assert any("not declared" in p for p in problems), problems
+
+
+def test_a_backup_run_reaching_another_store_fails(tmp_path: Path) -> None:
+    """Issue 9 defect 11: the old shared backup policy let every run reach every store."""
+    objects = _dist_objects("staging")
+    for o in objects:
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "kga-staging-backup-redis":
+            del o["spec"]["podSelector"]["matchLabels"][STORE_LABEL]  # now selects every backup run
+    problems = forbidden_connections(analyse([*objects, *_neighbours()], tmp_path))
+    assert any("backup -> another store" in p for p in problems), problems
+
+
+def test_a_missing_probe_flow_fails(tmp_path: Path) -> None:
+    """Issue 9 defect 4: the Memgraph probe's flow was missing and nothing noticed."""
+    objects = _dist_objects("staging")
+    for o in objects:
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "kga-staging-memgraph":
+            o["spec"]["ingress"] = [
+                r
+                for r in o["spec"]["ingress"]
+                if r["ports"][0]["port"] != 7687 or "namespaceSelector" not in r["from"][0]
+            ]
+    problems = all_problems([*objects, *_neighbours()], tmp_path, expected_flows(_components(objects)))
+    assert any("monitoring" in p and "7687 is not permitted" in p for p in problems), problems
 
 
 def test_flows_need_our_namespace_on_one_side() -> None:
@@ -530,7 +514,17 @@ def test_internet_excludes_private_and_cluster_ranges() -> None:
         chart,
         "N",
         props=NetworkPoliciesProps(
-            identity=RELEASE, namespace=NS, settings=settings, flows=stack_flows(FULL, settings)
+            identity=RELEASE,
+            namespace=NS,
+            settings=settings,
+            flows=[
+                Flow(
+                    source=ComponentPeer(component="query"),
+                    destination=InternetPeer(),
+                    ports=[PortSpec(port=443)],
+                    purpose="x",
+                )
+            ],
         ),
     )
     policy = manifests(chart)[f"networkpolicy-{NS}-query.yaml"]
@@ -551,38 +545,3 @@ def test_internet_excludes_private_and_cluster_ranges() -> None:
     ]
     with pytest.raises(ValueError):
         NetworkSettings(cluster_cidrs=["10.0.0.1/8"])
-
-
-# --- every synthesized environment --------------------------------------------------------------
-
-DIST_ENVS = ENV_DIRS
-
-
-def _dist_objects(env: str) -> list[Manifest]:
-    return [
-        yaml.safe_load(p.read_text())
-        for p in sorted((ROOT / "dist" / env).glob("*.yaml"))
-        if p.name != "kustomization.yaml"
-    ]
-
-
-@pytest.mark.parametrize("env", DIST_ENVS)
-def test_matrix_holds_in_dist(env: str, tmp_path: Path) -> None:
-    objects = _dist_objects(env)
-    components = {
-        o["metadata"].get("labels", {}).get(COMPONENT)
-        for o in objects
-        if o["kind"] in {"Deployment", "StatefulSet", "CronJob"}
-    }
-    present = StackComponents(
-        **{
-            name: name in components
-            for name in ("web", "auth", "query", "indexer", "redis", "chroma", "memgraph", "backup")
-        }
-    )
-    assert any(o["kind"] == "NetworkPolicy" for o in objects), f"dist/{env} has no NetworkPolicy yet"
-    # Our namespace label as the API server sets it, for nca.
-    for o in objects:
-        if o["kind"] == "Namespace":
-            o["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = o["metadata"]["name"]
-    assert all_problems([*objects, *_neighbours()], tmp_path, stack_flows(present, SETTINGS)) == []

@@ -8,13 +8,13 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
+from . import cross_reference
 from ._plus import k8s
 from .agent_config import AgentConfig, AgentConfigProps
 from .agent_secrets import AgentSecrets, AgentSecretsProps
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
 from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
 from .chroma_store import PORT as CHROMA_PORT
-from . import cross_reference
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections, namespace_peer
 from .dashboards import Dashboards
@@ -309,6 +309,8 @@ class AgentStack(cdk8s.Chart):
         edge = namespace_peer(env.network.ingress_controller_namespace)
         connections.allow(edge, self.web.endpoint, purpose="the edge serves the web UI")
         for tier in tiers:
-            connections.allow(edge, tier.endpoint, purpose=f"the edge routes /api to the {tier.endpoint.component} tier")
+            connections.allow(
+                edge, tier.endpoint, purpose=f"the edge routes /api to the {tier.endpoint.component} tier"
+            )
         for endpoint in self.edge.endpoints:
             connections.allow(edge, endpoint, purpose=f"the edge calls the verifier's {endpoint.port_name} port")

@@ -167,8 +167,12 @@ class AgentTier(Construct):
         """The API port; ``/health`` is the only honest health path (agent-facts.md)."""
         p = self.props
         return Endpoint(
-            component=p.identity.component, service=self.name, namespace=p.namespace,
-            port=HTTP_PORT, port_name="http", health_path=HEALTH_PATH,
+            component=p.identity.component,
+            service=self.name,
+            namespace=p.namespace,
+            port=HTTP_PORT,
+            port_name="http",
+            health_path=HEALTH_PATH,
         )
 
     def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:

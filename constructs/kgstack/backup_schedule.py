@@ -17,9 +17,9 @@ from pydantic import Field, model_validator
 from ._plus import k8s, quantity
 from .connections import Connections, Endpoint
 from .footprint import Footprint
-from .network_policies import ComponentPeer, InternetPeer, tcp
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
+from .network_policies import ComponentPeer, InternetPeer, tcp
 from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
 from .quantity import Quantity, parse_quantity
 from .secret_ref import SecretRef, secret_files

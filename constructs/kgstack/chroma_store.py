@@ -86,6 +86,10 @@ class ChromaStore(Construct):
     def endpoint(self) -> Endpoint:
         """Chroma's HTTP API (no auth and no TLS: only the policies protect it)."""
         return Endpoint(
-            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
-            port=PORT, port_name="http", health_path=HEARTBEAT,
+            component=self.props.identity.component,
+            service=self.name,
+            namespace=self.props.namespace,
+            port=PORT,
+            port_name="http",
+            health_path=HEARTBEAT,
         )

@@ -16,7 +16,7 @@ from ``dist/``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 from weakref import WeakKeyDictionary
 
 import cdk8s
@@ -66,7 +66,7 @@ class Endpoint(Spec):
 class Connections:
     """Every flow one chart declares; :meth:`of` finds the chart's instance."""
 
-    _registry: WeakKeyDictionary[cdk8s.Chart, Connections] = WeakKeyDictionary()
+    _registry: ClassVar[WeakKeyDictionary[cdk8s.Chart, Connections]] = WeakKeyDictionary()
 
     def __init__(self) -> None:
         self._flows: list[Flow] = []

@@ -152,8 +152,8 @@ class Gate:
             out[target] = (file, frozenset(keys))
         for file, obj in self.kind("Certificate").values():
             out[obj["spec"]["secretName"]] = (file, CERTIFICATE_KEYS)
-        for name, keys in self.prerequisites.items():
-            out.setdefault(name, ("a documented prerequisite", keys))
+        for name, required in self.prerequisites.items():
+            out.setdefault(name, ("a documented prerequisite", required))
         return out
 
     def kind(self, kind: str) -> dict[str, tuple[str, Obj]]:
@@ -215,38 +215,40 @@ class Gate:
                     claim = volume["persistentVolumeClaim"]["claimName"]
                     if claim not in claims:
                         self._report(pod.file, f"{path}.persistentVolumeClaim", f"PVC {claim} does not exist")
-            for group in ("initContainers", "containers"):
-                for c, container in enumerate(pod.spec.get(group) or []):
-                    cpath = f"{base}.{group}[{c}]"
-                    for e, env in enumerate(container.get("env") or []):
-                        source = env.get("valueFrom") or {}
-                        if "secretKeyRef" in source:
-                            ref = source["secretKeyRef"]
-                            self._need_secret(
+            self._env_references(pod, base, configmaps)
+
+    def _env_references(self, pod: _Pod, base: str, configmaps: Mapping[str, Obj]) -> None:
+        for group in ("initContainers", "containers"):
+            for c, container in enumerate(pod.spec.get(group) or []):
+                cpath = f"{base}.{group}[{c}]"
+                for e, env in enumerate(container.get("env") or []):
+                    source = env.get("valueFrom") or {}
+                    if "secretKeyRef" in source:
+                        ref = source["secretKeyRef"]
+                        self._need_secret(
+                            pod.file,
+                            f"{cpath}.env[{e}].valueFrom.secretKeyRef",
+                            ref["name"],
+                            ref["key"],
+                            bool(ref.get("optional")),
+                        )
+                    if "configMapKeyRef" in source:
+                        ref = source["configMapKeyRef"]
+                        data = configmaps.get(ref["name"], {}).get("data")
+                        if (data is None or ref["key"] not in data) and not ref.get("optional"):
+                            self._report(
                                 pod.file,
-                                f"{cpath}.env[{e}].valueFrom.secretKeyRef",
-                                ref["name"],
-                                ref["key"],
-                                bool(ref.get("optional")),
+                                f"{cpath}.env[{e}].valueFrom.configMapKeyRef",
+                                f"ConfigMap {ref['name']} has no key {ref['key']!r}",
                             )
-                        if "configMapKeyRef" in source:
-                            ref = source["configMapKeyRef"]
-                            data = configmaps.get(ref["name"], {}).get("data")
-                            if data is None or ref["key"] not in data:
-                                if not ref.get("optional"):
-                                    self._report(
-                                        pod.file,
-                                        f"{cpath}.env[{e}].valueFrom.configMapKeyRef",
-                                        f"ConfigMap {ref['name']} has no key {ref['key']!r}",
-                                    )
-                    for e, source in enumerate(container.get("envFrom") or []):
-                        if "secretRef" in source:
-                            ref = source["secretRef"]
-                            self._need_secret(
-                                pod.file, f"{cpath}.envFrom[{e}]", ref["name"], None, bool(ref.get("optional"))
-                            )
-                        if "configMapRef" in source and source["configMapRef"]["name"] not in configmaps:
-                            self._report(pod.file, f"{cpath}.envFrom[{e}]", "ConfigMap does not exist")
+                for e, source in enumerate(container.get("envFrom") or []):
+                    if "secretRef" in source:
+                        ref = source["secretRef"]
+                        self._need_secret(
+                            pod.file, f"{cpath}.envFrom[{e}]", ref["name"], None, bool(ref.get("optional"))
+                        )
+                    if "configMapRef" in source and source["configMapRef"]["name"] not in configmaps:
+                        self._report(pod.file, f"{cpath}.envFrom[{e}]", "ConfigMap does not exist")
 
     def _secret_reads(self) -> dict[str, dict[str, bool]]:
         """Secret -> key -> read non-optionally by someone; key ``*``: the whole Secret is mounted."""
@@ -287,16 +289,11 @@ class Gate:
                 key = item["secretKey"]
                 if read.get("*") or read.get(key) or key in used_by_template:
                     continue
-                reason = (
-                    "every consumer marks it optional"
-                    if key in read
-                    else "no pod or monitoring object reads it"
-                )
+                reason = "every consumer marks it optional" if key in read else "no pod or monitoring object reads it"
                 self._report(
                     file,
                     f"spec.data[{i}]",
-                    f"key {key!r} is required from the store (a missing remote key fails the whole sync), "
-                    f"but {reason}",
+                    f"key {key!r} is required from the store (a missing remote key fails the whole sync), but {reason}",
                 )
 
     def _custom_resource_refs(self) -> Iterator[tuple[str, str, str, str]]:
@@ -304,9 +301,9 @@ class Gate:
         for file, obj in self.files.items():
             if obj["kind"] in ("AlertmanagerConfig", "ServiceMonitor", "PodMonitor", "Probe", "Prometheus"):
                 for path, node in _walk(obj.get("spec"), "spec"):
-                    if set(node) <= {"name", "key", "optional"} and {"name", "key"} <= set(node):
-                        if not node.get("optional"):
-                            yield file, path, node["name"], node["key"]
+                    selector = set(node) <= {"name", "key", "optional"} and {"name", "key"} <= set(node)
+                    if selector and not node.get("optional"):
+                        yield file, path, node["name"], node["key"]
             if obj["kind"] == "Ingress":
                 for i, tls in enumerate(obj["spec"].get("tls") or []):
                     if tls.get("secretName"):
@@ -439,7 +436,7 @@ class Gate:
             for rule in spec.get("egress") or []
         )
 
-    def _expect(self, file: str, path: str, source: Peer | _Pod, host: str, port: int, what: str) -> None:
+    def _expect(self, file: str, path: str, source: Peer | _Pod, *, host: str, port: int, what: str) -> None:
         resolved = self._service_target(host, port)
         if resolved is None:
             self._report(file, path, f"{what}: {host}:{port} is not a port of a Service in {self.namespace}")
@@ -462,6 +459,11 @@ class Gate:
                 )
 
     def _traffic(self) -> None:
+        self._monitor_traffic()
+        self._edge_traffic()
+        self._env_traffic()
+
+    def _monitor_traffic(self) -> None:
         if self.scraper is not None:
             for file, probe in self.kind("Probe").values():
                 static = probe["spec"].get("targets", {}).get("staticConfig", {}).get("static", [])
@@ -472,9 +474,9 @@ class Gate:
                             file,
                             f"spec.targets.staticConfig.static[{i}]",
                             self.scraper,
-                            match["host"],
-                            int(match["port"]),
-                            "blackbox probe",
+                            host=match["host"],
+                            port=int(match["port"]),
+                            what="blackbox probe",
                         )
             for file, monitor in self.kind("ServiceMonitor").values():
                 for svc_name, (_, svc) in self.kind("Service").items():
@@ -484,8 +486,15 @@ class Gate:
                         for p in svc["spec"].get("ports") or []:
                             if p.get("name") == endpoint.get("port"):
                                 self._expect(
-                                    file, f"spec.endpoints[{i}]", self.scraper, svc_name, p["port"], "scrape"
+                                    file,
+                                    f"spec.endpoints[{i}]",
+                                    self.scraper,
+                                    host=svc_name,
+                                    port=p["port"],
+                                    what="scrape",
                                 )
+
+    def _edge_traffic(self) -> None:
         if self.edge is not None:
             for file, ingress in self.kind("Ingress").values():
                 for r, rule in enumerate(ingress["spec"].get("rules") or []):
@@ -499,10 +508,12 @@ class Gate:
                                 file,
                                 f"spec.rules[{r}].http.paths[{p}].backend",
                                 self.edge,
-                                svc["name"],
-                                port,
-                                "edge route",
+                                host=svc["name"],
+                                port=port,
+                                what="edge route",
                             )
+
+    def _env_traffic(self) -> None:
         configmaps = {name: obj.get("data") or {} for name, (_, obj) in self.kind("ConfigMap").items()}
         services = self.kind("Service")
         for pod in self.pods:
@@ -516,10 +527,12 @@ class Gate:
                 for name, value in env.items():
                     match = _URL.match(value)
                     if match and match["host"].split(".")[0] in services:
-                        self._expect(pod.file, f"{path}[{name}]", pod, match["host"], int(match["port"]), name)
+                        self._expect(
+                            pod.file, f"{path}[{name}]", pod, host=match["host"], port=int(match["port"]), what=name
+                        )
                     port = env.get(name.removesuffix("_HOST") + "_PORT", "")
                     if name.endswith("_HOST") and value in services and port.isdigit():
-                        self._expect(pod.file, f"{path}[{name}]", pod, value, int(port), name)
+                        self._expect(pod.file, f"{path}[{name}]", pod, host=value, port=int(port), what=name)
 
     def _named_service_port(self, service: str, name: str) -> int | None:
         entry = self.kind("Service").get(service)

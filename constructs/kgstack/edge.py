@@ -30,12 +30,12 @@ from pydantic import Field, model_validator
 
 from ._plus import int_or_string, k8s, quantity
 from .agent_secrets import reload_on
+from .connections import Endpoint
 from .custom_resource import custom_resource
 from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec, Stage
 from .naming import Identity, object_meta
-from .connections import Endpoint
 from .pod_security import RUNTIME_UID, hardened_container, pod_security_context
 from .scheduling import SURGE, rolling_update, rolls_on, zone_and_node_spread
 
@@ -399,15 +399,20 @@ class EdgeAuth(Construct):
         p = self.props
         return [
             Endpoint(
-                component=p.identity.component, service=self.name, namespace=p.namespace, port=port,
-                port_name=name, health_path="/healthz" if name == "http" else None,
+                component=p.identity.component,
+                service=self.name,
+                namespace=p.namespace,
+                port=port,
+                port_name=name,
+                health_path="/healthz" if name == "http" else None,
             )
             for name, port in (("http", AUTH_PORT), ("deny", DENY_PORT))
         ]
 
     @property
     def url(self) -> str:
-        return self.endpoints[0].url("http", VERIFY_PATH, cluster=True)
+        verifier = self.endpoints[0]
+        return f"http://{verifier.service}.{verifier.namespace}.svc.cluster.local:{verifier.port}{VERIFY_PATH}"
 
     def footprint(self) -> Footprint:
         return Footprint(

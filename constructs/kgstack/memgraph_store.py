@@ -92,8 +92,11 @@ class MemgraphStore(Construct):
     def endpoint(self) -> Endpoint:
         """The bolt port (TCP-probed: Memgraph has no HTTP health path)."""
         return Endpoint(
-            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
-            port=BOLT_PORT, port_name="bolt",
+            component=self.props.identity.component,
+            service=self.name,
+            namespace=self.props.namespace,
+            port=BOLT_PORT,
+            port_name="bolt",
         )
 
     @property

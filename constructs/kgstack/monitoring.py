@@ -30,10 +30,9 @@ from pydantic import Field, model_validator
 
 from .connections import Connections, Endpoint
 from .custom_resource import custom_resource
-from .network_policies import NamespacePeer
 from .model import Spec
 from .naming import Identity
-
+from .network_policies import NamespacePeer
 
 NGINX_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """ingress-nginx's request-duration buckets unless the controller runs with ``--time-buckets``."""

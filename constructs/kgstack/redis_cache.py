@@ -207,16 +207,22 @@ class RedisCache(Construct):
     def endpoint(self) -> Endpoint:
         """The Redis protocol port (ACL users; see :data:`SECRET_KEYS`)."""
         return Endpoint(
-            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
-            port=PORT, port_name="redis",
+            component=self.props.identity.component,
+            service=self.name,
+            namespace=self.props.namespace,
+            port=PORT,
+            port_name="redis",
         )
 
     @property
     def metrics_endpoint(self) -> Endpoint:
         """redis_exporter's ``/metrics``."""
         return Endpoint(
-            component=self.props.identity.component, service=self.name, namespace=self.props.namespace,
-            port=METRICS_PORT, port_name="metrics",
+            component=self.props.identity.component,
+            service=self.name,
+            namespace=self.props.namespace,
+            port=METRICS_PORT,
+            port_name="metrics",
         )
 
     def agent_url(self) -> SecretRef:

@@ -142,8 +142,12 @@ class WebUi(Construct):
         """nginx serving the UI; ``/healthz`` answers without touching the app."""
         p = self.props
         return Endpoint(
-            component=p.identity.component, service=self.name, namespace=p.namespace,
-            port=PORT, port_name="http", health_path=HEALTH_PATH,
+            component=p.identity.component,
+            service=self.name,
+            namespace=p.namespace,
+            port=PORT,
+            port_name="http",
+            health_path=HEALTH_PATH,
         )
 
     def footprint(self) -> Footprint:
