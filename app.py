@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rendered = {name: render(files) for name, files in {**objects, **gitops}.items()}
     write_tree(rendered, args.outdir)
-    write_tree(render_docs(objects), args.docs or args.outdir.parent / "docs" / "environments")
+    prerequisites = {name: stack.secrets.prerequisites for name, stack in stacks.items()}
+    write_tree(render_docs(objects, prerequisites), args.docs or args.outdir.parent / "docs" / "environments")
     # `cdk8s synth` wipes its own output folder first, so it points at a scratch folder
     # (cdk8s.yaml) and gets a copy; dist/ is only ever replaced by the swap above.
     cli_outdir = os.environ.get("CDK8S_OUTDIR")

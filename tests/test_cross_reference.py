@@ -1,0 +1,163 @@
+"""The cross-reference gate on every dist/<env>/, and on mutated copies: each defect it exists for fails it.
+
+The gate reads the rendered objects only. The mutations below put back, one at
+a time, what dist/ looked like before issue 9, and each must be reported with
+the file and the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ENV_DIRS, ROOT
+
+from kgstack import cross_reference
+from kgstack.cross_reference import Peer
+
+Objects = dict[str, dict[str, Any]]
+MONITORING = Peer("monitoring")
+EDGE = Peer("ingress-nginx")
+
+
+def dist(env: str) -> Objects:
+    return {
+        p.name: yaml.safe_load(p.read_text())
+        for p in sorted((ROOT / "dist" / env).glob("*.yaml"))
+        if p.name != "kustomization.yaml"
+    }
+
+
+def prerequisites(env: str) -> dict[str, frozenset[str]]:
+    """Read back from the generated docs/environments/<env>/secrets.md: what an operator is told to create."""
+    page = (ROOT / "docs" / "environments" / env / "secrets.md").read_text()
+    out: dict[str, frozenset[str]] = {}
+    for line in page.splitlines():
+        match = re.match(r"^kubectl -n \S+ create secret generic (\S+) (.*?) --dry-run", line)
+        if match:
+            out[match[1]] = frozenset(re.findall(r"--from-file=([^=]+)=", match[2]))
+    return out
+
+
+def gate(env: str, objects: Objects) -> list[str]:
+    namespace = next(o["metadata"]["name"] for o in objects.values() if o["kind"] == "Namespace")
+    return cross_reference.check(
+        objects, namespace=namespace, prerequisites=prerequisites(env), scraper=MONITORING, edge=EDGE
+    )
+
+
+@pytest.mark.parametrize("env", ENV_DIRS)
+def test_dist_passes_the_gate(env: str) -> None:
+    assert gate(env, dist(env)) == []
+
+
+def test_dev_docs_create_every_secret_the_pods_read() -> None:
+    """Issue 9 defect 10: dev backups mounted kga-backup, which the dev set-up never created."""
+    assert prerequisites("dev")["kga-backup"] == {"credentials"}
+    assert prerequisites("staging") == {} and prerequisites("prod") == {}
+    objects = dist("dev")
+    assert gate("dev", objects) == []
+    # Without the page's list, every hand-made Secret is reported against the pods that read it.
+    namespace = "kga-dev"
+    problems = cross_reference.check(objects, namespace=namespace, scraper=MONITORING, edge=EDGE)
+    assert any(
+        p.startswith("cronjob-kga-dev-backup-redis.yaml: spec.jobTemplate.spec.template.spec.volumes")
+        and "Secret kga-backup is neither rendered, produced nor a documented prerequisite" in p
+        for p in problems
+    ), problems
+
+
+def _mutate(env: str) -> Objects:
+    return copy.deepcopy(dist(env))
+
+
+def test_alert_receivers_need_their_secret() -> None:
+    """Issue 9 defect 2: the AlertmanagerConfig read Secret kga-alerting that nobody made."""
+    objects = _mutate("prod")
+    del objects["externalsecret-kga-alerting.yaml"]
+    problems = gate("prod", objects)
+    assert (
+        "alertmanagerconfig-kga-prod.yaml: spec.receivers[0].pagerdutyConfigs[0].routingKey: Secret kga-alerting"
+        in (" ".join(problems))
+    ), problems
+
+
+def test_an_optional_key_is_not_required_from_the_store() -> None:
+    """Issue 9 defect 3: EMBEDDING_API_KEY was required data although every pod marks it optional."""
+    objects = _mutate("prod")
+    es = objects["externalsecret-kga-agent.yaml"]
+    es["spec"]["data"].append(
+        {"secretKey": "EMBEDDING_API_KEY", "remoteRef": {"key": "kga/prod/agent", "property": "EMBEDDING_API_KEY"}}
+    )
+    problems = gate("prod", objects)
+    assert any(
+        p.startswith("externalsecret-kga-agent.yaml: spec.data[2]: key 'EMBEDDING_API_KEY'")
+        and "every consumer marks it optional" in p
+        for p in problems
+    ), problems
+    pods = [o for o in objects.values() if o["kind"] == "Deployment" and "query" in o["metadata"]["name"]]
+    env = pods[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    ref = {"name": "kga-agent", "key": "EMBEDDING_API_KEY", "optional": True}
+    assert {"name": "EMBEDDING_API_KEY", "valueFrom": {"secretKeyRef": ref}} in env
+
+
+def test_a_probe_the_policies_block_fails() -> None:
+    """Issue 9 defect 4: the Memgraph probe on 7687 from monitoring was denied."""
+    objects = _mutate("staging")
+    policy = objects["networkpolicy-kga-staging-memgraph.yaml"]
+    policy["spec"]["ingress"] = [
+        rule for rule in policy["spec"]["ingress"] if "namespaceSelector" not in rule["from"][0]
+    ]
+    problems = gate("staging", objects)
+    assert any(
+        p.startswith("probe-kga-staging-memgraph.yaml: spec.targets.staticConfig.static[0]: blackbox probe")
+        and "deny namespace monitoring" in p
+        and "7687" in p
+        for p in problems
+    ), problems
+
+
+def test_a_shared_workload_identity_fails() -> None:
+    """Issue 9 defect 7: the agent's ServiceAccount carried the backup role."""
+    objects = _mutate("prod")
+    role = objects["serviceaccount-kga-prod-backup.yaml"]["metadata"]["annotations"]
+    objects["serviceaccount-kga-prod-agent.yaml"]["metadata"]["annotations"] = dict(role)
+    problems = gate("prod", objects)
+    assert any("shares workload identity" in p for p in problems), problems
+
+
+def test_a_missing_key_or_secret_fails() -> None:
+    objects = _mutate("staging")
+    redis = objects["externalsecret-kga-redis.yaml"]
+    redis["spec"]["data"] = [d for d in redis["spec"]["data"] if d["secretKey"] != "exporter-password"]
+    problems = gate("staging", objects)
+    assert any("has no key 'exporter-password'" in p for p in problems), problems
+
+
+def test_services_budgets_and_autoscalers_must_resolve() -> None:
+    objects = _mutate("prod")
+    objects["service-kga-prod-query.yaml"]["spec"]["ports"][0]["targetPort"] = "metrics"
+    web_budget = objects["poddisruptionbudget-kga-prod-web.yaml"]["spec"]["selector"]["matchLabels"]
+    web_budget["app.kubernetes.io/component"] = "webb"
+    objects["horizontalpodautoscaler-kga-prod-query.yaml"]["spec"]["scaleTargetRef"]["name"] = "kga-prod-qeury"
+    problems = " ".join(gate("prod", objects))
+    assert (
+        "service-kga-prod-query.yaml: spec.ports[0].targetPort: no selected container declares port 'metrics'"
+        in problems
+    )
+    assert "poddisruptionbudget-kga-prod-web.yaml: spec.selector" in problems
+    assert "Deployment kga-prod-qeury does not exist" in problems
+
+
+def test_a_url_the_policies_block_fails() -> None:
+    objects = _mutate("staging")
+    policy = objects["networkpolicy-kga-staging-chroma.yaml"]
+    policy["spec"]["ingress"] = [
+        r for r in policy["spec"]["ingress"] if "namespaceSelector" in r["from"][0]
+    ]  # only the probe is left
+    problems = gate("staging", objects)
+    denied = "[CHROMA_HOST]: CHROMA_HOST: the NetworkPolicies deny deployment-kga-staging-query.yaml"
+    assert any(denied in p for p in problems), problems
