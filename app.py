@@ -25,10 +25,17 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
 import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
 from pydantic import ValidationError  # noqa: E402
 
-from kgstack import AgentStack, EnvironmentError, load_environment, load_environments  # noqa: E402
+from kgstack import AgentStack, Environment, EnvironmentError, load_environment, load_environments  # noqa: E402
 from kgstack.backup_schedule import restore_job  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
+from kgstack.releases import (  # noqa: E402
+    ReleasesError,
+    load_releases,
+    own_digest_problems,
+    unreleased,
+    with_releases,
+)
 from kgstack.reports import render_docs  # noqa: E402
 from kgstack.schema import check_objects  # noqa: E402
 
@@ -49,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        environments = load_environments(args.environments)
+        environments = pin_releases(args.environments, load_environments(args.environments))
     except EnvironmentError as exc:
         return _fail(exc.problems, 2)
+    except ReleasesError as exc:
+        return _fail(str(exc).splitlines(), 2)
 
     charts = []
     for env in environments:
@@ -87,6 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         write_tree(rendered, Path(cli_outdir))
     print(f"synthesized {', '.join(versions)} into {args.outdir}")
     return 0
+
+
+def pin_releases(folder: Path, environments: list[Environment]) -> list[Environment]:
+    """Our images' digests from the release workflow's file; a note for each environment never released."""
+    problems = [p for env in environments for p in own_digest_problems(env, f"{folder / env.name}.yaml")]
+    if problems:
+        raise ReleasesError("\n".join(problems))
+    releases = load_releases(folder)
+    pinned = [with_releases(env, releases) for env in environments]
+    for env in pinned:
+        if missing := unreleased(env):
+            print(f"note: {env.name}: never released: {', '.join(missing)}; Argo CD will not sync it automatically")
+    return pinned
 
 
 def restore(argv: list[str]) -> int:

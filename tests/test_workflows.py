@@ -130,4 +130,5 @@ def test_main_builds_scans_signs_and_bumps() -> None:
     sign = "\n".join(step.get("run", "") for step in jobs["sign"]["steps"])
     assert "cosign sign --yes" in sign
     bump = "\n".join(step.get("run", "") for step in jobs["bump"]["steps"])
-    assert "scripts/bump_digests.py" in bump and "make synth" in bump
+    assert "scripts/release_images.py" in bump and "make synth" in bump
+    assert 'imagetools inspect "${repo}@${digest}"' in bump  # the registry answers for the digest first

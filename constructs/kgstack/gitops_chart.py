@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 
 import cdk8s
 from constructs import Construct
+from pydantic import Field
 
 from .argocd_application import ArgoCdApplication, GitOpsSettings, automated_by_default
 from .model import Spec
 from .naming import APP_NAME, Identity
+from .releases import unreleased
 
 if TYPE_CHECKING:
     from .environment import Environment
@@ -39,6 +41,8 @@ class GitOpsTarget(Spec):
     version: str
     """The release's app version, for the ``app.kubernetes.io/version`` label."""
     settings: GitOpsSettings
+    unreleased: list[str] = Field(default_factory=list)
+    """Our images the environment deploys that were never released; any holds automated sync back."""
 
     @classmethod
     def of(cls, env: Environment, settings: GitOpsSettings) -> GitOpsTarget:
@@ -49,10 +53,14 @@ class GitOpsTarget(Spec):
             stage=str(env.stage),
             version=env.images.agent.tag,
             settings=settings,
+            unreleased=unreleased(env),
         )
 
     @property
     def automated(self) -> bool:
+        # Never sync automatically what no registry holds: every pod would sit in ImagePullBackOff.
+        if self.unreleased:
+            return False
         if self.settings.automated is not None:
             return self.settings.automated
         return automated_by_default(self.stage)
