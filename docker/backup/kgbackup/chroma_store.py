@@ -5,20 +5,29 @@ Line kinds, in order: ``header``; per collection one ``collection`` line
 finally ``end``. Embeddings are stored as base64 little-endian float32, which
 is exactly what Chroma keeps, so a restore is bit-identical and the dump is
 about 4x smaller than decimal text.
+
+Restore re-batches the pages into upserts of ``upsert_batch`` records and keeps
+``upsert_workers`` of them in flight: the server builds its HNSW index on
+several threads, and the next batch is decoded while the last one is indexed.
+Memory stays bounded by one dump line plus ``upsert_workers + 1`` batches,
+whatever the size of the store.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kgbackup.errors import CorruptDumpError, RefusedError, StoreError
+from kgbackup.errors import ConfigError, CorruptDumpError, RefusedError, StoreError
 from kgbackup.logjson import log
 from kgbackup.manifest import DumpWriter, Manifest
 from kgbackup.pipeline import DumpInfo, read_gzip_lines
@@ -35,7 +44,17 @@ class ChromaConfig:
     tenant: str = "default_tenant"
     database: str = "default_database"
     auth_token: str | None = None
-    page_size: int = 1000
+    # Records per get() page and per dump line. Each page is parsed into Python floats
+    # by the client; 250 keeps that peak small and was as fast as 1000 (bench/README.md).
+    page_size: int = 250
+    # Records per upsert, and upserts in flight; chosen by bench/backup_throughput.py's sweep.
+    upsert_batch: int = 250
+    upsert_workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("page_size", "upsert_batch", "upsert_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"chroma {name} must be at least 1, got {getattr(self, name)}")
 
 
 def encode_embedding(vector: Any) -> str | None:
@@ -44,11 +63,17 @@ def encode_embedding(vector: Any) -> str | None:
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
-def decode_embedding(text: str | None) -> list[float] | None:
+def decode_embedding(text: str | None) -> Any:
+    """A float32 vector (a view on the decoded bytes, no Python floats); ``ValueError`` if malformed."""
     if text is None:
         return None
-    values: list[float] = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4").tolist()
-    return values
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64: {exc}") from exc
+    if not raw or len(raw) % 4:
+        raise ValueError(f"{len(raw)} bytes is not a float32 vector")
+    return np.frombuffer(raw, dtype="<f4")
 
 
 def connect(cfg: ChromaConfig) -> Any:
@@ -105,6 +130,9 @@ class ChromaStore:
         if self._client is None:
             self._client = connect(self.cfg)
         return self._client
+
+    def close(self) -> None:
+        self._client = None
 
     def _dump_collection(self, col: Any, out: DumpWriter) -> int:
         out.write(_line({"kind": "collection", "name": col.name, "metadata": col.metadata,
@@ -208,25 +236,21 @@ class ChromaStore:
 
     def _load(self, gz_path: Path) -> dict[str, int]:
         restored: dict[str, int] = {}
-        col: Any = None
-        for obj in self._parsed(gz_path):
-            if obj["kind"] == "collection":
-                col = self.client.create_collection(
-                    name=obj["name"],
-                    metadata=obj.get("metadata") or None,
-                    configuration=_restorable_config(obj.get("configuration")),
-                    embedding_function=None,
-                )
-                restored[col.name] = 0
-            elif obj["kind"] == "records" and obj["ids"]:
-                # upsert, not add: a retried page must not fail on duplicate ids.
-                col.upsert(
-                    ids=obj["ids"],
-                    embeddings=[decode_embedding(e) for e in obj["embeddings"]],
-                    documents=obj["documents"],
-                    metadatas=obj["metadatas"],
-                )
-                restored[col.name] += len(obj["ids"])
+        with _Upserter(self.cfg.upsert_batch, self.cfg.upsert_workers) as upserter:
+            for obj in self._parsed(gz_path):
+                if obj["kind"] == "collection":
+                    upserter.flush()
+                    col = self.client.create_collection(
+                        name=obj["name"],
+                        metadata=obj.get("metadata") or None,
+                        configuration=_restorable_config(obj.get("configuration")),
+                        embedding_function=None,
+                    )
+                    upserter.collection = col
+                    restored[col.name] = 0
+                elif obj["kind"] == "records" and obj["ids"]:
+                    upserter.add(obj)
+                    restored[upserter.collection.name] += len(obj["ids"])
         return restored
 
     def restore(self, gz_path: Path, manifest: Manifest, force: bool, work_dir: Path) -> dict[str, Any]:
@@ -243,3 +267,68 @@ class ChromaStore:
         except Exception as exc:  # chromadb raises many unrelated types; report one clear line
             raise StoreError(f"restore into Chroma failed (safe to re-run with --force): {exc}") from exc
         return {"collections": restored, "records": sum(restored.values())}
+
+
+@dataclass
+class _Batch:
+    ids: list[str] = field(default_factory=list)
+    embeddings: list[Any] = field(default_factory=list)
+    documents: list[str | None] = field(default_factory=list)
+    metadatas: list[Any] = field(default_factory=list)
+
+
+class _Upserter:
+    """Re-batches dump pages into upserts of ``size`` records, ``workers`` of them in flight.
+
+    Upsert, not add: a retried batch must not fail on duplicate ids. The first
+    failed batch stops the load: its error is raised from ``add``/``flush``/exit.
+    """
+
+    def __init__(self, size: int, workers: int) -> None:
+        self.size = size
+        self.workers = workers
+        self.collection: Any = None
+        self._batch = _Batch()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upsert")
+        self._in_flight: deque[Future[None]] = deque()
+
+    def add(self, page: dict[str, Any]) -> None:
+        b = self._batch
+        b.ids.extend(page["ids"])
+        b.embeddings.extend(decode_embedding(e) for e in page["embeddings"])
+        b.documents.extend(page["documents"])
+        b.metadatas.extend(page["metadatas"])
+        while len(b.ids) >= self.size:
+            self._submit(self.size)
+
+    def flush(self) -> None:
+        """Send what is buffered and wait until every batch of the collection is stored."""
+        if self._batch.ids:
+            self._submit(len(self._batch.ids))
+        while self._in_flight:
+            self._in_flight.popleft().result()
+
+    def _submit(self, n: int) -> None:
+        b = self._batch
+        batch = _Batch(b.ids[:n], b.embeddings[:n], b.documents[:n], b.metadatas[:n])
+        del b.ids[:n], b.embeddings[:n], b.documents[:n], b.metadatas[:n]
+        # Bounded: wait for the oldest batch before queueing one more than there are workers.
+        while len(self._in_flight) >= self.workers:
+            self._in_flight.popleft().result()
+        self._in_flight.append(self._pool.submit(self._upsert, self.collection, batch))
+
+    @staticmethod
+    def _upsert(col: Any, b: _Batch) -> None:
+        col.upsert(ids=b.ids, embeddings=b.embeddings, documents=b.documents, metadatas=b.metadatas)
+
+    def __enter__(self) -> _Upserter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            for future in self._in_flight:
+                future.cancel()
+            self._pool.shutdown(wait=True)

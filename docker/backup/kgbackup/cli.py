@@ -69,7 +69,12 @@ def _add_store_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chroma-ssl", action="store_true", default=_env("CHROMA_SSL") in ("1", "true"))
     g.add_argument("--chroma-tenant", default=_env("CHROMA_TENANT", default="default_tenant"))
     g.add_argument("--chroma-database", default=_env("CHROMA_DATABASE", default="default_database"))
-    g.add_argument("--chroma-page-size", default=_env("KGB_CHROMA_PAGE_SIZE", default="1000"))
+    g.add_argument("--chroma-page-size", default=_env("KGB_CHROMA_PAGE_SIZE", default="250"),
+                   help="records per read page and dump line [KGB_CHROMA_PAGE_SIZE]")  # fmt: skip
+    g.add_argument("--chroma-upsert-batch", default=_env("KGB_CHROMA_UPSERT_BATCH", default="250"),
+                   help="records per restore upsert [KGB_CHROMA_UPSERT_BATCH]")  # fmt: skip
+    g.add_argument("--chroma-upsert-workers", default=_env("KGB_CHROMA_UPSERT_WORKERS", default="2"),
+                   help="restore upserts in flight [KGB_CHROMA_UPSERT_WORKERS]")  # fmt: skip
     g = p.add_argument_group("memgraph")
     g.add_argument("--memgraph-url", default=_env("KGB_MEMGRAPH_URL", "GRAPH_STORE_URL", default="bolt://127.0.0.1:7687"),
                    help="[KGB_MEMGRAPH_URL, GRAPH_STORE_URL]; password from GRAPH_STORE_PASSWORD")  # fmt: skip
@@ -123,6 +128,8 @@ def make_store(args: argparse.Namespace) -> Store:
             tenant=args.chroma_tenant, database=args.chroma_database,
             auth_token=os.environ.get("CHROMA_AUTH_TOKEN") or None,
             page_size=_int(args.chroma_page_size, "--chroma-page-size"),
+            upsert_batch=_int(args.chroma_upsert_batch, "--chroma-upsert-batch"),
+            upsert_workers=_int(args.chroma_upsert_workers, "--chroma-upsert-workers"),
         ))  # fmt: skip
     from kgbackup.memgraph_store import MemgraphConfig, MemgraphStore
 
@@ -147,14 +154,18 @@ def _run(args: argparse.Namespace, work_dir: Path) -> Any:
         return prune(storage, args.store, daily, weekly, args.dry_run)
     store = make_store(args)
     selected: str | None = None if getattr(args, "latest", False) else getattr(args, "backup_id", None)
-    if args.command == "backup":
-        run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"))
-        if args.prune:
-            prune(storage, args.store, _int(args.keep_daily, "--keep-daily"), _int(args.keep_weekly, "--keep-weekly"))
-    elif args.command == "verify":
-        fetch_and_check(store, storage, selected, work_dir)
-    else:
-        run_restore(store, storage, selected, args.force, work_dir)
+    try:
+        if args.command == "backup":
+            run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"))
+            if args.prune:
+                daily, weekly = _int(args.keep_daily, "--keep-daily"), _int(args.keep_weekly, "--keep-weekly")
+                prune(storage, args.store, daily, weekly)
+        elif args.command == "verify":
+            fetch_and_check(store, storage, selected, work_dir)
+        else:
+            run_restore(store, storage, selected, args.force, work_dir)
+    finally:
+        store.close()
     return None
 
 

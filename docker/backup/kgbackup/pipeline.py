@@ -43,6 +43,10 @@ class Store(Protocol):
         """Load a checked dump into the live store; return what was restored."""
         ...
 
+    def close(self) -> None:
+        """Release connections and helper processes; called once the command is done."""
+        ...
+
 
 def _prefix(store: str, backup_id: str) -> str:
     return f"{store}/{backup_id}"
@@ -157,14 +161,25 @@ def prune(storage: Storage, store: str, keep_daily: int, keep_weekly: int, dry_r
     return plan
 
 
-def read_gzip_lines(gz_path: Path) -> Iterator[bytes]:
-    """Iterate the lines of a gzip dump, turning decompression errors into a clear error."""
+# No dump line we write comes near this (a Chroma page of 1000 records at dimension
+# 1536 is about 9 MiB); a longer one is damage, and reading it whole would let a bad
+# object decide how much memory a restore takes.
+MAX_LINE_BYTES = 64 << 20
+
+
+def read_gzip_lines(gz_path: Path, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Iterate the lines of a gzip dump, turning decompression errors and overlong lines into clear errors."""
     import gzip
     import zlib
 
     try:
         with gzip.open(gz_path, "rb") as fh:
-            yield from fh
+            number = 0
+            while line := fh.readline(max_line + 1):
+                number += 1
+                if len(line) > max_line:
+                    raise CorruptDumpError(f"{gz_path.name} line {number}: longer than {max_line} bytes")
+                yield line
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptDumpError(f"{gz_path.name}: dump does not decompress cleanly: {exc}") from exc
 
