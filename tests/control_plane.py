@@ -71,9 +71,9 @@ class StorageClass:
     @property
     def regional(self) -> bool:
         """Whether a volume survives the loss of its zone (GCE regional PD, Azure ZRS)."""
-        return self.parameters.get("replication-type") == "regional-pd" or self.parameters.get(
-            "skuName", ""
-        ).endswith("_ZRS")
+        return self.parameters.get("replication-type") == "regional-pd" or self.parameters.get("skuName", "").endswith(
+            "_ZRS"
+        )
 
 
 # The classes each cloud offers by default, plus its zone-redundant one where it has one.

@@ -122,9 +122,7 @@ def test_zonal_state_is_spread_over_zones(cp: ControlPlane, applied: dict[str, l
 
 
 # 5 -----------------------------------------------------------------------------------------------
-def test_a_single_node_drain_completes_and_the_indexer_moves(
-    cp: ControlPlane, applied: dict[str, list[str]]
-) -> None:
+def test_a_single_node_drain_completes_and_the_indexer_moves(cp: ControlPlane, applied: dict[str, list[str]]) -> None:
     ns = namespace(DRILLED)
     for env in ENV_DIRS:
         wait_all_ready(cp, namespace(env))
@@ -184,9 +182,7 @@ def _mutated(tmp_path: Path, source: str, change: Any) -> Path:
         ),
         (
             f"deployment-kga-{DRILLED}-web.yaml",
-            lambda o: o["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__(
-                "privileged", True
-            ),
+            lambda o: o["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__("privileged", True),
             'violates PodSecurity "restricted:latest"',
         ),
         (
@@ -197,8 +193,9 @@ def _mutated(tmp_path: Path, source: str, change: Any) -> Path:
     ],
     ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch"],
 )
+@pytest.mark.usefixtures("applied")
 def test_the_real_server_rejects_a_broken_manifest(
-    cp: ControlPlane, applied: dict[str, list[str]], tmp_path: Path, source: str, change: Any, message: str
+    cp: ControlPlane, tmp_path: Path, source: str, change: Any, message: str
 ) -> None:
     path = _mutated(tmp_path, source, change)
     out = cp.kubectl.run("apply", "--server-side", "--dry-run=server", "-f", str(path))
@@ -211,8 +208,6 @@ def test_blocked_evictions_are_read_from_kubectl_drain() -> None:
     log = (
         'error when evicting pods/"kga-prod-query-1" -n "kga-prod" (will retry after 5s): '
         "Cannot evict pod as it would violate the pod's disruption budget.\n"
-        'evicting pod kga-prod/kga-prod-query-2\n'
+        "evicting pod kga-prod/kga-prod-query-2\n"
     )
-    assert blocked_evictions(log, {"kga-prod-query-1": "Deployment/kga-prod-query"}) == {
-        "Deployment/kga-prod-query": 1
-    }
+    assert blocked_evictions(log, {"kga-prod-query-1": "Deployment/kga-prod-query"}) == {"Deployment/kga-prod-query": 1}
