@@ -6,6 +6,7 @@ uses) with chroot isolation and the vfs driver, which work inside this sandbox.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("KGA_IMAGE_CACHE", REPO / ".cache" / "images"))
 AGENT_DOCKERFILE = REPO / "docker" / "agent" / "Dockerfile"
+_CHROMA_RELEASE = REPO / "docker" / "agent" / "chroma_release.py"
+
+
+def chroma_release() -> str:
+    """The Chroma release every environment in dist/ deploys: the agent image's client pin."""
+    spec = importlib.util.spec_from_file_location("chroma_release", _CHROMA_RELEASE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.release())
 
 
 def storage_args() -> list[str]:
@@ -54,6 +65,8 @@ def build_command(podman: list[str], dockerfile: Path, tag: str, base: str, cont
         *ca_secret(),
         "--build-arg",
         f"BASE_IMAGE={base}",
+        # The agent image pins its chromadb client with this; the release workflow passes the same.
+        *(["--build-arg", f"CHROMADB_VERSION={chroma_release()}"] if dockerfile == AGENT_DOCKERFILE else []),
         *extra,
         "-t",
         tag,

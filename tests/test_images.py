@@ -25,12 +25,15 @@ import time
 from pathlib import Path
 
 import pytest
-from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
+import yaml
+from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, chroma_release, tool_command
 from tools import free_port, missing
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO / "docker"
 WEB_DOCKERFILE = DOCKER_DIR / "web" / "Dockerfile"
+CHROMA_RELEASE_SCRIPT = DOCKER_DIR / "agent" / "chroma_release.py"
+MAIN_WORKFLOW = REPO / ".github" / "workflows" / "main.yml"
 NGINX_CONF = DOCKER_DIR / "web" / "nginx.conf"
 FIXTURE_APP = REPO / "tests" / "fixtures" / "agent-app"
 BASE_SCRIPT = REPO / "scripts" / "build-test-base.sh"
@@ -231,6 +234,52 @@ def test_agent_dockerfile_hardening_contract() -> None:
     assert "COPY . " not in f"COPY {copies}" and ".env" not in copies
 
 
+def _chroma_server_tags() -> set[str]:
+    """Chroma server releases in dist/, read with a YAML parser (not the script's regex)."""
+    tags = set()
+    for path in REPO.glob("dist/*/statefulset-*-chroma.yaml"):
+        (container,) = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"]
+        image = container["image"].split("@")[0]
+        assert image.rsplit(":", 1)[0].endswith("/chromadb/chroma"), image
+        tags.add(image.rsplit(":", 1)[1])
+    return tags
+
+
+def test_chroma_release_is_what_dist_deploys() -> None:
+    assert _chroma_server_tags() == {chroma_release()}
+    res = subprocess.run([sys.executable, str(CHROMA_RELEASE_SCRIPT)], capture_output=True, text=True, check=True)
+    assert res.stdout == f"{chroma_release()}\n"
+
+
+def test_chroma_release_refuses_environments_that_disagree(tmp_path: Path) -> None:
+    for env, tag in (("dev", "1.5.9"), ("prod", "1.6.0")):
+        (tmp_path / "dist" / env).mkdir(parents=True)
+        (tmp_path / "dist" / env / f"statefulset-kga-{env}-chroma.yaml").write_text(
+            f"spec:\n  containers:\n  - name: chroma\n    image: docker.io/chromadb/chroma:{tag}@sha256:{'0' * 64}\n"
+        )
+    # The script reads the dist/ next to its own checkout: run a copy inside tmp_path.
+    script = tmp_path / "docker" / "agent" / "chroma_release.py"
+    script.parent.mkdir(parents=True)
+    shutil.copy(CHROMA_RELEASE_SCRIPT, script)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "Chroma releases differ" in res.stderr and "1.5.9" in res.stderr and "1.6.0" in res.stderr
+
+
+def test_agent_image_pins_chromadb_from_a_build_argument() -> None:
+    """Issue 9 defect 8: the app's chromadb>=0.4.13 alone installs whatever is newest."""
+    builder = _stages(AGENT_DOCKERFILE)[1]
+    assert "CHROMADB_VERSION" in _instr(builder, "ARG"), "no default: the release is derived, never retyped"
+    (install,) = [r for r in _instr(builder, "RUN") if "pip install" in r]
+    assert "chromadb==%s" in install and '"${CHROMADB_VERSION}"' in install
+    assert "-c /tmp/chroma-constraint.txt -r requirements.txt" in install
+    assert 'if [ -z "${CHROMADB_VERSION}" ]' in install and "exit 1" in install
+    # The release workflow passes the same derivation.
+    workflow = MAIN_WORKFLOW.read_text()
+    assert "python3 docker/agent/chroma_release.py" in workflow
+    assert "CHROMADB_VERSION=${{ steps.chroma.outputs.release }}" in workflow
+
+
 def test_web_image_contract() -> None:
     lines = _logical_lines(WEB_DOCKERFILE)
     assert _instr(lines, "USER") == ["101:101"]
@@ -353,6 +402,9 @@ out["perl_modules"] = os.path.isdir("/usr/share/perl/5.36")  # perl-base (essent
 out["app_writable"] = os.access("/app", os.W_OK) or os.access("/app/main.py", os.W_OK)
 out["data_writable"] = os.access(os.getcwd(), os.W_OK)
 out["pip_in_venv"] = os.path.exists("/opt/venv/bin/pip")
+chroma = subprocess.run([sys.executable, "-c", "import chromadb; print(chromadb.__version__)"],
+                        capture_output=True, text=True)
+out["chromadb"] = chroma.stdout.strip() or chroma.stderr[-2000:]
 leaks = []
 for root in ("/app", "/data", "/opt"):
     for d, dirs, files in os.walk(root):
@@ -447,6 +499,12 @@ def test_runtime_has_git_and_no_compiler(probe: dict) -> None:
     present = {k: v for k, v in probe["compilers"].items() if v}
     assert not present, f"toolchain in runtime image: {present}"
     assert probe["pip_in_venv"] is False, "pip should not ship in the runtime venv"
+
+
+@pytest.mark.slow
+def test_chroma_client_in_the_image_is_the_servers_release(probe: dict) -> None:
+    print(f"\n[test_images] chromadb.__version__ in the image: {probe['chromadb']}; Chroma server: {chroma_release()}")
+    assert probe["chromadb"] == chroma_release()
 
 
 @pytest.mark.slow
