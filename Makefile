@@ -1,6 +1,8 @@
 # Entry points; scripts/setup.sh makes each one work on a fresh machine.
 SHELL := /bin/bash
 export JSII_NODE := $(CURDIR)/.tools/jsii-node
+# This checkout's constructs, even when the shared venv has another checkout installed in editable mode.
+export PYTHONPATH := $(CURDIR)/constructs
 export PATH := $(CURDIR)/.tools/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: synth test lint bench cdk8s-synth schema
