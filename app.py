@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     cli_outdir = os.environ.get("CDK8S_OUTDIR")
     if cli_outdir and Path(cli_outdir).resolve() != args.outdir.resolve():
         write_tree(rendered, Path(cli_outdir))
-    print(f"synthesized {', '.join(versions)} into {args.outdir}")
+    summary = f"synthesized {', '.join(versions)} into {_shown(args.outdir)}"
+    print(summary)
+    # The cdk8s CLI hides the app's output; `make cdk8s-synth` prints this line itself.
+    summary_file = os.environ.get("KGA_SUMMARY_FILE")
+    if summary_file:
+        Path(summary_file).write_text(summary + "\n", encoding="utf-8")
     return 0
 
 
@@ -126,8 +131,8 @@ def restore(argv: list[str]) -> int:
         + ("and REPLACES the data in the store (--force)." if args.force else "and refuses a store that holds data."),
         "Before you apply it:",
         f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
-        f"  - the agent is stopped, so nothing writes meanwhile: kubectl -n {ns} scale deploy -l"
-        f" app.kubernetes.io/instance={env.instance} --replicas=0",
+        "  - Argo CD automated sync is paused for the environment (it would scale writers back up)",
+        f"  - nothing writes meanwhile: kubectl -n {ns} scale deploy/{env.instance}-indexer --replicas=0",
         f"  - the backup exists: make backups ENV={args.environment} STORE={args.store}",
         f"  - no earlier restore Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
         f"Then: make restore ENV={args.environment} STORE={args.store}"
