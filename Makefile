@@ -1,36 +1,59 @@
 # Entry points; scripts/setup.sh makes each one work on a fresh machine.
 SHELL := /bin/bash
 export JSII_NODE := $(CURDIR)/.tools/jsii-node
+# This checkout's constructs, even when the shared venv has another checkout installed in editable mode.
+export PYTHONPATH := $(CURDIR)/constructs
 export PATH := $(CURDIR)/.tools/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: synth test lint bench cdk8s-synth schema drill
+.PHONY: synth test lint bench cdk8s-synth schema drill restore backups diff
 
 # -O skips jsii's runtime type checks of every struct (a third of synth time); pydantic,
 # the construct validations and the strict schema check still validate everything.
 SYNTH := .venv/bin/python -O app.py
+# Every target sets itself up first; `make SETUP=true ...` skips that (a checkout sharing another's venv).
+SETUP := scripts/setup.sh
+CDK8S_SYNTH := cdk8s synth --no-check-upgrade
 
 ## synth: set up, then synthesize every environment into dist/
 synth:
-	@scripts/setup.sh synth
+	@$(SETUP) synth
 	@$(SYNTH)
 
 ## test: set up the test toolchain, then run every test (schemas, scanners, servers, lint)
 test:
-	@scripts/setup.sh test
+	@$(SETUP) test
 	@.venv/bin/python -m pytest
 
-## cdk8s-synth: the same synthesis through the cdk8s CLI
+## cdk8s-synth: the same synthesis through the cdk8s CLI; quiet, ends with the same summary line as synth
 cdk8s-synth:
-	@scripts/setup.sh synth
-	@cdk8s synth --no-check-upgrade
+	@$(SETUP) synth
+	@log=$$(mktemp); summary=$$(mktemp); \
+	if KGA_SUMMARY_FILE=$$summary $(CDK8S_SYNTH) >$$log 2>&1; then cat $$summary; rm -f $$log $$summary; \
+	else cat $$log >&2; rm -f $$log $$summary; exit 1; fi
 
-## lint: ruff and mypy (also run by the tests)
+## lint: set up ruff and mypy, then run scripts/lint.sh (the tests run the same script)
 lint:
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+	@$(SETUP) lint
+	@scripts/lint.sh
+
+## restore: print a restore Job: make restore ENV=prod STORE=chroma [BACKUP_ID=...] [FORCE=1] | kubectl apply -f -
+restore:
+	@$(SETUP) synth
+	@$(SYNTH) restore "$(ENV)" "$(STORE)" $(if $(BACKUP_ID),--backup-id "$(BACKUP_ID)") $(if $(FORCE),--force)
+
+## backups: print a read-only Job that lists backups: make backups ENV=prod STORE=chroma | kubectl apply -f -
+backups:
+	@$(SETUP) synth
+	@$(SYNTH) backups "$(ENV)" "$(STORE)"
+
+## diff: how the working tree's synth differs from the committed dist/, per object: make diff [ENV=prod]
+diff:
+	@$(SETUP) synth
+	@.venv/bin/python scripts/synth_diff.py $(ENV)
 
 ## bench: performance ratios (see bench/README.md)
 bench:
-	@scripts/setup.sh test
+	@$(SETUP) test
 	@.venv/bin/python bench/synth_ratio.py
 
 ## schema: regenerate environments/schema.json and docs/environment-reference.md from the environment model

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Synthesize every environment in environments/ into dist/<env>/.
 
-Usage:
-  python app.py [--environments DIR] [--outdir DIR]
-  python app.py restore ENV STORE [--backup-id ID] [--force]   # prints a restore Job
+Usage (through make, which runs it in the project's venv):
+  make synth                                   python app.py [--environments DIR] [--outdir DIR]
+  make restore ENV= STORE= [BACKUP_ID=]        python app.py restore ENV STORE [--backup-id ID] [--force]
+  make backups ENV= STORE=                     python app.py backups ENV STORE
+The restore and backups commands print a Job to stdout (for `kubectl apply -f -`) and
+what it will do, with its preconditions, to stderr. They never contact a cluster.
 
 Exit codes: 0 done, 2 a bad environment file or argument, 1 an inconsistent stack.
 On any error dist/ is left exactly as it was.
@@ -17,6 +20,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+# This checkout's library, even when the venv has another checkout installed in editable mode.
+sys.path.insert(0, str(ROOT / "constructs"))
 # jsii needs a supported Node LTS; the set-up links one here when the machine's is too old.
 _PROJECT_NODE = ROOT / ".tools" / "jsii-node"
 if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
@@ -25,8 +30,8 @@ if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
 import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
 from pydantic import ValidationError  # noqa: E402
 
-from kgstack import AgentStack, Environment, EnvironmentError, load_environment, load_environments  # noqa: E402
-from kgstack.backup_schedule import restore_job  # noqa: E402
+from kgstack import AgentStack, Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
+from kgstack.backup_schedule import list_job, restore_job  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
@@ -38,12 +43,15 @@ from kgstack.releases import (  # noqa: E402
 )
 from kgstack.reports import render_docs  # noqa: E402
 from kgstack.schema import check_objects  # noqa: E402
+from kgstack.validation import locate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["restore"]:
         return restore(argv[1:])
+    if argv[:1] == ["backups"]:
+        return backups(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--environments", type=Path, default=ROOT / "environments")
     parser.add_argument("--outdir", type=Path, default=ROOT / "dist")
@@ -55,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    envdir = _shown(args.environments)
     try:
-        environments = pin_releases(args.environments, load_environments(args.environments))
-    except EnvironmentError as exc:
+        environments = pin_releases(envdir, load_environments(envdir))
+    except EnvironmentFileError as exc:
         return _fail(exc.problems, 2)
-    except ReleasesError as exc:
-        return _fail(str(exc).splitlines(), 2)
+    sources = {env.name: str(envdir / f"{env.name}.yaml") for env in environments}
 
     charts = []
     for env in environments:
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             # One App per environment: environments share nothing, and cdk8s validates per app.
             charts.append(AgentStack(cdk8s.App(), env))
         except ValidationError as exc:
-            return _fail([f"environment {env.name}: {e['msg']}" for e in exc.errors()], 1)
+            return _fail([f"{sources[env.name]}: {exc.title}.{_loc(e['loc'])}: {e['msg']}" for e in exc.errors()], 1)
     versions = {env.name: env.kubernetes_version for env in environments}
     stacks = {chart.env.name: chart for chart in charts}
     try:
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = [GitOpsTarget.of(env, env.gitops) for env in environments if env.gitops]
         gitops = synth_objects([GitOpsChart(cdk8s.App(), targets)]) if targets else {}
     except SynthError as exc:
-        return _fail([f"environment {p}" for p in exc.problems], 1)
+        return _fail(locate(exc.problems, sources), 1)
 
     rendered = {name: render(files) for name, files in {**objects, **gitops}.items()}
     write_tree(rendered, args.outdir)
@@ -94,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     cli_outdir = os.environ.get("CDK8S_OUTDIR")
     if cli_outdir and Path(cli_outdir).resolve() != args.outdir.resolve():
         write_tree(rendered, Path(cli_outdir))
-    print(f"synthesized {', '.join(versions)} into {args.outdir}")
+    summary = f"synthesized {', '.join(versions)} into {_shown(args.outdir)}"
+    print(summary)
+    # The cdk8s CLI hides the app's output; `make cdk8s-synth` prints this line itself.
+    summary_file = os.environ.get("KGA_SUMMARY_FILE")
+    if summary_file:
+        Path(summary_file).write_text(summary + "\n", encoding="utf-8")
     return 0
 
 
@@ -102,8 +115,11 @@ def pin_releases(folder: Path, environments: list[Environment]) -> list[Environm
     """Our images' digests from the release workflow's file; a note for each environment never released."""
     problems = [p for env in environments for p in own_digest_problems(env, f"{folder / env.name}.yaml")]
     if problems:
-        raise ReleasesError("\n".join(problems))
-    releases = load_releases(folder)
+        raise EnvironmentFileError(problems)
+    try:
+        releases = load_releases(folder)
+    except ReleasesError as exc:
+        raise EnvironmentFileError([str(exc)]) from None
     pinned = [with_releases(env, releases) for env in environments]
     for env in pinned:
         if missing := unreleased(env):
@@ -111,24 +127,89 @@ def pin_releases(folder: Path, environments: list[Environment]) -> list[Environm
     return pinned
 
 
-def restore(argv: list[str]) -> int:
-    """Print the Job that restores one store of one environment (not part of dist/)."""
-    parser = argparse.ArgumentParser(prog="app.py restore", description=restore.__doc__)
+def _job_args(prog: str, description: str, argv: list[str], restore: bool) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("environment")
     parser.add_argument("store", choices=["redis", "chroma", "memgraph"])
-    parser.add_argument("--backup-id", help="a backup id from `kgbackup list`; default: the latest")
-    parser.add_argument("--force", action="store_true", help="replace data in a non-empty store")
+    if restore:
+        parser.add_argument("--backup-id", help="a backup id from `make backups`; default: the latest")
+        parser.add_argument("--force", action="store_true", help="replace data in a non-empty store")
     parser.add_argument("--environments", type=Path, default=ROOT / "environments")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def restore(argv: list[str]) -> int:
+    """Print the Job that restores one store of one environment (not part of dist/)."""
+    args = _job_args("make restore", restore.__doc__ or "", argv, restore=True)
+    which = f"backup {args.backup_id}" if args.backup_id else "the latest complete backup"
     try:
-        env = load_environment(args.environments / f"{args.environment}.yaml")
+        env = load_environment(_shown(args.environments) / f"{args.environment}.yaml")
         job = restore_job(AgentStack(cdk8s.App(), env).backups, args.store, backup_id=args.backup_id, force=args.force)
-    except EnvironmentError as exc:
+    except EnvironmentFileError as exc:
         return _fail(exc.problems, 2)
     except ValueError as exc:
-        return _fail([f"environment {args.environment}: {exc}"], 2)
+        return _fail([f"{_shown(args.environments) / args.environment}.yaml: {exc}"], 2)
+    name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
+    _say(
+        f"Restores {which} of {args.store} in {args.environment} (namespace {ns}) "
+        f"from {env.backup.target}/{args.store}/.",
+        "It verifies the checksum and counts before writing, "
+        + ("and REPLACES the data in the store (--force)." if args.force else "and refuses a store that holds data."),
+        "Before you apply it:",
+        f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
+        "  - Argo CD automated sync is paused for the environment (it would scale writers back up)",
+        f"  - nothing writes meanwhile: kubectl -n {ns} scale deploy/{env.instance}-indexer --replicas=0",
+        f"  - the backup exists: make backups ENV={args.environment} STORE={args.store}",
+        f"  - no earlier restore Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
+        f"Then: make restore ENV={args.environment} STORE={args.store}"
+        + (f" BACKUP_ID={args.backup_id}" if args.backup_id else "")
+        + f" | kubectl apply -f - && kubectl -n {ns} logs -f job/{name}",
+    )
     print(to_yaml(job), end="")
     return 0
+
+
+def backups(argv: list[str]) -> int:
+    """Print a read-only Job that lists one store's backups (``kgbackup list``)."""
+    args = _job_args("make backups", backups.__doc__ or "", argv, restore=False)
+    try:
+        env = load_environment(_shown(args.environments) / f"{args.environment}.yaml")
+        job = list_job(AgentStack(cdk8s.App(), env).backups, args.store)
+    except EnvironmentFileError as exc:
+        return _fail(exc.problems, 2)
+    except ValueError as exc:
+        return _fail([f"{_shown(args.environments) / args.environment}.yaml: {exc}"], 2)
+    name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
+    _say(
+        f"Lists the backups of {args.store} in {args.environment} under {env.backup.target}/{args.store}/"
+        " (read-only: kgbackup list; it changes nothing).",
+        "Before you apply it:",
+        f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
+        f"  - no earlier listing Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
+        f"Then: make backups ENV={args.environment} STORE={args.store} | kubectl apply -f - "
+        f"&& kubectl -n {ns} wait --for=condition=complete job/{name} && kubectl -n {ns} logs job/{name}",
+        "Each line is one backup, newest first; its backup_id is what BACKUP_ID= takes.",
+    )
+    print(to_yaml(job), end="")
+    return 0
+
+
+def _say(*lines: str) -> None:
+    """What a command will do, on stderr: stdout stays a manifest for kubectl."""
+    for line in lines:
+        print(f"# {line}", file=sys.stderr)
+
+
+def _shown(path: Path) -> Path:
+    """``environments/dev.yaml`` rather than an absolute path, when it is under the working directory."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
 
 
 def _fail(problems: list[str], code: int) -> int:

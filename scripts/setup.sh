@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything this project runs with, on a fresh machine or incrementally.
 #   scripts/setup.sh synth   Python venv, Node LTS for jsii, cdk8s CLI   (for `make synth`)
+#   scripts/setup.sh lint    Python venv with ruff and mypy              (for `make lint`)
 #   scripts/setup.sh test    all of the above + test toolchain, servers, scanners
 # Each step is skipped when its inputs have not changed, so `make` stays fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-synth}
-case "$mode" in synth|test) ;; *) echo "usage: $0 synth|test" >&2; exit 2 ;; esac
+case "$mode" in synth|lint|test) ;; *) echo "usage: $0 synth|lint|test" >&2; exit 2 ;; esac
 
 NODE_LTS=22.23.3          # jsii supports ^22 and ^24; Node 20 is end-of-life
 CDK8S_CLI=2.207.60
@@ -51,11 +52,12 @@ main_venv() {
   .venv/bin/python -m compileall -q -o 0 -o 1 -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 }
 reqs=requirements/base.txt
+[ "$mode" = lint ] && reqs=requirements/lint.txt
 if [ "$mode" = test ]; then
   reqs="requirements/test.txt $(find requirements -name '*-test.txt' | sort | tr '\n' ' ')"
 fi
 # shellcheck disable=SC2086
-stamp_run ".venv/.setup-$mode" "$(cat $reqs pyproject.toml)" main_venv
+stamp_run ".venv/.setup-$mode" "$(cat $reqs requirements/base.txt pyproject.toml)" main_venv
 
 # Node for jsii: the machine's own when it is a supported LTS (>= 22), else npm's node@22.
 node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
@@ -77,6 +79,7 @@ node_setup() {
   [ -e .tools/jsii-node ] || ln -sfn "$PWD/.tools/node_modules/.bin/node" .tools/jsii-node
   say "jsii runs on node $(.tools/jsii-node --version)"
 }
+[ "$mode" = lint ] && exit 0  # lint needs no Node
 stamp_run .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_setup
 
 [ "$mode" = test ] || exit 0

@@ -17,11 +17,12 @@ NODE_BIN = ROOT / ".tools" / "node_modules" / ".bin"
 
 
 def run_app(envdir: Path, outdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    # From the environments' parent folder, as `make synth` runs: errors name environments/<name>.yaml.
     return subprocess.run(
-        [sys.executable, str(ROOT / "app.py"), "--environments", str(envdir), "--outdir", str(outdir)],
+        [sys.executable, str(ROOT / "app.py"), "--environments", "environments", "--outdir", str(outdir)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=envdir.parent,
         env={**os.environ, **env},
         timeout=120,
     )
@@ -51,8 +52,8 @@ def write_env(envdir: Path, name: str, data: object) -> None:
     ("name", "changes", "code", "message"),
     [
         ("staging", {"query__replicaz": 2}, 2, "staging.yaml: query.replicaz: unknown field"),
-        ("prod", {"images__agent__digest": DELETE}, 2, "prod.yaml: (top level): stage prod requires image digests"),
-        ("dev", {"quota__pods": 3}, 1, "environment dev/Namespace: quota.pods is too small"),
+        ("prod", {"images__agent__digest": DELETE}, 2, "prod.yaml: images.agent.digest: required in stage prod"),
+        ("dev", {"quota__pods": 3}, 1, "error: environments/dev.yaml: quota.pods: is 3 but the workloads"),
     ],
 )
 def test_bad_input_exits_non_zero_and_leaves_dist_untouched(
@@ -99,7 +100,16 @@ def test_two_synths_are_byte_identical(tmp_path: Path) -> None:
 
 def test_new_environment_is_one_yaml_file(workspace: tuple[Path, Path]) -> None:
     envdir, outdir = workspace
-    write_env(envdir, "qa", env_data("staging", name="qa", namespace="kga-qa", domain="kga.qa.example.com"))
+    # The fields the README says a copy must change.
+    qa = env_data(
+        "staging",
+        name="qa",
+        namespace="kga-qa",
+        domain="kga.qa.example.com",
+        cloud__workloadIdentity="arn:aws:iam::111122223333:role/kga-qa",
+        backup__target="s3://acme-kga-backups/qa",
+    )
+    write_env(envdir, "qa", qa)
     result = run_app(envdir, outdir)
     assert result.returncode == 0, result.stderr
     assert (outdir / "qa" / "deployment-kga-qa-query.yaml").exists()
@@ -132,3 +142,60 @@ def test_cdk8s_cli_writes_the_same_dist(workspace: tuple[Path, Path]) -> None:
     assert tree_digest(outdir) == tree_digest(ROOT / "dist")
     # The CLI's own scratch folder received the same files.
     assert tree_digest(ROOT / ".cdk8s.out") == tree_digest(outdir)
+
+
+def test_a_copied_environment_names_both_files(workspace: tuple[Path, Path]) -> None:
+    envdir, outdir = workspace
+    before = tree_digest(outdir)
+    write_env(envdir, "qa", env_data("staging", name="qa"))
+    result = run_app(envdir, outdir)
+    assert result.returncode == 2
+    assert (
+        "error: environments/staging.yaml: namespace: 'kga-staging' is the same as 'kga-staging' of "
+        "environments/qa.yaml (namespace)"
+    ) in result.stderr
+    assert "environments/staging.yaml: cloud.workloadIdentity: " in result.stderr
+    assert tree_digest(outdir) == before
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_restore_prints_plan_and_preconditions_then_the_job() -> None:
+    result = run_command("restore", "prod", "chroma", "--backup-id", "20260320T020000.123Z")
+    assert result.returncode == 0, result.stderr
+    assert "# Restores backup 20260320T020000.123Z of chroma in prod (namespace kga-prod)" in result.stderr
+    assert "refuses a store that holds data" in result.stderr
+    assert "make backups ENV=prod STORE=chroma" in result.stderr
+    job = yaml.safe_load(result.stdout)
+    assert job["kind"] == "Job" and job["metadata"]["name"] == "kga-prod-restore-chroma"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["restore", "chroma", "--backup-id", "20260320T020000.123Z"]
+
+
+def test_backups_lists_read_only() -> None:
+    result = run_command("backups", "staging", "memgraph")
+    assert result.returncode == 0, result.stderr
+    assert "read-only" in result.stderr
+    job = yaml.safe_load(result.stdout)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["list", "memgraph"]
+    assert job["metadata"]["namespace"] == "kga-staging"
+
+
+def test_unknown_environment_lists_the_known_ones() -> None:
+    result = run_command("restore", "qa", "redis")
+    assert result.returncode == 2
+    assert "error: environments/qa.yaml: no such environment 'qa'; known environments: dev, prod, staging" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_store_the_environment_does_not_run() -> None:
+    result = run_command("backups", "prod", "memgraph")
+    assert result.returncode == 2
+    assert "error: environments/prod.yaml: this environment has no memgraph store" in result.stderr

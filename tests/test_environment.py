@@ -10,7 +10,7 @@ import yaml
 from conftest import DELETE, ENVIRONMENTS, env_data
 
 from kgstack.environment import (
-    EnvironmentError,
+    EnvironmentFileError,
     json_schema,
     load_environment,
     load_environments,
@@ -22,7 +22,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def problems(data: object, source: str = "environments/dev.yaml") -> list[str]:
-    with pytest.raises(EnvironmentError) as caught:
+    with pytest.raises(EnvironmentFileError) as caught:
         parse_environment(data, source=source)
     return caught.value.problems
 
@@ -35,7 +35,7 @@ def test_shipped_environments_load() -> None:
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        pytest.param({"query__resorces": {}}, "query.resorces: unknown field", id="typo"),
+        pytest.param({"query__resorces": {}}, "query.resorces: unknown field; did you mean `resources`?", id="typo"),
         pytest.param(
             {"query__autoscaling__maxReplicas": "many"},
             "query.autoscaling.maxReplicas: Input should be a valid integer",
@@ -91,7 +91,7 @@ def test_shipped_environments_load() -> None:
         pytest.param({"kubernetesVersion": "1.26"}, "kubernetesVersion: '1.26' is not one of", id="k8s-version"),
         pytest.param(
             {"cloud__workloadIdentity": "arn:aws:iam::1:role/x"},
-            "cloud: workloadIdentity needs provider eks, gke or aks",
+            "cloud.workloadIdentity: needs cloud.provider eks, gke or aks",
             id="identity-generic",
         ),
         pytest.param(
@@ -113,7 +113,113 @@ def test_bad_input_names_file_field_and_reason(changes: dict[str, object], expec
 
 def test_prod_requires_digests() -> None:
     found = problems(env_data("prod", images__agent__digest=DELETE), "environments/prod.yaml")
-    assert found == ["environments/prod.yaml: (top level): stage prod requires image digests; missing for images.agent"]
+    assert found == [
+        "environments/prod.yaml: images.agent.digest: required in stage prod (a tag can be moved; a digest "
+        "cannot): the release pipeline sets it; by hand: scripts/bump_digests.py agent=sha256:<64 hex>"
+    ]
+
+
+def test_missing_default_digest_says_how_to_get_one() -> None:
+    # prod with the graph on: memgraph ships without a verified digest, so it must be mirrored and pinned.
+    data = env_data("prod", agent__graph__enabled=True)
+    data["stores"]["memgraph"] = data["stores"]["chroma"]
+    (found,) = problems(data, "environments/prod.yaml")
+    assert found.startswith("environments/prod.yaml: images.memgraph.digest: required in stage prod")
+    assert "docker.io/memgraph/memgraph:2.11.0 has no default digest; mirror it" in found
+    assert "`crane digest <mirror>:2.11.0`" in found
+
+
+def test_no_problem_is_reported_at_the_top_level() -> None:
+    data = env_data("staging", secrets__storeName=DELETE, backup__credentialsSecret=None, cloud__workloadIdentity=None)
+    found = problems(data, "environments/staging.yaml")
+    assert found == [
+        "environments/staging.yaml: backup.credentialsSecret: is null, so backups use workload identity: "
+        "set cloud.workloadIdentity, or name a Secret with object storage credentials",
+        "environments/staging.yaml: secrets.storeName: required in stage staging: name the (Cluster)SecretStore "
+        "that holds this environment's values (docs/secrets.md)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param(
+            {"agent__vectorStore__type": "pinecone"},
+            "environments/prod.yaml: stores.chroma: has no effect: agent.vectorStore.type is pinecone, so no "
+            "Chroma is deployed; remove stores.chroma or set agent.vectorStore.type: chroma",
+            id="chroma-with-pinecone",
+        ),
+        pytest.param(
+            {
+                "stores__memgraph": {
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                    "storageSize": "1Gi",
+                }
+            },
+            "environments/prod.yaml: stores.memgraph: has no effect: agent.graph.enabled is false, so no Memgraph "
+            "is deployed; remove stores.memgraph or set agent.graph.enabled: true",
+            id="memgraph-with-graph-off",
+        ),
+    ],
+)
+def test_inactive_settings_name_their_switch(changes: dict[str, object], expected: str) -> None:
+    assert problems(env_data("prod", **changes), "environments/prod.yaml") == [expected]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param(
+            {"query__autoscaling__minReplica": 3},
+            "query.autoscaling.minReplica: unknown field; did you mean `minReplicas`? "
+            "(see docs/environment-reference.md#autoscaling)",
+            id="nested",
+        ),
+        pytest.param(
+            {"namepsace": "x"},
+            "namepsace: unknown field; did you mean `namespace`? (see docs/environment-reference.md#environment)",
+            id="top",
+        ),
+        pytest.param(
+            {"repositories": [{"name": "a", "url": "https://github.com/a/b", "brnach": "dev"}]},
+            "repositories[0].brnach: unknown field; did you mean `branch`? "
+            "(see docs/environment-reference.md#repository)",
+            id="list-item",
+        ),
+        pytest.param(
+            {"stores__redis__zzz": 1},
+            "stores.redis.zzz: unknown field; RedisSettings takes resources, storageSize, replicas",
+            id="no-close-match",
+        ),
+    ],
+)
+def test_unknown_fields_suggest_the_close_match(changes: dict[str, object], expected: str) -> None:
+    found = problems(env_data("dev", **changes))
+    assert any(p.startswith(f"environments/dev.yaml: {expected}") for p in found), found
+
+
+def test_every_linked_reference_section_exists() -> None:
+    reference = (ENVIRONMENTS.parent / "docs" / "environment-reference.md").read_text()
+    anchors = {line[3:].strip().lower() for line in reference.splitlines() if line.startswith("## ")}
+    assert {"autoscaling", "repository", "redissettings", "environment"} <= anchors
+
+
+def test_reference_has_no_empty_sections() -> None:
+    reference = (ENVIRONMENTS.parent / "docs" / "environment-reference.md").read_text()
+    sections = reference.split("\n## ")[1:]
+    for section in sections:
+        title, *body = section.splitlines()
+        text = [line for line in body if line.strip()]
+        assert text and not text[0].startswith("|"), f"section {title} has no description"
+        assert text[-1] != "|---|---|---|---|", f"section {title} has an empty table"
+
+
+def test_unknown_environment_lists_the_known_ones(tmp_path: Path) -> None:
+    for name in ("dev", "prod"):
+        (tmp_path / f"{name}.yaml").write_text("{}")
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(tmp_path / "qa.yaml")
+    assert caught.value.problems == [f"{tmp_path}/qa.yaml: no such environment 'qa'; known environments: dev, prod"]
 
 
 def test_every_problem_is_reported_once() -> None:
@@ -124,7 +230,7 @@ def test_every_problem_is_reported_once() -> None:
 def test_name_must_match_file(tmp_path: Path) -> None:
     path = tmp_path / "qa.yaml"
     path.write_text(yaml.safe_dump(env_data("dev")))
-    with pytest.raises(EnvironmentError) as caught:
+    with pytest.raises(EnvironmentFileError) as caught:
         load_environment(path)
     assert caught.value.problems == [f"{path}: name: 'dev' must equal the file name 'qa'"]
 
@@ -132,14 +238,14 @@ def test_name_must_match_file(tmp_path: Path) -> None:
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "dev.yaml"
     path.write_text("name: dev\nstage: [dev\n")
-    with pytest.raises(EnvironmentError) as caught:
+    with pytest.raises(EnvironmentFileError) as caught:
         load_environment(path)
     (problem,) = caught.value.problems
     assert problem.startswith(f"{path}: line ") and "not valid YAML" in problem
 
 
 def test_not_a_mapping() -> None:
-    assert problems(["a"]) == ["environments/dev.yaml: (top level): expected a mapping of settings"]
+    assert problems(["a"]) == ["environments/dev.yaml: line 1: expected a mapping of settings (name:, stage:, ...)"]
 
 
 def test_models_are_frozen(environments: dict) -> None:  # type: ignore[type-arg]
@@ -163,3 +269,69 @@ def test_schema_rejects_unknown_fields_for_editors() -> None:
     assert schema["additionalProperties"] is False
     assert "kubernetesVersion" in schema["properties"]
     assert schema["$defs"]["QueryTier"]["properties"]["resources"]["description"]
+
+
+def write_copy(folder: Path, name: str, source: str = "staging", **changes: object) -> None:
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(env_data(source, name=name, **changes)))
+
+
+@pytest.fixture
+def envdir(tmp_path: Path) -> Path:
+    for name in ("dev", "prod", "staging"):
+        (tmp_path / f"{name}.yaml").write_text((ENVIRONMENTS / f"{name}.yaml").read_text())
+    return tmp_path
+
+
+def test_a_copy_of_staging_must_change_what_is_unique(envdir: Path) -> None:
+    write_copy(envdir, "qa")
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environments(envdir)
+    fields = [p.split(": ")[1] for p in caught.value.problems]
+    assert fields == ["namespace", "domain", "backup.target", "cloud.workloadIdentity"]
+    assert all(p.startswith(f"{envdir}/staging.yaml: ") for p in caught.value.problems)
+    assert all(f"of {envdir}/qa.yaml" in p for p in caught.value.problems)
+    assert (
+        f"{envdir}/staging.yaml: backup.target: 's3://acme-kga-backups/staging' is the same as "
+        f"'s3://acme-kga-backups/staging' of {envdir}/qa.yaml (backup.target); each environment prunes everything "
+        "under its target, so it would delete the other's backups: give each environment its own"
+    ) in caught.value.problems
+
+
+def test_a_backup_target_nested_in_another_is_refused(envdir: Path) -> None:
+    write_copy(
+        envdir,
+        "qa",
+        namespace="kga-qa",
+        domain="kga.qa.example.com",
+        cloud__workloadIdentity="arn:aws:iam::111122223333:role/kga-qa",
+        backup__target="s3://acme-kga-backups/staging/qa",
+        secrets__remoteKeyPrefix="kga/qa/",
+    )
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environments(envdir)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{envdir}/staging.yaml: backup.target: 's3://acme-kga-backups/staging' is nested with")
+    assert "'s3://acme-kga-backups/staging/qa'" in problem
+
+
+def test_a_shared_secret_store_path_is_refused(envdir: Path) -> None:
+    write_copy(envdir, "qa", secrets__remoteKeyPrefix="kga/staging/")
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environments(envdir)
+    assert any(
+        ": secrets.remoteKeyPrefix: 'kga/staging/ in ClusterSecretStore/aws-secrets-manager' is the same as" in p
+        for p in caught.value.problems
+    ), caught.value.problems
+
+
+def test_a_copy_that_changes_the_unique_fields_loads(envdir: Path) -> None:
+    write_copy(
+        envdir,
+        "qa",
+        namespace="kga-staging-qa",
+        domain="kga.qa.example.com",
+        cloud__workloadIdentity="arn:aws:iam::111122223333:role/kga-qa",
+        backup__target="s3://acme-kga-backups/qa",
+    )
+    # a namespace that merely starts like another one is no clash
+    assert [env.name for env in load_environments(envdir)] == ["dev", "prod", "qa", "staging"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -35,22 +36,42 @@ def test_quota_must_cover_max_scale_plus_surge() -> None:
     # redis 256Mi + exporter 128Mi, two backup runs x 1Gi, web and auth (2 + 1 surge) x 64Mi -> 12032Mi.
     env = parse_environment(env_data("dev", quota__limits={"cpu": "16", "memory": "11Gi"}), source="dev.yaml")
     app, stack = build(env)
-    (error,) = collect_errors(app)
-    assert error.startswith("dev/Namespace: quota.limits.memory is too small")
-    assert "need 12032Mi" in error
-    assert "Deployment/kga-dev-query x4" in error and "Deployment/kga-dev-indexer x2" in error
+    error, breakdown = collect_errors(app)
+    # current value, need, value to set (12032Mi = 11.75Gi, x1.2 = 14.1Gi -> 15Gi), all in Gi
+    assert error == (
+        "dev/Namespace: quota.limits.memory: is 11Gi but the workloads at maximum scale plus rollout surge "
+        "need 11.75Gi; set quota.limits.memory: 15Gi (20% headroom)"
+    )
+    assert breakdown.startswith("dev/Namespace: quota: what each workload needs at maximum scale plus rollout surge: ")
+    assert "Deployment/kga-dev-query (4 pods), limits.memory 4Gi" in breakdown
+    assert "Deployment/kga-dev-indexer (2 pods), limits.memory 4Gi" in breakdown
     with pytest.raises(SynthError) as caught:
         synth([stack])
-    assert caught.value.problems == [error]
+    assert caught.value.problems == [error, breakdown]
+
+
+def test_quota_error_uses_one_unit_and_lists_workloads_once() -> None:
+    env = parse_environment(
+        env_data("dev", quota__requests={"cpu": "500m", "memory": "1Gi"}, quota__pods=3), source="dev.yaml"
+    )
+    app, _ = build(env)
+    errors = collect_errors(app)
+    assert [e.split(": ")[1] for e in errors] == ["quota.requests.cpu", "quota.requests.memory", "quota.pods", "quota"]
+    assert errors[0].endswith(
+        "is 0.5 cores but the workloads at maximum scale plus rollout surge need 2.23 cores; "
+        'set quota.requests.cpu: "3" (20% headroom)'
+    )
+    assert sum("Deployment/kga-dev-query" in e for e in errors) == 1
+    assert not re.search(r"\d+m\b", " ".join(errors)), "CPU in cores only, never millicores"
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("quota__pods", 5, "quota.pods is too small: the workloads at maximum scale plus rollout surge need 16"),
-        ("quota__storage", "1Gi", "quota.storage is too small"),
-        ("quota__persistentVolumeClaims", 0, "quota.persistentVolumeClaims is too small"),
-        ("quota__requests", {"cpu": "1", "memory": "6Gi"}, "quota.requests.cpu is too small"),
+        ("quota__pods", 5, "quota.pods: is 5 but the workloads at maximum scale plus rollout surge need 16"),
+        ("quota__storage", "1Gi", "quota.storage: is 1Gi but"),
+        ("quota__persistentVolumeClaims", 0, "quota.persistentVolumeClaims: is 0 but"),
+        ("quota__requests", {"cpu": "1", "memory": "6Gi"}, "quota.requests.cpu: is 1 core but"),
     ],
 )
 def test_each_quota_dimension_is_checked(field: str, value: object, message: str) -> None:

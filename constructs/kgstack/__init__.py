@@ -3,7 +3,7 @@
 from .agent_config import AgentConfig, AgentConfigProps
 from .agent_stack import AgentStack
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
-from .environment import Environment, EnvironmentError, load_environment, load_environments
+from .environment import Environment, EnvironmentFileError, load_environment, load_environments
 from .naming import Identity
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 
@@ -14,7 +14,7 @@ __all__ = [
     "AgentTier",
     "AgentTierProps",
     "Environment",
-    "EnvironmentError",
+    "EnvironmentFileError",
     "Identity",
     "PersistentState",
     "TenantNamespace",

@@ -120,6 +120,10 @@ class SecretsSettings(Spec):
     remote_key_prefix: str | None = None
     """Prefix of every remote key; default ``kga/<environment>/`` (e.g. ``kga/prod/agent``)."""
 
+    def key_prefix(self, environment: str) -> str:
+        """The remote key prefix ``environment`` reads its values under."""
+        return self.remote_key_prefix if self.remote_key_prefix is not None else f"kga/{environment}/"
+
 
 class AgentSecretsProps(Spec):
     identity: Identity
@@ -157,11 +161,7 @@ class AgentSecretsProps(Spec):
 
     @property
     def prefix(self) -> str:
-        return (
-            self.settings.remote_key_prefix
-            if self.settings.remote_key_prefix is not None
-            else f"kga/{self.environment}/"
-        )
+        return self.settings.key_prefix(self.environment)
 
 
 REDIS_KEYS = ("app-password", "exporter-password", "backup-password")

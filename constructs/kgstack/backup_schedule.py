@@ -243,3 +243,22 @@ def restore_job(schedule: BackupSchedule, store: Store, *, backup_id: str | None
     )
     manifest: dict[str, Any] = job.to_json()
     return manifest
+
+
+def list_job(schedule: BackupSchedule, store: Store) -> dict[str, Any]:
+    """A one-off Job that lists ``store``'s backups (``kgbackup list``): read-only, same access as the CronJob."""
+    if store not in schedule.props.stores:
+        raise ValueError(f"this environment has no {store} store")
+    scope = Construct(schedule, f"List-{store}")
+    job = k8s.KubeJob(
+        scope,
+        "Job",
+        metadata=object_meta(
+            schedule.props.identity.of("backup-list"),
+            schedule.props.namespace,
+            name=f"{schedule.props.identity.instance}-backups-{store}",
+        ),
+        spec=schedule.job_spec(store, ["list", store], ttl_seconds=3600),
+    )
+    manifest: dict[str, Any] = job.to_json()
+    return manifest

@@ -8,14 +8,16 @@ typo. The JSON Schema of :class:`Environment` is published next to the files
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from .agent_secrets import SecretsSettings
 from .argocd_application import GitOpsSettings
@@ -23,7 +25,7 @@ from .backup_schedule import BackupSettings
 from .chroma_store import ChromaSettings
 from .edge import EdgeSettings
 from .memgraph_store import MemgraphSettings
-from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Spec, Stage
+from .model import Autoscaling, ComputeAmounts, Disruption, FieldError, ImageRef, Resources, Spec, Stage
 from .monitoring import MonitoringSettings
 from .network_policies import NetworkSettings
 from .quantity import Quantity
@@ -93,7 +95,7 @@ class CloudProfile(Spec):
     @model_validator(mode="after")
     def _identity_needs_a_cloud(self) -> Self:
         if self.workload_identity and self.provider is CloudProvider.GENERIC:
-            raise ValueError("workloadIdentity needs provider eks, gke or aks")
+            raise FieldError(("workloadIdentity", "needs cloud.provider eks, gke or aks (generic has no identity)"))
         return self
 
     @property
@@ -348,6 +350,26 @@ class ContainerDefaults(Spec):
     """Limits given to a container that sets none."""
 
 
+def _missing_digest(name: str, ref: ImageRef) -> str:
+    """Why a prod image needs a digest, and how to get one."""
+    reason = "required in stage prod (a tag can be moved; a digest cannot)"
+    if name in _BUILT_HERE:
+        return f"{reason}: the release pipeline sets it; by hand: scripts/bump_digests.py {name}=sha256:<64 hex>"
+    default = Images.model_fields[name].default
+    if isinstance(default, ImageRef) and default.repository == ref.repository:
+        # An upstream image with no verified default digest: it must be mirrored, then pinned.
+        return (
+            f"{reason}: {ref.repository}:{ref.tag} has no default digest; mirror it to your registry, "
+            f"read the digest with `crane digest <mirror>:{ref.tag}` (or `skopeo inspect docker://<mirror>:{ref.tag}`),"
+            f" then set images.{name}.repository and images.{name}.digest"
+        )
+    return f"{reason}: read it with `crane digest {ref.repository}:{ref.tag}`, then set images.{name}.digest"
+
+
+_BUILT_HERE = ("agent", "web", "backup")
+"""Images built from docker/ by this repository's pipeline."""
+
+
 class Environment(Spec):
     """One deployment of the Knowledge Graph Agent (``environments/<name>.yaml``)."""
 
@@ -394,75 +416,181 @@ class Environment(Spec):
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
-        if self.agent.vector_store.type == "chroma" and self.stores.chroma is None:
-            raise ValueError("agent.vectorStore.type is chroma: stores.chroma must size the store")
-        if self.agent.graph.enabled and self.stores.memgraph is None:
-            raise ValueError("agent.graph.enabled is true: stores.memgraph must size the store")
-        if self.backup.credentials_secret is None and not self.cloud.workload_identity:
-            raise ValueError("backup.credentialsSecret is null: cloud.workloadIdentity must grant object storage")
-        if self.stage is not Stage.DEV and not self.secrets.store_name:
-            raise ValueError(f"stage {self.stage.value} reads Secrets through External Secrets: set secrets.storeName")
+        problems = [*self._store_switches(), *self._access_rules()]
         if self.stage is Stage.PROD:
-            # Our own images are pinned from environments/releases/images.yaml (kgstack.releases).
-            in_use = self.images.in_use(self).items()
-            unpinned = [name for name, ref in in_use if ref.digest is None and name not in OWN_IMAGES]
-            if unpinned:
-                raise ValueError("stage prod requires image digests; missing for images." + ", images.".join(unpinned))
+            problems += [(f"images.{name}.digest", _missing_digest(name, ref)) for name, ref in self._unpinned()]
+        if problems:
+            raise FieldError(*problems)
         return self
+
+    def _store_switches(self) -> list[tuple[str, str]]:
+        """A store is sized exactly when its switch deploys it; a size that does nothing is a mistake."""
+        problems = []
+        chroma_on = self.agent.vector_store.type == "chroma"
+        if chroma_on and self.stores.chroma is None:
+            problems.append(("stores.chroma", "required: agent.vectorStore.type is chroma, so Chroma needs a size"))
+        if not chroma_on and self.stores.chroma is not None:
+            problems.append(
+                (
+                    "stores.chroma",
+                    f"has no effect: agent.vectorStore.type is {self.agent.vector_store.type}, so no Chroma "
+                    "is deployed; remove stores.chroma or set agent.vectorStore.type: chroma",
+                )
+            )
+        if self.agent.graph.enabled and self.stores.memgraph is None:
+            problems.append(("stores.memgraph", "required: agent.graph.enabled is true, so Memgraph needs a size"))
+        if not self.agent.graph.enabled and self.stores.memgraph is not None:
+            problems.append(
+                (
+                    "stores.memgraph",
+                    "has no effect: agent.graph.enabled is false, so no Memgraph is deployed; "
+                    "remove stores.memgraph or set agent.graph.enabled: true",
+                )
+            )
+        return problems
+
+    def _access_rules(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.backup.credentials_secret is None and not self.cloud.workload_identity:
+            problems.append(
+                (
+                    "backup.credentialsSecret",
+                    "is null, so backups use workload identity: set cloud.workloadIdentity, "
+                    "or name a Secret with object storage credentials",
+                )
+            )
+        if self.stage is not Stage.DEV and not self.secrets.store_name:
+            problems.append(
+                (
+                    "secrets.storeName",
+                    f"required in stage {self.stage.value}: name the (Cluster)SecretStore that holds "
+                    "this environment's values (docs/secrets.md)",
+                )
+            )
+        return problems
+
+    def _unpinned(self) -> list[tuple[str, ImageRef]]:
+        # Our own images are pinned from environments/releases/images.yaml (kgstack.releases).
+        in_use = self.images.in_use(self).items()
+        return [(name, ref) for name, ref in in_use if ref.digest is None and name not in OWN_IMAGES]
 
     @property
     def instance(self) -> str:
         return f"kga-{self.name}"
 
 
-class EnvironmentError(Exception):
-    """A bad environment file; ``problems`` holds one line per problem."""
+REFERENCE = "docs/environment-reference.md"
+"""The readable reference every error points to (generated by ``make schema``)."""
+
+
+class EnvironmentFileError(Exception):
+    """A bad environment file; ``problems`` holds one ``file: field.path: reason`` line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
+def _field_path(loc: Iterable[int | str]) -> str:
     path = ""
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(top level)"
+    return path
 
 
-def _describe(error: Any) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation can hold (through Optional, lists, dicts, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model whose fields live at ``loc`` (e.g. ``("query", "autoscaling")`` -> Autoscaling)."""
+    model: type[BaseModel] = Environment
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list index: the item type was already taken from the annotation
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        field = fields.get(part) or model.model_fields.get(part)
+        if field is None:
+            if part == model.__name__:
+                continue  # pydantic names the chosen member of a union of models
+            if model is not Environment and loc.index(part) > 0:
+                continue  # a key of a dict of models
+            return None
+        candidates = _models_in(field.annotation)
+        if not candidates:
+            return None
+        model = candidates[0]
+    return model
+
+
+def _reference(model: type[BaseModel] | None) -> str:
+    return f"{REFERENCE}#{model.__name__.lower()}" if model is not None else REFERENCE
+
+
+def _unknown_field(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return f"unknown field (see {REFERENCE})"
+    known = [field.alias or name for name, field in model.model_fields.items()]
+    typed = str(loc[-1])
+    close = difflib.get_close_matches(typed, known, n=1, cutoff=0.6) or [
+        name for name in known if name.lower() == typed.lower().replace("_", "")
+    ]
+    if close:
+        return f"unknown field; did you mean `{close[0]}`? (see {_reference(model)})"
+    return f"unknown field; {model.__name__} takes {', '.join(known)} (see {_reference(model)})"
+
+
+def _describe(error: Any) -> list[tuple[str, str]]:
+    """One pydantic error as ``(field path, reason)`` pairs."""
+    loc = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return [(_field_path((*loc, *path.split("."))), reason) for path, reason in cause.problems]
     if error["type"] == "extra_forbidden":
-        message = "unknown field (check the spelling; see environments/schema.json)"
-    elif error["type"] == "missing":
-        message = "required field is missing"
-    return message
+        return [(_field_path(loc), _unknown_field(loc))]
+    if error["type"] == "missing":
+        return [(_field_path(loc), f"required field is missing (see {_reference(_model_at(loc[:-1]))})")]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return [(_field_path(loc) or "name", message)]
 
 
 def parse_environment(data: object, *, source: str, expected_name: str | None = None) -> Environment:
     """Validate already-parsed YAML; every problem is reported as ``source: path: reason``."""
     if not isinstance(data, dict):
-        raise EnvironmentError([f"{source}: (top level): expected a mapping of settings"])
+        raise EnvironmentFileError([f"{source}: line 1: expected a mapping of settings (name:, stage:, ...)"])
     try:
         env = Environment.model_validate(data)
     except ValidationError as exc:
-        raise EnvironmentError([f"{source}: {_field_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]) from None
+        problems = [f"{source}: {path}: {reason}" for e in exc.errors() for path, reason in _describe(e)]
+        raise EnvironmentFileError(problems) from None
     if expected_name is not None and env.name != expected_name:
-        raise EnvironmentError([f"{source}: name: {env.name!r} must equal the file name {expected_name!r}"])
+        raise EnvironmentFileError([f"{source}: name: {env.name!r} must equal the file name {expected_name!r}"])
     return env
+
+
+def known_environments(folder: Path) -> list[str]:
+    return sorted(path.stem for path in folder.glob("*.yaml"))
 
 
 def load_environment(path: Path) -> Environment:
     """Read and validate ``environments/<name>.yaml``."""
+    if not path.is_file():
+        known = known_environments(path.parent)
+        listed = ", ".join(known) if known else f"none (no *.yaml in {path.parent})"
+        raise EnvironmentFileError([f"{path}: no such environment {path.stem!r}; known environments: {listed}"])
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        where = f"line {mark.line + 1}" if mark is not None else "line 1"
         reason = getattr(exc, "problem", None) or str(exc)
-        raise EnvironmentError([f"{path}: {where}: not valid YAML: {reason}"]) from None
+        raise EnvironmentFileError([f"{path}: {where}: not valid YAML: {reason}"]) from None
     except OSError as exc:
-        raise EnvironmentError([f"{path}: (file): cannot read: {exc.strerror}"]) from None
+        raise EnvironmentFileError([f"{path}: cannot read: {exc.strerror}"]) from None
     return parse_environment(data, source=str(path), expected_name=path.stem)
 
 
@@ -473,13 +601,66 @@ def load_environments(folder: Path) -> list[Environment]:
     for path in sorted(folder.glob("*.yaml")):
         try:
             environments.append(load_environment(path))
-        except EnvironmentError as exc:
+        except EnvironmentFileError as exc:
             problems.extend(exc.problems)
     if problems:
-        raise EnvironmentError(problems)
+        raise EnvironmentFileError(problems)
     if not environments:
-        raise EnvironmentError([f"{folder}: (folder): no environment files (*.yaml)"])
+        raise EnvironmentFileError([f"{folder}: no environment files (*.yaml); copy one from the repository"])
+    problems = shared_between_environments({str(folder / f"{env.name}.yaml"): env for env in environments})
+    if problems:
+        raise EnvironmentFileError(problems)
     return environments
+
+
+def _unique_per_environment(env: Environment) -> dict[str, tuple[str, str]]:
+    """Field -> (shown value, comparison key) of what no two environments may share.
+
+    The key of a prefix-like value ends in ``/`` so that ``startswith`` finds nesting:
+    backups pruned under ``s3://b/staging/`` would delete ``s3://b/staging/qa/`` too.
+    """
+    values = {
+        "namespace": (env.namespace, env.namespace),
+        "domain": (env.domain, env.domain),
+        "backup.target": (
+            env.backup.target,
+            f"{env.backup.s3_endpoint_url or 'aws'} {env.backup.target.rstrip('/')}/",
+        ),
+    }
+    if env.cloud.workload_identity:
+        values["cloud.workloadIdentity"] = (env.cloud.workload_identity, env.cloud.workload_identity)
+    if env.secrets.store_name:
+        prefix = env.secrets.key_prefix(env.name)
+        where = f"{env.secrets.store_kind}/{env.secrets.store_name}"
+        values["secrets.remoteKeyPrefix"] = (f"{prefix} in {where}", f"{where} {prefix.rstrip('/')}/")
+    return values
+
+
+_WHY_UNIQUE = {
+    "namespace": "two environments in one namespace overwrite each other's objects",
+    "domain": "two environments cannot serve one host",
+    "backup.target": "each environment prunes everything under its target, so it would delete the other's backups",
+    "cloud.workloadIdentity": "one cloud role would grant each environment the other's storage and secrets",
+    "secrets.remoteKeyPrefix": "the environments would read each other's secret values",
+}
+
+
+def shared_between_environments(environments: Mapping[str, Environment]) -> list[str]:
+    """What a copied environment forgot to change: one line per clash, naming both files and the field."""
+    problems = []
+    seen: dict[str, list[tuple[str, str, str]]] = {}
+    for source, env in environments.items():
+        for field, (shown, key) in _unique_per_environment(env).items():
+            for other_source, other_shown, other_key in seen.get(field, []):
+                nested = key.endswith("/") and (key.startswith(other_key) or other_key.startswith(key))
+                if key == other_key or nested:
+                    relation = "the same as" if key == other_key else "nested with"
+                    problems.append(
+                        f"{source}: {field}: {shown!r} is {relation} {other_shown!r} of {other_source} "
+                        f"({field}); {_WHY_UNIQUE[field]}: give each environment its own"
+                    )
+            seen.setdefault(field, []).append((source, shown, key))
+    return problems
 
 
 def json_schema() -> str:
@@ -490,43 +671,45 @@ def json_schema() -> str:
 
 
 def markdown_reference() -> str:
-    """``docs/environments.md``: every setting with its type, default and meaning, from the model."""
+    """``docs/environment-reference.md``: every setting with its type, default and meaning, from the model."""
     schema = json.loads(json_schema())
     defs = schema.get("$defs", {})
     lines = [
         "# Environment file reference",
         "",
         "Generated from `kgstack.environment.Environment` by `make schema`; do not edit by hand.",
-        "Every file in `environments/` is validated against this model (and `environments/schema.json`).",
+        "Every file in `environments/` is validated against this model (and `environments/schema.json`);",
+        "an error names the file, the field path and the reason, and links the section of the model here.",
         "",
     ]
 
+    def ref_name(option: dict[str, Any]) -> str | None:
+        ref = option.get("$ref") or option.get("items", {}).get("$ref")
+        ref = ref or (option.get("additionalProperties") or {}).get("$ref")
+        return str(ref).rsplit("/", 1)[1] if ref else None
+
     def resolve(prop: dict[str, Any]) -> tuple[str, str | None]:
-        options = prop.get("anyOf", [prop])
-        names = []
-        ref = None
-        for option in options:
-            if "$ref" in option:
-                ref = option["$ref"].rsplit("/", 1)[1]
-                names.append(ref)
-            elif option.get("type") == "array":
-                item = option.get("items", {})
-                names.append(f"list of {item.get('$ref', '').rsplit('/', 1)[-1] or item.get('type', 'any')}")
+        names, found = [], None
+        for option in prop.get("anyOf", [prop]):
+            ref = ref_name(option)
+            found = found or ref
+            if option.get("type") == "array":
+                names.append(f"list of {ref or option.get('items', {}).get('type', 'any')}")
+            elif option.get("type") == "object" and ref:
+                names.append(f"map of {ref}")
+            elif ref:
+                names.append(f"[{ref}](#{ref.lower()})")
             else:
                 names.append(str(option.get("enum", option.get("type", "any"))))
-        return " or ".join(names), ref
+        return " or ".join(names), found
 
-    def section(title: str, model: dict[str, Any], seen: set[str]) -> None:
-        lines.extend(
-            [
-                f"## {title}",
-                "",
-                model.get("description", "").strip(),
-                "",
-                "| field | type | default | meaning |",
-                "|---|---|---|---|",
-            ]
-        )
+    def section(title: str, model: dict[str, Any], where: str, seen: set[str]) -> None:
+        description = " ".join(model.get("description", "").split())
+        lines.extend([f"## {title}", "", f"Set at `{where}`." + (f" {description}" if description else ""), ""])
+        if "enum" in model:
+            lines.extend([f"One of: {', '.join(f'`{value}`' for value in model['enum'])}.", ""])
+            return
+        lines.extend(["| field | type | default | meaning |", "|---|---|---|---|"])
         nested: list[tuple[str, str]] = []
         required = set(model.get("required", []))
         for name, prop in model.get("properties", {}).items():
@@ -536,10 +719,10 @@ def markdown_reference() -> str:
             lines.append(f"| `{name}` | {kind} | {default} | {meaning} |")
             if ref and ref not in seen:
                 seen.add(ref)
-                nested.append((ref, ref))
+                nested.append((ref, f"{where}.{name}" if where != "(file)" else name))
         lines.append("")
-        for ref, _ in nested:
-            section(ref, defs[ref], seen)
+        for ref, path in nested:
+            section(ref, defs[ref], path, seen)
 
-    section("Environment", schema, set())
+    section("Environment", schema, "(file)", set())
     return "\n".join(lines).rstrip() + "\n"

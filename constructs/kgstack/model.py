@@ -26,6 +26,18 @@ class Stage(StrEnum):
     PROD = "prod"
 
 
+class FieldError(ValueError):
+    """Problems a validator found, each at a field path relative to the model that raised it.
+
+    The environment loader prints each as ``file: <model path>.<path>: reason``, so a
+    cross-field rule names the field to change rather than the model that checked it.
+    """
+
+    def __init__(self, *problems: tuple[str, str]) -> None:
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
+        self.problems = problems
+
+
 class Spec(BaseModel):
     """Base of every props and settings model."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from constructs import Construct
 
 from ._plus import k8s, quantity
@@ -11,8 +9,7 @@ from .environment import ContainerDefaults, Quota
 from .footprint import Footprint, HasFootprint
 from .model import Spec
 from .naming import Identity, object_meta
-from .quantity import format_cpu, format_memory, parse_quantity
-from .validation import add_check
+from .validation import add_check, quota_problems
 
 
 class TenantNamespaceProps(Spec):
@@ -98,25 +95,4 @@ class TenantNamespace(Construct):
 
     def _quota_problems(self) -> list[str]:
         """The ResourceQuota must admit every workload at maximum scale plus surge."""
-        footprints = self.footprints()
-        quota = self.props.quota
-        names = ", ".join(f"{f.resource} x{f.pods}" for f in footprints)
-        checks: list[tuple[str, Decimal, Decimal, str]] = []
-        for kind in ("requests", "limits"):
-            for key, fmt in (("cpu", format_cpu), ("memory", format_memory)):
-                need = sum((f.total(kind, key) for f in footprints), Decimal(0))
-                have = parse_quantity(getattr(getattr(quota, kind), key))
-                checks.append((f"quota.{kind}.{key}", need, have, fmt(need)))
-        pods = sum(f.pods for f in footprints)
-        checks.append(("quota.pods", Decimal(pods), Decimal(quota.pods), str(pods)))
-        storage = sum((f.storage for f in footprints), Decimal(0))
-        checks.append(("quota.storage", storage, parse_quantity(quota.storage), format_memory(storage)))
-        claims = sum(f.claims for f in footprints)
-        checks.append(
-            ("quota.persistentVolumeClaims", Decimal(claims), Decimal(quota.persistent_volume_claims), str(claims))
-        )
-        return [
-            f"{field} is too small: the workloads at maximum scale plus rollout surge need {shown} ({names})"
-            for field, need, have, shown in checks
-            if need > have
-        ]
+        return quota_problems(self.footprints(), self.props.quota)
