@@ -270,9 +270,17 @@ class StackComponents:
     backup: bool = True
 
 
-def stack_flows(present: StackComponents, settings: NetworkSettings, extra: Sequence[Flow] = ()) -> list[Flow]:
-    """Every connection the Knowledge Graph Agent stack needs, and nothing else."""
-    edge = NamespacePeer(namespace=settings.ingress_controller_namespace)
+def stack_flows(
+    present: StackComponents,
+    settings: NetworkSettings,
+    extra: Sequence[Flow] = (),
+    edge: NamespacePeer | None = None,
+) -> list[Flow]:
+    """Every connection the Knowledge Graph Agent stack needs, and nothing else.
+
+    ``edge`` is where public traffic comes from (``kgstack.edge.edge_peer``: the gateway's
+    data-plane pods); ``None`` keeps the legacy ingress controller namespace."""
+    edge = edge or NamespacePeer(namespace=settings.ingress_controller_namespace)
     monitoring = NamespacePeer(namespace=settings.monitoring_namespace)
     internet = InternetPeer()
     c = ComponentPeer
