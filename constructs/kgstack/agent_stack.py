@@ -247,6 +247,7 @@ class AgentStack(cdk8s.Chart):
                 namespace=ns,
                 domain=env.domain,
                 settings=env.monitoring,
+                edge_controller=env.edge.controller,
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
