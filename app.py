@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             charts.append(AgentStack(cdk8s.App(), env))
         except ValidationError as exc:
             return _fail([f"environment {env.name}: {e['msg']}" for e in exc.errors()], 1)
+    for chart in charts:
+        for notice in chart.edge.notices:
+            print(f"environment {chart.node.id}: {notice}", file=sys.stderr)
     versions = {env.name: env.kubernetes_version for env in environments}
     try:
         objects = synth_objects(

@@ -33,7 +33,7 @@ from conftest import ENV_DIRS, ROOT
 from tools import missing
 
 from kgstack._plus import int_or_string, k8s
-from kgstack.edge import Edge, EdgeProps
+from kgstack.edge import Edge, EdgeProps, EdgeSettings, edge_peer
 from kgstack.model import ImageRef, Stage
 from kgstack.naming import Identity, object_meta
 from kgstack.network_policies import (
@@ -54,6 +54,8 @@ NCA = ROOT / ".venvs" / "nca" / "bin" / "nca"
 NS = "kga-test"
 RELEASE = Identity(name="kga", instance=NS, version="0.0.0")
 SETTINGS = NetworkSettings()
+EDGE = edge_peer(EdgeSettings())
+"""The gateway's data-plane pods: the only source of public traffic."""
 OTHER_NS = "other"
 PUBLIC_IP = ipaddress.IPv4Address("8.8.8.8")
 PRIVATE_IPS = [
@@ -77,7 +79,7 @@ def _neighbours() -> list[Manifest]:
     """Namespaces and pods outside our namespace: the controller, Prometheus, DNS and a stranger."""
     out: list[Manifest] = []
     for ns, labels in (
-        (SETTINGS.ingress_controller_namespace, {"app": "ingress-nginx"}),
+        (EDGE.namespace, dict(EDGE.pod_labels)),
         (SETTINGS.monitoring_namespace, {"app": "prometheus"}),
         (SETTINGS.dns_namespace, dict(SETTINGS.dns_pod_labels)),
         (OTHER_NS, {"app": "stranger"}),
@@ -136,7 +138,6 @@ def standin_chart(components: StackComponents) -> list[Manifest]:
             namespace=NS,
             stage=Stage.PROD,
             domain="kga.test.example.com",
-            ingress_class="nginx",
             auth_image=image,
             web_service=f"{NS}-web",
             query_service=f"{NS}-query",
@@ -208,7 +209,7 @@ def standin_chart(components: StackComponents) -> list[Manifest]:
         chart,
         "Net",
         props=NetworkPoliciesProps(
-            identity=RELEASE, namespace=NS, settings=SETTINGS, flows=stack_flows(components, SETTINGS)
+            identity=RELEASE, namespace=NS, settings=SETTINGS, flows=stack_flows(components, SETTINGS, edge=EDGE)
         ),
     )
     ns = {
@@ -402,7 +403,7 @@ def forbidden_connections(cluster: Cluster) -> list[str]:
     pairs += [(s, PUBLIC_IP, "store -> internet") for s in stores]
     stranger = cluster.neighbours[OTHER_NS]
     pairs += [(stranger, x, "other namespace -> us") for x in everything]
-    pairs += [(PUBLIC_IP, x, "internet -> us (only via the ingress controller)") for x in everything]
+    pairs += [(PUBLIC_IP, x, "internet -> us (only via the gateway's data plane)") for x in everything]
     pairs += [(s, ip, "store -> private network") for s in stores for ip in PRIVATE_IPS]
     for src, dst, why in pairs:
         if cluster.any_connection(src, dst):
@@ -471,13 +472,13 @@ FULL = StackComponents(memgraph=True)
 
 def test_matrix_holds_on_the_standin_stack(tmp_path: Path) -> None:
     objects = [*standin_chart(FULL), *_neighbours()]
-    assert all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS)) == []
+    assert all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=EDGE)) == []
 
 
 def test_matrix_without_optional_stores(tmp_path: Path) -> None:
     present = StackComponents(chroma=False, memgraph=False)
     objects = [*standin_chart(present), *_neighbours()]
-    flows = stack_flows(present, SETTINGS)
+    flows = stack_flows(present, SETTINGS, edge=EDGE)
     assert all_problems(objects, tmp_path, flows) == []
     assert not any(f.destination == ComponentPeer(component="chroma") for f in flows)
 
@@ -491,7 +492,7 @@ def test_a_service_port_without_a_policy_fails(tmp_path: Path) -> None:
             o["spec"]["template"]["spec"]["containers"][0]["ports"].append(
                 {"name": "admin", "containerPort": 16379, "protocol": "TCP"}
             )
-    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS))
+    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=EDGE))
     assert any("kga-test-redis port admin" in p and "no declared flow" in p for p in problems), problems
 
 
@@ -511,7 +512,7 @@ def test_a_too_broad_policy_fails(tmp_path: Path) -> None:
             },
         }
     )
-    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS))
+    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=EDGE))
     assert any("other namespace -> us" in p for p in problems), problems
     assert any("store -> internet" in p for p in problems), problems
     assert any("not declared" in p for p in problems), problems
@@ -585,4 +586,18 @@ def test_matrix_holds_in_dist(env: str, tmp_path: Path) -> None:
     for o in objects:
         if o["kind"] == "Namespace":
             o["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = o["metadata"]["name"]
-    assert all_problems([*objects, *_neighbours()], tmp_path, stack_flows(present, SETTINGS)) == []
+    assert all_problems([*objects, *_neighbours()], tmp_path, stack_flows(present, SETTINGS, edge=EDGE)) == []
+
+
+def test_edge_traffic_only_from_the_gateway_data_plane(tmp_path: Path) -> None:
+    """Another pod of the gateway's namespace (its controller) reaches none of our workloads."""
+    controller = _deployment(EDGE.namespace, "envoy-gateway", {"control-plane": "envoy-gateway"}, {"p": 18000})
+    objects = [*standin_chart(FULL), controller, *_neighbours()]
+    cluster = analyse(objects, tmp_path)
+    proxy = cluster.neighbours[EDGE.namespace]
+    ours = [x for names in cluster.workloads.values() for x in names]
+    stranger = f"{EDGE.namespace}/envoy-gateway[Deployment]"
+    assert proxy != stranger
+    assert cluster.permitted(proxy, f"{NS}/{NS}-web[Deployment]", "TCP", 8080)
+    assert cluster.permitted(proxy, f"{NS}/{NS}-query[Deployment]", "TCP", 8000)
+    assert [x for x in ours if cluster.any_connection(stranger, x)] == []
