@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             charts.append(AgentStack(cdk8s.App(), env))
         except ValidationError as exc:
             return _fail([f"{sources[env.name]}: {exc.title}.{_loc(e['loc'])}: {e['msg']}" for e in exc.errors()], 1)
+    for chart in charts:
+        for notice in chart.edge.notices:
+            print(f"environment {chart.node.id}: {notice}", file=sys.stderr)
     versions = {env.name: env.kubernetes_version for env in environments}
     stacks = {chart.env.name: chart for chart in charts}
     try:

@@ -64,6 +64,7 @@ def env_props(env: Environment) -> MonitoringProps:
         namespace=env.namespace,
         domain=env.domain,
         settings=getattr(env, "monitoring", MonitoringSettings()),
+        edge_controller=env.edge.controller,
         chroma=chroma,
         memgraph=memgraph,
         backups=("redis",) + (("chroma",) if chroma else ()) + (("memgraph",) if memgraph else ()),

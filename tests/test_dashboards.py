@@ -15,6 +15,11 @@ from kgstack.monitoring import MonitoringSettings, recording_rules
 # Metrics of the exporters docs/observability.md documents; anything else on a dashboard is a typo
 # or an undocumented dependency.
 EXPORTER_METRICS = {
+    "envoy-gateway": {
+        "envoy_cluster_upstream_rq_xx",
+        "envoy_cluster_upstream_rq_time_bucket",
+        "envoy_cluster_upstream_rq_time_count",
+    },
     "ingress-nginx": {
         "nginx_ingress_controller_requests",
         "nginx_ingress_controller_request_duration_seconds_bucket",

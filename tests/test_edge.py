@@ -1,4 +1,4 @@
-"""Edge: routing, blocked paths, auth, headers, limits, CORS rules, certificate; the verifier run in real nginx."""
+"""Edge (Gateway API + Envoy Gateway): routes, headers, timeouts, policies, certificate; the verifier in real nginx."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from kgstack.edge import (
     EdgeSettings,
     auth_nginx_conf,
     content_security_policy,
+    edge_peer,
 )
 from kgstack.model import ImageRef, Stage
 from kgstack.naming import Identity
@@ -33,7 +34,7 @@ from kgstack.schema import schema_problems
 
 RELEASE = Identity(name="kga", instance="kga-prod", version="0.3.0")
 IMAGE = ImageRef(repository="nginxinc/nginx-unprivileged", tag="1.30.5-alpine")
-N = "nginx.ingress.kubernetes.io"
+EG = "gateway.envoyproxy.io/v1alpha1"
 
 
 def props(stage: Stage = Stage.PROD, **settings: Any) -> EdgeProps:
@@ -42,7 +43,6 @@ def props(stage: Stage = Stage.PROD, **settings: Any) -> EdgeProps:
         namespace="kga-prod",
         stage=stage,
         domain="kga.example.com",
-        ingress_class="nginx",
         auth_image=IMAGE,
         settings=EdgeSettings(**settings),
         web_service="kga-prod-web",
@@ -57,20 +57,24 @@ def render(p: EdgeProps | None = None) -> dict[str, dict[str, Any]]:
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in manifests(chart).values()}
 
 
-def routes(objects: dict[str, dict[str, Any]]) -> dict[str, tuple[str, int, str]]:
-    out = {}
-    for key, obj in objects.items():
-        if obj["kind"] == "Ingress":
-            for rule in obj["spec"]["rules"]:
-                assert rule["host"] == "kga.example.com"
-                for path in rule["http"]["paths"]:
-                    svc = path["backend"]["service"]
-                    out[path["path"]] = (svc["name"], svc["port"]["number"], key)
-    return out
+def rule(objects: dict[str, dict[str, Any]], route: str) -> dict[str, Any]:
+    (only,) = objects[f"HTTPRoute/kga-prod-{route}"]["spec"]["rules"]
+    return only
 
 
-def test_schema_and_pod_security() -> None:
+def test_objects_schema_and_pod_security() -> None:
     objects = render()
+    assert {k for k in objects if objects[k]["apiVersion"].startswith("gateway.")} == {
+        "Gateway/kga-prod",
+        *(f"HTTPRoute/kga-prod-{r}" for r in ("web", "api", "api-reads", "indexer", "blocked", "redirect")),
+        "SecurityPolicy/kga-prod-api",
+        "SecurityPolicy/kga-prod-web",
+        "BackendTrafficPolicy/kga-prod-api",
+        "BackendTrafficPolicy/kga-prod-api-reads",
+        "BackendTrafficPolicy/kga-prod-web",
+        "ClientTrafficPolicy/kga-prod",
+    }
+    assert not [k for k in objects if k.startswith(("Ingress/", "ConfigMap/kga-prod-headers"))]
     for version in ("1.27", "1.31", "1.35"):
         assert [p for o in objects.values() for p in schema_problems(o, version)] == []
     for obj in objects.values():
@@ -78,78 +82,161 @@ def test_schema_and_pod_security() -> None:
             assert violations(pod) == []
 
 
-def test_path_routing_and_blocked_endpoints() -> None:
-    r = routes(render())
-    assert r["/"][:2] == ("kga-prod-web", 8080)
-    assert r["/api"][:2] == ("kga-prod-query", 8000)
-    assert r["/api/v1/index"][:2] == r["/api/v1/workflows"][:2] == ("kga-prod-indexer", 8000)
-    for path in BLOCKED_PATHS:
-        assert r[path][:2] == ("kga-prod-auth", 8081)
-        # Longest prefix wins in ingress-nginx: the block is longer than every route it shadows.
-        assert all(len(path) > len(other) for other in r if path.startswith(other) and other != path)
-
-
-def test_api_requires_a_key_ui_too_unless_public() -> None:
+def test_gateway_https_with_certificate_and_http_only_redirects() -> None:
     objects = render()
-    auth_url = "http://kga-prod-auth.kga-prod.svc.cluster.local:8080/verify"
-    for name in ("api", "indexer", "web"):
-        assert objects[f"Ingress/kga-prod-{name}"]["metadata"]["annotations"][f"{N}/auth-url"] == auth_url
-    public = render(props(public_ui=True))
-    assert f"{N}/auth-url" not in public["Ingress/kga-prod-web"]["metadata"]["annotations"]
-    assert f"{N}/auth-url" in public["Ingress/kga-prod-api"]["metadata"]["annotations"]
-
-
-def test_no_snippets_and_tls_everywhere() -> None:
-    for key, obj in render().items():
-        if obj["kind"] != "Ingress":
+    listeners = {x["name"]: x for x in objects["Gateway/kga-prod"]["spec"]["listeners"]}
+    assert listeners["https"]["protocol"] == "HTTPS" and listeners["https"]["port"] == 443
+    assert listeners["https"]["tls"] == {
+        "mode": "Terminate",
+        "certificateRefs": [{"kind": "Secret", "name": "kga-prod-tls"}],
+    }
+    assert listeners["http"]["protocol"] == "HTTP"
+    for key, obj in objects.items():
+        if obj["kind"] != "HTTPRoute":
             continue
-        annotations = obj["metadata"]["annotations"]
-        assert not [a for a in annotations if "snippet" in a], key
-        assert annotations[f"{N}/force-ssl-redirect"] == "true"
-        assert obj["spec"]["tls"] == [{"hosts": ["kga.example.com"], "secretName": "kga-prod-tls"}]
-        assert obj["spec"]["ingressClassName"] == "nginx"
+        (parent,) = obj["spec"]["parentRefs"]
+        assert obj["spec"]["hostnames"] == ["kga.example.com"]
+        if key == "HTTPRoute/kga-prod-redirect":
+            assert parent["sectionName"] == "http"
+            (r,) = obj["spec"]["rules"]
+            assert "backendRefs" not in r  # plain HTTP never reaches a backend
+            assert r["filters"] == [
+                {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+            ]
+        else:
+            assert parent["sectionName"] == "https", key
 
 
-def test_limits_and_timeouts() -> None:
+def test_platform_gateway_gets_routes_only() -> None:
+    objects = render(
+        props(gateway={"platformGateway": {"name": "shared", "namespace": "gateways", "sectionName": "web-https"}})
+    )
+    assert "Gateway/kga-prod" not in objects and "ClientTrafficPolicy/kga-prod" not in objects
+    assert "Certificate/kga-prod-tls" not in objects  # the platform's listener holds the certificate
+    assert "HTTPRoute/kga-prod-redirect" not in objects
+    parent = objects["HTTPRoute/kga-prod-api"]["spec"]["parentRefs"][0]
+    assert parent == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "shared",
+        "namespace": "gateways",
+        "sectionName": "web-https",
+    }
+
+
+def test_backends_timeouts_and_blocked_paths() -> None:
     objects = render()
-    api = objects["Ingress/kga-prod-api"]["metadata"]["annotations"]
-    indexer = objects["Ingress/kga-prod-indexer"]["metadata"]["annotations"]
-    assert int(api[f"{N}/proxy-read-timeout"]) >= 60  # LLM answers take tens of seconds
-    assert int(indexer[f"{N}/proxy-read-timeout"]) > int(api[f"{N}/proxy-read-timeout"])
-    assert api[f"{N}/limit-rps"] == "5" and api[f"{N}/limit-connections"] == "20"
-    assert api[f"{N}/proxy-body-size"] == "1m"
+    backend = {r: rule(objects, r)["backendRefs"] for r in ("web", "api", "api-reads", "indexer", "blocked")}
+    assert backend["web"] == [{"kind": "Service", "name": "kga-prod-web", "port": 8080}]
+    assert backend["api"] == backend["api-reads"] == [{"kind": "Service", "name": "kga-prod-query", "port": 8000}]
+    assert backend["indexer"] == [{"kind": "Service", "name": "kga-prod-indexer", "port": 8000}]
+    assert backend["blocked"] == [{"kind": "Service", "name": "kga-prod-auth", "port": 8081}]
+    assert rule(objects, "api-reads")["matches"] == [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET"}]
+    assert [m["path"]["value"] for m in rule(objects, "blocked")["matches"]] == list(BLOCKED_PATHS)
+    assert rule(objects, "api")["timeouts"] == {"request": "180s"}  # LLM answers take tens of seconds
+    assert rule(objects, "indexer")["timeouts"] == {"request": "600s"}
+    assert render(props(query_timeout_seconds=240))["HTTPRoute/kga-prod-api"]["spec"]["rules"][0]["timeouts"] == {
+        "request": "240s"
+    }
 
 
-def test_security_headers() -> None:
+def test_security_headers_are_standard_response_header_modifiers() -> None:
     objects = render()
-    web = objects["ConfigMap/kga-prod-headers-web"]["data"]
+
+    def headers(route: str) -> dict[str, str]:
+        (f,) = rule(objects, route)["filters"]
+        assert f["type"] == "ResponseHeaderModifier"
+        return {h["name"]: h["value"] for h in f["responseHeaderModifier"]["set"]}
+
+    web = headers("web")
     assert set(web) == set(SECURITY_HEADERS)
     assert web["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
-    assert web["X-Request-ID"] == "$req_id"
     csp = dict(d.split(" ", 1) for d in web["Content-Security-Policy"].split("; "))
     assert csp["script-src"] == "'self' 'unsafe-inline' https://cdnjs.cloudflare.com https://cdn.jsdelivr.net"
     assert csp["connect-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
     assert "*" not in content_security_policy()
-    assert (
-        objects["Ingress/kga-prod-web"]["metadata"]["annotations"][f"{N}/custom-headers"]
-        == "kga-prod/kga-prod-headers-web"
-    )
-    api = objects["ConfigMap/kga-prod-headers-api"]["data"]["Content-Security-Policy"]
-    assert api.startswith("default-src 'none'")
+    for route in ("api", "api-reads", "indexer", "blocked"):
+        assert headers(route)["Content-Security-Policy"].startswith("default-src 'none'")
+    # Envoy reads %...% in a header value as a command operator: none may carry one.
+    assert "%" not in str([headers(r) for r in ("web", "api")])
+
+
+def test_api_keys_by_external_auth_to_the_verifier() -> None:
+    objects = render()
+    api = objects["SecurityPolicy/kga-prod-api"]["spec"]
+    assert [t["name"] for t in api["targetRefs"]] == ["kga-prod-api", "kga-prod-api-reads", "kga-prod-indexer"]
+    assert api["extAuth"]["http"] == {
+        "backendRefs": [{"kind": "Service", "name": "kga-prod-auth", "port": 8080}],
+        "path": "/verify",
+        "headersToBackend": ["X-Auth-Key-Id"],
+    }
+    assert api["extAuth"]["failOpen"] is False
+    assert set(api["extAuth"]["headersToExtAuth"]) == {"authorization", "x-api-key"}
+    assert [t["name"] for t in objects["SecurityPolicy/kga-prod-web"]["spec"]["targetRefs"]] == ["kga-prod-web"]
+    # The blocked route needs no key: everyone gets 403.
+    targeted = {
+        t["name"] for k, o in objects.items() if k.startswith("SecurityPolicy/") for t in o["spec"]["targetRefs"]
+    }
+    assert "kga-prod-blocked" not in targeted
+    assert "SecurityPolicy/kga-prod-web" not in render(props(public_ui=True))
 
 
 def test_cors_allow_list_and_wildcard_only_in_dev() -> None:
-    assert f"{N}/enable-cors" not in render()["Ingress/kga-prod-api"]["metadata"]["annotations"]
-    listed = render(props(cors_allowed_origins=["https://app.example.com"]))
-    assert (
-        listed["Ingress/kga-prod-api"]["metadata"]["annotations"][f"{N}/cors-allow-origin"] == "https://app.example.com"
-    )
+    assert "cors" not in render()["SecurityPolicy/kga-prod-api"]["spec"]
+    listed = render(props(cors_allowed_origins=["https://app.example.com"]))["SecurityPolicy/kga-prod-api"]["spec"]
+    assert listed["cors"]["allowOrigins"] == ["https://app.example.com"]
+    assert listed["cors"]["allowCredentials"] is False
     for bad in (["*"], ["http://localhost:3000"], ["app.example.com"]):
         with pytest.raises(ValidationError, match="corsAllowedOrigins"):
             props(cors_allowed_origins=bad)
     props(Stage.DEV, cors_allowed_origins=["*"])
     with pytest.raises(ValidationError, match="securityHeaders"):
         props(security_headers=False)
+
+
+def test_limits_and_retries_only_where_idempotent() -> None:
+    objects = render()
+    api = objects["BackendTrafficPolicy/kga-prod-api"]["spec"]
+    reads = objects["BackendTrafficPolicy/kga-prod-api-reads"]["spec"]
+    web = objects["BackendTrafficPolicy/kga-prod-web"]["spec"]
+    assert [t["name"] for t in api["targetRefs"]] == ["kga-prod-api", "kga-prod-indexer", "kga-prod-blocked"]
+    assert "retry" not in api  # POST queries run an LLM, indexing starts work
+    assert reads["retry"]["numRetries"] == 2 and web["retry"]["numRetries"] == 2
+    assert set(reads["retry"]["retryOn"]["triggers"]) == {"connect-failure", "refused-stream"}
+    (limit,) = api["rateLimit"]["local"]["rules"]
+    assert limit == {
+        "clientSelectors": [{"sourceCIDR": {"type": "Distinct", "value": "0.0.0.0/0"}}],
+        "limit": {"requests": 5, "unit": "Second"},
+    }
+    assert web["rateLimit"]["local"]["rules"][0]["limit"]["requests"] == 20
+    assert api["requestBuffer"] == {"limit": "1Mi"} and web["requestBuffer"] == {"limit": "64Ki"}
+
+
+def test_client_traffic_behind_the_load_balancer() -> None:
+    spec = render()["ClientTrafficPolicy/kga-prod"]["spec"]
+    assert spec["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "kga-prod"}]
+    assert spec["clientIPDetection"] == {"xForwardedFor": {"numTrustedHops": 1}}
+    assert spec["headers"]["requestID"] == "PreserveOrGenerate"
+    assert spec["path"]["escapedSlashesAction"] == "UnescapeAndRedirect"
+    # The buffer holds the largest body a route accepts (1 MiB).
+    assert spec["connection"]["bufferLimit"] == "1056Ki"
+
+
+def test_backend_tls_policy_when_a_backend_speaks_tls() -> None:
+    assert not [k for k in render() if k.startswith("BackendTLSPolicy/")]
+    objects = render(props(backend_tls={"query": {"hostname": "query.kga.internal", "caConfigMap": "kga-ca"}}))
+    spec = objects["BackendTLSPolicy/kga-prod-query"]["spec"]
+    assert spec["targetRefs"] == [{"group": "", "kind": "Service", "name": "kga-prod-query"}]
+    assert spec["validation"]["hostname"] == "query.kga.internal"
+
+
+def test_edge_peer_is_the_data_plane() -> None:
+    peer = edge_peer(EdgeSettings())
+    assert peer.namespace == "envoy-gateway-system"
+    assert peer.pod_labels == {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy"}
+    custom = edge_peer(EdgeSettings(gateway={"dataPlaneNamespace": "gw", "dataPlanePodLabels": {"app": "proxy"}}))
+    assert (custom.namespace, custom.pod_labels) == ("gw", {"app": "proxy"})
+    assert edge_peer(EdgeSettings(controller="ingress-nginx")).namespace == "ingress-nginx"
 
 
 def test_certificate_is_strict_and_issuer_per_stage() -> None:
@@ -228,11 +315,15 @@ def verifier(tmp_path: Path) -> Any:
 
 def test_verifier_accepts_two_keys_and_refuses_others(verifier: Any) -> None:
     url, deny, old, new, basic = verifier
-    assert _status(f"{url}/verify", {"X-API-Key": old})[0] == 204
+    assert _status(f"{url}/verify", {"X-API-Key": old})[0] == 200
     status, headers = _status(f"{url}/verify", {"X-API-Key": new})
-    assert status == 204 and headers["X-Auth-Key-Id"] == "new-key"
-    assert _status(f"{url}/verify", {"Authorization": f"Bearer {new}"})[0] == 204
-    assert _status(f"{url}/verify", {"Authorization": f"Basic {basic}"})[0] == 204
+    assert status == 200 and headers["X-Auth-Key-Id"] == "new-key"
+    assert _status(f"{url}/verify", {"Authorization": f"Bearer {new}"})[0] == 200
+    assert _status(f"{url}/verify", {"Authorization": f"Basic {basic}"})[0] == 200
+    # Envoy's ext_authz appends the original path to /verify; ingress-nginx calls /verify itself.
+    status, headers = _status(f"{url}/verify/api/v1/query", {"X-API-Key": old})
+    assert status == 200 and headers["X-Auth-Key-Id"] == "old-key"
+    assert _status(f"{url}/verify/api/v1/query", {"X-API-Key": "b" * 64})[0] == 401
     for bad in (
         {"X-API-Key": "b" * 64},
         {},

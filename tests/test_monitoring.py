@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -108,17 +109,49 @@ def test_probes(component: str, target: str, module: str) -> None:
     assert "/api/v1/health" not in str(spec)  # always 200: never a health signal
 
 
-def test_slis_are_filtered_to_our_ingress() -> None:
-    for rule in recording_rules(props()):
+def test_slis_read_envoy_clusters_of_our_agent_routes() -> None:
+    ours = 'envoy_cluster_name=~"httproute/kga-prod/kga-prod-(api|api-reads|indexer)/rule/[0-9]+"'
+    exprs = [r.expr for r in recording_rules(props()) if "envoy_" in r.expr]
+    assert exprs and "nginx_ingress_controller" not in " ".join(r.expr for r in recording_rules(props()))
+    for expr in exprs:
+        assert expr.count(ours) == expr.count("envoy_cluster_upstream_rq"), expr
+    rules = {r.record: r.expr for r in recording_rules(props())}
+    assert 'envoy_response_code_class="5"' in rules["kga:edge_errors:rate5m"]
+    # Envoy's histogram is in milliseconds: the 10 s threshold is le="10000".
+    assert 'le=~"10000(\\\\.0)?"' in rules["kga:slo_latency_slow:ratio_rate5m"]
+    single = " ".join(r.expr for r in recording_rules(props(edge_routes=("api",))))
+    assert 'envoy_cluster_name=~"httproute/kga-prod/kga-prod-api/rule/[0-9]+"' in single
+
+
+def test_slis_on_the_legacy_ingress_nginx_edge() -> None:
+    legacy = props(edge_controller="ingress-nginx", edge_routes=("api", "indexer"))
+    for rule in recording_rules(legacy):
         if "nginx_ingress_controller" in rule.expr:
             assert rule.expr.count(
                 'exported_namespace="kga-prod",ingress=~"kga-prod-(api|indexer)"'
             ) == rule.expr.count("nginx_ingress_controller"), rule
-    honoured = MonitoringSettings(edge_namespace_label="namespace")
-    exprs = " ".join(r.expr for r in recording_rules(props(settings=honoured)))
+    assert "envoy_" not in " ".join(r.expr for r in recording_rules(legacy))
+    honoured = props(
+        edge_controller="ingress-nginx",
+        edge_routes=("api", "indexer"),
+        settings=MonitoringSettings(edge_namespace_label="namespace"),
+    )
+    exprs = " ".join(r.expr for r in recording_rules(honoured))
     assert "exported_namespace" not in exprs and 'namespace="kga-prod",ingress=~"kga-prod-(api|indexer)"' in exprs
-    single = " ".join(r.expr for r in recording_rules(props(edge_ingresses=("api",))))
-    assert 'ingress="kga-prod-api"' in single
+
+
+def test_alerts_on_recorded_slis_share_their_group() -> None:
+    """Groups run concurrently: an alert on a kga: series in another group reads a stale value."""
+    _, _, objects = build(props())
+    groups = objects["PrometheusRule/kga-prod"]["spec"]["groups"]
+    for group in groups:
+        recorded_before: set[str] = set()
+        for rule in group["rules"]:
+            if "record" in rule:
+                recorded_before.add(rule["record"])
+                continue
+            for name in re.findall(r"kga:[a-z_:0-9]+", rule["expr"]):
+                assert name in recorded_before, f"{rule['alert']} reads {name} outside its recording group"
 
 
 def test_burn_rate_thresholds_follow_the_slo() -> None:
@@ -130,11 +163,11 @@ def test_burn_rate_thresholds_follow_the_slo() -> None:
 
 
 def test_latency_threshold_must_be_a_bucket() -> None:
-    with pytest.raises(ValidationError, match="must be one of the ingress controller's buckets"):
+    with pytest.raises(ValidationError, match="must be one of the edge's buckets"):
         MonitoringSettings(slo_latency_seconds=7)
     ok = MonitoringSettings(slo_latency_seconds=30, edge_latency_buckets=(1, 10, 30, 60))
     rules = {r.record: r.expr for r in recording_rules(props(settings=ok))}
-    assert 'le=~"30(\\\\.0)?"' in rules["kga:slo_latency_slow:ratio_rate5m"]
+    assert 'le=~"30000(\\\\.0)?"' in rules["kga:slo_latency_slow:ratio_rate5m"]
 
 
 def test_settings_are_camel_case_and_strict() -> None:

@@ -34,6 +34,7 @@ import yaml
 from conftest import ENV_DIRS, ROOT
 from tools import missing
 
+from kgstack.edge import EdgeSettings, edge_peer
 from kgstack.naming import Identity
 from kgstack.network_policies import (
     ComponentPeer,
@@ -51,6 +52,8 @@ NCA = ROOT / ".venvs" / "nca" / "bin" / "nca"
 NS = "kga-test"
 RELEASE = Identity(name="kga", instance=NS, version="0.0.0")
 SETTINGS = NetworkSettings()
+EDGE = edge_peer(EdgeSettings())
+"""The gateway's data-plane pods: the only source of public traffic."""
 OTHER_NS = "other"
 PUBLIC_IP = ipaddress.IPv4Address("8.8.8.8")
 PRIVATE_IPS = [
@@ -74,7 +77,7 @@ def _neighbours() -> list[Manifest]:
     """Namespaces and pods outside our namespace: the controller, Prometheus, DNS and a stranger."""
     out: list[Manifest] = []
     for ns, labels in (
-        (SETTINGS.ingress_controller_namespace, {"app": "ingress-nginx"}),
+        (EDGE.namespace, dict(EDGE.pod_labels)),
         (SETTINGS.monitoring_namespace, {"app": "prometheus"}),
         (SETTINGS.dns_namespace, dict(SETTINGS.dns_pod_labels)),
         (OTHER_NS, {"app": "stranger"}),
@@ -381,7 +384,7 @@ STORE_LABEL = "kga.dev/store"
 
 def expected_flows(components: set[str]) -> list[Flow]:
     """Every connection the stack needs, given the workloads present; nothing else is allowed."""
-    edge = NamespacePeer(namespace="ingress-nginx")
+    edge = EDGE
     monitoring = NamespacePeer(namespace="monitoring")
     internet = InternetPeer()
 
@@ -487,6 +490,19 @@ def test_a_too_broad_policy_fails(tmp_path: Path) -> None:
     assert any("other namespace -> us" in p for p in problems), problems
     assert any("store -> internet" in p for p in problems), problems
     assert any("not declared" in p for p in problems), problems
+
+
+def test_edge_traffic_only_from_the_gateway_data_plane(tmp_path: Path) -> None:
+    """Another pod of the gateway's namespace (its controller) reaches none of our workloads."""
+    controller = _deployment(EDGE.namespace, "envoy-gateway", {"control-plane": "envoy-gateway"}, {"p": 18000})
+    cluster = analyse([*_dist_objects("staging"), controller, *_neighbours()], tmp_path)
+    proxy = cluster.neighbours[EDGE.namespace]
+    ours = [x for names in cluster.workloads.values() for x in names]
+    stranger = f"{EDGE.namespace}/envoy-gateway[Deployment]"
+    assert proxy != stranger
+    assert cluster.permitted(proxy, "kga-staging/kga-staging-web[Deployment]", "TCP", 8080)
+    assert cluster.permitted(proxy, "kga-staging/kga-staging-query[Deployment]", "TCP", 8000)
+    assert [x for x in ours if cluster.any_connection(stranger, x)] == []
 
 
 def test_a_backup_run_reaching_another_store_fails(tmp_path: Path) -> None:

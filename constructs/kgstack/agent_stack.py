@@ -217,6 +217,7 @@ class AgentStack(cdk8s.Chart):
                 namespace=ns,
                 domain=env.domain,
                 settings=env.monitoring,
+                edge_controller=env.edge.controller,
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
@@ -288,7 +289,7 @@ class AgentStack(cdk8s.Chart):
             namespace=self.env.namespace,
             prerequisites={name: frozenset(keys) for name, keys in self.secrets.prerequisites.items()},
             scraper=cross_reference.Peer(net.monitoring_namespace),
-            edge=cross_reference.Peer(net.ingress_controller_namespace),
+            edge=cross_reference.Peer(self.edge.peer.namespace, self.edge.peer.pod_labels),
         )
 
     def _connect(self, env: Environment) -> None:
@@ -306,7 +307,7 @@ class AgentStack(cdk8s.Chart):
                 tcp(*env.network.internet_ports),
                 purpose="LLM and embedding APIs, GitHub clones",
             )
-        edge = namespace_peer(env.network.ingress_controller_namespace)
+        edge = self.edge.peer
         connections.allow(edge, self.web.endpoint, purpose="the edge serves the web UI")
         for tier in tiers:
             connections.allow(

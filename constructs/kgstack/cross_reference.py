@@ -513,6 +513,20 @@ class Gate:
                                 what="edge route",
                             )
 
+        if self.edge is not None:
+            for file, route in self.kind("HTTPRoute").values():
+                for r, rule in enumerate(route["spec"].get("rules") or []):
+                    for b, ref in enumerate(rule.get("backendRefs") or []):
+                        if ref.get("kind", "Service") == "Service" and "port" in ref:
+                            self._expect(
+                                file,
+                                f"spec.rules[{r}].backendRefs[{b}]",
+                                self.edge,
+                                host=ref["name"],
+                                port=int(ref["port"]),
+                                what="edge route",
+                            )
+
     def _env_traffic(self) -> None:
         configmaps = {name: obj.get("data") or {} for name, (_, obj) in self.kind("ConfigMap").items()}
         services = self.kind("Service")

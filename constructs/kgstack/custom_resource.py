@@ -38,7 +38,11 @@ def custom_resource(scope: Construct, id: str, resource: BaseModel) -> cdk8s.Api
     return obj
 
 
+CRD_GROUPS_UNDER_K8S_IO = frozenset({"gateway.networking.k8s.io"})
+"""SIG projects shipped as CRDs, though their group ends in k8s.io (the Gateway API)."""
+
+
 def is_custom(api_version: str) -> bool:
     """Whether ``api_version`` belongs to a CRD rather than to Kubernetes itself."""
     group = api_version.rpartition("/")[0]
-    return "." in group and not group.endswith("k8s.io")
+    return "." in group and (group in CRD_GROUPS_UNDER_K8S_IO or not group.endswith("k8s.io"))

@@ -18,7 +18,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as gmodel
 
 from ._plus import k8s
-from .monitoring import MonitoringProps, edge_selector, matchers
+from .monitoring import MonitoringProps, edge_series, matchers
 
 SIDECAR_LABEL = {"grafana_dashboard": "1"}
 FOLDER_ANNOTATION = {"grafana_folder": "Knowledge Graph Agent"}
@@ -165,13 +165,18 @@ class Dashboards(Construct):
     def _overview(self) -> gdash.Dashboard:
         p, s = self.props, self.props.settings
         ns = self._ns()
-        edge = edge_selector(p)
+        e = edge_series(p)
+        gateway = p.edge_controller == "gateway-api"
+        per_second = f" / {e.le_per_second:g}" if e.le_per_second != 1 else ""
         quantiles = [
-            Query(f"histogram_quantile({q}, kga:edge_request_duration_seconds_bucket:rate5m{ns})", f"p{round(q * 100)}")
+            Query(f"histogram_quantile({q}, {e.duration_record}{ns}){per_second}", f"p{round(q * 100)}")
             for q in (0.5, 0.95, 0.99)
         ]
+        by_route = "envoy_cluster_name" if gateway else "ingress"
         board = self._board("overview", "KGA overview")
-        board = board.with_row(gdash.Row("Golden signals at the edge (ingress-nginx)"))
+        board = board.with_row(
+            gdash.Row("Golden signals at the edge (" + ("Envoy Gateway" if gateway else "ingress-nginx") + ")")
+        )
         board = board.with_panel(
             _timeseries(
                 "Request rate",
@@ -179,11 +184,11 @@ class Dashboards(Construct):
                 [
                     Query(f"kga:edge_requests:rate5m{ns}", "all"),
                     Query(
-                        f"sum by (service) (rate(nginx_ingress_controller_requests{edge}[$__rate_interval]))",
-                        "{{service}}",
+                        f"sum by ({by_route}) (rate({e.requests}[$__rate_interval]))",
+                        "{{" + by_route + "}}",
                     ),
                 ],
-                description="Requests through the Ingress, all tiers and per backend Service.",
+                description="Requests through the edge, all agent routes and per route.",
             )
         )
         board = board.with_panel(
@@ -193,9 +198,8 @@ class Dashboards(Construct):
                 [
                     Query(f"kga:slo_availability_errors:ratio_rate5m{ns}", "5xx ratio"),
                     Query(
-                        f"sum by (status) (rate(nginx_ingress_controller_requests{edge_selector(p, status='~5..')}"
-                        "[$__rate_interval]))",
-                        "{{status}} /s",
+                        f"sum by ({by_route}) (rate({e.errors}[$__rate_interval]))",
+                        "{{" + by_route + "}} 5xx/s",
                     ),
                 ],
                 description=f"SLO: at most {1 - s.slo_availability:.2%} of requests answer 5xx.",

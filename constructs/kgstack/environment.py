@@ -400,7 +400,8 @@ class Environment(Spec):
     backup: BackupSettings
     """Scheduled backups of every store to object storage."""
     edge: EdgeSettings = EdgeSettings()
-    """Ingress, TLS, headers, limits, CORS and API keys (docs/edge.md)."""
+    """Gateway API routes and policies (or the retired ingress-nginx), TLS, headers, limits, CORS and
+    API keys (docs/edge.md)."""
     network: NetworkSettings = NetworkSettings()
     """Neighbour namespaces and cluster CIDRs for the NetworkPolicies (docs/network.md)."""
     secrets: SecretsSettings = SecretsSettings()

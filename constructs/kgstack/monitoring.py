@@ -3,8 +3,10 @@
 The agent exposes no ``/metrics`` (see shared/agent-facts.md), so the golden
 signals come from what the cluster already measures:
 
-* the ingress-nginx controller's request counter and latency histogram for our
-  Ingress (rate, errors, latency: the SLIs);
+* the edge's per-route request counts by response class and latency histograms
+  (the SLIs): Envoy's cluster stats as Envoy Gateway's proxies export them, one
+  cluster per HTTPRoute rule (``httproute/<ns>/<route>/rule/<n>``); the retired
+  ingress-nginx controller's counters when an environment still runs it;
 * kube-state-metrics, kubelet and cAdvisor (restarts, HPA, volumes, backups);
 * the Redis exporter sidecar (the only store with a Prometheus endpoint);
 * blackbox probes of ``/health`` through the query and indexer Services, of
@@ -36,6 +38,12 @@ from .network_policies import NamespacePeer
 
 NGINX_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """ingress-nginx's request-duration buckets unless the controller runs with ``--time-buckets``."""
+ENVOY_DEFAULT_BUCKETS = (
+    *(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0),
+)
+"""Envoy's default histogram buckets, in seconds (Envoy writes ``le`` in milliseconds)."""
+EdgeController = Literal["gateway-api", "ingress-nginx"]
 
 SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 """Rate windows recorded for the multi-window, multi-burn-rate alerts."""
@@ -111,10 +119,10 @@ class MonitoringSettings(Spec):
     blackbox_tcp_module: str = "tcp_connect"
     """Blackbox module for the Memgraph bolt port; add it to the exporter's config if missing."""
     edge_namespace_label: Literal["exported_namespace", "namespace"] = "exported_namespace"
-    """Label holding the Ingress's namespace on ingress-nginx metrics: ``exported_namespace``
-    when the controller's ServiceMonitor keeps ``honorLabels: false`` (the chart default)."""
-    edge_latency_buckets: Annotated[tuple[float, ...], Field(min_length=1)] = NGINX_DEFAULT_BUCKETS
-    """The controller's request-duration buckets (``--time-buckets``); the latency SLO needs one."""
+    """ingress-nginx only: label holding the Ingress's namespace, ``exported_namespace`` when the
+    controller's ServiceMonitor keeps ``honorLabels: false`` (the chart default)."""
+    edge_latency_buckets: Annotated[tuple[float, ...], Field(min_length=1)] = ENVOY_DEFAULT_BUCKETS
+    """The edge's latency buckets in seconds (Envoy's defaults); the latency SLO needs one."""
     slo_availability: Annotated[float, Field(gt=0.9, lt=1)] = 0.995
     """Fraction of edge requests that must not be 5xx, over 30 days."""
     slo_latency_seconds: Annotated[float, Field(gt=0)] = 10.0
@@ -139,8 +147,8 @@ class MonitoringSettings(Spec):
     def _latency_threshold_is_a_bucket(self) -> Self:
         if self.slo_latency_seconds not in self.edge_latency_buckets:
             raise ValueError(
-                f"sloLatencySeconds ({self.slo_latency_seconds:g}) must be one of the ingress "
-                f"controller's buckets ({', '.join(f'{b:g}' for b in self.edge_latency_buckets)}); "
+                f"sloLatencySeconds ({self.slo_latency_seconds:g}) must be one of the edge's "
+                f"buckets ({', '.join(f'{b:g}' for b in self.edge_latency_buckets)}); "
                 "a threshold between buckets cannot be measured"
             )
         return self
@@ -161,12 +169,15 @@ class MonitoringProps(Spec):
     """Chroma runs in the cluster (vector store ``chroma``): probe its heartbeat."""
     memgraph: bool = False
     """Memgraph runs (graph features on): probe its bolt port."""
-    edge_ingresses: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = (
+    edge_controller: EdgeController = "gateway-api"
+    """Which edge's metrics the SLIs read (``edge.controller``)."""
+    edge_routes: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = (
         "api",
+        "api-reads",
         "indexer",
     )
-    """Ingresses ``<release>-<name>`` whose requests the SLIs count: the agent's routes, not the
-    static web UI nor the 403 backend of blocked paths."""
+    """HTTPRoutes (or Ingresses) ``<release>-<name>`` whose requests the SLIs count: the agent's
+    routes, not the static web UI nor the 403 backend of blocked paths."""
     backups: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = ("redis",)
     """Stores with a backup CronJob ``<release>-backup-<store>`` (``redis``, ``chroma``, ``memgraph``)."""
     scraper: NamespacePeer = NamespacePeer(namespace="monitoring")
@@ -236,10 +247,58 @@ class Alert:
 
 
 def edge_selector(props: MonitoringProps, **extra: str) -> str:
-    """Our Ingress's series on the ingress-nginx metrics."""
-    names = [props.name(i) for i in props.edge_ingresses]
-    ingress = names[0] if len(names) == 1 else f"~{props.instance}-({'|'.join(props.edge_ingresses)})"
+    """Our routes' series on the edge's metrics: Envoy clusters of our HTTPRoutes, or our Ingresses."""
+    routes = props.edge_routes
+    if props.edge_controller == "gateway-api":
+        # Envoy Gateway names the cluster of each route rule httproute/<namespace>/<route>/rule/<index>.
+        names = f"{props.instance}-{routes[0]}" if len(routes) == 1 else f"{props.instance}-({'|'.join(routes)})"
+        return matchers(envoy_cluster_name=f"~httproute/{props.namespace}/{names}/rule/[0-9]+", **extra)
+    ingress = props.name(routes[0]) if len(routes) == 1 else f"~{props.instance}-({'|'.join(routes)})"
     return matchers(**{props.settings.edge_namespace_label: props.namespace, "ingress": ingress}, **extra)
+
+
+@dataclass(frozen=True)
+class EdgeSeries:
+    """The raw edge series the SLIs are recorded from; everything above them is controller-neutral."""
+
+    requests: str
+    errors: str
+    fast: str
+    """Bucket series at the latency threshold."""
+    timed: str
+    """Histogram count."""
+    bucket_metric: str
+    """Histogram bucket metric name (for the quantile panels)."""
+    le_per_second: float
+    """``le`` units per second: 1000 for Envoy (milliseconds), 1 for ingress-nginx."""
+
+    @property
+    def duration_record(self) -> str:
+        unit = "milliseconds" if self.le_per_second == 1000 else "seconds"
+        return f"kga:edge_request_duration_{unit}_bucket:rate5m"
+
+
+def edge_series(props: MonitoringProps) -> EdgeSeries:
+    """Requests, 5xx, and the latency histogram at the SLO threshold, for the environment's edge."""
+    threshold = props.settings.slo_latency_seconds
+    if props.edge_controller == "gateway-api":
+        # upstream_rq_xx also counts Envoy's own answers for a route (503 overflow, 504 timeout).
+        return EdgeSeries(
+            requests=f"envoy_cluster_upstream_rq_xx{edge_selector(props)}",
+            errors=f"envoy_cluster_upstream_rq_xx{edge_selector(props, envoy_response_code_class='5')}",
+            fast=f"envoy_cluster_upstream_rq_time_bucket{edge_selector(props, le=_le(threshold * 1000))}",
+            timed=f"envoy_cluster_upstream_rq_time_count{edge_selector(props)}",
+            bucket_metric="envoy_cluster_upstream_rq_time_bucket",
+            le_per_second=1000,
+        )
+    return EdgeSeries(
+        requests=f"nginx_ingress_controller_requests{edge_selector(props)}",
+        errors=f"nginx_ingress_controller_requests{edge_selector(props, status='~5..')}",
+        fast=f"nginx_ingress_controller_request_duration_seconds_bucket{edge_selector(props, le=_le(threshold))}",
+        timed=f"nginx_ingress_controller_request_duration_seconds_count{edge_selector(props)}",
+        bucket_metric="nginx_ingress_controller_request_duration_seconds_bucket",
+        le_per_second=1,
+    )
 
 
 def _ns(props: MonitoringProps) -> str:
@@ -250,39 +309,27 @@ def recording_rules(props: MonitoringProps) -> list[Recording]:
     """SLIs per window, the 30-day budgets, and the latency histogram for dashboards."""
     s = props.settings
     ns = _ns(props)
-    edge = edge_selector(props)
-    errors = edge_selector(props, status="~5..")
-    fast = edge_selector(props, le=_le(s.slo_latency_seconds))
+    e = edge_series(props)
     rules: list[Recording] = []
     for w in SLI_WINDOWS:
         rules += [
-            Recording(f"kga:edge_requests:rate{w}", f"sum(rate(nginx_ingress_controller_requests{edge}[{w}]))"),
-            Recording(
-                f"kga:edge_errors:rate{w}",
-                f"sum(rate(nginx_ingress_controller_requests{errors}[{w}])) or vector(0)",
-            ),
+            Recording(f"kga:edge_requests:rate{w}", f"sum(rate({e.requests}[{w}]))"),
+            Recording(f"kga:edge_errors:rate{w}", f"sum(rate({e.errors}[{w}])) or vector(0)"),
             Recording(
                 f"kga:slo_availability_errors:ratio_rate{w}",
                 f"kga:edge_errors:rate{w}{ns} / kga:edge_requests:rate{w}{ns}",
             ),
             Recording(
                 f"kga:slo_latency_slow:ratio_rate{w}",
-                f"1 - (sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{fast}[{w}]))"
-                f" / sum(rate(nginx_ingress_controller_request_duration_seconds_count{edge}[{w}])))",
+                f"1 - (sum(rate({e.fast}[{w}])) / sum(rate({e.timed}[{w}])))",
             ),
         ]
     rules += [
+        Recording("kga:edge_requests_fast:rate5m", f"sum(rate({e.fast}[5m]))"),
+        Recording("kga:edge_requests_timed:rate5m", f"sum(rate({e.timed}[5m]))"),
         Recording(
-            "kga:edge_requests_fast:rate5m",
-            f"sum(rate(nginx_ingress_controller_request_duration_seconds_bucket{fast}[5m]))",
-        ),
-        Recording(
-            "kga:edge_requests_timed:rate5m",
-            f"sum(rate(nginx_ingress_controller_request_duration_seconds_count{edge}[5m]))",
-        ),
-        Recording(
-            "kga:edge_request_duration_seconds_bucket:rate5m",
-            f"sum by (le) (rate(nginx_ingress_controller_request_duration_seconds_bucket{edge}[5m]))",
+            e.duration_record,
+            f"sum by (le) (rate({e.bucket_metric}{edge_selector(props)}[5m]))",
         ),
         # 30 days from the 5m rates: a sum of equally spaced rates weighs every request once.
         Recording(
@@ -304,6 +351,11 @@ def recording_rules(props: MonitoringProps) -> list[Recording]:
         ),
     ]
     return rules
+
+
+def reads_recorded_series(alert: Alert) -> bool:
+    """Whether the alert reads one of our recording rules (``kga:...``)."""
+    return "kga:" in alert.expr
 
 
 def _burn_alerts(props: MonitoringProps, slo: str, sli: str, target: float) -> list[Alert]:
@@ -596,12 +648,16 @@ class Monitoring(Construct):
         )
 
     def groups(self) -> list[v1.Group]:
-        """Two groups: SLIs with their burn-rate alerts (one group, so an alert sees the SLI
-        recorded in the same evaluation), and component alerts."""
+        """Two groups: the SLIs with every alert that reads them, and the component alerts.
+
+        Prometheus evaluates groups concurrently and rules within a group in order, so an
+        alert on a recorded series must follow its recording rule in the same group; in
+        another group it reads the previous evaluation's value, or nothing at the first one
+        (what made KgaEdge5xxRatioHigh fire one interval late, at random, under promtool)."""
         props = self.props
         ns = {"namespace": props.namespace}
-        slo_alerts = [a for a in alerts(props) if "BurnRate" in a.name]
-        other = [a for a in alerts(props) if "BurnRate" not in a.name]
+        slo_alerts = [a for a in alerts(props) if reads_recorded_series(a)]
+        other = [a for a in alerts(props) if not reads_recorded_series(a)]
         return [
             v1.Group(
                 name=f"{props.instance}.slo",

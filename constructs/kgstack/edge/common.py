@@ -1,21 +1,11 @@
-"""The public edge: TLS, routing, security headers, limits, CORS and API credentials (ingress-nginx).
+"""What every edge controller shares: settings, paths, security headers, and the API-key verifier.
 
-Everything is expressed with ingress-nginx annotations of risk level Medium or
-lower plus ``auth-url`` (High), which ingress-nginx >= 1.12 accepts with its
-default ``annotations-risk-level: High``. No snippet annotation (Critical, off by
-default since CVE-2023-5043/5044 and the 2025 "IngressNightmare" fixes) is used.
-docs/edge.md explains each choice and the one controller setting the headers need
-(``global-allowed-response-headers``).
-
-Objects (``<i>`` is the release instance, ``kga-<env>``):
-
-* ``Certificate/<i>-tls`` (cert-manager) -> ``Secret/<i>-tls``, used by every Ingress;
-* ``Ingress/<i>-web`` (``/`` -> web UI), ``Ingress/<i>-api`` (``/api`` -> query tier),
-  ``Ingress/<i>-indexer`` (``/api/v1/index``, ``/api/v1/workflows`` -> indexer) and
-  ``Ingress/<i>-blocked`` (maintenance endpoints -> a backend that answers 403);
-* ``ConfigMap/<i>-headers-web`` and ``<i>-headers-api``: response headers (``custom-headers``);
-* the API-key verifier ``<i>-auth`` (:class:`EdgeAuth`): unprivileged nginx that answers
-  ``auth-url`` sub-requests with 204 or 401 from a keys file mounted from a Secret.
+The verifier ``<i>-auth`` is unprivileged nginx that answers an external-auth
+sub-request with 200 and ``X-Auth-Key-Id`` for a known key, 401 otherwise, from a
+keys file mounted from a Secret. ingress-nginx calls it through ``auth-url``,
+Envoy Gateway through a SecurityPolicy ``extAuth``; both send the client's
+headers, and Envoy appends the original path to ``/verify`` (hence a prefix
+location). Its second port answers 403 to anything: the backend of blocked paths.
 """
 
 from __future__ import annotations
@@ -23,23 +13,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Self
 
-from cloudcoil.apimachinery import ObjectMeta as CoilObjectMeta
-from cloudcoil.models.cert_manager import v1 as cert_manager
 from constructs import Construct
 from pydantic import Field, model_validator
 
-from ._plus import int_or_string, k8s, quantity
-from .agent_secrets import reload_on
-from .connections import Endpoint
-from .custom_resource import custom_resource
-from .disruption_budget import disruption_budget
-from .footprint import Footprint
-from .model import Disruption, ImageRef, Resources, Spec, Stage
-from .naming import Identity, object_meta
-from .pod_security import RUNTIME_UID, hardened_container, pod_security_context
-from .scheduling import SURGE, rolling_update, rolls_on, zone_and_node_spread
+from .._plus import int_or_string, k8s, quantity
+from ..agent_secrets import reload_on
+from ..connections import Endpoint
+from ..disruption_budget import disruption_budget
+from ..footprint import Footprint
+from ..model import Disruption, ImageRef, Resources, Spec, Stage
+from ..naming import Identity, object_meta
+from ..pod_security import RUNTIME_UID, hardened_container, pod_security_context
+from ..scheduling import SURGE, rolling_update, rolls_on, zone_and_node_spread
 
-NGINX = "nginx.ingress.kubernetes.io"
 KEYS_FILE = "keys.map"
 KEYS_DIR = "/etc/kga-auth/keys"
 AUTH_CONFIG_DIR = "/etc/kga-auth"
@@ -49,11 +35,15 @@ AUTH_PORT = 8080
 DENY_PORT = 8081
 """The verifier pod's second server: the 403 backend of blocked paths."""
 KEY_ID_HEADER = "X-Auth-Key-Id"
-"""Set by the verifier on success and passed to the app (``auth-response-headers``): which key was used."""
+"""Set by the verifier on success and passed to the app: which key was used."""
+CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
+"""Where a client puts its key; the only request headers the verifier needs."""
 BLOCKED_PATHS = ("/api/v1/fix/chroma-dimension", "/api/v1/workflows/debug")
 """Unauthenticated maintenance endpoints of the app (shared/agent-facts.md): never reachable from outside."""
 INDEXER_PATHS = ("/api/v1/index", "/api/v1/workflows")
 """Owned by the single indexer replica: indexing runs and in-memory workflow state live there."""
+API_PREFIX = "/api"
+"""Everything else under it goes to the query tier."""
 
 SECURITY_HEADERS = (
     "Strict-Transport-Security",
@@ -62,31 +52,95 @@ SECURITY_HEADERS = (
     "X-Content-Type-Options",
     "Referrer-Policy",
     "Permissions-Policy",
-    "X-Request-ID",
 )
-"""What the controller's ``global-allowed-response-headers`` must list (docs/edge.md)."""
+"""Response headers the edge sets on every answer (ingress-nginx also echoes ``X-Request-ID``)."""
 
 # ingress-nginx's own checks of a custom-headers ConfigMap (internal/ingress/annotations/customheaders);
-# an entry failing them turns every path of the Ingress into a 503, so they are checked here first.
+# an entry failing them turns every path of the Ingress into a 503. Envoy reads %...% in a header
+# value as a command operator, so '%' is refused too: one check for both controllers.
 _HEADER_NAME = re.compile(r"^[a-zA-Z\d\-_]+$")
-_HEADER_VALUE = re.compile(r"^[a-zA-Z\d_ :;.,\\/\"'?!(){}\[\]@<>=\-+*#$&`|~^%]+$")
+_HEADER_VALUE = re.compile(r"^[a-zA-Z\d_ :;.,\\/\"'?!(){}\[\]@<>=\-+*#$&`|~^]+$")
 
 CDN_ORIGINS = ("https://cdnjs.cloudflare.com", "https://cdn.jsdelivr.net")
 """What the UI's index.html loads: prism and font-awesome (cdnjs), mermaid and marked (jsDelivr)."""
 
 _ORIGIN = re.compile(r"^https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+(:\d{1,5})?$")
 _DEV_ORIGIN = re.compile(r"^http://(localhost|127\.0\.0\.1)(:\d{1,5})?$")
-NginxSize = Annotated[str, Field(pattern=r"^[1-9]\d*[km]?$")]
-"""An nginx size: ``512k``, ``1m``."""
+ByteSize = Annotated[str, Field(pattern=r"^[1-9]\d*(Ki|Mi)$")]
+"""A size in KiB or MiB: ``64Ki``, ``1Mi``."""
+DnsName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 
 _AUTH_RESOURCES = Resources.model_validate(
     {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}}
 )
 
+EG_PROXY_LABELS = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy"}
+"""Labels Envoy Gateway puts on every data-plane (proxy) pod it runs."""
+
+
+def nginx_size(size: str) -> str:
+    """``1Mi`` -> ``1m``, ``64Ki`` -> ``64k``: the same size in nginx's units (which are binary)."""
+    return size[:-2] + ("m" if size.endswith("Mi") else "k")
+
+
+def byte_count(size: str) -> int:
+    return int(size[:-2]) * (1024 * 1024 if size.endswith("Mi") else 1024)
+
+
+class PlatformGateway(Spec):
+    """A Gateway the platform team owns; our HTTPRoutes attach to one of its HTTPS listeners."""
+
+    name: DnsName
+    """Gateway name."""
+    namespace: DnsName
+    """Gateway namespace; its listener must allow routes from ours (``allowedRoutes``)."""
+    section_name: DnsName = "https"
+    """The HTTPS listener our routes attach to. Plain HTTP is never routed to the app."""
+    redirect_section_name: DnsName | None = None
+    """An HTTP listener to attach our HTTP -> HTTPS redirect to; ``None``: the platform redirects."""
+
+
+class GatewaySettings(Spec):
+    """The Gateway API edge: which Gateway, which implementation's policy pack, its data plane."""
+
+    implementation: Literal["envoy-gateway"] = "envoy-gateway"
+    """Policy pack for what the standard lacks (CORS, auth, limits); docs/edge.md: the seam."""
+    gateway_class: DnsName = "envoy-gateway"
+    """GatewayClass of the stack-owned Gateway (unused with ``platformGateway``)."""
+    platform_gateway: PlatformGateway | None = None
+    """Attach to a platform-owned Gateway; ``None``: the stack owns a Gateway with HTTPS and a redirect."""
+    data_plane_namespace: DnsName = "envoy-gateway-system"
+    """Namespace of the gateway's proxy pods: the only source of edge traffic the NetworkPolicies admit."""
+    data_plane_pod_labels: dict[str, str] = Field(default_factory=lambda: dict(EG_PROXY_LABELS))
+    """Labels of the proxy pods (Envoy Gateway: ``app.kubernetes.io/name: envoy``, ``component: proxy``)."""
+    trusted_proxy_hops: Annotated[int, Field(ge=0, le=5)] = 1
+    """Proxies in front of the gateway that append to ``X-Forwarded-For`` (the cloud load balancer: 1)."""
+    connection_limit: Annotated[int, Field(ge=100)] = 10000
+    """Concurrent client connections per proxy (``ClientTrafficPolicy.connection.connectionLimit``)."""
+    backend_max_parallel_requests: Annotated[int, Field(ge=1)] = 1024
+    """In-flight requests per backend (circuit breaker); beyond it the gateway answers 503 at once."""
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    """Retries of idempotent requests (GET of the UI and the API) on connection failure or 503."""
+
+
+class BackendTls(Spec):
+    """TLS from the gateway to a backend Service that speaks it (``BackendTLSPolicy``)."""
+
+    hostname: str
+    """Name the backend's certificate must carry (also sent as SNI)."""
+    ca_config_map: DnsName
+    """ConfigMap (key ``ca.crt``) with the CA that signs the backend's certificate."""
+
 
 class EdgeSettings(Spec):
-    """The public edge of one environment (ingress-nginx + cert-manager)."""
+    """The public edge of one environment (Gateway API by default; ingress-nginx is retired)."""
 
+    controller: Literal["gateway-api", "ingress-nginx"] = "gateway-api"
+    """``gateway-api``; ``ingress-nginx`` only for clusters that still run it (retired March 2026)."""
+    gateway: GatewaySettings = GatewaySettings()
+    """Gateway, implementation and data plane of the Gateway API edge."""
+    backend_tls: dict[Literal["web", "query", "indexer"], BackendTls] = Field(default_factory=dict)
+    """Backends that speak TLS (none of today's images do); Gateway API only."""
     issuer: str | None = None
     """cert-manager issuer name; default ``letsencrypt-prod`` in prod, ``letsencrypt-staging`` elsewhere."""
     issuer_kind: Literal["ClusterIssuer", "Issuer"] = "ClusterIssuer"
@@ -95,26 +149,25 @@ class EdgeSettings(Spec):
     """Other origins whose browser code may call ``/api`` (the UI itself is same-origin and needs none).
     ``https://host[:port]`` only; ``*`` and ``http://localhost`` are accepted in dev only."""
     rate_limit_rps: Annotated[int, Field(ge=1, le=1000)] = 5
-    """API requests per second per client address (per controller replica), ``limit-rps``."""
+    """API requests per second per client address (per proxy replica)."""
     rate_limit_burst_multiplier: Annotated[int, Field(ge=1, le=20)] = 5
-    """Burst allowed above the rate, as a multiple of it (``limit-burst-multiplier``)."""
+    """Burst allowed above the rate, as a multiple of it (ingress-nginx ``limit-burst-multiplier`` only)."""
     connection_limit: Annotated[int, Field(ge=1, le=1000)] = 20
-    """Concurrent connections per client address (``limit-connections``)."""
+    """Concurrent connections per client address (ingress-nginx ``limit-connections`` only)."""
     ui_rate_limit_rps: Annotated[int, Field(ge=1, le=1000)] = 20
     """Requests per second per client address for the UI's static files."""
     query_timeout_seconds: Annotated[int, Field(ge=10, le=3600)] = 180
-    """Read/send timeout of ``/api``: an LLM answer takes tens of seconds, long ones over a minute."""
+    """Request timeout of ``/api``: an LLM answer takes tens of seconds, long ones over a minute."""
     indexer_timeout_seconds: Annotated[int, Field(ge=10, le=3600)] = 600
-    """Read/send timeout of the indexing and workflow endpoints."""
-    max_body_size: NginxSize = "1m"
-    """Largest API request body (queries and index requests are small JSON)."""
+    """Request timeout of the indexing and workflow endpoints."""
+    max_body_size: ByteSize = "1Mi"
+    """Largest API request body (queries and index requests are small JSON); larger is 413."""
     hsts_max_age_seconds: Annotated[int, Field(ge=0)] = 31536000
     """``Strict-Transport-Security`` max-age; one year once the host is known to work over HTTPS."""
     hsts_include_subdomains: bool = True
     """Also pin HTTPS for names below the environment's domain."""
     security_headers: bool = True
-    """Send CSP, HSTS and friends via ``custom-headers``; only dev may turn this off (e.g. a controller
-    without ``global-allowed-response-headers``)."""
+    """Send CSP, HSTS and friends; only dev may turn this off."""
     public_ui: bool = False
     """Serve the UI's static files without a key. Off by default: the browser then asks for the key
     once (HTTP Basic) at page load and sends it with every API call of the page."""
@@ -130,20 +183,29 @@ class EdgeProps(Spec):
     identity: Identity
     """Release identity (component ignored: edge objects are ``edge``, the verifier ``auth``)."""
     namespace: str
+    """The environment's namespace."""
     stage: Stage
+    """dev may relax CORS and headers."""
     domain: str
     """The one public host of the UI and the API."""
-    ingress_class: str
-    """IngressClass of ingress-nginx (from the environment's cloud profile)."""
+    ingress_class: str = "nginx"
+    """IngressClass of ingress-nginx (only with ``controller: ingress-nginx``)."""
     settings: EdgeSettings = EdgeSettings()
+    """The environment's ``edge:`` block."""
     auth_image: ImageRef
     """nginxinc/nginx-unprivileged (>= 1.19.5 for ``-e stderr``), pinned by digest in prod."""
     web_service: str
+    """Service of the web UI."""
     query_service: str
+    """Service of the query tier."""
     indexer_service: str
+    """Service of the single indexer."""
     web_port: int = 8080
+    """Service port of the web UI."""
     agent_port: int = 8000
+    """Service port of both agent tiers."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels for the verifier's pods (workload identity)."""
 
     @model_validator(mode="after")
     def _edge_rules(self) -> Self:
@@ -196,6 +258,7 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 def security_headers(settings: EdgeSettings, csp: str) -> dict[str, str]:
+    """The response headers of one route, checked against what both controllers accept."""
     hsts = f"max-age={settings.hsts_max_age_seconds}"
     if settings.hsts_include_subdomains:
         hsts += "; includeSubDomains"
@@ -206,20 +269,17 @@ def security_headers(settings: EdgeSettings, csp: str) -> dict[str, str]:
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
-        # $req_id is the client's X-Request-ID when sent, else one the controller generated;
-        # the controller also passes it upstream (generate-request-id, on by default).
-        "X-Request-ID": "$req_id",
     }
     for name, value in headers.items():
         if not _HEADER_NAME.match(name) or not _HEADER_VALUE.match(value) or name not in SECURITY_HEADERS:
-            raise ValueError(f"header {name}: {value!r} would be refused by ingress-nginx (custom-headers)")
+            raise ValueError(f"header {name}: {value!r} would be refused or rewritten by the edge controller")
     return headers
 
 
 def auth_nginx_conf() -> str:
-    """The verifier: 204 + key id for a known key, 401 otherwise; port 8081 answers 403 to anything."""
+    """The verifier: 200 + key id for a known key, 401 otherwise; port 8081 answers 403 to anything."""
     return f"""\
-# API-key verifier for ingress-nginx auth-url (see docs/edge.md). Generated by kgstack.edge.
+# API-key verifier for the edge's external auth (see docs/edge.md). Generated by kgstack.edge.
 worker_processes 1;
 pid /tmp/nginx.pid;
 error_log stderr warn;
@@ -263,14 +323,16 @@ http {{
         listen {AUTH_PORT};
         server_name _;
 
-        location = {VERIFY_PATH} {{
+        # Envoy's ext_authz appends the original path (/verify/api/v1/query); ingress-nginx calls /verify.
+        location ^~ {VERIFY_PATH} {{
             if ($kga_key_id = "") {{
                 add_header WWW-Authenticate 'Basic realm="kga", charset="UTF-8"' always;
                 return 401;
             }}
             add_header {KEY_ID_HEADER} $kga_key_id always;
             add_header Cache-Control "no-store" always;
-            return 204;
+            # 200, not 204: Envoy's HTTP ext_authz admits a request only on 200 OK.
+            return 200;
         }}
         location = /healthz {{
             access_log off;
@@ -282,7 +344,7 @@ http {{
         }}
     }}
 
-    # The backend of blocked paths (Ingress <instance>-blocked): refuses everything.
+    # The backend of blocked paths (route <instance>-blocked): refuses everything.
     server {{
         listen {DENY_PORT};
         server_name _;
@@ -410,6 +472,10 @@ class EdgeAuth(Construct):
         ]
 
     @property
+    def port(self) -> int:
+        return AUTH_PORT
+
+    @property
     def url(self) -> str:
         verifier = self.endpoints[0]
         return f"http://{verifier.service}.{verifier.namespace}.svc.cluster.local:{verifier.port}{VERIFY_PATH}"
@@ -420,175 +486,4 @@ class EdgeAuth(Construct):
             max_pods=self.props.replicas,
             surge=SURGE,
             pod_resources=(self.props.resources,),
-        )
-
-
-class Edge(Construct):
-    """Certificate, Ingresses with headers/limits/CORS/auth, and the API-key verifier."""
-
-    @property
-    def endpoints(self) -> list[Endpoint]:
-        """What the controller calls besides the app's backends: the verifier's ports."""
-        return self.auth.endpoints
-
-    def __init__(self, scope: Construct, id: str, *, props: EdgeProps) -> None:
-        super().__init__(scope, id)
-        self.props = props
-        s = props.settings
-        instance = self.instance = props.identity.instance
-        edge = props.identity.of("edge")
-        self.tls_secret = f"{instance}-tls"
-
-        certificate = cert_manager.Certificate(
-            metadata=CoilObjectMeta(name=self.tls_secret, namespace=props.namespace, labels=edge.labels),
-            spec=cert_manager.CertificateSpec(
-                secret_name=self.tls_secret,
-                dns_names=[props.domain],
-                issuer_ref=cert_manager.IssuerRef(name=props.issuer, kind=s.issuer_kind, group="cert-manager.io"),
-                private_key=cert_manager.PrivateKey(algorithm="ECDSA", size=256, rotation_policy="Always"),
-                secret_template=cert_manager.SecretTemplate(labels=edge.labels),
-            ),
-        )
-        self.certificate = custom_resource(self, "Certificate", certificate)
-
-        self.auth = EdgeAuth(
-            self,
-            "Auth",
-            props=EdgeAuthProps(
-                identity=props.identity.of("auth"),
-                namespace=props.namespace,
-                image=props.auth_image,
-                keys_secret=s.keys_secret,
-                replicas=s.auth_replicas,
-                resources=s.auth_resources,
-                pod_labels=props.pod_labels,
-            ),
-        )
-
-        headers: dict[str, str] = {}
-        if s.security_headers:
-            for kind, csp in (("web", content_security_policy()), ("api", API_CSP)):
-                k8s.KubeConfigMap(
-                    self,
-                    f"Headers-{kind}",
-                    metadata=object_meta(edge, props.namespace, name=f"{instance}-headers-{kind}"),
-                    data=security_headers(s, csp),
-                )
-                headers[kind] = f"{props.namespace}/{instance}-headers-{kind}"
-
-        common = {
-            f"{NGINX}/ssl-redirect": "true",
-            # Also when TLS ends at a load balancer in front of the controller.
-            f"{NGINX}/force-ssl-redirect": "true",
-            f"{NGINX}/limit-connections": str(s.connection_limit),
-            f"{NGINX}/limit-burst-multiplier": str(s.rate_limit_burst_multiplier),
-            f"{NGINX}/proxy-connect-timeout": "5",
-        }
-        auth = {
-            f"{NGINX}/auth-url": self.auth.url,
-            f"{NGINX}/auth-method": "GET",
-            f"{NGINX}/auth-response-headers": KEY_ID_HEADER,
-        }
-        cors = self._cors()
-        api = {
-            **common,
-            **auth,
-            **cors,
-            f"{NGINX}/limit-rps": str(s.rate_limit_rps),
-            f"{NGINX}/proxy-body-size": s.max_body_size,
-            **({f"{NGINX}/custom-headers": headers["api"]} if "api" in headers else {}),
-        }
-        self._ingress(
-            "web",
-            [("/", props.web_service, props.web_port)],
-            {
-                **common,
-                **({} if s.public_ui else auth),
-                f"{NGINX}/limit-rps": str(s.ui_rate_limit_rps),
-                f"{NGINX}/proxy-body-size": "64k",
-                f"{NGINX}/proxy-read-timeout": "30",
-                f"{NGINX}/proxy-send-timeout": "30",
-                **({f"{NGINX}/custom-headers": headers["web"]} if "web" in headers else {}),
-            },
-        )
-        self._ingress(
-            "api",
-            [("/api", props.query_service, props.agent_port)],
-            {
-                **api,
-                f"{NGINX}/proxy-read-timeout": str(s.query_timeout_seconds),
-                f"{NGINX}/proxy-send-timeout": str(s.query_timeout_seconds),
-            },
-        )
-        self._ingress(
-            "indexer",
-            [(p, props.indexer_service, props.agent_port) for p in INDEXER_PATHS],
-            {
-                **api,
-                f"{NGINX}/proxy-read-timeout": str(s.indexer_timeout_seconds),
-                f"{NGINX}/proxy-send-timeout": str(s.indexer_timeout_seconds),
-            },
-        )
-        # Longer prefixes win in ingress-nginx, so these beat /api/v1/workflows and /api. No auth:
-        # the answer is 403 for everyone, and the request never reaches the app.
-        self._ingress(
-            "blocked",
-            [(p, self.auth.name, DENY_PORT) for p in BLOCKED_PATHS],
-            {
-                **common,
-                f"{NGINX}/limit-rps": str(s.rate_limit_rps),
-                f"{NGINX}/proxy-body-size": "1k",
-                **({f"{NGINX}/custom-headers": headers["api"]} if "api" in headers else {}),
-            },
-        )
-
-    def _cors(self) -> dict[str, str]:
-        origins = self.props.settings.cors_allowed_origins
-        if not origins:
-            return {}  # the UI is same-origin; browsers then refuse cross-origin reads
-        return {
-            f"{NGINX}/enable-cors": "true",
-            f"{NGINX}/cors-allow-origin": ", ".join(origins),
-            f"{NGINX}/cors-allow-methods": "GET, POST, OPTIONS",
-            f"{NGINX}/cors-allow-headers": "Content-Type, Authorization, X-API-Key, X-Request-ID",
-            f"{NGINX}/cors-expose-headers": "X-Request-ID",
-            # Cross-origin callers send their key explicitly; no cookies or cached Basic credentials.
-            f"{NGINX}/cors-allow-credentials": "false",
-            f"{NGINX}/cors-max-age": "600",
-        }
-
-    def _ingress(self, name: str, routes: list[tuple[str, str, int]], annotations: dict[str, str]) -> None:
-        p = self.props
-        k8s.KubeIngress(
-            self,
-            f"Ingress-{name}",
-            metadata=object_meta(
-                p.identity.of("edge"),
-                p.namespace,
-                name=f"{self.instance}-{name}",
-                annotations=dict(sorted(annotations.items())),
-            ),
-            spec=k8s.IngressSpec(
-                ingress_class_name=p.ingress_class,
-                tls=[k8s.IngressTls(hosts=[p.domain], secret_name=self.tls_secret)],
-                rules=[
-                    k8s.IngressRule(
-                        host=p.domain,
-                        http=k8s.HttpIngressRuleValue(
-                            paths=[
-                                k8s.HttpIngressPath(
-                                    path=path,
-                                    path_type="Prefix",
-                                    backend=k8s.IngressBackend(
-                                        service=k8s.IngressServiceBackend(
-                                            name=service, port=k8s.ServiceBackendPort(number=port)
-                                        )
-                                    ),
-                                )
-                                for path, service, port in routes
-                            ]
-                        ),
-                    )
-                ],
-            ),
         )

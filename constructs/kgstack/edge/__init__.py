@@ -1,0 +1,151 @@
+"""The public edge: TLS, routing, security headers, limits, CORS and API keys.
+
+The seam (docs/edge.md):
+
+* :mod:`.gateway_api` renders the portable half, standard Gateway API only: the
+  HTTPRoutes (paths, security headers, timeouts, redirect), the stack-owned
+  Gateway, BackendTLSPolicy. It knows no implementation.
+* a **policy pack** per implementation adds what the standard lacks, attached to
+  those routes by name: :mod:`.envoy_gateway` is the first. A second
+  implementation is a new module with the same constructor, registered in
+  :data:`POLICY_PACKS`, and a new value of ``edge.gateway.implementation``; the
+  routes do not change.
+* :mod:`.ingress_nginx` is the legacy edge (the controller is retired), still
+  selectable with ``edge.controller: ingress-nginx``.
+
+Both controllers share :mod:`.common`: the settings, the blocked and indexer
+paths, the security headers, the cert-manager Certificate and the API-key
+verifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cloudcoil.apimachinery import ObjectMeta as CoilObjectMeta
+from cloudcoil.models.cert_manager import v1 as cert_manager
+from constructs import Construct
+
+from ..connections import Endpoint
+from ..custom_resource import custom_resource
+from ..footprint import Footprint
+from ..network_policies import NamespacePeer
+from .common import (
+    API_CSP,
+    BLOCKED_PATHS,
+    CDN_ORIGINS,
+    INDEXER_PATHS,
+    KEY_ID_HEADER,
+    SECURITY_HEADERS,
+    EdgeAuth,
+    EdgeAuthProps,
+    EdgeProps,
+    EdgeSettings,
+    GatewaySettings,
+    PlatformGateway,
+    auth_nginx_conf,
+    content_security_policy,
+    security_headers,
+)
+from .envoy_gateway import EnvoyGatewayPolicies
+from .gateway_api import GatewayApiRoutes
+from .ingress_nginx import RETIRED_NOTICE, IngressNginxEdge
+
+__all__ = [
+    "API_CSP",
+    "BLOCKED_PATHS",
+    "CDN_ORIGINS",
+    "INDEXER_PATHS",
+    "KEY_ID_HEADER",
+    "POLICY_PACKS",
+    "SECURITY_HEADERS",
+    "Edge",
+    "EdgeProps",
+    "EdgeSettings",
+    "GatewaySettings",
+    "PlatformGateway",
+    "auth_nginx_conf",
+    "content_security_policy",
+    "edge_peer",
+    "security_headers",
+]
+
+PolicyPack = Callable[..., Construct]
+"""``pack(scope, id, *, props=EdgeProps, routes=GatewayApiRoutes, auth=EdgeAuth)``."""
+POLICY_PACKS: dict[str, PolicyPack] = {"envoy-gateway": EnvoyGatewayPolicies}
+"""``edge.gateway.implementation`` -> its policy pack."""
+
+INGRESS_NGINX_PEER = NamespacePeer(namespace="ingress-nginx")
+"""The legacy controller's pods (any pod of its namespace, as before)."""
+
+
+def edge_peer(settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGINX_PEER.namespace) -> NamespacePeer:
+    """Where edge traffic comes from: the gateway's data-plane pods, or the legacy controller's namespace."""
+    if settings.controller == "ingress-nginx":
+        return NamespacePeer(namespace=ingress_nginx_namespace)
+    g = settings.gateway
+    return NamespacePeer(namespace=g.data_plane_namespace, pod_labels=dict(g.data_plane_pod_labels))
+
+
+class Edge(Construct):
+    """Certificate, the API-key verifier, and the routes of the chosen controller with their policies."""
+
+    def __init__(self, scope: Construct, id: str, *, props: EdgeProps) -> None:
+        super().__init__(scope, id)
+        self.props = props
+        s = props.settings
+        instance = self.instance = props.identity.instance
+        edge = props.identity.of("edge")
+        self.tls_secret = f"{instance}-tls"
+        self.notices: list[str] = []
+
+        # A platform Gateway terminates TLS with its own certificate.
+        if s.controller == "ingress-nginx" or s.gateway.platform_gateway is None:
+            certificate = cert_manager.Certificate(
+                metadata=CoilObjectMeta(name=self.tls_secret, namespace=props.namespace, labels=edge.labels),
+                spec=cert_manager.CertificateSpec(
+                    secret_name=self.tls_secret,
+                    dns_names=[props.domain],
+                    issuer_ref=cert_manager.IssuerRef(name=props.issuer, kind=s.issuer_kind, group="cert-manager.io"),
+                    private_key=cert_manager.PrivateKey(algorithm="ECDSA", size=256, rotation_policy="Always"),
+                    secret_template=cert_manager.SecretTemplate(labels=edge.labels),
+                ),
+            )
+            custom_resource(self, "Certificate", certificate)
+
+        self.auth = EdgeAuth(
+            self,
+            "Auth",
+            props=EdgeAuthProps(
+                identity=props.identity.of("auth"),
+                namespace=props.namespace,
+                image=props.auth_image,
+                keys_secret=s.keys_secret,
+                replicas=s.auth_replicas,
+                resources=s.auth_resources,
+                pod_labels=props.pod_labels,
+            ),
+        )
+        if s.controller == "ingress-nginx":
+            IngressNginxEdge(self, "IngressNginx", props=props, auth=self.auth, tls_secret=self.tls_secret)
+            self.notices.append(RETIRED_NOTICE)
+            return
+        self.routes = GatewayApiRoutes(
+            self, "GatewayApi", props=props, tls_secret=self.tls_secret, deny_service=self.auth.name
+        )
+        services = {"web": props.web_service, "query": props.query_service, "indexer": props.indexer_service}
+        for backend, tls in sorted(s.backend_tls.items()):
+            self.routes.backend_tls(services[backend], tls.hostname, tls.ca_config_map)
+        POLICY_PACKS[s.gateway.implementation](self, "Policies", props=props, routes=self.routes, auth=self.auth)
+
+    @property
+    def peer(self) -> NamespacePeer:
+        return edge_peer(self.props.settings)
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """What the edge calls besides the app's backends: the verifier and the deny backend."""
+        return self.auth.endpoints
+
+    def footprint(self) -> Footprint:
+        return self.auth.footprint()
