@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from .network_policies import ComponentPeer, Flow, InternetPeer, NamespacePeer
 from .quantity import format_cpu, format_memory, parse_quantity
 
 Obj = Mapping[str, Any]
@@ -512,8 +513,32 @@ def secrets_page(objects: Mapping[str, Obj], prerequisites: Mapping[str, list[st
     return "\n".join(lines) + "\n"
 
 
+def network_page(flows: Sequence[Flow]) -> str:
+    """The connections the constructs declared, as the NetworkPolicies allow them."""
+
+    def peer(p: Any) -> str:
+        if isinstance(p, ComponentPeer):
+            return p.key
+        if isinstance(p, NamespacePeer):
+            labels = ", ".join(f"`{k}={v}`" for k, v in sorted(p.pod_labels.items()))
+            return f"ns `{p.namespace}`" + (f" pods {labels}" if labels else "")
+        if isinstance(p, InternetPeer):
+            return "internet"
+        return f"`{p.cidr}`"
+
+    lines = ["| from | to | ports | why |", "|---|---|---|---|"]
+    for f in flows:
+        ports = ", ".join(f"{x.port}" + ("/udp" if x.protocol == "UDP" else "") for x in f.ports)
+        lines.append(f"| {peer(f.source)} | {peer(f.destination)} | {ports} | {f.purpose} |")
+    lines.append("| every pod | cluster DNS | 53/udp, 53 | name resolution |")
+    return "\n".join(lines) + "\n"
+
+
 def environment_docs(
-    env: str, objects: Mapping[str, Obj], prerequisites: Mapping[str, list[str]] | None = None
+    env: str,
+    objects: Mapping[str, Obj],
+    prerequisites: Mapping[str, list[str]] | None = None,
+    flows: Sequence[Flow] = (),
 ) -> dict[str, str]:
     """``architecture.md``, ``capacity.md`` and ``secrets.md`` for ``docs/environments/<env>/``."""
     note = GENERATED_NOTE.format(env=env)
@@ -524,15 +549,21 @@ def environment_docs(
     )
     capacity = f"{note}\n# {env}: capacity\n\n{capacity_report(objects)}"
     secrets = f"{note}\n# {env}: Secrets\n\n{secrets_page(objects, prerequisites or {})}"
-    return {"architecture.md": architecture, "capacity.md": capacity, "secrets.md": secrets}
+    pages = {"architecture.md": architecture, "capacity.md": capacity, "secrets.md": secrets}
+    if flows:
+        pages["network.md"] = f"{note}\n# {env}: network\n\nEverything else is denied.\n\n{network_page(flows)}"
+    return pages
 
 
 def render_docs(
-    objects: Mapping[str, Mapping[str, Obj]], prerequisites: Mapping[str, Mapping[str, list[str]]] | None = None
+    objects: Mapping[str, Mapping[str, Obj]],
+    prerequisites: Mapping[str, Mapping[str, list[str]]] | None = None,
+    flows: Mapping[str, Sequence[Flow]] | None = None,
 ) -> dict[str, dict[str, str]]:
     """``{env: {page: Markdown}}`` from ``publish.synth_objects``'s ``{env: {file name: object}}``;
-    ``prerequisites`` are the Secrets each environment expects to be created by hand."""
+    ``prerequisites`` are the Secrets each environment expects to be created by hand, ``flows`` the
+    connections its constructs declared."""
     return {
-        env: environment_docs(env, env_objects, (prerequisites or {}).get(env))
+        env: environment_docs(env, env_objects, (prerequisites or {}).get(env), (flows or {}).get(env, ()))
         for env, env_objects in sorted(objects.items())
     }
