@@ -1,0 +1,111 @@
+"""Released digests: one file written by the release workflow; nothing invented; unreleased means not synced.
+
+Issue 9 defect 5: staging and prod carried made-up digests, and prod's "digests
+are pinned" rule passed on them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, env_data
+
+from kgstack.environment import parse_environment
+from kgstack.gitops_chart import GitOpsTarget
+from kgstack.releases import ReleasesError, load_releases, own_digest_problems, unreleased, with_releases
+
+DIGEST = "sha256:" + "0" * 64
+"""Plainly not a real image: only ever used inside these tests."""
+
+
+def test_no_environment_file_pins_our_own_images() -> None:
+    for path in sorted((ROOT / "environments").glob("*.yaml")):
+        images = yaml.safe_load(path.read_text())["images"]
+        for name in ("agent", "web", "backup"):
+            assert "digest" not in images[name], f"{path.name}: images.{name}.digest"
+
+
+def test_the_releases_file_holds_only_what_the_workflow_recorded() -> None:
+    # Nothing has been released yet; the file must not hold a digest nobody pushed.
+    assert load_releases(ROOT / "environments") == {
+        "ghcr.io/acme/kgbackup": {},
+        "ghcr.io/acme/knowledge-graph-agent": {},
+        "ghcr.io/acme/knowledge-graph-agent-web": {},
+    }
+
+
+def test_an_own_digest_in_an_environment_file_is_refused() -> None:
+    data = env_data("prod", images__agent__digest=DIGEST)
+    env = parse_environment(data, source="prod.yaml")
+    assert own_digest_problems(env, "environments/prod.yaml") == [
+        "environments/prod.yaml: images.agent.digest: digests of our own images come from "
+        "environments/releases/images.yaml, written by the release workflow; remove it"
+    ]
+
+
+def test_unreleased_images_hold_back_automated_sync() -> None:
+    env = parse_environment(env_data("dev"), source="dev.yaml")
+    assert env.gitops is not None
+    held = GitOpsTarget.of(env, env.gitops)
+    assert held.unreleased and held.automated is False
+    released = with_releases(
+        env,
+        {
+            "ghcr.io/acme/knowledge-graph-agent": {"0.3.0": DIGEST},
+            "ghcr.io/acme/knowledge-graph-agent-web": {"0.3.0": DIGEST},
+            "ghcr.io/acme/kgbackup": {"0.1.0": DIGEST},
+        },
+    )
+    assert unreleased(released) == []
+    assert released.images.agent.reference.endswith(f"@{DIGEST}")
+    assert GitOpsTarget.of(released, released.gitops or env.gitops).automated is True  # dev syncs automatically
+
+
+def test_dist_carries_no_digest_of_ours_and_argocd_holds_every_environment_back() -> None:
+    for path in (ROOT / "dist").rglob("*.yaml"):
+        text = path.read_text()
+        for match in re.finditer(r"ghcr\.io/acme/\S+", text):
+            assert "@sha256:" not in match.group(0), path
+    for path in (ROOT / "dist" / "argocd").glob("application-*.yaml"):
+        app = yaml.safe_load(path.read_text())
+        assert "automated" not in app["spec"].get("syncPolicy", {}), path.name
+
+
+def test_a_malformed_releases_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "releases").mkdir()
+    (tmp_path / "releases" / "images.yaml").write_text("ghcr.io/acme/kgbackup:\n  0.1.0: sha256:abc\n")
+    with pytest.raises(ReleasesError, match=r"images.yaml: ghcr.io/acme/kgbackup.0.1.0: 'sha256:abc' is not"):
+        load_releases(tmp_path)
+
+
+def test_release_script_records_under_the_tags_environments_deploy(tmp_path: Path) -> None:
+    envs = tmp_path / "environments"
+    shutil.copytree(ROOT / "environments", envs)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "release_images.py"),
+            "--environments",
+            str(envs),
+            f"ghcr.io/acme/kgbackup@{DIGEST}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    releases = load_releases(envs)
+    assert releases["ghcr.io/acme/kgbackup"] == {"0.1.0": DIGEST}
+    text = (envs / "releases" / "images.yaml").read_text()
+    assert text.startswith("# Released digests of our own images")
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "release_images.py"), "--environments", str(envs), "kgbackup:latest"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "expected REPOSITORY[:TAG]@sha256" in bad.stderr
