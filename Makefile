@@ -5,7 +5,7 @@ export JSII_NODE := $(CURDIR)/.tools/jsii-node
 export PYTHONPATH := $(CURDIR)/constructs
 export PATH := $(CURDIR)/.tools/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: synth test lint bench cdk8s-synth schema drill restore backups diff
+.PHONY: synth test check lint bench cdk8s-synth schema drill restore backups diff
 
 # -O skips jsii's runtime type checks of every struct (a third of synth time); pydantic,
 # the construct validations and the strict schema check still validate everything.
@@ -23,6 +23,11 @@ synth:
 test:
 	@$(SETUP) test
 	@.venv/bin/python -m pytest
+
+## check: the fast gate: synth (schemas, CRDs, cross-references), then checkov, the analyzer and promtool, each timed
+check:
+	@scripts/setup.sh test
+	@.venv/bin/python scripts/check.py
 
 ## cdk8s-synth: the same synthesis through the cdk8s CLI; quiet, ends with the same summary line as synth
 cdk8s-synth:
