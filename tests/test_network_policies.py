@@ -577,7 +577,7 @@ def test_matrix_holds_in_dist(env: str, tmp_path: Path) -> None:
     present = StackComponents(
         **{
             name: name in components
-            for name in ("web", "auth", "query", "indexer", "redis", "chroma", "memgraph", "backup")
+            for name in ("web", "auth", "query", "indexer", "redis", "chroma", "memgraph", "backup", "reindex")
         }
     )
     assert any(o["kind"] == "NetworkPolicy" for o in objects), f"dist/{env} has no NetworkPolicy yet"

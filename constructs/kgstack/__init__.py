@@ -36,6 +36,7 @@ from .naming import APP_NAME, PART_OF, Identity  # noqa: E402
 from .network_policies import NetworkPolicies, NetworkPoliciesProps, NetworkSettings  # noqa: E402
 from .publish import SynthError, synth, synth_objects  # noqa: E402
 from .redis_cache import RedisCache, RedisCacheProps, RedisSettings  # noqa: E402
+from .reindex_schedule import ReindexSchedule, ReindexScheduleProps, ReindexSettings  # noqa: E402
 from .schema import check_objects  # noqa: E402
 from .secret_ref import SecretRef  # noqa: E402
 from .stateful_store import StatefulStore, StatefulStoreProps  # noqa: E402
@@ -93,6 +94,9 @@ __all__ = [
     "RedisCache",
     "RedisCacheProps",
     "RedisSettings",
+    "ReindexSchedule",
+    "ReindexScheduleProps",
+    "ReindexSettings",
     "Repository",
     "Resources",
     "SecretRef",

@@ -8,6 +8,7 @@ from constructs import Construct
 from ._plus import k8s
 from .agent_config import AgentConfig, AgentConfigProps
 from .agent_secrets import AgentSecrets, AgentSecretsProps
+from .agent_tier import HTTP_PORT as AGENT_HTTP_PORT
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
 from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
 from .chroma_store import PORT as CHROMA_PORT
@@ -23,6 +24,7 @@ from .network_policies import NetworkPolicies, NetworkPoliciesProps, StackCompon
 from .redis_cache import PORT as REDIS_PORT
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
 from .redis_cache import RedisCache, RedisCacheProps
+from .reindex_schedule import ReindexSchedule, ReindexScheduleProps
 from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 from .web_ui import WebUi, WebUiProps
@@ -175,6 +177,22 @@ class AgentStack(cdk8s.Chart):
             ),
         )
 
+        self.reindex: ReindexSchedule | None = None
+        if env.reindex.schedule:
+            self.reindex = ReindexSchedule(
+                self,
+                "Reindex",
+                props=ReindexScheduleProps(
+                    identity=release.of("reindex"),
+                    namespace=ns,
+                    settings=env.reindex,
+                    image=env.images.agent,
+                    indexer_url=f"http://{self.indexer.name}:{AGENT_HTTP_PORT}",
+                    timeout_seconds=env.agent.workflow.timeout_seconds + 300,
+                    pod_labels=env.cloud.pod_labels,
+                ),
+            )
+
         self.web = WebUi(
             self,
             "Web",
@@ -215,6 +233,7 @@ class AgentStack(cdk8s.Chart):
                         chroma=self.chroma is not None,
                         memgraph=self.memgraph is not None,
                         backup=True,
+                        reindex=self.reindex is not None,
                     ),
                     env.network,
                 ),

@@ -42,6 +42,7 @@ from .monitoring import MonitoringSettings
 from .network_policies import NetworkSettings
 from .quantity import Quantity
 from .redis_cache import RedisSettings
+from .reindex_schedule import ReindexSettings
 
 __all__ = [
     # The agent's settings live in agent_settings.py; re-exported for existing imports.
@@ -315,6 +316,8 @@ class Environment(Spec):
     """Redis, Chroma and Memgraph sizes."""
     backup: BackupSettings
     """Scheduled backups of every store to object storage."""
+    reindex: ReindexSettings = ReindexSettings()
+    """Scheduled incremental re-indexing of ``repositories`` through the indexer's API; off without a schedule."""
     edge: EdgeSettings = EdgeSettings()
     """Ingress, TLS, headers, limits, CORS and API keys (docs/edge.md)."""
     network: NetworkSettings = NetworkSettings()

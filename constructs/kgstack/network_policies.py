@@ -268,6 +268,7 @@ class StackComponents:
     chroma: bool = True
     memgraph: bool = False
     backup: bool = True
+    reindex: bool = False
 
 
 def stack_flows(present: StackComponents, settings: NetworkSettings, extra: Sequence[Flow] = ()) -> list[Flow]:
@@ -314,6 +315,8 @@ def stack_flows(present: StackComponents, settings: NetworkSettings, extra: Sequ
             tcp(*settings.internet_ports),
             "object storage over HTTPS" if client == "backup" else "LLM and embedding APIs, GitHub clones",
         )
+    if present.reindex and present.indexer:
+        add(c(component="reindex"), c(component="indexer"), tcp(AGENT_PORT), "scheduled re-indexing calls the indexer")
     if present.redis:
         add(monitoring, c(component="redis"), tcp(REDIS_METRICS_PORT), "Prometheus scrapes redis_exporter")
     if present.chroma:
