@@ -562,6 +562,12 @@ _WHY_UNIQUE = {
 }
 
 
+def _looks_copied(source: str, value: str, original: str) -> bool:
+    """``value`` of ``source`` names the environment of ``original`` but not its own (a forgotten edit)."""
+    own, other = Path(source).stem, Path(original).stem
+    return other in value and own not in value
+
+
 def shared_between_environments(environments: Mapping[str, Environment]) -> list[str]:
     """What a copied environment forgot to change: one line per clash, naming both files and the field."""
     problems = []
@@ -572,8 +578,11 @@ def shared_between_environments(environments: Mapping[str, Environment]) -> list
                 nested = key.endswith("/") and (key.startswith(other_key) or other_key.startswith(key))
                 if key == other_key or nested:
                     relation = "the same as" if key == other_key else "nested with"
+                    here, there = (source, shown), (other_source, other_shown)
+                    if _looks_copied(other_source, other_shown, source):
+                        here, there = there, here  # report it on the copy: its value names the original
                     problems.append(
-                        f"{source}: {field}: {shown!r} is {relation} {other_shown!r} of {other_source} "
+                        f"{here[0]}: {field}: {here[1]!r} is {relation} {there[1]!r} of {there[0]} "
                         f"({field}); {_WHY_UNIQUE[field]}: give each environment its own"
                     )
             seen.setdefault(field, []).append((source, shown, key))
