@@ -108,3 +108,25 @@ def test_the_reuse_example_synthesizes_and_validates(tmp_path: Path) -> None:
     query = next(o for o in objects if o["kind"] == "Deployment")
     env_names = {e["name"]: e for e in query["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env_names["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "search-redis"
+
+
+def test_without_a_supported_node_one_line_says_how(tmp_path: Path) -> None:
+    # _node.py alone (importing kgstack would start jsii), from a folder without .tools/, with an old node.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "node").write_text("#!/bin/sh\necho v20.20.2\n")
+    (bin_dir / "node").chmod(0o755)
+    lib = tmp_path / "lib" / "kgstack"
+    lib.mkdir(parents=True)
+    (lib / "_node.py").write_text((ROOT / "constructs" / "kgstack" / "_node.py").read_text())
+    code = (
+        "import importlib.util, os\n"
+        f"spec = importlib.util.spec_from_file_location('n', {str(lib / '_node.py')!r})\n"
+        "n = importlib.util.module_from_spec(spec); spec.loader.exec_module(n)\n"
+        "n.use_supported_node(); print(os.environ.get('JSII_NODE'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JSII_NODE"} | {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.stdout == "None\n"
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("kgstack: jsii needs Node.js 22 or 24 and found none; set JSII_NODE=")

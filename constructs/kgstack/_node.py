@@ -38,12 +38,11 @@ def _major(node: str) -> int:
         return 0
 
 
-def _candidates() -> list[str]:
-    # The project's set-up links a supported Node here (scripts/setup.sh), for a checkout or its cwd.
+def _candidates() -> tuple[list[str], str | None]:
+    """The project's Node (``.tools/jsii-node`` of the cwd or of this checkout), and ``node`` on PATH."""
     places = [Path.cwd(), Path(__file__).resolve().parents[2]]
     found = [str(place / ".tools" / "jsii-node") for place in places if (place / ".tools" / "jsii-node").exists()]
-    on_path = shutil.which("node")
-    return [*found, *([on_path] if on_path else [])]
+    return found, shutil.which("node")
 
 
 def use_supported_node() -> None:
@@ -56,8 +55,12 @@ def use_supported_node() -> None:
         if on_path and _major(on_path) not in SUPPORTED_MAJORS:
             print(_LATE, file=sys.stderr)
         return
-    for node in _candidates():
-        if _major(node) in SUPPORTED_MAJORS:
-            os.environ["JSII_NODE"] = node
-            return
+    project, on_path = _candidates()
+    if project:
+        # scripts/setup.sh links only a supported Node there: no need to start it to ask.
+        os.environ["JSII_NODE"] = project[0]
+        return
+    if on_path and _major(on_path) in SUPPORTED_MAJORS:
+        os.environ["JSII_NODE"] = on_path
+        return
     print(_HINT, file=sys.stderr)
