@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import build, env_data
+from conftest import DELETE, build, env_data
 
 from kgstack.environment import parse_environment
 from kgstack.publish import synth
@@ -41,7 +41,8 @@ def test_secrets_are_references(manifests: Manifests) -> None:
 
 
 def test_pinecone_needs_its_key_and_no_chroma_host() -> None:
-    env = parse_environment(env_data("dev", agent__vectorStore={"type": "pinecone"}), source="dev.yaml")
+    data = env_data("dev", agent__vectorStore={"type": "pinecone"}, stores__chroma=DELETE)
+    env = parse_environment(data, source="dev.yaml")
     _, stack = build(env)
     files = synth([stack])["dev"]
     assert "PINECONE_API_KEY" in files["deployment-kga-dev-query.yaml"]

@@ -288,12 +288,13 @@ def test_a_copy_of_staging_must_change_what_is_unique(envdir: Path) -> None:
         load_environments(envdir)
     fields = [p.split(": ")[1] for p in caught.value.problems]
     assert fields == ["namespace", "domain", "backup.target", "cloud.workloadIdentity"]
-    assert all(p.startswith(f"{envdir}/staging.yaml: ") for p in caught.value.problems)
-    assert all(f"of {envdir}/qa.yaml" in p for p in caught.value.problems)
+    # Reported on the copy (its values still name staging), naming the original too.
+    assert all(p.startswith(f"{envdir}/qa.yaml: ") for p in caught.value.problems)
+    assert all(f"of {envdir}/staging.yaml" in p for p in caught.value.problems)
     assert (
-        f"{envdir}/staging.yaml: backup.target: 's3://acme-kga-backups/staging' is the same as "
-        f"'s3://acme-kga-backups/staging' of {envdir}/qa.yaml (backup.target); each environment prunes everything "
-        "under its target, so it would delete the other's backups: give each environment its own"
+        f"{envdir}/qa.yaml: backup.target: 's3://acme-kga-backups/staging' is the same as "
+        f"'s3://acme-kga-backups/staging' of {envdir}/staging.yaml (backup.target); each environment prunes "
+        "everything under its target, so it would delete the other's backups: give each environment its own"
     ) in caught.value.problems
 
 

@@ -404,6 +404,8 @@ def expected_flows(components: set[str]) -> list[Flow]:
     for tier in ("query", "indexer"):
         flows += [flow(edge, c(tier), 8000), flow(monitoring, c(tier), 8000), flow(c(tier), internet, 443)]
         flows += [flow(c(tier), c(store), port) for store, port in present.items()]
+    if "reindex" in components:  # the scheduled re-index job calls the indexer's API, nothing else
+        flows.append(flow(c("reindex"), c("indexer"), 8000))
     for store, port in present.items():
         flows += [flow(c("backup", **{STORE_LABEL: store}), c(store), port)]
         flows += [flow(c("backup", **{STORE_LABEL: store}), internet, 443)]

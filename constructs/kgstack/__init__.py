@@ -1,24 +1,123 @@
-"""cdk8s constructs that deploy the Knowledge Graph Agent."""
+"""cdk8s constructs that deploy the Knowledge Graph Agent.
 
-from .agent_config import AgentConfig, AgentConfigProps
-from .agent_stack import AgentStack
-from .agent_tier import AgentTier, AgentTierProps, PersistentState
-from .environment import Environment, EnvironmentFileError, load_environment, load_environments
-from .naming import Identity
-from .tenant_namespace import TenantNamespace, TenantNamespaceProps
+Every construct and its props are importable from here; ``AgentStack`` wires them
+all from one :class:`Environment`, and docs/reuse.md composes a few into another chart.
+"""
+
+from ._node import use_supported_node
+
+use_supported_node()  # before the first cdk8s import starts jsii's Node process
+
+from .agent_config import AgentConfig, AgentConfigProps  # noqa: E402
+from .agent_secrets import AgentSecrets, AgentSecretsProps, SecretsSettings  # noqa: E402
+from .agent_settings import (  # noqa: E402
+    AgentSettings,
+    Chunking,
+    Embedding,
+    Graph,
+    Llm,
+    Repository,
+    VectorStore,
+    Workflow,
+)
+from .agent_stack import AgentStack  # noqa: E402
+from .agent_tier import AgentTier, AgentTierProps, PersistentState  # noqa: E402
+from .argocd_application import ArgoCdApplication, GitOpsSettings  # noqa: E402
+from .backup_schedule import BackupSchedule, BackupScheduleProps, BackupSettings, StoreEndpoint  # noqa: E402
+from .chroma_store import ChromaSettings, ChromaStore, ChromaStoreProps  # noqa: E402
+from .connections import Connections, Endpoint  # noqa: E402
+from .dashboards import Dashboards  # noqa: E402
+from .edge import Edge, EdgeAuth, EdgeAuthProps, EdgeProps, EdgeSettings  # noqa: E402
+from .environment import Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
+from .gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
+from .memgraph_store import MemgraphSettings, MemgraphStore, MemgraphStoreProps  # noqa: E402
+from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Stage  # noqa: E402
+from .monitoring import Monitoring, MonitoringProps, MonitoringSettings  # noqa: E402
+from .naming import APP_NAME, PART_OF, Identity  # noqa: E402
+from .network_policies import NetworkPolicies, NetworkPoliciesProps, NetworkSettings  # noqa: E402
+from .publish import SynthError, synth, synth_objects  # noqa: E402
+from .redis_cache import RedisCache, RedisCacheProps, RedisSettings  # noqa: E402
+from .reindex_schedule import ReindexSchedule, ReindexScheduleProps, ReindexSettings  # noqa: E402
+from .schema import check_objects  # noqa: E402
+from .secret_ref import SecretRef  # noqa: E402
+from .stateful_store import StatefulStore, StatefulStoreProps  # noqa: E402
+from .tenant_namespace import TenantNamespace, TenantNamespaceProps  # noqa: E402
+from .web_ui import WebUi, WebUiProps  # noqa: E402
 
 __all__ = [
+    "APP_NAME",
+    "PART_OF",
     "AgentConfig",
     "AgentConfigProps",
+    "AgentSecrets",
+    "AgentSecretsProps",
+    "AgentSettings",
     "AgentStack",
     "AgentTier",
     "AgentTierProps",
+    "ArgoCdApplication",
+    "Autoscaling",
+    "BackupSchedule",
+    "BackupScheduleProps",
+    "BackupSettings",
+    "ChromaSettings",
+    "ChromaStore",
+    "ChromaStoreProps",
+    "Chunking",
+    "ComputeAmounts",
+    "Connections",
+    "Dashboards",
+    "Disruption",
+    "Edge",
+    "EdgeAuth",
+    "EdgeAuthProps",
+    "EdgeProps",
+    "EdgeSettings",
+    "Embedding",
+    "Endpoint",
     "Environment",
     "EnvironmentFileError",
+    "GitOpsChart",
+    "GitOpsSettings",
+    "GitOpsTarget",
+    "Graph",
     "Identity",
+    "ImageRef",
+    "Llm",
+    "MemgraphSettings",
+    "MemgraphStore",
+    "MemgraphStoreProps",
+    "Monitoring",
+    "MonitoringProps",
+    "MonitoringSettings",
+    "NetworkPolicies",
+    "NetworkPoliciesProps",
+    "NetworkSettings",
     "PersistentState",
+    "RedisCache",
+    "RedisCacheProps",
+    "RedisSettings",
+    "ReindexSchedule",
+    "ReindexScheduleProps",
+    "ReindexSettings",
+    "Repository",
+    "Resources",
+    "SecretRef",
+    "SecretsSettings",
+    "Stage",
+    "StatefulStore",
+    "StatefulStoreProps",
+    "StoreEndpoint",
+    "SynthError",
     "TenantNamespace",
     "TenantNamespaceProps",
+    "VectorStore",
+    "WebUi",
+    "WebUiProps",
+    "Workflow",
+    "check_objects",
     "load_environment",
     "load_environments",
+    "synth",
+    "synth_objects",
 ]

@@ -12,7 +12,7 @@ from constructs import Construct
 from pydantic import Field
 
 from ._plus import k8s
-from .environment import AgentSettings, Repository
+from .agent_settings import AgentSettings, Repository
 from .model import Spec
 from .naming import Identity, object_meta
 from .scheduling import rolls_on

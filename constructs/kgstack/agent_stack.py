@@ -27,6 +27,7 @@ from .naming import APP_NAME, Identity, object_meta
 from .network_policies import InternetPeer, NetworkPolicies, NetworkPoliciesProps, tcp
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
 from .redis_cache import RedisCache, RedisCacheProps
+from .reindex_schedule import ReindexSchedule, ReindexScheduleProps
 from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 from .web_ui import WebUi, WebUiProps
@@ -183,6 +184,21 @@ class AgentStack(cdk8s.Chart):
                 **common,
             ),
         )
+
+        self.reindex: ReindexSchedule | None = None
+        if env.reindex.schedule:
+            self.reindex = ReindexSchedule(
+                self,
+                "Reindex",
+                props=ReindexScheduleProps(
+                    identity=release.of("reindex"),
+                    namespace=ns,
+                    settings=env.reindex,
+                    image=env.images.agent,
+                    indexer=self.indexer.endpoint,
+                    timeout_seconds=env.agent.workflow.timeout_seconds + 300,
+                ),
+            )
 
         self.web = WebUi(
             self,

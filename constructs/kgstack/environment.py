@@ -14,30 +14,59 @@ import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Self, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, model_validator
 
 from .agent_secrets import SecretsSettings
+from .agent_settings import AgentSettings, Chunking, Embedding, Graph, Llm, Repository, VectorStore, Workflow
 from .argocd_application import GitOpsSettings
 from .backup_schedule import BackupSettings
 from .chroma_store import ChromaSettings
 from .edge import EdgeSettings
 from .memgraph_store import MemgraphSettings
-from .model import Autoscaling, ComputeAmounts, Disruption, FieldError, ImageRef, Resources, Spec, Stage
+from .model import (
+    DNS_LABEL,
+    Autoscaling,
+    ComputeAmounts,
+    Disruption,
+    DnsLabel,
+    FieldError,
+    ImageRef,
+    Resources,
+    Spec,
+    Stage,
+)
 from .monitoring import MonitoringSettings
 from .network_policies import NetworkSettings
 from .quantity import Quantity
 from .redis_cache import RedisSettings
+from .reindex_schedule import ReindexSettings
+
+__all__ = [
+    # The agent's settings live in agent_settings.py; re-exported for existing imports.
+    "AgentSettings",
+    "Chunking",
+    "Embedding",
+    "Environment",
+    "EnvironmentFileError",
+    "Graph",
+    "Llm",
+    "Repository",
+    "VectorStore",
+    "Workflow",
+    "json_schema",
+    "load_environment",
+    "load_environments",
+    "markdown_reference",
+    "parse_environment",
+]
 
 SUPPORTED_KUBERNETES = tuple(f"1.{minor}" for minor in range(27, 36))
 """Versions every manifest is validated against; the target must be one of them."""
 
-_DNS_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})+$")
-
-DnsLabel = Annotated[str, Field(pattern=rf"^{_DNS_LABEL}$", max_length=63)]
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){DNS_LABEL}(\.{DNS_LABEL})+$")
 
 
 def _domain(value: str) -> str:
@@ -207,114 +236,6 @@ class IndexerTier(Spec):
     """Default: ``agent.workflow.timeoutSeconds`` + 60, so a rollout never cuts a run."""
 
 
-class Llm(Spec):
-    provider: str = "openai"
-    """``LLM_PROVIDER``."""
-    model: str = "gpt-4o-mini"
-    """``LLM_MODEL``."""
-    api_base_url: str | None = None
-    """``LLM_API_BASE_URL``; unset uses the provider's default endpoint."""
-    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
-    """``TEMPERATURE``."""
-    max_tokens: Annotated[int, Field(ge=1)] = 4000
-    """``MAX_TOKENS``."""
-
-
-class Embedding(Spec):
-    provider: str = "openai"
-    """``EMBEDDING_PROVIDER``."""
-    model: str = "text-embedding-3-small"
-    """``EMBEDDING_MODEL``."""
-    batch_size: Annotated[int, Field(ge=1)] = 50
-    """``EMBEDDING_BATCH_SIZE``."""
-    max_tokens_per_batch: Annotated[int, Field(ge=1)] = 250000
-    """``MAX_TOKENS_PER_BATCH``."""
-
-
-class VectorStore(Spec):
-    type: Literal["chroma", "pinecone"] = "chroma"
-    """``DATABASE_TYPE``: an in-cluster Chroma, or the managed Pinecone service."""
-    collection_name: str = "knowledge-base-graph"
-    """``CHROMA_COLLECTION_NAME`` or ``PINECONE_COLLECTION_NAME``."""
-
-
-class Chunking(Spec):
-    size: Annotated[int, Field(ge=100)] = 1000
-    """``CHUNK_SIZE``."""
-    overlap: Annotated[int, Field(ge=0)] = 200
-    """``CHUNK_OVERLAP``; must be smaller than ``size``."""
-
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> Self:
-        if self.overlap >= self.size:
-            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
-        return self
-
-
-class Workflow(Spec):
-    state_persistence: bool = True
-    """``WORKFLOW_STATE_PERSISTENCE``: keep ``workflow_states/`` on the indexer's volume."""
-    retry_attempts: Annotated[int, Field(ge=0)] = 3
-    """``WORKFLOW_RETRY_ATTEMPTS``."""
-    retry_delay_seconds: Annotated[int, Field(ge=0)] = 5
-    """``WORKFLOW_RETRY_DELAY_SECONDS``."""
-    timeout_seconds: Annotated[int, Field(ge=60)] = 3600
-    """``WORKFLOW_TIMEOUT_SECONDS``; also sizes the indexer's termination grace."""
-    parallel_repos: Annotated[int, Field(ge=1)] = 2
-    """``WORKFLOW_PARALLEL_REPOS``."""
-
-
-class Graph(Spec):
-    enabled: bool = False
-    """``ENABLE_GRAPH_FEATURES``: deploys Memgraph and points the agent at it."""
-    hybrid_search: bool = False
-    """``ENABLE_HYBRID_SEARCH``."""
-    visualization: bool = False
-    """``ENABLE_GRAPH_VISUALIZATION``."""
-
-
-class AgentSettings(Spec):
-    """The agent's non-secret settings (see shared/agent-facts.md)."""
-
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    """``LOG_LEVEL``."""
-    github_file_extensions: Annotated[list[Annotated[str, Field(pattern=r"^\.\w+$")]], Field(min_length=1)]
-    """``GITHUB_FILE_EXTENSIONS``; required: unset, the app indexes nothing."""
-    llm: Llm = Llm()
-    """The chat model the agent answers with."""
-    embedding: Embedding = Embedding()
-    """The embedding model and its batching."""
-    vector_store: VectorStore = VectorStore()
-    """Chroma in the cluster, or the managed Pinecone service."""
-    chunking: Chunking = Chunking()
-    """How source files are split before embedding."""
-    workflow: Workflow = Workflow()
-    """Indexing workflow behaviour."""
-    graph: Graph = Graph()
-    """Graph features; enabling them deploys Memgraph."""
-    event_flow_analysis: bool = False
-    """``ENABLE_EVENT_FLOW_ANALYSIS``."""
-    langchain_tracing: bool = False
-    """``LANGCHAIN_TRACING``; needs ``LANGCHAIN_API_KEY`` in the agent Secret."""
-    langchain_project: str | None = None
-    """``LANGCHAIN_PROJECT``."""
-    secret_name: DnsLabel = "kga-agent"
-    """Secret with OPENAI_API_KEY, GITHUB_TOKEN (and PINECONE_API_KEY); never in git."""
-
-
-class Repository(Spec):
-    """One entry of the app's ``appSettings.json``."""
-
-    name: Annotated[str, Field(min_length=1)]
-    """Display name of the repository in the app."""
-    url: Annotated[str, Field(pattern=r"^https://[^\s/]+/[^\s]+$")]
-    """HTTPS clone URL."""
-    branch: Annotated[str, Field(min_length=1)] = "main"
-    """Branch to index."""
-    description: str = ""
-    """Free text shown in the app."""
-
-
 class Stores(Spec):
     """Sizes of the stateful tier; a store the environment does not use may be left out."""
 
@@ -399,6 +320,8 @@ class Environment(Spec):
     """Redis, Chroma and Memgraph sizes."""
     backup: BackupSettings
     """Scheduled backups of every store to object storage."""
+    reindex: ReindexSettings = ReindexSettings()
+    """Scheduled incremental re-indexing of ``repositories`` through the indexer's API; off without a schedule."""
     edge: EdgeSettings = EdgeSettings()
     """Gateway API routes and policies (or the retired ingress-nginx), TLS, headers, limits, CORS and
     API keys (docs/edge.md)."""
@@ -646,6 +569,12 @@ _WHY_UNIQUE = {
 }
 
 
+def _looks_copied(source: str, value: str, original: str) -> bool:
+    """``value`` of ``source`` names the environment of ``original`` but not its own (a forgotten edit)."""
+    own, other = Path(source).stem, Path(original).stem
+    return other in value and own not in value
+
+
 def shared_between_environments(environments: Mapping[str, Environment]) -> list[str]:
     """What a copied environment forgot to change: one line per clash, naming both files and the field."""
     problems = []
@@ -656,8 +585,11 @@ def shared_between_environments(environments: Mapping[str, Environment]) -> list
                 nested = key.endswith("/") and (key.startswith(other_key) or other_key.startswith(key))
                 if key == other_key or nested:
                     relation = "the same as" if key == other_key else "nested with"
+                    here, there = (source, shown), (other_source, other_shown)
+                    if _looks_copied(other_source, other_shown, source):
+                        here, there = there, here  # report it on the copy: its value names the original
                     problems.append(
-                        f"{source}: {field}: {shown!r} is {relation} {other_shown!r} of {other_source} "
+                        f"{here[0]}: {field}: {here[1]!r} is {relation} {there[1]!r} of {there[0]} "
                         f"({field}); {_WHY_UNIQUE[field]}: give each environment its own"
                     )
             seen.setdefault(field, []).append((source, shown, key))

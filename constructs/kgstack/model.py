@@ -56,6 +56,11 @@ _REPOSITORY = re.compile(
     r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 )
 
+DNS_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+"""One DNS label (RFC 1123): Kubernetes object and namespace names."""
+
+DnsLabel = Annotated[str, Field(pattern=rf"^{DNS_LABEL}$", max_length=63)]
+
 DigestStr = Annotated[str, Field(pattern=r"^sha256:[a-f0-9]{64}$")]
 
 

@@ -470,6 +470,15 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             "Job {{ $labels.job_name }} failed. The alert clears when the failed Job is deleted.",
         ),
         Alert(
+            "KgaReindexFailed",
+            "warning",
+            f"kube_job_failed{matchers(namespace=ns_value, job_name=f'~{inst}-reindex-.+', condition='true')} == 1",
+            "5m",
+            f"{inst}: scheduled re-indexing {{{{ $labels.job_name }}}} failed",
+            "Job {{ $labels.job_name }} failed: a repository was not re-indexed. The alert clears when the failed "
+            "Job is deleted (after a day, or by hand).",
+        ),
+        Alert(
             "KgaBackupTooOld",
             "warning",
             f"(time() - kube_cronjob_status_last_successful_time{cronjobs}) > {BACKUP_MAX_AGE_HOURS * 3600}"

@@ -10,26 +10,30 @@ from ._plus import k8s
 from .model import Spec
 
 APP_NAME = "kga"
-"""``app.kubernetes.io/name`` of every object."""
+"""Default ``app.kubernetes.io/name`` of every object."""
 PART_OF = "knowledge-graph-agent"
+"""Default ``app.kubernetes.io/part-of``."""
 MANAGED_BY = "cdk8s"
 
 
 class Identity(Spec):
     """Who an object belongs to: the recommended labels, and its stable name.
 
-    ``name`` is the application (``kga``), ``instance`` the environment's
-    release name, ``component`` the tier (``query``, ``indexer``, ``redis``).
+    ``instance`` is the environment's release name, ``component`` the tier
+    (``query``, ``indexer``, ``redis``), ``name`` the application (``kga`` unless
+    another app reuses the constructs under its own name).
     """
 
-    name: str
-    """``app.kubernetes.io/name``: the application."""
     instance: str
     """``app.kubernetes.io/instance``: the release, one per environment."""
     version: str
     """``app.kubernetes.io/version``: the app version; left out of selectors."""
     component: str = ""
     """``app.kubernetes.io/component``: the tier; empty for release-wide objects."""
+    name: str = APP_NAME
+    """``app.kubernetes.io/name``: the application; default ``kga``."""
+    part_of: str = PART_OF
+    """``app.kubernetes.io/part-of``: the larger system; default ``knowledge-graph-agent``."""
 
     def of(self, component: str) -> Identity:
         """The same release, another component."""
@@ -57,7 +61,7 @@ class Identity(Spec):
         return {
             **self.selector,
             "app.kubernetes.io/version": self.version,
-            "app.kubernetes.io/part-of": PART_OF,
+            "app.kubernetes.io/part-of": self.part_of,
             "app.kubernetes.io/managed-by": MANAGED_BY,
         }
 

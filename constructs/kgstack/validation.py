@@ -90,7 +90,7 @@ def quota_problems(footprints: Sequence[Footprint], quota: Quota) -> list[str]:
         short.append((label, amount, unit))
     if problems:
         workloads = "; ".join(
-            f"{f.resource} ({f.pods} pods)"
+            f"{f.resource} ({f.pods} {'pod' if f.pods == 1 else 'pods'})"
             + "".join(f", {label} {unit(amount(f))}" for label, amount, unit in short if label != "pods")
             for f in footprints
             if any(amount(f) for _, amount, _ in short)

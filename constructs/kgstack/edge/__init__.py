@@ -60,6 +60,8 @@ __all__ = [
     "POLICY_PACKS",
     "SECURITY_HEADERS",
     "Edge",
+    "EdgeAuth",
+    "EdgeAuthProps",
     "EdgeProps",
     "EdgeSettings",
     "GatewaySettings",

@@ -1,0 +1,145 @@
+"""Scheduled re-indexing: a CronJob that asks the indexer to re-index the configured repositories.
+
+The app indexes incrementally (``indexed_commits.json`` on the indexer's volume),
+so a nightly run only processes new commits. The Job runs
+:mod:`kgstack.reindex_client` with the agent image's Python, from inside the
+cluster, straight to the indexer's Service: the only tier that owns indexing and
+workflow state. It has its own ServiceAccount (no token) and its own component
+label, which is the identity the network policy admits to the indexer's port.
+Off when ``schedule`` is unset.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from constructs import Construct
+from pydantic import AfterValidator, Field
+
+from ._plus import k8s, quantity
+from .connections import Connections, Endpoint
+from .footprint import Footprint
+from .model import ImageRef, Resources, Spec
+from .naming import Identity, object_meta
+from .network_policies import ComponentPeer
+from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
+
+CLIENT = Path(__file__).with_name("reindex_client.py")
+"""The script the Job runs, shipped in a ConfigMap (standard library only)."""
+SCRIPT_DIR = "/reindex"
+
+_RESOURCES = Resources.model_validate(
+    {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
+)
+_CRON_FIELD = r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*"
+
+
+def _cron(value: str) -> str:
+    if not re.fullmatch(rf"{_CRON_FIELD}( {_CRON_FIELD}){{4}}", value):
+        raise ValueError(f"{value!r} is not a five-field cron schedule (e.g. '30 3 * * *')")
+    return value
+
+
+class ReindexSettings(Spec):
+    """Scheduled re-indexing of ``repositories`` through the indexer's API."""
+
+    schedule: Annotated[str, AfterValidator(_cron)] | None = None
+    """Cron schedule in UTC (e.g. ``30 3 * * *``); unset: no CronJob."""
+    poll_seconds: Annotated[int, Field(ge=5, le=600)] = 30
+    """Pause between workflow status checks."""
+    resources: Resources = _RESOURCES
+    """Requests and limits of the client container (it only waits on HTTP)."""
+
+
+class ReindexScheduleProps(Spec):
+    identity: Identity
+    """Release identity with component ``reindex``."""
+    namespace: str
+    settings: ReindexSettings
+    image: ImageRef
+    """The agent image: its Python runs the client."""
+    indexer: Endpoint
+    """The indexer's API; the job's only connection (declared here, so the policies allow exactly it)."""
+    timeout_seconds: Annotated[int, Field(ge=60)]
+    """Longest wait for the workflows; the app's ``WORKFLOW_TIMEOUT_SECONDS`` plus a margin."""
+    pod_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ReindexSchedule(Construct):
+    """ServiceAccount, ConfigMap and CronJob ``<release>-reindex``."""
+
+    def __init__(self, scope: Construct, id: str, *, props: ReindexScheduleProps) -> None:
+        super().__init__(scope, id)
+        Connections.of(self).allow(
+            ComponentPeer(component=props.identity.component),
+            props.indexer,
+            purpose="scheduled re-indexing calls the indexer",
+        )
+        self.props = props
+        self.name = props.identity.resource_name
+        ns, identity = props.namespace, props.identity
+        k8s.KubeServiceAccount(
+            self, "ServiceAccount", metadata=object_meta(identity, ns), automount_service_account_token=False
+        )
+        k8s.KubeConfigMap(
+            self, "Script", metadata=object_meta(identity, ns), data={CLIENT.name: CLIENT.read_text(encoding="utf-8")}
+        )
+        container = hardened_container(
+            name="reindex",
+            image=props.image.reference,
+            resources=props.settings.resources,
+            args=["python", f"{SCRIPT_DIR}/{CLIENT.name}"],
+            env=[
+                k8s.EnvVar(name="KGA_INDEXER_URL", value=props.indexer.url("http")),
+                k8s.EnvVar(name="KGA_POLL_SECONDS", value=str(props.settings.poll_seconds)),
+                k8s.EnvVar(name="KGA_TIMEOUT_SECONDS", value=str(props.timeout_seconds)),
+            ],
+            mounts=[k8s.VolumeMount(name="script", mount_path=SCRIPT_DIR, read_only=True)],
+        )
+        k8s.KubeCronJob(
+            self,
+            "CronJob",
+            metadata=object_meta(identity, ns, annotations=checkov_skips(**unpinned_skip(props.image))),
+            spec=k8s.CronJobSpec(
+                schedule=props.settings.schedule or "",
+                time_zone="Etc/UTC",
+                # One run at a time: a second batch would queue duplicate workflows for the same repositories.
+                concurrency_policy="Forbid",
+                starting_deadline_seconds=3600,
+                successful_jobs_history_limit=3,
+                failed_jobs_history_limit=3,
+                job_template=k8s.JobTemplateSpec(
+                    metadata=k8s.ObjectMeta(labels=identity.labels),
+                    spec=k8s.JobSpec(
+                        # No retry: a failed run alerts (KgaReindexFailed); the next schedule picks up the rest.
+                        backoff_limit=0,
+                        active_deadline_seconds=props.timeout_seconds + 300,
+                        ttl_seconds_after_finished=86400,
+                        template=k8s.PodTemplateSpec(
+                            metadata=k8s.ObjectMeta(labels={**identity.labels, **props.pod_labels}),
+                            spec=k8s.PodSpec(
+                                service_account_name=self.name,
+                                automount_service_account_token=False,
+                                enable_service_links=False,
+                                restart_policy="Never",
+                                security_context=pod_security_context(),
+                                containers=[container],
+                                volumes=[
+                                    k8s.Volume(name="script", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
+                                    k8s.Volume(
+                                        name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("16Mi"))
+                                    ),
+                                ],
+                            ),
+                        ),
+                    ),
+                ),
+            ),
+        )
+
+    def footprint(self) -> Footprint:
+        return Footprint(
+            resource=f"CronJob/{self.name}", max_pods=1, surge=0, pod_resources=(self.props.settings.resources,)
+        )
