@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DELETE, ENVIRONMENTS, ROOT, env_data
+from conftest import ENVIRONMENTS, ROOT, env_data
 
 NODE_BIN = ROOT / ".tools" / "node_modules" / ".bin"
 
@@ -52,7 +52,12 @@ def write_env(envdir: Path, name: str, data: object) -> None:
     ("name", "changes", "code", "message"),
     [
         ("staging", {"query__replicaz": 2}, 2, "staging.yaml: query.replicaz: unknown field"),
-        ("prod", {"images__agent__digest": DELETE}, 2, "prod.yaml: images.agent.digest: required in stage prod"),
+        (
+            "prod",
+            {"images__agent__digest": "sha256:" + "0" * 64},
+            2,
+            "prod.yaml: images.agent.digest: digests of our own",
+        ),
         ("dev", {"quota__pods": 3}, 1, "error: environments/dev.yaml: quota.pods: is 3 but the workloads"),
     ],
 )

@@ -21,6 +21,7 @@ from kgstack.argocd_application import (
 from kgstack.gitops_chart import CHART_ID, GitOpsChart, GitOpsTarget
 from kgstack.publish import manifests as chart_objects
 from kgstack.publish import synth
+from kgstack.releases import with_releases
 
 REPO = "https://github.com/acme/kga-deploy.git"
 
@@ -29,10 +30,22 @@ def settings(**changes: Any) -> GitOpsSettings:
     return GitOpsSettings.model_validate({"repoURL": REPO, **changes})
 
 
+DIGEST = "sha256:" + "0" * 64
+"""Plainly not a real image; these tests only need "released"."""
+
+
+def released(env: Environment) -> Environment:
+    """``env`` as if the release workflow had recorded its images (tests/test_releases.py covers the file)."""
+    return with_releases(
+        env, {img.repository: {img.tag: DIGEST} for img in (env.images.agent, env.images.web, env.images.backup)}
+    )
+
+
 @pytest.fixture(scope="module")
 def applications(environments: dict[str, Environment]) -> dict[str, dict[str, Any]]:
-    """``{env: Application object}`` as it would be written to dist/argocd/."""
-    chart = GitOpsChart(cdk8s.App(), [GitOpsTarget.of(env, settings()) for env in environments.values()])
+    """``{env: Application object}`` for released environments."""
+    targets = [GitOpsTarget.of(released(env), settings()) for env in environments.values()]
+    chart = GitOpsChart(cdk8s.App(), targets)
     objects = chart_objects(chart)
     return {obj["spec"]["source"]["path"].rpartition("/")[2]: obj for obj in objects.values()}
 
@@ -85,13 +98,17 @@ def test_dev_and_staging_follow_main_with_prune_and_self_heal(
 
 
 def test_settings_override_the_stage_default(environments: dict[str, Environment]) -> None:
-    prod = environments["prod"]
+    prod = released(environments["prod"])
     target = GitOpsTarget.of(prod, settings(automated=True, selfHeal=False, prune=False))
     assert target.automated
     chart = GitOpsChart(cdk8s.App(), [target])
     (app,) = chart_objects(chart).values()
     assert app["spec"]["syncPolicy"]["automated"] == {"prune": False, "selfHeal": False, "allowEmpty": False}
-    assert not GitOpsTarget.of(environments["dev"], settings(automated=False)).automated
+    assert not GitOpsTarget.of(released(environments["dev"]), settings(automated=False)).automated
+    # Never released: held back whatever the settings say (issue 9 defect 5).
+    assert not GitOpsTarget.of(
+        prod.model_copy(update={"images": environments["prod"].images}), settings(automated=True)
+    ).automated
 
 
 def test_stage_defaults() -> None:

@@ -17,10 +17,13 @@ from conftest import ENV_DIRS, ROOT
 
 from kgstack import cross_reference
 from kgstack.cross_reference import Peer
+from kgstack.edge import EdgeSettings, edge_peer
 
 Objects = dict[str, dict[str, Any]]
 MONITORING = Peer("monitoring")
-EDGE = Peer("ingress-nginx")
+_DATA_PLANE = edge_peer(EdgeSettings())
+EDGE = Peer(_DATA_PLANE.namespace, _DATA_PLANE.pod_labels)
+"""The gateway's data-plane pods: where every environment's edge traffic comes from."""
 
 
 def dist(env: str) -> Objects:

@@ -111,11 +111,14 @@ def test_bad_input_names_file_field_and_reason(changes: dict[str, object], expec
     assert any(p.startswith("environments/dev.yaml: ") and expected in p for p in found), found
 
 
-def test_prod_requires_digests() -> None:
-    found = problems(env_data("prod", images__agent__digest=DELETE), "environments/prod.yaml")
+def test_prod_requires_digests_of_upstream_images() -> None:
+    # Our own images get theirs from environments/releases/images.yaml (tests/test_releases.py).
+    redis = {"repository": "registry.example.com/mirror/redis", "tag": "7.0.15-alpine"}
+    found = problems(env_data("prod", images__redis=redis), "environments/prod.yaml")
     assert found == [
-        "environments/prod.yaml: images.agent.digest: required in stage prod (a tag can be moved; a digest "
-        "cannot): the release pipeline sets it; by hand: scripts/bump_digests.py agent=sha256:<64 hex>"
+        "environments/prod.yaml: images.redis.digest: required in stage prod (a tag can be moved; a digest "
+        "cannot): read it with `crane digest registry.example.com/mirror/redis:7.0.15-alpine`, then set "
+        "images.redis.digest"
     ]
 
 

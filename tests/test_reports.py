@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from kgstack.reports import architecture_mermaid, capacity_report, environment_docs, render_docs
 
@@ -306,13 +307,24 @@ def test_capacity_flags_an_exceeded_or_missing_quota() -> None:
 
 
 # ---------------------------------------------------------------- the real environments
+def test_committed_network_and_secrets_pages(rendered: dict[str, dict[str, str]]) -> None:
+    for env in rendered:
+        folder = ROOT / "docs" / "environments" / env
+        network = (folder / "network.md").read_text()
+        assert "| backup-redis | redis | 6379 |" in network  # each backup run reaches its own store
+        assert "| backup-redis | chroma |" not in network
+        secrets = (folder / "secrets.md").read_text()
+        assert "`kga-alerting`" in secrets and "`kga-redis`" in secrets
+
+
 def test_reports_cover_every_environment(
     rendered: dict[str, dict[str, str]], manifests: dict[str, dict[str, dict[str, Any]]]
 ) -> None:
     docs = render_docs(manifests_by_file(rendered))
     assert sorted(docs) == sorted(rendered)
     for env, pages in docs.items():
-        assert sorted(pages) == ["architecture.md", "capacity.md"]
+        # network.md comes with the declared flows (app.py passes them); secrets.md always.
+        assert sorted(pages) == ["architecture.md", "capacity.md", "secrets.md"]
         assert pages["architecture.md"].count("```mermaid\nflowchart LR\n") == 1
         workloads = [
             key for key, obj in manifests[env].items() if obj["kind"] in ("Deployment", "StatefulSet", "CronJob", "Job")

@@ -274,8 +274,6 @@ class ContainerDefaults(Spec):
 def _missing_digest(name: str, ref: ImageRef) -> str:
     """Why a prod image needs a digest, and how to get one."""
     reason = "required in stage prod (a tag can be moved; a digest cannot)"
-    if name in _BUILT_HERE:
-        return f"{reason}: the release pipeline sets it; by hand: scripts/bump_digests.py {name}=sha256:<64 hex>"
     default = Images.model_fields[name].default
     if isinstance(default, ImageRef) and default.repository == ref.repository:
         # An upstream image with no verified default digest: it must be mirrored, then pinned.
@@ -287,7 +285,6 @@ def _missing_digest(name: str, ref: ImageRef) -> str:
     return f"{reason}: read it with `crane digest {ref.repository}:{ref.tag}`, then set images.{name}.digest"
 
 
-_BUILT_HERE = ("agent", "web", "backup")
 """Images built from docker/ by this repository's pipeline."""
 
 
