@@ -28,7 +28,6 @@ from constructs import Construct
 
 from ..connections import Endpoint
 from ..custom_resource import custom_resource
-from ..footprint import Footprint
 from ..network_policies import NamespacePeer
 from .common import (
     API_CSP,
@@ -148,6 +147,3 @@ class Edge(Construct):
     def endpoints(self) -> list[Endpoint]:
         """What the edge calls besides the app's backends: the verifier and the deny backend."""
         return self.auth.endpoints
-
-    def footprint(self) -> Footprint:
-        return self.auth.footprint()
