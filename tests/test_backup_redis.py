@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,83 @@ def test_password_file_and_wrong_password(redis_factory: Any, tmp_path: Path, mo
     code, lines = run_cli("backup", "redis", "--target", target(tmp_path), "--redis-url", server.url)
     assert code == 1
     assert "cannot reach Redis" in error_of(lines)
+
+
+def _redis_children() -> list[int]:
+    """redis-server processes started by this test process (the private restore servers)."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if "redis-server" in fields[0] and fields[1].split()[1] == me:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("command", ["verify", "restore"])
+def test_private_server_is_stopped_after_each_command(redis_factory: Any, tmp_path: Path, command: str) -> None:
+    server = redis_factory()
+    populate(server)
+    backup(server, target(tmp_path))
+    server.client().flushall()
+    extra = ["--force"] if command == "restore" else []
+    code, lines = run_cli(command, "redis", "--latest", "--target", target(tmp_path), "--redis-url", server.url, *extra)
+    assert code == 0, lines
+    assert not [p for p in _redis_children() if p != server.proc.pid]
+
+
+def test_restore_as_acl_user_through_migrate(
+    redis_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A named ACL user: the private server authenticates its MIGRATE with AUTH2 user password."""
+    source, fresh = redis_factory(), redis_factory()
+    populate(source)
+    backup(source, target(tmp_path))
+    fresh.client().acl_setuser("restorer", enabled=True, passwords=["+restorer-pw"], keys=["*"],
+                               commands=["+@all"])  # fmt: skip
+    monkeypatch.setenv("REDIS_PASSWORD", "restorer-pw")
+    url = f"redis://restorer@127.0.0.1:{fresh.port}/0"
+    code, lines = run_cli("restore", "redis", "--latest", "--target", target(tmp_path), "--redis-url", url)
+    assert code == 0, lines
+    assert {line.get("via") for line in lines if line["event"] == "redis.db_restored"} == {"migrate"}
+    assert snapshot(fresh) == snapshot(source)
+
+    # The target refusing RESTORE reaches the private server inside MIGRATE: still one clear error.
+    fresh.client().acl_setuser("restorer", enabled=True, commands=["-restore"])
+    code, lines = run_cli("restore", "redis", "--latest", "--force", "--target", target(tmp_path), "--redis-url", url)
+    assert code == 1
+    assert "restore into target Redis failed" in error_of(lines) and "restore" in error_of(lines).lower()
+
+
+def test_client_copy_fallback_for_targets_migrate_cannot_reach(redis_factory: Any, tmp_path: Path) -> None:
+    """unix:// and rediss:// targets are copied through the tool (DUMP/PTTL, then RESTORE)."""
+    from kgbackup.pipeline import run_restore
+    from kgbackup.redis_store import RedisConfig, RedisStore
+    from kgbackup.storage import FileStorage
+
+    assert RedisStore(RedisConfig(url="unix:///run/redis.sock", password=None))._migrate_args() is None
+    assert RedisStore(RedisConfig(url="rediss://cache.example.com:6380/0", password="pw"))._migrate_args() is None
+    plain = RedisStore(RedisConfig(url="redis://cache.example.com:6380/2", password="pw"))._migrate_args()
+    assert plain == ["cache.example.com", 6380, "AUTH", "pw"]
+
+    server = redis_factory()
+    populate(server)
+    before = snapshot(server)
+    backup(server, target(tmp_path))
+    server.client().flushall()
+    store = RedisStore(RedisConfig(url=server.url, password=RedisServer.password, copy_mode="client"))
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        restored = run_restore(store, FileStorage(tmp_path / "backups"), None, False, work)
+    finally:
+        store.close()
+    assert restored["dbs"] == {"0": 1207, "3": 2}
+    assert snapshot(server) == before
+    assert 0 < server.client(0).pttl("str:ttl") <= TTL_MS
 
 
 def test_cli_user_error_is_one_json_line_without_traceback(tmp_path: Path) -> None:
