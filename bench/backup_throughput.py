@@ -9,8 +9,9 @@ from this one run. Chroma rows also give the server's CPU seconds, which shows
 where a restore's time goes (the server building its HNSW index).
 
 Before the Chroma runs, a sweep restores a small dump with several upsert batch
-sizes and worker counts and prints records/s for each: kgbackup's defaults
-(``--chroma-upsert-batch``, ``--chroma-upsert-workers``) come from it.
+sizes and worker counts and prints records/s for each; the timed runs use the
+fastest, and kgbackup's defaults (``--chroma-upsert-batch``,
+``--chroma-upsert-workers``) come from it.
 
     PYTHONPATH=docker/backup nice .venv/bin/python bench/backup_throughput.py \
         --sizes 20000,100000 --runs 5 --chroma-runs 3 --cache /var/tmp/kgb-bench
@@ -49,6 +50,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # chroma run can sit in a long index write
+        proc.kill()
+        proc.wait()
 
 
 def wait(check: Any, what: str, timeout: float = 120) -> None:
@@ -215,8 +225,7 @@ def sweep_chroma(work: Path, records: int, dim: int) -> dict[str, Any]:
             results.append({"batch": batch, "workers": workers, "records_per_s": round(records / r["s"]), **r})
             print(json.dumps({"sweep": results[-1]}), flush=True)
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc)
     best = max(results, key=lambda r: r["records_per_s"])
     return {"sweep_records": records, "best": {"batch": best["batch"], "workers": best["workers"]}}
 
@@ -224,6 +233,7 @@ def sweep_chroma(work: Path, records: int, dim: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20000,100000", help="record counts, comma-separated")
+    parser.add_argument("--chroma-sizes", help="record counts for Chroma (default: --sizes)")
     parser.add_argument("--dim", type=int, default=1536)
     parser.add_argument("--stores", default="redis,chroma")
     parser.add_argument("--runs", type=int, default=5, help="backup+restore runs per size (Redis)")
@@ -244,12 +254,16 @@ def main() -> None:
                                                 proc.pid))  # fmt: skip
                     print(json.dumps(summaries[-1]), flush=True)
                 finally:
-                    proc.terminate()
-                    proc.wait()
+                    stop(proc)
         if "chroma" in args.stores:
+            tuning: list[str] = []
             if args.sweep_records:
-                print(json.dumps(sweep_chroma(work, args.sweep_records, args.dim)), flush=True)
-            for n in sizes:
+                sweep = sweep_chroma(work, args.sweep_records, args.dim)
+                print(json.dumps(sweep), flush=True)
+                best = sweep["best"]
+                # The timed runs use the sweep's winner; kgbackup's defaults are set from it.
+                tuning = ["--chroma-upsert-batch", str(best["batch"]), "--chroma-upsert-workers", str(best["workers"])]
+            for n in sorted(int(n) for n in (args.chroma_sizes or args.sizes).split(",")):
                 path = (args.cache or work) / f"chroma-{n}-{args.dim}"
                 proc, port = start_chroma(path)
                 try:
@@ -257,12 +271,11 @@ def main() -> None:
                         t0 = time.monotonic()
                         load_chroma(port, n, args.dim)
                         print(json.dumps({"chroma_load": n, "s": round(time.monotonic() - t0, 1)}), flush=True)
-                    chroma_args = ["--chroma-host", "127.0.0.1", "--chroma-port", str(port)]
+                    chroma_args = ["--chroma-host", "127.0.0.1", "--chroma-port", str(port), *tuning]
                     summaries.append(bench_runs("chroma", n, args.chroma_runs, chroma_args, proc.pid))
                     print(json.dumps(summaries[-1]), flush=True)
                 finally:
-                    proc.terminate()
-                    proc.wait()
+                    stop(proc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("# summary (medians of each size's runs, all measured in this invocation)")

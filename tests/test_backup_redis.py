@@ -240,10 +240,8 @@ def test_private_server_is_stopped_after_each_command(redis_factory: Any, tmp_pa
     assert not [p for p in _redis_children() if p != server.proc.pid]
 
 
-def test_restore_as_acl_user_through_migrate(
-    redis_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A named ACL user: the private server authenticates its MIGRATE with AUTH2 user password."""
+def test_restore_as_acl_user_and_refused_restore(redis_factory: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """A named ACL user authenticates the restore stream; a target refusing RESTORE is one clear error."""
     source, fresh = redis_factory(), redis_factory()
     populate(source)
     backup(source, target(tmp_path))
@@ -253,42 +251,30 @@ def test_restore_as_acl_user_through_migrate(
     url = f"redis://restorer@127.0.0.1:{fresh.port}/0"
     code, lines = run_cli("restore", "redis", "--latest", "--target", target(tmp_path), "--redis-url", url)
     assert code == 0, lines
-    assert {line.get("via") for line in lines if line["event"] == "redis.db_restored"} == {"migrate"}
     assert snapshot(fresh) == snapshot(source)
 
-    # The target refusing RESTORE reaches the private server inside MIGRATE: still one clear error.
     fresh.client().acl_setuser("restorer", enabled=True, commands=["-restore"])
     code, lines = run_cli("restore", "redis", "--latest", "--force", "--target", target(tmp_path), "--redis-url", url)
     assert code == 1
-    assert "restore into target Redis failed" in error_of(lines) and "restore" in error_of(lines).lower()
+    assert "target Redis refused RESTORE: -NOPERM" in error_of(lines)
 
 
-def test_client_copy_fallback_for_targets_migrate_cannot_reach(redis_factory: Any, tmp_path: Path) -> None:
-    """unix:// and rediss:// targets are copied through the tool (DUMP/PTTL, then RESTORE)."""
-    from kgbackup.pipeline import run_restore
-    from kgbackup.redis_store import RedisConfig, RedisStore
-    from kgbackup.storage import FileStorage
+def test_restore_into_unix_socket_target(redis_factory: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """The restore stream uses redis-py's connection, so unix:// (and TLS) targets work too."""
+    from kgbackup.redis_store import LocalRedis
 
-    assert RedisStore(RedisConfig(url="unix:///run/redis.sock", password=None))._migrate_args() is None
-    assert RedisStore(RedisConfig(url="rediss://cache.example.com:6380/0", password="pw"))._migrate_args() is None
-    plain = RedisStore(RedisConfig(url="redis://cache.example.com:6380/2", password="pw"))._migrate_args()
-    assert plain == ["cache.example.com", 6380, "AUTH", "pw"]
-
-    server = redis_factory()
-    populate(server)
-    before = snapshot(server)
-    backup(server, target(tmp_path))
-    server.client().flushall()
-    store = RedisStore(RedisConfig(url=server.url, password=RedisServer.password, copy_mode="client"))
-    work = tmp_path / "work"
-    work.mkdir()
-    try:
-        restored = run_restore(store, FileStorage(tmp_path / "backups"), None, False, work)
-    finally:
-        store.close()
-    assert restored["dbs"] == {"0": 1207, "3": 2}
-    assert snapshot(server) == before
-    assert 0 < server.client(0).pttl("str:ttl") <= TTL_MS
+    source = redis_factory()
+    populate(source)
+    backup(source, target(tmp_path))
+    monkeypatch.delenv("REDIS_PASSWORD")  # the socket-only server has no password
+    empty = tmp_path / "unix-target"
+    empty.mkdir()
+    with LocalRedis("redis-server", empty / "none.rdb", timeout=30) as sock_server:
+        url = f"unix://{sock_server.socket_path}?db=0"
+        code, lines = run_cli("restore", "redis", "--latest", "--target", target(tmp_path), "--redis-url", url)
+        assert code == 0, lines
+        restored = {(db, k) for db in (0, 3) for k in sock_server.client(db).scan_iter(count=500)}
+    assert restored == set(snapshot(source))
 
 
 def test_cli_user_error_is_one_json_line_without_traceback(tmp_path: Path) -> None:
