@@ -230,6 +230,59 @@ def sweep_chroma(work: Path, records: int, dim: int) -> dict[str, Any]:
     return {"sweep_records": records, "best": {"batch": best["batch"], "workers": best["workers"]}}
 
 
+def run_redis(sizes: list[int], runs: int, work: Path) -> list[dict[str, Any]]:
+    summaries = []
+    for n in sizes:
+        proc, port = start_redis(work)
+        try:
+            load_redis(port, n)
+            summaries.append(bench_runs("redis", n, runs, ["--redis-url", f"redis://127.0.0.1:{port}/0"], proc.pid))
+            print(json.dumps(summaries[-1]), flush=True)
+        finally:
+            stop(proc)
+    return summaries
+
+
+def run_chroma(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    tuning: list[str] = []
+    if args.sweep_records:
+        sweep = sweep_chroma(work, args.sweep_records, args.dim)
+        print(json.dumps(sweep), flush=True)
+        best = sweep["best"]
+        # The timed runs use the sweep's winner; kgbackup's defaults are set from it.
+        tuning = ["--chroma-upsert-batch", str(best["batch"]), "--chroma-upsert-workers", str(best["workers"])]
+    summaries = []
+    for n in sorted(int(n) for n in (args.chroma_sizes or args.sizes).split(",")):
+        proc, port = start_chroma((args.cache or work) / f"chroma-{n}-{args.dim}")
+        try:
+            if chroma_count(port) != n:
+                t0 = time.monotonic()
+                load_chroma(port, n, args.dim)
+                print(json.dumps({"chroma_load": n, "s": round(time.monotonic() - t0, 1)}), flush=True)
+            chroma_args = ["--chroma-host", "127.0.0.1", "--chroma-port", str(port), *tuning]
+            summaries.append(bench_runs("chroma", n, args.chroma_runs, chroma_args, proc.pid))
+            print(json.dumps(summaries[-1]), flush=True)
+        finally:
+            stop(proc)
+    return summaries
+
+
+def print_summary(summaries: list[dict[str, Any]]) -> None:
+    print("# summary (medians of each size's runs, all measured in this invocation)")
+    keys = ("store", "records", "runs", "backup_s_median", "restore_s_median", "restore_to_backup_median",
+            "backup_rss_mib_median", "restore_rss_mib_median")  # fmt: skip
+    for row in summaries:
+        print(json.dumps({k: row[k] for k in keys}))
+    for store in ("redis", "chroma"):
+        rows = {r["records"]: r for r in summaries if r["store"] == store}
+        if len(rows) >= 2:
+            lo, hi = rows[min(rows)], rows[max(rows)]
+            ratios = {
+                op: round(hi[f"{op}_rss_mib_median"] / lo[f"{op}_rss_mib_median"], 3) for op in ("backup", "restore")
+            }
+            print(json.dumps({"store": store, f"peak_rss_{max(rows)}_over_{min(rows)}": ratios}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20000,100000", help="record counts, comma-separated")
@@ -241,55 +294,16 @@ def main() -> None:
     parser.add_argument("--sweep-records", type=int, default=3000, help="0 skips the upsert sweep")
     parser.add_argument("--cache", type=Path, help="keep loaded Chroma data here between invocations")
     args = parser.parse_args()
-    sizes = sorted(int(n) for n in args.sizes.split(","))
     work = Path(tempfile.mkdtemp(prefix="kgb-bench-"))
     summaries: list[dict[str, Any]] = []
     try:
         if "redis" in args.stores:
-            for n in sizes:
-                proc, port = start_redis(work)
-                try:
-                    load_redis(port, n)
-                    summaries.append(bench_runs("redis", n, args.runs, ["--redis-url", f"redis://127.0.0.1:{port}/0"],
-                                                proc.pid))  # fmt: skip
-                    print(json.dumps(summaries[-1]), flush=True)
-                finally:
-                    stop(proc)
+            summaries += run_redis(sorted(int(n) for n in args.sizes.split(",")), args.runs, work)
         if "chroma" in args.stores:
-            tuning: list[str] = []
-            if args.sweep_records:
-                sweep = sweep_chroma(work, args.sweep_records, args.dim)
-                print(json.dumps(sweep), flush=True)
-                best = sweep["best"]
-                # The timed runs use the sweep's winner; kgbackup's defaults are set from it.
-                tuning = ["--chroma-upsert-batch", str(best["batch"]), "--chroma-upsert-workers", str(best["workers"])]
-            for n in sorted(int(n) for n in (args.chroma_sizes or args.sizes).split(",")):
-                path = (args.cache or work) / f"chroma-{n}-{args.dim}"
-                proc, port = start_chroma(path)
-                try:
-                    if chroma_count(port) != n:
-                        t0 = time.monotonic()
-                        load_chroma(port, n, args.dim)
-                        print(json.dumps({"chroma_load": n, "s": round(time.monotonic() - t0, 1)}), flush=True)
-                    chroma_args = ["--chroma-host", "127.0.0.1", "--chroma-port", str(port), *tuning]
-                    summaries.append(bench_runs("chroma", n, args.chroma_runs, chroma_args, proc.pid))
-                    print(json.dumps(summaries[-1]), flush=True)
-                finally:
-                    stop(proc)
+            summaries += run_chroma(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("# summary (medians of each size's runs, all measured in this invocation)")
-    for row in summaries:
-        print(json.dumps({k: row[k] for k in ("store", "records", "runs", "backup_s_median", "restore_s_median",
-                                               "restore_to_backup_median", "backup_rss_mib_median",
-                                               "restore_rss_mib_median")}))  # fmt: skip
-    for store in ("redis", "chroma"):
-        rows = {r["records"]: r for r in summaries if r["store"] == store}
-        if len(rows) >= 2:
-            lo, hi = rows[min(rows)], rows[max(rows)]
-            print(json.dumps({"store": store, f"peak_rss_{max(rows)}_over_{min(rows)}": {
-                op: round(hi[f"{op}_rss_mib_median"] / lo[f"{op}_rss_mib_median"], 3) for op in ("backup", "restore")
-            }}))  # fmt: skip
+    print_summary(summaries)
 
 
 if __name__ == "__main__":
