@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -255,6 +256,10 @@ return {scan[1], n, table.concat(out)}
 """
 
 
+# Batches sent to the target whose replies are not read yet.
+_TARGET_DEPTH = 2
+
+
 class _ReplyReader:
     """Counts the target's one-line replies to RESTORE; the first error line is raised."""
 
@@ -263,23 +268,21 @@ class _ReplyReader:
         self.buffer = b""
 
     def expect(self, n: int) -> None:
+        """Consume the next ``n`` replies; later ones stay buffered for the next call."""
         while n:
             while b"\r\n" not in self.buffer:
                 chunk = self.sock.recv(1 << 16)
                 if not chunk:
                     raise StoreError("target Redis closed the connection during restore")
                 self.buffer += chunk
-            end = self.buffer.rfind(b"\r\n") + 2
-            lines = self.buffer[:end].split(b"\r\n")[:-1]
-            if len(lines) > n:  # never: a reply is only sent for a command we sent
-                raise StoreError(f"target Redis sent {len(lines) - n} unexpected replies")
-            for line in lines:
+            *complete, rest = self.buffer.split(b"\r\n", n)  # at most n complete lines
+            for line in complete:
                 if not line.startswith(b"+"):
                     raise StoreError(
                         f"target Redis refused RESTORE: {line.decode(errors='replace')} (safe to re-run with --force)"
                     )
-            self.buffer = self.buffer[end:]
-            n -= len(lines)
+            self.buffer = rest
+            n -= len(complete)
 
 
 def _major_minor(version: str) -> tuple[int, ...]:
@@ -390,31 +393,42 @@ class RedisStore:
             log("redis.flushdb", db=db, keys=keys)
 
     def _restore_db(self, local: LocalRedis, db: int) -> int:
-        """Forward the private server's RESTORE stream for ``db``; one batch in flight."""
-        src = local.client(db)
-        script = src.script_load(_RESTORE_STREAM_LUA)
+        """Forward the private server's RESTORE stream for ``db``.
+
+        Three things run at once: the script builds batch i+1, this process sends
+        batch i, and the target stores batch i-1. At most ``_TARGET_DEPTH`` batches
+        wait at the target; this process holds one.
+        """
+        script = local.client(db).script_load(_RESTORE_STREAM_LUA)
+        src: Any = local.client(db).connection_pool.make_connection()
         # redis-py's own connection: AUTH (user or password), TLS, unix socket and SELECT as configured.
-        conn: Any = redis.ConnectionPool(**client_kwargs(self.cfg, db)).make_connection()
+        dst: Any = redis.ConnectionPool(**client_kwargs(self.cfg, db)).make_connection()
         try:
-            conn.connect()
-            replies = _ReplyReader(conn._sock)
-            cursor: Any = b"0"
-            in_flight, restored = 0, 0
+            src.connect()
+            dst.connect()
+            replies = _ReplyReader(dst._sock)
+            in_flight: deque[int] = deque()
+            restored = 0
+            src.send_command("EVALSHA", script, 0, 0, self.cfg.batch)
             while True:
-                cursor, count, stream = src.evalsha(script, 0, cursor, self.cfg.batch)
-                count = int(count)
-                replies.expect(in_flight)  # the target stored that batch while the script ran
+                cursor, count, stream = src.read_response()
+                if int(cursor):
+                    src.send_command("EVALSHA", script, 0, cursor, self.cfg.batch)
+                while len(in_flight) >= _TARGET_DEPTH:
+                    replies.expect(in_flight.popleft())
                 if count:
-                    conn._sock.sendall(stream)
-                in_flight = count
-                restored += count
-                if int(cursor) == 0:
-                    replies.expect(in_flight)
+                    dst._sock.sendall(stream)
+                    in_flight.append(int(count))
+                    restored += int(count)
+                if not int(cursor):
+                    for n in in_flight:
+                        replies.expect(n)
                     return restored
         except OSError as exc:
             raise StoreError(f"restore into target Redis failed (safe to re-run with --force): {exc}") from exc
         finally:
-            conn.disconnect()
+            src.disconnect()
+            dst.disconnect()
 
     def restore(self, gz_path: Path, manifest: Manifest, force: bool, work_dir: Path) -> dict[str, Any]:
         try:
