@@ -188,6 +188,7 @@ def bench_runs(store: str, records: int, runs: int, store_args: list[str], serve
     try:
         for run in range(runs):
             backup = run_tool("backup", store, "--target", target, *store_args, server_pid=server_pid)
+            print(json.dumps({"store": store, "records": records, "run": run + 1, "backup": backup}), flush=True)
             restore = run_tool("restore", store, "--latest", "--force", "--target", target, *store_args,
                                server_pid=server_pid)  # fmt: skip
             row = {"store": store, "records": records, "run": run + 1, "backup": backup, "restore": restore,
