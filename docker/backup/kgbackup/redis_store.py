@@ -9,10 +9,11 @@ counted) and copies every key into the target with RESTORE, so the target needs
 no file access, no restart and no downtime, and keeps its own configuration
 and ACLs. A Lua script in the private server turns each SCAN batch into
 ``RESTORE key ttl payload REPLACE`` commands already in wire format; this
-process forwards those bytes to the target and counts the replies of one batch
-while the script builds the next. No per-key work happens in Python and there
-is no per-key round trip, which MIGRATE would make (it reads every reply
-byte by byte, and each wait for the target costs a scheduler wake-up).
+process forwards those bytes to the target while the script builds the next
+batch and the target stores the previous ones. No per-key work happens in
+Python and there is no per-key round trip, which MIGRATE would make (it reads
+every reply byte by byte, and each wait for the target costs a scheduler
+wake-up; measured in bench/README.md).
 """
 
 from __future__ import annotations
