@@ -5,12 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from backup_servers import ChromaServer, chroma, chroma_server, dump_object, error_of, run_cli
+
+from kgbackup import pipeline
+from kgbackup.chroma_store import _Upserter, encode_embedding
 
 pytestmark = pytest.mark.backup
 __all__ = ["chroma", "chroma_server"]  # fixtures used by this module
@@ -92,7 +96,10 @@ def args(server: ChromaServer, tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_roundtrip_every_record(chroma: ChromaServer, tmp_path: Path) -> None:
+# (records per upsert, upserts in flight): the defaults, batches smaller than a dump page
+# and spanning collections' ends, and batches larger than a page (several lines merged).
+@pytest.mark.parametrize("upserts", [(), ("7", "3"), ("120", "1")], ids=["defaults", "small", "merged"])
+def test_roundtrip_every_record(chroma: ChromaServer, tmp_path: Path, upserts: tuple[str, ...]) -> None:
     populate(chroma)
     before = snapshot(chroma)
     code, lines = run_cli("backup", "chroma", *args(chroma, tmp_path))
@@ -101,8 +108,81 @@ def test_roundtrip_every_record(chroma: ChromaServer, tmp_path: Path) -> None:
     assert done["counts"] == {"collections": {"big.collection": 230, "code-chunks": 40, "sparse": 3}, "records": 273}
 
     chroma.wipe()
-    code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
+    tuning = ["--chroma-upsert-batch", upserts[0], "--chroma-upsert-workers", upserts[1]] if upserts else []
+    code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path), *tuning)
     assert code == 0, lines
+    assert snapshot(chroma) == before
+
+
+class FakeCollection:
+    """Records each upsert's size and how many ran at once; fails the ``fail_at``-th one."""
+
+    name = "fake"
+
+    def __init__(self, fail_at: int = 0) -> None:
+        self.sizes: list[int] = []
+        self.active = 0
+        self.most_active = 0
+        self.fail_at = fail_at
+        self.lock = threading.Lock()
+
+    def upsert(self, ids: list[str], embeddings: list[Any], documents: list[Any], metadatas: list[Any]) -> None:
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            self.sizes.append(len(ids))
+            number = len(self.sizes)
+        try:
+            assert len(embeddings) == len(documents) == len(metadatas) == len(ids)
+            assert all(e.dtype == np.float32 and e.shape == (DIM,) for e in embeddings)
+            if number == self.fail_at:
+                raise RuntimeError("server said no")
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def page(start: int, n: int) -> dict[str, Any]:
+    vectors = np.arange(start * DIM, (start + n) * DIM, dtype=np.float32).reshape(n, DIM)
+    return {
+        "ids": [f"r{i}" for i in range(start, start + n)],
+        "embeddings": [encode_embedding(v) for v in vectors],
+        "documents": [None] * n,
+        "metadatas": [None] * n,
+    }
+
+
+def test_upserts_are_rebatched_and_bounded() -> None:
+    col = FakeCollection()
+    with _Upserter(size=40, workers=3) as upserter:
+        upserter.collection = col
+        for start in range(0, 250, 25):  # ten 25-record pages
+            upserter.add(page(start, 25))
+            assert len(upserter._in_flight) <= 3  # never more queued than workers
+            assert len(upserter._batch.ids) < 40  # the buffer holds less than one batch
+    assert sorted(col.sizes) == [10] + [40] * 6
+    assert col.most_active <= 3
+
+
+def test_failed_upsert_stops_the_load() -> None:
+    col = FakeCollection(fail_at=2)
+    with pytest.raises(RuntimeError, match="server said no"), _Upserter(size=10, workers=2) as upserter:
+        upserter.collection = col
+        for start in range(0, 1000, 10):
+            upserter.add(page(start, 10))
+    assert len(col.sizes) < 10  # stopped within a couple of batches, not after all 100
+
+
+def test_overlong_dump_line_is_refused_untouched(chroma: ChromaServer, tmp_path: Path, monkeypatch: Any) -> None:
+    """Lines are read with a cap: a dump line longer than any we write is damage, not a reason to grow."""
+    populate(chroma)
+    assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
+    chroma.client().get_collection("sparse").delete(ids=["a"])
+    before = snapshot(chroma)
+    monkeypatch.setattr(pipeline, "MAX_LINE_BYTES", 4096)  # a 50-record page of 16-d vectors is longer
+    code, out = run_cli("restore", "chroma", "--latest", "--force", *args(chroma, tmp_path))
+    assert code == 1
+    assert "longer than 4096 bytes" in error_of(out)
     assert snapshot(chroma) == before
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,69 @@ def test_password_file_and_wrong_password(redis_factory: Any, tmp_path: Path, mo
     code, lines = run_cli("backup", "redis", "--target", target(tmp_path), "--redis-url", server.url)
     assert code == 1
     assert "cannot reach Redis" in error_of(lines)
+
+
+def _redis_children() -> list[int]:
+    """redis-server processes started by this test process (the private restore servers)."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if "redis-server" in fields[0] and fields[1].split()[1] == me:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("command", ["verify", "restore"])
+def test_private_server_is_stopped_after_each_command(redis_factory: Any, tmp_path: Path, command: str) -> None:
+    server = redis_factory()
+    populate(server)
+    backup(server, target(tmp_path))
+    server.client().flushall()
+    extra = ["--force"] if command == "restore" else []
+    code, lines = run_cli(command, "redis", "--latest", "--target", target(tmp_path), "--redis-url", server.url, *extra)
+    assert code == 0, lines
+    assert not [p for p in _redis_children() if p != server.proc.pid]
+
+
+def test_restore_as_acl_user_and_refused_restore(redis_factory: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """A named ACL user authenticates the restore stream; a target refusing RESTORE is one clear error."""
+    source, fresh = redis_factory(), redis_factory()
+    populate(source)
+    backup(source, target(tmp_path))
+    fresh.client().acl_setuser("restorer", enabled=True, passwords=["+restorer-pw"], keys=["*"],
+                               commands=["+@all"])  # fmt: skip
+    monkeypatch.setenv("REDIS_PASSWORD", "restorer-pw")
+    url = f"redis://restorer@127.0.0.1:{fresh.port}/0"
+    code, lines = run_cli("restore", "redis", "--latest", "--target", target(tmp_path), "--redis-url", url)
+    assert code == 0, lines
+    assert snapshot(fresh) == snapshot(source)
+
+    fresh.client().acl_setuser("restorer", enabled=True, commands=["-restore"])
+    code, lines = run_cli("restore", "redis", "--latest", "--force", "--target", target(tmp_path), "--redis-url", url)
+    assert code == 1
+    assert "target Redis refused RESTORE: -NOPERM" in error_of(lines)
+
+
+def test_restore_into_unix_socket_target(redis_factory: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """The restore stream uses redis-py's connection, so unix:// (and TLS) targets work too."""
+    from kgbackup.redis_store import LocalRedis
+
+    source = redis_factory()
+    populate(source)
+    backup(source, target(tmp_path))
+    monkeypatch.delenv("REDIS_PASSWORD")  # the socket-only server has no password
+    empty = tmp_path / "unix-target"
+    empty.mkdir()
+    with LocalRedis("redis-server", empty / "none.rdb", timeout=30) as sock_server:
+        url = f"unix://{sock_server.socket_path}?db=0"
+        code, lines = run_cli("restore", "redis", "--latest", "--target", target(tmp_path), "--redis-url", url)
+        assert code == 0, lines
+        restored = {(db, k) for db in (0, 3) for k in sock_server.client(db).scan_iter(count=500)}
+    assert restored == set(snapshot(source))
 
 
 def test_cli_user_error_is_one_json_line_without_traceback(tmp_path: Path) -> None:

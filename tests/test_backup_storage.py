@@ -164,3 +164,27 @@ def test_manifest_json_is_stable(tmp_path: Path) -> None:
     data: dict[str, Any] = json.loads(manifest.to_json())
     assert data["tool"] == "kgbackup" and data["format_version"] == 1 and data["sha256"] == "a" * 64
     assert Manifest.from_json(manifest.to_json(), "x") == manifest
+
+
+def test_dump_lines_are_read_with_a_bounded_buffer(tmp_path: Path) -> None:
+    """A 64 MiB line with no newline is refused after reading about the cap, never held whole."""
+    import gzip
+    import tracemalloc
+
+    from kgbackup.pipeline import read_gzip_lines
+
+    dump = tmp_path / "dump.jsonl.gz"
+    with gzip.open(dump, "wb", compresslevel=1) as fh:
+        fh.write(b'{"kind":"header"}\n')
+        for _ in range(64):
+            fh.write(b"x" * (1 << 20))
+    tracemalloc.start()
+    try:
+        lines = read_gzip_lines(dump, max_line=1 << 20)
+        assert next(lines) == b'{"kind":"header"}\n'
+        with pytest.raises(CorruptDumpError, match="line 2: longer than 1048576 bytes"):
+            next(lines)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak

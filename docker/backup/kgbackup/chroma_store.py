@@ -47,8 +47,10 @@ class ChromaConfig:
     # Records per get() page and per dump line. Each page is parsed into Python floats
     # by the client; 250 keeps that peak small and was as fast as 1000 (bench/README.md).
     page_size: int = 250
-    # Records per upsert, and upserts in flight; chosen by bench/backup_throughput.py's sweep.
-    upsert_batch: int = 250
+    # Records per upsert, and upserts in flight: the fastest pair in bench/backup_throughput.py's
+    # sweep (bench/README.md). Larger batches cost the server less CPU per record; more than
+    # two in flight on two cores made the server spend 3x the CPU.
+    upsert_batch: int = 1000
     upsert_workers: int = 2
 
     def __post_init__(self) -> None:

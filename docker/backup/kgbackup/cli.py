@@ -71,7 +71,7 @@ def _add_store_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chroma-database", default=_env("CHROMA_DATABASE", default="default_database"))
     g.add_argument("--chroma-page-size", default=_env("KGB_CHROMA_PAGE_SIZE", default="250"),
                    help="records per read page and dump line [KGB_CHROMA_PAGE_SIZE]")  # fmt: skip
-    g.add_argument("--chroma-upsert-batch", default=_env("KGB_CHROMA_UPSERT_BATCH", default="250"),
+    g.add_argument("--chroma-upsert-batch", default=_env("KGB_CHROMA_UPSERT_BATCH", default="1000"),
                    help="records per restore upsert [KGB_CHROMA_UPSERT_BATCH]")  # fmt: skip
     g.add_argument("--chroma-upsert-workers", default=_env("KGB_CHROMA_UPSERT_WORKERS", default="2"),
                    help="restore upserts in flight [KGB_CHROMA_UPSERT_WORKERS]")  # fmt: skip

@@ -167,11 +167,12 @@ def prune(storage: Storage, store: str, keep_daily: int, keep_weekly: int, dry_r
 MAX_LINE_BYTES = 64 << 20
 
 
-def read_gzip_lines(gz_path: Path, max_line: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+def read_gzip_lines(gz_path: Path, max_line: int | None = None) -> Iterator[bytes]:
     """Iterate the lines of a gzip dump, turning decompression errors and overlong lines into clear errors."""
     import gzip
     import zlib
 
+    max_line = MAX_LINE_BYTES if max_line is None else max_line
     try:
         with gzip.open(gz_path, "rb") as fh:
             number = 0
