@@ -31,6 +31,25 @@ K8S_SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schem
 CACHE = ROOT / ".cache" / "kubeconform"
 
 
+def k8s_schemas(version: str) -> Path:
+    """kubernetes-validate's strict schemas for ``version``, made standalone for kubeconform.
+
+    They point into their shared definitions with ``/api/_definitions.json#...``, resolved against
+    an ``$id`` on kubernetes.io that only kubernetes-validate's own registry serves; here the
+    reference becomes a file URL. Written once per kubernetes-validate release."""
+    name = f"v{version}.0-local-strict"
+    out = CACHE / f"k8s-{kubernetes_validate.__version__}" / name
+    if out.exists():
+        return out.parent
+    tmp = out.with_name(f"{name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True)
+    for source in (K8S_SCHEMAS / name).glob("*.json"):
+        text = source.read_text().replace('"/api/_definitions.json#', f'"{(out / "_definitions.json").as_uri()}#')
+        (tmp / source.name).write_text(text)
+    tmp.rename(out)
+    return out.parent
+
+
 def crd_schemas() -> Path:
     """JSON schemas of every served version of every vendored CRD, strict as kgstack.schema makes
     them, laid out as kubeconform's ``{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}``.
@@ -61,7 +80,7 @@ def command(version: str, files: list[str]) -> list[str]:
         "-kubernetes-version",
         f"{version}.0",
         "-schema-location",
-        str(K8S_SCHEMAS / "{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"),
+        str(k8s_schemas(version) / "{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"),
         "-schema-location",
         str(crd_schemas() / "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"),
         *files,
