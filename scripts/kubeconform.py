@@ -80,7 +80,7 @@ def command(version: str, files: list[str]) -> list[str]:
         "-kubernetes-version",
         f"{version}.0",
         "-schema-location",
-        str(k8s_schemas(version) / "{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"),
+        str(k8s_schemas(version) / "{{ .NormalizedKubernetesVersion }}-local-strict" / "{{ .ResourceKind }}{{ .KindSuffix }}.json"),
         "-schema-location",
         str(crd_schemas() / "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"),
         *files,
