@@ -29,6 +29,7 @@ from kgstack.schema import CRDS, crd_kinds, load_crd, strict  # noqa: E402
 BINARY = ROOT / ".tools" / "control-plane" / "kubeconform"
 K8S_SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 CACHE = ROOT / ".cache" / "kubeconform"
+K8S_LAYOUT = "{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"
 
 
 def k8s_schemas(version: str) -> Path:
@@ -80,7 +81,7 @@ def command(version: str, files: list[str]) -> list[str]:
         "-kubernetes-version",
         f"{version}.0",
         "-schema-location",
-        str(k8s_schemas(version) / "{{ .NormalizedKubernetesVersion }}-local-strict" / "{{ .ResourceKind }}{{ .KindSuffix }}.json"),
+        str(k8s_schemas(version) / K8S_LAYOUT),
         "-schema-location",
         str(crd_schemas() / "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"),
         *files,
