@@ -409,7 +409,6 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             "--bind-address=127.0.0.1",
             f"--secure-port={_free_port()}",
             f"--service-account-private-key-file={workdir / 'sa.key'}",
-            "--controllers=*,-nodeipam,-service-lb-controller,-route",
             # A lost node's pods are marked for deletion after this long (default 5 min).
             "--node-monitor-grace-period=20s",
         )
@@ -583,6 +582,12 @@ def restore_into_live_zone(cp: ControlPlane, namespace: str, folder: Path, lost_
             return not names & set(restored)
 
         cp.wait("the lost zone's claims to be deleted", claims_gone, timeout=60)
+        # A replacement pod created while its claim was terminating waits for that claim: start
+        # it again, so the StatefulSet creates the claim anew with the pod.
+        for pod in cp.items(f"/api/v1/namespaces/{namespace}/pods"):
+            claims = {(v.get("persistentVolumeClaim") or {}).get("claimName") for v in pod["spec"].get("volumes", [])}
+            if pod["status"].get("phase") == "Pending" and claims & set(restored):
+                cp.api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
         out = cp.apply(folder)  # the GitOps re-sync re-creates a standalone claim
         assert out.returncode == 0, out.stderr
     return restored
@@ -603,7 +608,6 @@ def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tu
     with ReadyWatch(cp, namespace) as watch:
         out = drain(cp, ["-l", f"{ZONE}={lost_zone}"], timeout="60s")
         blocked = blocked_evictions(out.stdout + out.stderr, pod_component)
-        lost = time.monotonic()
         for node, zone in cp.node_zones().items():
             if zone == lost_zone:
                 cp.api.delete(f"/api/v1/nodes/{node}").raise_for_status()
@@ -620,7 +624,7 @@ def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tu
                 spread_before=" ".join(f"{z[-1]}:{before[key].get(z, 0)}" for z in ZONES),
                 fewest_ready=watch.fewest.get(key, 0),
                 blocked_evictions=blocked.get(key, 0),
-                recovery_seconds=max(0.0, recovered - lost) if dropped and recovered else None,
+                recovery_seconds=recovered - watch.start if dropped and recovered else None,
                 note="restored from backup" if any(w["metadata"]["name"] in c for c in restored) else "",
             )
         )
