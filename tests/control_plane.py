@@ -32,7 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "control-plane"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "kwok-stages.yaml")
 ZONES = ("zone-a", "zone-b", "zone-c")
 NODES_PER_ZONE = 2
 ZONE = "topology.kubernetes.io/zone"
@@ -424,6 +424,7 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             cp,
             "kwok",
             f"--kubeconfig={kubeconfig}",
+            f"--config={BIN / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{_free_port()}",
