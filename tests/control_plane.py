@@ -32,7 +32,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "control-plane"
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "kwok-stages.yaml")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+FILES = (*BINARIES, "kwok-stages.yaml")
 ZONES = ("zone-a", "zone-b", "zone-c")
 NODES_PER_ZONE = 2
 ZONE = "topology.kubernetes.io/zone"
@@ -90,7 +91,7 @@ STORAGE_CLASSES = (
 
 
 def binaries_missing() -> list[str]:
-    return [name for name in BINARIES if not (BIN / name).exists()]
+    return [name for name in FILES if not (BIN / name).exists()]
 
 
 def _free_port() -> int:
