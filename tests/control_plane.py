@@ -412,6 +412,7 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             f"--service-account-private-key-file={workdir / 'sa.key'}",
             # A lost node's pods are marked for deletion after this long (default 5 min).
             "--node-monitor-grace-period=20s",
+            "--horizontal-pod-autoscaler-sync-period=2s",  # default 15 s: only waiting time here
         )
         _start(
             cp,
@@ -470,14 +471,17 @@ def apply_environment(cp: ControlPlane, folder: Path) -> list[str]:
     return problems
 
 
-def desired_replicas(cp: ControlPlane, namespace: str, key: str, workload: dict[str, Any]) -> int:
-    return int(workload["spec"].get("replicas", 1))
-
-
 def ready_counts(cp: ControlPlane, namespace: str) -> dict[str, tuple[int, int]]:
-    """``{"Deployment/x": (ready, desired)}``."""
+    """``{"Deployment/x": (ready, desired)}``; an HPA's target wants at least the HPA's floor."""
+    floors = {
+        f"{h['spec']['scaleTargetRef']['kind']}/{h['spec']['scaleTargetRef']['name']}": h["spec"].get("minReplicas", 1)
+        for h in cp.items(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
+    }
     return {
-        key: (int(w.get("status", {}).get("readyReplicas", 0)), int(w["spec"].get("replicas", 1)))
+        key: (
+            int(w.get("status", {}).get("readyReplicas", 0)),
+            max(int(w["spec"].get("replicas", 1)), floors.get(key, 0)),
+        )
         for key, w in cp.workloads(namespace).items()
     }
 
