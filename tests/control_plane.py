@@ -427,6 +427,7 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             "kwok",
             f"--kubeconfig={kubeconfig}",
             f"--config={BIN / 'kwok-stages.yaml'}",
+            "--node-lease-duration-seconds=40",  # renews node Leases: the nodes' heartbeat
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{_free_port()}",
@@ -569,34 +570,37 @@ def blocked_evictions(output: str, pod_component: dict[str, str]) -> Counter[str
 
 
 def restore_into_live_zone(cp: ControlPlane, namespace: str, folder: Path, lost_zone: str) -> list[str]:
-    """The runbook for a store whose zonal volume was in the lost zone (docs/operations.md):
-    drop the claim and its Pending pod, let GitOps re-create the claim, restore from backup."""
-    restored = []
+    """The runbook for a store whose zonal volume was in the lost zone (docs/operations.md): drop
+    the claim (its protection finalizer too: the volume is unreachable) and the Pending pod; the
+    StatefulSet, or the GitOps re-sync for a standalone claim, creates the claim in a live zone,
+    and the store is restored from backup into it."""
+    dropped: dict[str, str] = {}
     for pod in cp.items(f"/api/v1/namespaces/{namespace}/pods"):
         if pod["status"].get("phase") != "Pending":
             continue
         for volume in pod["spec"].get("volumes", []):
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-            if claim and cp.volume_zone(namespace, claim) == lost_zone:
-                cp.api.delete(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}")
-                cp.api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
-                restored.append(claim)
-    if restored:
+            if not claim or cp.volume_zone(namespace, claim) != lost_zone:
+                continue
+            path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
+            dropped[claim] = cp.get(path)["metadata"]["uid"]
+            cp.api.delete(path)
+            cp.api.patch(
+                path,
+                json={"metadata": {"finalizers": None}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            cp.api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+    if dropped:
 
         def claims_gone() -> bool:
-            names = {c["metadata"]["name"] for c in cp.items(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")}
-            return not names & set(restored)
+            uids = {c["metadata"]["uid"] for c in cp.items(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")}
+            return not uids & set(dropped.values())
 
         cp.wait("the lost zone's claims to be deleted", claims_gone, timeout=60)
-        # A replacement pod created while its claim was terminating waits for that claim: start
-        # it again, so the StatefulSet creates the claim anew with the pod.
-        for pod in cp.items(f"/api/v1/namespaces/{namespace}/pods"):
-            claims = {(v.get("persistentVolumeClaim") or {}).get("claimName") for v in pod["spec"].get("volumes", [])}
-            if pod["status"].get("phase") == "Pending" and claims & set(restored):
-                cp.api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
         out = cp.apply(folder)  # the GitOps re-sync re-creates a standalone claim
         assert out.returncode == 0, out.stderr
-    return restored
+    return sorted(dropped)
 
 
 def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tuple[list[DrillRow], list[str]]:
