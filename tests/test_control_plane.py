@@ -24,6 +24,7 @@ from control_plane import (
     drain,
     drill_table,
     pods_per_zone,
+    restore_into_live_zone,
     wait_all_ready,
     zone_loss_drill,
 )
@@ -147,8 +148,11 @@ def test_zone_loss_drill(cp: ControlPlane, applied: dict[str, list[str]]) -> Non
     rows, restored = zone_loss_drill(cp, DRILLED)
     print("\n" + drill_table(rows))
     by = {r.component: r for r in rows}
-    # Every workload back at its desired replicas, in the zones that are left.
+    # Every workload back at its desired replicas, in the zones that are left (the other
+    # environments' stores in the lost zone go through the same runbook).
     for env in ENV_DIRS:
+        if env != DRILLED:
+            restore_into_live_zone(cp, namespace(env), DIST / env, "zone-a")
         wait_all_ready(cp, namespace(env), timeout=120)
     live = {n for n, z in cp.node_zones().items() if z != "zone-a"}
     for workload in cp.workloads(ns).values():
