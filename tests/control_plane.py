@@ -294,7 +294,14 @@ class ControlPlane:
     # -- applying -----------------------------------------------------------------------------------
     def install_crds(self) -> None:
         self.kubectl.ok("apply", "--server-side", "-f", str(ROOT / "constructs" / "kgstack" / "crds"))
-        self.kubectl.ok("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # Polled here: `kubectl wait` fails on a CRD that has no conditions yet.
+        def established() -> bool:
+            return all(
+                any(c["type"] == "Established" and c["status"] == "True" for c in crd.get("status", {}).get("conditions") or [])
+                for crd in self.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+            )
+
+        self.wait("the CRDs to be established", established, timeout=60)
 
     def apply(self, folder: Path, *, dry_run: bool = False) -> subprocess.CompletedProcess[str]:
         """Server-side apply of a dist/ folder through its kustomization, as Argo CD would."""
