@@ -296,10 +296,9 @@ class ControlPlane:
         self.kubectl.ok("apply", "--server-side", "-f", str(ROOT / "constructs" / "kgstack" / "crds"))
         # Polled here: `kubectl wait` fails on a CRD that has no conditions yet.
         def established() -> bool:
-            return all(
-                any(c["type"] == "Established" and c["status"] == "True" for c in crd.get("status", {}).get("conditions") or [])
-                for crd in self.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
-            )
+            crds = self.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+            conditions = [crd.get("status", {}).get("conditions") or [] for crd in crds]
+            return all(any(c["type"] == "Established" and c["status"] == "True" for c in cs) for cs in conditions)
 
         self.wait("the CRDs to be established", established, timeout=60)
 
