@@ -33,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "control-plane"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+FILES = (*BINARIES, "kwok-stages.yaml")
 ZONES = ("zone-a", "zone-b", "zone-c")
 NODES_PER_ZONE = 2
 ZONE = "topology.kubernetes.io/zone"
@@ -90,7 +91,7 @@ STORAGE_CLASSES = (
 
 
 def binaries_missing() -> list[str]:
-    return [name for name in BINARIES if not (BIN / name).exists()]
+    return [name for name in FILES if not (BIN / name).exists()]
 
 
 def _free_port() -> int:
@@ -293,7 +294,13 @@ class ControlPlane:
     # -- applying -----------------------------------------------------------------------------------
     def install_crds(self) -> None:
         self.kubectl.ok("apply", "--server-side", "-f", str(ROOT / "constructs" / "kgstack" / "crds"))
-        self.kubectl.ok("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # Polled here: `kubectl wait` fails on a CRD that has no conditions yet.
+        def established() -> bool:
+            crds = self.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+            conditions = [crd.get("status", {}).get("conditions") or [] for crd in crds]
+            return all(any(c["type"] == "Established" and c["status"] == "True" for c in cs) for cs in conditions)
+
+        self.wait("the CRDs to be established", established, timeout=60)
 
     def apply(self, folder: Path, *, dry_run: bool = False) -> subprocess.CompletedProcess[str]:
         """Server-side apply of a dist/ folder through its kustomization, as Argo CD would."""
@@ -409,9 +416,9 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             "--bind-address=127.0.0.1",
             f"--secure-port={_free_port()}",
             f"--service-account-private-key-file={workdir / 'sa.key'}",
-            "--controllers=*,-nodeipam,-service-lb-controller,-route",
             # A lost node's pods are marked for deletion after this long (default 5 min).
             "--node-monitor-grace-period=20s",
+            "--horizontal-pod-autoscaler-sync-period=2s",  # default 15 s: only waiting time here
         )
         _start(
             cp,
@@ -425,6 +432,8 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             cp,
             "kwok",
             f"--kubeconfig={kubeconfig}",
+            f"--config={BIN / 'kwok-stages.yaml'}",
+            "--node-lease-duration-seconds=40",  # renews node Leases: the nodes' heartbeat
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{_free_port()}",
@@ -469,14 +478,17 @@ def apply_environment(cp: ControlPlane, folder: Path) -> list[str]:
     return problems
 
 
-def desired_replicas(cp: ControlPlane, namespace: str, key: str, workload: dict[str, Any]) -> int:
-    return int(workload["spec"].get("replicas", 1))
-
-
 def ready_counts(cp: ControlPlane, namespace: str) -> dict[str, tuple[int, int]]:
-    """``{"Deployment/x": (ready, desired)}``."""
+    """``{"Deployment/x": (ready, desired)}``; an HPA's target wants at least the HPA's floor."""
+    floors = {
+        f"{h['spec']['scaleTargetRef']['kind']}/{h['spec']['scaleTargetRef']['name']}": h["spec"].get("minReplicas", 1)
+        for h in cp.items(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
+    }
     return {
-        key: (int(w.get("status", {}).get("readyReplicas", 0)), int(w["spec"].get("replicas", 1)))
+        key: (
+            int(w.get("status", {}).get("readyReplicas", 0)),
+            max(int(w["spec"].get("replicas", 1)), floors.get(key, 0)),
+        )
         for key, w in cp.workloads(namespace).items()
     }
 
@@ -564,28 +576,37 @@ def blocked_evictions(output: str, pod_component: dict[str, str]) -> Counter[str
 
 
 def restore_into_live_zone(cp: ControlPlane, namespace: str, folder: Path, lost_zone: str) -> list[str]:
-    """The runbook for a store whose zonal volume was in the lost zone (docs/operations.md):
-    drop the claim and its Pending pod, let GitOps re-create the claim, restore from backup."""
-    restored = []
+    """The runbook for a store whose zonal volume was in the lost zone (docs/operations.md): drop
+    the claim (its protection finalizer too: the volume is unreachable) and the Pending pod; the
+    StatefulSet, or the GitOps re-sync for a standalone claim, creates the claim in a live zone,
+    and the store is restored from backup into it."""
+    dropped: dict[str, str] = {}
     for pod in cp.items(f"/api/v1/namespaces/{namespace}/pods"):
         if pod["status"].get("phase") != "Pending":
             continue
         for volume in pod["spec"].get("volumes", []):
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-            if claim and cp.volume_zone(namespace, claim) == lost_zone:
-                cp.api.delete(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}")
-                cp.api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
-                restored.append(claim)
-    if restored:
+            if not claim or cp.volume_zone(namespace, claim) != lost_zone:
+                continue
+            path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
+            dropped[claim] = cp.get(path)["metadata"]["uid"]
+            cp.api.delete(path)
+            cp.api.patch(
+                path,
+                json={"metadata": {"finalizers": None}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            cp.api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+    if dropped:
 
         def claims_gone() -> bool:
-            names = {c["metadata"]["name"] for c in cp.items(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")}
-            return not names & set(restored)
+            uids = {c["metadata"]["uid"] for c in cp.items(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")}
+            return not uids & set(dropped.values())
 
         cp.wait("the lost zone's claims to be deleted", claims_gone, timeout=60)
         out = cp.apply(folder)  # the GitOps re-sync re-creates a standalone claim
         assert out.returncode == 0, out.stderr
-    return restored
+    return sorted(dropped)
 
 
 def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tuple[list[DrillRow], list[str]]:
@@ -603,7 +624,6 @@ def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tu
     with ReadyWatch(cp, namespace) as watch:
         out = drain(cp, ["-l", f"{ZONE}={lost_zone}"], timeout="60s")
         blocked = blocked_evictions(out.stdout + out.stderr, pod_component)
-        lost = time.monotonic()
         for node, zone in cp.node_zones().items():
             if zone == lost_zone:
                 cp.api.delete(f"/api/v1/nodes/{node}").raise_for_status()
@@ -620,7 +640,7 @@ def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tu
                 spread_before=" ".join(f"{z[-1]}:{before[key].get(z, 0)}" for z in ZONES),
                 fewest_ready=watch.fewest.get(key, 0),
                 blocked_evictions=blocked.get(key, 0),
-                recovery_seconds=max(0.0, recovered - lost) if dropped and recovered else None,
+                recovery_seconds=recovered - watch.start if dropped and recovered else None,
                 note="restored from backup" if any(w["metadata"]["name"] in c for c in restored) else "",
             )
         )

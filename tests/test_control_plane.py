@@ -24,6 +24,7 @@ from control_plane import (
     drain,
     drill_table,
     pods_per_zone,
+    restore_into_live_zone,
     wait_all_ready,
     zone_loss_drill,
 )
@@ -147,8 +148,11 @@ def test_zone_loss_drill(cp: ControlPlane, applied: dict[str, list[str]]) -> Non
     rows, restored = zone_loss_drill(cp, DRILLED)
     print("\n" + drill_table(rows))
     by = {r.component: r for r in rows}
-    # Every workload back at its desired replicas, in the zones that are left.
+    # Every workload back at its desired replicas, in the zones that are left (the other
+    # environments' stores in the lost zone go through the same runbook).
     for env in ENV_DIRS:
+        if env != DRILLED:
+            restore_into_live_zone(cp, namespace(env), DIST / env, "zone-a")
         wait_all_ready(cp, namespace(env), timeout=120)
     live = {n for n, z in cp.node_zones().items() if z != "zone-a"}
     for workload in cp.workloads(ns).values():
@@ -159,37 +163,44 @@ def test_zone_loss_drill(cp: ControlPlane, applied: dict[str, list[str]]) -> Non
     query = by[f"Deployment/{ns}-query"]
     assert query.fewest_ready >= query.replicas - int(pdb["maxUnavailable"])
     assert not any(node["metadata"]["labels"][ZONE] == "zone-a" for node in cp.nodes())
-    assert restored == [] or all(r.startswith(("data-", ns)) for r in restored)
+    # Zonal state was spread (test above): the lost zone held at most one store's volume, which
+    # the runbook restored into a live zone; nothing else needed a restore.
+    assert len(restored) <= 1, restored
 
 
 # 6 -----------------------------------------------------------------------------------------------
 def _mutated(tmp_path: Path, source: str, change: Any) -> Path:
-    obj = yaml.safe_load((DIST / DRILLED / source).read_text())
-    change(obj)
+    obj = change(yaml.safe_load((DIST / DRILLED / source).read_text()))
     obj["metadata"]["name"] += "-mutated"
     path = tmp_path / source
     path.write_text(yaml.safe_dump(obj))
     return path
 
 
+def _bad_schedule(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["spec"]["schedule"] = "61 * * * *"
+    return obj
+
+
+def _host_network_pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    template = deployment["spec"]["template"]
+    template["spec"]["hostNetwork"] = True
+    meta = {"name": deployment["metadata"]["name"], "namespace": deployment["metadata"]["namespace"]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
+
+
+def _foreign_selector(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "nope"
+    return obj
+
+
 @pytest.mark.parametrize(
     ("source", "change", "message"),
     [
-        (
-            f"cronjob-kga-{DRILLED}-backup-redis.yaml",
-            lambda o: o["spec"].__setitem__("schedule", "61 * * * *"),
-            'spec.schedule: Invalid value: "61 * * * *"',
-        ),
-        (
-            f"deployment-kga-{DRILLED}-web.yaml",
-            lambda o: o["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__("privileged", True),
-            'violates PodSecurity "restricted:latest"',
-        ),
-        (
-            f"deployment-kga-{DRILLED}-web.yaml",
-            lambda o: o["spec"]["selector"]["matchLabels"].__setitem__("app.kubernetes.io/component", "nope"),
-            "`selector` does not match template `labels`",
-        ),
+        (f"cronjob-kga-{DRILLED}-backup-redis.yaml", _bad_schedule, 'spec.schedule: Invalid value: "61 * * * *"'),
+        # Pod Security enforces on pods (on workloads it only warns): the web tier's pod on the host network.
+        (f"deployment-kga-{DRILLED}-web.yaml", _host_network_pod, 'forbidden: violates PodSecurity "restricted:latest"'),
+        (f"deployment-kga-{DRILLED}-web.yaml", _foreign_selector, "`selector` does not match template `labels`"),
     ],
     ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch"],
 )
