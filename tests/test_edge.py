@@ -26,9 +26,11 @@ from kgstack.edge import (
     auth_nginx_conf,
     content_security_policy,
     edge_peer,
+    edge_peers,
 )
 from kgstack.model import ImageRef, Stage
 from kgstack.naming import Identity
+from kgstack.network_policies import NetworkSettings, StackComponents, stack_flows
 from kgstack.publish import manifests
 from kgstack.schema import schema_problems
 
@@ -237,6 +239,27 @@ def test_edge_peer_is_the_data_plane() -> None:
     custom = edge_peer(EdgeSettings(gateway={"dataPlaneNamespace": "gw", "dataPlanePodLabels": {"app": "proxy"}}))
     assert (custom.namespace, custom.pod_labels) == ("gw", {"app": "proxy"})
     assert edge_peer(EdgeSettings(controller="ingress-nginx")).namespace == "ingress-nginx"
+
+
+def test_side_by_side_migration_serves_both_edges_from_one_certificate_and_verifier() -> None:
+    objects = render(props(side_by_side_ingress_nginx=True))
+    assert "HTTPRoute/kga-prod-api" in objects and "Ingress/kga-prod-api" in objects
+    assert [k for k in objects if k.startswith(("Certificate/", "Deployment/"))] == [
+        "Certificate/kga-prod-tls",
+        "Deployment/kga-prod-auth",
+    ]
+    assert objects["Ingress/kga-prod-api"]["spec"]["tls"][0]["secretName"] == "kga-prod-tls"
+    settings = EdgeSettings(side_by_side_ingress_nginx=True)
+    peers = edge_peers(settings)
+    assert [p.namespace for p in peers] == ["envoy-gateway-system", "ingress-nginx"]
+    flows = stack_flows(StackComponents(), NetworkSettings(), edge=peers)
+    assert {f.source.namespace for f in flows if f.destination.model_dump().get("component") == "web"} >= {
+        "envoy-gateway-system",
+        "ingress-nginx",
+    }
+    assert edge_peers(EdgeSettings()) == [edge_peer(EdgeSettings())]
+    with pytest.raises(ValidationError, match="sideBySideIngressNginx"):
+        EdgeSettings(controller="ingress-nginx", side_by_side_ingress_nginx=True)
 
 
 def test_certificate_is_strict_and_issuer_per_stage() -> None:

@@ -209,7 +209,7 @@ def standin_chart(components: StackComponents) -> list[Manifest]:
         chart,
         "Net",
         props=NetworkPoliciesProps(
-            identity=RELEASE, namespace=NS, settings=SETTINGS, flows=stack_flows(components, SETTINGS, edge=EDGE)
+            identity=RELEASE, namespace=NS, settings=SETTINGS, flows=stack_flows(components, SETTINGS, edge=[EDGE])
         ),
     )
     ns = {
@@ -472,13 +472,13 @@ FULL = StackComponents(memgraph=True)
 
 def test_matrix_holds_on_the_standin_stack(tmp_path: Path) -> None:
     objects = [*standin_chart(FULL), *_neighbours()]
-    assert all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=EDGE)) == []
+    assert all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=[EDGE])) == []
 
 
 def test_matrix_without_optional_stores(tmp_path: Path) -> None:
     present = StackComponents(chroma=False, memgraph=False)
     objects = [*standin_chart(present), *_neighbours()]
-    flows = stack_flows(present, SETTINGS, edge=EDGE)
+    flows = stack_flows(present, SETTINGS, edge=[EDGE])
     assert all_problems(objects, tmp_path, flows) == []
     assert not any(f.destination == ComponentPeer(component="chroma") for f in flows)
 
@@ -492,7 +492,7 @@ def test_a_service_port_without_a_policy_fails(tmp_path: Path) -> None:
             o["spec"]["template"]["spec"]["containers"][0]["ports"].append(
                 {"name": "admin", "containerPort": 16379, "protocol": "TCP"}
             )
-    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=EDGE))
+    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=[EDGE]))
     assert any("kga-test-redis port admin" in p and "no declared flow" in p for p in problems), problems
 
 
@@ -512,7 +512,7 @@ def test_a_too_broad_policy_fails(tmp_path: Path) -> None:
             },
         }
     )
-    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=EDGE))
+    problems = all_problems(objects, tmp_path, stack_flows(FULL, SETTINGS, edge=[EDGE]))
     assert any("other namespace -> us" in p for p in problems), problems
     assert any("store -> internet" in p for p in problems), problems
     assert any("not declared" in p for p in problems), problems
@@ -586,7 +586,7 @@ def test_matrix_holds_in_dist(env: str, tmp_path: Path) -> None:
     for o in objects:
         if o["kind"] == "Namespace":
             o["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = o["metadata"]["name"]
-    assert all_problems([*objects, *_neighbours()], tmp_path, stack_flows(present, SETTINGS, edge=EDGE)) == []
+    assert all_problems([*objects, *_neighbours()], tmp_path, stack_flows(present, SETTINGS, edge=[EDGE])) == []
 
 
 def test_edge_traffic_only_from_the_gateway_data_plane(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEn
 from .chroma_store import PORT as CHROMA_PORT
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .dashboards import Dashboards
-from .edge import Edge, EdgeProps, edge_peer
+from .edge import Edge, EdgeProps, edge_peers
 from .environment import Environment
 from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .model import Stage
@@ -217,7 +217,7 @@ class AgentStack(cdk8s.Chart):
                         backup=True,
                     ),
                     env.network,
-                    edge=edge_peer(env.edge, env.network.ingress_controller_namespace),
+                    edge=edge_peers(env.edge, env.network.ingress_controller_namespace),
                 ),
             ),
         )

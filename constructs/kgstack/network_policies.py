@@ -274,13 +274,13 @@ def stack_flows(
     present: StackComponents,
     settings: NetworkSettings,
     extra: Sequence[Flow] = (),
-    edge: NamespacePeer | None = None,
+    edge: Sequence[NamespacePeer] = (),
 ) -> list[Flow]:
     """Every connection the Knowledge Graph Agent stack needs, and nothing else.
 
-    ``edge`` is where public traffic comes from (``kgstack.edge.edge_peer``: the gateway's
-    data-plane pods); ``None`` keeps the legacy ingress controller namespace."""
-    edge = edge or NamespacePeer(namespace=settings.ingress_controller_namespace)
+    ``edge`` is where public traffic comes from (``kgstack.edge.edge_peers``: the gateway's
+    data-plane pods); empty keeps the legacy ingress controller namespace."""
+    edges = list(edge) or [NamespacePeer(namespace=settings.ingress_controller_namespace)]
     monitoring = NamespacePeer(namespace=settings.monitoring_namespace)
     internet = InternetPeer()
     c = ComponentPeer
@@ -289,19 +289,22 @@ def stack_flows(
     def add(source: Peer, destination: Peer, ports: list[PortSpec], purpose: str) -> None:
         flows.append(Flow(source=source, destination=destination, ports=ports, purpose=purpose))
 
-    if present.web:
-        add(edge, c(component="web"), tcp(WEB_PORT), "the ingress serves the web UI")
-        add(monitoring, c(component="web"), tcp(WEB_PORT), "blackbox probe of the UI's /healthz")
-    if present.auth:
-        add(
-            edge,
-            c(component="auth"),
-            tcp(AUTH_PORT, DENY_PORT),
-            "external auth (auth-url) and the deny backend of blocked paths",
-        )
     tiers = [t for t in ("query", "indexer") if getattr(present, t)]
+    for edge_peer in edges:
+        if present.web:
+            add(edge_peer, c(component="web"), tcp(WEB_PORT), "the edge serves the web UI")
+        if present.auth:
+            add(
+                edge_peer,
+                c(component="auth"),
+                tcp(AUTH_PORT, DENY_PORT),
+                "external auth and the deny backend of blocked paths",
+            )
+        for tier in tiers:
+            add(edge_peer, c(component=tier), tcp(AGENT_PORT), f"the edge routes /api to the {tier} tier")
+    if present.web:
+        add(monitoring, c(component="web"), tcp(WEB_PORT), "blackbox probe of the UI's /healthz")
     for tier in tiers:
-        add(edge, c(component=tier), tcp(AGENT_PORT), f"the ingress routes /api to the {tier} tier")
         add(monitoring, c(component=tier), tcp(AGENT_PORT), f"blackbox probe of the {tier} tier's /health")
     stores = [
         (name, port)
