@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export JSII_NODE := $(CURDIR)/.tools/jsii-node
 export PATH := $(CURDIR)/.tools/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: synth test lint bench cdk8s-synth schema
+.PHONY: synth test lint bench cdk8s-synth schema drill
 
 # -O skips jsii's runtime type checks of every struct (a third of synth time); pydantic,
 # the construct validations and the strict schema check still validate everything.
@@ -37,3 +37,8 @@ bench:
 schema:
 	@.venv/bin/python -c "from kgstack.environment import json_schema; print(json_schema(), end='')" > environments/schema.json
 	@.venv/bin/python -c "from kgstack.environment import markdown_reference as m; print(m(), end='')" > docs/environment-reference.md
+
+## drill: zone-loss drill of ENV (default prod) on the local control plane; prints the table
+drill:
+	@scripts/setup.sh test
+	@.venv/bin/python tests/control_plane.py drill $(or $(ENV),prod)

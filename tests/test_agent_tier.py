@@ -48,10 +48,21 @@ def test_restricted_security_context(manifests: Manifests, tier: str) -> None:
     assert sc["runAsNonRoot"] is True
 
 
-@pytest.mark.parametrize("tier", ["query", "indexer"])
-def test_rollouts_never_drop_below_desired(manifests: Manifests, tier: str) -> None:
-    strategy = manifests["prod"][f"Deployment/kga-prod-{tier}"]["spec"]["strategy"]
+def test_query_rollouts_never_drop_below_desired(manifests: Manifests) -> None:
+    strategy = manifests["prod"]["Deployment/kga-prod-query"]["spec"]["strategy"]
     assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_indexer_recreates_and_is_never_pinned_to_its_old_node(manifests: Manifests, env: str) -> None:
+    """Issue 9 defect 6: a surge pod with a required self-affinity followed the old pod onto a
+    cordoned node during a drain. The single-replica indexer on a ReadWriteOnce volume recreates
+    instead, and nothing ties a replacement to the node (or zone) of the old pod."""
+    spec = manifests[env][f"Deployment/kga-{env}-indexer"]["spec"]
+    assert spec["strategy"] == {"type": "Recreate"}
+    affinity = spec["template"]["spec"].get("affinity", {})
+    assert "podAffinity" not in affinity
+    assert "nodeAffinity" not in affinity
 
 
 def test_graceful_shutdown_covers_inflight_work(manifests: Manifests, environments: dict) -> None:  # type: ignore[type-arg]
@@ -71,9 +82,9 @@ def test_indexer_keeps_state_on_a_pvc(manifests: Manifests) -> None:
     assert pvc["spec"]["storageClassName"] == "gp3"
     assert pvc["spec"]["resources"]["requests"]["storage"] == "50Gi"
     assert pvc["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Delete=false"
-    # The rollout's surge pod must reach the same node as the ReadWriteOnce volume.
-    term = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
-    assert term["topologyKey"] == "kubernetes.io/hostname"
+    # Kept out of the zones of the other stateful components (docs/operations.md).
+    (term,) = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "topology.kubernetes.io/zone"
     assert manifests["prod"]["Deployment/kga-prod-indexer"]["spec"]["replicas"] == 1
 
 

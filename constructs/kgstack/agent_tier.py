@@ -22,7 +22,14 @@ from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
 from .quantity import Quantity, parse_quantity
-from .scheduling import SURGE, rolling_update, zone_and_node_spread
+from .scheduling import (
+    SURGE,
+    apart_from_other_zonal_state,
+    recreate,
+    rolling_update,
+    zonal_state_labels,
+    zone_and_node_spread,
+)
 from .validation import add_check
 
 HTTP_PORT = 8000
@@ -135,7 +142,7 @@ class AgentTier(Construct):
                 replicas=None if props.autoscaling else props.replicas,
                 revision_history_limit=5,
                 selector=selector,
-                strategy=rolling_update(),
+                strategy=rolling_update() if props.state is None else recreate(),
                 template=self._pod_template(config),
             ),
         )
@@ -200,7 +207,7 @@ class AgentTier(Construct):
         )
         return k8s.PodTemplateSpec(
             metadata=k8s.ObjectMeta(
-                labels={**p.identity.labels, **p.pod_labels},
+                labels={**p.identity.labels, **p.pod_labels, **(zonal_state_labels() if p.state else {})},
                 annotations=config.pod_annotations,
             ),
             spec=k8s.PodSpec(
@@ -227,20 +234,8 @@ class AgentTier(Construct):
         )
 
     def _affinity(self) -> k8s.Affinity | None:
-        if self.props.state is None:
-            return None
-        # The surge pod of a rollout must land on the node that holds the
-        # ReadWriteOnce volume; a pod matching its own term may schedule alone.
-        return k8s.Affinity(
-            pod_affinity=k8s.PodAffinity(
-                required_during_scheduling_ignored_during_execution=[
-                    k8s.PodAffinityTerm(
-                        topology_key="kubernetes.io/hostname",
-                        label_selector=k8s.LabelSelector(match_labels=self.props.identity.selector),
-                    )
-                ]
-            )
-        )
+        # Recreate (not a self-affinity) keeps a stateful replacement off the old node's volume race.
+        return None if self.props.state is None else apart_from_other_zonal_state(self.props.identity)
 
     def _autoscaler(self, a: Autoscaling) -> None:
         def utilization(resource: str, percent: int) -> k8s.MetricSpecV2:

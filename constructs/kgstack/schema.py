@@ -1,17 +1,26 @@
-"""Strict schema validation with the Kubernetes schemas that kubernetes-validate ships offline.
+"""Strict schema validation: built-in kinds against the Kubernetes schemas that kubernetes-validate
+ships offline, custom resources against the openAPIV3Schema of their vendored CRD (``crds/``,
+written by scripts/fetch_crds.py).
 
 kubernetes-validate re-reads and re-parses the schema files on every call; a
 synth validates every object of every environment, so the validators are built
-once per (Kubernetes version, kind) here and reused.
+once per (Kubernetes version, kind) here and reused. CRDs are parsed on first use.
+
+Like ``kubeconform -strict``, an object schema that lists its properties rejects any other
+field (the API server would silently prune it), unless it says
+``x-kubernetes-preserve-unknown-fields``. CEL rules (``x-kubernetes-validations``) are left to
+the real API server in tests/test_control_plane.py.
 """
 
 from __future__ import annotations
 
 import re
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
+import yaml
 from kubernetes_validate import utils
 from referencing import Registry, Resource
 
@@ -52,12 +61,84 @@ def _validator(version: str, kind: str, api_version: str) -> jsonschema.Validato
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+CRDS = Path(__file__).parent / "crds"
+
+_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _CrdLoader(_BASE_LOADER):  # type: ignore[valid-type,misc]
+    """PyYAML reads a bare ``=`` (an enum value in AlertmanagerConfig) as the YAML 1.1 value tag."""
+
+
+_CrdLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+
+
+@cache
+def _crd_files() -> dict[tuple[str, str], Path]:
+    """``{(group, kind): file}`` of the vendored CRDs, read from each file's head only."""
+    index = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        with path.open() as f:
+            head = f.read(8192).split("\n  versions:")[0]
+        spec = yaml.load(head, Loader=_CrdLoader)["spec"]  # a SafeLoader
+        index[spec["group"], spec["names"]["kind"]] = path
+    return index
+
+
+def crd_kinds() -> frozenset[tuple[str, str]]:
+    """``(group, kind)`` of every vendored CRD."""
+    return frozenset(_crd_files())
+
+
+@cache
+def load_crd(group: str, kind: str) -> dict[str, Any]:
+    """The vendored CRD of ``group``/``kind``."""
+    path = _crd_files().get((group, kind))
+    if path is None:
+        raise KeyError(f"no vendored CRD for {kind}.{group} (add it to scripts/fetch_crds.py)")
+    crd: dict[str, Any] = yaml.load(path.read_text(), Loader=_CrdLoader)  # a SafeLoader
+    return crd
+
+
+def strict(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` wherever an object lists its properties."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) for key, value in schema.items()}
+    closed = "properties" in schema and "additionalProperties" not in schema
+    if closed and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def _crd_validator(api_version: str, kind: str) -> jsonschema.Validator | str:
+    """A compiled validator, or the reason there is none."""
+    group, _, version = api_version.rpartition("/")
+    try:
+        crd = load_crd(group, kind)
+    except KeyError as exc:
+        return str(exc.args[0])
+    for served in crd["spec"]["versions"]:
+        if served["name"] == version and served.get("served", False):
+            schema = strict(served["schema"]["openAPIV3Schema"])
+            # OpenAPI v3.0 schemas are JSON Schema draft 4 with extensions the validator ignores.
+            return jsonschema.Draft4Validator(schema)
+    return f"{api_version} is not served by the {kind}.{group} CRD"
+
+
 def schema_problems(manifest: dict[str, Any], version: str) -> list[str]:
-    """Problems of one object against the Kubernetes ``version`` schema; unknown fields fail."""
+    """Problems of one object against the Kubernetes ``version`` schema, or its CRD's; unknown fields fail."""
     name = f"{manifest['kind']}/{manifest['metadata']['name']}"
-    if is_custom(manifest["apiVersion"]):
-        return []  # typed and strictly validated by its model when it was built
-    validator = _validator(version, manifest["kind"], manifest["apiVersion"])
+    validator: jsonschema.Validator | str | None
+    if is_custom(manifest["apiVersion"]) or manifest["apiVersion"].startswith("gateway.networking.k8s.io/"):
+        validator = _crd_validator(manifest["apiVersion"], manifest["kind"])
+        if isinstance(validator, str):
+            return [f"{name}: {validator}"]
+    else:
+        validator = _validator(version, manifest["kind"], manifest["apiVersion"])
     if validator is None:
         return [f"{name}: {manifest['apiVersion']} has no schema in Kubernetes {version}"]
     return [

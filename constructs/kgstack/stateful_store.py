@@ -19,6 +19,7 @@ from .model import Disruption, Resources, Spec
 from .naming import Identity, object_meta
 from .pod_security import RUNTIME_UID, pod_security_context
 from .quantity import Quantity, parse_quantity
+from .scheduling import apart_from_other_zonal_state, zonal_state_labels
 
 
 class StoreSettings(Spec):
@@ -106,8 +107,12 @@ class StatefulStore(Construct):
                     when_scaled="Retain",
                 ),
                 template=k8s.PodTemplateSpec(
-                    metadata=k8s.ObjectMeta(labels=props.identity.labels, annotations=pod_annotations or None),
+                    metadata=k8s.ObjectMeta(
+                        labels={**props.identity.labels, **zonal_state_labels()},
+                        annotations=pod_annotations or None,
+                    ),
                     spec=k8s.PodSpec(
+                        affinity=apart_from_other_zonal_state(props.identity),
                         service_account_name=self.name,
                         automount_service_account_token=False,
                         enable_service_links=False,
@@ -135,7 +140,10 @@ class StatefulStore(Construct):
                 ],
             ),
         )
-        # A single-node store: let drains proceed; the grace period flushes data.
+        # What a single-replica store's budget promises (docs/operations.md): a drain always
+        # completes, and evicts this pod only through the Eviction API with its full grace period
+        # to flush; the store is down from SIGTERM until the pod is Ready again in the same zone.
+        # minAvailable: 1 would block every drain forever, so it is not an option.
         disruption_budget(self, props.identity, props.namespace, Disruption(max_unavailable=1))
 
     def footprint(self) -> Footprint:

@@ -1,0 +1,213 @@
+"""dist/ against a real control plane (tests/control_plane.py): apply, admission, scheduling,
+disruption budgets under eviction, a zone loss, a node drain. Issue 10, tests 1-6.
+
+The tests share one control plane and run in file order: the drain and the zone loss come last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ENV_DIRS, ROOT
+from control_plane import (
+    ZONE,
+    ControlPlane,
+    apply_environment,
+    binaries_missing,
+    blocked_evictions,
+    control_plane,
+    drain,
+    drill_table,
+    pods_per_zone,
+    wait_all_ready,
+    zone_loss_drill,
+)
+from tools import missing
+
+pytestmark = pytest.mark.slow
+DIST = ROOT / "dist"
+DRILLED = "prod"
+
+
+@pytest.fixture(scope="module")
+def cp() -> Iterator[ControlPlane]:
+    if binaries_missing():
+        missing(f"{', '.join(binaries_missing())} not built (scripts/setup.sh test builds the control plane)")
+    provider = yaml.safe_load((ROOT / "environments" / f"{DRILLED}.yaml").read_text())["cloud"]["provider"]
+    with control_plane(provider) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="module")
+def applied(cp: ControlPlane) -> dict[str, list[str]]:
+    """Every environment and dist/argocd, applied: ``{folder: warnings and rejections}``."""
+    return {name: apply_environment(cp, DIST / name) for name in [*ENV_DIRS, "argocd"]}
+
+
+def namespace(env: str) -> str:
+    return yaml.safe_load(next((DIST / env).glob("namespace-*.yaml")).read_text())["metadata"]["name"]  # type: ignore[no-any-return]
+
+
+# 1 -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("folder", [*ENV_DIRS, "argocd"])
+def test_applies_server_side_with_no_warning_or_rejection(applied: dict[str, list[str]], folder: str) -> None:
+    assert applied[folder] == []
+
+
+# 2 -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env", ENV_DIRS)
+def test_every_workload_reaches_its_replicas_under_quota_and_pod_security(
+    cp: ControlPlane, applied: dict[str, list[str]], env: str
+) -> None:
+    ns = namespace(env)
+    labels = cp.get(f"/api/v1/namespaces/{ns}")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    wait_all_ready(cp, ns)
+    # The HPA (no metrics server here) raises the query tier to its floor; then to its ceiling.
+    hpa_path = f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
+    for hpa in cp.items(hpa_path):
+        top = hpa["spec"]["maxReplicas"]
+        patch = {"spec": {"minReplicas": top}}
+        cp.api.patch(
+            f"{hpa_path}/{hpa['metadata']['name']}",
+            json=patch,
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        cp.wait(
+            f"{target} at its HPA maximum of {top}",
+            lambda t=target, n=top: cp.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{t}")["spec"]["replicas"] == n,
+        )
+        wait_all_ready(cp, ns)
+        quota = cp.items(f"/api/v1/namespaces/{ns}/resourcequotas")[0]["status"]
+        assert quota["used"], quota
+        # Back to the floor, so the other tests see the shape a cluster runs most of the time.
+        patch = {"spec": {"minReplicas": hpa["spec"]["minReplicas"]}}
+        cp.api.patch(
+            f"{hpa_path}/{hpa['metadata']['name']}",
+            json=patch,
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+
+
+# 3 -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env", ENV_DIRS)
+def test_topology_spread_holds(cp: ControlPlane, applied: dict[str, list[str]], env: str) -> None:
+    ns = namespace(env)
+    wait_all_ready(cp, ns)
+    for key, workload in cp.workloads(ns).items():
+        if workload["spec"].get("replicas", 1) < 2:
+            continue
+        per_zone = pods_per_zone(cp, ns, workload)
+        counts = [per_zone.get(z, 0) for z in ("zone-a", "zone-b", "zone-c")]
+        assert max(counts) - min(counts) <= 1, f"{key}: {dict(per_zone)}"
+
+
+def test_zonal_state_is_spread_over_zones(cp: ControlPlane, applied: dict[str, list[str]]) -> None:
+    """The indexer and the stores sit in different zones, so one zone loss takes one of them."""
+    ns = namespace(DRILLED)
+    wait_all_ready(cp, ns)
+    zones = {
+        key: next(iter(pods_per_zone(cp, ns, w)))
+        for key, w in cp.workloads(ns).items()
+        if "kgstack/zonal-state" in w["spec"]["template"]["metadata"]["labels"]
+    }
+    assert len(zones) >= 3
+    assert len(set(zones.values())) == min(len(zones), 3), zones
+
+
+# 5 -----------------------------------------------------------------------------------------------
+def test_a_single_node_drain_completes_and_the_indexer_moves(cp: ControlPlane, applied: dict[str, list[str]]) -> None:
+    ns = namespace(DRILLED)
+    for env in ENV_DIRS:
+        wait_all_ready(cp, namespace(env))
+    indexer = cp.workloads(ns)[f"Deployment/{ns}-indexer"]
+    (pod,) = cp.pods_of(ns, indexer)
+    node = pod["spec"]["nodeName"]
+    start = time.monotonic()
+    out = drain(cp, [node], timeout="90s")
+    assert out.returncode == 0, f"drain of {node} did not complete:\n{out.stderr[-3000:]}"
+    for env in ENV_DIRS:
+        wait_all_ready(cp, namespace(env))
+    (moved,) = [p for p in cp.pods_of(ns, indexer) if not p["metadata"].get("deletionTimestamp")]
+    assert moved["spec"]["nodeName"] != node
+    print(f"\ndrain of {node}: {time.monotonic() - start:.1f} s until every workload was Ready again")
+    cp.kubectl.ok("uncordon", node)
+
+
+# 4 -----------------------------------------------------------------------------------------------
+def test_zone_loss_drill(cp: ControlPlane, applied: dict[str, list[str]]) -> None:
+    ns = namespace(DRILLED)
+    wait_all_ready(cp, ns)
+    rows, restored = zone_loss_drill(cp, DRILLED)
+    print("\n" + drill_table(rows))
+    by = {r.component: r for r in rows}
+    # Every workload back at its desired replicas, in the zones that are left.
+    for env in ENV_DIRS:
+        wait_all_ready(cp, namespace(env), timeout=120)
+    live = {n for n, z in cp.node_zones().items() if z != "zone-a"}
+    for workload in cp.workloads(ns).values():
+        for pod in cp.pods_of(ns, workload):
+            assert pod["spec"]["nodeName"] in live
+    # The query tier never fell below its PDB's floor.
+    pdb = cp.get(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{ns}-query")["spec"]
+    query = by[f"Deployment/{ns}-query"]
+    assert query.fewest_ready >= query.replicas - int(pdb["maxUnavailable"])
+    assert not any(node["metadata"]["labels"][ZONE] == "zone-a" for node in cp.nodes())
+    assert restored == [] or all(r.startswith(("data-", ns)) for r in restored)
+
+
+# 6 -----------------------------------------------------------------------------------------------
+def _mutated(tmp_path: Path, source: str, change: Any) -> Path:
+    obj = yaml.safe_load((DIST / DRILLED / source).read_text())
+    change(obj)
+    obj["metadata"]["name"] += "-mutated"
+    path = tmp_path / source
+    path.write_text(yaml.safe_dump(obj))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("source", "change", "message"),
+    [
+        (
+            f"cronjob-kga-{DRILLED}-backup-redis.yaml",
+            lambda o: o["spec"].__setitem__("schedule", "61 * * * *"),
+            'spec.schedule: Invalid value: "61 * * * *"',
+        ),
+        (
+            f"deployment-kga-{DRILLED}-web.yaml",
+            lambda o: o["spec"]["template"]["spec"]["containers"][0]["securityContext"].__setitem__("privileged", True),
+            'violates PodSecurity "restricted:latest"',
+        ),
+        (
+            f"deployment-kga-{DRILLED}-web.yaml",
+            lambda o: o["spec"]["selector"]["matchLabels"].__setitem__("app.kubernetes.io/component", "nope"),
+            "`selector` does not match template `labels`",
+        ),
+    ],
+    ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch"],
+)
+@pytest.mark.usefixtures("applied")
+def test_the_real_server_rejects_a_broken_manifest(
+    cp: ControlPlane, tmp_path: Path, source: str, change: Any, message: str
+) -> None:
+    path = _mutated(tmp_path, source, change)
+    out = cp.kubectl.run("apply", "--server-side", "--dry-run=server", "-f", str(path))
+    print(out.stderr)
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+def test_blocked_evictions_are_read_from_kubectl_drain() -> None:
+    log = (
+        'error when evicting pods/"kga-prod-query-1" -n "kga-prod" (will retry after 5s): '
+        "Cannot evict pod as it would violate the pod's disruption budget.\n"
+        "evicting pod kga-prod/kga-prod-query-2\n"
+    )
+    assert blocked_evictions(log, {"kga-prod-query-1": "Deployment/kga-prod-query"}) == {"Deployment/kga-prod-query": 1}
