@@ -1,4 +1,4 @@
-"""Edge: the shared parts (objects, certificate, verifier in real nginx, CORS rules, edge peers, side-by-side migration)."""
+"""Edge, shared parts: objects, certificate, verifier in real nginx, CORS rules, edge peers, migration."""
 
 from __future__ import annotations
 
