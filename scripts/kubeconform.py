@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "constructs"))
@@ -29,6 +30,55 @@ from kgstack.schema import CRDS, crd_kinds, load_crd, strict  # noqa: E402
 BINARY = ROOT / ".tools" / "control-plane" / "kubeconform"
 K8S_SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 CACHE = ROOT / ".cache" / "kubeconform"
+K8S_LAYOUT = "{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+
+
+def _standalone(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the definitions it reaches copied in under ``$defs`` and referenced locally."""
+    prefix = "/api/_definitions.json#/$defs/"
+    needed: dict[str, Any] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: walk(value) for key, value in node.items() if key != "$id"}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith((prefix, "#/$defs/")):
+            name = ref.rpartition("/")[2]
+            out["$ref"] = f"#/$defs/{name}"
+            if name not in needed:
+                needed[name] = {}
+                needed[name] = walk(definitions[name])
+        return out
+
+    out = walk(schema)
+    out["$defs"] = needed
+    return out  # type: ignore[no-any-return]
+
+
+def k8s_schemas(version: str) -> Path:
+    """kubernetes-validate's strict schemas for ``version``, made standalone for kubeconform.
+
+    They point into one shared definitions file through an ``$id`` on kubernetes.io that only
+    kubernetes-validate's own registry serves. Here each schema carries the definitions it needs
+    (like the "standalone-strict" schemas kubeconform is used to), so kubeconform compiles a small
+    document per kind. Only top-level kinds are written. Once per kubernetes-validate release."""
+    name = f"v{version}.0-local-strict"
+    out = CACHE / f"k8s-{kubernetes_validate.__version__}" / name
+    if out.exists():
+        return out.parent
+    tmp = out.with_name(f"{name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True)
+    definitions = json.loads((K8S_SCHEMAS / name / "_definitions.json").read_text())["$defs"]
+    for source in (K8S_SCHEMAS / name).glob("*.json"):
+        schema = json.loads(source.read_text())
+        if source.name.startswith("_") or "kind" not in schema.get("properties", {}):
+            continue
+        (tmp / source.name).write_text(json.dumps(_standalone(schema, definitions)))
+    tmp.rename(out)
+    return out.parent
 
 
 def crd_schemas() -> Path:
@@ -61,7 +111,7 @@ def command(version: str, files: list[str]) -> list[str]:
         "-kubernetes-version",
         f"{version}.0",
         "-schema-location",
-        str(K8S_SCHEMAS / "{{ .NormalizedKubernetesVersion }}-local-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"),
+        str(k8s_schemas(version) / K8S_LAYOUT),
         "-schema-location",
         str(crd_schemas() / "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"),
         *files,

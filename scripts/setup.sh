@@ -115,6 +115,13 @@ go_tools_setup() {
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./etcd)
   (cd scripts/control-plane/kwok && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath -ldflags=-s -o "$out/" sigs.k8s.io/kwok/cmd/kwok)
+  # kwok runs no stage unless configured: its own "fast" node and pod stages, from the same module.
+  local kwok_dir; kwok_dir=$(cd scripts/control-plane/kwok && GOTOOLCHAIN=local "$GO" list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  local stage; : > "$out/kwok-stages.yaml"
+  for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+               pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+    { echo "---"; cat "$kwok_dir/kustomize/stage/$stage.yaml"; } >> "$out/kwok-stages.yaml"
+  done
   (cd scripts/control-plane/kubeconform && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath -ldflags=-s -o "$out/" github.com/yannh/kubeconform/cmd/kubeconform)
   say "Go tools built in $((SECONDS - start)) s"
 }

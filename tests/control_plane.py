@@ -33,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".tools" / "control-plane"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+FILES = (*BINARIES, "kwok-stages.yaml")
 ZONES = ("zone-a", "zone-b", "zone-c")
 NODES_PER_ZONE = 2
 ZONE = "topology.kubernetes.io/zone"
@@ -90,7 +91,7 @@ STORAGE_CLASSES = (
 
 
 def binaries_missing() -> list[str]:
-    return [name for name in BINARIES if not (BIN / name).exists()]
+    return [name for name in FILES if not (BIN / name).exists()]
 
 
 def _free_port() -> int:
@@ -409,9 +410,9 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             "--bind-address=127.0.0.1",
             f"--secure-port={_free_port()}",
             f"--service-account-private-key-file={workdir / 'sa.key'}",
-            "--controllers=*,-nodeipam,-service-lb-controller,-route",
             # A lost node's pods are marked for deletion after this long (default 5 min).
             "--node-monitor-grace-period=20s",
+            "--horizontal-pod-autoscaler-sync-period=2s",  # default 15 s: only waiting time here
         )
         _start(
             cp,
@@ -425,6 +426,7 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             cp,
             "kwok",
             f"--kubeconfig={kubeconfig}",
+            f"--config={BIN / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{_free_port()}",
@@ -469,14 +471,17 @@ def apply_environment(cp: ControlPlane, folder: Path) -> list[str]:
     return problems
 
 
-def desired_replicas(cp: ControlPlane, namespace: str, key: str, workload: dict[str, Any]) -> int:
-    return int(workload["spec"].get("replicas", 1))
-
-
 def ready_counts(cp: ControlPlane, namespace: str) -> dict[str, tuple[int, int]]:
-    """``{"Deployment/x": (ready, desired)}``."""
+    """``{"Deployment/x": (ready, desired)}``; an HPA's target wants at least the HPA's floor."""
+    floors = {
+        f"{h['spec']['scaleTargetRef']['kind']}/{h['spec']['scaleTargetRef']['name']}": h["spec"].get("minReplicas", 1)
+        for h in cp.items(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
+    }
     return {
-        key: (int(w.get("status", {}).get("readyReplicas", 0)), int(w["spec"].get("replicas", 1)))
+        key: (
+            int(w.get("status", {}).get("readyReplicas", 0)),
+            max(int(w["spec"].get("replicas", 1)), floors.get(key, 0)),
+        )
         for key, w in cp.workloads(namespace).items()
     }
 
@@ -583,6 +588,12 @@ def restore_into_live_zone(cp: ControlPlane, namespace: str, folder: Path, lost_
             return not names & set(restored)
 
         cp.wait("the lost zone's claims to be deleted", claims_gone, timeout=60)
+        # A replacement pod created while its claim was terminating waits for that claim: start
+        # it again, so the StatefulSet creates the claim anew with the pod.
+        for pod in cp.items(f"/api/v1/namespaces/{namespace}/pods"):
+            claims = {(v.get("persistentVolumeClaim") or {}).get("claimName") for v in pod["spec"].get("volumes", [])}
+            if pod["status"].get("phase") == "Pending" and claims & set(restored):
+                cp.api.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
         out = cp.apply(folder)  # the GitOps re-sync re-creates a standalone claim
         assert out.returncode == 0, out.stderr
     return restored
@@ -603,7 +614,6 @@ def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tu
     with ReadyWatch(cp, namespace) as watch:
         out = drain(cp, ["-l", f"{ZONE}={lost_zone}"], timeout="60s")
         blocked = blocked_evictions(out.stdout + out.stderr, pod_component)
-        lost = time.monotonic()
         for node, zone in cp.node_zones().items():
             if zone == lost_zone:
                 cp.api.delete(f"/api/v1/nodes/{node}").raise_for_status()
@@ -620,7 +630,7 @@ def zone_loss_drill(cp: ControlPlane, env: str, lost_zone: str = "zone-a") -> tu
                 spread_before=" ".join(f"{z[-1]}:{before[key].get(z, 0)}" for z in ZONES),
                 fewest_ready=watch.fewest.get(key, 0),
                 blocked_evictions=blocked.get(key, 0),
-                recovery_seconds=max(0.0, recovered - lost) if dropped and recovered else None,
+                recovery_seconds=recovered - watch.start if dropped and recovered else None,
                 note="restored from backup" if any(w["metadata"]["name"] in c for c in restored) else "",
             )
         )

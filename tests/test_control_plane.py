@@ -159,17 +159,35 @@ def test_zone_loss_drill(cp: ControlPlane, applied: dict[str, list[str]]) -> Non
     query = by[f"Deployment/{ns}-query"]
     assert query.fewest_ready >= query.replicas - int(pdb["maxUnavailable"])
     assert not any(node["metadata"]["labels"][ZONE] == "zone-a" for node in cp.nodes())
-    assert restored == [] or all(r.startswith(("data-", ns)) for r in restored)
+    # Zonal state was spread (test above): the lost zone held at most one store's volume, which
+    # the runbook restored into a live zone; nothing else needed a restore.
+    assert len(restored) <= 1, restored
 
 
 # 6 -----------------------------------------------------------------------------------------------
 def _mutated(tmp_path: Path, source: str, change: Any) -> Path:
-    obj = yaml.safe_load((DIST / DRILLED / source).read_text())
-    change(obj)
+    obj = change(yaml.safe_load((DIST / DRILLED / source).read_text()))
     obj["metadata"]["name"] += "-mutated"
     path = tmp_path / source
     path.write_text(yaml.safe_dump(obj))
     return path
+
+
+def _bad_schedule(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["spec"]["schedule"] = "61 * * * *"
+    return obj
+
+
+def _privileged_pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    template = deployment["spec"]["template"]
+    template["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    meta = {"name": deployment["metadata"]["name"], "namespace": deployment["metadata"]["namespace"]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
+
+
+def _foreign_selector(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "nope"
+    return obj
 
 
 @pytest.mark.parametrize(
