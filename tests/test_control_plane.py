@@ -199,7 +199,11 @@ def _foreign_selector(obj: dict[str, Any]) -> dict[str, Any]:
     [
         (f"cronjob-kga-{DRILLED}-backup-redis.yaml", _bad_schedule, 'spec.schedule: Invalid value: "61 * * * *"'),
         # Pod Security enforces on pods (on workloads it only warns): the web tier's pod on the host network.
-        (f"deployment-kga-{DRILLED}-web.yaml", _host_network_pod, 'forbidden: violates PodSecurity "restricted:latest"'),
+        (
+            f"deployment-kga-{DRILLED}-web.yaml",
+            _host_network_pod,
+            'forbidden: violates PodSecurity "restricted:latest"',
+        ),
         (f"deployment-kga-{DRILLED}-web.yaml", _foreign_selector, "`selector` does not match template `labels`"),
     ],
     ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch"],

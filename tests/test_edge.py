@@ -1,4 +1,4 @@
-"""Edge (Gateway API + Envoy Gateway): routes, headers, timeouts, policies, certificate; the verifier in real nginx."""
+"""Edge, shared parts: objects, certificate, verifier in real nginx, CORS rules, edge peers, migration."""
 
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ from tools import free_port, require_tool
 
 from kgstack.edge import (
     BLOCKED_PATHS,
-    SECURITY_HEADERS,
     Edge,
     EdgeProps,
     EdgeSettings,
     auth_nginx_conf,
-    content_security_policy,
     edge_peer,
+    edge_peers,
 )
 from kgstack.model import ImageRef, Stage
 from kgstack.naming import Identity
+from kgstack.network_policies import NetworkSettings, StackComponents, stack_flows
 from kgstack.publish import manifests
 from kgstack.schema import schema_problems
 
@@ -82,105 +82,6 @@ def test_objects_schema_and_pod_security() -> None:
             assert violations(pod) == []
 
 
-def test_gateway_https_with_certificate_and_http_only_redirects() -> None:
-    objects = render()
-    listeners = {x["name"]: x for x in objects["Gateway/kga-prod"]["spec"]["listeners"]}
-    assert listeners["https"]["protocol"] == "HTTPS" and listeners["https"]["port"] == 443
-    assert listeners["https"]["tls"] == {
-        "mode": "Terminate",
-        "certificateRefs": [{"kind": "Secret", "name": "kga-prod-tls"}],
-    }
-    assert listeners["http"]["protocol"] == "HTTP"
-    for key, obj in objects.items():
-        if obj["kind"] != "HTTPRoute":
-            continue
-        (parent,) = obj["spec"]["parentRefs"]
-        assert obj["spec"]["hostnames"] == ["kga.example.com"]
-        if key == "HTTPRoute/kga-prod-redirect":
-            assert parent["sectionName"] == "http"
-            (r,) = obj["spec"]["rules"]
-            assert "backendRefs" not in r  # plain HTTP never reaches a backend
-            assert r["filters"] == [
-                {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
-            ]
-        else:
-            assert parent["sectionName"] == "https", key
-
-
-def test_platform_gateway_gets_routes_only() -> None:
-    objects = render(
-        props(gateway={"platformGateway": {"name": "shared", "namespace": "gateways", "sectionName": "web-https"}})
-    )
-    assert "Gateway/kga-prod" not in objects and "ClientTrafficPolicy/kga-prod" not in objects
-    assert "Certificate/kga-prod-tls" not in objects  # the platform's listener holds the certificate
-    assert "HTTPRoute/kga-prod-redirect" not in objects
-    parent = objects["HTTPRoute/kga-prod-api"]["spec"]["parentRefs"][0]
-    assert parent == {
-        "group": "gateway.networking.k8s.io",
-        "kind": "Gateway",
-        "name": "shared",
-        "namespace": "gateways",
-        "sectionName": "web-https",
-    }
-
-
-def test_backends_timeouts_and_blocked_paths() -> None:
-    objects = render()
-    backend = {r: rule(objects, r)["backendRefs"] for r in ("web", "api", "api-reads", "indexer", "blocked")}
-    assert backend["web"] == [{"kind": "Service", "name": "kga-prod-web", "port": 8080}]
-    assert backend["api"] == backend["api-reads"] == [{"kind": "Service", "name": "kga-prod-query", "port": 8000}]
-    assert backend["indexer"] == [{"kind": "Service", "name": "kga-prod-indexer", "port": 8000}]
-    assert backend["blocked"] == [{"kind": "Service", "name": "kga-prod-auth", "port": 8081}]
-    assert rule(objects, "api-reads")["matches"] == [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET"}]
-    assert [m["path"]["value"] for m in rule(objects, "blocked")["matches"]] == list(BLOCKED_PATHS)
-    assert rule(objects, "api")["timeouts"] == {"request": "180s"}  # LLM answers take tens of seconds
-    assert rule(objects, "indexer")["timeouts"] == {"request": "600s"}
-    assert render(props(query_timeout_seconds=240))["HTTPRoute/kga-prod-api"]["spec"]["rules"][0]["timeouts"] == {
-        "request": "240s"
-    }
-
-
-def test_security_headers_are_standard_response_header_modifiers() -> None:
-    objects = render()
-
-    def headers(route: str) -> dict[str, str]:
-        (f,) = rule(objects, route)["filters"]
-        assert f["type"] == "ResponseHeaderModifier"
-        return {h["name"]: h["value"] for h in f["responseHeaderModifier"]["set"]}
-
-    web = headers("web")
-    assert set(web) == set(SECURITY_HEADERS)
-    assert web["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
-    csp = dict(d.split(" ", 1) for d in web["Content-Security-Policy"].split("; "))
-    assert csp["script-src"] == "'self' 'unsafe-inline' https://cdnjs.cloudflare.com https://cdn.jsdelivr.net"
-    assert csp["connect-src"] == "'self'" and csp["frame-ancestors"] == "'none'"
-    assert "*" not in content_security_policy()
-    for route in ("api", "api-reads", "indexer", "blocked"):
-        assert headers(route)["Content-Security-Policy"].startswith("default-src 'none'")
-    # Envoy reads %...% in a header value as a command operator: none may carry one.
-    assert "%" not in str([headers(r) for r in ("web", "api")])
-
-
-def test_api_keys_by_external_auth_to_the_verifier() -> None:
-    objects = render()
-    api = objects["SecurityPolicy/kga-prod-api"]["spec"]
-    assert [t["name"] for t in api["targetRefs"]] == ["kga-prod-api", "kga-prod-api-reads", "kga-prod-indexer"]
-    assert api["extAuth"]["http"] == {
-        "backendRefs": [{"kind": "Service", "name": "kga-prod-auth", "port": 8080}],
-        "path": "/verify",
-        "headersToBackend": ["X-Auth-Key-Id"],
-    }
-    assert api["extAuth"]["failOpen"] is False
-    assert set(api["extAuth"]["headersToExtAuth"]) == {"authorization", "x-api-key"}
-    assert [t["name"] for t in objects["SecurityPolicy/kga-prod-web"]["spec"]["targetRefs"]] == ["kga-prod-web"]
-    # The blocked route needs no key: everyone gets 403.
-    targeted = {
-        t["name"] for k, o in objects.items() if k.startswith("SecurityPolicy/") for t in o["spec"]["targetRefs"]
-    }
-    assert "kga-prod-blocked" not in targeted
-    assert "SecurityPolicy/kga-prod-web" not in render(props(public_ui=True))
-
-
 def test_cors_allow_list_and_wildcard_only_in_dev() -> None:
     assert "cors" not in render()["SecurityPolicy/kga-prod-api"]["spec"]
     listed = render(props(cors_allowed_origins=["https://app.example.com"]))["SecurityPolicy/kga-prod-api"]["spec"]
@@ -194,42 +95,6 @@ def test_cors_allow_list_and_wildcard_only_in_dev() -> None:
         props(security_headers=False)
 
 
-def test_limits_and_retries_only_where_idempotent() -> None:
-    objects = render()
-    api = objects["BackendTrafficPolicy/kga-prod-api"]["spec"]
-    reads = objects["BackendTrafficPolicy/kga-prod-api-reads"]["spec"]
-    web = objects["BackendTrafficPolicy/kga-prod-web"]["spec"]
-    assert [t["name"] for t in api["targetRefs"]] == ["kga-prod-api", "kga-prod-indexer", "kga-prod-blocked"]
-    assert "retry" not in api  # POST queries run an LLM, indexing starts work
-    assert reads["retry"]["numRetries"] == 2 and web["retry"]["numRetries"] == 2
-    assert set(reads["retry"]["retryOn"]["triggers"]) == {"connect-failure", "refused-stream"}
-    (limit,) = api["rateLimit"]["local"]["rules"]
-    assert limit == {
-        "clientSelectors": [{"sourceCIDR": {"type": "Distinct", "value": "0.0.0.0/0"}}],
-        "limit": {"requests": 5, "unit": "Second"},
-    }
-    assert web["rateLimit"]["local"]["rules"][0]["limit"]["requests"] == 20
-    assert api["requestBuffer"] == {"limit": "1Mi"} and web["requestBuffer"] == {"limit": "64Ki"}
-
-
-def test_client_traffic_behind_the_load_balancer() -> None:
-    spec = render()["ClientTrafficPolicy/kga-prod"]["spec"]
-    assert spec["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "kga-prod"}]
-    assert spec["clientIPDetection"] == {"xForwardedFor": {"numTrustedHops": 1}}
-    assert spec["headers"]["requestID"] == "PreserveOrGenerate"
-    assert spec["path"]["escapedSlashesAction"] == "UnescapeAndRedirect"
-    # The buffer holds the largest body a route accepts (1 MiB).
-    assert spec["connection"]["bufferLimit"] == "1056Ki"
-
-
-def test_backend_tls_policy_when_a_backend_speaks_tls() -> None:
-    assert not [k for k in render() if k.startswith("BackendTLSPolicy/")]
-    objects = render(props(backend_tls={"query": {"hostname": "query.kga.internal", "caConfigMap": "kga-ca"}}))
-    spec = objects["BackendTLSPolicy/kga-prod-query"]["spec"]
-    assert spec["targetRefs"] == [{"group": "", "kind": "Service", "name": "kga-prod-query"}]
-    assert spec["validation"]["hostname"] == "query.kga.internal"
-
-
 def test_edge_peer_is_the_data_plane() -> None:
     peer = edge_peer(EdgeSettings())
     assert peer.namespace == "envoy-gateway-system"
@@ -237,6 +102,27 @@ def test_edge_peer_is_the_data_plane() -> None:
     custom = edge_peer(EdgeSettings(gateway={"dataPlaneNamespace": "gw", "dataPlanePodLabels": {"app": "proxy"}}))
     assert (custom.namespace, custom.pod_labels) == ("gw", {"app": "proxy"})
     assert edge_peer(EdgeSettings(controller="ingress-nginx")).namespace == "ingress-nginx"
+
+
+def test_side_by_side_migration_serves_both_edges_from_one_certificate_and_verifier() -> None:
+    objects = render(props(side_by_side_ingress_nginx=True))
+    assert "HTTPRoute/kga-prod-api" in objects and "Ingress/kga-prod-api" in objects
+    assert [k for k in objects if k.startswith(("Certificate/", "Deployment/"))] == [
+        "Certificate/kga-prod-tls",
+        "Deployment/kga-prod-auth",
+    ]
+    assert objects["Ingress/kga-prod-api"]["spec"]["tls"][0]["secretName"] == "kga-prod-tls"
+    settings = EdgeSettings(side_by_side_ingress_nginx=True)
+    peers = edge_peers(settings)
+    assert [p.namespace for p in peers] == ["envoy-gateway-system", "ingress-nginx"]
+    flows = stack_flows(StackComponents(), NetworkSettings(), edge=peers)
+    assert {f.source.namespace for f in flows if f.destination.model_dump().get("component") == "web"} >= {
+        "envoy-gateway-system",
+        "ingress-nginx",
+    }
+    assert edge_peers(EdgeSettings()) == [edge_peer(EdgeSettings())]
+    with pytest.raises(ValidationError, match="sideBySideIngressNginx"):
+        EdgeSettings(controller="ingress-nginx", side_by_side_ingress_nginx=True)
 
 
 def test_certificate_is_strict_and_issuer_per_stage() -> None:

@@ -306,6 +306,7 @@ class AgentStack(cdk8s.Chart):
             prerequisites={name: frozenset(keys) for name, keys in self.secrets.prerequisites.items()},
             scraper=cross_reference.Peer(net.monitoring_namespace),
             edge=cross_reference.Peer(self.edge.peer.namespace, self.edge.peer.pod_labels),
+            ingress_controller=cross_reference.Peer(net.ingress_controller_namespace),
         )
 
     def _connect(self, env: Environment) -> None:

@@ -62,8 +62,15 @@ _WAVES: dict[str, int] = {
     "HorizontalPodAutoscaler": 2,
     "VerticalPodAutoscaler": 2,
     "PodDisruptionBudget": 2,
+    # edge policies before the routes they protect: a route never serves without its auth and limits
+    "SecurityPolicy": 2,
+    "BackendTrafficPolicy": 2,
+    "ClientTrafficPolicy": 2,
+    "BackendTLSPolicy": 2,
     # the edge and monitoring, once there is something healthy behind them
     "Ingress": 3,
+    "Gateway": 3,
+    "HTTPRoute": 3,
     "ServiceMonitor": 3,
     "PodMonitor": 3,
     "Probe": 3,

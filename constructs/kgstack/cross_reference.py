@@ -122,12 +122,14 @@ class Gate:
         prerequisites: Mapping[str, frozenset[str]] | None = None,
         scraper: Peer | None = None,
         edge: Peer | None = None,
+        ingress_controller: Peer | None = None,
     ) -> None:
         self.files = {f: o for f, o in files.items() if f != "kustomization.yaml"}
         self.namespace = namespace
         self.prerequisites = dict(prerequisites or {})
         self.scraper = scraper
         self.edge = edge
+        self.ingress_controller = ingress_controller or edge
         self.pods = _pods(self.files)
         self.by_kind: dict[str, dict[str, tuple[str, Obj]]] = {}
         for file, obj in self.files.items():
@@ -495,7 +497,7 @@ class Gate:
                                 )
 
     def _edge_traffic(self) -> None:
-        if self.edge is not None:
+        if self.ingress_controller is not None:
             for file, ingress in self.kind("Ingress").values():
                 for r, rule in enumerate(ingress["spec"].get("rules") or []):
                     for p, path in enumerate((rule.get("http") or {}).get("paths") or []):
@@ -507,7 +509,7 @@ class Gate:
                             self._expect(
                                 file,
                                 f"spec.rules[{r}].http.paths[{p}].backend",
-                                self.edge,
+                                self.ingress_controller,
                                 host=svc["name"],
                                 port=port,
                                 what="edge route",
@@ -563,6 +565,19 @@ def check(
     prerequisites: Mapping[str, frozenset[str]] | None = None,
     scraper: Peer | None = None,
     edge: Peer | None = None,
+    ingress_controller: Peer | None = None,
 ) -> list[str]:
-    """Every problem of one environment's rendered objects (``{file name: object}``)."""
-    return Gate(files, namespace=namespace, prerequisites=prerequisites, scraper=scraper, edge=edge).problems()
+    """Every problem of one environment's rendered objects (``{file name: object}``).
+
+    ``scraper`` is where Prometheus and the blackbox exporter run, ``edge`` the gateway's data plane
+    (HTTPRoute backends), ``ingress_controller`` the legacy controller (Ingress backends; default ``edge``).
+    """
+    gate = Gate(
+        files,
+        namespace=namespace,
+        prerequisites=prerequisites,
+        scraper=scraper,
+        edge=edge,
+        ingress_controller=ingress_controller,
+    )
+    return gate.problems()

@@ -68,6 +68,7 @@ __all__ = [
     "auth_nginx_conf",
     "content_security_policy",
     "edge_peer",
+    "edge_peers",
     "security_headers",
 ]
 
@@ -88,6 +89,16 @@ def edge_peer(settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGI
     return NamespacePeer(namespace=g.data_plane_namespace, pod_labels=dict(g.data_plane_pod_labels))
 
 
+def edge_peers(
+    settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGINX_PEER.namespace
+) -> list[NamespacePeer]:
+    """Every source of edge traffic: the chosen controller's, plus the legacy one during a side-by-side migration."""
+    peers = [edge_peer(settings, ingress_nginx_namespace)]
+    if settings.controller == "gateway-api" and settings.side_by_side_ingress_nginx:
+        peers.append(NamespacePeer(namespace=ingress_nginx_namespace))
+    return peers
+
+
 class Edge(Construct):
     """Certificate, the API-key verifier, and the routes of the chosen controller with their policies."""
 
@@ -101,7 +112,7 @@ class Edge(Construct):
         self.notices: list[str] = []
 
         # A platform Gateway terminates TLS with its own certificate.
-        if s.controller == "ingress-nginx" or s.gateway.platform_gateway is None:
+        if s.controller == "ingress-nginx" or s.side_by_side_ingress_nginx or s.gateway.platform_gateway is None:
             certificate = cert_manager.Certificate(
                 metadata=CoilObjectMeta(name=self.tls_secret, namespace=props.namespace, labels=edge.labels),
                 spec=cert_manager.CertificateSpec(
@@ -131,6 +142,12 @@ class Edge(Construct):
             IngressNginxEdge(self, "IngressNginx", props=props, auth=self.auth, tls_secret=self.tls_secret)
             self.notices.append(RETIRED_NOTICE)
             return
+        if s.side_by_side_ingress_nginx:
+            # Same host, certificate, verifier and keys as the Gateway; removed once DNS has moved.
+            IngressNginxEdge(self, "IngressNginx", props=props, auth=self.auth, tls_secret=self.tls_secret)
+            self.notices.append(
+                f"edge.sideBySideIngressNginx: the retired ingress-nginx edge also serves {props.domain}"
+            )
         self.routes = GatewayApiRoutes(
             self, "GatewayApi", props=props, tls_secret=self.tls_secret, deny_service=self.auth.name
         )

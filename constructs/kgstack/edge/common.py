@@ -139,6 +139,9 @@ class EdgeSettings(Spec):
     """``gateway-api``; ``ingress-nginx`` only for clusters that still run it (retired March 2026)."""
     gateway: GatewaySettings = GatewaySettings()
     """Gateway, implementation and data plane of the Gateway API edge."""
+    side_by_side_ingress_nginx: bool = False
+    """Migration only: also render the legacy Ingresses for the same host, certificate and keys, so
+    both edges serve while DNS moves (docs/edge.md#migration). Needs ``controller: gateway-api``."""
     backend_tls: dict[Literal["web", "query", "indexer"], BackendTls] = Field(default_factory=dict)
     """Backends that speak TLS (none of today's images do); Gateway API only."""
     issuer: str | None = None
@@ -177,6 +180,14 @@ class EdgeSettings(Spec):
     """Verifier replicas; every API request waits for one of them."""
     auth_resources: Resources = _AUTH_RESOURCES
     """Requests and limits of a verifier pod."""
+
+    @model_validator(mode="after")
+    def _side_by_side_needs_the_gateway(self) -> Self:
+        if self.side_by_side_ingress_nginx and self.controller != "gateway-api":
+            raise ValueError("edge.sideBySideIngressNginx: only with controller gateway-api (the migration target)")
+        if self.backend_tls and self.controller != "gateway-api":
+            raise ValueError("edge.backendTls: only with controller gateway-api (BackendTLSPolicy)")
+        return self
 
 
 class EdgeProps(Spec):

@@ -55,7 +55,8 @@ class EnvoyGatewayPolicies(Construct):
                 "path": VERIFY_PATH,
                 "headersToBackend": [KEY_ID_HEADER],
             },
-            "headersToExtAuth": [h.lower() for h in CREDENTIAL_HEADERS],
+            # The credential, and the request ID the verifier logs next to the key id.
+            "headersToExtAuth": [h.lower() for h in (*CREDENTIAL_HEADERS, "X-Request-ID")],
             # A verifier outage refuses requests; it never opens the API.
             "failOpen": False,
             "timeout": "2s",
@@ -151,7 +152,8 @@ class EnvoyGatewayPolicies(Construct):
                     "requestID": "PreserveOrGenerate",
                     # The app and the access log see the same ID the client gets back.
                     "lateResponseHeaders": {"set": [{"name": "X-Request-ID", "value": REQUEST_ID}]},
-                    "withUnderscoresAction": "RejectRequest",
+                    # As nginx does (underscores_in_headers off): such headers never reach the app.
+                    "withUnderscoresAction": "DropHeader",
                 },
                 # Matching sees the normalised path the app will see: no %2F or %5C tricks past a block.
                 "path": {"escapedSlashesAction": "UnescapeAndRedirect", "disableMergeSlashes": False},

@@ -73,7 +73,7 @@ class IngressNginxEdge(Construct):
             f"{NGINX}/limit-burst-multiplier": str(s.rate_limit_burst_multiplier),
             f"{NGINX}/proxy-connect-timeout": "5",
         }
-        verify = {
+        auth_annotations = {
             f"{NGINX}/auth-url": self.auth.url,
             f"{NGINX}/auth-method": "GET",
             f"{NGINX}/auth-response-headers": KEY_ID_HEADER,
@@ -81,7 +81,7 @@ class IngressNginxEdge(Construct):
         cors = self._cors()
         api = {
             **common,
-            **verify,
+            **auth_annotations,
             **cors,
             f"{NGINX}/limit-rps": str(s.rate_limit_rps),
             f"{NGINX}/proxy-body-size": nginx_size(s.max_body_size),
@@ -92,7 +92,7 @@ class IngressNginxEdge(Construct):
             [("/", props.web_service, props.web_port)],
             {
                 **common,
-                **({} if s.public_ui else verify),
+                **({} if s.public_ui else auth_annotations),
                 f"{NGINX}/limit-rps": str(s.ui_rate_limit_rps),
                 f"{NGINX}/proxy-body-size": "64k",
                 f"{NGINX}/proxy-read-timeout": "30",
