@@ -18,7 +18,7 @@ from .chroma_store import PORT as CHROMA_PORT
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections, namespace_peer
 from .dashboards import Dashboards
-from .edge import Edge, EdgeProps
+from .edge import Edge, EdgeProps, edge_peers
 from .environment import Environment
 from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .model import Stage
@@ -324,11 +324,11 @@ class AgentStack(cdk8s.Chart):
                 tcp(*env.network.internet_ports),
                 purpose="LLM and embedding APIs, GitHub clones",
             )
-        edge = self.edge.peer
-        connections.allow(edge, self.web.endpoint, purpose="the edge serves the web UI")
-        for tier in tiers:
-            connections.allow(
-                edge, tier.endpoint, purpose=f"the edge routes /api to the {tier.endpoint.component} tier"
-            )
-        for endpoint in self.edge.endpoints:
-            connections.allow(edge, endpoint, purpose=f"the edge calls the verifier's {endpoint.port_name} port")
+        # The chosen edge, plus the legacy controller while both serve the host (docs/edge.md, migration).
+        for edge in edge_peers(env.edge, env.network.ingress_controller_namespace):
+            connections.allow(edge, self.web.endpoint, purpose="the edge serves the web UI")
+            for tier in tiers:
+                purpose = f"the edge routes /api to the {tier.endpoint.component} tier"
+                connections.allow(edge, tier.endpoint, purpose=purpose)
+            for endpoint in self.edge.endpoints:
+                connections.allow(edge, endpoint, purpose=f"the edge calls the verifier's {endpoint.port_name} port")
