@@ -29,6 +29,7 @@ import socket
 import subprocess
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,18 @@ from typing import Any
 import pytest
 import yaml
 from backup_servers import stop, wait_for
-from rendered import ENVS, Obj, envs_with, http_get, made_up, objects, of_kind, run_exporter, run_redis
+from rendered import (
+    ENVS,
+    Obj,
+    envs_with,
+    http_get,
+    made_up,
+    objects,
+    of_kind,
+    run_exporter,
+    run_redis,
+    wait_until,
+)
 from tools import ROOT, free_port, require_tool
 
 BLACKBOX_VALUES = ROOT / "docs" / "prerequisites" / "blackbox-exporter-values.yaml"
@@ -400,3 +412,44 @@ def test_every_alerting_secret_is_produced_or_documented(env: str) -> None:
             if not by_external_secret and key not in documented.get(secret, set()):
                 missing.append(f"AlertmanagerConfig/{amc['metadata']['name']}: Secret {secret} key {key}")
     assert not missing, "neither produced by an ExternalSecret nor in docs/secrets.md:\n" + "\n".join(missing)
+
+
+def _rule_labels(env: str) -> dict[str, dict[str, str]]:
+    """``{alert: labels}`` of the PrometheusRules in dist/<env>, with their own namespace label."""
+    out = {}
+    for rule_object in of_kind(env, "PrometheusRule"):
+        for group in rule_object["spec"]["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    out[rule["alert"]] = {"alertname": rule["alert"], **rule.get("labels", {})}
+    return out
+
+
+@pytest.mark.parametrize("env", ALERTING_ENVS)
+def test_a_critical_burn_rate_inhibits_the_warning_of_its_slo_on_a_real_alertmanager(env: str, tmp_path: Path) -> None:
+    """docs/observability.md: the critical burn-rate alert silences the warning of the same SLO, not of others."""
+    binary = require_tool("prometheus-alertmanager", hint="apt-get install prometheus-alertmanager")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(alertmanager_config(of_kind(env, "AlertmanagerConfig"))), encoding="utf-8")
+    port = free_port()
+    argv = [binary, f"--config.file={path}", f"--storage.path={tmp_path / 'data'}"]
+    argv += [f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v2"
+        wait_for(lambda: http_get(f"{url}/status")[0] == 200, "alertmanager", proc, 30)
+        rules = _rule_labels(env)
+        sent = ["KgaAvailabilityBurnRateCritical", "KgaAvailabilityBurnRateWarning", "KgaLatencyBurnRateWarning"]
+        body = json.dumps([{"labels": rules[name]} for name in sent]).encode()
+        request = urllib.request.Request(f"{url}/alerts", body, {"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+        def states() -> dict[str, str]:
+            alerts = json.loads(http_get(f"{url}/alerts")[1])
+            return {a["labels"]["alertname"]: a["status"]["state"] for a in alerts}
+
+        expected = {sent[0]: "active", sent[1]: "suppressed", sent[2]: "active"}
+        wait_until(lambda: states() == expected, f"alert states {expected} (now {states()})")
+    finally:
+        stop(proc)
