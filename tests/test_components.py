@@ -90,8 +90,12 @@ def test_redis_pod_becomes_ready_and_its_exporter_reports_redis_up(env: str, tmp
             status, body = http_get(f"http://127.0.0.1:{redis_pod.pod.port(exporter, port_name)}{path}")
             assert status == 200
             assert re.search(r"^redis_up 1$", body, re.M), [ln for ln in body.splitlines() if "redis_up" in ln]
-            # Authenticated as the exporter user: INFO-based metrics are there.
-            assert re.search(r"^redis_memory_max_bytes \d+", body, re.M)
+            # Authenticated as the exporter user, reading the server that loaded our redis.conf.
+            (config_map,) = [v["configMap"]["name"] for v in redis_pod.pod.spec["volumes"] if "configMap" in v]
+            rendered = objects(env)[f"ConfigMap/{config_map}"]["data"]["redis.conf"]
+            maxmemory = re.search(r"^maxmemory (\d+)$", rendered, re.M)
+            exported = re.search(r"^redis_memory_max_bytes (\S+)$", body, re.M)
+            assert maxmemory and exported and float(exported[1]) == int(maxmemory[1])
 
 
 # ---------------------------------------------------------------- blackbox exporter
