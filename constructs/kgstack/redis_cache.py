@@ -16,7 +16,7 @@ from ._plus import int_or_string, k8s, quantity
 from .agent_secrets import reload_on
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
-from .pod_security import hardened_container
+from .pod_security import checkov_skips, hardened_container
 from .quantity import parse_quantity
 from .secret_ref import SecretRef
 from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings, data_mount
@@ -158,7 +158,8 @@ class RedisCache(Construct):
             init_containers=[render_acl],
             containers=[server, exporter],
             sidecar_resources=[s.exporter_resources],
-            annotations=reload_on([s.secret_name]),
+            annotations=reload_on([s.secret_name])
+            | checkov_skips(CKV_K8S_35="redis_exporter reads its password only from REDIS_PASSWORD (see the exporter)"),
             volumes=[
                 k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
                 k8s.Volume(name="run", empty_dir=k8s.EmptyDirVolumeSource(medium="Memory", size_limit=quantity("1Mi"))),
