@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from backup_servers import free_port, require_binary, run_cli, stop
+from backup_servers import run_cli
+from rendered import made_up, run_redis
 
 from kgstack.redis_cache import ACL_RULES, PROBE, SECRET_KEYS, RedisCache, RedisSettings
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
-PASSWORDS = {user: f"{user}-pw-{i}x9" for i, user in enumerate(ACL_RULES)}
+PASSWORDS = {user: made_up("kga-redis", SECRET_KEYS[user]) for user in ACL_RULES}
+"""The made-up Secret values tests/rendered.py materializes."""
 
 
 def redis_pod(manifests: Manifests) -> dict[str, Any]:
@@ -36,7 +38,9 @@ def test_no_password_in_manifests_or_argv(manifests: Manifests) -> None:
     for container in pod["initContainers"] + pod["containers"]:
         text = str(container.get("command", [])) + str(container.get("args", []))
         assert not any(pw in text for pw in PASSWORDS.values())
-        assert all("secretKeyRef" not in str(e) for e in container.get("env", []))  # files, not env
+        secret_env = [e["name"] for e in container.get("env", []) if "secretKeyRef" in str(e)]
+        # Files where the software reads a file; redis_exporter reads only REDIS_PASSWORD.
+        assert secret_env == (["REDIS_PASSWORD"] if container["name"] == "exporter" else [])
     secret = next(v for v in pod["volumes"] if v["name"] == "secret")["secret"]
     assert secret["secretName"] == "kga-redis" and secret["defaultMode"] == 0o400
     run = next(v for v in pod["volumes"] if v["name"] == "run")["emptyDir"]
@@ -48,9 +52,12 @@ def test_exporter_sidecar_and_authenticating_probes(manifests: Manifests) -> Non
     assert redis_c["readinessProbe"]["exec"]["command"][-1] == PROBE
     assert "env" not in redis_c
     assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}]
-    env = {e["name"]: e.get("value") for e in exporter["env"]}
+    env = {e["name"]: e.get("value") or e["valueFrom"] for e in exporter["env"]}
     assert env["REDIS_USER"] == "exporter"
-    assert env["REDIS_PASSWORD_FILE"] == "/secrets/exporter-password"
+    # Issue 9 defect 1: REDIS_PASSWORD_FILE is a JSON map of URI to password, not a password file.
+    assert "REDIS_PASSWORD_FILE" not in env
+    assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "kga-redis", "key": "exporter-password"}}
+    assert [m["mountPath"] for m in exporter["volumeMounts"]] == ["/tmp"]  # no Secret files it does not read
     probe_volume = next(v for v in redis_pod(manifests)["volumes"] if v["name"] == "probe")["secret"]
     assert probe_volume["items"] == [{"key": "exporter-password", "path": "exporter-password"}]
     service = manifests["prod"]["Service/kga-prod-redis"]["spec"]
@@ -65,39 +72,11 @@ def test_agent_gets_redis_url_from_the_secret(manifests: Manifests) -> None:
 
 
 @pytest.fixture
-def live_redis(tmp_path: Path, environments: dict[str, Any]) -> Any:
-    """redis-server running the stack's own redis.conf and generated ACL file."""
-    binary = require_binary("redis-server", "apt-get install redis-server")
-    secrets, run, data = tmp_path / "secrets", tmp_path / "run", tmp_path / "data"
-    for folder in (secrets, run, data):
-        folder.mkdir()
-    for user, key in SECRET_KEYS.items():
-        (secrets / key).write_text(PASSWORDS[user] + "\n")
-    script = RedisCache._acl_script().replace("/secrets/", f"{secrets}/").replace("/run/redis", str(run))
-    subprocess.run(["sh", "-c", script], check=True)
-    port = free_port()
-    config = (
-        RedisCache.config(environments["dev"].stores.redis)
-        .replace("port 6379", f"port {port}")
-        .replace("bind * -::*", "bind 127.0.0.1")
-        .replace("dir /data", f"dir {data}")
-        .replace("/run/redis", str(run))
-    )
-    (tmp_path / "redis.conf").write_text(config)
-    proc = subprocess.Popen([binary, str(tmp_path / "redis.conf")], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis(port=port, username="app", password=PASSWORDS["app"]).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield port
-    finally:
-        stop(proc)
+def live_redis(tmp_path: Path) -> Iterator[int]:
+    """redis-server with dist/dev's redis.conf and the ACL file its init container renders (tests/rendered.py)."""
+    with run_redis("dev", tmp_path) as pod:
+        assert {user: pod.password(user) for user in ACL_RULES} == PASSWORDS
+        yield pod.port
 
 
 def client(port: int, user: str, password: str | None = None) -> redis.Redis:

@@ -17,7 +17,7 @@ from .agent_secrets import reload_on
 from .connections import Endpoint
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
-from .pod_security import hardened_container
+from .pod_security import checkov_skips, hardened_container
 from .quantity import parse_quantity
 from .secret_ref import SecretRef
 from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings, data_mount
@@ -133,14 +133,18 @@ class RedisCache(Construct):
             image=props.exporter_image.reference,
             resources=s.exporter_resources,
             ports={"metrics": METRICS_PORT},
+            # redis_exporter's REDIS_PASSWORD_FILE is not a password file: it is a JSON map of
+            # Redis URI to password (a plain file makes it exit), and the key format changed in
+            # 2025 (oliver006/redis_exporter#983 puts the user in the URI). REDIS_PASSWORD from
+            # the Secret reads the same in every release, stays out of argv and manifests, and
+            # Reloader restarts the pod when the Secret rotates.
             env=[
                 k8s.EnvVar(name="REDIS_ADDR", value=f"redis://127.0.0.1:{PORT}"),
                 k8s.EnvVar(name="REDIS_USER", value="exporter"),
-                k8s.EnvVar(name="REDIS_PASSWORD_FILE", value=f"/secrets/{SECRET_KEYS['exporter']}"),
+                SecretRef(name=s.secret_name, key=SECRET_KEYS["exporter"]).env("REDIS_PASSWORD"),
             ],
             readiness_probe=k8s.Probe(http_get=health, period_seconds=15, timeout_seconds=3),
             liveness_probe=k8s.Probe(http_get=health, period_seconds=30, timeout_seconds=5, failure_threshold=3),
-            mounts=[k8s.VolumeMount(name="probe", mount_path="/secrets", read_only=True)],
         )
         self.store = StatefulStore(
             self,
@@ -156,12 +160,13 @@ class RedisCache(Construct):
             init_containers=[render_acl],
             containers=[server, exporter],
             sidecar_resources=[s.exporter_resources],
-            annotations=reload_on([s.secret_name]),
+            annotations=reload_on([s.secret_name])
+            | checkov_skips(CKV_K8S_35="redis_exporter reads its password only from REDIS_PASSWORD (see the exporter)"),
             volumes=[
                 k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
                 k8s.Volume(name="run", empty_dir=k8s.EmptyDirVolumeSource(medium="Memory", size_limit=quantity("1Mi"))),
                 secret_volume,
-                # The exporter and the probes see only the exporter's password.
+                # The probes see only the exporter's password.
                 k8s.Volume(
                     name="probe",
                     secret=k8s.SecretVolumeSource(

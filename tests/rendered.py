@@ -1,0 +1,249 @@
+"""What dist/ ships, started on loopback: a pod's ConfigMaps and Secrets as files, its paths and ports remapped.
+
+Tests that start real software read what they start from here, never from the
+constructs: the objects are the committed YAML under ``dist/<env>/`` (regenerate
+it with the synth command in README.md). Secret data is never in dist/; a test
+supplies made-up values (:func:`made_up`). The only changes made to run a pod on
+a test machine are mechanical: each mount path becomes a folder under the test's
+temporary directory, and each container port becomes a free loopback port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+from backup_servers import stop, wait_for
+from tools import ROOT, free_port, require_tool
+
+DIST = ROOT / "dist"
+ENVS = sorted(p.name for p in DIST.iterdir() if p.is_dir() and p.name != "argocd")
+"""Environments in dist/ (dist/argocd/ holds the Argo CD Applications)."""
+
+Obj = dict[str, Any]
+
+
+@functools.cache
+def objects(env: str) -> dict[str, Obj]:
+    """``{"Kind/name": object}`` of ``dist/<env>/``, as committed."""
+    out: dict[str, Obj] = {}
+    for path in sorted((DIST / env).glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+            out[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
+    return out
+
+
+def of_kind(env: str, kind: str) -> list[Obj]:
+    return [obj for key, obj in objects(env).items() if key.startswith(f"{kind}/")]
+
+
+def workload(env: str, component: str) -> Obj | None:
+    """The Deployment or StatefulSet of ``component`` (label ``app.kubernetes.io/component``), if deployed."""
+    for obj in of_kind(env, "StatefulSet") + of_kind(env, "Deployment"):
+        if obj["metadata"]["labels"].get("app.kubernetes.io/component") == component:
+            return obj
+    return None
+
+
+def envs_with(component: str) -> list[str]:
+    return [env for env in ENVS if workload(env, component)]
+
+
+def made_up(secret: str, key: str) -> str:
+    """A test value for ``secret``/``key``: printable, no shell or printf metacharacters."""
+    return f"test-{secret}-{key}-x9"
+
+
+class LocalPod:
+    """A pod template from dist/ with its volumes as folders under ``root``.
+
+    ``ports`` maps container ports to the loopback ports the test starts them on;
+    ``secrets`` overrides :func:`made_up` values (``{secret: {key: value}}``).
+    """
+
+    def __init__(
+        self,
+        env: str,
+        obj: Obj,
+        root: Path,
+        *,
+        ports: Mapping[int, int] = {},
+        secrets: Mapping[str, Mapping[str, str]] = {},
+    ) -> None:
+        self.env_name, self.obj, self.root = env, obj, root
+        self.spec: Obj = obj["spec"]["template"]["spec"]
+        self.ports, self.secrets = dict(ports), secrets
+        self.volumes = {v["name"]: self._materialize(v) for v in self.spec.get("volumes", [])}
+        for claim in obj["spec"].get("volumeClaimTemplates", []):
+            self.volumes[claim["metadata"]["name"]] = self._materialize({"name": claim["metadata"]["name"]})
+
+    def secret(self, name: str, key: str) -> str:
+        return self.secrets.get(name, {}).get(key) or made_up(name, key)
+
+    def _materialize(self, volume: Obj) -> Path:
+        path = self.root / "volumes" / volume["name"]
+        path.mkdir(parents=True)
+        if "configMap" in volume:
+            data = objects(self.env_name)[f"ConfigMap/{volume['configMap']['name']}"]["data"]
+            for key, target in self._items(volume["configMap"], data):
+                (path / target).write_text(data[key], encoding="utf-8")
+        elif "secret" in volume:
+            name = volume["secret"]["secretName"]
+            for key, target in self._items(volume["secret"], self.secrets.get(name, {})):
+                (path / target).write_text(self.secret(name, key), encoding="utf-8")
+                (path / target).chmod(volume["secret"].get("defaultMode", 0o644))
+        return path  # emptyDir and PVCs start empty
+
+    @staticmethod
+    def _items(source: Obj, data: Mapping[str, str]) -> list[tuple[str, str]]:
+        if "items" in source:
+            return [(item["key"], item["path"]) for item in source["items"]]
+        return [(key, key) for key in data]
+
+    def container(self, name: str) -> Obj:
+        for container in self.spec.get("initContainers", []) + self.spec["containers"]:
+            if container["name"] == name:
+                return container  # type: ignore[no-any-return]
+        raise KeyError(f"{self.obj['metadata']['name']}: no container {name!r}")
+
+    def port(self, container: Obj, name: str) -> int:
+        """The loopback port of the container port called ``name``."""
+        (number,) = [p["containerPort"] for p in container.get("ports", []) if p["name"] == name]
+        return self.ports[number]
+
+    def local(self, container: Obj, text: str) -> str:
+        """``text`` as the test machine sees it: mount paths and container ports remapped."""
+        # One pass each, ports first: a replacement is never rewritten again.
+        if self.ports:
+            numbers = "|".join(str(n) for n in self.ports)
+            text = re.sub(rf"(?<![\w.])({numbers})(?!\d)", lambda m: str(self.ports[int(m[1])]), text)
+        mounts = {
+            m["mountPath"]: self.volumes[m["name"]] / m.get("subPath", "") for m in container.get("volumeMounts", [])
+        }
+        if mounts:
+            paths = "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
+            text = re.sub(rf"({paths})(?![\w.-])", lambda m: str(mounts[m[1]]), text)
+        return text
+
+    def command(self, container: Obj) -> list[str]:
+        return [self.local(container, arg) for arg in container.get("command", []) + container.get("args", [])]
+
+    def env(self, container: Obj) -> dict[str, str]:
+        """The container's environment with Secret and ConfigMap references resolved."""
+        out = {}
+        for var in container.get("env", []):
+            if "value" in var:
+                out[var["name"]] = self.local(container, var["value"])
+            elif ref := var["valueFrom"].get("secretKeyRef"):
+                out[var["name"]] = self.secret(ref["name"], ref["key"])
+            elif ref := var["valueFrom"].get("configMapKeyRef"):
+                out[var["name"]] = objects(self.env_name)[f"ConfigMap/{ref['name']}"]["data"][ref["key"]]
+            else:
+                raise NotImplementedError(f"{container['name']}: env {var['name']} from {var['valueFrom']}")
+        return out
+
+    def local_file(self, container: Obj, path: str) -> Path:
+        """A remapped copy of the file ``path`` that the container reads (a config naming paths and ports)."""
+        source = Path(self.local(container, path))
+        copy = self.root / "local" / container["name"] / source.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(self.local(container, source.read_text(encoding="utf-8")), encoding="utf-8")
+        return copy
+
+    def run_init_containers(self) -> None:
+        for container in self.spec.get("initContainers", []):
+            env = {"PATH": os.environ["PATH"], **self.env(container)}
+            subprocess.run(self.command(container), check=True, env=env, timeout=60)
+
+
+class RedisPod:
+    """The Redis StatefulSet of an environment, running on loopback: redis-server, then optionally the exporter."""
+
+    def __init__(self, pod: LocalPod, server: subprocess.Popen[bytes]) -> None:
+        self.pod, self.server = pod, server
+        self.redis = pod.container("redis")
+        self.port = pod.port(self.redis, "redis")
+        (volume,) = [v for v in pod.spec["volumes"] if v["name"] == "secret"]
+        self.secret_name: str = volume["secret"]["secretName"]
+
+    def password(self, user: str) -> str:
+        return self.pod.secret(self.secret_name, f"{user}-password")
+
+    def client(self, user: str, password: str | None = None) -> redis.Redis:
+        password = password or self.password(user)
+        return redis.Redis(port=self.port, username=user, password=password, decode_responses=True)
+
+
+@contextlib.contextmanager
+def run_redis(env: str, root: Path) -> Iterator[RedisPod]:
+    """redis-server with dist/<env>'s redis.conf and the ACL file its init container renders."""
+    binary = require_tool("redis-server", hint="apt-get install redis-server")
+    obj = workload(env, "redis")
+    assert obj, f"dist/{env}: no redis workload"
+    container_ports = [p["containerPort"] for c in obj["spec"]["template"]["spec"]["containers"] for p in c["ports"]]
+    pod = LocalPod(env, obj, root, ports={port: free_port() for port in container_ports})
+    pod.run_init_containers()
+    server = pod.container("redis")
+    argv = pod.command(server)
+    config = pod.local_file(server, server["command"][1])
+    # Loopback only: the rendered `bind * -::*` would listen on every interface of the test machine.
+    config.write_text(config.read_text(encoding="utf-8") + "bind 127.0.0.1\n", encoding="utf-8")
+    proc = subprocess.Popen([binary, str(config), *argv[2:]], stdout=subprocess.DEVNULL)
+    try:
+        running = RedisPod(pod, proc)
+        wait_for(lambda: bool(running.client("app").ping()), "redis-server", proc, timeout=30)
+        yield running
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def run_exporter(pod: RedisPod) -> Iterator[Obj]:
+    """The exporter sidecar's rendered settings on the Debian redis_exporter, until its readiness probe passes."""
+    binary = require_tool("prometheus-redis-exporter", hint="apt-get install prometheus-redis-exporter")
+    container = pod.pod.container("exporter")
+    # The image listens on :9121 by default; here the loopback port the test gave 9121.
+    listen = f"127.0.0.1:{pod.pod.port(container, 'metrics')}"
+    env = {**pod.pod.env(container), "REDIS_EXPORTER_WEB_LISTEN_ADDRESS": listen, "PATH": os.environ["PATH"]}
+    log = pod.pod.root / "exporter.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([binary, *pod.pod.command(container)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    ready = container["readinessProbe"]["httpGet"]
+    url = f"http://127.0.0.1:{pod.pod.port(container, ready['port'])}{ready['path']}"
+    try:
+        try:
+            wait_for(lambda: http_get(url, timeout=2)[0] == 200, "exporter", proc, 30)
+        except RuntimeError as err:
+            raise AssertionError(f"{err}:\n{log.read_text(errors='replace')[-2000:]}") from None
+        yield container
+    finally:
+        stop(proc)
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    """Status and body; an HTTP error status is returned, not raised."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def wait_until(check: Any, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not true after {timeout}s")
+        time.sleep(0.1)
