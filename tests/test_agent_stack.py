@@ -6,7 +6,11 @@ import re
 from typing import Any
 
 import pytest
+from conftest import build, env_data
 from syrupy.assertion import SnapshotAssertion
+
+from kgstack.environment import parse_environment
+from kgstack.validation import collect_errors
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
 RECOMMENDED = {"name", "instance", "version", "component", "part-of", "managed-by"}
@@ -76,3 +80,27 @@ def test_kustomization_lists_every_file(rendered: dict[str, dict[str, str]]) -> 
     for files in rendered.values():
         kustomization = yaml.safe_load(files["kustomization.yaml"])
         assert kustomization["resources"] == sorted(set(files) - {"kustomization.yaml"})
+
+
+def test_indexer_probes_survive_a_blocked_event_loop(manifests: Manifests) -> None:
+    """A workflow runs inside the single uvicorn worker: /health stalls for a whole run, so after start
+    the indexer is judged by its TCP port (the kernel keeps accepting); the query tier keeps /health."""
+    for env, objects in manifests.items():
+        indexer = objects[f"Deployment/kga-{env}-indexer"]["spec"]["template"]["spec"]["containers"][0]
+        assert indexer["startupProbe"]["httpGet"]["path"] == "/health"
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert indexer[probe]["tcpSocket"] == {"port": "http"} and "httpGet" not in indexer[probe]
+        query = objects[f"Deployment/kga-{env}-query"]["spec"]["template"]["spec"]["containers"][0]
+        assert query["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_query_grace_outlasts_the_edge_timeout(manifests: Manifests, environments: dict[str, Any]) -> None:
+    """A rollout must not cut off an answer the edge still waits for (preStop 10 s + the route's timeout)."""
+    for env, objects in manifests.items():
+        spec = objects[f"Deployment/kga-{env}-query"]["spec"]["template"]["spec"]
+        timeout = environments[env].edge.query_timeout_seconds
+        assert spec["terminationGracePeriodSeconds"] >= timeout + 10
+    short = parse_environment(env_data("dev", query__terminationGraceSeconds=60), source="dev.yaml")
+    app, _ = build(short)
+    errors = collect_errors(app)
+    assert any("query.terminationGraceSeconds: is 60 but edge.queryTimeoutSeconds (180)" in e for e in errors), errors

@@ -12,6 +12,7 @@ from . import cross_reference
 from ._plus import k8s
 from .agent_config import AgentConfig, AgentConfigProps
 from .agent_secrets import AgentSecrets, AgentSecretsProps
+from .agent_tier import PRE_STOP_SECONDS as QUERY_PRE_STOP_SECONDS
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
 from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
 from .chroma_store import PORT as CHROMA_PORT
@@ -30,6 +31,7 @@ from .redis_cache import RedisCache, RedisCacheProps
 from .reindex_schedule import ReindexSchedule, ReindexScheduleProps
 from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
+from .validation import add_check
 from .web_ui import WebUi, WebUiProps
 
 
@@ -164,7 +166,7 @@ class AgentStack(cdk8s.Chart):
                 resources=env.query.resources,
                 autoscaling=env.query.autoscaling,
                 disruption=env.query.disruption,
-                termination_grace_seconds=env.query.termination_grace_seconds,
+                termination_grace_seconds=self._query_grace(env),
                 scratch_size=env.query.scratch_size,
                 **common,
             ),
@@ -181,6 +183,7 @@ class AgentStack(cdk8s.Chart):
                 disruption=indexer.disruption,
                 termination_grace_seconds=indexer.termination_grace_seconds or env.agent.workflow.timeout_seconds + 60,
                 state=PersistentState(size=indexer.storage_size, storage_class=storage_class),
+                blocking_work=True,
                 **common,
             ),
         )
@@ -296,6 +299,19 @@ class AgentStack(cdk8s.Chart):
                 identity=release, namespace=ns, settings=env.network, flows=Connections.of(self).flows
             ),
         )
+
+    def _query_grace(self, env: Environment) -> int:
+        """Long enough for the longest answer the edge waits for (an explicit shorter one is refused at synth)."""
+        needed = env.edge.query_timeout_seconds + QUERY_PRE_STOP_SECONDS + 10
+        grace = env.query.termination_grace_seconds
+        if grace is not None and grace < needed:
+            problem = (
+                f"query.terminationGraceSeconds: is {grace} but edge.queryTimeoutSeconds "
+                f"({env.edge.query_timeout_seconds}) + the {QUERY_PRE_STOP_SECONDS} s pre-stop delay + 10 s need "
+                f"{needed}; a rollout would cut off answers the edge still waits for: set it to {needed} or remove it"
+            )
+            add_check(self, lambda: [problem])
+        return grace or needed
 
     def check_references(self, objects: Mapping[str, dict[str, Any]]) -> list[str]:
         """The cross-reference gate over this chart's rendered objects (``{file name: object}``)."""

@@ -8,7 +8,7 @@ scales horizontally and a single ``indexer`` that owns ``/api/v1/index*`` and
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from constructs import Construct
 from pydantic import Field, model_validator
@@ -49,6 +49,10 @@ class PersistentState(Spec):
     """StorageClass; ``None`` uses the cluster default."""
 
 
+PRE_STOP_SECONDS = 10
+"""Default delay before SIGTERM, so endpoints and the edge stop routing to the pod first."""
+
+
 class AgentTierProps(Spec):
     identity: Identity
     """Release identity with the tier as component (``query``, ``indexer``)."""
@@ -64,7 +68,7 @@ class AgentTierProps(Spec):
     disruption: Disruption = Disruption()
     termination_grace_seconds: Annotated[int, Field(ge=10)] = 90
     """Time for in-flight work after SIGTERM, including the pre-stop delay."""
-    pre_stop_seconds: Annotated[int, Field(ge=0, le=60)] = 10
+    pre_stop_seconds: Annotated[int, Field(ge=0, le=60)] = PRE_STOP_SECONDS
     """Delay before SIGTERM so endpoints and the ingress stop routing first."""
     state: PersistentState | None = None
     """Working directory on a PVC; ``None`` uses an emptyDir of ``scratch_size``."""
@@ -74,6 +78,10 @@ class AgentTierProps(Spec):
     """Extra pod labels, e.g. the AKS workload-identity opt-in."""
     reload_secrets: list[str] = Field(default_factory=list)
     """Secrets whose change rolls the pods (Stakater Reloader reads the annotation)."""
+    blocking_work: bool = False
+    """The tier runs work that blocks the app's event loop (the indexer: a workflow runs inside the
+    single uvicorn worker), so ``/health`` stalls for a whole run. ``True``: ``/health`` gates the
+    start only; liveness and readiness then check the TCP port, which the kernel keeps accepting."""
 
     @model_validator(mode="after")
     def _grace_covers_pre_stop(self) -> Self:
@@ -185,6 +193,12 @@ class AgentTier(Construct):
     def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:
         p = self.props
         probe_get = k8s.HttpGetAction(path=HEALTH_PATH, port=int_or_string("http"))
+        # A killed indexer loses its in-memory workflow; a blocked loop is not a dead process.
+        probe_target: dict[str, Any] = (
+            {"tcp_socket": k8s.TcpSocketAction(port=int_or_string("http"))}
+            if p.blocking_work
+            else {"http_get": probe_get}
+        )
         data_volume = (
             k8s.Volume(name="data", persistent_volume_claim=k8s.PersistentVolumeClaimVolumeSource(claim_name=self.name))
             if p.state is not None
@@ -202,8 +216,8 @@ class AgentTier(Construct):
             env_from=[k8s.EnvFromSource(config_map_ref=k8s.ConfigMapEnvSource(name=config.name))],
             env=config.secret_env(),
             startup_probe=k8s.Probe(http_get=probe_get, period_seconds=5, timeout_seconds=3, failure_threshold=36),
-            readiness_probe=k8s.Probe(http_get=probe_get, period_seconds=10, timeout_seconds=3, failure_threshold=3),
-            liveness_probe=k8s.Probe(http_get=probe_get, period_seconds=20, timeout_seconds=5, failure_threshold=3),
+            readiness_probe=k8s.Probe(**probe_target, period_seconds=10, timeout_seconds=3, failure_threshold=3),
+            liveness_probe=k8s.Probe(**probe_target, period_seconds=20, timeout_seconds=5, failure_threshold=3),
             lifecycle=k8s.Lifecycle(
                 pre_stop=k8s.LifecycleHandler(exec=k8s.ExecAction(command=["sleep", str(p.pre_stop_seconds)]))
             )

@@ -217,8 +217,10 @@ class QueryTier(Spec):
     """HPA bounds; ``minReplicas`` is also the Deployment's initial size."""
     disruption: Disruption = Disruption()
     """PDB; must allow one eviction at ``autoscaling.minReplicas``."""
-    termination_grace_seconds: Annotated[int, Field(ge=10, le=600)] = 90
-    """LLM answers take tens of seconds; in-flight requests finish within this."""
+    termination_grace_seconds: Annotated[int, Field(ge=10, le=3700)] | None = None
+    """Time in-flight requests get after SIGTERM. Default: ``edge.queryTimeoutSeconds`` plus the
+    10 s pre-stop delay plus 10 s, so a rollout never cuts off an answer the edge still waits for;
+    a smaller value is an error."""
     scratch_size: Quantity = "2Gi"
     """emptyDir size limit for the working directory (logs, temporary files)."""
 
