@@ -49,7 +49,6 @@ _WAVES: dict[str, int] = {
     "ClusterSecretStore": -1,
     "ExternalSecret": -1,
     "Issuer": -1,
-    "Certificate": -1,
     # configuration and storage
     "ConfigMap": 0,
     "PersistentVolumeClaim": 0,
@@ -69,6 +68,9 @@ _WAVES: dict[str, int] = {
     "BackendTLSPolicy": 2,
     # the edge and monitoring, once there is something healthy behind them
     "Ingress": 3,
+    # With the Gateway that serves it, not before: an HTTP-01 challenge is answered through that
+    # Gateway, and Argo CD would otherwise wait on a Certificate that cannot be issued yet.
+    "Certificate": 3,
     "Gateway": 3,
     "HTTPRoute": 3,
     "ServiceMonitor": 3,
