@@ -32,3 +32,12 @@ def test_agent_gets_the_graph_settings(manifests: Manifests) -> None:
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env}
     assert refs["GRAPH_STORE_PASSWORD"] == {"name": "kga-memgraph", "key": "password"}
     assert data["GRAPH_STORE_USER"] == "kga"
+
+
+def test_memory_limit_follows_the_container_limit(manifests: Manifests) -> None:
+    """Without --memory-limit Memgraph sizes itself from the node's RAM and is OOM-killed (review finding 6)."""
+    sts = manifests["staging"]["StatefulSet/kga-staging-memgraph"]
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+    assert f"--memory-limit={int(int(limit[:-2]) * 1024 * 0.8)}" in container["args"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from constructs import Construct
+from pydantic import Field
 
 from ._plus import int_or_string, k8s
 from .agent_secrets import reload_on
@@ -10,6 +13,7 @@ from .connections import Endpoint
 from .model import ImageRef, Spec
 from .naming import Identity
 from .pod_security import checkov_skips, hardened_container, unpinned_skip
+from .quantity import parse_quantity
 from .secret_ref import SecretRef
 from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings, data_mount
 
@@ -22,9 +26,12 @@ class MemgraphSettings(StoreSettings):
     username: str = "kga"
     """The user Memgraph creates at first start; the agent and the backup job log in as it."""
     secret_name: str = "kga-memgraph"
-    """Secret whose ``password`` key is that user's password."""
+    """Secret whose ``password`` key is that user's password. Memgraph applies ``MEMGRAPH_PASSWORD`` only
+    when it creates the user: rotate with ``SET PASSWORD`` first, then the Secret (docs/operations.md)."""
     snapshot_interval_seconds: int = 300
     """Periodic snapshots on top of the write-ahead log."""
+    memory_limit_percent: Annotated[int, Field(ge=50, le=95)] = 80
+    """``--memory-limit`` as a share of the container's memory limit; the rest covers the process itself."""
 
 
 class MemgraphStoreProps(Spec):
@@ -60,6 +67,9 @@ class MemgraphStore(Construct):
                 "--storage-wal-enabled=true",
                 f"--storage-snapshot-interval-sec={s.snapshot_interval_seconds}",
                 "--storage-recover-on-startup=true",
+                # Memgraph sizes itself from the node's RAM otherwise, and is OOM-killed rather than
+                # refusing a query that would not fit the container's limit.
+                f"--memory-limit={self.memory_limit_mib(s)}",
             ],
             env=[k8s.EnvVar(name="MEMGRAPH_USER", value=s.username), self.password.env("MEMGRAPH_PASSWORD")],
             startup_probe=k8s.Probe(tcp_socket=bolt, period_seconds=5, failure_threshold=60),
@@ -87,6 +97,11 @@ class MemgraphStore(Construct):
                 **unpinned_skip(props.image),
             ),
         )
+
+    @staticmethod
+    def memory_limit_mib(s: MemgraphSettings) -> int:
+        """``--memory-limit`` in MiB: ``memoryLimitPercent`` of the container's memory limit."""
+        return int(parse_quantity(s.resources.limits.memory) * s.memory_limit_percent / 100 / 2**20)
 
     @property
     def endpoint(self) -> Endpoint:
