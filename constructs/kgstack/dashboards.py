@@ -18,7 +18,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as gmodel
 
 from ._plus import k8s
-from .monitoring import MonitoringProps, edge_series, matchers
+from .monitoring import MonitoringProps, certificate_matchers, edge_series, matchers
 
 SIDECAR_LABEL = {"grafana_dashboard": "1"}
 FOLDER_ANNOTATION = {"grafana_folder": "Knowledge Graph Agent"}
@@ -261,7 +261,7 @@ class Dashboards(Construct):
                 "s",
                 [
                     Query(
-                        f"certmanager_certificate_expiration_timestamp_seconds{self._ns(name=p.name('tls'))} - time()",
+                        f"certmanager_certificate_expiration_timestamp_seconds{certificate_matchers(p)} - time()",
                         "{{name}}",
                     )
                 ],

@@ -121,6 +121,10 @@ class MonitoringSettings(Spec):
     edge_namespace_label: Literal["exported_namespace", "namespace"] = "exported_namespace"
     """ingress-nginx only: label holding the Ingress's namespace, ``exported_namespace`` when the
     controller's ServiceMonitor keeps ``honorLabels: false`` (the chart default)."""
+    certificate_namespace_label: Literal["exported_namespace", "namespace"] = "exported_namespace"
+    """Label holding the Certificate's namespace on cert-manager's metrics: ``exported_namespace`` when
+    cert-manager is scraped with ``honorLabels: false`` (its chart's default), since the metric carries
+    its own ``namespace`` label and Prometheus sets ``namespace`` to cert-manager's."""
     edge_latency_buckets: Annotated[tuple[float, ...], Field(min_length=1)] = ENVOY_DEFAULT_BUCKETS
     """The edge's latency buckets in seconds (Envoy's defaults); the latency SLO needs one."""
     slo_availability: Annotated[float, Field(gt=0.9, lt=1)] = 0.995
@@ -353,6 +357,11 @@ def recording_rules(props: MonitoringProps) -> list[Recording]:
     return rules
 
 
+def certificate_matchers(props: MonitoringProps) -> str:
+    """Our TLS Certificate on cert-manager's metrics, by the label that holds its namespace."""
+    return matchers(**{props.settings.certificate_namespace_label: props.namespace, "name": props.name("tls")})
+
+
 def reads_recorded_series(alert: Alert) -> bool:
     """Whether the alert reads one of our recording rules (``kga:...``)."""
     return "kga:" in alert.expr
@@ -517,7 +526,7 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             "KgaCertificateExpiringSoon",
             "warning",
             "certmanager_certificate_expiration_timestamp_seconds"
-            f"{matchers(namespace=ns_value, name=props.name('tls'))} - time() < {CERT_MIN_DAYS * 86400}",
+            f"{certificate_matchers(props)} - time() < {CERT_MIN_DAYS * 86400}",
             "1h",
             f"{inst}: TLS certificate of {props.domain} expires within {CERT_MIN_DAYS} days",
             "Certificate {{ $labels.name }} expires in {{ $value | humanizeDuration }}; cert-manager "
