@@ -1,12 +1,15 @@
-"""Custom resources from typed models (cloudcoil or our own pydantic models).
+"""Custom resources as plain data (or a pydantic model), handed to cdk8s as ApiObjects.
 
-cdk8s-plus only types the built-in kinds. A custom resource is built as a
-pydantic model, so a typo is an error at construction, and then handed to cdk8s
-as a plain ApiObject whose body is patched in.
+cdk8s-plus only types the built-in kinds. A custom resource is plain data, or a
+pydantic model where we own the shape; either way ``kgstack.schema`` validates
+it at synth, strictly, against the openAPIV3Schema of its vendored CRD, so a
+misspelt field fails synth. (Typed model packages for prometheus-operator cost
+seconds of import on every synth.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import cdk8s
@@ -16,9 +19,13 @@ from pydantic import BaseModel
 _HEADER = ("apiVersion", "kind", "metadata")
 
 
-def custom_resource(scope: Construct, id: str, resource: BaseModel) -> cdk8s.ApiObject:
-    """Add ``resource`` (a model with apiVersion, kind, metadata, ...) to ``scope``."""
-    body: dict[str, Any] = resource.model_dump(by_alias=True, exclude_none=True, mode="json")
+def custom_resource(scope: Construct, id: str, resource: BaseModel | Mapping[str, Any]) -> cdk8s.ApiObject:
+    """Add ``resource`` (apiVersion, kind, metadata, ...: a model or plain data) to ``scope``."""
+    body: dict[str, Any] = (
+        resource.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if isinstance(resource, BaseModel)
+        else dict(resource)
+    )
     meta = body.get("metadata", {})
     obj = cdk8s.ApiObject(
         scope,

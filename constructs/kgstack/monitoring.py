@@ -13,8 +13,9 @@ signals come from what the cluster already measures:
   Chroma's heartbeat and of Memgraph's bolt port;
 * cert-manager's certificate metrics.
 
-Every object is built from the typed cloudcoil models and added with
-:func:`kgstack.custom_resource.custom_resource`. The rules are plain data
+Every object is a plain mapping added with :func:`kgstack.custom_resource.custom_resource`
+and validated at synth, strictly, against the vendored prometheus-operator CRDs
+(``kgstack.schema``): a misspelt field fails synth without importing 60k lines of models. The rules are plain data
 (:func:`recording_rules`, :func:`alerts`) so the tests can run them through
 ``promtool``; docs/observability.md explains the choices.
 """
@@ -23,10 +24,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from cloudcoil.apimachinery import ObjectMeta
-from cloudcoil.models.prometheus_operator import v1, v1alpha1
 from constructs import Construct
 from pydantic import Field, model_validator
 
@@ -34,7 +33,11 @@ from .connections import Connections, Endpoint
 from .custom_resource import custom_resource
 from .model import Spec
 from .naming import Identity
+
 from .network_policies import NamespacePeer
+
+Obj = dict[str, Any]
+"""A custom resource, or part of one, as plain data (checked against its CRD at synth)."""
 
 NGINX_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """ingress-nginx's request-duration buckets unless the controller runs with ``--time-buckets``."""
@@ -571,39 +574,37 @@ class Monitoring(Construct):
         super().__init__(scope, id)
         self.props = props
         s = props.settings
-        self.resources: list[v1.ServiceMonitor | v1.Probe | v1.PrometheusRule | v1alpha1.AlertmanagerConfig] = []
+        self.resources: list[Obj] = []
 
         connections = Connections.of(self)
         for endpoint in props.metrics:
             self._add(
                 f"{endpoint.component.capitalize()}Monitor",
-                v1.ServiceMonitor(
-                    metadata=self._meta(endpoint.service),
-                    spec=v1.ServiceMonitorSpec(
-                        selector=v1.Selector(match_labels=props.identity.of(endpoint.component).selector),
-                        endpoints=[v1.Endpoint(port=endpoint.port_name, path="/metrics", interval=s.scrape_interval)],
-                    ),
+                self._object(
+                    "ServiceMonitor",
+                    endpoint.service,
+                    {
+                        "endpoints": [{"interval": s.scrape_interval, "path": "/metrics", "port": endpoint.port_name}],
+                        "selector": {"matchLabels": props.identity.of(endpoint.component).selector},
+                    },
                 ),
             )
             connections.allow(props.scraper, endpoint, purpose=f"Prometheus scrapes {endpoint.component}'s /metrics")
         if s.agent_metrics:
             self._add(
                 "AgentMonitor",
-                v1.ServiceMonitor(
-                    metadata=self._meta(props.name("agent")),
-                    spec=v1.ServiceMonitorSpec(
-                        selector=v1.Selector(
-                            match_labels=props.identity.selector,
-                            match_expressions=[
-                                v1.MatchExpressionModel(
-                                    key="app.kubernetes.io/component",
-                                    operator="In",
-                                    values=["query", "indexer"],
-                                )
+                self._object(
+                    "ServiceMonitor",
+                    props.name("agent"),
+                    {
+                        "endpoints": [{"interval": s.scrape_interval, "path": "/metrics", "port": "http"}],
+                        "selector": {
+                            "matchExpressions": [
+                                {"key": "app.kubernetes.io/component", "operator": "In", "values": ["query", "indexer"]}
                             ],
-                        ),
-                        endpoints=[v1.Endpoint(port="http", path="/metrics", interval=s.scrape_interval)],
-                    ),
+                            "matchLabels": props.identity.selector,
+                        },
+                    },
                 ),
             )
         for endpoint in props.probes:
@@ -611,10 +612,7 @@ class Monitoring(Construct):
             what = endpoint.health_path or f"port {endpoint.port}"
             connections.allow(props.scraper, endpoint, purpose=f"blackbox probe of {endpoint.component}'s {what}")
 
-        self.rule = v1.PrometheusRule(
-            metadata=self._meta(props.instance),
-            spec=v1.PrometheusRuleSpec(groups=self.groups()),
-        )
+        self.rule = self._object("PrometheusRule", props.instance, {"groups": self.groups()})
         self._add("Rules", self.rule)
         self._add("Alerting", self._alertmanager_config())
 
@@ -630,13 +628,18 @@ class Monitoring(Construct):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _meta(self, name: str) -> ObjectMeta:
+    def _object(self, kind: str, name: str, spec: Obj) -> Obj:
         labels = {**self.props.identity.of("monitoring").labels, **self.props.settings.prometheus_selector}
-        return ObjectMeta(name=name, namespace=self.props.namespace, labels=labels)
+        return {
+            "apiVersion": "monitoring.coreos.com/v1alpha1"
+            if kind == "AlertmanagerConfig"
+            else "monitoring.coreos.com/v1",
+            "kind": kind,
+            "metadata": {"labels": labels, "name": name, "namespace": self.props.namespace},
+            "spec": spec,
+        }
 
-    def _add(
-        self, id: str, resource: v1.ServiceMonitor | v1.Probe | v1.PrometheusRule | v1alpha1.AlertmanagerConfig
-    ) -> None:
+    def _add(self, id: str, resource: Obj) -> None:
         self.resources.append(resource)
         custom_resource(self, id, resource)
 
@@ -649,23 +652,24 @@ class Monitoring(Construct):
             module, target = s.blackbox_tcp_module, endpoint.cluster_address
         self._add(
             f"{component.capitalize()}Probe",
-            v1.Probe(
-                metadata=self._meta(self.props.name(component)),
-                spec=v1.ProbeSpec(
-                    prober=v1.Prober(url=s.blackbox_prober),
-                    module=module,
-                    interval=s.scrape_interval,
-                    targets=v1.Targets(
-                        static_config=v1.StaticConfig(
-                            static=[target],
-                            labels={"namespace": self.props.namespace, "component": component},
-                        )
-                    ),
-                ),
+            self._object(
+                "Probe",
+                self.props.name(component),
+                {
+                    "interval": s.scrape_interval,
+                    "module": module,
+                    "prober": {"path": "/probe", "url": s.blackbox_prober},
+                    "targets": {
+                        "staticConfig": {
+                            "labels": {"namespace": self.props.namespace, "component": component},
+                            "static": [target],
+                        }
+                    },
+                },
             ),
         )
 
-    def groups(self) -> list[v1.Group]:
+    def groups(self) -> list[Obj]:
         """Two groups: the SLIs with every alert that reads them, and the component alerts.
 
         Prometheus evaluates groups concurrently and rules within a group in order, so an
@@ -677,100 +681,81 @@ class Monitoring(Construct):
         slo_alerts = [a for a in alerts(props) if reads_recorded_series(a)]
         other = [a for a in alerts(props) if not reads_recorded_series(a)]
         return [
-            v1.Group(
-                name=f"{props.instance}.slo",
-                rules=[v1.Rule(record=r.record, expr=r.expr, labels=ns) for r in recording_rules(props)]
+            {
+                "name": f"{props.instance}.slo",
+                "rules": [{"expr": r.expr, "labels": ns, "record": r.record} for r in recording_rules(props)]
                 + [self._rule(a) for a in slo_alerts],
-            ),
-            v1.Group(name=f"{props.instance}.components", rules=[self._rule(a) for a in other]),
+            },
+            {"name": f"{props.instance}.components", "rules": [self._rule(a) for a in other]},
         ]
 
-    def _rule(self, alert: Alert) -> v1.Rule:
-        return v1.Rule(
-            alert=alert.name,
-            expr=alert.expr,
-            for_=alert.for_,
-            labels={"severity": alert.severity, "namespace": self.props.namespace, **dict(alert.labels)},
-            annotations={
+    def _rule(self, alert: Alert) -> Obj:
+        return {
+            "alert": alert.name,
+            "annotations": {
                 "summary": alert.summary,
                 "description": alert.description,
                 "runbook_url": f"{self.props.settings.runbook_base_url}/{alert.name}.md",
             },
-        )
+            "expr": alert.expr,
+            "for": alert.for_,
+            "labels": {"severity": alert.severity, "namespace": self.props.namespace, **dict(alert.labels)},
+        }
 
-    def _alertmanager_config(self) -> v1alpha1.AlertmanagerConfig:
+    def _alertmanager_config(self) -> Obj:
         r = self.props.settings.receivers
-        chat = v1alpha1.Receiver(
-            name=r.chat.name,
-            slack_configs=[
-                v1alpha1.SlackConfig(
-                    api_url=v1alpha1.ApiUrl(name=r.chat.webhook_url.name, key=r.chat.webhook_url.key),
-                    channel=r.chat.channel,
-                    send_resolved=True,
-                    title="[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} ({{ .CommonLabels.namespace }})",
-                    text="{{ range .Alerts }}{{ .Annotations.summary }}\n{{ .Annotations.description }}\n"
-                    "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}",
-                )
-            ],
-        )
-        receivers = [chat]
-        routes: list[v1alpha1.Route] = []
+        chat: Obj = {
+            "apiURL": {"key": r.chat.webhook_url.key, "name": r.chat.webhook_url.name},
+            "sendResolved": True,
+            "text": "{{ range .Alerts }}{{ .Annotations.summary }}\n{{ .Annotations.description }}\n"
+            "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}",
+            "title": "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} ({{ .CommonLabels.namespace }})",
+        }
+        if r.chat.channel is not None:
+            chat = {**chat, "channel": r.chat.channel}
+        receivers: list[Obj] = [{"name": r.chat.name, "slackConfigs": [dict(sorted(chat.items()))]}]
+        routes: list[Obj] = []
         if r.paging is not None:
-            receivers.insert(
-                0,
-                v1alpha1.Receiver(
-                    name=r.paging.name,
-                    pagerduty_configs=[
-                        v1alpha1.PagerdutyConfig(
-                            routing_key=v1alpha1.RoutingKey(
-                                name=r.paging.routing_key.name, key=r.paging.routing_key.key
-                            ),
-                            send_resolved=True,
-                            description="{{ .CommonLabels.alertname }}: {{ .CommonAnnotations.summary }}",
-                            severity="critical",
-                        )
-                    ],
-                ),
-            )
+            pager = {
+                "description": "{{ .CommonLabels.alertname }}: {{ .CommonAnnotations.summary }}",
+                "routingKey": {"key": r.paging.routing_key.key, "name": r.paging.routing_key.name},
+                "sendResolved": True,
+                "severity": "critical",
+            }
+            receivers.insert(0, {"name": r.paging.name, "pagerdutyConfigs": [pager]})
             # Pages, then continues so chat also shows the incident for context.
             routes.append(
-                v1alpha1.Route(
-                    receiver=r.paging.name,
-                    matchers=[v1alpha1.Matcher(name="severity", value="critical", match_type="=")],
-                    continue_=True,
-                    repeat_interval="1h",
-                )
+                {
+                    "continue": True,
+                    "matchers": [{"matchType": "=", "name": "severity", "value": "critical"}],
+                    "receiver": r.paging.name,
+                    "repeatInterval": "1h",
+                }
             )
         routes.append(
-            v1alpha1.Route(
-                receiver=r.chat.name,
-                matchers=[v1alpha1.Matcher(name="severity", value="critical|warning", match_type="=~")],
-                repeat_interval="4h",
-            )
+            {
+                "matchers": [{"matchType": "=~", "name": "severity", "value": "critical|warning"}],
+                "receiver": r.chat.name,
+                "repeatInterval": "4h",
+            }
         )
-        return v1alpha1.AlertmanagerConfig(
-            metadata=self._meta(self.props.instance),
-            spec=v1alpha1.AlertmanagerConfigSpec(
-                route=v1alpha1.Route(
-                    receiver=r.chat.name,
-                    group_by=["alertname", "namespace"],
-                    group_wait="30s",
-                    group_interval="5m",
-                    repeat_interval="4h",
-                    routes=[route.model_dump(by_alias=True, exclude_none=True, mode="json") for route in routes],
-                ),
-                receivers=receivers,
-                inhibit_rules=[
-                    v1alpha1.InhibitRule(
-                        # A fast burn already pages; the slow burn of the same SLO adds nothing.
-                        source_match=[
-                            v1alpha1.SourceMatch(name="alertname", value="Kga.+BurnRateCritical", match_type="=~")
-                        ],
-                        target_match=[
-                            v1alpha1.TargetMatch(name="alertname", value="Kga.+BurnRateWarning", match_type="=~")
-                        ],
-                        equal=["namespace", "slo"],
-                    )
-                ],
-            ),
-        )
+        spec = {
+            "inhibitRules": [
+                {
+                    # A fast burn already pages; the slow burn of the same SLO adds nothing.
+                    "equal": ["namespace", "slo"],
+                    "sourceMatch": [{"matchType": "=~", "name": "alertname", "value": "Kga.+BurnRateCritical"}],
+                    "targetMatch": [{"matchType": "=~", "name": "alertname", "value": "Kga.+BurnRateWarning"}],
+                }
+            ],
+            "receivers": receivers,
+            "route": {
+                "groupBy": ["alertname", "namespace"],
+                "groupInterval": "5m",
+                "groupWait": "30s",
+                "receiver": r.chat.name,
+                "repeatInterval": "4h",
+                "routes": routes,
+            },
+        }
+        return self._object("AlertmanagerConfig", self.props.instance, spec)
