@@ -33,7 +33,6 @@ from .connections import Connections, Endpoint
 from .custom_resource import custom_resource
 from .model import Spec
 from .naming import Identity
-
 from .network_policies import NamespacePeer
 
 Obj = dict[str, Any]

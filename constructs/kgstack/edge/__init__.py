@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cloudcoil.apimachinery import ObjectMeta as CoilObjectMeta
-from cloudcoil.models.cert_manager import v1 as cert_manager
 from constructs import Construct
 
 from ..connections import Endpoint
@@ -113,16 +111,19 @@ class Edge(Construct):
 
         # A platform Gateway terminates TLS with its own certificate.
         if s.controller == "ingress-nginx" or s.side_by_side_ingress_nginx or s.gateway.platform_gateway is None:
-            certificate = cert_manager.Certificate(
-                metadata=CoilObjectMeta(name=self.tls_secret, namespace=props.namespace, labels=edge.labels),
-                spec=cert_manager.CertificateSpec(
-                    secret_name=self.tls_secret,
-                    dns_names=[props.domain],
-                    issuer_ref=cert_manager.IssuerRef(name=props.issuer, kind=s.issuer_kind, group="cert-manager.io"),
-                    private_key=cert_manager.PrivateKey(algorithm="ECDSA", size=256, rotation_policy="Always"),
-                    secret_template=cert_manager.SecretTemplate(labels=edge.labels),
-                ),
-            )
+            # Plain data, checked against the vendored cert-manager CRD at synth (kgstack.schema).
+            certificate = {
+                "apiVersion": "cert-manager.io/v1",
+                "kind": "Certificate",
+                "metadata": {"labels": edge.labels, "name": self.tls_secret, "namespace": props.namespace},
+                "spec": {
+                    "dnsNames": [props.domain],
+                    "issuerRef": {"group": "cert-manager.io", "kind": s.issuer_kind, "name": props.issuer},
+                    "privateKey": {"algorithm": "ECDSA", "rotationPolicy": "Always", "size": 256},
+                    "secretName": self.tls_secret,
+                    "secretTemplate": {"labels": edge.labels},
+                },
+            }
             custom_resource(self, "Certificate", certificate)
 
         self.auth = EdgeAuth(
