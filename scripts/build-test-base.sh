@@ -23,8 +23,8 @@
 # The root filesystem is cached as a tarball in ${KGA_IMAGE_CACHE:-.cache/images}
 # (keyed by this script's content), so reruns only re-import it.
 # Requires root, debootstrap, and podman (or buildah) for the import.
-# Storage: ${KGA_PODMAN_ROOT:-<cache>/storage} with the vfs driver
-# (KGA_STORAGE_DRIVER=overlay: <cache>/storage-overlay), so the host's container
+# Storage: ${KGA_PODMAN_ROOT:-<cache>/storage-overlay} on the overlay driver, or <cache>/storage
+# with vfs where the kernel lacks overlay, so the host's container
 # storage is left alone. Export KGA_PODMAN_ROOT="" to use the default storage.
 set -euo pipefail
 
@@ -40,9 +40,10 @@ mkdir -p "$CACHE_DIR"
 KEY="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)"
 TARBALL="$CACHE_DIR/kga-base-$SUITE-$KEY.tar"
 
-# vfs works everywhere but copies every layer; KGA_STORAGE_DRIVER=overlay is
-# much faster where the kernel allows it (tests and bench honour it too).
-DRIVER="${KGA_STORAGE_DRIVER:-vfs}"
+# overlay where the kernel has it, else vfs, which works everywhere but copies every layer
+# (tests/image_build.py picks the same; KGA_STORAGE_DRIVER overrides both).
+default_driver=vfs; grep -qw overlay /proc/filesystems 2>/dev/null && default_driver=overlay
+DRIVER="${KGA_STORAGE_DRIVER:-$default_driver}"
 if [[ "$DRIVER" == vfs ]]; then STORE="$CACHE_DIR/storage"; SUFFIX=""; else STORE="$CACHE_DIR/storage-$DRIVER"; SUFFIX="-$DRIVER"; fi
 podman_cmd() {
   local args=()

@@ -1,7 +1,9 @@
 """Rootful podman builds without a Docker engine: shared by tests/test_images.py and bench/image_size.py.
 
 Storage is repo-local (``.cache/images``, the layout scripts/build-test-base.sh
-uses) with chroot isolation and the vfs driver, which work inside this sandbox.
+uses) with chroot isolation, on the overlay driver where the kernel has it and
+vfs otherwise: vfs copies every layer (an agent build took 16-24 min and wrote
+~30 GB on 2 cores, against 3-4 min on overlay).
 """
 
 from __future__ import annotations
@@ -26,9 +28,18 @@ def chroma_release() -> str:
     return str(module.release())
 
 
+def default_driver() -> str:
+    """overlay when the kernel offers it (same rule as scripts/build-test-base.sh), else vfs."""
+    try:
+        filesystems = Path("/proc/filesystems").read_text()
+    except OSError:
+        return "vfs"
+    return "overlay" if any(line.split()[-1:] == ["overlay"] for line in filesystems.splitlines()) else "vfs"
+
+
 def storage_args() -> list[str]:
     """Repo-local container storage, same layout as scripts/build-test-base.sh."""
-    driver = os.environ.get("KGA_STORAGE_DRIVER", "vfs")
+    driver = os.environ.get("KGA_STORAGE_DRIVER") or default_driver()
     root = CACHE_DIR / ("storage" if driver == "vfs" else f"storage-{driver}")
     runroot = os.environ.get("KGA_PODMAN_RUNROOT", "/run/kga-podman") + ("" if driver == "vfs" else f"-{driver}")
     return ["--root", str(root), "--runroot", runroot, "--storage-driver", driver]
