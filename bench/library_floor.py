@@ -7,9 +7,7 @@ import cdk8s
 
 for module in (
     "cdk8s_plus_27",
-    "cloudcoil.models.cert_manager.v1",
-    "cloudcoil.models.prometheus_operator.v1",
-    "cloudcoil.models.prometheus_operator.v1alpha1",
+    "jsonschema",
     "grafana_foundation_sdk.builders.dashboard",
     "kubernetes_validate",
     "pydantic",

@@ -39,6 +39,11 @@ def generated(folder: Path, count: int) -> Path:
         data = yaml.safe_load(shipped[i % len(shipped)].read_text())
         name = f"{data['name']}{i}"
         data.update(name=name, namespace=f"kga-{name}", domain=f"{name}.example.com")
+        # What a copy must change (README): its own backups, identity and secret-store path.
+        data["backup"]["target"] = f"s3://acme-kga-backups/{name}"
+        if data.get("cloud", {}).get("workloadIdentity"):
+            data["cloud"]["workloadIdentity"] = f"arn:aws:iam::444455556666:role/kga-{name}"
+        data.setdefault("secrets", {})["remoteKeyPrefix"] = f"kga/{name}/"
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(data))
     return folder
 
