@@ -294,6 +294,7 @@ class ControlPlane:
     # -- applying -----------------------------------------------------------------------------------
     def install_crds(self) -> None:
         self.kubectl.ok("apply", "--server-side", "-f", str(ROOT / "constructs" / "kgstack" / "crds"))
+
         # Polled here: `kubectl wait` fails on a CRD that has no conditions yet.
         def established() -> bool:
             crds = self.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")

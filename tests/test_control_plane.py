@@ -199,7 +199,7 @@ def _foreign_selector(obj: dict[str, Any]) -> dict[str, Any]:
     [
         (f"cronjob-kga-{DRILLED}-backup-redis.yaml", _bad_schedule, 'spec.schedule: Invalid value: "61 * * * *"'),
         # Pod Security enforces on pods (on workloads it only warns): the web tier's pod on the host network.
-        (f"deployment-kga-{DRILLED}-web.yaml", _host_network_pod, 'forbidden: violates PodSecurity "restricted:latest"'),
+        (f"deployment-kga-{DRILLED}-web.yaml", _host_network_pod, "host namespaces (hostNetwork=true)"),
         (f"deployment-kga-{DRILLED}-web.yaml", _foreign_selector, "`selector` does not match template `labels`"),
     ],
     ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch"],
@@ -213,6 +213,9 @@ def test_the_real_server_rejects_a_broken_manifest(
     print(out.stderr)
     assert out.returncode != 0
     assert message in out.stderr
+    if change is _host_network_pod:
+        version = yaml.safe_load((ROOT / "environments" / f"{DRILLED}.yaml").read_text())["kubernetesVersion"]
+        assert f'is forbidden: violates PodSecurity "restricted:v{version}"' in out.stderr
 
 
 def test_blocked_evictions_are_read_from_kubectl_drain() -> None:
