@@ -545,17 +545,21 @@ class ReadyWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()  # the state the caller waited for, even if it came between two samples
+
+    def _sample(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            for key, (ready, desired) in ready_counts(self.cp, self.namespace).items():
+                self.desired[key] = desired
+                self.fewest[key] = min(self.fewest.get(key, ready), ready)
+                if ready < desired:
+                    self.recovered_at.pop(key, None)
+                elif key not in self.recovered_at:
+                    self.recovered_at[key] = time.monotonic()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(httpx.HTTPError):
-                for key, (ready, desired) in ready_counts(self.cp, self.namespace).items():
-                    self.desired[key] = desired
-                    self.fewest[key] = min(self.fewest.get(key, ready), ready)
-                    if ready < desired:
-                        self.recovered_at.pop(key, None)
-                    elif key not in self.recovered_at:
-                        self.recovered_at[key] = time.monotonic()
+            self._sample()
             self._stop.wait(0.2)
 
 
