@@ -6,6 +6,7 @@ The tests share one control plane and run in file order: the drain and the zone 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +208,13 @@ def test_blocked_evictions_are_read_from_kubectl_drain() -> None:
         "evicting pod kga-prod/kga-prod-query-2\n"
     )
     assert blocked_evictions(log, {"kga-prod-query-1": "Deployment/kga-prod-query"}) == {"Deployment/kga-prod-query": 1}
+
+
+def test_the_control_plane_is_built_at_the_newest_targeted_kubernetes(environments: dict[str, Any]) -> None:
+    gomod = (ROOT / "scripts" / "control-plane" / "go.mod").read_text()
+    (version,) = re.findall(r"^\s*(?:require )?k8s\.io/kubernetes v1\.(\d+)\.(\d+)(?: //.*)?$", gomod, re.MULTILINE)
+    newest = max((env.kubernetes_version for env in environments.values()), key=lambda v: int(v.split(".")[1]))
+    assert f"1.{version[0]}" == newest
+    staging = re.findall(r"^\t(k8s\.io/[\w-]+) => (k8s\.io/[\w-]+) (v\S+)$", gomod, re.MULTILINE)
+    assert len(staging) >= 30
+    assert {(a == b, v) for a, b, v in staging} == {(True, f"v0.{version[0]}.{version[1]}")}
