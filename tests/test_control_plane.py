@@ -6,6 +6,7 @@ The tests share one control plane and run in file order: the drain and the zone 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from control_plane import (
     drill_table,
     pods_per_zone,
     restore_into_live_zone,
+    scale_to_hpa_max,
     wait_all_ready,
     zone_loss_drill,
 )
@@ -69,31 +71,12 @@ def test_every_workload_reaches_its_replicas_under_quota_and_pod_security(
     labels = cp.get(f"/api/v1/namespaces/{ns}")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     wait_all_ready(cp, ns)
-    # The HPA (no metrics server here) raises the query tier to its floor; then to its ceiling.
-    hpa_path = f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
-    for hpa in cp.items(hpa_path):
-        top = hpa["spec"]["maxReplicas"]
-        patch = {"spec": {"minReplicas": top}}
-        cp.api.patch(
-            f"{hpa_path}/{hpa['metadata']['name']}",
-            json=patch,
-            headers={"Content-Type": "application/merge-patch+json"},
-        ).raise_for_status()
-        target = hpa["spec"]["scaleTargetRef"]["name"]
-        cp.wait(
-            f"{target} at its HPA maximum of {top}",
-            lambda t=target, n=top: cp.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{t}")["spec"]["replicas"] == n,
-        )
-        wait_all_ready(cp, ns)
-        quota = cp.items(f"/api/v1/namespaces/{ns}/resourcequotas")[0]["status"]
-        assert quota["used"], quota
-        # Back to the floor, so the other tests see the shape a cluster runs most of the time.
-        patch = {"spec": {"minReplicas": hpa["spec"]["minReplicas"]}}
-        cp.api.patch(
-            f"{hpa_path}/{hpa['metadata']['name']}",
-            json=patch,
-            headers={"Content-Type": "application/merge-patch+json"},
-        ).raise_for_status()
+    # Then every HPA target at its ceiling, still under the quota (the other tests and the drill
+    # run at this scale too: the worst case for capacity and for a zone loss).
+    scale_to_hpa_max(cp, ns)
+    (quota,) = cp.items(f"/api/v1/namespaces/{ns}/resourcequotas")
+    used, hard = quota["status"]["used"], quota["status"]["hard"]
+    print(f"\n{ns} at HPA maximum: CPU requests {used['requests.cpu']} of {hard['requests.cpu']}")
 
 
 # 3 -----------------------------------------------------------------------------------------------
@@ -199,11 +182,7 @@ def _foreign_selector(obj: dict[str, Any]) -> dict[str, Any]:
     [
         (f"cronjob-kga-{DRILLED}-backup-redis.yaml", _bad_schedule, 'spec.schedule: Invalid value: "61 * * * *"'),
         # Pod Security enforces on pods (on workloads it only warns): the web tier's pod on the host network.
-        (
-            f"deployment-kga-{DRILLED}-web.yaml",
-            _host_network_pod,
-            'forbidden: violates PodSecurity "restricted:latest"',
-        ),
+        (f"deployment-kga-{DRILLED}-web.yaml", _host_network_pod, "host namespaces (hostNetwork=true)"),
         (f"deployment-kga-{DRILLED}-web.yaml", _foreign_selector, "`selector` does not match template `labels`"),
     ],
     ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch"],
@@ -217,6 +196,9 @@ def test_the_real_server_rejects_a_broken_manifest(
     print(out.stderr)
     assert out.returncode != 0
     assert message in out.stderr
+    if change is _host_network_pod:
+        version = yaml.safe_load((ROOT / "environments" / f"{DRILLED}.yaml").read_text())["kubernetesVersion"]
+        assert f'is forbidden: violates PodSecurity "restricted:v{version}"' in out.stderr
 
 
 def test_blocked_evictions_are_read_from_kubectl_drain() -> None:
@@ -226,3 +208,13 @@ def test_blocked_evictions_are_read_from_kubectl_drain() -> None:
         "evicting pod kga-prod/kga-prod-query-2\n"
     )
     assert blocked_evictions(log, {"kga-prod-query-1": "Deployment/kga-prod-query"}) == {"Deployment/kga-prod-query": 1}
+
+
+def test_the_control_plane_is_built_at_the_newest_targeted_kubernetes(environments: dict[str, Any]) -> None:
+    gomod = (ROOT / "scripts" / "control-plane" / "go.mod").read_text()
+    (version,) = re.findall(r"^\s*(?:require )?k8s\.io/kubernetes v1\.(\d+)\.(\d+)(?: //.*)?$", gomod, re.MULTILINE)
+    newest = max((env.kubernetes_version for env in environments.values()), key=lambda v: int(v.split(".")[1]))
+    assert f"1.{version[0]}" == newest
+    staging = re.findall(r"^\t(k8s\.io/[\w-]+) => (k8s\.io/[\w-]+) (v\S+)$", gomod, re.MULTILINE)
+    assert len(staging) >= 30
+    assert {(a == b, v) for a, b, v in staging} == {(True, f"v0.{version[0]}.{version[1]}")}

@@ -33,8 +33,10 @@ def _binary() -> None:
         missing(f"{kc.BINARY} not built (scripts/setup.sh test builds it)")
 
 
-@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
-def test_dist_is_valid_for_every_supported_kubernetes(version: str) -> None:
+# The static gate stays kgstack.schema (bench/validators.py: faster); kubeconform is checked to
+# agree with it at the oldest and newest supported versions.
+@pytest.mark.parametrize("version", [SUPPORTED_KUBERNETES[0], SUPPORTED_KUBERNETES[-1]])
+def test_dist_is_valid_at_the_supported_bounds(version: str) -> None:
     out = kc.validate(version, [str(p) for p in dist_files()])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Invalid: 0, Errors: 0, Skipped: 0" in out.stdout
