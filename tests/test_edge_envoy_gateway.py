@@ -46,7 +46,11 @@ def test_limits_and_retries_only_where_idempotent() -> None:
 def test_client_traffic_behind_the_load_balancer() -> None:
     spec = render()["ClientTrafficPolicy/kga-prod"]["spec"]
     assert spec["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "kga-prod"}]
-    assert spec["clientIPDetection"] == {"xForwardedFor": {"numTrustedHops": 1}}
+    # Default: an L4 balancer (AWS NLB) appends nothing, so X-Forwarded-For is the client's own
+    # word and must not pick the address the rate limits count (review: spoofable with 1 hop).
+    assert "clientIPDetection" not in spec
+    l7 = render(props(gateway={"trustedProxyHops": 1}))["ClientTrafficPolicy/kga-prod"]["spec"]
+    assert l7["clientIPDetection"] == {"xForwardedFor": {"numTrustedHops": 1}}
     assert spec["headers"]["requestID"] == "PreserveOrGenerate"
     assert spec["path"]["escapedSlashesAction"] == "UnescapeAndRedirect"
     # The buffer holds the largest body a route accepts (1 MiB).

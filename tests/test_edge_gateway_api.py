@@ -92,3 +92,12 @@ def test_backend_tls_policy_when_a_backend_speaks_tls() -> None:
     spec = objects["BackendTLSPolicy/kga-prod-query"]["spec"]
     assert spec["targetRefs"] == [{"group": "", "kind": "Service", "name": "kga-prod-query"}]
     assert spec["validation"]["hostname"] == "query.kga.internal"
+
+
+def test_load_balancer_annotations_reach_the_gateway_infrastructure() -> None:
+    """cloud.loadBalancerAnnotations (prod asks for an NLB) were silently dropped before (review finding 3)."""
+    plain = render()["Gateway/kga-prod"]["spec"]
+    assert "infrastructure" not in plain
+    nlb = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
+    gateway = render(props().model_copy(update={"load_balancer_annotations": nlb}))["Gateway/kga-prod"]["spec"]
+    assert gateway["infrastructure"] == {"annotations": nlb}

@@ -227,6 +227,7 @@ class AgentStack(cdk8s.Chart):
                 web_service=self.web.name,
                 query_service=self.query.name,
                 indexer_service=self.indexer.name,
+                load_balancer_annotations=env.cloud.load_balancer_annotations,
             ),
         )
         self.monitoring: Monitoring | None = None

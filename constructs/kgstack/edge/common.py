@@ -113,8 +113,11 @@ class GatewaySettings(Spec):
     """Namespace of the gateway's proxy pods: the only source of edge traffic the NetworkPolicies admit."""
     data_plane_pod_labels: dict[str, str] = Field(default_factory=lambda: dict(EG_PROXY_LABELS))
     """Labels of the proxy pods (Envoy Gateway: ``app.kubernetes.io/name: envoy``, ``component: proxy``)."""
-    trusted_proxy_hops: Annotated[int, Field(ge=0, le=5)] = 1
-    """Proxies in front of the gateway that append to ``X-Forwarded-For`` (the cloud load balancer: 1)."""
+    trusted_proxy_hops: Annotated[int, Field(ge=0, le=5)] = 0
+    """Proxies in front of the gateway that append to ``X-Forwarded-For``. 0 (default): the client is the
+    connection's peer, as behind a layer-4 load balancer that preserves it (AWS NLB, GCP/Azure network
+    LBs); an L4 balancer appends nothing, so trusting a hop would let a client pick its own address and
+    dodge the per-client rate limits. 1 behind an L7 balancer that appends it (ALB, GCLB, App Gateway)."""
     connection_limit: Annotated[int, Field(ge=100)] = 10000
     """Concurrent client connections per proxy (``ClientTrafficPolicy.connection.connectionLimit``)."""
     backend_max_parallel_requests: Annotated[int, Field(ge=1)] = 1024
@@ -216,6 +219,9 @@ class EdgeProps(Spec):
     agent_port: int = 8000
     """Service port of both agent tiers."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
+    load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
+    """``cloud.loadBalancerAnnotations``: on the stack-owned Gateway's ``infrastructure``, which the
+    implementation copies onto the load balancer Service it creates."""
     """Extra labels for the verifier's pods (workload identity)."""
 
     @model_validator(mode="after")

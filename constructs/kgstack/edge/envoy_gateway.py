@@ -146,8 +146,14 @@ class EnvoyGatewayPolicies(Construct):
             namespace=p.namespace,
             spec={
                 "targetRefs": [{"group": GROUP, "kind": "Gateway", "name": self.routes.gateway.name}],
-                # The cloud load balancer appends the client to X-Forwarded-For; trust only its hop(s).
-                "clientIPDetection": {"xForwardedFor": {"numTrustedHops": g.trusted_proxy_hops}},
+                # Behind an L7 balancer that appends the client to X-Forwarded-For, trust only its hop(s);
+                # without one (an L4 balancer appends nothing) the peer address is the client, and a
+                # client-written X-Forwarded-For must not choose the address the rate limits count.
+                **(
+                    {"clientIPDetection": {"xForwardedFor": {"numTrustedHops": g.trusted_proxy_hops}}}
+                    if g.trusted_proxy_hops
+                    else {}
+                ),
                 "headers": {
                     "requestID": "PreserveOrGenerate",
                     # The app and the access log see the same ID the client gets back.

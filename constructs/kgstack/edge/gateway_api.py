@@ -152,6 +152,11 @@ class GatewayApiRoutes(Construct):
             namespace=p.namespace,
             spec={
                 "gatewayClassName": p.settings.gateway.gateway_class,
+                **(
+                    {"infrastructure": {"annotations": dict(p.load_balancer_annotations)}}
+                    if p.load_balancer_annotations
+                    else {}
+                ),
                 "listeners": [
                     {
                         "name": HTTPS_LISTENER,
