@@ -29,7 +29,9 @@ def pod(manifests: Manifests, env: str, tier: str) -> dict[str, Any]:
 @pytest.mark.parametrize("tier", ["query", "indexer"])
 def test_probes_use_health_never_the_always_200_endpoint(manifests: Manifests, tier: str) -> None:
     (container,) = pod(manifests, "prod", tier)["spec"]["containers"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # The indexer's loop blocks during a run: /health only gates its start (tests/test_agent_stack.py).
+    probes = ("startupProbe", "readinessProbe", "livenessProbe") if tier == "query" else ("startupProbe",)
+    for probe in probes:
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
     assert "/api/v1/health" not in str(manifests["prod"])
 
@@ -69,7 +71,8 @@ def test_graceful_shutdown_covers_inflight_work(manifests: Manifests, environmen
     query = pod(manifests, "prod", "query")["spec"]
     indexer = pod(manifests, "prod", "indexer")["spec"]
     assert query["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
-    assert query["terminationGracePeriodSeconds"] == 90
+    # The edge waits 180 s for an answer; preStop 10 s and a 10 s margin on top (agent_stack._query_grace).
+    assert query["terminationGracePeriodSeconds"] == 180 + 10 + 10
     timeout = environments["prod"].agent.workflow.timeout_seconds
     assert indexer["terminationGracePeriodSeconds"] == timeout + 60
 
