@@ -74,3 +74,18 @@ def test_cdk8s_synth_is_quiet_and_ends_with_the_synth_summary(tmp_path: Path) ->
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == f"synthesized dev, prod, staging into {outdir}\n"
     assert result.stderr == ""
+
+
+def test_ci_gate_is_strict_whoever_runs_it(tmp_path: Path) -> None:
+    """Issue 9 defect 12: a missing tool failed only when the caller happened to set CI=true.
+
+    .ci/run is run with a stand-in `make` that records what it sees: CI must be set for `make test`."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    seen = tmp_path / "seen"
+    (fake / "make").write_text(f'#!/bin/sh\necho "$1 CI=${{CI:-unset}}" >> {seen}\nexit 3\n')
+    (fake / "make").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | {"PATH": f"{fake}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True)
+    assert result.returncode == 3  # the gate stops at the failed `make test`
+    assert seen.read_text().splitlines() == ["test CI=true"]
