@@ -100,12 +100,16 @@ def test_the_quota_counts_the_reindex_pod() -> None:
 class Api:
     """Answers like the app: a batch of workflows, then their status per poll."""
 
-    def __init__(self, outcomes: dict[str, list[str]]) -> None:
+    def __init__(self, outcomes: dict[str, list[str]], busy_polls: int = 0) -> None:
         self.outcomes = outcomes  # workflow id -> statuses returned on successive polls
+        self.busy_polls = busy_polls  # status polls answered 503 first, as a busy event loop would fail
         self.requests: list[tuple[str, str]] = []
 
     def handle(self, method: str, path: str) -> tuple[int, Any]:
         self.requests.append((method, path))
+        if method == "GET" and self.busy_polls:
+            self.busy_polls -= 1
+            return 503, {"detail": "busy"}
         if (method, path) == ("POST", "/api/v1/index"):
             workflows = [{"workflow_id": w, "repository": f"https://github.com/acme/{w}"} for w in self.outcomes]
             return 200, {"batch_id": "b1", "workflows": workflows, "total_repositories": len(workflows)}
@@ -197,3 +201,31 @@ def test_client_fails_when_the_indexer_is_unreachable(client_script: Path) -> No
     result = run_client(client_script, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     assert result.returncode == 1
     assert events(result)[0]["event"] == "reindex.error"
+
+
+def test_client_waits_through_a_busy_indexer(client_script: Path) -> None:
+    """A run blocks the indexer's event loop: failed polls are retried, not counted as lost runs (review)."""
+    api = Api({"w1": ["running", "completed"]}, busy_polls=3)
+    with serve(api) as url:
+        result = run_client(client_script, url)
+    assert result.returncode == 0, result.stdout
+    assert [e["event"] for e in events(result)].count("reindex.retry") == 3
+    assert events(result)[-1] == {"event": "reindex.done", "failed": 0}
+
+
+def test_client_counts_a_forgotten_workflow_as_failed(client_script: Path) -> None:
+    """404: the indexer restarted and forgot the workflow (its state is in memory)."""
+    api = Api({"w1": ["completed"]})
+    api.outcomes["w-lost"] = []  # listed in the batch, then unknown to the status endpoint
+    original = api.handle
+
+    def handle(method: str, path: str) -> tuple[int, Any]:
+        if path.endswith("/w-lost/status"):
+            return 404, {"detail": "Not Found"}
+        return original(method, path)
+
+    api.handle = handle  # type: ignore[method-assign]
+    with serve(api) as url:
+        result = run_client(client_script, url)
+    assert result.returncode == 1
+    assert any(e["event"] == "reindex.error" and e.get("workflow_id") == "w-lost" for e in events(result))

@@ -179,7 +179,8 @@ class AgentTier(Construct):
 
     @property
     def endpoint(self) -> Endpoint:
-        """The API port; ``/health`` is the only honest health path (agent-facts.md)."""
+        """The API port. ``/health`` is the only honest health path (agent-facts.md), except on a tier
+        whose loop blocks for a whole run (``blockingWork``): its probers check the port instead."""
         p = self.props
         return Endpoint(
             component=p.identity.component,
@@ -187,7 +188,7 @@ class AgentTier(Construct):
             namespace=p.namespace,
             port=HTTP_PORT,
             port_name="http",
-            health_path=HEALTH_PATH,
+            health_path=None if p.blocking_work else HEALTH_PATH,
         )
 
     def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:

@@ -49,11 +49,18 @@ def run(base: str, timeout: float, poll: float) -> int:
         for workflow_id, repository in list(pending.items()):
             try:
                 state = call(base, "GET", f"/api/v1/workflows/{workflow_id}/status")
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    log("reindex.retry", workflow_id=workflow_id, error=str(exc))
+                    continue
                 # A restarted indexer forgets its workflows (state is in memory): that run is lost.
                 log("reindex.error", workflow_id=workflow_id, repository=repository, error=str(exc))
                 failed += 1
                 del pending[workflow_id]
+                continue
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                # A run blocks the indexer's event loop: a slow or refused answer is not a lost workflow.
+                log("reindex.retry", workflow_id=workflow_id, error=str(exc))
                 continue
             status = str(state.get("status", ""))
             if status in DONE:
