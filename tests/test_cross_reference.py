@@ -20,7 +20,8 @@ from kgstack.cross_reference import Peer
 from kgstack.edge import EdgeSettings, edge_peer
 
 Objects = dict[str, dict[str, Any]]
-MONITORING = Peer("monitoring")
+PROMETHEUS = Peer("monitoring", {"app.kubernetes.io/name": "prometheus"})
+BLACKBOX = Peer("monitoring", {"app.kubernetes.io/name": "prometheus-blackbox-exporter"})
 _DATA_PLANE = edge_peer(EdgeSettings())
 EDGE = Peer(_DATA_PLANE.namespace, _DATA_PLANE.pod_labels)
 """The gateway's data-plane pods: where every environment's edge traffic comes from."""
@@ -48,7 +49,7 @@ def prerequisites(env: str) -> dict[str, frozenset[str]]:
 def gate(env: str, objects: Objects) -> list[str]:
     namespace = next(o["metadata"]["name"] for o in objects.values() if o["kind"] == "Namespace")
     return cross_reference.check(
-        objects, namespace=namespace, prerequisites=prerequisites(env), scraper=MONITORING, edge=EDGE
+        objects, namespace=namespace, prerequisites=prerequisites(env), scraper=PROMETHEUS, prober=BLACKBOX, edge=EDGE
     )
 
 
@@ -65,7 +66,7 @@ def test_dev_docs_create_every_secret_the_pods_read() -> None:
     assert gate("dev", objects) == []
     # Without the page's list, every hand-made Secret is reported against the pods that read it.
     namespace = "kga-dev"
-    problems = cross_reference.check(objects, namespace=namespace, scraper=MONITORING, edge=EDGE)
+    problems = cross_reference.check(objects, namespace=namespace, scraper=PROMETHEUS, prober=BLACKBOX, edge=EDGE)
     assert any(
         p.startswith("cronjob-kga-dev-backup-redis.yaml: spec.jobTemplate.spec.template.spec.volumes")
         and "Secret kga-backup is neither rendered, produced nor a documented prerequisite" in p

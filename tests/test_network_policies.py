@@ -54,6 +54,11 @@ RELEASE = Identity(name="kga", instance=NS, version="0.0.0")
 SETTINGS = NetworkSettings()
 EDGE = edge_peer(EdgeSettings())
 """The gateway's data-plane pods: the only source of public traffic."""
+MONITORING = "monitoring"
+PROMETHEUS = {"app.kubernetes.io/name": "prometheus"}
+"""prometheus-operator's label on the Prometheus pods: the only scraper."""
+BLACKBOX = {"app.kubernetes.io/name": "prometheus-blackbox-exporter"}
+"""The blackbox exporter chart's label: the only prober."""
 OTHER_NS = "other"
 PUBLIC_IP = ipaddress.IPv4Address("8.8.8.8")
 PRIVATE_IPS = [
@@ -76,12 +81,15 @@ def require_nca() -> Path:
 def _neighbours() -> list[Manifest]:
     """Namespaces and pods outside our namespace: the controller, Prometheus, DNS and a stranger."""
     out: list[Manifest] = []
-    for ns, labels in (
-        (EDGE.namespace, dict(EDGE.pod_labels)),
-        (SETTINGS.monitoring_namespace, {"app": "prometheus"}),
-        (SETTINGS.dns_namespace, dict(SETTINGS.dns_pod_labels)),
-        (OTHER_NS, {"app": "stranger"}),
-    ):
+    pods = (
+        (EDGE.namespace, "envoy", dict(EDGE.pod_labels)),
+        (MONITORING, "prometheus", PROMETHEUS),
+        (MONITORING, "blackbox", BLACKBOX),
+        (MONITORING, "grafana", {"app.kubernetes.io/name": "grafana"}),  # a neighbour that must reach nothing
+        (SETTINGS.dns_namespace, "coredns", dict(SETTINGS.dns_pod_labels)),
+        (OTHER_NS, "stranger", {"app": "stranger"}),
+    )
+    for ns in dict.fromkeys(ns for ns, _, _ in pods):
         out.append(
             {
                 "apiVersion": "v1",
@@ -89,7 +97,7 @@ def _neighbours() -> list[Manifest]:
                 "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
             }
         )
-        out.append(_deployment(ns, labels.get("app", "coredns"), labels, {"p": 53}))
+    out += [_deployment(ns, name, labels, {"p": 53}) for ns, name, labels in pods]
     return out
 
 
@@ -190,14 +198,20 @@ class Cluster:
     workloads: dict[str, list[str]]
     """component -> ``ns/name[Kind]`` of our workloads (several backup CronJobs share one component)."""
     neighbours: dict[str, str]
-    """namespace -> its stand-in workload."""
+    """namespace -> its first stand-in workload."""
+    neighbour_pods: list[tuple[str, str, dict[str, str]]]
+    """(namespace, ``ns/name[Kind]``, pod labels) of every stand-in outside our namespace."""
 
     def endpoints(self, peer: Any) -> list[str] | None:
         """nca names for a peer; ``None`` for the internet (an address range)."""
         if isinstance(peer, ComponentPeer):
             return self.workloads.get(peer.key, [])
         if isinstance(peer, NamespacePeer):
-            return [self.neighbours[peer.namespace]]
+            return [
+                name
+                for ns, name, labels in self.neighbour_pods
+                if ns == peer.namespace and labels.items() >= peer.pod_labels.items()
+            ]
         return None
 
     def permitted(
@@ -237,12 +251,19 @@ def analyse(objects: list[Manifest], tmp: Path) -> Cluster:
             component = f"{component}-{pod[STORE_LABEL]}"
         if component and o["metadata"]["namespace"] == namespace:
             workloads.setdefault(component, []).append(f"{namespace}/{o['metadata']['name']}[{o['kind']}]")
-    neighbours = {
-        o["metadata"]["namespace"]: f"{o['metadata']['namespace']}/{o['metadata']['name']}[Deployment]"
+    outside = [
+        (
+            o["metadata"]["namespace"],
+            f"{o['metadata']['namespace']}/{o['metadata']['name']}[Deployment]",
+            _pod_labels(o),
+        )
         for o in objects
         if o["kind"] == "Deployment" and o["metadata"]["namespace"] != namespace
-    }
-    return Cluster(connectivity(objects, tmp), namespace, workloads, neighbours)
+    ]
+    neighbours: dict[str, str] = {}
+    for ns, name, _ in outside:
+        neighbours.setdefault(ns, name)
+    return Cluster(connectivity(objects, tmp), namespace, workloads, neighbours, outside)
 
 
 # --- the checks ------------------------------------------------------------------------------------
@@ -309,6 +330,8 @@ def forbidden_connections(cluster: Cluster) -> list[str]:
     pairs += [(s, PUBLIC_IP, "store -> internet") for s in stores]
     stranger = cluster.neighbours[OTHER_NS]
     pairs += [(stranger, x, "other namespace -> us") for x in everything]
+    grafana = f"{MONITORING}/grafana[Deployment]"
+    pairs += [(grafana, x, "a monitoring pod that is neither Prometheus nor the prober -> us") for x in everything]
     pairs += [(PUBLIC_IP, x, "internet -> us (only via the ingress controller)") for x in everything]
     pairs += [(s, ip, "store -> private network") for s in stores for ip in PRIVATE_IPS]
     for store in STORES:  # a backup run reaches its own store only
@@ -385,7 +408,8 @@ STORE_LABEL = "kga.dev/store"
 def expected_flows(components: set[str]) -> list[Flow]:
     """Every connection the stack needs, given the workloads present; nothing else is allowed."""
     edge = EDGE
-    monitoring = NamespacePeer(namespace="monitoring")
+    prometheus = NamespacePeer(namespace=MONITORING, pod_labels=PROMETHEUS)
+    blackbox = NamespacePeer(namespace=MONITORING, pod_labels=BLACKBOX)
     internet = InternetPeer()
 
     def c(component: str, **labels: str) -> ComponentPeer:
@@ -399,10 +423,10 @@ def expected_flows(components: set[str]) -> list[Flow]:
     flows = [
         flow(edge, c("web"), 8080),
         flow(edge, c("auth"), 8080, 8081),  # the verifier and the deny backend of blocked paths
-        flow(monitoring, c("redis"), 9121),  # redis_exporter
+        flow(prometheus, c("redis"), 9121),  # redis_exporter
     ]
     for tier in ("query", "indexer"):
-        flows += [flow(edge, c(tier), 8000), flow(monitoring, c(tier), 8000), flow(c(tier), internet, 443)]
+        flows += [flow(edge, c(tier), 8000), flow(blackbox, c(tier), 8000), flow(c(tier), internet, 443)]
         flows += [flow(c(tier), c(store), port) for store, port in present.items()]
     if "reindex" in components:  # the scheduled re-index job calls the indexer's API, nothing else
         flows.append(flow(c("reindex"), c("indexer"), 8000))
@@ -410,7 +434,7 @@ def expected_flows(components: set[str]) -> list[Flow]:
         flows += [flow(c("backup", **{STORE_LABEL: store}), c(store), port)]
         flows += [flow(c("backup", **{STORE_LABEL: store}), internet, 443)]
         if store != "redis":  # blackbox: Chroma's heartbeat over HTTP, Memgraph's bolt port over TCP
-            flows.append(flow(monitoring, c(store), port))
+            flows.append(flow(blackbox, c(store), port))
     return flows
 
 
@@ -498,7 +522,7 @@ def test_edge_traffic_only_from_the_gateway_data_plane(tmp_path: Path) -> None:
     """Another pod of the gateway's namespace (its controller) reaches none of our workloads."""
     controller = _deployment(EDGE.namespace, "envoy-gateway", {"control-plane": "envoy-gateway"}, {"p": 18000})
     cluster = analyse([*_dist_objects("staging"), controller, *_neighbours()], tmp_path)
-    proxy = cluster.neighbours[EDGE.namespace]
+    (proxy,) = cluster.endpoints(EDGE) or [""]
     ours = [x for names in cluster.workloads.values() for x in names]
     stranger = f"{EDGE.namespace}/envoy-gateway[Deployment]"
     assert proxy != stranger

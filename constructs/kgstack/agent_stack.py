@@ -241,7 +241,8 @@ class AgentStack(cdk8s.Chart):
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
-                scraper=namespace_peer(env.network.monitoring_namespace),
+                scraper=namespace_peer(env.network.monitoring_namespace, env.network.prometheus_pod_labels),
+                prober=namespace_peer(env.network.monitoring_namespace, env.network.blackbox_pod_labels),
                 probes=tuple(
                     store.endpoint
                     for store in (self.query, self.indexer, self.chroma, self.memgraph)
@@ -321,7 +322,8 @@ class AgentStack(cdk8s.Chart):
             objects,
             namespace=self.env.namespace,
             prerequisites={name: frozenset(keys) for name, keys in self.secrets.prerequisites.items()},
-            scraper=cross_reference.Peer(net.monitoring_namespace),
+            scraper=cross_reference.Peer(net.monitoring_namespace, net.prometheus_pod_labels),
+            prober=cross_reference.Peer(net.monitoring_namespace, net.blackbox_pod_labels),
             edge=cross_reference.Peer(self.edge.peer.namespace, self.edge.peer.pod_labels),
             ingress_controller=cross_reference.Peer(net.ingress_controller_namespace),
         )

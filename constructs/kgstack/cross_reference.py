@@ -121,6 +121,7 @@ class Gate:
         namespace: str,
         prerequisites: Mapping[str, frozenset[str]] | None = None,
         scraper: Peer | None = None,
+        prober: Peer | None = None,
         edge: Peer | None = None,
         ingress_controller: Peer | None = None,
     ) -> None:
@@ -128,6 +129,7 @@ class Gate:
         self.namespace = namespace
         self.prerequisites = dict(prerequisites or {})
         self.scraper = scraper
+        self.prober = prober or scraper
         self.edge = edge
         self.ingress_controller = ingress_controller or edge
         self.pods = _pods(self.files)
@@ -466,7 +468,7 @@ class Gate:
         self._env_traffic()
 
     def _monitor_traffic(self) -> None:
-        if self.scraper is not None:
+        if self.prober is not None:
             for file, probe in self.kind("Probe").values():
                 static = probe["spec"].get("targets", {}).get("staticConfig", {}).get("static", [])
                 for i, target in enumerate(static):
@@ -475,11 +477,12 @@ class Gate:
                         self._expect(
                             file,
                             f"spec.targets.staticConfig.static[{i}]",
-                            self.scraper,
+                            self.prober,
                             host=match["host"],
                             port=int(match["port"]),
                             what="blackbox probe",
                         )
+        if self.scraper is not None:
             for file, monitor in self.kind("ServiceMonitor").values():
                 for svc_name, (_, svc) in self.kind("Service").items():
                     if not _matches(monitor["spec"].get("selector"), svc["metadata"].get("labels") or {}):
@@ -564,19 +567,22 @@ def check(
     namespace: str,
     prerequisites: Mapping[str, frozenset[str]] | None = None,
     scraper: Peer | None = None,
+    prober: Peer | None = None,
     edge: Peer | None = None,
     ingress_controller: Peer | None = None,
 ) -> list[str]:
     """Every problem of one environment's rendered objects (``{file name: object}``).
 
-    ``scraper`` is where Prometheus and the blackbox exporter run, ``edge`` the gateway's data plane
-    (HTTPRoute backends), ``ingress_controller`` the legacy controller (Ingress backends; default ``edge``).
+    ``scraper`` is the Prometheus pods, ``prober`` the blackbox exporter's (default ``scraper``),
+    ``edge`` the gateway's data plane (HTTPRoute backends), ``ingress_controller`` the legacy
+    controller (Ingress backends; default ``edge``).
     """
     gate = Gate(
         files,
         namespace=namespace,
         prerequisites=prerequisites,
         scraper=scraper,
+        prober=prober,
         edge=edge,
         ingress_controller=ingress_controller,
     )

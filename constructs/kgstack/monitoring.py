@@ -187,7 +187,9 @@ class MonitoringProps(Spec):
     backups: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = ("redis",)
     """Stores with a backup CronJob ``<release>-backup-<store>`` (``redis``, ``chroma``, ``memgraph``)."""
     scraper: NamespacePeer = NamespacePeer(namespace="monitoring")
-    """Where Prometheus and the blackbox exporter run; every scrape and probe is declared from there."""
+    """The Prometheus pods: every scrape is declared from them."""
+    prober: NamespacePeer | None = None
+    """The blackbox exporter pods: every probe is declared from them (default: ``scraper``)."""
     probes: tuple[Endpoint, ...] = ()
     """Endpoints probed by the blackbox exporter: ``healthPath`` over HTTP, else a TCP connect."""
     metrics: tuple[Endpoint, ...] = ()
@@ -609,7 +611,8 @@ class Monitoring(Construct):
         for endpoint in props.probes:
             self._probe(endpoint)
             what = endpoint.health_path or f"port {endpoint.port}"
-            connections.allow(props.scraper, endpoint, purpose=f"blackbox probe of {endpoint.component}'s {what}")
+            prober = props.prober or props.scraper
+            connections.allow(prober, endpoint, purpose=f"blackbox probe of {endpoint.component}'s {what}")
 
         self.rule = self._object("PrometheusRule", props.instance, {"groups": self.groups()})
         self._add("Rules", self.rule)

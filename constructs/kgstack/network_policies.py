@@ -55,7 +55,15 @@ class NetworkSettings(Spec):
     ingress_controller_namespace: str = "ingress-nginx"
     """Namespace of the ingress controller pods; the only source of traffic from outside."""
     monitoring_namespace: str = "monitoring"
-    """Namespace of Prometheus and the blackbox exporter; may scrape metrics and probe health ports."""
+    """Namespace of Prometheus and the blackbox exporter."""
+    prometheus_pod_labels: dict[str, str] = Field(default_factory=lambda: {"app.kubernetes.io/name": "prometheus"})
+    """Labels of the Prometheus pods (prometheus-operator sets ``app.kubernetes.io/name: prometheus``):
+    the only pods of that namespace that may scrape ``/metrics``."""
+    blackbox_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus-blackbox-exporter"}
+    )
+    """Labels of the blackbox exporter pods (the prometheus-blackbox-exporter chart's): the only pods of
+    that namespace that may probe health ports. Not Grafana, not anything else deployed there."""
     dns_namespace: str = "kube-system"
     """Namespace of the cluster DNS."""
     dns_pod_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
