@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(locate(exc.problems, sources), 1)
 
     rendered = {name: render(files) for name, files in {**objects, **gitops}.items()}
-    write_tree(rendered, args.outdir)
     prerequisites = {name: stack.secrets.prerequisites for name, stack in stacks.items()}
     flows = {name: stack.network.props.flows for name, stack in stacks.items()}
-    write_tree(render_docs(objects, prerequisites, flows), args.docs or args.outdir.parent / "docs" / "environments")
+    # Everything is rendered before anything is written: an error leaves dist/ and the docs as they were.
+    docs = render_docs(objects, prerequisites, flows)
+    write_tree(rendered, args.outdir)
+    write_tree(docs, args.docs or args.outdir.parent / "docs" / "environments")
     # `cdk8s synth` wipes its own output folder first, so it points at a scratch folder
     # (cdk8s.yaml) and gets a copy; dist/ is only ever replaced by the swap above.
     cli_outdir = os.environ.get("CDK8S_OUTDIR")

@@ -44,6 +44,7 @@ from kgstack.network_policies import (
     NetworkPolicies,
     NetworkPoliciesProps,
     NetworkSettings,
+    PodsPeer,
     PortSpec,
 )
 from kgstack.publish import manifests
@@ -206,6 +207,8 @@ class Cluster:
         """nca names for a peer; ``None`` for the internet (an address range)."""
         if isinstance(peer, ComponentPeer):
             return self.workloads.get(peer.key, [])
+        if isinstance(peer, PodsPeer):
+            return []  # created at run time by another controller; the analyzer sees no such workload
         if isinstance(peer, NamespacePeer):
             return [
                 name
@@ -420,8 +423,10 @@ def expected_flows(components: set[str]) -> list[Flow]:
 
     stores = {"redis": 6379, "chroma": 8000, "memgraph": 7687}
     present = {s: p for s, p in stores.items() if s in components}
+    solver = PodsPeer(name="acme-solver", pod_labels={"acme.cert-manager.io/http01-solver": "true"})
     flows = [
         flow(edge, c("web"), 8080),
+        flow(edge, solver, 8089),  # cert-manager's HTTP-01 solver pod, started in our namespace on demand
         flow(edge, c("auth"), 8080, 8081),  # the verifier and the deny backend of blocked paths
         flow(prometheus, c("redis"), 9121),  # redis_exporter
     ]
@@ -600,3 +605,16 @@ def test_internet_excludes_private_and_cluster_ranges() -> None:
     ]
     with pytest.raises(ValueError):
         NetworkSettings(cluster_cidrs=["10.0.0.1/8"])
+
+
+def test_the_acme_solver_is_reachable_from_the_edge_only(tmp_path: Path) -> None:
+    """Second review, finding 2: default-deny failed every HTTP-01 issuance; the solver pod now gets one flow."""
+    solver = _deployment(
+        "kga-staging", "cm-acme-http-solver", {"acme.cert-manager.io/http01-solver": "true"}, {"http": 8089}
+    )
+    cluster = analyse([*_dist_objects("staging"), solver, *_neighbours()], tmp_path)
+    (proxy,) = cluster.endpoints(EDGE) or [""]
+    target = "kga-staging/cm-acme-http-solver[Deployment]"
+    assert cluster.permitted(proxy, target, "TCP", 8089)
+    assert not cluster.any_connection(cluster.neighbours[OTHER_NS], target)
+    assert not cluster.any_connection(f"{MONITORING}/grafana[Deployment]", target)

@@ -19,7 +19,7 @@ from .chroma_store import PORT as CHROMA_PORT
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections, namespace_peer
 from .dashboards import Dashboards
-from .edge import Edge, EdgeProps, edge_peers
+from .edge import ACME_SOLVER_PORT, Edge, EdgeProps, edge_peers
 from .environment import Environment
 from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .model import Stage
@@ -351,3 +351,10 @@ class AgentStack(cdk8s.Chart):
                 connections.allow(edge, tier.endpoint, purpose=purpose)
             for endpoint in self.edge.endpoints:
                 connections.allow(edge, endpoint, purpose=f"the edge calls the verifier's {endpoint.port_name} port")
+            if self.edge.acme_solver is not None:
+                connections.allow_ports(
+                    edge,
+                    self.edge.acme_solver,
+                    tcp(ACME_SOLVER_PORT),
+                    purpose="an ACME HTTP-01 challenge reaches cert-manager's solver",
+                )

@@ -122,7 +122,23 @@ class CidrPeer(Spec):
     """IPv4 range in CIDR notation."""
 
 
-Peer = Annotated[ComponentPeer | NamespacePeer | InternetPeer | CidrPeer, Field(discriminator="kind")]
+class PodsPeer(Spec):
+    """Pods of our namespace that another controller creates (cert-manager's HTTP-01 solver), by labels."""
+
+    kind: Literal["pods"] = "pods"
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    """Readable name; the NetworkPolicy is ``<release>-<name>``."""
+    pod_labels: Annotated[dict[str, str], Field(min_length=1)]
+    """The labels that controller puts on its pods."""
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+Peer = Annotated[ComponentPeer | NamespacePeer | InternetPeer | CidrPeer | PodsPeer, Field(discriminator="kind")]
+Local = ComponentPeer | PodsPeer
+"""A peer inside our namespace: it gets a NetworkPolicy of its own."""
 
 
 class PortSpec(Spec):
@@ -142,7 +158,9 @@ class Flow(Spec):
 
     @model_validator(mode="after")
     def _touches_our_namespace(self) -> Self:
-        if not isinstance(self.source, ComponentPeer) and not isinstance(self.destination, ComponentPeer):
+        if not isinstance(self.source, ComponentPeer | PodsPeer) and not isinstance(
+            self.destination, ComponentPeer | PodsPeer
+        ):
             raise ValueError(f"flow {self.purpose!r}: one side must be a component of our namespace")
         return self
 
@@ -199,18 +217,23 @@ class NetworkPolicies(Construct):
             self._policy(component)
 
     @property
-    def components(self) -> list[ComponentPeer]:
-        """Our component selections named by any flow, in first-seen order."""
-        seen: dict[str, ComponentPeer] = {}
+    def components(self) -> list[Local]:
+        """Our pod selections named by any flow, in first-seen order."""
+        seen: dict[str, Local] = {}
         for flow in self.props.flows:
             for peer in (flow.source, flow.destination):
-                if isinstance(peer, ComponentPeer):
+                if isinstance(peer, ComponentPeer | PodsPeer):
                     seen.setdefault(peer.key, peer)
         return list(seen.values())
 
-    def _policy(self, component: ComponentPeer) -> None:
+    def _policy(self, component: Local) -> None:
         p = self.props
-        identity = p.identity.of(component.component)
+        identity = p.identity.of(component.component if isinstance(component, ComponentPeer) else "network")
+        selector = (
+            {**identity.selector, **component.pod_labels}
+            if isinstance(component, ComponentPeer)
+            else dict(component.pod_labels)
+        )
         ingress = [
             k8s.NetworkPolicyIngressRule(from_=[self._peer(f.source)], ports=[self._port(x) for x in f.ports])
             for f in p.flows
@@ -226,7 +249,7 @@ class NetworkPolicies(Construct):
             f"Policy-{component.key}",
             metadata=object_meta(identity, p.namespace, name=f"{identity.instance}-{component.key}"),
             spec=k8s.NetworkPolicySpec(
-                pod_selector=k8s.LabelSelector(match_labels={**identity.selector, **component.pod_labels}),
+                pod_selector=k8s.LabelSelector(match_labels=selector),
                 # Both types, even when a list is empty: the policy documents that nothing else is allowed.
                 policy_types=["Ingress", "Egress"],
                 ingress=ingress or None,
@@ -234,10 +257,12 @@ class NetworkPolicies(Construct):
             ),
         )
 
-    def _peer(self, peer: ComponentPeer | NamespacePeer | InternetPeer | CidrPeer) -> k8s.NetworkPolicyPeer:
+    def _peer(self, peer: ComponentPeer | NamespacePeer | InternetPeer | CidrPeer | PodsPeer) -> k8s.NetworkPolicyPeer:
         if isinstance(peer, ComponentPeer):
             selector = {**self.props.identity.of(peer.component).selector, **peer.pod_labels}
             return k8s.NetworkPolicyPeer(pod_selector=k8s.LabelSelector(match_labels=selector))
+        if isinstance(peer, PodsPeer):
+            return k8s.NetworkPolicyPeer(pod_selector=k8s.LabelSelector(match_labels=dict(peer.pod_labels)))
         if isinstance(peer, NamespacePeer):
             return k8s.NetworkPolicyPeer(
                 namespace_selector=k8s.LabelSelector(match_labels={NAMESPACE_LABEL: peer.namespace}),

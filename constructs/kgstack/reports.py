@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from .network_policies import ComponentPeer, Flow, InternetPeer, NamespacePeer
+from .network_policies import ComponentPeer, Flow, InternetPeer, NamespacePeer, PodsPeer
 from .quantity import format_cpu, format_memory, parse_quantity
 
 Obj = Mapping[str, Any]
@@ -524,6 +524,8 @@ def network_page(flows: Sequence[Flow]) -> str:
             return f"ns `{p.namespace}`" + (f" pods {labels}" if labels else "")
         if isinstance(p, InternetPeer):
             return "internet"
+        if isinstance(p, PodsPeer):
+            return f"{p.name} (" + ", ".join(f"`{k}={v}`" for k, v in sorted(p.pod_labels.items())) + ")"
         return f"`{p.cidr}`"
 
     lines = ["| from | to | ports | why |", "|---|---|---|---|"]

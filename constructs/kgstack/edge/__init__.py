@@ -26,7 +26,7 @@ from constructs import Construct
 
 from ..connections import Endpoint
 from ..custom_resource import custom_resource
-from ..network_policies import NamespacePeer
+from ..network_policies import NamespacePeer, PodsPeer
 from .common import (
     API_CSP,
     BLOCKED_PATHS,
@@ -49,6 +49,8 @@ from .gateway_api import GatewayApiRoutes
 from .ingress_nginx import RETIRED_NOTICE, IngressNginxEdge
 
 __all__ = [
+    "ACME_SOLVER",
+    "ACME_SOLVER_PORT",
     "API_CSP",
     "BLOCKED_PATHS",
     "CDN_ORIGINS",
@@ -72,6 +74,10 @@ __all__ = [
 
 PolicyPack = Callable[..., Construct]
 """``pack(scope, id, *, props=EdgeProps, routes=GatewayApiRoutes, auth=EdgeAuth)``."""
+ACME_SOLVER = PodsPeer(name="acme-solver", pod_labels={"acme.cert-manager.io/http01-solver": "true"})
+"""The pods cert-manager starts to answer an HTTP-01 challenge (they listen on 8089)."""
+ACME_SOLVER_PORT = 8089
+
 POLICY_PACKS: dict[str, PolicyPack] = {"envoy-gateway": EnvoyGatewayPolicies}
 """``edge.gateway.implementation`` -> its policy pack."""
 
@@ -108,6 +114,8 @@ class Edge(Construct):
         edge = props.identity.of("edge")
         self.tls_secret = f"{instance}-tls"
         self.notices: list[str] = []
+        self.acme_solver: PodsPeer | None = None
+        """cert-manager's HTTP-01 solver pods, when this edge's Certificate may be issued through it."""
 
         # A platform Gateway terminates TLS with its own certificate.
         if s.controller == "ingress-nginx" or s.side_by_side_ingress_nginx or s.gateway.platform_gateway is None:
@@ -125,6 +133,9 @@ class Edge(Construct):
                 },
             }
             custom_resource(self, "Certificate", certificate)
+            # An HTTP-01 challenge is answered by cert-manager's solver pod in this namespace, through
+            # the edge: without a flow to it default-deny fails every issuance and renewal.
+            self.acme_solver = ACME_SOLVER
 
         self.auth = EdgeAuth(
             self,
