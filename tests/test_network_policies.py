@@ -429,6 +429,9 @@ def expected_flows(components: set[str]) -> list[Flow]:
         flow(edge, solver, 8089),  # cert-manager's HTTP-01 solver pod, started in our namespace on demand
         flow(edge, c("auth"), 8080, 8081),  # the verifier and the deny backend of blocked paths
         flow(prometheus, c("redis"), 9121),  # redis_exporter
+        # blackbox probes of the UI's and the verifier's /healthz: a dead verifier fails every request
+        flow(blackbox, c("web"), 8080),
+        flow(blackbox, c("auth"), 8080),
     ]
     for tier in ("query", "indexer"):
         flows += [flow(edge, c(tier), 8000), flow(blackbox, c(tier), 8000), flow(c(tier), internet, 443)]

@@ -243,10 +243,11 @@ class AgentStack(cdk8s.Chart):
                 backups=tuple(backup_targets),
                 scraper=namespace_peer(env.network.monitoring_namespace, env.network.prometheus_pod_labels),
                 prober=namespace_peer(env.network.monitoring_namespace, env.network.blackbox_pod_labels),
-                probes=tuple(
-                    store.endpoint
-                    for store in (self.query, self.indexer, self.chroma, self.memgraph)
-                    if store is not None
+                probes=(
+                    *(store.endpoint for store in (self.query, self.indexer, self.chroma, self.memgraph) if store),
+                    # A dead UI or verifier fails every request at the edge, where no SLI counts it.
+                    self.web.endpoint,
+                    *(e for e in self.edge.endpoints if e.health_path),
                 ),
                 metrics=(self.redis.metrics_endpoint,),
             )

@@ -428,11 +428,12 @@ def alerts(props: MonitoringProps) -> list[Alert]:
         Alert(
             "KgaHealthProbeFailing",
             "critical",
-            f"probe_success{matchers(namespace=ns_value, component='~query|indexer')} == 0",
+            f"probe_success{matchers(namespace=ns_value, component='~query|indexer|web|auth')} == 0",
             "5m",
-            f"{inst}: /health of the {{{{ $labels.component }}}} Service fails",
+            f"{inst}: the {{{{ $labels.component }}}} Service fails its health probe",
             "The blackbox probe of {{ $labels.instance }} has failed for 5 minutes: no ready pod answers "
-            "/health behind the Service.",
+            "behind the Service. A dead verifier (auth) makes the edge refuse every request with 403, and "
+            "the edge SLIs never see those.",
         ),
         Alert(
             "KgaPodCrashLooping",
