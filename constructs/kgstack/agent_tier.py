@@ -325,7 +325,8 @@ class AgentTier(Construct):
         return Footprint(
             resource=f"Deployment/{self.name}",
             max_pods=p.max_replicas,
-            surge=SURGE,
+            # Recreate (a tier with state) never runs old and new pods side by side.
+            surge=SURGE if p.state is None else 0,
             pod_resources=(p.resources,),
             storage=parse_quantity(p.state.size) if p.state else parse_quantity("0"),
             claims=1 if p.state else 0,

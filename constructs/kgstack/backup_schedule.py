@@ -91,6 +91,13 @@ class BackupScheduleProps(Spec):
     """Ports of the object storage on the internet (S3 over HTTPS)."""
 
 
+BACKOFF_LIMIT = 2
+"""Retries of a failed run; each attempt is a pod with its own scratch PVC, kept until the Job goes."""
+SCHEDULED_TTL_SECONDS = 3600
+"""A finished scheduled Job, its pods and their scratch PVCs go after an hour: a day would keep up to
+``BACKOFF_LIMIT + 1`` volumes per store into the next night's run and past the quota. KgaBackupJobFailed
+fires within minutes of a failure; KgaBackupTooOld keeps firing until a backup succeeds."""
+
 STORE_LABEL = "kga.dev/store"
 """Pod label of a backup or restore run: which store it may reach."""
 
@@ -146,7 +153,7 @@ class BackupSchedule(Construct):
         """The pods of ``store``'s backup and restore runs."""
         return ComponentPeer(component=self.props.identity.component, pod_labels={STORE_LABEL: store})
 
-    def job_spec(self, store: Store, args: list[str], *, ttl_seconds: int = 86400) -> k8s.JobSpec:
+    def job_spec(self, store: Store, args: list[str], *, ttl_seconds: int = SCHEDULED_TTL_SECONDS) -> k8s.JobSpec:
         """The pod that runs ``kgbackup <args>`` against ``store``; shared by backup and restore."""
         p, s = self.props, self.props.settings
         endpoint = p.stores[store]
@@ -171,7 +178,7 @@ class BackupSchedule(Construct):
             mounts=[k8s.VolumeMount(name="work", mount_path="/work"), *secret_mounts],
         )
         return k8s.JobSpec(
-            backoff_limit=2,
+            backoff_limit=BACKOFF_LIMIT,
             active_deadline_seconds=s.deadline_seconds,
             ttl_seconds_after_finished=ttl_seconds,
             template=k8s.PodTemplateSpec(
@@ -205,15 +212,17 @@ class BackupSchedule(Construct):
         )
 
     def footprint(self) -> Footprint:
-        # Forbid keeps one run per store; staggered runs rarely overlap, but the quota must allow it.
+        # Forbid keeps one run per store; staggered runs rarely overlap, but the quota must allow it,
+        # and the scratch volume of every attempt of a failing run until its Job is deleted.
         stores = len(self.props.stores)
+        attempts = stores * (BACKOFF_LIMIT + 1)
         return Footprint(
             resource=f"CronJob/{self.name}-*",
             max_pods=stores,
             surge=0,
             pod_resources=(self.props.settings.resources,),
-            storage=parse_quantity(self.props.settings.work_size) * stores,
-            claims=stores,
+            storage=parse_quantity(self.props.settings.work_size) * attempts,
+            claims=attempts,
         )
 
 

@@ -481,7 +481,8 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             f"kube_job_failed{matchers(namespace=ns_value, job_name=f'~{inst}-backup-.+', condition='true')} == 1",
             "5m",
             f"{inst}: backup job {{{{ $labels.job_name }}}} failed",
-            "Job {{ $labels.job_name }} failed. The alert clears when the failed Job is deleted.",
+            "Job {{ $labels.job_name }} failed. The Job, its logs and scratch volumes are deleted an hour "
+            "later, which clears this alert; KgaBackupTooOld keeps firing until a backup succeeds.",
         ),
         Alert(
             "KgaReindexFailed",

@@ -367,9 +367,11 @@ def _workloads(objs: list[Obj]) -> list[_Workload]:
         pod_spec = _pod_template(w).get("spec", {})
         mounted = {(v.get("persistentVolumeClaim") or {}).get("claimName", "") for v in pod_spec.get("volumes") or []}
         # StatefulSet claim templates, and per-pod ephemeral volumes (they are PVCs the quota counts).
-        templates = list(spec.get("volumeClaimTemplates") or []) + [
-            v["ephemeral"]["volumeClaimTemplate"] for v in pod_spec.get("volumes") or [] if "ephemeral" in v
-        ]
+        # A Job's failed attempts keep their pods, and so their ephemeral PVCs, until the Job is deleted.
+        job = spec.get("jobTemplate", {}).get("spec", {}) if kind == "CronJob" else spec if kind == "Job" else None
+        attempts = int(job.get("backoffLimit", 6)) + 1 if job is not None else 1
+        ephemeral = [v["ephemeral"]["volumeClaimTemplate"] for v in pod_spec.get("volumes") or [] if "ephemeral" in v]
+        templates = list(spec.get("volumeClaimTemplates") or []) + ephemeral * attempts
         result.append(
             _Workload(
                 name=f"{kind}/{name}",
@@ -475,7 +477,8 @@ def capacity_report(objects: Mapping[str, Obj]) -> str:
     lines += [
         "",
         "Minimum scale: HPA `minReplicas`; maximum scale: HPA `maxReplicas`; StatefulSets and Deployments "
-        "without an HPA at `replicas`; a CronJob counts as one pod. Headroom is the quota left in the worst "
+        "without an HPA at `replicas`; a CronJob counts as one pod, and the scratch PVC of every attempt "
+        "(`backoffLimit` + 1) of a failing run. Headroom is the quota left in the worst "
         "case (maximum scale while a rolling update adds its surge pods). Storage is the PVCs' requests.",
     ]
     return "\n".join(lines) + "\n"
