@@ -104,3 +104,23 @@ def test_query_grace_outlasts_the_edge_timeout(manifests: Manifests, environment
     app, _ = build(short)
     errors = collect_errors(app)
     assert any("query.terminationGraceSeconds: is 60 but edge.queryTimeoutSeconds (180)" in e for e in errors), errors
+
+
+def test_the_redis_backup_has_room_for_the_dataset() -> None:
+    """kgbackup loads the RDB into a private redis-server in its own container (second review, finding 6)."""
+    env = parse_environment(
+        env_data(
+            "prod",
+            stores__redis__resources={
+                "requests": {"cpu": "250m", "memory": "4Gi"},
+                "limits": {"cpu": "1", "memory": "4Gi"},
+            },
+        ),
+        source="prod.yaml",
+    )
+    app, _ = build(env)
+    # maxmemory 75 % of 4Gi = 3Gi, + 512Mi for the tool: prod's 2Gi backup limit is too small.
+    assert (
+        "backup.resources.limits.memory: is 2Gi but the Redis backup loads up to 3Gi (stores.redis maxmemory) into "
+        "a private redis-server plus 512Mi for the tool: set it to at least 3584Mi"
+    ) in collect_errors(app)[0]

@@ -10,10 +10,12 @@ import cdk8s
 import pytest
 import yaml
 from backup_servers import cli
-from conftest import ROOT
+from conftest import ROOT, build, env_data
 
 from kgstack import AgentStack
 from kgstack.backup_schedule import restore_job
+from kgstack.environment import parse_environment
+from kgstack.publish import manifests
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
 
@@ -116,3 +118,15 @@ def test_app_prints_a_restore_job() -> None:
         timeout=120,
     )
     assert missing.returncode == 2 and "has no memgraph store" in missing.stderr
+
+
+def test_private_object_storage_only_for_the_backup_runs() -> None:
+    """ "The internet" excludes private ranges; a VPC endpoint or MinIO is listed explicitly (second review, 7)."""
+    env = parse_environment(env_data("dev", network__objectStorageCidrs=["10.20.0.0/16"]), source="dev.yaml")
+    _, stack = build(env)
+    objects = manifests(stack)
+    policy = objects["networkpolicy-kga-dev-backup-redis.yaml"]["spec"]
+    blocks = [to["ipBlock"] for rule in policy["egress"] for to in rule["to"] if "ipBlock" in to]
+    assert {"cidr": "10.20.0.0/16"} in blocks
+    query = objects["networkpolicy-kga-dev-query.yaml"]["spec"]
+    assert all(to.get("ipBlock", {}).get("cidr") != "10.20.0.0/16" for rule in query["egress"] for to in rule["to"])

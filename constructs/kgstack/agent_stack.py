@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import cdk8s
@@ -26,6 +27,7 @@ from .model import Stage
 from .monitoring import Monitoring, MonitoringProps
 from .naming import APP_NAME, Identity, object_meta
 from .network_policies import InternetPeer, NetworkPolicies, NetworkPoliciesProps, tcp
+from .quantity import format_memory, parse_quantity
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
 from .redis_cache import RedisCache, RedisCacheProps
 from .reindex_schedule import ReindexSchedule, ReindexScheduleProps
@@ -290,9 +292,11 @@ class AgentStack(cdk8s.Chart):
                 service_account_annotations=env.cloud.service_account_annotations,
                 pod_labels=env.cloud.pod_labels,
                 object_storage_ports=env.network.internet_ports,
+                object_storage_cidrs=env.network.object_storage_cidrs,
             ),
         )
         self._connect(env)
+        add_check(self, lambda: self._backup_memory_problems(env))
 
         # Last: the policies render every connection the constructs above declared.
         self.network = NetworkPolicies(
@@ -302,6 +306,20 @@ class AgentStack(cdk8s.Chart):
                 identity=release, namespace=ns, settings=env.network, flows=Connections.of(self).flows
             ),
         )
+
+    @staticmethod
+    def _backup_memory_problems(env: Environment) -> list[str]:
+        """The Redis backup verifies and restores through a private redis-server in its own container,
+        holding up to the cache's ``maxmemory``; kgbackup itself streams in well under 512Mi."""
+        needed = RedisCache.maxmemory(env.stores.redis) + 512 * 2**20
+        limit = parse_quantity(env.backup.resources.limits.memory)
+        if limit >= needed:
+            return []
+        return [
+            f"backup.resources.limits.memory: is {format_memory(limit)} but the Redis backup loads up to "
+            f"{format_memory(Decimal(RedisCache.maxmemory(env.stores.redis)))} (stores.redis maxmemory) into a private "
+            f"redis-server plus 512Mi for the tool: set it to at least {format_memory(Decimal(needed))}"
+        ]
 
     def _query_grace(self, env: Environment) -> int:
         """Long enough for the longest answer the edge waits for (an explicit shorter one is refused at synth)."""

@@ -19,7 +19,7 @@ from .connections import Connections, Endpoint
 from .footprint import Footprint
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
-from .network_policies import ComponentPeer, InternetPeer, tcp
+from .network_policies import CidrPeer, ComponentPeer, InternetPeer, tcp
 from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
 from .quantity import Quantity, parse_quantity
 from .secret_ref import SecretRef, secret_files
@@ -89,6 +89,8 @@ class BackupScheduleProps(Spec):
     pod_labels: dict[str, str] = Field(default_factory=dict)
     object_storage_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=lambda: [443])
     """Ports of the object storage on the internet (S3 over HTTPS)."""
+    object_storage_cidrs: list[str] = Field(default_factory=list)
+    """Private ranges of the object storage (VPC endpoints, MinIO), reached on the same ports."""
 
 
 BACKOFF_LIMIT = 2
@@ -125,6 +127,10 @@ class BackupSchedule(Construct):
             connections.allow_ports(
                 runner, InternetPeer(), tcp(*props.object_storage_ports), purpose="object storage over HTTPS"
             )
+            for cidr in props.object_storage_cidrs:
+                connections.allow_ports(
+                    runner, CidrPeer(cidr=cidr), tcp(*props.object_storage_ports), purpose="private object storage"
+                )
             at = hour * 60 + minute + index * s.stagger_minutes
             k8s.KubeCronJob(
                 self,

@@ -72,10 +72,13 @@ class NetworkSettings(Spec):
     """Pod and Service CIDRs when they lie outside the private ranges (e.g. GKE with non-RFC1918 ranges)."""
     internet_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=lambda: [443])
     """TCP ports the agent and backups may reach on the internet (LLM API, GitHub, object storage)."""
+    object_storage_cidrs: list[Cidr] = Field(default_factory=list)
+    """Private ranges of the backup target (S3/STS VPC interface endpoints, an in-cluster or VPC MinIO):
+    "the internet" excludes private addresses, so list them here; only the backup runs may reach them."""
 
     @model_validator(mode="after")
     def _cidrs_parse(self) -> Self:
-        for cidr in self.cluster_cidrs:
+        for cidr in [*self.cluster_cidrs, *self.object_storage_cidrs]:
             try:
                 _cidr(cidr)
             except ValueError as exc:

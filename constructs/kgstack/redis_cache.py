@@ -179,9 +179,13 @@ class RedisCache(Construct):
         )
 
     @staticmethod
+    def maxmemory(s: RedisSettings) -> int:
+        """Bytes the dataset may use: ``maxmemoryPercent`` of the memory limit."""
+        return int(parse_quantity(s.resources.limits.memory) * Decimal(s.maxmemory_percent) / 100)
+
+    @staticmethod
     def config(s: RedisSettings) -> str:
-        limit = parse_quantity(s.resources.limits.memory)
-        maxmemory = int(limit * Decimal(s.maxmemory_percent) / 100)
+        maxmemory = RedisCache.maxmemory(s)
         save = f"save {s.snapshot_seconds} 1" if s.snapshot_seconds else 'save ""'
         return "\n".join(
             [
