@@ -18,7 +18,8 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def make_dry_run(target: str, *variables: str) -> list[str]:
-    result = run("make", "-n", target, *variables)
+    # Under `make test` (CI) this make is nested: without --no-print-directory it adds "Entering directory".
+    result = run("make", "--no-print-directory", "-n", target, *variables)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
