@@ -182,13 +182,8 @@ class AgentTier(Construct):
         """The API port. ``/health`` is the only honest health path (agent-facts.md), except on a tier
         whose loop blocks for a whole run (``blockingWork``): its probers check the port instead."""
         p = self.props
-        return Endpoint(
-            component=p.identity.component,
-            service=self.name,
-            namespace=p.namespace,
-            port=HTTP_PORT,
-            port_name="http",
-            health_path=None if p.blocking_work else HEALTH_PATH,
+        return Endpoint.serving(
+            p.identity, p.namespace, HTTP_PORT, "http", health_path=None if p.blocking_work else HEALTH_PATH
         )
 
     def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:

@@ -85,11 +85,4 @@ class ChromaStore(Construct):
     @property
     def endpoint(self) -> Endpoint:
         """Chroma's HTTP API (no auth and no TLS: only the policies protect it)."""
-        return Endpoint(
-            component=self.props.identity.component,
-            service=self.name,
-            namespace=self.props.namespace,
-            port=PORT,
-            port_name="http",
-            health_path=HEARTBEAT,
-        )
+        return Endpoint.serving(self.props.identity, self.props.namespace, PORT, "http", health_path=HEARTBEAT)

@@ -24,6 +24,7 @@ from constructs import Construct
 from pydantic import Field
 
 from .model import Spec
+from .naming import Identity
 from .network_policies import ComponentPeer, Flow, NamespacePeer, Peer, PortSpec
 
 
@@ -43,6 +44,20 @@ class Endpoint(Spec):
     protocol: str = "TCP"
     health_path: str | None = None
     """HTTP path that answers 200 when the component is healthy; ``None``: probe the TCP port."""
+
+    @classmethod
+    def serving(
+        cls, identity: Identity, namespace: str, port: int, port_name: str, *, health_path: str | None = None
+    ) -> Endpoint:
+        """The port ``port_name`` of the component ``identity``, behind its Service ``<release>-<component>``."""
+        return cls(
+            component=identity.component,
+            service=identity.resource_name,
+            namespace=namespace,
+            port=port,
+            port_name=port_name,
+            health_path=health_path,
+        )
 
     @property
     def peer(self) -> ComponentPeer:

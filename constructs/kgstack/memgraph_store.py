@@ -106,13 +106,7 @@ class MemgraphStore(Construct):
     @property
     def endpoint(self) -> Endpoint:
         """The bolt port (TCP-probed: Memgraph has no HTTP health path)."""
-        return Endpoint(
-            component=self.props.identity.component,
-            service=self.name,
-            namespace=self.props.namespace,
-            port=BOLT_PORT,
-            port_name="bolt",
-        )
+        return Endpoint.serving(self.props.identity, self.props.namespace, BOLT_PORT, "bolt")
 
     @property
     def url(self) -> str:

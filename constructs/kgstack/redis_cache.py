@@ -215,24 +215,12 @@ class RedisCache(Construct):
     @property
     def endpoint(self) -> Endpoint:
         """The Redis protocol port (ACL users; see :data:`SECRET_KEYS`)."""
-        return Endpoint(
-            component=self.props.identity.component,
-            service=self.name,
-            namespace=self.props.namespace,
-            port=PORT,
-            port_name="redis",
-        )
+        return Endpoint.serving(self.props.identity, self.props.namespace, PORT, "redis")
 
     @property
     def metrics_endpoint(self) -> Endpoint:
         """redis_exporter's ``/metrics``."""
-        return Endpoint(
-            component=self.props.identity.component,
-            service=self.name,
-            namespace=self.props.namespace,
-            port=METRICS_PORT,
-            port_name="metrics",
-        )
+        return Endpoint.serving(self.props.identity, self.props.namespace, METRICS_PORT, "metrics")
 
     def agent_url(self) -> SecretRef:
         """Where the agent's ``REDIS_URL`` comes from: ``redis://app:<password>@<service>:6379/0``."""

@@ -141,14 +141,7 @@ class WebUi(Construct):
     def endpoint(self) -> Endpoint:
         """nginx serving the UI; ``/healthz`` answers without touching the app."""
         p = self.props
-        return Endpoint(
-            component=p.identity.component,
-            service=self.name,
-            namespace=p.namespace,
-            port=PORT,
-            port_name="http",
-            health_path=HEALTH_PATH,
-        )
+        return Endpoint.serving(p.identity, p.namespace, PORT, "http", health_path=HEALTH_PATH)
 
     def footprint(self) -> Footprint:
         return Footprint(

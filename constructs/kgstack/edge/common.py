@@ -477,14 +477,7 @@ class EdgeAuth(Construct):
         """The verifier (``http``) and the deny backend of blocked paths (``deny``)."""
         p = self.props
         return [
-            Endpoint(
-                component=p.identity.component,
-                service=self.name,
-                namespace=p.namespace,
-                port=port,
-                port_name=name,
-                health_path="/healthz" if name == "http" else None,
-            )
+            Endpoint.serving(p.identity, p.namespace, port, name, health_path="/healthz" if name == "http" else None)
             for name, port in (("http", AUTH_PORT), ("deny", DENY_PORT))
         ]
 
