@@ -162,14 +162,7 @@ class AgentTier(Construct):
             spec=k8s.ServiceSpec(
                 type="ClusterIP",
                 selector=props.identity.selector,
-                ports=[
-                    k8s.ServicePort(
-                        name="http",
-                        port=HTTP_PORT,
-                        target_port=int_or_string("http"),
-                        protocol="TCP",
-                    )
-                ],
+                ports=[self.endpoint.service_port()],
             ),
         )
         disruption_budget(self, props.identity, props.namespace, props.disruption)

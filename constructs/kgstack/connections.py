@@ -23,6 +23,7 @@ import cdk8s
 from constructs import Construct
 from pydantic import Field
 
+from ._plus import int_or_string, k8s
 from .model import Spec
 from .naming import Identity
 from .network_policies import ComponentPeer, Flow, NamespacePeer, Peer, PortSpec
@@ -57,6 +58,12 @@ class Endpoint(Spec):
             port=port,
             port_name=port_name,
             health_path=health_path,
+        )
+
+    def service_port(self) -> k8s.ServicePort:
+        """The Service's port for this endpoint: same number, targeting the container port by name."""
+        return k8s.ServicePort(
+            name=self.port_name, port=self.port, target_port=int_or_string(self.port_name), protocol=self.protocol
         )
 
     @property

@@ -132,7 +132,7 @@ class WebUi(Construct):
             spec=k8s.ServiceSpec(
                 type="ClusterIP",
                 selector=props.identity.selector,
-                ports=[k8s.ServicePort(name="http", port=PORT, target_port=int_or_string("http"), protocol="TCP")],
+                ports=[self.endpoint.service_port()],
             ),
         )
         disruption_budget(self, props.identity, props.namespace, props.disruption)

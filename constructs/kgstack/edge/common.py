@@ -464,10 +464,7 @@ class EdgeAuth(Construct):
             spec=k8s.ServiceSpec(
                 type="ClusterIP",
                 selector=props.identity.selector,
-                ports=[
-                    k8s.ServicePort(name="http", port=AUTH_PORT, target_port=int_or_string("http"), protocol="TCP"),
-                    k8s.ServicePort(name="deny", port=DENY_PORT, target_port=int_or_string("deny"), protocol="TCP"),
-                ],
+                ports=[e.service_port() for e in self.endpoints],
             ),
         )
         disruption_budget(self, props.identity, props.namespace, props.disruption)
