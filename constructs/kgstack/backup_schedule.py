@@ -245,35 +245,26 @@ def restore_job(schedule: BackupSchedule, store: Store, *, backup_id: str | None
     args = ["restore", store, *(["--backup-id", backup_id] if backup_id else ["--latest"])]
     if force:
         args.append("--force")
-    scope = Construct(schedule, f"Restore-{store}")
-    job = k8s.KubeJob(
-        scope,
-        "Job",
-        metadata=object_meta(
-            schedule.props.identity.of("restore"),
-            schedule.props.namespace,
-            name=f"{schedule.props.identity.instance}-restore-{store}",
-        ),
-        spec=schedule.job_spec(store, args, ttl_seconds=7 * 86400),
-    )
-    manifest: dict[str, Any] = job.to_json()
-    return manifest
+    return _one_off(schedule, store, "restore", f"restore-{store}", args, ttl_seconds=7 * 86400)
 
 
 def list_job(schedule: BackupSchedule, store: Store) -> dict[str, Any]:
     """A one-off Job that lists ``store``'s backups (``kgbackup list``): read-only, same access as the CronJob."""
     if store not in schedule.props.stores:
         raise ValueError(f"this environment has no {store} store")
-    scope = Construct(schedule, f"List-{store}")
+    return _one_off(schedule, store, "backup-list", f"backups-{store}", ["list", store], ttl_seconds=3600)
+
+
+def _one_off(
+    schedule: BackupSchedule, store: Store, component: str, name: str, args: list[str], *, ttl_seconds: int
+) -> dict[str, Any]:
+    """A Job ``<release>-<name>`` running ``kgbackup <args>`` with the CronJob's pod (access, volumes)."""
+    p = schedule.props
     job = k8s.KubeJob(
-        scope,
+        Construct(schedule, f"OneOff-{name}"),
         "Job",
-        metadata=object_meta(
-            schedule.props.identity.of("backup-list"),
-            schedule.props.namespace,
-            name=f"{schedule.props.identity.instance}-backups-{store}",
-        ),
-        spec=schedule.job_spec(store, ["list", store], ttl_seconds=3600),
+        metadata=object_meta(p.identity.of(component), p.namespace, name=f"{p.identity.instance}-{name}"),
+        spec=schedule.job_spec(store, args, ttl_seconds=ttl_seconds),
     )
     manifest: dict[str, Any] = job.to_json()
     return manifest
