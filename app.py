@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 # This checkout's library, even when the venv has another checkout installed in editable mode.
@@ -31,7 +33,7 @@ import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
 from pydantic import ValidationError  # noqa: E402
 
 from kgstack import AgentStack, Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
-from kgstack.backup_schedule import list_job, restore_job  # noqa: E402
+from kgstack.backup_schedule import BackupSchedule, list_job, restore_job  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
@@ -144,17 +146,28 @@ def _job_args(prog: str, description: str, argv: list[str], restore: bool) -> ar
     return parser.parse_args(argv)
 
 
+def _one_off_job(
+    args: argparse.Namespace, build: Callable[[BackupSchedule], dict[str, Any]]
+) -> tuple[Environment, dict[str, Any]]:
+    """The environment named on the command line, and ``build``'s Job from its backup schedule."""
+    source = _shown(args.environments) / f"{args.environment}.yaml"
+    env = load_environment(source)
+    try:
+        return env, build(AgentStack(cdk8s.App(), env).backups)
+    except ValueError as exc:
+        raise EnvironmentFileError([f"{source}: {exc}"]) from None
+
+
 def restore(argv: list[str]) -> int:
     """Print the Job that restores one store of one environment (not part of dist/)."""
     args = _job_args("make restore", restore.__doc__ or "", argv, restore=True)
     which = f"backup {args.backup_id}" if args.backup_id else "the latest complete backup"
     try:
-        env = load_environment(_shown(args.environments) / f"{args.environment}.yaml")
-        job = restore_job(AgentStack(cdk8s.App(), env).backups, args.store, backup_id=args.backup_id, force=args.force)
+        env, job = _one_off_job(
+            args, lambda schedule: restore_job(schedule, args.store, backup_id=args.backup_id, force=args.force)
+        )
     except EnvironmentFileError as exc:
         return _fail(exc.problems, 2)
-    except ValueError as exc:
-        return _fail([f"{_shown(args.environments) / args.environment}.yaml: {exc}"], 2)
     name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
     _say(
         f"Restores {which} of {args.store} in {args.environment} (namespace {ns}) "
@@ -179,12 +192,9 @@ def backups(argv: list[str]) -> int:
     """Print a read-only Job that lists one store's backups (``kgbackup list``)."""
     args = _job_args("make backups", backups.__doc__ or "", argv, restore=False)
     try:
-        env = load_environment(_shown(args.environments) / f"{args.environment}.yaml")
-        job = list_job(AgentStack(cdk8s.App(), env).backups, args.store)
+        env, job = _one_off_job(args, lambda schedule: list_job(schedule, args.store))
     except EnvironmentFileError as exc:
         return _fail(exc.problems, 2)
-    except ValueError as exc:
-        return _fail([f"{_shown(args.environments) / args.environment}.yaml: {exc}"], 2)
     name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
     _say(
         f"Lists the backups of {args.store} in {args.environment} under {env.backup.target}/{args.store}/"
