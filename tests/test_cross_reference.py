@@ -48,9 +48,9 @@ def prerequisites(env: str) -> dict[str, frozenset[str]]:
 
 def gate(env: str, objects: Objects) -> list[str]:
     namespace = next(o["metadata"]["name"] for o in objects.values() if o["kind"] == "Namespace")
-    return cross_reference.check(
+    return cross_reference.Gate(
         objects, namespace=namespace, prerequisites=prerequisites(env), scraper=PROMETHEUS, prober=BLACKBOX, edge=EDGE
-    )
+    ).problems()
 
 
 @pytest.mark.parametrize("env", ENV_DIRS)
@@ -66,7 +66,9 @@ def test_dev_docs_create_every_secret_the_pods_read() -> None:
     assert gate("dev", objects) == []
     # Without the page's list, every hand-made Secret is reported against the pods that read it.
     namespace = "kga-dev"
-    problems = cross_reference.check(objects, namespace=namespace, scraper=PROMETHEUS, prober=BLACKBOX, edge=EDGE)
+    problems = cross_reference.Gate(
+        objects, namespace=namespace, scraper=PROMETHEUS, prober=BLACKBOX, edge=EDGE
+    ).problems()
     assert any(
         p.startswith("cronjob-kga-dev-backup-redis.yaml: spec.jobTemplate.spec.template.spec.volumes")
         and "Secret kga-backup is neither rendered, produced nor a documented prerequisite" in p

@@ -337,7 +337,7 @@ class AgentStack(cdk8s.Chart):
     def check_references(self, objects: Mapping[str, dict[str, Any]]) -> list[str]:
         """The cross-reference gate over this chart's rendered objects (``{file name: object}``)."""
         net = self.env.network
-        return cross_reference.check(
+        return cross_reference.Gate(
             objects,
             namespace=self.env.namespace,
             prerequisites={name: frozenset(keys) for name, keys in self.secrets.prerequisites.items()},
@@ -345,7 +345,7 @@ class AgentStack(cdk8s.Chart):
             prober=cross_reference.Peer(net.monitoring_namespace, net.blackbox_pod_labels),
             edge=cross_reference.Peer(self.edge.peer.namespace, self.edge.peer.pod_labels),
             ingress_controller=cross_reference.Peer(net.ingress_controller_namespace),
-        )
+        ).problems()
 
     def _connect(self, env: Environment) -> None:
         """The agent's and the edge's traffic; probes, scrapes and backups declare their own."""

@@ -112,7 +112,12 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, Obj]]:
 
 
 class Gate:
-    """One environment's objects; :meth:`problems` runs every check."""
+    """One environment's objects (``{file name: object}``); :meth:`problems` runs every check.
+
+    ``scraper`` is the Prometheus pods, ``prober`` the blackbox exporter's (default ``scraper``),
+    ``edge`` the gateway's data plane (HTTPRoute backends), ``ingress_controller`` the legacy
+    controller (Ingress backends; default ``edge``).
+    """
 
     def __init__(
         self,
@@ -199,13 +204,6 @@ class Gate:
                 self._report(pod.file, f"{base}.serviceAccountName", f"ServiceAccount {account} does not exist")
             for i, volume in enumerate(pod.spec.get("volumes") or []):
                 path = f"{base}.volumes[{i}]"
-                if "secret" in volume:
-                    ref = volume["secret"]
-                    items = ref.get("items") or [{"key": None}]
-                    for item in items:
-                        self._need_secret(
-                            pod.file, f"{path}.secret", ref["secretName"], item["key"], bool(ref.get("optional"))
-                        )
                 if "configMap" in volume:
                     ref = volume["configMap"]
                     if ref["name"] not in configmaps and ref["name"] != "kube-root-ca.crt":
@@ -220,6 +218,8 @@ class Gate:
                     if claim not in claims:
                         self._report(pod.file, f"{path}.persistentVolumeClaim", f"PVC {claim} does not exist")
             self._env_references(pod, base, configmaps)
+        for file, path, name, key, optional in self._pod_secret_refs():
+            self._need_secret(file, path, name, key, optional)
 
     def _env_references(self, pod: _Pod, base: str, configmaps: Mapping[str, Obj]) -> None:
         for group in ("initContainers", "containers"):
@@ -227,15 +227,6 @@ class Gate:
                 cpath = f"{base}.{group}[{c}]"
                 for e, env in enumerate(container.get("env") or []):
                     source = env.get("valueFrom") or {}
-                    if "secretKeyRef" in source:
-                        ref = source["secretKeyRef"]
-                        self._need_secret(
-                            pod.file,
-                            f"{cpath}.env[{e}].valueFrom.secretKeyRef",
-                            ref["name"],
-                            ref["key"],
-                            bool(ref.get("optional")),
-                        )
                     if "configMapKeyRef" in source:
                         ref = source["configMapKeyRef"]
                         data = configmaps.get(ref["name"], {}).get("data")
@@ -246,13 +237,36 @@ class Gate:
                                 f"ConfigMap {ref['name']} has no key {ref['key']!r}",
                             )
                 for e, source in enumerate(container.get("envFrom") or []):
-                    if "secretRef" in source:
-                        ref = source["secretRef"]
-                        self._need_secret(
-                            pod.file, f"{cpath}.envFrom[{e}]", ref["name"], None, bool(ref.get("optional"))
-                        )
                     if "configMapRef" in source and source["configMapRef"]["name"] not in configmaps:
                         self._report(pod.file, f"{cpath}.envFrom[{e}]", "ConfigMap does not exist")
+
+    def _pod_secret_refs(self) -> Iterator[tuple[str, str, str, str | None, bool]]:
+        """(file, field path, Secret, key, optional) of every pod's Secret reference; key ``None``: all keys."""
+        for pod in self.pods:
+            base = f"{pod.path}.spec"
+            for i, volume in enumerate(pod.spec.get("volumes") or []):
+                ref = volume.get("secret")
+                if ref:
+                    for item in ref.get("items") or [{"key": None}]:
+                        yield (
+                            pod.file,
+                            f"{base}.volumes[{i}].secret",
+                            ref["secretName"],
+                            item["key"],
+                            bool(ref.get("optional")),
+                        )
+            for group in ("initContainers", "containers"):
+                for c, container in enumerate(pod.spec.get(group) or []):
+                    cpath = f"{base}.{group}[{c}]"
+                    for e, env in enumerate(container.get("env") or []):
+                        ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                        if ref:
+                            path = f"{cpath}.env[{e}].valueFrom.secretKeyRef"
+                            yield pod.file, path, ref["name"], ref["key"], bool(ref.get("optional"))
+                    for e, source in enumerate(container.get("envFrom") or []):
+                        ref = source.get("secretRef")
+                        if ref:
+                            yield pod.file, f"{cpath}.envFrom[{e}]", ref["name"], None, bool(ref.get("optional"))
 
     def _secret_reads(self) -> dict[str, dict[str, bool]]:
         """Secret -> key -> read non-optionally by someone; key ``*``: the whole Secret is mounted."""
@@ -262,21 +276,8 @@ class Gate:
             keys = reads.setdefault(name, {})
             keys[key] = keys.get(key, False) or not optional
 
-        for pod in self.pods:
-            for volume in pod.spec.get("volumes") or []:
-                if "secret" in volume:
-                    ref = volume["secret"]
-                    for item in ref.get("items") or [{"key": "*"}]:
-                        read(ref["secretName"], item["key"], bool(ref.get("optional")))
-            for group in ("initContainers", "containers"):
-                for container in pod.spec.get(group) or []:
-                    for env in container.get("env") or []:
-                        ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-                        if ref:
-                            read(ref["name"], ref["key"], bool(ref.get("optional")))
-                    for source in container.get("envFrom") or []:
-                        if "secretRef" in source:
-                            read(source["secretRef"]["name"], "*", bool(source["secretRef"].get("optional")))
+        for _, _, name, key, optional in self._pod_secret_refs():
+            read(name, key or "*", optional)
         for _, _, name, key in self._custom_resource_refs():
             read(name, key, False)
         return reads
@@ -559,31 +560,3 @@ class Gate:
             if p.get("name") == name:
                 return int(p["port"])
         return None
-
-
-def check(
-    files: Mapping[str, Obj],
-    *,
-    namespace: str,
-    prerequisites: Mapping[str, frozenset[str]] | None = None,
-    scraper: Peer | None = None,
-    prober: Peer | None = None,
-    edge: Peer | None = None,
-    ingress_controller: Peer | None = None,
-) -> list[str]:
-    """Every problem of one environment's rendered objects (``{file name: object}``).
-
-    ``scraper`` is the Prometheus pods, ``prober`` the blackbox exporter's (default ``scraper``),
-    ``edge`` the gateway's data plane (HTTPRoute backends), ``ingress_controller`` the legacy
-    controller (Ingress backends; default ``edge``).
-    """
-    gate = Gate(
-        files,
-        namespace=namespace,
-        prerequisites=prerequisites,
-        scraper=scraper,
-        prober=prober,
-        edge=edge,
-        ingress_controller=ingress_controller,
-    )
-    return gate.problems()
