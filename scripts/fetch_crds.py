@@ -3,8 +3,9 @@
 
 Each CRD is taken from its upstream project's own Go module (``go mod download -json``), at the
 version docs/deployment.md names as a prerequisite (the oldest the Go module proxy serves at or
-above it). ``SOURCES`` is the one table; the files are written as ``<group>_<plural>.yaml``, upstream
-bytes behind a one-line provenance header. tests/test_fetch_crds.py re-derives them and fails on drift.
+above it). ``SOURCES`` is the one table. Each CRD is written as ``<group>_<plural>.json``, the
+upstream object unchanged but for a provenance annotation: synth parses JSON about 15 times faster
+than the same YAML (issue 13). tests/test_fetch_crds.py re-derives them and fails on drift.
 
     .venv/bin/python scripts/fetch_crds.py          # rewrite constructs/kgstack/crds/
 """
@@ -89,15 +90,20 @@ def module_dir(module: str, version: str) -> Path:
     return Path(info["Dir"])
 
 
+PROVENANCE = "kgstack.example.com/vendored-from"
+
+
 def render(source: Source) -> tuple[str, str]:
     """``(file name, text)`` of one vendored CRD."""
     text = (module_dir(source.module, source.version) / source.path).read_text()
     crd = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     if crd.get("kind") != "CustomResourceDefinition":
         raise ValueError(f"{source.module}@{source.version}/{source.path} is not a CustomResourceDefinition")
-    name = f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml"
-    header = f"# Vendored by scripts/fetch_crds.py from {source.module}@{source.version} {source.path}\n"
-    return name, header + text
+    annotations = crd["metadata"].setdefault("annotations", {})
+    annotations[PROVENANCE] = f"{source.module}@{source.version} {source.path}"
+    name = f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.json"
+    # One key a line: a CRD upgrade stays a reviewable diff.
+    return name, json.dumps(crd, indent=1, ensure_ascii=False) + "\n"
 
 
 def render_all() -> dict[str, str]:
@@ -107,7 +113,7 @@ def render_all() -> dict[str, str]:
 def main() -> int:
     files = render_all()
     CRDS.mkdir(parents=True, exist_ok=True)
-    for stale in CRDS.glob("*.yaml"):
+    for stale in [*CRDS.glob("*.yaml"), *CRDS.glob("*.json")]:
         if stale.name not in files:
             stale.unlink()
     for name, text in files.items():

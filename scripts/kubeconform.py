@@ -86,7 +86,7 @@ def crd_schemas() -> Path:
     them, laid out as kubeconform's ``{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}``.
     Written once per content of crds/ (the folder name is its hash)."""
     digest = hashlib.sha256()
-    for path in sorted(CRDS.glob("*.yaml")):
+    for path in sorted(CRDS.glob("*.json")):
         digest.update(path.name.encode() + path.read_bytes())
     out = CACHE / digest.hexdigest()[:16]
     if out.exists():

@@ -14,13 +14,13 @@ the real API server in tests/test_control_plane.py.
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 from kubernetes_validate import utils
 from referencing import Registry, Resource
 
@@ -63,40 +63,27 @@ def _validator(version: str, kind: str, api_version: str) -> jsonschema.Validato
 
 CRDS = Path(__file__).parent / "crds"
 
-_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _CrdLoader(_BASE_LOADER):  # type: ignore[valid-type,misc]
-    """PyYAML reads a bare ``=`` (an enum value in AlertmanagerConfig) as the YAML 1.1 value tag."""
-
-
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
-
 
 @cache
-def _crd_files() -> dict[tuple[str, str], Path]:
-    """``{(group, kind): file}`` of the vendored CRDs, read from each file's head only."""
+def _crds() -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(group, kind): CRD}`` of every vendored CRD (JSON: all of them parse in milliseconds)."""
     index = {}
-    for path in sorted(CRDS.glob("*.yaml")):
-        with path.open() as f:
-            head = f.read(8192).split("\n  versions:")[0]
-        spec = yaml.load(head, Loader=_CrdLoader)["spec"]  # a SafeLoader
-        index[spec["group"], spec["names"]["kind"]] = path
+    for path in sorted(CRDS.glob("*.json")):
+        crd = json.loads(path.read_text(encoding="utf-8"))
+        index[crd["spec"]["group"], crd["spec"]["names"]["kind"]] = crd
     return index
 
 
 def crd_kinds() -> frozenset[tuple[str, str]]:
     """``(group, kind)`` of every vendored CRD."""
-    return frozenset(_crd_files())
+    return frozenset(_crds())
 
 
-@cache
 def load_crd(group: str, kind: str) -> dict[str, Any]:
     """The vendored CRD of ``group``/``kind``."""
-    path = _crd_files().get((group, kind))
-    if path is None:
+    crd = _crds().get((group, kind))
+    if crd is None:
         raise KeyError(f"no vendored CRD for {kind}.{group} (add it to scripts/fetch_crds.py)")
-    crd: dict[str, Any] = yaml.load(path.read_text(), Loader=_CrdLoader)  # a SafeLoader
     return crd
 
 
