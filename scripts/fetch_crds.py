@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Vendor the CRDs of every custom resource kind the stack emits into constructs/kgstack/crds/.
 
-Each CRD is taken from its upstream project's own Go module (``go mod download -json``), at the
-version docs/deployment.md names as a prerequisite (the oldest the Go module proxy serves at or
-above it). ``SOURCES`` is the one table. Each CRD is written as ``<group>_<plural>.json``, the
+Each CRD is taken from its upstream project's own Go module (``go mod download -json``), at a
+release the Go module proxy serves that meets the minimum docs/deployment.md names (each pin's
+comment gives that minimum; the proxy serves no cert-manager below 1.21 and no ESO between 0.16
+and 1.3). ``SOURCES`` is the one table. Each CRD is written as ``<group>_<plural>.json``, the
 upstream object unchanged but for a provenance annotation: synth parses JSON about 15 times faster
 than the same YAML (issue 13). tests/test_fetch_crds.py re-derives them and fails on drift.
 

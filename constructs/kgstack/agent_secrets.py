@@ -5,9 +5,9 @@ Secret values never enter git or ``dist/``: in staging and prod an
 namespace, refreshed on an interval. In dev nothing is rendered; docs/secrets.md
 shows how to create the same Secrets from a git-ignored env file.
 
-There is no published typed model for ESO, so the few fields used here are
-modelled below from the external-secrets.io/v1 CRD, each level with
-``extra="forbid"``.
+An ExternalSecret is plain data, like every custom resource (``custom_resource``):
+synth validates it strictly against the vendored external-secrets.io/v1 CRD, so a
+misspelt field fails there.
 
 Workloads roll when a Secret changes through Stakater Reloader: put
 :data:`RELOAD_ANNOTATION` with the comma-separated Secret names on the
@@ -16,11 +16,10 @@ workload's own metadata (not on its pod template).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from constructs import Construct
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
 from .custom_resource import custom_resource
 from .model import Spec, Stage
@@ -34,78 +33,7 @@ def reload_on(secrets: list[str]) -> dict[str, str]:
     return {RELOAD_ANNOTATION: ",".join(sorted(secrets))} if secrets else {}
 
 
-"""Reloader: a rolling restart of the annotated workload when one of the named Secrets changes."""
-
 Duration = Annotated[str, Field(pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")]
-
-
-# --- external-secrets.io/v1, only what we use ------------------------------------------------------
-
-
-class _Eso(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
-    )
-
-
-class EsoObjectMeta(_Eso):
-    name: str
-    namespace: str
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
-
-
-class SecretStoreRef(_Eso):
-    name: str
-    kind: Literal["SecretStore", "ClusterSecretStore"] = "ClusterSecretStore"
-
-
-class TemplateMetadata(_Eso):
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
-
-
-class ExternalSecretTemplate(_Eso):
-    type: str | None = None
-    engine_version: Literal["v2"] | None = None
-    merge_policy: Literal["Replace", "Merge"] | None = None
-    metadata: TemplateMetadata | None = None
-    data: dict[str, str] | None = None
-
-
-class ExternalSecretTarget(_Eso):
-    name: str
-    creation_policy: Literal["Owner", "Orphan", "Merge", "None"] = "Owner"
-    deletion_policy: Literal["Delete", "Merge", "Retain"] = "Retain"
-    template: ExternalSecretTemplate | None = None
-
-
-class RemoteRef(_Eso):
-    key: str
-    property: str | None = None
-    version: str | None = None
-
-
-class ExternalSecretData(_Eso):
-    secret_key: str
-    remote_ref: RemoteRef
-
-
-class ExternalSecretSpec(_Eso):
-    refresh_interval: Duration
-    secret_store_ref: SecretStoreRef
-    target: ExternalSecretTarget
-    data: Annotated[list[ExternalSecretData], Field(min_length=1)]
-
-
-class ExternalSecret(_Eso):
-    api_version: Literal["external-secrets.io/v1"] = "external-secrets.io/v1"
-    kind: Literal["ExternalSecret"] = "ExternalSecret"
-    metadata: EsoObjectMeta
-    spec: ExternalSecretSpec
-
-
-# --- settings and construct -----------------------------------------------------------------------
 
 
 class SecretsSettings(Spec):
@@ -173,18 +101,17 @@ class AgentSecrets(Construct):
     def __init__(self, scope: Construct, id: str, *, props: AgentSecretsProps) -> None:
         super().__init__(scope, id)
         self.props = props
-        self.external_secrets: list[ExternalSecret] = []
+        self.external_secrets: list[dict[str, Any]] = []
         self.required: dict[str, list[str]] = {}
         """Every Secret the environment reads, with the keys it must hold: produced by an
         ExternalSecret outside dev, created by hand in dev (docs/environments/<env>/secrets.md)."""
         self._add(props.agent_secret, "agent", props.agent_keys)
         if props.redis_secret:
-            template = None
-            keys = list(REDIS_KEYS)
+            templated = {}
             if props.redis_address:
                 url = 'redis://app:{{ index . "app-password" | urlquery }}@' + f"{props.redis_address}/0"
-                template = ExternalSecretTemplate(engine_version="v2", merge_policy="Merge", data={"url": url})
-            self._add(props.redis_secret, "redis", keys, template)
+                templated = {"url": url}
+            self._add(props.redis_secret, "redis", list(REDIS_KEYS), templated)
         if props.memgraph_secret:
             self._add(props.memgraph_secret, "memgraph", ["password"])
         if props.edge_keys_secret:
@@ -201,33 +128,36 @@ class AgentSecrets(Construct):
 
     @property
     def secret_names(self) -> list[str]:
-        return [e.spec.target.name for e in self.external_secrets]
+        return [e["spec"]["target"]["name"] for e in self.external_secrets]
 
-    def _add(self, secret: str, remote: str, keys: list[str], template: ExternalSecretTemplate | None = None) -> None:
+    def _add(self, secret: str, remote: str, keys: list[str], templated: dict[str, str] | None = None) -> None:
+        """``templated``: more keys, rendered by ESO's template engine from the fetched ones."""
         p = self.props
-        self.required[secret] = sorted({*keys, *((template.data or {}) if template else {})})
+        self.required[secret] = sorted({*keys, *(templated or {})})
         if p.stage is Stage.DEV:
             return
-        identity = p.identity.of("secrets")
-        resource = ExternalSecret(
-            metadata=EsoObjectMeta(name=secret, namespace=p.namespace, labels=identity.labels),
-            spec=ExternalSecretSpec(
-                refresh_interval=p.settings.refresh_interval,
-                secret_store_ref=SecretStoreRef(name=p.settings.store_name or "", kind=p.settings.store_kind),
-                target=ExternalSecretTarget(
-                    name=secret,
-                    creation_policy="Owner",
+        labels = p.identity.of("secrets").labels
+        template: dict[str, Any] = {"metadata": {"labels": labels}}
+        if templated:
+            template = {"engineVersion": "v2", "mergePolicy": "Merge", **template, "data": templated}
+        resource = {
+            "apiVersion": "external-secrets.io/v1",
+            "kind": "ExternalSecret",
+            "metadata": {"name": secret, "namespace": p.namespace, "labels": labels},
+            "spec": {
+                "refreshInterval": p.settings.refresh_interval,
+                "secretStoreRef": {"name": p.settings.store_name or "", "kind": p.settings.store_kind},
+                "target": {
+                    "name": secret,
+                    "creationPolicy": "Owner",
                     # A value deleted in the store leaves the Secret in place under running pods.
-                    deletion_policy="Retain",
-                    template=(template or ExternalSecretTemplate()).model_copy(
-                        update={"metadata": TemplateMetadata(labels=identity.labels)}
-                    ),
-                ),
-                data=[
-                    ExternalSecretData(secret_key=key, remote_ref=RemoteRef(key=f"{p.prefix}{remote}", property=key))
-                    for key in keys
+                    "deletionPolicy": "Retain",
+                    "template": template,
+                },
+                "data": [
+                    {"secretKey": key, "remoteRef": {"key": f"{p.prefix}{remote}", "property": key}} for key in keys
                 ],
-            ),
-        )
+            },
+        }
         self.external_secrets.append(resource)
         custom_resource(self, f"ExternalSecret-{secret}", resource)
