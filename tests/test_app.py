@@ -156,8 +156,7 @@ def test_a_copied_environment_names_both_files(workspace: tuple[Path, Path]) -> 
     result = run_app(envdir, outdir)
     assert result.returncode == 2
     assert (
-        "error: environments/qa.yaml: namespace: 'kga-staging' is the same as 'kga-staging' of "
-        "environments/staging.yaml (namespace)"
+        "error: environments/qa.yaml: namespace: 'kga-staging' is also the namespace of environments/staging.yaml; "
     ) in result.stderr
     assert "environments/qa.yaml: cloud.workloadIdentity: " in result.stderr
     assert tree_digest(outdir) == before

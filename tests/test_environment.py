@@ -293,10 +293,10 @@ def test_a_copy_of_staging_must_change_what_is_unique(envdir: Path) -> None:
     assert fields == ["namespace", "domain", "backup.target", "cloud.workloadIdentity"]
     # Reported on the copy (its values still name staging), naming the original too.
     assert all(p.startswith(f"{envdir}/qa.yaml: ") for p in caught.value.problems)
-    assert all(f"of {envdir}/staging.yaml" in p for p in caught.value.problems)
+    assert all(f"of {envdir}/staging.yaml;" in p for p in caught.value.problems)
     assert (
-        f"{envdir}/qa.yaml: backup.target: 's3://acme-kga-backups/staging' is the same as "
-        f"'s3://acme-kga-backups/staging' of {envdir}/staging.yaml (backup.target); each environment prunes "
+        f"{envdir}/qa.yaml: backup.target: 's3://acme-kga-backups/staging' is also the backup.target of "
+        f"{envdir}/staging.yaml; each environment prunes "
         "everything under its target, so it would delete the other's backups: give each environment its own"
     ) in caught.value.problems
 
@@ -314,8 +314,10 @@ def test_a_backup_target_nested_in_another_is_refused(envdir: Path) -> None:
     with pytest.raises(EnvironmentFileError) as caught:
         load_environments(envdir)
     (problem,) = caught.value.problems
-    assert problem.startswith(f"{envdir}/staging.yaml: backup.target: 's3://acme-kga-backups/staging' is nested with")
-    assert "'s3://acme-kga-backups/staging/qa'" in problem
+    assert problem.startswith(
+        f"{envdir}/staging.yaml: backup.target: 's3://acme-kga-backups/staging' is nested with "
+        f"'s3://acme-kga-backups/staging/qa', the backup.target of {envdir}/qa.yaml; "
+    )
 
 
 def test_a_shared_secret_store_path_is_refused(envdir: Path) -> None:
@@ -323,7 +325,7 @@ def test_a_shared_secret_store_path_is_refused(envdir: Path) -> None:
     with pytest.raises(EnvironmentFileError) as caught:
         load_environments(envdir)
     assert any(
-        ": secrets.remoteKeyPrefix: 'kga/staging/ in ClusterSecretStore/aws-secrets-manager' is the same as" in p
+        ": secrets.remoteKeyPrefix: 'kga/staging/ in ClusterSecretStore/aws-secrets-manager' is also the" in p
         for p in caught.value.problems
     ), caught.value.problems
 
@@ -339,3 +341,19 @@ def test_a_copy_that_changes_the_unique_fields_loads(envdir: Path) -> None:
     )
     # a namespace that merely starts like another one is no clash
     assert [env.name for env in load_environments(envdir)] == ["dev", "prod", "qa", "staging"]
+
+
+def test_a_name_that_is_not_a_dns_label_says_what_is_allowed() -> None:
+    found = problems(env_data("dev", namespace="Kga_Dev"), "environments/dev.yaml")
+    assert found == [
+        "environments/dev.yaml: namespace: 'Kga_Dev' is not a DNS label (RFC 1123): lowercase letters, digits "
+        "and '-', starting and ending with a letter or digit"
+    ]
+
+
+def test_a_section_that_is_not_a_mapping_points_to_its_reference() -> None:
+    found = problems(env_data("staging", secrets=None), "environments/staging.yaml")
+    assert found == [
+        "environments/staging.yaml: secrets: expected a mapping of settings "
+        "(see docs/environment-reference.md#secretssettings)"
+    ]

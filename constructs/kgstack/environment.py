@@ -477,6 +477,12 @@ def _describe(error: Any) -> list[tuple[str, str]]:
         return [(_field_path(loc), _unknown_field(loc))]
     if error["type"] == "missing":
         return [(_field_path(loc), f"required field is missing (see {_reference(_model_at(loc[:-1]))})")]
+    if error["type"] == "string_pattern_mismatch" and error["ctx"]["pattern"] == f"^{DNS_LABEL}$":
+        reason = "lowercase letters, digits and '-', starting and ending with a letter or digit"
+        return [(_field_path(loc), f"{error['input']!r} is not a DNS label (RFC 1123): {reason}")]
+    if error["type"] == "model_type":
+        model = _model_at(loc)
+        return [(_field_path(loc), f"expected a mapping of settings (see {_reference(model)})")]
     message = str(error["msg"]).removeprefix("Value error, ")
     return [(_field_path(loc) or "name", message)]
 
@@ -583,13 +589,13 @@ def shared_between_environments(environments: Mapping[str, Environment]) -> list
             for other_source, other_shown, other_key in seen.get(field, []):
                 nested = key.endswith("/") and (key.startswith(other_key) or other_key.startswith(key))
                 if key == other_key or nested:
-                    relation = "the same as" if key == other_key else "nested with"
                     here, there = (source, shown), (other_source, other_shown)
                     if _looks_copied(other_source, other_shown, source):
                         here, there = there, here  # report it on the copy: its value names the original
+                    clash = "is also" if key == other_key else f"is nested with {there[1]!r},"
                     problems.append(
-                        f"{here[0]}: {field}: {here[1]!r} is {relation} {there[1]!r} of {there[0]} "
-                        f"({field}); {_WHY_UNIQUE[field]}: give each environment its own"
+                        f"{here[0]}: {field}: {here[1]!r} {clash} the {field} of {there[0]}; "
+                        f"{_WHY_UNIQUE[field]}: give each environment its own"
                     )
             seen.setdefault(field, []).append((source, shown, key))
     return problems
