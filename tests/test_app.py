@@ -203,3 +203,36 @@ def test_store_the_environment_does_not_run() -> None:
     result = run_command("backups", "prod", "memgraph")
     assert result.returncode == 2
     assert "error: environments/prod.yaml: this environment has no memgraph store" in result.stderr
+
+
+def test_a_cross_reference_problem_stops_synth_before_anything_is_written(
+    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The gate's own checks are tested in test_cross_reference.py; this proves app.py runs it and refuses.
+    import importlib.util
+
+    from kgstack.agent_stack import AgentStack
+
+    envdir, outdir = workspace
+    before = tree_digest(outdir)
+    gate = AgentStack.check_references
+
+    def broken(self: AgentStack, objects: dict[str, dict[str, object]]) -> list[str]:
+        found = gate(self, objects)
+        return (
+            [*found, "deployment-kga-prod-query.yaml: spec.x: broken on purpose"] if self.env.name == "prod" else found
+        )
+
+    monkeypatch.setattr(AgentStack, "check_references", broken)
+    spec = importlib.util.spec_from_file_location("synth_app", ROOT / "app.py")
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    code = app.main(["--environments", str(envdir), "--outdir", str(outdir), "--docs", str(outdir.parent / "docs")])
+    assert code == 1
+    assert (
+        f"error: {envdir}/prod.yaml: prod/deployment-kga-prod-query.yaml: spec.x: broken on purpose"
+        in capsys.readouterr().err
+    )
+    assert tree_digest(outdir) == before
+    assert not (outdir.parent / "docs").exists()

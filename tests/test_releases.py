@@ -31,15 +31,6 @@ def test_no_environment_file_pins_our_own_images() -> None:
             assert "digest" not in images[name], f"{path.name}: images.{name}.digest"
 
 
-def test_the_releases_file_holds_only_what_the_workflow_recorded() -> None:
-    # Nothing has been released yet; the file must not hold a digest nobody pushed.
-    assert load_releases(ROOT / "environments") == {
-        "ghcr.io/acme/kgbackup": {},
-        "ghcr.io/acme/knowledge-graph-agent": {},
-        "ghcr.io/acme/knowledge-graph-agent-web": {},
-    }
-
-
 def test_an_own_digest_in_an_environment_file_is_refused() -> None:
     data = env_data("prod", images__agent__digest=DIGEST)
     env = parse_environment(data, source="prod.yaml")
@@ -67,14 +58,21 @@ def test_unreleased_images_hold_back_automated_sync() -> None:
     assert GitOpsTarget.of(released, released.gitops or env.gitops).automated is True  # dev syncs automatically
 
 
-def test_dist_carries_no_digest_of_ours_and_argocd_holds_every_environment_back() -> None:
-    for path in (ROOT / "dist").rglob("*.yaml"):
-        text = path.read_text()
-        for match in re.finditer(r"ghcr\.io/acme/\S+", text):
-            assert "@sha256:" not in match.group(0), path
-    for path in (ROOT / "dist" / "argocd").glob("application-*.yaml"):
-        app = yaml.safe_load(path.read_text())
-        assert "automated" not in app["spec"].get("syncPolicy", {}), path.name
+def test_dist_pins_exactly_the_recorded_digests_and_argocd_holds_back_the_unreleased() -> None:
+    # Holds before and after the first release: a digest of ours in dist/ is one the release
+    # workflow recorded for that tag, a recorded tag is always pinned, and an environment that
+    # deploys an unrecorded tag never syncs automatically.
+    releases = load_releases(ROOT / "environments")
+    for folder in sorted(p for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd"):
+        refs = {m for path in folder.glob("*.yaml") for m in re.findall(r"ghcr\.io/acme/[^\s\"']+", path.read_text())}
+        assert refs, folder.name
+        for ref in refs:
+            image, _, digest = ref.partition("@")
+            repository, _, tag = image.rpartition(":")
+            assert (digest or None) == releases.get(repository, {}).get(tag), f"{folder.name}: {ref}"
+        app = yaml.safe_load((ROOT / "dist" / "argocd" / f"application-kga-{folder.name}.yaml").read_text())
+        if any("@" not in ref for ref in refs):
+            assert "automated" not in app["spec"].get("syncPolicy", {}), folder.name
 
 
 def test_a_malformed_releases_file_is_refused(tmp_path: Path) -> None:

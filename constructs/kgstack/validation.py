@@ -134,7 +134,7 @@ def locate(problems: Iterable[str], sources: Mapping[str, str]) -> list[str]:
 
     ``sources`` maps a chart id (the environment name) to its file. A check whose message
     starts with a field path of the environment file (``quota.pods: ...``) is reported at
-    that field; any other keeps the construct path, which names the object at fault.
+    that field; any other keeps the construct path or rendered file, which names the object at fault.
     """
     located = []
     for problem in problems:
@@ -143,6 +143,12 @@ def locate(problems: Iterable[str], sources: Mapping[str, str]) -> list[str]:
             located.append(problem)
             continue
         message = match["message"]
-        where = "" if _FIELD.match(message) or not match["path"] else f"{match['chart']}/{match['path']}: "
+        # A rendered object's problem (``<chart>/<file>.yaml: spec...``) keeps the file: it names the object.
+        rendered = (match["path"] or "").endswith(".yaml")
+        where = (
+            ""
+            if (_FIELD.match(message) and not rendered) or not match["path"]
+            else f"{match['chart']}/{match['path']}: "
+        )
         located.append(f"{sources[match['chart']]}: {where}{message}")
     return located
