@@ -40,7 +40,7 @@ def _wrapper():  # type: ignore[no-untyped-def]
 
 
 def python_gate(objects: list[dict]) -> int:  # type: ignore[type-arg]
-    for cached in (schema._validator, schema._definitions, schema._crd_validator, schema.load_crd):
+    for cached in (schema._validator, schema._definitions, schema._crd_validator, schema._crds):
         cached.cache_clear()
     return sum(len(schema.schema_problems(o, v)) for v in SUPPORTED_KUBERNETES for o in objects)
 
