@@ -25,8 +25,11 @@ import http.server
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -36,9 +39,10 @@ from typing import Any
 
 import pytest
 import yaml
-from backup_servers import stop, wait_for
+from backup_servers import s3_endpoint, stop, wait_for  # noqa: F401 (a fixture)
 from rendered import (
     ENVS,
+    LocalPod,
     Obj,
     envs_with,
     http_get,
@@ -96,6 +100,55 @@ def test_redis_pod_becomes_ready_and_its_exporter_reports_redis_up(env: str, tmp
             maxmemory = re.search(r"^maxmemory (\d+)$", rendered, re.M)
             exported = re.search(r"^redis_memory_max_bytes (\S+)$", body, re.M)
             assert maxmemory and exported and float(exported[1]) == int(maxmemory[1])
+
+
+@pytest.mark.parametrize("env", envs_with("redis"))
+def test_the_redis_backup_cronjob_as_rendered_backs_up_the_redis_pod(
+    env: str,
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """kgbackup with the CronJob's own args, env and mounted Secrets, against the Redis pod of dist/."""
+    import boto3
+
+    cron = objects(env)[f"CronJob/kga-{env}-backup-redis"]
+    job = {"metadata": cron["metadata"], "spec": cron["spec"]["jobTemplate"]["spec"]}
+    # Object storage stands in for the cloud's: moto on loopback, with the rendered bucket.
+    credentials = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    with run_redis(env, tmp_path / "redis") as redis_pod:
+        redis_pod.client("app").set("kept", "across the backup")
+        # A short root: the tool's private redis-server puts its socket under /work, and a socket
+        # path must stay under 108 bytes (pytest's tmp_path is longer than the pod's /work).
+        root = Path(tempfile.mkdtemp(prefix="kgb-", dir="/tmp"))
+        request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
+        pod = LocalPod(env, job, root, secrets={"kga-backup": {"credentials": credentials}})
+        (container,) = pod.spec["containers"]
+        rendered = pod.env(container)
+        # The URL names the Redis Service; here the Service is the loopback port of the pod.
+        url = urllib.parse.urlsplit(rendered["KGB_REDIS_URL"])
+        service = objects(env)[f"Service/{url.hostname}"]
+        assert url.port in [p["port"] for p in service["spec"]["ports"]], f"{url.hostname} has no port {url.port}"
+        rendered["KGB_REDIS_URL"] = url._replace(netloc=f"{url.username}@127.0.0.1:{redis_pod.port}").geturl()
+        rendered["KGB_S3_ENDPOINT_URL"] = s3_endpoint
+        if "AWS_SHARED_CREDENTIALS_FILE" not in rendered:  # workload identity: the role's credentials
+            rendered |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        target = urllib.parse.urlsplit(rendered["KGB_TARGET"])
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=target.hostname)
+        run = subprocess.run(
+            [sys.executable, "-m", "kgbackup", *pod.command(container)],
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "docker" / "backup"), **rendered},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        stored = s3.list_objects_v2(Bucket=target.hostname, Prefix=target.path.lstrip("/"))
+        assert [o["Key"] for o in stored.get("Contents", []) if o["Key"].endswith(".json")], stored
 
 
 # ---------------------------------------------------------------- blackbox exporter
