@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import time
 import urllib.error
@@ -16,6 +17,7 @@ from cloudcoil.models.cert_manager import v1 as cert_manager
 from conftest import build, env_data
 from pss import pod_specs, violations
 from pydantic import ValidationError
+from rendered import LocalPod, envs_with, workload
 from tools import free_port, require_tool
 
 from kgstack.edge import (
@@ -23,7 +25,6 @@ from kgstack.edge import (
     Edge,
     EdgeProps,
     EdgeSettings,
-    auth_nginx_conf,
     edge_peer,
     edge_peers,
 )
@@ -169,29 +170,34 @@ def _status(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
         return error.code, dict(error.headers)
 
 
-@pytest.fixture
-def verifier(tmp_path: Path) -> Any:
+@pytest.fixture(params=envs_with("auth"))
+def verifier(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The auth Deployment of dist/<env>, on the Debian nginx: its command, nginx.conf and keys mount."""
     nginx = require_tool("nginx", Path("/usr/sbin/nginx"), hint="apt-get install nginx-light")
-    verify, deny = free_port(), free_port()
-    (tmp_path / "keys").mkdir()
-    conf = (
-        auth_nginx_conf()
-        .replace("/tmp/", f"{tmp_path}/")
-        .replace("/etc/kga-auth/keys", str(tmp_path / "keys"))
-        .replace("listen 8080;", f"listen 127.0.0.1:{verify};")
-        .replace("listen 8081;", f"listen 127.0.0.1:{deny};")
-        .replace("/dev/stdout", f"{tmp_path}/access.log")
-    )
-    (tmp_path / "nginx.conf").write_text(conf)
     old, new = "a" * 64, "0123456789abcdef" * 4
     basic = base64.b64encode(f"kga:{new}".encode()).decode()
-    (tmp_path / "keys" / "keys.map").write_text(f'"{old}" old-key;\n"{new}" new-key;\n"basic:{basic}" new-key;\n')
-    proc = subprocess.Popen([nginx, "-c", str(tmp_path / "nginx.conf"), "-e", "stderr", "-g", "daemon off;"])
+    keys = f'"{old}" old-key;\n"{new}" new-key;\n"basic:{basic}" new-key;\n'
+    obj = workload(request.param, "auth")
+    assert obj, f"dist/{request.param}: no auth workload"
+    (container,) = obj["spec"]["template"]["spec"]["containers"]
+    ports = {p["containerPort"]: free_port() for p in container["ports"]}
+    pod = LocalPod(request.param, obj, tmp_path, ports=ports, secrets={"kga-edge-keys": {"keys.map": keys}})
+    verify, deny = pod.port(container, "http"), pod.port(container, "deny")
+    ready = container["readinessProbe"]["httpGet"]["path"]
+    command = pod.command(container)
+    conf = pod.local_file(container, container["command"][container["command"].index("-c") + 1])
+    # Loopback only, and the access log in a file rather than the test runner's stdout.
+    text = re.sub(r"listen (\d+);", r"listen 127.0.0.1:\1;", conf.read_text()).replace(
+        "/dev/stdout", f"{tmp_path}/access.log"
+    )
+    conf.write_text(text)
+    command[command.index("-c") + 1] = str(conf)
+    proc = subprocess.Popen([nginx, *command[1:]])
     try:
         for _ in range(100):
             try:
                 if (
-                    _status(f"http://127.0.0.1:{verify}/healthz", {})[0] == 200
+                    _status(f"http://127.0.0.1:{verify}{ready}", {})[0] == 200
                     and _status(f"http://127.0.0.1:{deny}/", {})[0] == 403
                 ):
                     break
