@@ -8,7 +8,7 @@ from typing import Any
 from conftest import DELETE, build, env_data
 
 from kgstack.environment import parse_environment
-from kgstack.publish import synth
+from kgstack.publish import synth, synth_objects
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
 
@@ -48,3 +48,16 @@ def test_pinecone_needs_its_key_and_no_chroma_host() -> None:
     assert "PINECONE_API_KEY" in files["deployment-kga-dev-query.yaml"]
     config = files["configmap-kga-dev-agent.yaml"]
     assert "CHROMA_HOST" not in config and "PINECONE_COLLECTION_NAME" in config
+
+
+def test_an_embedding_key_of_its_own_is_required_and_fetched_by_the_external_secret() -> None:
+    data = env_data("prod", agent__embedding__ownKey=True)
+    env = parse_environment(data, source="prod.yaml")
+    _, stack = build(env)
+    objects = synth_objects([stack])["prod"]
+    query = objects["deployment-kga-prod-query.yaml"]["spec"]["template"]["spec"]["containers"][0]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in query["env"] if e["name"] == "EMBEDDING_API_KEY"]
+    assert ref == {"name": "kga-agent", "key": "EMBEDDING_API_KEY"}
+    data_keys = [d["secretKey"] for d in objects["externalsecret-kga-agent.yaml"]["spec"]["data"]]
+    assert "EMBEDDING_API_KEY" in data_keys
+    assert stack.check_references(objects) == []

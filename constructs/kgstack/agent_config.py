@@ -119,7 +119,7 @@ class AgentConfig(Construct):
     def secrets(self) -> dict[str, SecretRef]:
         """Every variable the agent reads from a Secret; the app refuses to start without the required ones."""
         s = self.props.settings
-        required = {"OPENAI_API_KEY": True, "GITHUB_TOKEN": True, "EMBEDDING_API_KEY": False}
+        required = {"OPENAI_API_KEY": True, "GITHUB_TOKEN": True, "EMBEDDING_API_KEY": s.embedding.own_key}
         if s.vector_store.type == "pinecone":
             required["PINECONE_API_KEY"] = True
         if s.langchain_tracing:

@@ -35,6 +35,9 @@ class Embedding(Spec):
     """``EMBEDDING_BATCH_SIZE``."""
     max_tokens_per_batch: Annotated[int, Field(ge=1)] = 250000
     """``MAX_TOKENS_PER_BATCH``."""
+    own_key: bool = False
+    """The provider has a key of its own: ``EMBEDDING_API_KEY`` becomes a required key of the agent
+    Secret (and of its ExternalSecret). Off: the variable stays an optional reference, never fetched."""
 
 
 class VectorStore(Spec):
