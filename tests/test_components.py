@@ -25,11 +25,9 @@ import http.server
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -108,7 +106,6 @@ def test_the_redis_backup_cronjob_as_rendered_backs_up_the_redis_pod(
     tmp_path: Path,
     s3_endpoint: str,  # noqa: F811 (the fixture imported above)
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
 ) -> None:
     """kgbackup with the CronJob's own args, env and mounted Secrets, against the Redis pod of dist/."""
     import boto3
@@ -119,11 +116,7 @@ def test_the_redis_backup_cronjob_as_rendered_backs_up_the_redis_pod(
     credentials = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
     with run_redis(env, tmp_path / "redis") as redis_pod:
         redis_pod.client("app").set("kept", "across the backup")
-        # A short root: the tool's private redis-server puts its socket under /work, and a socket
-        # path must stay under 108 bytes (pytest's tmp_path is longer than the pod's /work).
-        root = Path(tempfile.mkdtemp(prefix="kgb-", dir="/tmp"))
-        request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
-        pod = LocalPod(env, job, root, secrets={"kga-backup": {"credentials": credentials}})
+        pod = LocalPod(env, job, tmp_path / "job", secrets={"kga-backup": {"credentials": credentials}})
         (container,) = pod.spec["containers"]
         rendered = pod.env(container)
         # The URL names the Redis Service; here the Service is the loopback port of the pod.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -159,6 +160,10 @@ def rdb_version(path: Path) -> int:
     return int(head[5:])
 
 
+_MAX_SOCKET_PATH = 104
+"""Bytes a unix socket path may have (sun_path: 108 on Linux, 104 on macOS, with the NUL)."""
+
+
 class LocalRedis:
     """A private redis-server on a unix socket, loaded from one RDB file."""
 
@@ -167,6 +172,7 @@ class LocalRedis:
         self.rdb_path = rdb_path
         self.timeout = timeout
         self.socket_path = rdb_path.parent / "redis.sock"
+        self._socket_dir: Path | None = None
         self.log_path = rdb_path.parent / "redis-local.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -197,10 +203,15 @@ class LocalRedis:
         return redis.Redis(unix_socket_path=str(self.socket_path), db=db)
 
     def __enter__(self) -> LocalRedis:
+        if len(str(self.socket_path).encode()) >= _MAX_SOCKET_PATH:
+            # A deep work dir: the socket goes to a private folder under $TMPDIR instead.
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="kgb-"))
+            self.socket_path = self._socket_dir / "redis.sock"
         self.proc = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._stop()
                 raise CorruptDumpError(f"redis-server could not load {self.rdb_path.name}: {self._log_tail()}")
             try:
                 self.client().ping()  # raises BusyLoadingError until the RDB is loaded
@@ -218,6 +229,8 @@ class LocalRedis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
