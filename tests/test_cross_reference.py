@@ -158,6 +158,18 @@ def test_services_budgets_and_autoscalers_must_resolve() -> None:
     assert "Deployment kga-prod-qeury does not exist" in problems
 
 
+def test_a_url_templated_into_a_secret_must_reach_its_service() -> None:
+    objects = _mutate("prod")
+    template = objects["externalsecret-kga-redis.yaml"]["spec"]["target"]["template"]
+    template["data"]["url"] = template["data"]["url"].replace(":6379/", ":6380/")
+    problems = gate("prod", objects)
+    assert any(
+        p.startswith("deployment-kga-prod-query.yaml: spec.template.spec.containers[0].env[")
+        and "REDIS_URL (templated into Secret kga-redis key 'url'): kga-prod-redis:6380 is not a port of a Service" in p
+        for p in problems
+    ), problems
+
+
 def test_a_url_the_policies_block_fails() -> None:
     objects = _mutate("staging")
     policy = objects["networkpolicy-kga-staging-chroma.yaml"]

@@ -467,6 +467,7 @@ class Gate:
         self._monitor_traffic()
         self._edge_traffic()
         self._env_traffic()
+        self._secret_url_traffic()
 
     def _monitor_traffic(self) -> None:
         if self.prober is not None:
@@ -553,6 +554,29 @@ class Gate:
                     port = env.get(name.removesuffix("_HOST") + "_PORT", "")
                     if name.endswith("_HOST") and value in services and port.isdigit():
                         self._expect(pod.file, f"{path}[{name}]", pod, host=value, port=int(port), what=name)
+
+    def _secret_url_traffic(self) -> None:
+        """URLs that External Secrets templates into a Secret (``REDIS_URL``), as the pods reading them see them."""
+        services = self.kind("Service")
+        urls: dict[tuple[str, str], str] = {}
+        for name, (_, obj) in self.kind("ExternalSecret").items():
+            target = obj["spec"].get("target") or {}
+            for key, value in ((target.get("template") or {}).get("data") or {}).items():
+                urls[target.get("name") or name, key] = value
+        for pod in self.pods:
+            for c, container in enumerate(pod.spec.get("containers") or []):
+                for e, env in enumerate(container.get("env") or []):
+                    ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
+                    match = _URL.match(urls.get((ref.get("name", ""), ref.get("key", "")), ""))
+                    if match and match["host"].split(".")[0] in services:
+                        self._expect(
+                            pod.file,
+                            f"{pod.path}.spec.containers[{c}].env[{e}].valueFrom.secretKeyRef",
+                            pod,
+                            host=match["host"],
+                            port=int(match["port"]),
+                            what=f"{env['name']} (templated into Secret {ref['name']} key {ref['key']!r})",
+                        )
 
     def _named_service_port(self, service: str, name: str) -> int | None:
         entry = self.kind("Service").get(service)
