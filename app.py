@@ -167,7 +167,7 @@ def restore(argv: list[str]) -> int:
             args, lambda schedule: restore_job(schedule, args.store, backup_id=args.backup_id, force=args.force)
         )
     except EnvironmentFileError as exc:
-        return _fail(exc.problems, 2)
+        return _fail(exc.problems, 2, "no Job was printed")
     name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
     _say(
         f"Restores {which} of {args.store} in {args.environment} (namespace {ns}) "
@@ -194,7 +194,7 @@ def backups(argv: list[str]) -> int:
     try:
         env, job = _one_off_job(args, lambda schedule: list_job(schedule, args.store))
     except EnvironmentFileError as exc:
-        return _fail(exc.problems, 2)
+        return _fail(exc.problems, 2, "no Job was printed")
     name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
     _say(
         f"Lists the backups of {args.store} in {args.environment} under {env.backup.target}/{args.store}/"
@@ -228,10 +228,10 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _fail(problems: list[str], code: int) -> int:
+def _fail(problems: list[str], code: int, outcome: str = "nothing was written") -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    print(f"{len(problems)} problem(s); nothing was written.", file=sys.stderr)
+    print(f"{len(problems)} problem(s); {outcome}.", file=sys.stderr)
     return code
 
 

@@ -203,6 +203,7 @@ def test_store_the_environment_does_not_run() -> None:
     result = run_command("backups", "prod", "memgraph")
     assert result.returncode == 2
     assert "error: environments/prod.yaml: this environment has no memgraph store" in result.stderr
+    assert result.stderr.endswith("1 problem(s); no Job was printed.\n") and result.stdout == ""
 
 
 def test_a_cross_reference_problem_stops_synth_before_anything_is_written(
