@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 _PROJECT_NODE = ROOT / ".tools" / "jsii-node"
@@ -16,6 +18,9 @@ import yaml  # noqa: E402
 
 from kgstack import AgentStack, Environment, load_environments  # noqa: E402
 from kgstack.publish import synth  # noqa: E402
+
+if TYPE_CHECKING:
+    from control_plane import ControlPlane
 
 ENVIRONMENTS = ROOT / "environments"
 
@@ -74,3 +79,21 @@ DELETE = object()
 def build(env: Environment) -> tuple[cdk8s.App, AgentStack]:
     app = cdk8s.App()
     return app, AgentStack(app, env)
+
+
+DRILLED = "prod"
+"""The environment whose cloud profile the control plane's nodes and StorageClasses copy."""
+
+
+@pytest.fixture(scope="session")
+def cp() -> Iterator[ControlPlane]:
+    """The pinned control plane (tests/control_plane.py) on loopback: started once per test session, on
+    first use, and stopped at its end."""
+    from control_plane import binaries_missing, control_plane
+    from tools import missing
+
+    if binaries_missing():
+        missing(f"{', '.join(binaries_missing())} not built (scripts/setup.sh test builds the control plane)")
+    provider = yaml.safe_load((ENVIRONMENTS / f"{DRILLED}.yaml").read_text())["cloud"]["provider"]
+    with control_plane(provider) as plane:
+        yield plane

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import ENV_DIRS, ROOT
+from conftest import DRILLED, ENV_DIRS, ROOT
 from control_plane import (
     ZONE,
     ControlPlane,
     apply_environment,
-    binaries_missing,
     blocked_evictions,
-    control_plane,
     drain,
     drill_table,
     pods_per_zone,
@@ -30,20 +27,9 @@ from control_plane import (
     wait_all_ready,
     zone_loss_drill,
 )
-from tools import missing
 
 pytestmark = pytest.mark.slow
 DIST = ROOT / "dist"
-DRILLED = "prod"
-
-
-@pytest.fixture(scope="module")
-def cp() -> Iterator[ControlPlane]:
-    if binaries_missing():
-        missing(f"{', '.join(binaries_missing())} not built (scripts/setup.sh test builds the control plane)")
-    provider = yaml.safe_load((ROOT / "environments" / f"{DRILLED}.yaml").read_text())["cloud"]["provider"]
-    with control_plane(provider) as plane:
-        yield plane
 
 
 @pytest.fixture(scope="module")
