@@ -69,11 +69,18 @@ def test_dev_docs_create_every_secret_the_pods_read() -> None:
     problems = cross_reference.Gate(
         objects, namespace=namespace, scraper=PROMETHEUS, prober=BLACKBOX, edge=EDGE
     ).problems()
-    assert any(
-        p.startswith("cronjob-kga-dev-backup-redis.yaml: spec.jobTemplate.spec.template.spec.volumes")
-        and "Secret kga-backup is neither rendered, produced nor a documented prerequisite" in p
-        for p in problems
-    ), problems
+    assert reported(
+        problems,
+        "cronjob-kga-dev-backup-redis.yaml: spec.jobTemplate.spec.template.spec.volumes",
+        "Secret kga-backup is neither rendered, produced nor a documented prerequisite",
+    )
+
+
+def reported(problems: list[str], where: str, *fragments: str) -> bool:
+    """Whether one problem starts at ``where`` (file: field path) and says every fragment."""
+    found = any(p.startswith(where) and all(f in p for f in fragments) for p in problems)
+    assert found, problems  # the failure shows what was reported instead
+    return found
 
 
 def _mutate(env: str) -> Objects:
@@ -99,11 +106,11 @@ def test_an_optional_key_is_not_required_from_the_store() -> None:
         {"secretKey": "EMBEDDING_API_KEY", "remoteRef": {"key": "kga/prod/agent", "property": "EMBEDDING_API_KEY"}}
     )
     problems = gate("prod", objects)
-    assert any(
-        p.startswith("externalsecret-kga-agent.yaml: spec.data[2]: key 'EMBEDDING_API_KEY'")
-        and "every consumer marks it optional" in p
-        for p in problems
-    ), problems
+    assert reported(
+        problems,
+        "externalsecret-kga-agent.yaml: spec.data[2]: key 'EMBEDDING_API_KEY'",
+        "every consumer marks it optional",
+    )
     pods = [o for o in objects.values() if o["kind"] == "Deployment" and "query" in o["metadata"]["name"]]
     env = pods[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     ref = {"name": "kga-agent", "key": "EMBEDDING_API_KEY", "optional": True}
@@ -118,12 +125,12 @@ def test_a_probe_the_policies_block_fails() -> None:
         rule for rule in policy["spec"]["ingress"] if "namespaceSelector" not in rule["from"][0]
     ]
     problems = gate("staging", objects)
-    assert any(
-        p.startswith("probe-kga-staging-memgraph.yaml: spec.targets.staticConfig.static[0]: blackbox probe")
-        and "deny namespace monitoring" in p
-        and "7687" in p
-        for p in problems
-    ), problems
+    assert reported(
+        problems,
+        "probe-kga-staging-memgraph.yaml: spec.targets.staticConfig.static[0]: blackbox probe",
+        "deny namespace monitoring",
+        "7687",
+    )
 
 
 def test_a_shared_workload_identity_fails() -> None:
@@ -163,11 +170,11 @@ def test_a_url_templated_into_a_secret_must_reach_its_service() -> None:
     template = objects["externalsecret-kga-redis.yaml"]["spec"]["target"]["template"]
     template["data"]["url"] = template["data"]["url"].replace(":6379/", ":6380/")
     problems = gate("prod", objects)
-    assert any(
-        p.startswith("deployment-kga-prod-query.yaml: spec.template.spec.containers[0].env[")
-        and "REDIS_URL (templated into Secret kga-redis key 'url'): kga-prod-redis:6380 is not a port of a Service" in p
-        for p in problems
-    ), problems
+    assert reported(
+        problems,
+        "deployment-kga-prod-query.yaml: spec.template.spec.containers[0].env[",
+        "REDIS_URL (templated into Secret kga-redis key 'url'): kga-prod-redis:6380 is not a port of a Service",
+    )
 
 
 def test_a_url_the_policies_block_fails() -> None:
