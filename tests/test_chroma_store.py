@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from backup_servers import free_port, require_binary, stop, wait_for
+from rendered import LocalPod, envs_with, workload
 
 from kgstack.chroma_store import HEARTBEAT
 
@@ -50,24 +52,30 @@ def test_agent_points_at_the_store(manifests: Manifests) -> None:
     assert data["CHROMA_COLLECTION_NAME"] == "knowledge-base-graph"
 
 
-def test_the_rendered_config_runs_on_a_real_chroma(manifests: Manifests, tmp_path: Path) -> None:
+@pytest.mark.parametrize("env", envs_with("chroma"))
+def test_the_rendered_statefulset_runs_on_a_real_chroma(env: str, tmp_path: Path) -> None:
+    """The Chroma pod of dist/<env>: its args and mounted config.yaml, on the chroma server of the client's release."""
     binary = require_binary("chroma", "pip install -r requirements/backup-test.txt")
-    port = free_port()
-    rendered = {
-        **config(manifests, "prod"),
-        "port": port,
-        "listen_address": "127.0.0.1",
-        "persist_path": str(tmp_path / "data"),
-    }
-    (tmp_path / "config.yaml").write_text(json.dumps(rendered))
-    proc = subprocess.Popen(
-        [binary, "run", str(tmp_path / "config.yaml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    obj = workload(env, "chroma")
+    assert obj, f"dist/{env}: no chroma workload"
+    (container,) = obj["spec"]["template"]["spec"]["containers"]
+    pod = LocalPod(env, obj, tmp_path, ports={p["containerPort"]: free_port() for p in container["ports"]})
+    args = container["args"]
+    local = pod.local_file(container, args[-1])
+    settings = json.loads(local.read_text())
+    settings["listen_address"] = "127.0.0.1"  # loopback only: the rendered address is every interface
+    local.write_text(json.dumps(settings))
+    proc = subprocess.Popen([binary, *args[:-1], str(local)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        url = f"http://127.0.0.1:{port}{HEARTBEAT}"
-        wait_for(lambda: urllib.request.urlopen(url, timeout=2).status == 200, "chroma", proc)
-        reset = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/reset", method="POST")
-        with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(reset, timeout=5)  # allow_reset: false is honoured
+        probe = container["readinessProbe"]["httpGet"]
+        base = f"http://127.0.0.1:{pod.port(container, probe['port'])}"
+        wait_for(lambda: urllib.request.urlopen(base + probe["path"], timeout=2).status == 200, "chroma", proc)
+        assert any(pod.volumes["data"].iterdir()), "the server persists into the data volume"
+        reset = urllib.request.Request(f"{base}/api/v2/reset", method="POST")
+        if settings["allow_reset"]:
+            assert urllib.request.urlopen(reset, timeout=10).status == 200
+        else:
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(reset, timeout=5)
     finally:
         stop(proc)
