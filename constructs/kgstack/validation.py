@@ -143,12 +143,9 @@ def locate(problems: Iterable[str], sources: Mapping[str, str]) -> list[str]:
             located.append(problem)
             continue
         message = match["message"]
+        path = match["path"] or ""
         # A rendered object's problem (``<chart>/<file>.yaml: spec...``) keeps the file: it names the object.
-        rendered = (match["path"] or "").endswith(".yaml")
-        where = (
-            ""
-            if (_FIELD.match(message) and not rendered) or not match["path"]
-            else f"{match['chart']}/{match['path']}: "
-        )
+        at_field = _FIELD.match(message) and not path.endswith(".yaml")
+        where = f"{match['chart']}/{path}: " if path and not at_field else ""
         located.append(f"{sources[match['chart']]}: {where}{message}")
     return located
