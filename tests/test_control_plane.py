@@ -6,6 +6,7 @@ The tests share one control plane and run in file order: the drain and the zone 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -163,6 +164,12 @@ def _foreign_selector(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _backend_timeout_over_request(route: dict[str, Any]) -> dict[str, Any]:
+    # A CEL rule of the vendored Gateway API CRD, enforced by the API server, not by any schema.
+    route["spec"]["rules"][0]["timeouts"]["backendRequest"] = "3600s"
+    return route
+
+
 @pytest.mark.parametrize(
     ("source", "change", "message"),
     [
@@ -170,8 +177,13 @@ def _foreign_selector(obj: dict[str, Any]) -> dict[str, Any]:
         # Pod Security enforces on pods (on workloads it only warns): the web tier's pod on the host network.
         (f"deployment-kga-{DRILLED}-web.yaml", _host_network_pod, "host namespaces (hostNetwork=true)"),
         (f"deployment-kga-{DRILLED}-web.yaml", _foreign_selector, "`selector` does not match template `labels`"),
+        (
+            f"httproute-kga-{DRILLED}-api.yaml",
+            _backend_timeout_over_request,
+            "backendRequest timeout cannot be longer than request timeout",
+        ),
     ],
-    ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch"],
+    ids=["impossible-cron-schedule", "pod-security-violation", "selector-mismatch", "crd-cel-rule"],
 )
 @pytest.mark.usefixtures("applied")
 def test_the_real_server_rejects_a_broken_manifest(
@@ -204,3 +216,22 @@ def test_the_control_plane_is_built_at_the_newest_targeted_kubernetes(environmen
     staging = re.findall(r"^\t(k8s\.io/[\w-]+) => (k8s\.io/[\w-]+) (v\S+)$", gomod, re.MULTILINE)
     assert len(staging) >= 30
     assert {(a == b, v) for a, b, v in staging} == {(True, f"v0.{version[0]}.{version[1]}")}
+
+
+@pytest.mark.usefixtures("applied")
+def test_the_limit_range_fills_in_a_container_without_resources(cp: ControlPlane, tmp_path: Path) -> None:
+    """LimitRange admission on a real server: a container without resources gets the rendered defaults."""
+    (limit,) = yaml.safe_load(next((DIST / DRILLED).glob("limitrange-*.yaml")).read_text())["spec"]["limits"]
+
+    def bare_pod(deployment: dict[str, Any]) -> dict[str, Any]:
+        pod = _host_network_pod(deployment)
+        pod["spec"].pop("hostNetwork")
+        for container in pod["spec"]["containers"]:
+            container.pop("resources", None)
+        return pod
+
+    path = _mutated(tmp_path, f"deployment-kga-{DRILLED}-web.yaml", bare_pod)
+    out = cp.kubectl.run("apply", "--server-side", "--dry-run=server", "-o", "json", "-f", str(path))
+    assert out.returncode == 0, out.stderr
+    for container in json.loads(out.stdout)["spec"]["containers"]:
+        assert container["resources"] == {"limits": limit["default"], "requests": limit["defaultRequest"]}
