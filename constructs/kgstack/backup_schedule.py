@@ -20,7 +20,7 @@ from .footprint import Footprint
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .network_policies import CidrPeer, ComponentPeer, InternetPeer, tcp
-from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
+from .pod_security import checkov_skips, hardened_container, run_once_pod, unpinned_skip
 from .quantity import Quantity, parse_quantity
 from .secret_ref import SecretRef, secret_files
 
@@ -189,13 +189,9 @@ class BackupSchedule(Construct):
             ttl_seconds_after_finished=ttl_seconds,
             template=k8s.PodTemplateSpec(
                 metadata=k8s.ObjectMeta(labels={**p.identity.labels, **p.pod_labels, STORE_LABEL: store}),
-                spec=k8s.PodSpec(
-                    service_account_name=self.name,
-                    automount_service_account_token=False,
-                    enable_service_links=False,
-                    restart_policy="Never",
-                    security_context=pod_security_context(),
-                    containers=[container],
+                spec=run_once_pod(
+                    service_account=self.name,
+                    container=container,
                     volumes=[
                         # A per-run PVC: a dump can be larger than a node's free ephemeral disk.
                         k8s.Volume(

@@ -24,7 +24,7 @@ from .footprint import Footprint
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .network_policies import ComponentPeer
-from .pod_security import checkov_skips, hardened_container, pod_security_context, unpinned_skip
+from .pod_security import checkov_skips, hardened_container, run_once_pod, unpinned_skip
 
 CLIENT = Path(__file__).with_name("reindex_client.py")
 """The script the Job runs, shipped in a ConfigMap (standard library only)."""
@@ -119,13 +119,9 @@ class ReindexSchedule(Construct):
                         ttl_seconds_after_finished=86400,
                         template=k8s.PodTemplateSpec(
                             metadata=k8s.ObjectMeta(labels={**identity.labels, **props.pod_labels}),
-                            spec=k8s.PodSpec(
-                                service_account_name=self.name,
-                                automount_service_account_token=False,
-                                enable_service_links=False,
-                                restart_policy="Never",
-                                security_context=pod_security_context(),
-                                containers=[container],
+                            spec=run_once_pod(
+                                service_account=self.name,
+                                container=container,
                                 volumes=[
                                     k8s.Volume(name="script", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
                                     k8s.Volume(
