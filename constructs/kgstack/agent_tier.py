@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from ._plus import int_or_string, k8s, quantity
 from .agent_config import APP_SETTINGS_FILE, AgentConfig
 from .agent_secrets import reload_on
-from .connections import Endpoint
+from .connections import Endpoint, expose
 from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Autoscaling, Disruption, ImageRef, Resources, Spec
@@ -155,16 +155,7 @@ class AgentTier(Construct):
                 template=self._pod_template(config),
             ),
         )
-        k8s.KubeService(
-            self,
-            "Service",
-            metadata=object_meta(props.identity, props.namespace),
-            spec=k8s.ServiceSpec(
-                type="ClusterIP",
-                selector=props.identity.selector,
-                ports=[self.endpoint.service_port()],
-            ),
-        )
+        expose(self, props.identity, props.namespace, [self.endpoint])
         disruption_budget(self, props.identity, props.namespace, props.disruption)
         if props.autoscaling is not None:
             self._autoscaler(props.autoscaling)
@@ -197,7 +188,7 @@ class AgentTier(Construct):
             name="agent",
             image=p.image.reference,
             resources=p.resources,
-            ports={"http": HTTP_PORT},
+            ports=[self.endpoint.container_port()],
             # Args, not command: the image's entrypoint (tini) stays PID 1 and reaps git's children.
             # Run from the data volume: the app writes its files relative to the cwd.
             args=["python", "/app/main.py"],

@@ -59,7 +59,7 @@ class ChromaStore(Construct):
             name="chroma",
             image=props.image.reference,
             resources=props.settings.resources,
-            ports={"http": PORT},
+            ports=[self.endpoint.container_port()],
             # The image's entrypoint is `dumb-init -- chroma`; JSON is valid YAML for its config.
             args=["run", "/etc/chroma/config.yaml"],
             startup_probe=k8s.Probe(http_get=heartbeat, period_seconds=5, failure_threshold=60),
@@ -76,7 +76,7 @@ class ChromaStore(Construct):
                 settings=props.settings,
                 storage_class=props.storage_class,
                 data_path="/data",
-                ports={"http": PORT},
+                endpoints=[self.endpoint],
             ),
             containers=[server],
             volumes=[k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name=self.name))],

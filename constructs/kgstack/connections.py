@@ -16,6 +16,7 @@ from ``dist/``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, ClassVar
 from weakref import WeakKeyDictionary
 
@@ -25,7 +26,7 @@ from pydantic import Field
 
 from ._plus import int_or_string, k8s
 from .model import Spec
-from .naming import Identity
+from .naming import Identity, object_meta
 from .network_policies import ComponentPeer, Flow, NamespacePeer, Peer, PortSpec
 
 
@@ -59,6 +60,10 @@ class Endpoint(Spec):
             port_name=port_name,
             health_path=health_path,
         )
+
+    def container_port(self) -> k8s.ContainerPort:
+        """The container's port for this endpoint; the Service targets it by name."""
+        return k8s.ContainerPort(name=self.port_name, container_port=self.port, protocol=self.protocol)
 
     def service_port(self) -> k8s.ServicePort:
         """The Service's port for this endpoint: same number, targeting the container port by name."""
@@ -113,6 +118,24 @@ class Connections:
     @property
     def flows(self) -> list[Flow]:
         return list(self._flows)
+
+
+def expose(
+    scope: Construct, identity: Identity, namespace: str, endpoints: Sequence[Endpoint], *, headless: bool = False
+) -> k8s.KubeService:
+    """The Service ``<release>-<component>`` in front of ``endpoints``: ClusterIP, or headless for
+    the stable per-pod DNS of a StatefulSet (clients then resolve the pod directly)."""
+    return k8s.KubeService(
+        scope,
+        "Service",
+        metadata=object_meta(identity, namespace),
+        spec=k8s.ServiceSpec(
+            type=None if headless else "ClusterIP",
+            cluster_ip="None" if headless else None,
+            selector=identity.selector,
+            ports=[e.service_port() for e in endpoints],
+        ),
+    )
 
 
 def namespace_peer(namespace: str, pod_labels: dict[str, str] | None = None) -> NamespacePeer:

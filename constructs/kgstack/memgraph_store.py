@@ -58,7 +58,7 @@ class MemgraphStore(Construct):
             name="memgraph",
             image=props.image.reference,
             resources=s.resources,
-            ports={"bolt": BOLT_PORT},
+            ports=[self.endpoint.container_port()],
             args=[
                 "--data-directory=/var/lib/memgraph",
                 "--log-file=",  # stderr only: the root filesystem is read-only
@@ -87,7 +87,7 @@ class MemgraphStore(Construct):
                 storage_class=props.storage_class,
                 # Snapshots of a large graph take a while; let them finish on shutdown.
                 data_path="/var/lib/memgraph",
-                ports={"bolt": BOLT_PORT},
+                endpoints=[self.endpoint],
                 termination_grace_seconds=120,
             ),
             containers=[server],

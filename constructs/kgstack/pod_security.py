@@ -44,12 +44,13 @@ def hardened_container(
     name: str,
     image: str,
     resources: Resources,
-    ports: dict[str, int] | None = None,
+    ports: Sequence[k8s.ContainerPort] = (),
     mounts: Sequence[k8s.VolumeMount] = (),
     **fields: object,
 ) -> k8s.Container:
     """A container with the stack's defaults: restricted context, requests and limits, /tmp mounted.
 
+    ``ports`` come from the endpoints the container serves (``Endpoint.container_port``).
     ``fields`` are further ``k8s.Container`` fields (command, env, probes, ...).
     The pod must define a ``tmp`` volume.
     """
@@ -58,7 +59,7 @@ def hardened_container(
         image=image,
         # A digest never changes, a tag may: re-pull only what is not pinned.
         image_pull_policy="IfNotPresent" if "@sha256:" in image else "Always",
-        ports=[k8s.ContainerPort(name=n, container_port=p, protocol="TCP") for n, p in (ports or {}).items()] or None,
+        ports=list(ports) or None,
         resources=k8s.ResourceRequirements(
             requests=quantities(resources.requests.as_dict()), limits=quantities(resources.limits.as_dict())
         ),

@@ -114,7 +114,7 @@ class RedisCache(Construct):
             name="redis",
             image=props.image.reference,
             resources=s.resources,
-            ports={"redis": PORT},
+            ports=[self.endpoint.container_port()],
             command=["redis-server", "/etc/redis/redis.conf"],
             readiness_probe=k8s.Probe(exec=ping, period_seconds=10, timeout_seconds=3, failure_threshold=3),
             liveness_probe=k8s.Probe(
@@ -132,7 +132,7 @@ class RedisCache(Construct):
             name="exporter",
             image=props.exporter_image.reference,
             resources=s.exporter_resources,
-            ports={"metrics": METRICS_PORT},
+            ports=[self.metrics_endpoint.container_port()],
             # redis_exporter's REDIS_PASSWORD_FILE is not a password file: it is a JSON map of
             # Redis URI to password (a plain file makes it exit), and the key format changed in
             # 2025 (oliver006/redis_exporter#983 puts the user in the URI). REDIS_PASSWORD from
@@ -155,7 +155,7 @@ class RedisCache(Construct):
                 settings=s,
                 storage_class=props.storage_class,
                 data_path="/data",
-                ports={"redis": PORT, "metrics": METRICS_PORT},
+                endpoints=[self.endpoint, self.metrics_endpoint],
             ),
             init_containers=[render_acl],
             containers=[server, exporter],

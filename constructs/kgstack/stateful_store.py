@@ -12,7 +12,8 @@ from typing import Annotated
 from constructs import Construct
 from pydantic import Field
 
-from ._plus import int_or_string, k8s, quantity
+from ._plus import k8s, quantity
+from .connections import Endpoint, expose
 from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Disruption, Resources, Spec
@@ -42,8 +43,8 @@ class StatefulStoreProps(Spec):
     """StorageClass of the data PVC; ``None`` uses the cluster default."""
     data_path: str
     """Where the data volume is mounted in the main container."""
-    ports: dict[str, int]
-    """Service ports by name, e.g. ``{"redis": 6379, "metrics": 9121}``."""
+    endpoints: list[Endpoint]
+    """The ports the store serves (the store's own first), exposed by its headless Service."""
     termination_grace_seconds: Annotated[int, Field(ge=10)] = 60
     """Time to flush to disk after SIGTERM."""
     uid: int = RUNTIME_UID
@@ -79,20 +80,7 @@ class StatefulStore(Construct):
         selector = props.identity.selector
 
         k8s.KubeServiceAccount(self, "ServiceAccount", metadata=meta, automount_service_account_token=False)
-        k8s.KubeService(
-            self,
-            "Service",
-            metadata=meta,
-            spec=k8s.ServiceSpec(
-                # Headless: stable per-pod DNS for the StatefulSet; clients resolve the pod directly.
-                cluster_ip="None",
-                selector=selector,
-                ports=[
-                    k8s.ServicePort(name=name, port=port, target_port=int_or_string(name), protocol="TCP")
-                    for name, port in props.ports.items()
-                ],
-            ),
-        )
+        expose(self, props.identity, props.namespace, props.endpoints, headless=True)
         k8s.KubeStatefulSet(
             self,
             "StatefulSet",

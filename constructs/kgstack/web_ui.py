@@ -15,7 +15,7 @@ from constructs import Construct
 from pydantic import Field
 
 from ._plus import int_or_string, k8s, quantity
-from .connections import Endpoint
+from .connections import Endpoint, expose
 from .disruption_budget import disruption_budget
 from .footprint import Footprint
 from .model import Disruption, ImageRef, Resources, Spec
@@ -69,7 +69,7 @@ class WebUi(Construct):
             name="web",
             image=props.image.reference,
             resources=props.resources,
-            ports={"http": PORT},
+            ports=[self.endpoint.container_port()],
             mounts=[
                 # subPath: the rest of the html root stays the image's. A subPath mount never
                 # updates in place, so the pod template carries the file's checksum instead.
@@ -125,16 +125,7 @@ class WebUi(Construct):
                 ),
             ),
         )
-        k8s.KubeService(
-            self,
-            "Service",
-            metadata=meta,
-            spec=k8s.ServiceSpec(
-                type="ClusterIP",
-                selector=props.identity.selector,
-                ports=[self.endpoint.service_port()],
-            ),
-        )
+        expose(self, props.identity, props.namespace, [self.endpoint])
         disruption_budget(self, props.identity, props.namespace, props.disruption)
 
     @property

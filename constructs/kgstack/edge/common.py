@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from .._plus import int_or_string, k8s, quantity
 from ..agent_secrets import reload_on
-from ..connections import Endpoint
+from ..connections import Endpoint, expose
 from ..disruption_budget import disruption_budget
 from ..footprint import Footprint
 from ..model import Disruption, ImageRef, Resources, Spec, Stage
@@ -404,7 +404,7 @@ class EdgeAuth(Construct):
             name="auth",
             image=props.image.reference,
             resources=props.resources,
-            ports={"http": AUTH_PORT, "deny": DENY_PORT},
+            ports=[e.container_port() for e in self.endpoints],
             # nginx as PID 1 with our config; the image's entrypoint scripts would try to edit /etc/nginx.
             command=["nginx", "-c", f"{AUTH_CONFIG_DIR}/nginx.conf", "-e", "stderr", "-g", "daemon off;"],
             mounts=[
@@ -457,16 +457,7 @@ class EdgeAuth(Construct):
                 ),
             ),
         )
-        k8s.KubeService(
-            self,
-            "Service",
-            metadata=object_meta(props.identity, props.namespace),
-            spec=k8s.ServiceSpec(
-                type="ClusterIP",
-                selector=props.identity.selector,
-                ports=[e.service_port() for e in self.endpoints],
-            ),
-        )
+        expose(self, props.identity, props.namespace, self.endpoints)
         disruption_budget(self, props.identity, props.namespace, props.disruption)
 
     @property
