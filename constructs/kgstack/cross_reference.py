@@ -36,6 +36,7 @@ IDENTITY_ANNOTATIONS = (
 )
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 CERTIFICATE_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt"})
+_HOST_PORT = re.compile(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[a-z0-9.-]+):(?P<port>\d+)(?:/|$)")
 
 
@@ -65,6 +66,18 @@ class _Pod:
                 if "name" in port:
                     out[port["name"]] = port["containerPort"]
         return out
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """Traffic a rendered object implies: ``source`` opens ``host:port``; reported at ``file``/``path``."""
+
+    file: str
+    path: str
+    source: Peer | _Pod
+    host: str
+    port: int
+    what: str
 
 
 def _pods(files: Mapping[str, Obj]) -> list[_Pod]:
@@ -464,77 +477,62 @@ class Gate:
                 )
 
     def _traffic(self) -> None:
-        self._monitor_traffic()
-        self._edge_traffic()
-        self._env_traffic()
-        self._secret_url_traffic()
+        for flow in (
+            *self._probe_flows(),
+            *self._scrape_flows(),
+            *self._ingress_flows(),
+            *self._route_flows(),
+            *self._env_flows(),
+            *self._secret_url_flows(),
+        ):
+            self._expect(flow.file, flow.path, flow.source, host=flow.host, port=flow.port, what=flow.what)
 
-    def _monitor_traffic(self) -> None:
-        if self.prober is not None:
-            for file, probe in self.kind("Probe").values():
-                static = probe["spec"].get("targets", {}).get("staticConfig", {}).get("static", [])
-                for i, target in enumerate(static):
-                    match = _URL.match(target) or re.match(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$", target)
-                    if match:
-                        self._expect(
-                            file,
-                            f"spec.targets.staticConfig.static[{i}]",
-                            self.prober,
-                            host=match["host"],
-                            port=int(match["port"]),
-                            what="blackbox probe",
-                        )
-        if self.scraper is not None:
-            for file, monitor in self.kind("ServiceMonitor").values():
-                for svc_name, (_, svc) in self.kind("Service").items():
-                    if not _matches(monitor["spec"].get("selector"), svc["metadata"].get("labels") or {}):
-                        continue
-                    for i, endpoint in enumerate(monitor["spec"].get("endpoints") or []):
-                        for p in svc["spec"].get("ports") or []:
-                            if p.get("name") == endpoint.get("port"):
-                                self._expect(
-                                    file,
-                                    f"spec.endpoints[{i}]",
-                                    self.scraper,
-                                    host=svc_name,
-                                    port=p["port"],
-                                    what="scrape",
-                                )
+    def _probe_flows(self) -> Iterator[_Flow]:
+        if self.prober is None:
+            return
+        for file, probe in self.kind("Probe").values():
+            static = probe["spec"].get("targets", {}).get("staticConfig", {}).get("static", [])
+            for i, target in enumerate(static):
+                match = _URL.match(target) or _HOST_PORT.match(target)
+                if match:
+                    path = f"spec.targets.staticConfig.static[{i}]"
+                    yield _Flow(file, path, self.prober, match["host"], int(match["port"]), "blackbox probe")
 
-    def _edge_traffic(self) -> None:
-        if self.ingress_controller is not None:
-            for file, ingress in self.kind("Ingress").values():
-                for r, rule in enumerate(ingress["spec"].get("rules") or []):
-                    for p, path in enumerate((rule.get("http") or {}).get("paths") or []):
-                        svc = path["backend"]["service"]
-                        port = svc["port"].get("number")
-                        if port is None:
-                            port = self._named_service_port(svc["name"], svc["port"]["name"])
-                        if port is not None:
-                            self._expect(
-                                file,
-                                f"spec.rules[{r}].http.paths[{p}].backend",
-                                self.ingress_controller,
-                                host=svc["name"],
-                                port=port,
-                                what="edge route",
-                            )
+    def _scrape_flows(self) -> Iterator[_Flow]:
+        if self.scraper is None:
+            return
+        for file, monitor in self.kind("ServiceMonitor").values():
+            for svc_name, (_, svc) in self.kind("Service").items():
+                if not _matches(monitor["spec"].get("selector"), svc["metadata"].get("labels") or {}):
+                    continue
+                for i, endpoint in enumerate(monitor["spec"].get("endpoints") or []):
+                    port = self._named_service_port(svc_name, endpoint.get("port"))
+                    if port is not None:
+                        yield _Flow(file, f"spec.endpoints[{i}]", self.scraper, svc_name, port, "scrape")
 
-        if self.edge is not None:
-            for file, route in self.kind("HTTPRoute").values():
-                for r, rule in enumerate(route["spec"].get("rules") or []):
-                    for b, ref in enumerate(rule.get("backendRefs") or []):
-                        if ref.get("kind", "Service") == "Service" and "port" in ref:
-                            self._expect(
-                                file,
-                                f"spec.rules[{r}].backendRefs[{b}]",
-                                self.edge,
-                                host=ref["name"],
-                                port=int(ref["port"]),
-                                what="edge route",
-                            )
+    def _ingress_flows(self) -> Iterator[_Flow]:
+        if self.ingress_controller is None:
+            return
+        for file, ingress in self.kind("Ingress").values():
+            for r, rule in enumerate(ingress["spec"].get("rules") or []):
+                for i, path in enumerate((rule.get("http") or {}).get("paths") or []):
+                    svc = path["backend"]["service"]
+                    port = svc["port"].get("number") or self._named_service_port(svc["name"], svc["port"]["name"])
+                    if port is not None:
+                        where = f"spec.rules[{r}].http.paths[{i}].backend"
+                        yield _Flow(file, where, self.ingress_controller, svc["name"], port, "edge route")
 
-    def _env_traffic(self) -> None:
+    def _route_flows(self) -> Iterator[_Flow]:
+        if self.edge is None:
+            return
+        for file, route in self.kind("HTTPRoute").values():
+            for r, rule in enumerate(route["spec"].get("rules") or []):
+                for b, ref in enumerate(rule.get("backendRefs") or []):
+                    if ref.get("kind", "Service") == "Service" and "port" in ref:
+                        where = f"spec.rules[{r}].backendRefs[{b}]"
+                        yield _Flow(file, where, self.edge, ref["name"], int(ref["port"]), "edge route")
+
+    def _env_flows(self) -> Iterator[_Flow]:
         configmaps = {name: obj.get("data") or {} for name, (_, obj) in self.kind("ConfigMap").items()}
         services = self.kind("Service")
         for pod in self.pods:
@@ -544,18 +542,16 @@ class Gate:
                 for source in container.get("envFrom") or []:
                     env |= configmaps.get((source.get("configMapRef") or {}).get("name", ""), {})
                 env |= {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
-                path = f"{pod.path}.spec.containers[{c}].env"
                 for name, value in env.items():
+                    path = f"{pod.path}.spec.containers[{c}].env[{name}]"
                     match = _URL.match(value)
                     if match and match["host"].split(".")[0] in services:
-                        self._expect(
-                            pod.file, f"{path}[{name}]", pod, host=match["host"], port=int(match["port"]), what=name
-                        )
+                        yield _Flow(pod.file, path, pod, match["host"], int(match["port"]), name)
                     port = env.get(name.removesuffix("_HOST") + "_PORT", "")
                     if name.endswith("_HOST") and value in services and port.isdigit():
-                        self._expect(pod.file, f"{path}[{name}]", pod, host=value, port=int(port), what=name)
+                        yield _Flow(pod.file, path, pod, value, int(port), name)
 
-    def _secret_url_traffic(self) -> None:
+    def _secret_url_flows(self) -> Iterator[_Flow]:
         """URLs that External Secrets templates into a Secret (``REDIS_URL``), as the pods reading them see them."""
         services = self.kind("Service")
         urls: dict[tuple[str, str], str] = {}
@@ -569,16 +565,11 @@ class Gate:
                     ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
                     match = _URL.match(urls.get((ref.get("name", ""), ref.get("key", "")), ""))
                     if match and match["host"].split(".")[0] in services:
-                        self._expect(
-                            pod.file,
-                            f"{pod.path}.spec.containers[{c}].env[{e}].valueFrom.secretKeyRef",
-                            pod,
-                            host=match["host"],
-                            port=int(match["port"]),
-                            what=f"{env['name']} (templated into Secret {ref['name']} key {ref['key']!r})",
-                        )
+                        path = f"{pod.path}.spec.containers[{c}].env[{e}].valueFrom.secretKeyRef"
+                        what = f"{env['name']} (templated into Secret {ref['name']} key {ref['key']!r})"
+                        yield _Flow(pod.file, path, pod, match["host"], int(match["port"]), what)
 
-    def _named_service_port(self, service: str, name: str) -> int | None:
+    def _named_service_port(self, service: str, name: str | None) -> int | None:
         entry = self.kind("Service").get(service)
         for p in (entry[1]["spec"].get("ports") or []) if entry else []:
             if p.get("name") == name:
