@@ -286,26 +286,40 @@ class EdgeSeries:
         return f"kga:edge_request_duration_{unit}_bucket:rate5m"
 
 
+@dataclass(frozen=True)
+class _EdgeMetrics:
+    """What one edge controller calls its request counter and latency histogram."""
+
+    requests: str
+    errors: dict[str, str]
+    """Matchers that narrow ``requests`` to 5xx answers."""
+    histogram: str
+    """Histogram name, without ``_bucket``/``_count``."""
+    le_per_second: float
+
+
+_EDGE_METRICS = {
+    # upstream_rq_xx also counts Envoy's own answers for a route (503 overflow, 504 timeout).
+    "gateway-api": _EdgeMetrics(
+        "envoy_cluster_upstream_rq_xx", {"envoy_response_code_class": "5"}, "envoy_cluster_upstream_rq_time", 1000
+    ),
+    "ingress-nginx": _EdgeMetrics(
+        "nginx_ingress_controller_requests", {"status": "~5.."}, "nginx_ingress_controller_request_duration_seconds", 1
+    ),
+}
+
+
 def edge_series(props: MonitoringProps) -> EdgeSeries:
     """Requests, 5xx, and the latency histogram at the SLO threshold, for the environment's edge."""
-    threshold = props.settings.slo_latency_seconds
-    if props.edge_controller == "gateway-api":
-        # upstream_rq_xx also counts Envoy's own answers for a route (503 overflow, 504 timeout).
-        return EdgeSeries(
-            requests=f"envoy_cluster_upstream_rq_xx{edge_selector(props)}",
-            errors=f"envoy_cluster_upstream_rq_xx{edge_selector(props, envoy_response_code_class='5')}",
-            fast=f"envoy_cluster_upstream_rq_time_bucket{edge_selector(props, le=_le(threshold * 1000))}",
-            timed=f"envoy_cluster_upstream_rq_time_count{edge_selector(props)}",
-            bucket_metric="envoy_cluster_upstream_rq_time_bucket",
-            le_per_second=1000,
-        )
+    m = _EDGE_METRICS[props.edge_controller]
+    threshold = props.settings.slo_latency_seconds * m.le_per_second
     return EdgeSeries(
-        requests=f"nginx_ingress_controller_requests{edge_selector(props)}",
-        errors=f"nginx_ingress_controller_requests{edge_selector(props, status='~5..')}",
-        fast=f"nginx_ingress_controller_request_duration_seconds_bucket{edge_selector(props, le=_le(threshold))}",
-        timed=f"nginx_ingress_controller_request_duration_seconds_count{edge_selector(props)}",
-        bucket_metric="nginx_ingress_controller_request_duration_seconds_bucket",
-        le_per_second=1,
+        requests=f"{m.requests}{edge_selector(props)}",
+        errors=f"{m.requests}{edge_selector(props, **m.errors)}",
+        fast=f"{m.histogram}_bucket{edge_selector(props, le=_le(threshold))}",
+        timed=f"{m.histogram}_count{edge_selector(props)}",
+        bucket_metric=f"{m.histogram}_bucket",
+        le_per_second=m.le_per_second,
     )
 
 
