@@ -17,10 +17,11 @@ from pydantic import Field, model_validator
 from ._plus import k8s, quantity
 from .connections import Connections, Endpoint
 from .footprint import Footprint
+from .jobs import cron_job_spec, run_once_pod
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .network_policies import CidrPeer, ComponentPeer, InternetPeer, tcp
-from .pod_security import checkov_skips, hardened_container, run_once_pod, unpinned_skip
+from .pod_security import checkov_skips, hardened_container, unpinned_skip
 from .quantity import Quantity, parse_quantity
 from .secret_ref import SecretRef, secret_files
 
@@ -141,17 +142,10 @@ class BackupSchedule(Construct):
                     name=f"{self.name}-{store}",
                     annotations=checkov_skips(**unpinned_skip(props.image)),
                 ),
-                spec=k8s.CronJobSpec(
+                spec=cron_job_spec(
                     schedule=f"{at % 60} {at // 60} * * *",
-                    time_zone="Etc/UTC",
-                    concurrency_policy="Forbid",
-                    starting_deadline_seconds=3600,
-                    successful_jobs_history_limit=3,
-                    failed_jobs_history_limit=3,
-                    job_template=k8s.JobTemplateSpec(
-                        metadata=k8s.ObjectMeta(labels=props.identity.labels),
-                        spec=self.job_spec(store, ["backup", store, "--prune"]),
-                    ),
+                    labels=props.identity.labels,
+                    job=self.job_spec(store, ["backup", store, "--prune"]),
                 ),
             )
 

@@ -69,22 +69,6 @@ def hardened_container(
     )
 
 
-def run_once_pod(*, service_account: str, container: k8s.Container, volumes: Sequence[k8s.Volume]) -> k8s.PodSpec:
-    """The pod of a Job (backups, restores, re-indexing): one hardened container, run once, never restarted.
-
-    ``volumes`` must include the ``tmp`` volume :func:`hardened_container` mounts.
-    """
-    return k8s.PodSpec(
-        service_account_name=service_account,
-        automount_service_account_token=False,
-        enable_service_links=False,
-        restart_policy="Never",
-        security_context=pod_security_context(),
-        containers=[container],
-        volumes=list(volumes),
-    )
-
-
 def checkov_skips(**reasons: str) -> dict[str, str]:
     """Inline checkov skips as annotations: ``checkov_skips(CKV_K8S_35="why")``.
 

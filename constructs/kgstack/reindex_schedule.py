@@ -21,10 +21,11 @@ from pydantic import AfterValidator, Field
 from ._plus import k8s, quantity
 from .connections import Connections, Endpoint
 from .footprint import Footprint
+from .jobs import cron_job_spec, run_once_pod
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .network_policies import ComponentPeer
-from .pod_security import checkov_skips, hardened_container, run_once_pod, unpinned_skip
+from .pod_security import checkov_skips, hardened_container, unpinned_skip
 
 CLIENT = Path(__file__).with_name("reindex_client.py")
 """The script the Job runs, shipped in a ConfigMap (standard library only)."""
@@ -102,33 +103,24 @@ class ReindexSchedule(Construct):
             self,
             "CronJob",
             metadata=object_meta(identity, ns, annotations=checkov_skips(**unpinned_skip(props.image))),
-            spec=k8s.CronJobSpec(
+            # Forbid (cron_job_spec): a second batch would queue duplicate workflows for the same repositories.
+            spec=cron_job_spec(
                 schedule=props.settings.schedule or "",
-                time_zone="Etc/UTC",
-                # One run at a time: a second batch would queue duplicate workflows for the same repositories.
-                concurrency_policy="Forbid",
-                starting_deadline_seconds=3600,
-                successful_jobs_history_limit=3,
-                failed_jobs_history_limit=3,
-                job_template=k8s.JobTemplateSpec(
-                    metadata=k8s.ObjectMeta(labels=identity.labels),
-                    spec=k8s.JobSpec(
-                        # No retry: a failed run alerts (KgaReindexFailed); the next schedule picks up the rest.
-                        backoff_limit=0,
-                        active_deadline_seconds=props.timeout_seconds + 300,
-                        ttl_seconds_after_finished=86400,
-                        template=k8s.PodTemplateSpec(
-                            metadata=k8s.ObjectMeta(labels={**identity.labels, **props.pod_labels}),
-                            spec=run_once_pod(
-                                service_account=self.name,
-                                container=container,
-                                volumes=[
-                                    k8s.Volume(name="script", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
-                                    k8s.Volume(
-                                        name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("16Mi"))
-                                    ),
-                                ],
-                            ),
+                labels=identity.labels,
+                job=k8s.JobSpec(
+                    # No retry: a failed run alerts (KgaReindexFailed); the next schedule picks up the rest.
+                    backoff_limit=0,
+                    active_deadline_seconds=props.timeout_seconds + 300,
+                    ttl_seconds_after_finished=86400,
+                    template=k8s.PodTemplateSpec(
+                        metadata=k8s.ObjectMeta(labels={**identity.labels, **props.pod_labels}),
+                        spec=run_once_pod(
+                            service_account=self.name,
+                            container=container,
+                            volumes=[
+                                k8s.Volume(name="script", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
+                                k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("16Mi"))),
+                            ],
                         ),
                     ),
                 ),
