@@ -26,7 +26,7 @@ test:
 
 ## check: the fast gate: synth (schemas, CRDs, cross-references), then checkov, the analyzer and promtool, each timed
 check:
-	@scripts/setup.sh test
+	@$(SETUP) test
 	@.venv/bin/python scripts/check.py
 
 ## cdk8s-synth: the same synthesis through the cdk8s CLI; quiet, ends with the same summary line as synth
@@ -68,5 +68,5 @@ schema:
 
 ## drill: zone-loss drill of ENV (default prod) on the local control plane; prints the table
 drill:
-	@scripts/setup.sh test
+	@$(SETUP) test
 	@.venv/bin/python tests/control_plane.py drill $(or $(ENV),prod)

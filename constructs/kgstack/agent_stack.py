@@ -18,7 +18,7 @@ from .agent_tier import AgentTier, AgentTierProps, PersistentState
 from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
 from .chroma_store import PORT as CHROMA_PORT
 from .chroma_store import ChromaStore, ChromaStoreProps
-from .connections import Connections, namespace_peer
+from .connections import Connections
 from .dashboards import Dashboards
 from .edge import ACME_SOLVER_PORT, Edge, EdgeProps, edge_peers
 from .environment import Environment
@@ -26,7 +26,7 @@ from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .model import Stage
 from .monitoring import Monitoring, MonitoringProps
 from .naming import APP_NAME, Identity, object_meta
-from .network_policies import InternetPeer, NetworkPolicies, NetworkPoliciesProps, tcp
+from .network_policies import InternetPeer, NamespacePeer, NetworkPolicies, NetworkPoliciesProps, tcp
 from .quantity import format_memory, parse_quantity
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
 from .redis_cache import RedisCache, RedisCacheProps
@@ -243,8 +243,12 @@ class AgentStack(cdk8s.Chart):
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
-                scraper=namespace_peer(env.network.monitoring_namespace, env.network.prometheus_pod_labels),
-                prober=namespace_peer(env.network.monitoring_namespace, env.network.blackbox_pod_labels),
+                scraper=NamespacePeer(
+                    namespace=env.network.monitoring_namespace, pod_labels=env.network.prometheus_pod_labels
+                ),
+                prober=NamespacePeer(
+                    namespace=env.network.monitoring_namespace, pod_labels=env.network.blackbox_pod_labels
+                ),
                 probes=(
                     *(store.endpoint for store in (self.query, self.indexer, self.chroma, self.memgraph) if store),
                     # A dead UI or verifier fails every request at the edge, where no SLI counts it.

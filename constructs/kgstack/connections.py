@@ -27,7 +27,7 @@ from pydantic import Field
 from ._plus import int_or_string, k8s
 from .model import Spec
 from .naming import Identity, object_meta
-from .network_policies import ComponentPeer, Flow, NamespacePeer, Peer, PortSpec
+from .network_policies import ComponentPeer, Flow, Peer, PortSpec
 
 
 class Endpoint(Spec):
@@ -136,7 +136,3 @@ def expose(
             ports=[e.service_port() for e in endpoints],
         ),
     )
-
-
-def namespace_peer(namespace: str, pod_labels: dict[str, str] | None = None) -> NamespacePeer:
-    return NamespacePeer(namespace=namespace, pod_labels=pod_labels or {})

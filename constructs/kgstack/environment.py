@@ -287,9 +287,6 @@ def _missing_digest(name: str, ref: ImageRef) -> str:
     return f"{reason}: read it with `crane digest {ref.repository}:{ref.tag}`, then set images.{name}.digest"
 
 
-"""Images built from docker/ by this repository's pipeline."""
-
-
 class Environment(Spec):
     """One deployment of the Knowledge Graph Agent (``environments/<name>.yaml``)."""
 

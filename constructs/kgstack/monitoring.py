@@ -38,8 +38,6 @@ from .network_policies import NamespacePeer
 Obj = dict[str, Any]
 """A custom resource, or part of one, as plain data (checked against its CRD at synth)."""
 
-NGINX_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-"""ingress-nginx's request-duration buckets unless the controller runs with ``--time-buckets``."""
 ENVOY_DEFAULT_BUCKETS = (
     *(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
     *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0),

@@ -120,7 +120,7 @@ def schema_problems(manifest: dict[str, Any], version: str) -> list[str]:
     """Problems of one object against the Kubernetes ``version`` schema, or its CRD's; unknown fields fail."""
     name = f"{manifest['kind']}/{manifest['metadata']['name']}"
     validator: jsonschema.Validator | str | None
-    if is_custom(manifest["apiVersion"]) or manifest["apiVersion"].startswith("gateway.networking.k8s.io/"):
+    if is_custom(manifest["apiVersion"]):
         validator = _crd_validator(manifest["apiVersion"], manifest["kind"])
         if isinstance(validator, str):
             return [f"{name}: {validator}"]

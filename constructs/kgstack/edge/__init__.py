@@ -81,11 +81,11 @@ ACME_SOLVER_PORT = 8089
 POLICY_PACKS: dict[str, PolicyPack] = {"envoy-gateway": EnvoyGatewayPolicies}
 """``edge.gateway.implementation`` -> its policy pack."""
 
-INGRESS_NGINX_PEER = NamespacePeer(namespace="ingress-nginx")
-"""The legacy controller's pods (any pod of its namespace, as before)."""
+INGRESS_NGINX_NAMESPACE = "ingress-nginx"
+"""Where the legacy controller runs by default (any pod of that namespace is its peer)."""
 
 
-def edge_peer(settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGINX_PEER.namespace) -> NamespacePeer:
+def edge_peer(settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGINX_NAMESPACE) -> NamespacePeer:
     """Where edge traffic comes from: the gateway's data-plane pods, or the legacy controller's namespace."""
     if settings.controller == "ingress-nginx":
         return NamespacePeer(namespace=ingress_nginx_namespace)
@@ -93,9 +93,7 @@ def edge_peer(settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGI
     return NamespacePeer(namespace=g.data_plane_namespace, pod_labels=dict(g.data_plane_pod_labels))
 
 
-def edge_peers(
-    settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGINX_PEER.namespace
-) -> list[NamespacePeer]:
+def edge_peers(settings: EdgeSettings, ingress_nginx_namespace: str = INGRESS_NGINX_NAMESPACE) -> list[NamespacePeer]:
     """Every source of edge traffic: the chosen controller's, plus the legacy one during a side-by-side migration."""
     peers = [edge_peer(settings, ingress_nginx_namespace)]
     if settings.controller == "gateway-api" and settings.side_by_side_ingress_nginx:
@@ -110,7 +108,7 @@ class Edge(Construct):
         super().__init__(scope, id)
         self.props = props
         s = props.settings
-        instance = self.instance = props.identity.instance
+        instance = props.identity.instance
         edge = props.identity.of("edge")
         self.tls_secret = f"{instance}-tls"
         self.notices: list[str] = []
@@ -150,13 +148,13 @@ class Edge(Construct):
                 pod_labels=props.pod_labels,
             ),
         )
-        if s.controller == "ingress-nginx":
+        if s.controller == "ingress-nginx" or s.side_by_side_ingress_nginx:
+            # Side by side: same host, certificate, verifier and keys as the Gateway; removed once DNS has moved.
             IngressNginxEdge(self, "IngressNginx", props=props, auth=self.auth, tls_secret=self.tls_secret)
+        if s.controller == "ingress-nginx":
             self.notices.append(RETIRED_NOTICE)
             return
         if s.side_by_side_ingress_nginx:
-            # Same host, certificate, verifier and keys as the Gateway; removed once DNS has moved.
-            IngressNginxEdge(self, "IngressNginx", props=props, auth=self.auth, tls_secret=self.tls_secret)
             self.notices.append(
                 f"edge.sideBySideIngressNginx: the retired ingress-nginx edge also serves {props.domain}"
             )

@@ -219,10 +219,10 @@ class EdgeProps(Spec):
     agent_port: int = 8000
     """Service port of both agent tiers."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels for the verifier's pods (workload identity)."""
     load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
     """``cloud.loadBalancerAnnotations``: on the stack-owned Gateway's ``infrastructure``, which the
     implementation copies onto the load balancer Service it creates."""
-    """Extra labels for the verifier's pods (workload identity)."""
 
     @model_validator(mode="after")
     def _edge_rules(self) -> Self:

@@ -70,9 +70,6 @@ class RouteNames:
     indexer: str
     blocked: str
 
-    def all(self) -> list[str]:
-        return [self.web, self.api, self.api_reads, self.indexer, self.blocked]
-
 
 def api_object(
     scope: Construct, id: str, *, api_version: str, kind: str, identity: Identity, name: str, namespace: str, spec: Any
