@@ -27,6 +27,7 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
+from ..custom_resource import custom_resource
 from ..naming import Identity
 from .common import (
     API_CSP,
@@ -74,16 +75,9 @@ class RouteNames:
 def api_object(
     scope: Construct, id: str, *, api_version: str, kind: str, identity: Identity, name: str, namespace: str, spec: Any
 ) -> cdk8s.ApiObject:
-    """A custom resource with the release labels; ``spec`` is plain data checked against the CRD schema."""
-    obj = cdk8s.ApiObject(
-        scope,
-        id,
-        api_version=api_version,
-        kind=kind,
-        metadata=cdk8s.ApiObjectMetadata(name=name, namespace=namespace, labels=identity.labels),
-    )
-    obj.add_json_patch(cdk8s.JsonPatch.add("/spec", spec))
-    return obj
+    """A custom resource with the release labels (:func:`custom_resource`); ``spec`` is plain data."""
+    metadata = {"name": name, "namespace": namespace, "labels": identity.labels}
+    return custom_resource(scope, id, {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec})
 
 
 def _duration(seconds: int) -> str:
