@@ -164,10 +164,7 @@ class Gate:
         out: dict[str, tuple[str, frozenset[str] | None]] = {}
         for name, (file, obj) in self.kind("Secret").items():
             out[name] = (file, frozenset({*(obj.get("data") or {}), *(obj.get("stringData") or {})}))
-        for name, (file, obj) in self.kind("ExternalSecret").items():
-            spec = obj["spec"]
-            target = (spec.get("target") or {}).get("name") or name
-            template = (spec.get("target") or {}).get("template") or {}
+        for file, target, spec, template in self._external_secrets():
             keys = {d["secretKey"] for d in spec.get("data") or []}
             if template.get("data") is not None:
                 keys = set(template["data"]) | (keys if template.get("mergePolicy") == "Merge" else set())
@@ -177,6 +174,12 @@ class Gate:
         for name, required in self.prerequisites.items():
             out.setdefault(name, ("a documented prerequisite", required))
         return out
+
+    def _external_secrets(self) -> Iterator[tuple[str, str, Obj, Obj]]:
+        """(file, target Secret, spec, template) of every ExternalSecret; the target defaults to its own name."""
+        for name, (file, obj) in self.kind("ExternalSecret").items():
+            target = obj["spec"].get("target") or {}
+            yield file, target.get("name") or name, obj["spec"], target.get("template") or {}
 
     def kind(self, kind: str) -> dict[str, tuple[str, Obj]]:
         return self.by_kind.get(kind, {})
@@ -297,10 +300,7 @@ class Gate:
 
     def _external_secret_keys(self) -> None:
         reads = self._secret_reads()
-        for name, (file, obj) in self.kind("ExternalSecret").items():
-            spec = obj["spec"]
-            target = (spec.get("target") or {}).get("name") or name
-            template = (spec.get("target") or {}).get("template") or {}
+        for file, target, spec, template in self._external_secrets():
             used_by_template = " ".join((template.get("data") or {}).values())
             read = reads.get(target, {})
             for i, item in enumerate(spec.get("data") or []):
@@ -555,10 +555,9 @@ class Gate:
         """URLs that External Secrets templates into a Secret (``REDIS_URL``), as the pods reading them see them."""
         services = self.kind("Service")
         urls: dict[tuple[str, str], str] = {}
-        for name, (_, obj) in self.kind("ExternalSecret").items():
-            target = obj["spec"].get("target") or {}
-            for key, value in ((target.get("template") or {}).get("data") or {}).items():
-                urls[target.get("name") or name, key] = value
+        for _, target, _, template in self._external_secrets():
+            for key, value in (template.get("data") or {}).items():
+                urls[target, key] = value
         for pod in self.pods:
             for c, container in enumerate(pod.spec.get("containers") or []):
                 for e, env in enumerate(container.get("env") or []):
