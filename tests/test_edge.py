@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from rendered import LocalPod, envs_with, workload
 from tools import free_port, require_tool
 
+from kgstack.connections import Endpoint
 from kgstack.edge import (
     BLOCKED_PATHS,
     Edge,
@@ -47,9 +48,9 @@ def props(stage: Stage = Stage.PROD, **settings: Any) -> EdgeProps:
         domain="kga.example.com",
         auth_image=IMAGE,
         settings=EdgeSettings(**settings),
-        web_service="kga-prod-web",
-        query_service="kga-prod-query",
-        indexer_service="kga-prod-indexer",
+        web=Endpoint.serving(RELEASE.of("web"), "kga-prod", 8080, "http"),
+        query=Endpoint.serving(RELEASE.of("query"), "kga-prod", 8000, "http"),
+        indexer=Endpoint.serving(RELEASE.of("indexer"), "kga-prod", 8000, "http"),
     )
 
 

@@ -226,9 +226,9 @@ class AgentStack(cdk8s.Chart):
                 ingress_class=env.cloud.ingress_class,
                 settings=env.edge,
                 auth_image=env.images.nginx,
-                web_service=self.web.name,
-                query_service=self.query.name,
-                indexer_service=self.indexer.name,
+                web=self.web.endpoint,
+                query=self.query.endpoint,
+                indexer=self.indexer.endpoint,
                 load_balancer_annotations=env.cloud.load_balancer_annotations,
             ),
         )

@@ -158,12 +158,10 @@ class Edge(Construct):
             self.notices.append(
                 f"edge.sideBySideIngressNginx: the retired ingress-nginx edge also serves {props.domain}"
             )
-        self.routes = GatewayApiRoutes(
-            self, "GatewayApi", props=props, tls_secret=self.tls_secret, deny_service=self.auth.name
-        )
-        services = {"web": props.web_service, "query": props.query_service, "indexer": props.indexer_service}
+        self.routes = GatewayApiRoutes(self, "GatewayApi", props=props, tls_secret=self.tls_secret, deny=self.auth.deny)
+        backends = {"web": props.web, "query": props.query, "indexer": props.indexer}
         for backend, tls in sorted(s.backend_tls.items()):
-            self.routes.backend_tls(services[backend], tls.hostname, tls.ca_config_map)
+            self.routes.backend_tls(backends[backend].service, tls.hostname, tls.ca_config_map)
         POLICY_PACKS[s.gateway.implementation](self, "Policies", props=props, routes=self.routes, auth=self.auth)
 
     @property

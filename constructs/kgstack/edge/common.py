@@ -208,16 +208,12 @@ class EdgeProps(Spec):
     """The environment's ``edge:`` block."""
     auth_image: ImageRef
     """nginxinc/nginx-unprivileged (>= 1.19.5 for ``-e stderr``), pinned by digest in prod."""
-    web_service: str
-    """Service of the web UI."""
-    query_service: str
-    """Service of the query tier."""
-    indexer_service: str
-    """Service of the single indexer."""
-    web_port: int = 8080
-    """Service port of the web UI."""
-    agent_port: int = 8000
-    """Service port of both agent tiers."""
+    web: Endpoint
+    """The web UI's port, behind its Service."""
+    query: Endpoint
+    """The query tier's API port."""
+    indexer: Endpoint
+    """The single indexer's API port."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels for the verifier's pods (workload identity)."""
     load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
@@ -461,22 +457,23 @@ class EdgeAuth(Construct):
         disruption_budget(self, props.identity, props.namespace, props.disruption)
 
     @property
-    def endpoints(self) -> list[Endpoint]:
-        """The verifier (``http``) and the deny backend of blocked paths (``deny``)."""
-        p = self.props
-        return [
-            Endpoint.serving(p.identity, p.namespace, port, name, health_path="/healthz" if name == "http" else None)
-            for name, port in (("http", AUTH_PORT), ("deny", DENY_PORT))
-        ]
+    def verifier(self) -> Endpoint:
+        """The key check (``http``), which the edge calls before the API."""
+        return Endpoint.serving(self.props.identity, self.props.namespace, AUTH_PORT, "http", health_path="/healthz")
 
     @property
-    def port(self) -> int:
-        return AUTH_PORT
+    def deny(self) -> Endpoint:
+        """The backend of blocked paths: 403 for everyone (``deny``)."""
+        return Endpoint.serving(self.props.identity, self.props.namespace, DENY_PORT, "deny")
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [self.verifier, self.deny]
 
     @property
     def url(self) -> str:
-        verifier = self.endpoints[0]
-        return f"http://{verifier.service}.{verifier.namespace}.svc.cluster.local:{verifier.port}{VERIFY_PATH}"
+        v = self.verifier
+        return f"http://{v.service}.{v.namespace}.svc.cluster.local:{v.port}{VERIFY_PATH}"
 
     def footprint(self) -> Footprint:
         return Footprint(

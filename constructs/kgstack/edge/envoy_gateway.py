@@ -51,7 +51,7 @@ class EnvoyGatewayPolicies(Construct):
         instance = props.identity.instance
         ext_auth = {
             "http": {
-                "backendRefs": [{"kind": "Service", "name": auth.name, "port": auth.port}],
+                "backendRefs": [{"kind": "Service", "name": auth.verifier.service, "port": auth.verifier.port}],
                 "path": VERIFY_PATH,
                 "headersToBackend": [KEY_ID_HEADER],
             },

@@ -27,13 +27,13 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
+from ..connections import Endpoint
 from ..custom_resource import custom_resource
 from ..naming import Identity
 from .common import (
     API_CSP,
     API_PREFIX,
     BLOCKED_PATHS,
-    DENY_PORT,
     INDEXER_PATHS,
     EdgeProps,
     content_security_policy,
@@ -87,7 +87,7 @@ def _duration(seconds: int) -> str:
 class GatewayApiRoutes(Construct):
     """The HTTPRoutes (and the stack-owned Gateway); policies come from a policy pack."""
 
-    def __init__(self, scope: Construct, id: str, *, props: EdgeProps, tls_secret: str, deny_service: str) -> None:
+    def __init__(self, scope: Construct, id: str, *, props: EdgeProps, tls_secret: str, deny: Endpoint) -> None:
         super().__init__(scope, id)
         self.props = props
         s = props.settings
@@ -110,9 +110,7 @@ class GatewayApiRoutes(Construct):
         )
         web_headers = security_headers(s, content_security_policy()) if s.security_headers else {}
         api_headers = security_headers(s, API_CSP) if s.security_headers else {}
-        web = (props.web_service, props.web_port)
-        query = (props.query_service, props.agent_port)
-        indexer = (props.indexer_service, props.agent_port)
+        web, query, indexer = ((e.service, e.port) for e in (props.web, props.query, props.indexer))
         self._route(self.names.web, [("/", None)], web, web_headers, UI_TIMEOUT_SECONDS)
         self._route(self.names.api, [(API_PREFIX, None)], query, api_headers, s.query_timeout_seconds)
         self._route(self.names.api_reads, [(API_PREFIX, "GET")], query, api_headers, s.query_timeout_seconds)
@@ -120,7 +118,7 @@ class GatewayApiRoutes(Construct):
             self.names.indexer, [(p, None) for p in INDEXER_PATHS], indexer, api_headers, s.indexer_timeout_seconds
         )
         # Longer prefixes win by Gateway API precedence; the request never reaches the app.
-        self._route(self.names.blocked, [(p, None) for p in BLOCKED_PATHS], (deny_service, DENY_PORT), api_headers, 10)
+        self._route(self.names.blocked, [(p, None) for p in BLOCKED_PATHS], (deny.service, deny.port), api_headers, 10)
         if self.gateway.redirect_section_name is not None:
             self._redirect()
 

@@ -21,7 +21,6 @@ from ..naming import object_meta
 from .common import (
     API_CSP,
     BLOCKED_PATHS,
-    DENY_PORT,
     INDEXER_PATHS,
     KEY_ID_HEADER,
     SECURITY_HEADERS,
@@ -89,7 +88,7 @@ class IngressNginxEdge(Construct):
         }
         self._ingress(
             "web",
-            [("/", props.web_service, props.web_port)],
+            [("/", props.web.service, props.web.port)],
             {
                 **common,
                 **({} if s.public_ui else auth_annotations),
@@ -102,7 +101,7 @@ class IngressNginxEdge(Construct):
         )
         self._ingress(
             "api",
-            [("/api", props.query_service, props.agent_port)],
+            [("/api", props.query.service, props.query.port)],
             {
                 **api,
                 f"{NGINX}/proxy-read-timeout": str(s.query_timeout_seconds),
@@ -111,7 +110,7 @@ class IngressNginxEdge(Construct):
         )
         self._ingress(
             "indexer",
-            [(p, props.indexer_service, props.agent_port) for p in INDEXER_PATHS],
+            [(p, props.indexer.service, props.indexer.port) for p in INDEXER_PATHS],
             {
                 **api,
                 f"{NGINX}/proxy-read-timeout": str(s.indexer_timeout_seconds),
@@ -122,7 +121,7 @@ class IngressNginxEdge(Construct):
         # the answer is 403 for everyone, and the request never reaches the app.
         self._ingress(
             "blocked",
-            [(p, self.auth.name, DENY_PORT) for p in BLOCKED_PATHS],
+            [(p, self.auth.deny.service, self.auth.deny.port) for p in BLOCKED_PATHS],
             {
                 **common,
                 f"{NGINX}/limit-rps": str(s.rate_limit_rps),
