@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ENV_DIRS, ROOT
+from conftest import ENV_DIRS, ROOT, build, env_data
 
 from kgstack import cross_reference
 from kgstack.cross_reference import Peer
 from kgstack.edge import EdgeSettings, edge_peer
+from kgstack.environment import parse_environment
+from kgstack.publish import synth_objects
 
 Objects = dict[str, dict[str, Any]]
 PROMETHEUS = Peer("monitoring", {"app.kubernetes.io/name": "prometheus"})
@@ -186,3 +188,37 @@ def test_a_url_the_policies_block_fails() -> None:
     problems = gate("staging", objects)
     denied = "[CHROMA_HOST]: CHROMA_HOST: the NetworkPolicies deny deployment-kga-staging-query.yaml"
     assert any(denied in p for p in problems), problems
+
+
+def test_the_verifier_the_data_plane_calls_must_be_a_service_port() -> None:
+    objects = _mutate("prod")
+    objects["securitypolicy-kga-prod-api.yaml"]["spec"]["extAuth"]["http"]["backendRefs"][0]["port"] = 9999
+    assert reported(
+        gate("prod", objects),
+        "securitypolicy-kga-prod-api.yaml: spec.extAuth.http.backendRefs[0]",
+        "external auth: kga-prod-auth:9999 is not a port of a Service",
+    )
+
+
+def test_the_verifier_ingress_nginx_calls_must_be_a_service_port() -> None:
+    env = parse_environment(env_data("prod", edge__sideBySideIngressNginx=True), source="prod.yaml")
+    _, stack = build(env)
+    objects = synth_objects([stack])["prod"]
+    annotations = objects["ingress-kga-prod-api.yaml"]["metadata"]["annotations"]
+    annotations[cross_reference.AUTH_URL] = annotations[cross_reference.AUTH_URL].replace(":8080/", ":9999/")
+    assert reported(
+        gate("prod", objects),
+        f"ingress-kga-prod-api.yaml: metadata.annotations[{cross_reference.AUTH_URL}]",
+        "external auth: kga-prod-auth.kga-prod.svc.cluster.local:9999 is not a port of a Service",
+    )
+
+
+def test_a_policy_or_route_attached_to_nothing_fails() -> None:
+    objects = _mutate("prod")
+    objects["backendtrafficpolicy-kga-prod-api.yaml"]["spec"]["targetRefs"][0]["name"] = "kga-prod-nope"
+    objects["httproute-kga-prod-web.yaml"]["spec"]["parentRefs"][0]["name"] = "kga-elsewhere"
+    problems = gate("prod", objects)
+    assert reported(
+        problems, "backendtrafficpolicy-kga-prod-api.yaml: spec.targetRefs[0]", "HTTPRoute kga-prod-nope does not exist"
+    )
+    assert reported(problems, "httproute-kga-prod-web.yaml: spec.parentRefs[0]", "Gateway kga-elsewhere does not exist")

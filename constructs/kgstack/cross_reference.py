@@ -36,6 +36,7 @@ IDENTITY_ANNOTATIONS = (
 )
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 CERTIFICATE_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt"})
+AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
 _HOST_PORT = re.compile(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[a-z0-9.-]+):(?P<port>\d+)(?:/|$)")
 
@@ -193,6 +194,7 @@ class Gate:
         self._custom_resource_secrets()
         self._services()
         self._budgets_and_autoscalers()
+        self._attachments()
         self._traffic()
         self._identities()
         return self.problems_found
@@ -359,6 +361,17 @@ class Gate:
             if ref["name"] not in self.kind(ref["kind"]):
                 self._report(file, "spec.scaleTargetRef", f"{ref['kind']} {ref['name']} does not exist")
 
+    def _attachments(self) -> None:
+        """Policy ``targetRefs`` and route ``parentRefs`` in our namespace name a rendered object: the
+        Gateway API ignores a policy or a route whose target is missing, silently."""
+        for file, obj in self.files.items():
+            spec = obj.get("spec") or {}
+            for refs in ("targetRefs", "parentRefs"):
+                for i, ref in enumerate(spec.get(refs) or []):
+                    kind = ref.get("kind", "Gateway")  # the Gateway API's default for parentRefs
+                    if ref.get("namespace", self.namespace) == self.namespace and ref["name"] not in self.kind(kind):
+                        self._report(file, f"spec.{refs}[{i}]", f"{kind} {ref['name']} does not exist")
+
     def _identities(self) -> None:
         seen: dict[str, str] = {}
         for name, (file, account) in sorted(self.kind("ServiceAccount").items()):
@@ -482,6 +495,8 @@ class Gate:
             *self._scrape_flows(),
             *self._ingress_flows(),
             *self._route_flows(),
+            *self._ext_auth_flows(),
+            *self._auth_url_flows(),
             *self._env_flows(),
             *self._secret_url_flows(),
         ):
@@ -531,6 +546,27 @@ class Gate:
                     if ref.get("kind", "Service") == "Service" and "port" in ref:
                         where = f"spec.rules[{r}].backendRefs[{b}]"
                         yield _Flow(file, where, self.edge, ref["name"], int(ref["port"]), "edge route")
+
+    def _ext_auth_flows(self) -> Iterator[_Flow]:
+        """The data plane calling the verifier before the API (Envoy Gateway ``SecurityPolicy``)."""
+        if self.edge is None:
+            return
+        for file, policy in self.kind("SecurityPolicy").values():
+            http = (policy["spec"].get("extAuth") or {}).get("http") or {}
+            for i, ref in enumerate(http.get("backendRefs") or []):
+                if ref.get("kind", "Service") == "Service" and "port" in ref:
+                    where = f"spec.extAuth.http.backendRefs[{i}]"
+                    yield _Flow(file, where, self.edge, ref["name"], int(ref["port"]), "external auth")
+
+    def _auth_url_flows(self) -> Iterator[_Flow]:
+        """The legacy controller calling the verifier (ingress-nginx ``auth-url``)."""
+        if self.ingress_controller is None:
+            return
+        for file, ingress in self.kind("Ingress").values():
+            match = _URL.match((ingress["metadata"].get("annotations") or {}).get(AUTH_URL, ""))
+            if match:
+                where = f"metadata.annotations[{AUTH_URL}]"
+                yield _Flow(file, where, self.ingress_controller, match["host"], int(match["port"]), "external auth")
 
     def _env_flows(self) -> Iterator[_Flow]:
         configmaps = {name: obj.get("data") or {} for name, (_, obj) in self.kind("ConfigMap").items()}
