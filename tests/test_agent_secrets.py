@@ -39,7 +39,7 @@ def test_prod_renders_one_strict_external_secret_per_secret() -> None:
         Stage.PROD,
         memgraph_secret="kga-memgraph",
         backup_secret="kga-backup",
-        redis_address="kga-prod-redis:6379",
+        redis_url_template='redis://app:{{ index . "app-password" | urlquery }}@kga-prod-redis:6379/0',
         agent_keys=["OPENAI_API_KEY", "GITHUB_TOKEN", "PINECONE_API_KEY"],
     )
     assert set(objects) == {"kga-agent", "kga-redis", "kga-memgraph", "kga-edge-keys", "kga-backup"}

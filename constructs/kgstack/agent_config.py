@@ -21,6 +21,10 @@ from .secret_ref import SecretRef
 APP_SETTINGS_FILE = "appSettings.json"
 
 
+HTTP_PORT = 8000
+"""The port the app listens on (``PORT``): the agent containers' port."""
+
+
 class AgentConfigProps(Spec):
     identity: Identity
     """Release identity, component ``agent``."""
@@ -33,12 +37,8 @@ class AgentConfigProps(Spec):
     """``APP_ENV``: production (file logs under ``logs/``) or development."""
     api_base_url: str
     """``API_BASE_URL``: the public ``https://<domain>/api/v1``."""
-    chroma_host: str | None = None
-    """``CHROMA_HOST`` when the vector store is an in-cluster Chroma."""
-    chroma_port: int = 8000
-    """``CHROMA_PORT``."""
     extra_env: dict[str, str] = Field(default_factory=dict)
-    """Further plain settings from other constructs (graph store URL, ...)."""
+    """Further plain settings from other constructs (Chroma's host and port, the graph store URL, ...)."""
     extra_secrets: dict[str, SecretRef] = Field(default_factory=dict)
     """Further variables read from Secrets of other constructs (``REDIS_URL``, ...)."""
 
@@ -72,7 +72,7 @@ class AgentConfig(Construct):
             "APP_ENV": "production" if p.production else "development",
             "LOG_LEVEL": s.log_level,
             "HOST": "0.0.0.0",
-            "PORT": "8000",
+            "PORT": str(HTTP_PORT),
             "API_BASE_URL": p.api_base_url,
             "LLM_PROVIDER": s.llm.provider,
             "LLM_MODEL": s.llm.model,
@@ -107,9 +107,6 @@ class AgentConfig(Construct):
             env["LANGCHAIN_PROJECT"] = s.langchain_project
         if s.vector_store.type == "chroma":
             env["CHROMA_COLLECTION_NAME"] = s.vector_store.collection_name
-            if p.chroma_host:
-                env["CHROMA_HOST"] = p.chroma_host
-                env["CHROMA_PORT"] = str(p.chroma_port)
         else:
             env["PINECONE_COLLECTION_NAME"] = s.vector_store.collection_name
         env.update(p.extra_env)

@@ -65,8 +65,9 @@ class AgentSecretsProps(Spec):
     agent_keys: list[str] = Field(default_factory=lambda: ["OPENAI_API_KEY", "GITHUB_TOKEN"])
     """Keys of the agent Secret (add PINECONE_API_KEY, LANGCHAIN_API_KEY, EMBEDDING_API_KEY as configured)."""
     redis_secret: str | None = "kga-redis"
-    redis_address: str | None = None
-    """``host:port`` of Redis; when set, the Secret also gets ``url`` (redis://app:<password>@host:port/0)."""
+    redis_url_template: str | None = None
+    """When set, the Redis Secret also gets ``url``, rendered by External Secrets from this template
+    (``RedisCache.url_template``)."""
     memgraph_secret: str | None = None
     """``kga-memgraph`` when the graph store is deployed."""
     edge_keys_secret: str | None = "kga-edge-keys"
@@ -101,16 +102,14 @@ class AgentSecrets(Construct):
     def __init__(self, scope: Construct, id: str, *, props: AgentSecretsProps) -> None:
         super().__init__(scope, id)
         self.props = props
-        self.external_secrets: list[dict[str, Any]] = []
         self.required: dict[str, list[str]] = {}
         """Every Secret the environment reads, with the keys it must hold: produced by an
         ExternalSecret outside dev, created by hand in dev (docs/environments/<env>/secrets.md)."""
         self._add(props.agent_secret, "agent", props.agent_keys)
         if props.redis_secret:
             templated = {}
-            if props.redis_address:
-                url = 'redis://app:{{ index . "app-password" | urlquery }}@' + f"{props.redis_address}/0"
-                templated = {"url": url}
+            if props.redis_url_template:
+                templated = {"url": props.redis_url_template}
             self._add(props.redis_secret, "redis", list(REDIS_KEYS), templated)
         if props.memgraph_secret:
             self._add(props.memgraph_secret, "memgraph", ["password"])
@@ -125,10 +124,6 @@ class AgentSecrets(Construct):
     def prerequisites(self) -> dict[str, list[str]]:
         """Secrets someone must create before the first sync: all of them in dev, none elsewhere."""
         return dict(self.required) if self.props.stage is Stage.DEV else {}
-
-    @property
-    def secret_names(self) -> list[str]:
-        return [e["spec"]["target"]["name"] for e in self.external_secrets]
 
     def _add(self, secret: str, remote: str, keys: list[str], templated: dict[str, str] | None = None) -> None:
         """``templated``: more keys, rendered by ESO's template engine from the fetched ones."""
@@ -159,5 +154,4 @@ class AgentSecrets(Construct):
                 ],
             },
         }
-        self.external_secrets.append(resource)
         custom_resource(self, f"ExternalSecret-{secret}", resource)

@@ -16,7 +16,6 @@ from .agent_secrets import AgentSecrets, AgentSecretsProps
 from .agent_tier import PRE_STOP_SECONDS as QUERY_PRE_STOP_SECONDS
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
 from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
-from .chroma_store import PORT as CHROMA_PORT
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections
 from .dashboards import Dashboards
@@ -99,10 +98,9 @@ class AgentStack(cdk8s.Chart):
                     allow_reset=chroma.allow_reset if chroma.allow_reset is not None else env.stage is Stage.DEV,
                 ),
             )
-            backup_targets["chroma"] = StoreEndpoint(
-                endpoint=self.chroma.endpoint,
-                env={"CHROMA_HOST": self.chroma.endpoint.service, "CHROMA_PORT": str(self.chroma.endpoint.port)},
-            )
+            chroma_env = {"CHROMA_HOST": self.chroma.endpoint.service, "CHROMA_PORT": str(self.chroma.endpoint.port)}
+            extra_env |= chroma_env
+            backup_targets["chroma"] = StoreEndpoint(endpoint=self.chroma.endpoint, env=chroma_env)
 
         self.memgraph: MemgraphStore | None = None
         if env.stores.memgraph is not None and env.agent.graph.enabled:
@@ -146,8 +144,6 @@ class AgentStack(cdk8s.Chart):
                 repositories=env.repositories,
                 production=env.stage is Stage.PROD,
                 api_base_url=f"https://{env.domain}/api/v1",
-                chroma_host=self.chroma.endpoint.service if self.chroma else None,
-                chroma_port=self.chroma.endpoint.port if self.chroma else CHROMA_PORT,
                 extra_env=extra_env,
                 extra_secrets=extra_secrets,
             ),
@@ -275,7 +271,7 @@ class AgentStack(cdk8s.Chart):
                     r.key for r in self.config.secrets.values() if r.name == env.agent.secret_name and not r.optional
                 ],
                 redis_secret=self.redis.secret,
-                redis_address=self.redis.endpoint.address,
+                redis_url_template=self.redis.url_template(),
                 memgraph_secret=env.stores.memgraph.secret_name if self.memgraph and env.stores.memgraph else None,
                 edge_keys_secret=env.edge.keys_secret,
                 backup_secret=env.backup.credentials_secret,

@@ -14,7 +14,7 @@ from constructs import Construct
 from pydantic import Field, model_validator
 
 from ._plus import int_or_string, k8s, quantity
-from .agent_config import APP_SETTINGS_FILE, AgentConfig
+from .agent_config import APP_SETTINGS_FILE, HTTP_PORT, AgentConfig
 from .agent_secrets import reload_on
 from .connections import Endpoint, expose
 from .disruption_budget import disruption_budget
@@ -33,7 +33,6 @@ from .scheduling import (
 )
 from .validation import add_check
 
-HTTP_PORT = 8000
 HEALTH_PATH = "/health"
 """``/health`` is 200 when settings load; ``/api/v1/health`` is always 200 and never a probe."""
 DATA_DIR = "/data"

@@ -75,7 +75,6 @@ class ChromaStore(Construct):
                 namespace=props.namespace,
                 settings=props.settings,
                 storage_class=props.storage_class,
-                data_path="/data",
                 endpoints=[self.endpoint],
             ),
             containers=[server],

@@ -86,7 +86,6 @@ class MemgraphStore(Construct):
                 settings=s,
                 storage_class=props.storage_class,
                 # Snapshots of a large graph take a while; let them finish on shutdown.
-                data_path="/var/lib/memgraph",
                 endpoints=[self.endpoint],
                 termination_grace_seconds=120,
             ),

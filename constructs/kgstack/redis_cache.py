@@ -154,7 +154,6 @@ class RedisCache(Construct):
                 namespace=props.namespace,
                 settings=s,
                 storage_class=props.storage_class,
-                data_path="/data",
                 endpoints=[self.endpoint, self.metrics_endpoint],
             ),
             init_containers=[render_acl],
@@ -221,6 +220,12 @@ class RedisCache(Construct):
     def metrics_endpoint(self) -> Endpoint:
         """redis_exporter's ``/metrics``."""
         return Endpoint.serving(self.props.identity, self.props.namespace, METRICS_PORT, "metrics")
+
+    def url_template(self) -> str:
+        """The External Secrets template of the Secret's ``url`` key: the app user, its password from the
+        fetched ``app-password``, database 0."""
+        password = '{{ index . "' + SECRET_KEYS["app"] + '" | urlquery }}'
+        return self.endpoint.url("redis", "/0", userinfo=f"app:{password}")
 
     def agent_url(self) -> SecretRef:
         """Where the agent's ``REDIS_URL`` comes from: ``redis://app:<password>@<service>:6379/0``."""

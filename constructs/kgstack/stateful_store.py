@@ -41,8 +41,6 @@ class StatefulStoreProps(Spec):
     settings: StoreSettings
     storage_class: str | None = None
     """StorageClass of the data PVC; ``None`` uses the cluster default."""
-    data_path: str
-    """Where the data volume is mounted in the main container."""
     endpoints: list[Endpoint]
     """The ports the store serves (the store's own first), exposed by its headless Service."""
     termination_grace_seconds: Annotated[int, Field(ge=10)] = 60

@@ -57,7 +57,6 @@ class WebUi(Construct):
         super().__init__(scope, id)
         self.props = props
         self.name = props.identity.resource_name
-        self.port = PORT
         self.config_js = f"window.API_BASE_URL = {json.dumps(props.api_base_url)};\n"
         meta = object_meta(props.identity, props.namespace)
         selector = k8s.LabelSelector(match_labels=props.identity.selector)
