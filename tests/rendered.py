@@ -25,11 +25,10 @@ from typing import Any
 import redis
 import yaml
 from backup_servers import stop, wait_for
+from conftest import ENV_DIRS
 from tools import ROOT, free_port, require_tool
 
 DIST = ROOT / "dist"
-ENVS = sorted(p.name for p in DIST.iterdir() if p.is_dir() and p.name != "argocd")
-"""Environments in dist/ (dist/argocd/ holds the Argo CD Applications)."""
 
 Obj = dict[str, Any]
 
@@ -58,7 +57,7 @@ def workload(env: str, component: str) -> Obj | None:
 
 
 def envs_with(component: str) -> list[str]:
-    return [env for env in ENVS if workload(env, component)]
+    return [env for env in ENV_DIRS if workload(env, component)]
 
 
 def made_up(secret: str, key: str) -> str:
@@ -69,7 +68,8 @@ def made_up(secret: str, key: str) -> str:
 class LocalPod:
     """A pod template from dist/ with its volumes as folders under ``root``.
 
-    ``ports`` maps container ports to the loopback ports the test starts them on;
+    ``ports`` maps container ports to the loopback ports the test starts them on (default: a free
+    port for each of the pod's container ports);
     ``secrets`` overrides :func:`made_up` values (``{secret: {key: value}}``).
     """
 
@@ -79,11 +79,13 @@ class LocalPod:
         obj: Obj,
         root: Path,
         *,
-        ports: Mapping[int, int] = {},
+        ports: Mapping[int, int] | None = None,
         secrets: Mapping[str, Mapping[str, str]] = {},
     ) -> None:
         self.env_name, self.obj, self.root = env, obj, root
         self.spec: Obj = obj["spec"]["template"]["spec"]
+        if ports is None:
+            ports = {p["containerPort"]: free_port() for c in self.spec["containers"] for p in c.get("ports", [])}
         self.ports, self.secrets = dict(ports), secrets
         self.volumes = {v["name"]: self._materialize(v) for v in self.spec.get("volumes", [])}
         for claim in obj["spec"].get("volumeClaimTemplates", []):
@@ -192,8 +194,7 @@ def run_redis(env: str, root: Path) -> Iterator[RedisPod]:
     binary = require_tool("redis-server", hint="apt-get install redis-server")
     obj = workload(env, "redis")
     assert obj, f"dist/{env}: no redis workload"
-    container_ports = [p["containerPort"] for c in obj["spec"]["template"]["spec"]["containers"] for p in c["ports"]]
-    pod = LocalPod(env, obj, root, ports={port: free_port() for port in container_ports})
+    pod = LocalPod(env, obj, root)
     pod.run_init_containers()
     server = pod.container("redis")
     argv = pod.command(server)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_servers import free_port, require_binary, stop, wait_for
+from backup_servers import require_binary, stop, wait_for
 from rendered import LocalPod, envs_with, workload
 
 from kgstack.chroma_store import HEARTBEAT
@@ -59,7 +59,7 @@ def test_the_rendered_statefulset_runs_on_a_real_chroma(env: str, tmp_path: Path
     obj = workload(env, "chroma")
     assert obj, f"dist/{env}: no chroma workload"
     (container,) = obj["spec"]["template"]["spec"]["containers"]
-    pod = LocalPod(env, obj, tmp_path, ports={p["containerPort"]: free_port() for p in container["ports"]})
+    pod = LocalPod(env, obj, tmp_path)
     args = container["args"]
     local = pod.local_file(container, args[-1])
     settings = json.loads(local.read_text())

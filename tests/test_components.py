@@ -38,8 +38,8 @@ from typing import Any
 import pytest
 import yaml
 from backup_servers import s3_endpoint, stop, wait_for  # noqa: F401 (a fixture)
+from conftest import ENV_DIRS
 from rendered import (
-    ENVS,
     LocalPod,
     Obj,
     envs_with,
@@ -203,7 +203,7 @@ def blackbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
         stop(proc)
 
 
-PROBES = [(env, p["metadata"]["name"]) for env in ENVS for p in of_kind(env, "Probe")]
+PROBES = [(env, p["metadata"]["name"]) for env in ENV_DIRS for p in of_kind(env, "Probe")]
 
 
 def _probe_success(blackbox_url: str, prober_path: str, module: str, target: str) -> float:
@@ -381,7 +381,7 @@ def alertmanager_config(configs: list[Obj]) -> Obj:
     return out
 
 
-ALERTING_ENVS = [env for env in ENVS if of_kind(env, "AlertmanagerConfig")]
+ALERTING_ENVS = [env for env in ENV_DIRS if of_kind(env, "AlertmanagerConfig")]
 
 
 def _amtool() -> str:

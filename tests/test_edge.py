@@ -18,7 +18,7 @@ from conftest import build, env_data
 from pss import pod_specs, violations
 from pydantic import ValidationError
 from rendered import LocalPod, envs_with, workload
-from tools import free_port, require_tool
+from tools import require_tool
 
 from kgstack.connections import Endpoint
 from kgstack.edge import (
@@ -181,8 +181,7 @@ def verifier(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     obj = workload(request.param, "auth")
     assert obj, f"dist/{request.param}: no auth workload"
     (container,) = obj["spec"]["template"]["spec"]["containers"]
-    ports = {p["containerPort"]: free_port() for p in container["ports"]}
-    pod = LocalPod(request.param, obj, tmp_path, ports=ports, secrets={"kga-edge-keys": {"keys.map": keys}})
+    pod = LocalPod(request.param, obj, tmp_path, secrets={"kga-edge-keys": {"keys.map": keys}})
     verify, deny = pod.port(container, "http"), pod.port(container, "deny")
     ready = container["readinessProbe"]["httpGet"]["path"]
     command = pod.command(container)
