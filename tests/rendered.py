@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import subprocess
@@ -205,6 +206,38 @@ def run_redis(env: str, root: Path) -> Iterator[RedisPod]:
     try:
         running = RedisPod(pod, proc)
         wait_for(lambda: bool(running.client("app").ping()), "redis-server", proc, timeout=30)
+        yield running
+    finally:
+        stop(proc)
+
+
+class ChromaPod:
+    """The Chroma StatefulSet of an environment, running on loopback with its rendered config.yaml."""
+
+    def __init__(self, pod: LocalPod, container: Obj, settings: Obj) -> None:
+        self.pod, self.container, self.settings = pod, container, settings
+        self.port = pod.port(container, container["readinessProbe"]["httpGet"]["port"])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def run_chroma(env: str, root: Path) -> Iterator[ChromaPod]:
+    """The chroma server of the client's release with the args and mounted config.yaml of dist/<env>."""
+    binary = require_tool("chroma", hint="pip install -r requirements/backup-test.txt")
+    obj = workload(env, "chroma")
+    assert obj, f"dist/{env}: no chroma workload"
+    pod = LocalPod(env, obj, root)
+    (container,) = pod.spec["containers"]
+    args = container["args"]
+    config = pod.local_file(container, args[-1])
+    settings = json.loads(config.read_text())
+    settings["listen_address"] = "127.0.0.1"  # loopback only: the rendered address is every interface
+    config.write_text(json.dumps(settings))
+    proc = subprocess.Popen([binary, *args[:-1], str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        running = ChromaPod(pod, container, settings)
+        health = running.url + container["readinessProbe"]["httpGet"]["path"]
+        wait_for(lambda: urllib.request.urlopen(health, timeout=2).status == 200, "chroma", proc)
         yield running
     finally:
         stop(proc)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_servers import require_binary, stop, wait_for
-from rendered import LocalPod, envs_with, workload
+from rendered import envs_with, run_chroma
 
 from kgstack.chroma_store import HEARTBEAT
 
@@ -55,27 +53,11 @@ def test_agent_points_at_the_store(manifests: Manifests) -> None:
 @pytest.mark.parametrize("env", envs_with("chroma"))
 def test_the_rendered_statefulset_runs_on_a_real_chroma(env: str, tmp_path: Path) -> None:
     """The Chroma pod of dist/<env>: its args and mounted config.yaml, on the chroma server of the client's release."""
-    binary = require_binary("chroma", "pip install -r requirements/backup-test.txt")
-    obj = workload(env, "chroma")
-    assert obj, f"dist/{env}: no chroma workload"
-    (container,) = obj["spec"]["template"]["spec"]["containers"]
-    pod = LocalPod(env, obj, tmp_path)
-    args = container["args"]
-    local = pod.local_file(container, args[-1])
-    settings = json.loads(local.read_text())
-    settings["listen_address"] = "127.0.0.1"  # loopback only: the rendered address is every interface
-    local.write_text(json.dumps(settings))
-    proc = subprocess.Popen([binary, *args[:-1], str(local)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        probe = container["readinessProbe"]["httpGet"]
-        base = f"http://127.0.0.1:{pod.port(container, probe['port'])}"
-        wait_for(lambda: urllib.request.urlopen(base + probe["path"], timeout=2).status == 200, "chroma", proc)
-        assert any(pod.volumes["data"].iterdir()), "the server persists into the data volume"
-        reset = urllib.request.Request(f"{base}/api/v2/reset", method="POST")
-        if settings["allow_reset"]:
+    with run_chroma(env, tmp_path) as chroma:
+        assert any(chroma.pod.volumes["data"].iterdir()), "the server persists into the data volume"
+        reset = urllib.request.Request(f"{chroma.url}/api/v2/reset", method="POST")
+        if chroma.settings["allow_reset"]:
             assert urllib.request.urlopen(reset, timeout=10).status == 200
         else:
             with pytest.raises(urllib.error.HTTPError):
                 urllib.request.urlopen(reset, timeout=5)
-    finally:
-        stop(proc)

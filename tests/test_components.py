@@ -13,6 +13,9 @@ run with the containers' rendered commands and environments:
   the cluster's exporter is documented to have
   (docs/prerequisites/blackbox-exporter-values.yaml), running every Probe against
   a local ``/health`` that answers 200, then 503;
+* kgbackup with each backup CronJob's args, env and mounted Secrets, against the
+  Redis and Chroma pods of dist/ (Chroma's StatefulSet through tests/rendered.py),
+  into moto standing in for the rendered bucket;
 * the alertmanager.yml that prometheus-operator builds from our AlertmanagerConfig,
   checked by ``amtool check-config`` and routed by ``amtool config routes test``.
 
@@ -31,7 +34,7 @@ import sys
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ from rendered import (
     made_up,
     objects,
     of_kind,
+    run_chroma,
     run_exporter,
     run_redis,
     wait_until,
@@ -100,48 +104,90 @@ def test_redis_pod_becomes_ready_and_its_exporter_reports_redis_up(env: str, tmp
             assert maxmemory and exported and float(exported[1]) == int(maxmemory[1])
 
 
+def _service_port(env: str, host: str, port: int) -> None:
+    """``host:port`` names a Service of dist/<env> and one of its ports (the test then dials loopback)."""
+    service = objects(env)[f"Service/{host}"]
+    assert port in [p["port"] for p in service["spec"]["ports"]], f"{host} has no port {port}"
+
+
+def _run_backup_cronjob(
+    env: str, store: str, root: Path, s3_url: str, to_loopback: Callable[[dict[str, str]], None]
+) -> None:
+    """kgbackup with the CronJob's own args, env and mounted Secrets, into moto with the rendered bucket.
+
+    ``to_loopback`` rewrites the store's address in the rendered env, after checking it names the
+    store's Service; it is the only change to what dist/ says.
+    """
+    import boto3
+
+    cron = objects(env)[f"CronJob/kga-{env}-backup-{store}"]
+    job = {"metadata": cron["metadata"], "spec": cron["spec"]["jobTemplate"]["spec"]}
+    credentials = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    pod = LocalPod(env, job, root, secrets={"kga-backup": {"credentials": credentials}})
+    (container,) = pod.spec["containers"]
+    rendered = pod.env(container)
+    to_loopback(rendered)
+    rendered["KGB_S3_ENDPOINT_URL"] = s3_url
+    if "AWS_SHARED_CREDENTIALS_FILE" not in rendered:  # workload identity: the role's credentials
+        rendered |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    target = urllib.parse.urlsplit(rendered["KGB_TARGET"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=target.hostname)
+    run = subprocess.run(
+        [sys.executable, "-m", "kgbackup", *pod.command(container)],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "docker" / "backup"), **rendered},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    stored = s3.list_objects_v2(Bucket=target.hostname, Prefix=target.path.lstrip("/"))
+    assert [o["Key"] for o in stored.get("Contents", []) if o["Key"].endswith(".json")], stored
+
+
 @pytest.mark.parametrize("env", envs_with("redis"))
 def test_the_redis_backup_cronjob_as_rendered_backs_up_the_redis_pod(
     env: str,
     tmp_path: Path,
     s3_endpoint: str,  # noqa: F811 (the fixture imported above)
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """kgbackup with the CronJob's own args, env and mounted Secrets, against the Redis pod of dist/."""
-    import boto3
-
-    cron = objects(env)[f"CronJob/kga-{env}-backup-redis"]
-    job = {"metadata": cron["metadata"], "spec": cron["spec"]["jobTemplate"]["spec"]}
-    # Object storage stands in for the cloud's: moto on loopback, with the rendered bucket.
-    credentials = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
     with run_redis(env, tmp_path / "redis") as redis_pod:
         redis_pod.client("app").set("kept", "across the backup")
-        pod = LocalPod(env, job, tmp_path / "job", secrets={"kga-backup": {"credentials": credentials}})
-        (container,) = pod.spec["containers"]
-        rendered = pod.env(container)
-        # The URL names the Redis Service; here the Service is the loopback port of the pod.
-        url = urllib.parse.urlsplit(rendered["KGB_REDIS_URL"])
-        service = objects(env)[f"Service/{url.hostname}"]
-        assert url.port in [p["port"] for p in service["spec"]["ports"]], f"{url.hostname} has no port {url.port}"
-        rendered["KGB_REDIS_URL"] = url._replace(netloc=f"{url.username}@127.0.0.1:{redis_pod.port}").geturl()
-        rendered["KGB_S3_ENDPOINT_URL"] = s3_endpoint
-        if "AWS_SHARED_CREDENTIALS_FILE" not in rendered:  # workload identity: the role's credentials
-            rendered |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        target = urllib.parse.urlsplit(rendered["KGB_TARGET"])
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-        s3.create_bucket(Bucket=target.hostname)
-        run = subprocess.run(
-            [sys.executable, "-m", "kgbackup", *pod.command(container)],
-            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "docker" / "backup"), **rendered},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
-        stored = s3.list_objects_v2(Bucket=target.hostname, Prefix=target.path.lstrip("/"))
-        assert [o["Key"] for o in stored.get("Contents", []) if o["Key"].endswith(".json")], stored
+
+        def to_loopback(rendered: dict[str, str]) -> None:
+            url = urllib.parse.urlsplit(rendered["KGB_REDIS_URL"])
+            _service_port(env, str(url.hostname), int(url.port or 0))
+            rendered["KGB_REDIS_URL"] = url._replace(netloc=f"{url.username}@127.0.0.1:{redis_pod.port}").geturl()
+
+        _run_backup_cronjob(env, "redis", tmp_path / "job", s3_endpoint, to_loopback)
+
+
+@pytest.mark.parametrize("env", envs_with("chroma"))
+def test_the_chroma_backup_cronjob_as_rendered_backs_up_the_chroma_pod(
+    env: str,
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """kgbackup with the CronJob's own args, env and mounted Secrets, against the Chroma pod of dist/."""
+    import chromadb
+    from chromadb.config import Settings
+
+    with run_chroma(env, tmp_path / "chroma") as chroma:
+        client = chromadb.HttpClient(host="127.0.0.1", port=chroma.port, settings=Settings(anonymized_telemetry=False))
+        client.create_collection("kept").add(ids=["a"], embeddings=[[0.1, 0.2, 0.3]], documents=["across the backup"])
+
+        def to_loopback(rendered: dict[str, str]) -> None:
+            _service_port(env, rendered["CHROMA_HOST"], int(rendered["CHROMA_PORT"]))
+            rendered |= {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(chroma.port)}
+
+        _run_backup_cronjob(env, "chroma", tmp_path / "job", s3_endpoint, to_loopback)
 
 
 # ---------------------------------------------------------------- blackbox exporter
