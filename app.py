@@ -24,12 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 # This checkout's library, even when the venv has another checkout installed in editable mode.
 sys.path.insert(0, str(ROOT / "constructs"))
-# jsii needs a supported Node LTS; the set-up links one here when the machine's is too old.
-_PROJECT_NODE = ROOT / ".tools" / "jsii-node"
-if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
-    os.environ["JSII_NODE"] = str(_PROJECT_NODE)
 
-import cdk8s  # noqa: E402  (after JSII_NODE is chosen)
+# First: importing kgstack picks a Node that jsii supports (kgstack._node) before cdk8s starts it.
+import kgstack  # noqa: E402, F401
+
+# isort: split
+import cdk8s  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from kgstack import AgentStack, Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
-_PROJECT_NODE = ROOT / ".tools" / "jsii-node"
-if "JSII_NODE" not in os.environ and _PROJECT_NODE.exists():
-    os.environ["JSII_NODE"] = str(_PROJECT_NODE)
 
+# First: importing kgstack picks a Node that jsii supports (kgstack._node) before cdk8s starts it.
+import kgstack  # noqa: E402, F401
+
+# isort: split
 import cdk8s  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
