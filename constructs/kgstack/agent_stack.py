@@ -84,7 +84,7 @@ class AgentStack(cdk8s.Chart):
         extra_secrets = {"REDIS_URL": self.redis.agent_url()}
 
         self.chroma: ChromaStore | None = None
-        if env.stores.chroma is not None and env.agent.vector_store.type == "chroma":
+        if env.stores.chroma is not None:  # sized exactly when the vector store is Chroma
             chroma = env.stores.chroma
             self.chroma = ChromaStore(
                 self,
@@ -103,7 +103,7 @@ class AgentStack(cdk8s.Chart):
             backup_targets["chroma"] = StoreEndpoint(endpoint=self.chroma.endpoint, env=chroma_env)
 
         self.memgraph: MemgraphStore | None = None
-        if env.stores.memgraph is not None and env.agent.graph.enabled:
+        if env.stores.memgraph is not None:  # sized exactly when graph features are on
             self.memgraph = MemgraphStore(
                 self,
                 "Memgraph",

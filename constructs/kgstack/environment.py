@@ -200,11 +200,7 @@ class Images(Spec):
 
     def in_use(self, env: Environment) -> dict[str, ImageRef]:
         """The images ``env`` actually deploys (a disabled store needs no digest)."""
-        unused = set()
-        if env.agent.vector_store.type != "chroma":
-            unused.add("chroma")
-        if not env.agent.graph.enabled:
-            unused.add("memgraph")
+        unused = {store for store, on in env.optional_stores.items() if not on}
         return {name: ref for name, ref in self.all().items() if name not in unused}
 
 
@@ -343,30 +339,27 @@ class Environment(Spec):
             raise FieldError(*problems)
         return self
 
+    @property
+    def optional_stores(self) -> dict[str, bool]:
+        """Whether each optional store is deployed, by its switch: Chroma serves the chroma vector
+        store, Memgraph the graph features. A valid environment sizes exactly the deployed ones."""
+        return {"chroma": self.agent.vector_store.type == "chroma", "memgraph": self.agent.graph.enabled}
+
     def _store_switches(self) -> list[tuple[str, str]]:
         """A store is sized exactly when its switch deploys it; a size that does nothing is a mistake."""
+        graph = "true" if self.agent.graph.enabled else "false"
+        switches = [  # store, its name, the switch, its value, the value that deploys the store
+            ("chroma", "Chroma", "agent.vectorStore.type", self.agent.vector_store.type, "chroma"),
+            ("memgraph", "Memgraph", "agent.graph.enabled", graph, "true"),
+        ]
         problems = []
-        chroma_on = self.agent.vector_store.type == "chroma"
-        if chroma_on and self.stores.chroma is None:
-            problems.append(("stores.chroma", "required: agent.vectorStore.type is chroma, so Chroma needs a size"))
-        if not chroma_on and self.stores.chroma is not None:
-            problems.append(
-                (
-                    "stores.chroma",
-                    f"has no effect: agent.vectorStore.type is {self.agent.vector_store.type}, so no Chroma "
-                    "is deployed; remove stores.chroma or set agent.vectorStore.type: chroma",
-                )
-            )
-        if self.agent.graph.enabled and self.stores.memgraph is None:
-            problems.append(("stores.memgraph", "required: agent.graph.enabled is true, so Memgraph needs a size"))
-        if not self.agent.graph.enabled and self.stores.memgraph is not None:
-            problems.append(
-                (
-                    "stores.memgraph",
-                    "has no effect: agent.graph.enabled is false, so no Memgraph is deployed; "
-                    "remove stores.memgraph or set agent.graph.enabled: true",
-                )
-            )
+        for store, title, switch, value, on in switches:
+            deployed, sized = self.optional_stores[store], getattr(self.stores, store) is not None
+            if deployed and not sized:
+                problems.append((f"stores.{store}", f"required: {switch} is {value}, so {title} needs a size"))
+            if sized and not deployed:
+                reason = f"has no effect: {switch} is {value}, so no {title} is deployed"
+                problems.append((f"stores.{store}", f"{reason}; remove stores.{store} or set {switch}: {on}"))
         return problems
 
     def _access_rules(self) -> list[tuple[str, str]]:
