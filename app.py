@@ -162,50 +162,63 @@ def restore(argv: list[str]) -> int:
     """Print the Job that restores one store of one environment (not part of dist/)."""
     args = _job_args("make restore", restore.__doc__ or "", argv, restore=True)
     which = f"backup {args.backup_id}" if args.backup_id else "the latest complete backup"
-    try:
-        env, job = _one_off_job(
-            args, lambda schedule: restore_job(schedule, args.store, backup_id=args.backup_id, force=args.force)
-        )
-    except EnvironmentFileError as exc:
-        return _fail(exc.problems, 2, "no Job was printed")
-    name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
-    _say(
-        f"Restores {which} of {args.store} in {args.environment} (namespace {ns}) "
-        f"from {env.backup.target}/{args.store}/.",
-        "It verifies the checksum and counts before writing, "
-        + ("and REPLACES the data in the store (--force)." if args.force else "and refuses a store that holds data."),
-        "Before you apply it:",
-        f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
-        "  - Argo CD automated sync is paused for the environment (it would scale writers back up)",
-        f"  - nothing writes meanwhile: kubectl -n {ns} scale deploy/{env.instance}-indexer --replicas=0",
-        f"  - the backup exists: make backups ENV={args.environment} STORE={args.store}",
-        f"  - no earlier restore Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
-        f"Then: make restore ENV={args.environment} STORE={args.store}"
-        + (f" BACKUP_ID={args.backup_id}" if args.backup_id else "")
-        + f" | kubectl apply -f - && kubectl -n {ns} logs -f job/{name}",
+
+    def plan(env: Environment, name: str, ns: str) -> list[str]:
+        return [
+            f"Restores {which} of {args.store} in {args.environment} (namespace {ns}) "
+            f"from {env.backup.target}/{args.store}/.",
+            "It verifies the checksum and counts before writing, "
+            + (
+                "and REPLACES the data in the store (--force)."
+                if args.force
+                else "and refuses a store that holds data."
+            ),
+            "Before you apply it:",
+            f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
+            "  - Argo CD automated sync is paused for the environment (it would scale writers back up)",
+            f"  - nothing writes meanwhile: kubectl -n {ns} scale deploy/{env.instance}-indexer --replicas=0",
+            f"  - the backup exists: make backups ENV={args.environment} STORE={args.store}",
+            f"  - no earlier restore Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
+            f"Then: make restore ENV={args.environment} STORE={args.store}"
+            + (f" BACKUP_ID={args.backup_id}" if args.backup_id else "")
+            + f" | kubectl apply -f - && kubectl -n {ns} logs -f job/{name}",
+        ]
+
+    return _print_one_off(
+        args, lambda schedule: restore_job(schedule, args.store, backup_id=args.backup_id, force=args.force), plan
     )
-    print(to_yaml(job), end="")
-    return 0
 
 
 def backups(argv: list[str]) -> int:
     """Print a read-only Job that lists one store's backups (``kgbackup list``)."""
     args = _job_args("make backups", backups.__doc__ or "", argv, restore=False)
+
+    def plan(env: Environment, name: str, ns: str) -> list[str]:
+        return [
+            f"Lists the backups of {args.store} in {args.environment} under {env.backup.target}/{args.store}/"
+            " (read-only: kgbackup list; it changes nothing).",
+            "Before you apply it:",
+            f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
+            f"  - no earlier listing Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
+            f"Then: make backups ENV={args.environment} STORE={args.store} | kubectl apply -f - "
+            f"&& kubectl -n {ns} wait --for=condition=complete job/{name} && kubectl -n {ns} logs job/{name}",
+            "Each line is one backup, newest first; its backup_id is what BACKUP_ID= takes.",
+        ]
+
+    return _print_one_off(args, lambda schedule: list_job(schedule, args.store), plan)
+
+
+def _print_one_off(
+    args: argparse.Namespace,
+    build: Callable[[BackupSchedule], dict[str, Any]],
+    plan: Callable[[Environment, str, str], list[str]],
+) -> int:
+    """The Job on stdout (for kubectl), and ``plan(env, job name, namespace)`` on stderr."""
     try:
-        env, job = _one_off_job(args, lambda schedule: list_job(schedule, args.store))
+        env, job = _one_off_job(args, build)
     except EnvironmentFileError as exc:
         return _fail(exc.problems, 2, "no Job was printed")
-    name, ns = job["metadata"]["name"], job["metadata"]["namespace"]
-    _say(
-        f"Lists the backups of {args.store} in {args.environment} under {env.backup.target}/{args.store}/"
-        " (read-only: kgbackup list; it changes nothing).",
-        "Before you apply it:",
-        f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
-        f"  - no earlier listing Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
-        f"Then: make backups ENV={args.environment} STORE={args.store} | kubectl apply -f - "
-        f"&& kubectl -n {ns} wait --for=condition=complete job/{name} && kubectl -n {ns} logs job/{name}",
-        "Each line is one backup, newest first; its backup_id is what BACKUP_ID= takes.",
-    )
+    _say(*plan(env, job["metadata"]["name"], job["metadata"]["namespace"]))
     print(to_yaml(job), end="")
     return 0
 
