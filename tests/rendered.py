@@ -92,6 +92,13 @@ class LocalPod:
         for claim in obj["spec"].get("volumeClaimTemplates", []):
             self.volumes[claim["metadata"]["name"]] = self._materialize({"name": claim["metadata"]["name"]})
 
+    @classmethod
+    def of(cls, env: str, component: str, root: Path, **options: Any) -> LocalPod:
+        """The pod template of ``component``'s workload in dist/<env>."""
+        obj = workload(env, component)
+        assert obj, f"dist/{env}: no {component} workload"
+        return cls(env, obj, root, **options)
+
     def secret(self, name: str, key: str) -> str:
         return self.secrets.get(name, {}).get(key) or made_up(name, key)
 
@@ -193,9 +200,7 @@ class RedisPod:
 def run_redis(env: str, root: Path) -> Iterator[RedisPod]:
     """redis-server with dist/<env>'s redis.conf and the ACL file its init container renders."""
     binary = require_tool("redis-server", hint="apt-get install redis-server")
-    obj = workload(env, "redis")
-    assert obj, f"dist/{env}: no redis workload"
-    pod = LocalPod(env, obj, root)
+    pod = LocalPod.of(env, "redis", root)
     pod.run_init_containers()
     server = pod.container("redis")
     argv = pod.command(server)
@@ -224,9 +229,7 @@ class ChromaPod:
 def run_chroma(env: str, root: Path) -> Iterator[ChromaPod]:
     """The chroma server of the client's release with the args and mounted config.yaml of dist/<env>."""
     binary = require_tool("chroma", hint="pip install -r requirements/backup-test.txt")
-    obj = workload(env, "chroma")
-    assert obj, f"dist/{env}: no chroma workload"
-    pod = LocalPod(env, obj, root)
+    pod = LocalPod.of(env, "chroma", root)
     (container,) = pod.spec["containers"]
     args = container["args"]
     config = pod.local_file(container, args[-1])

@@ -17,7 +17,7 @@ from cloudcoil.models.cert_manager import v1 as cert_manager
 from conftest import build, env_data
 from pss import pod_specs, violations
 from pydantic import ValidationError
-from rendered import LocalPod, envs_with, workload
+from rendered import LocalPod, envs_with
 from tools import require_tool
 
 from kgstack.connections import Endpoint
@@ -178,10 +178,8 @@ def verifier(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     old, new = "a" * 64, "0123456789abcdef" * 4
     basic = base64.b64encode(f"kga:{new}".encode()).decode()
     keys = f'"{old}" old-key;\n"{new}" new-key;\n"basic:{basic}" new-key;\n'
-    obj = workload(request.param, "auth")
-    assert obj, f"dist/{request.param}: no auth workload"
-    (container,) = obj["spec"]["template"]["spec"]["containers"]
-    pod = LocalPod(request.param, obj, tmp_path, secrets={"kga-edge-keys": {"keys.map": keys}})
+    pod = LocalPod.of(request.param, "auth", tmp_path, secrets={"kga-edge-keys": {"keys.map": keys}})
+    (container,) = pod.spec["containers"]
     verify, deny = pod.port(container, "http"), pod.port(container, "deny")
     ready = container["readinessProbe"]["httpGet"]["path"]
     command = pod.command(container)
