@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         environments = pin_releases(envdir, load_environments(envdir))
     except EnvironmentFileError as exc:
         return _fail(exc.problems, 2)
+    for env in environments:
+        if missing := unreleased(env):
+            print(f"note: {env.name}: never released: {', '.join(missing)}; Argo CD will not sync it automatically")
     sources = {env.name: str(envdir / f"{env.name}.yaml") for env in environments}
 
     charts = []
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def pin_releases(folder: Path, environments: list[Environment]) -> list[Environment]:
-    """Our images' digests from the release workflow's file; a note for each environment never released."""
+    """Our images' digests from the release workflow's file: synth and the one-off Jobs deploy the same."""
     problems = [p for env in environments for p in own_digest_problems(env, f"{folder / env.name}.yaml")]
     if problems:
         raise EnvironmentFileError(problems)
@@ -128,11 +131,7 @@ def pin_releases(folder: Path, environments: list[Environment]) -> list[Environm
         releases = load_releases(folder)
     except ReleasesError as exc:
         raise EnvironmentFileError([str(exc)]) from None
-    pinned = [with_releases(env, releases) for env in environments]
-    for env in pinned:
-        if missing := unreleased(env):
-            print(f"note: {env.name}: never released: {', '.join(missing)}; Argo CD will not sync it automatically")
-    return pinned
+    return [with_releases(env, releases) for env in environments]
 
 
 def _job_args(prog: str, description: str, argv: list[str], restore: bool) -> argparse.Namespace:
@@ -151,7 +150,7 @@ def _one_off_job(
 ) -> tuple[Environment, dict[str, Any]]:
     """The environment named on the command line, and ``build``'s Job from its backup schedule."""
     source = _shown(args.environments) / f"{args.environment}.yaml"
-    env = load_environment(source)
+    (env,) = pin_releases(args.environments, [load_environment(source)])
     try:
         return env, build(AgentStack(cdk8s.App(), env).backups)
     except ValueError as exc:

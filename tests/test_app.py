@@ -237,3 +237,17 @@ def test_a_cross_reference_problem_stops_synth_before_anything_is_written(
     )
     assert tree_digest(outdir) == before
     assert not (outdir.parent / "docs").exists()
+
+
+def test_a_restore_job_runs_the_released_backup_image_like_the_cronjob(tmp_path: Path) -> None:
+    envdir = tmp_path / "environments"
+    shutil.copytree(ENVIRONMENTS, envdir)
+    digest = "sha256:" + "0" * 64  # a test value in a temporary releases file, never shipped
+    releases = yaml.safe_load((envdir / "releases" / "images.yaml").read_text())
+    releases["ghcr.io/acme/kgbackup"] = {"0.1.0": digest}
+    (envdir / "releases" / "images.yaml").write_text(yaml.safe_dump(releases))
+    for command in ("restore", "backups"):
+        result = run_command(command, "prod", "redis", "--environments", str(envdir))
+        assert result.returncode == 0, result.stderr
+        assert f"image: ghcr.io/acme/kgbackup:0.1.0@{digest}" in result.stdout
+        assert "note:" not in result.stdout  # stdout stays a manifest for kubectl
