@@ -22,6 +22,7 @@ from kgstack.argocd_application import (
     sync_wave,
 )
 from kgstack.cluster_platform import platform_releases
+from kgstack.environment import OWN_IMAGES
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget
 from kgstack.publish import manifests as chart_objects
 from kgstack.publish import synth
@@ -41,9 +42,8 @@ DIGEST = "sha256:" + "0" * 64
 
 def released(env: Environment) -> Environment:
     """``env`` as if the release workflow had recorded its images (tests/test_releases.py covers the file)."""
-    return with_releases(
-        env, {img.repository: {img.tag: DIGEST} for img in (env.images.agent, env.images.web, env.images.backup)}
-    )
+    own = [getattr(env.images, name) for name in OWN_IMAGES]
+    return with_releases(env, {img.repository: {img.tag: DIGEST} for img in own})
 
 
 @pytest.fixture(scope="module")

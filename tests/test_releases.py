@@ -51,6 +51,7 @@ def test_unreleased_images_hold_back_automated_sync() -> None:
             "ghcr.io/acme/knowledge-graph-agent": {"0.3.0": DIGEST},
             "ghcr.io/acme/knowledge-graph-agent-web": {"0.3.0": DIGEST},
             "ghcr.io/acme/kgbackup": {"0.1.0": DIGEST},
+            "ghcr.io/acme/kga-redis": {"7.0.15-deb12u10": DIGEST},
         },
     )
     assert unreleased(released) == []

@@ -275,6 +275,26 @@ def external_prerequisites(cluster: Cluster, provider: str) -> list[ExternalPrer
             "https://raw.githubusercontent.com/argoproj/argo-cd/v2.14.21/manifests/install.yaml",
         ),
         ExternalPrerequisite(
+            kind="Cluster",
+            name="networkpolicy-enforcement",
+            why="the default-deny and per-component NetworkPolicies of every environment",
+            how="a CNI that enforces NetworkPolicy: Calico, Cilium, or the cloud's policy engine",
+        ),
+        ExternalPrerequisite(
+            kind="Cluster",
+            name="metrics-server",
+            why="CPU and memory of the query tier's HorizontalPodAutoscaler (metrics.k8s.io)",
+            how="managed clusters ship it (EKS: the metrics-server add-on); else helm upgrade --install "
+            "metrics-server metrics-server --repo https://kubernetes-sigs.github.io/metrics-server -n kube-system",
+        ),
+        ExternalPrerequisite(
+            kind="Cluster",
+            name="stakater-reloader",
+            why="rolls the workloads when a Secret they read changes (secret.reloader.stakater.com/reload)",
+            how="helm upgrade --install reloader reloader --repo https://stakater.github.io/stakater-charts "
+            "-n reloader --create-namespace",
+        ),
+        ExternalPrerequisite(
             kind="Pods",
             name="kube-dns",
             namespace="kube-system",

@@ -148,7 +148,7 @@ class CloudProfile(Spec):
         return {}
 
 
-OWN_IMAGES = ("agent", "web", "backup")
+OWN_IMAGES = ("agent", "web", "backup", "redis")
 """Images built from docker/; their digests come only from the release workflow (kgstack.releases)."""
 
 
@@ -159,7 +159,7 @@ def _upstream(repository: str, tag: str, digest: str | None) -> ImageRef:
 class Images(Spec):
     """Every image the environment runs.
 
-    Ours (agent, web, backup) are built from docker/ and pinned per environment
+    Ours (agent, web, backup, redis) are built from docker/ and pinned per environment
     by the release pipeline. Upstream images default to versions pinned by index
     digest (multi-arch); memgraph has no published digest we could verify, so an
     environment that enables the graph store in prod must mirror it and pin it.
@@ -171,12 +171,9 @@ class Images(Spec):
     """The web UI image (docker/web: the app's index.html on unprivileged nginx)."""
     backup: ImageRef
     """The kgbackup image (docker/backup)."""
-    redis: ImageRef = _upstream(
-        "docker.io/library/redis",
-        "7.0.15-alpine",
-        "sha256:c9d92d840fd011c908f040592857c724ae6d877f2aba5c40ad963276507386b2",
-    )
-    """Redis 7.0.x: the RDB version the backup image's redis-server reads."""
+    redis: ImageRef
+    """The cache's server (docker/redis): Debian's maintained redis-server 7.0.15, the build the tests run
+    and the RDB version the backup image's redis-server reads."""
     redis_exporter: ImageRef = _upstream(
         "docker.io/oliver006/redis_exporter",
         "v1.66.0",

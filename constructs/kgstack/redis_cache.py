@@ -73,7 +73,7 @@ class RedisCacheProps(Spec):
     namespace: str
     settings: RedisSettings
     image: ImageRef
-    """Redis server; keep it on 7.0.x, the RDB version the backup image reads."""
+    """docker/redis: Debian's redis-server 7.0.15, the RDB version the backup image reads."""
     exporter_image: ImageRef
     """oliver006/redis_exporter."""
     storage_class: str | None = None
