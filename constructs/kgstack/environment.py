@@ -325,7 +325,7 @@ class Environment(Spec):
     secrets: SecretsSettings = SecretsSettings()
     """External Secrets store of staging and prod (docs/secrets.md); ``storeName`` is required outside dev."""
     gitops: GitOpsSettings | None = None
-    """Argo CD Application for this environment in ``dist/argocd/``; ``None`` renders none."""
+    """Argo CD Application for this environment in ``dist/argocd/<cluster>/``; ``None`` renders none."""
     monitoring: MonitoringSettings = MonitoringSettings()
     """Prometheus, Alertmanager and Grafana objects; see docs/observability.md."""
     quota: Quota
