@@ -9,6 +9,9 @@ layer fails the gate with the object and the field.
 from __future__ import annotations
 
 import copy
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, env_data
+from tools import missing
 
 from kgstack.cluster_platform import (
     BLACKBOX_PROBER,
@@ -280,3 +284,119 @@ def test_synth_fails_on_a_name_outside_the_platform_and_leaves_dist_alone(tmp_pa
     assert result.returncode == 1
     assert "probe-kga-dev-query.yaml: spec.prober.url: blackbox.monitoring.svc:9115 is no Service" in result.stderr
     assert sorted(p.name for p in outdir.iterdir()) == ["marker"]
+
+
+# ------------------------------------------------------------------ the install procedure
+
+
+@pytest.mark.parametrize("env", sorted(ENVS))
+def test_install_procedure_is_ordered_from_prerequisites_to_dns(env: str) -> None:
+    cluster = ENVS[env]["cluster"]["name"]
+    page = (ROOT / "docs" / "environments" / "clusters" / cluster / "install.md").read_text()
+    # Every name the gate accepts as external is on the page, exactly.
+    for pre in prerequisites(env):
+        assert f"`{pre['namespace'] + '/' if pre['namespace'] else ''}{pre['name']}`" in page or pre["name"] in page
+    apps = sorted(
+        (int(o["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]), o["metadata"]["name"])
+        for o in folder(DIST / "argocd" / cluster).values()
+        if o["spec"]["source"].get("chart")
+    )
+    positions = [page.index(f"argocd app sync {name} ") for _, name in apps]
+    on_page = [wave for _, wave in sorted(zip(positions, (w for w, _ in apps), strict=True))]
+    assert on_page == sorted(on_page), "charts out of wave order"
+    (gateway,) = [o for o in folder(DIST / env).values() if o["kind"] == "Gateway"]
+    dns = page.index(f"get gateway {gateway['metadata']['name']} -o jsonpath='{{.status.addresses[0].value}}'")
+    order = [
+        page.index("## 1. External prerequisites"),
+        min(positions),
+        page.index(f"argocd app sync {cluster}-platform "),
+        page.index("## 5. The secret stores"),
+        page.index(f"argocd app sync kga-{env} "),
+        dns,
+    ]
+    assert order == sorted(order)
+    assert f"`{ENVS[env]['domain']}` -> that address" in page
+
+
+# ------------------------------------------------------------------ a chart shipped in a Go module, rendered
+
+HELM = ROOT / ".tools" / "control-plane" / "helm"
+HELM_MODULE = ROOT / "scripts" / "control-plane" / "helm"
+
+
+def _envoy_gateway_chart(tmp: Path) -> tuple[Path, Obj]:
+    """charts/gateway-helm of the Go module github.com/envoyproxy/gateway at the platform's pinned version,
+    with the values its release tooling substitutes, and that release's Application."""
+    _, app = find(layer_files("prod-eks"), "-envoy-gateway.yaml")
+    version = app["spec"]["source"]["targetRevision"]
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(go).exists():
+        missing("go not found: the chart comes from its Go module")
+    out = subprocess.run(
+        [go, "mod", "download", "-json", f"github.com/envoyproxy/gateway@{version}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    chart = tmp / "gateway-helm"
+    shutil.copytree(Path(json.loads(out.stdout)["Dir"]) / "charts" / "gateway-helm", chart)
+    chart.chmod(0o755)
+    for path in chart.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    template = (chart / "values.tmpl.yaml").read_text()
+    values = template.replace("${GatewayImage}", f"docker.io/envoyproxy/gateway:{version}").replace(
+        "${GatewayImagePullPolicy}", "IfNotPresent"
+    )
+    (chart / "values.yaml").write_text(values)
+    return chart, app
+
+
+def test_envoy_gateway_chart_from_its_go_module_serves_what_the_platform_objects_name(tmp_path: Path) -> None:
+    """The chart the platform installs, rendered by Helm built from its Go module (scripts/control-plane/helm):
+    its controller claims our GatewayClass, runs in the namespace of our EnvoyProxy, PodMonitor and
+    NetworkPolicy peers, and installs the CRDs of the kinds the platform objects use."""
+    if not HELM.exists():
+        missing(f"{HELM} not built (scripts/setup.sh test builds it from {HELM_MODULE.relative_to(ROOT)})")
+    chart, app = _envoy_gateway_chart(tmp_path)
+    helm = app["spec"]["source"]["helm"]
+    namespace = app["spec"]["destination"]["namespace"]
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(helm.get("valuesObject") or {}))
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "h")}
+    rendered = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            helm["releaseName"],
+            str(chart),
+            "-n",
+            namespace,
+            "--include-crds",
+            "-f",
+            str(tmp_path / "values.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    objects = [o for o in yaml.safe_load_all(rendered.stdout) if o]
+    crds = {
+        (o["spec"]["group"], o["spec"]["names"]["kind"]) for o in objects if o["kind"] == "CustomResourceDefinition"
+    }
+    platform = folder(DIST / "argocd" / "prod-eks" / "platform")
+    for obj in platform.values():
+        group = obj["apiVersion"].rpartition("/")[0]
+        if group in {"gateway.networking.k8s.io", "gateway.envoyproxy.io"}:
+            assert (group, obj["kind"]) in crds, f"the chart installs no CRD for {obj['kind']}"
+    (config,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "envoy-gateway-config"]
+    controller = yaml.safe_load(config["data"]["envoy-gateway.yaml"])["gateway"]["controllerName"]
+    (gateway_class,) = [o for o in platform.values() if o["kind"] == "GatewayClass"]
+    assert gateway_class["spec"]["controllerName"] == controller
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert {d["metadata"]["namespace"] for d in deployments} == {namespace}
+    for obj in platform.values():
+        if obj["kind"] in {"EnvoyProxy", "PodMonitor"}:
+            assert obj["metadata"]["namespace"] == namespace

@@ -523,7 +523,11 @@ def install_procedure(
         "| kind | name | why | how |",
         "|---|---|---|---|",
     ]
+    # The ClusterSecretStores need External Secrets' CRDs: they come after the charts (step 5).
+    stores = [pre for pre in platform.prerequisites if pre.kind == "ClusterSecretStore"]
     for pre in platform.prerequisites:
+        if pre in stores:
+            continue
         where = f"{pre.namespace}/" if pre.namespace else ""
         labels = (
             f" (pods labelled {', '.join(f'{k}={v}' for k, v in pre.pod_labels.items())})" if pre.pod_labels else ""
@@ -573,7 +577,28 @@ def install_procedure(
         f"# without Argo CD: kubectl apply -k {bundle}/platform/",
         "```",
         "",
-        "## 5. The environments",
+        "## 5. The secret stores",
+        "",
+    ]
+    if stores:
+        lines += [
+            "External Secrets is installed now; create the ClusterSecretStores the environments read, with exactly "
+            "these names (docs/secrets.md), and check each is Ready:",
+            "",
+            "```sh",
+            *(
+                f"kubectl get clustersecretstore {pre.name} -o jsonpath='{{.status.conditions[0].status}}'"
+                for pre in stores
+            ),
+            "```",
+        ]
+    else:
+        lines.append(
+            "None: no environment on this cluster reads a ClusterSecretStore (dev creates its Secrets by hand)."
+        )
+    lines += [
+        "",
+        "## 6. The environments",
         "",
     ]
     for env in envs:
