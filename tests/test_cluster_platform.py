@@ -286,6 +286,20 @@ def test_synth_fails_on_a_name_outside_the_platform_and_leaves_dist_alone(tmp_pa
     assert sorted(p.name for p in outdir.iterdir()) == ["marker"]
 
 
+def test_environments_on_one_cluster_must_declare_it_alike(tmp_path: Path) -> None:
+    from kgstack.environment import EnvironmentFileError, load_environments
+
+    for name in ("staging", "prod"):
+        changes = {"cluster": {**ENVS["staging"]["cluster"], "server": f"https://{name}.k8s.example.com"}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(env_data(name, **changes)))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environments(tmp_path)
+    assert caught.value.problems == [
+        f"{tmp_path / 'staging.yaml'}: cluster: cluster 'staging-eks' is declared differently in "
+        f"{tmp_path / 'prod.yaml'}; environments on one cluster share its platform, so copy the same block"
+    ]
+
+
 # ------------------------------------------------------------------ the install procedure
 
 
