@@ -109,7 +109,7 @@ done
 
 # Go-built tools (scripts/control-plane/): the local control plane the tests start (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl), kwok for simulated nodes,
-# and kubeconform. Each module pins its versions in go.mod/go.sum; binaries go to .tools/.
+# kubeconform and helm. Each module pins its versions in go.mod/go.sum; binaries go to .tools/.
 go_bin() { command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true; }
 GO=$(go_bin)
 go_tools_setup() {
@@ -132,6 +132,8 @@ go_tools_setup() {
     { echo "---"; cat "$kwok_dir/kustomize/stage/$stage.yaml"; } >> "$out/kwok-stages.yaml"
   done
   (cd scripts/control-plane/kubeconform && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath -ldflags=-s -o "$out/" github.com/yannh/kubeconform/cmd/kubeconform)
+  # Helm from its Go module: renders the upstream charts that ship inside Go modules (tests/test_cluster_platform.py).
+  (cd scripts/control-plane/helm && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath -ldflags=-s -o "$out/" helm.sh/helm/v3/cmd/helm)
   say "Go tools built in $((SECONDS - start)) s"
 }
 if [ -z "$GO" ]; then

@@ -341,7 +341,7 @@ HELM_MODULE = ROOT / "scripts" / "control-plane" / "helm"
 def _envoy_gateway_chart(tmp: Path) -> tuple[Path, Obj]:
     """charts/gateway-helm of the Go module github.com/envoyproxy/gateway at the platform's pinned version,
     with the values its release tooling substitutes, and that release's Application."""
-    _, app = find(layer_files("prod-eks"), "-envoy-gateway.yaml")
+    _, app = find(layer_files("prod-eks"), "/application-prod-eks-envoy-gateway.yaml")
     version = app["spec"]["source"]["targetRevision"]
     go = shutil.which("go") or "/usr/local/go/bin/go"
     if not Path(go).exists():
