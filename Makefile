@@ -26,7 +26,7 @@ test:
 
 ## check: the fast gate: synth (schemas, CRDs, cross-references), then checkov, the analyzer and promtool, each timed
 check:
-	@$(SETUP) test
+	@$(SETUP) check
 	@.venv/bin/python scripts/check.py
 
 ## cdk8s-synth: the same synthesis through the cdk8s CLI; quiet, ends with the same summary line as synth
