@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -321,3 +322,26 @@ def test_go_builds_run_alongside_the_other_steps_and_failures_are_surfaced(sandb
     assert again.returncode == 0, again.stderr
     assert [line.split()[3] for line in sandbox.calls("go build start")][3:] == ["kubeconform"]
     assert again.stdout == ""
+
+
+def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: `make check` listed dist/'s environments before it synthesized, so a new one went unscanned."""
+    spec = importlib.util.spec_from_file_location("check_script", ROOT / "scripts" / "check.py")
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    (tmp_path / "dist" / "dev").mkdir(parents=True)
+    (tmp_path / "dist" / "argocd").mkdir()
+    monkeypatch.setattr(check, "ROOT", tmp_path)
+    commands: dict[str, list[str]] = {}
+
+    def run(name: str, command: list[str]) -> tuple[str, float, int, str]:
+        if name.startswith("synth"):
+            (tmp_path / "dist" / "qa").mkdir()  # synth writes a new environment
+        commands[name] = command
+        return name, 0.0, 0, ""
+
+    monkeypatch.setattr(check, "run", run)
+    assert check.main() == 0
+    scanned = commands["checkov"]
+    assert [scanned[i + 1] for i, arg in enumerate(scanned) if arg == "-d"] == ["dist/dev", "dist/qa"]
