@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from packaging.requirements import Requirement
+from packaging.version import Version
 from tools import missing
 
 NODE_BIN = ROOT / ".tools" / "node_modules" / ".bin"
@@ -345,3 +349,71 @@ def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: p
     assert check.main() == 0
     scanned = commands["checkov"]
     assert [scanned[i + 1] for i, arg in enumerate(scanned) if arg == "-d"] == ["dist/dev", "dist/qa"]
+
+
+def _declared() -> list[Requirement]:
+    return [
+        Requirement(line) for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    ]
+
+
+def test_no_later_epoch_satisfies_a_declared_range() -> None:
+    """Issue 21: `>=1769699379!11.6.0` let pip pick 1769699998!10.1.0, an older Grafana line under a later epoch."""
+    loose = []
+    for requirement in _declared():
+        epoch = max(Version(spec.version).epoch for spec in requirement.specifier)
+        if requirement.specifier.contains(f"{epoch + 1}!0", prereleases=True):
+            loose.append(str(requirement))
+    assert loose == []
+    grafana = next(r for r in _declared() if r.name == "grafana-foundation-sdk")
+    assert not grafana.specifier.contains("1769699998!10.1.0")
+    assert grafana.specifier.contains("1769699379!11.6.0")
+
+
+@pytest.mark.slow
+def test_library_installed_from_its_metadata_renders_the_committed_dashboards(tmp_path: Path) -> None:
+    """`pip install .` without the lock (requirements/base.txt) into a fresh venv: the dashboards are dist/'s.
+
+    Its time is pip resolving and installing from the pip cache that set-up filled (about a minute)."""
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "constructs", src / "constructs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", src)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert installed.returncode == 0, installed.stderr
+    script = tmp_path / "render.py"
+    script.write_text(
+        "import sys\n"
+        "import kgstack\n"
+        "import cdk8s\n"
+        "from kgstack import AgentStack, load_environments\n"
+        "from kgstack.publish import synth\n"
+        f"assert kgstack.__file__.startswith({str(venv)!r}), kgstack.__file__\n"
+        f"envs = load_environments(__import__('pathlib').Path({str(ROOT / 'environments')!r}))\n"
+        "for env, files in synth([AgentStack(cdk8s.App(), e) for e in envs]).items():\n"
+        "    for name, text in files.items():\n"
+        "        if '-dashboard-' in name:\n"
+        f"            out = __import__('pathlib').Path({str(tmp_path / 'out')!r}) / env / name\n"
+        "            out.parent.mkdir(parents=True, exist_ok=True); out.write_text(text)\n"
+    )
+    rendered = subprocess.run(
+        [str(venv / "bin" / "python"), str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    boards = sorted((tmp_path / "out").glob("*/*.yaml"))
+    assert len(boards) >= 2 * len(list((ROOT / "environments").glob("*.yaml")))
+    differ = [
+        str(p.relative_to(tmp_path / "out"))
+        for p in boards
+        if p.read_text() != (ROOT / "dist" / p.relative_to(tmp_path / "out")).read_text()
+    ]
+    assert differ == []
