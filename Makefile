@@ -52,9 +52,9 @@ backups:
 	@$(SYNTH) backups "$(ENV)" "$(STORE)"
 
 ## diff: how the working tree's synth differs from the committed dist/, per object: make diff [ENV=prod]
+## (make exits 0 no change, 2 changes or error; scripts/diff [ENV] keeps 0 no change, 1 changes, 2 error)
 diff:
-	@$(SETUP) synth
-	@.venv/bin/python scripts/synth_diff.py $(ENV)
+	@SETUP=$(SETUP) scripts/diff $(ENV)
 
 ## bench: performance ratios (see bench/README.md)
 bench:

@@ -417,3 +417,25 @@ def test_library_installed_from_its_metadata_renders_the_committed_dashboards(tm
         if p.read_text() != (ROOT / "dist" / p.relative_to(tmp_path / "out")).read_text()
     ]
     assert differ == []
+
+
+@pytest.mark.parametrize("code", [0, 1, 2])
+def test_diff_exit_codes_survive_the_wrapper_and_make_documents_its_own(tmp_path: Path, code: int) -> None:
+    """Issue 21: make turned make diff's 0/1/2 into 2. scripts/diff keeps them; make diff can only say 0 or 2.
+
+    A stand-in synth_diff.py exits with the code it is given as ENV."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "diff", tmp_path / "scripts" / "diff")
+    (tmp_path / "scripts" / "synth_diff.py").write_text("import sys\nsys.exit(int(sys.argv[1]))\n")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    direct = subprocess.run([str(tmp_path / "scripts" / "diff"), str(code)], env={**os.environ, "SETUP": "true"})
+    assert direct.returncode == code
+    through_make = subprocess.run(
+        ["make", "-s", "-C", str(tmp_path), "-f", str(ROOT / "Makefile"), "diff", "SETUP=true", f"ENV={code}"],
+        capture_output=True,
+    )
+    assert through_make.returncode == (0 if code == 0 else 2)
+    failed_setup = subprocess.run([str(tmp_path / "scripts" / "diff"), "0"], env={**os.environ, "SETUP": "false"})
+    assert failed_setup.returncode == 2
+    assert "scripts/diff" in (ROOT / "README.md").read_text()
