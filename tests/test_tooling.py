@@ -326,6 +326,12 @@ def test_go_builds_run_alongside_the_other_steps_and_failures_are_surfaced(sandb
     assert again.returncode == 0, again.stderr
     assert [line.split()[3] for line in sandbox.calls("go build start")][3:] == ["kubeconform"]
     assert again.stdout == ""
+    # A binary that no longer runs (a truncated write) is built again, though its stamp is current.
+    (cp / "kubectl").write_bytes(b"\x7fELF\x00\x00truncated")
+    repaired = sandbox.run("test")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "repairing: .tools/control-plane/kubectl does not run (exit 126)" in repaired.stderr
+    assert [line.split()[3] for line in sandbox.calls("go build start")][4:] == ["control-plane"]
 
 
 def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
