@@ -250,6 +250,13 @@ step .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_check node_setup
 
 if [ "$mode" = synth ]; then exit 0; fi
 
+# Scanners whose dependency pins conflict (networkx) each get their own venv; mostly downloads,
+# so they install alongside each other and the apt step.
+for tool in checkov nca; do
+  background "$tool" step ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" \
+    "venv_check .venvs/$tool requirements/tool-$tool.txt" venv ".venvs/$tool" "requirements/tool-$tool.txt"
+done
+
 # Debian packages the gates and tests start or call: requirements/apt-check.txt for check (promtool),
 # plus requirements/apt.txt for test (servers on loopback, image builders, Chromium).
 apt_lists=requirements/apt-check.txt
@@ -273,11 +280,5 @@ apt_check() {  # every package is installed, and promtool (the one binary check 
 }
 # shellcheck disable=SC2086
 step ".venv/.setup-apt$([ "$mode" = test ] || echo -check)" "$(cat $apt_lists)" apt_check apt_setup
-
-# Scanners whose dependency pins conflict (networkx) each get their own venv.
-for tool in checkov nca; do
-  step ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" "venv_check .venvs/$tool requirements/tool-$tool.txt" \
-    venv ".venvs/$tool" "requirements/tool-$tool.txt"
-done
 
 wait_background
