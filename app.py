@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent
 # This checkout's library, even when the venv has another checkout installed in editable mode.
@@ -34,6 +34,7 @@ from pydantic import ValidationError  # noqa: E402
 
 from kgstack import AgentStack, Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
 from kgstack.backup_schedule import BackupSchedule, list_job, restore_job  # noqa: E402
+from kgstack.environment import known_environments  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
@@ -134,15 +135,47 @@ def pin_releases(folder: Path, environments: list[Environment]) -> list[Environm
     return [with_releases(env, releases) for env in environments]
 
 
+STORES = ("redis", "chroma", "memgraph")
+
+
+class _MakeUsage(argparse.ArgumentParser):
+    """A parser whose usage and errors are in the shape a person types: ``make restore ENV=prod STORE=chroma``."""
+
+    def __init__(self, target: str, description: str, restore: bool) -> None:
+        super().__init__(prog=f"make {target}", description=description, add_help=False)
+        self.target = target
+        extra = " [BACKUP_ID=<id from make backups>] [FORCE=1]" if restore else ""
+        self.make_usage = f"make {target} ENV=<environment> STORE=<{'|'.join(STORES)}>{extra}"
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: make {self.target}: {message}\nusage: {self.make_usage}\n")
+
+    def format_usage(self) -> str:
+        return f"usage: {self.make_usage}\n"
+
+    def format_help(self) -> str:
+        return f"{self.format_usage()}\n{self.description}\n"
+
+
 def _job_args(prog: str, description: str, argv: list[str], restore: bool) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("environment")
-    parser.add_argument("store", choices=["redis", "chroma", "memgraph"])
+    parser = _MakeUsage(prog.removeprefix("make "), description, restore)
+    parser.add_argument("-h", "--help", action="help")
+    # make passes every variable, set or not: ENV= and STORE= arrive as empty strings.
+    parser.add_argument("environment", nargs="?", default="")
+    parser.add_argument("store", nargs="?", default="")
     if restore:
         parser.add_argument("--backup-id", help="a backup id from `make backups`; default: the latest")
         parser.add_argument("--force", action="store_true", help="replace data in a non-empty store")
     parser.add_argument("--environments", type=Path, default=ROOT / "environments")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    known = ", ".join(known_environments(args.environments)) or "none"
+    if not args.environment:
+        parser.error(f"ENV is missing (environments: {known})")
+    if not args.store:
+        parser.error(f"STORE is missing (one of {', '.join(STORES)})")
+    if args.store not in STORES:
+        parser.error(f"STORE={args.store} is not a store (one of {', '.join(STORES)})")
+    return args
 
 
 def _one_off_job(

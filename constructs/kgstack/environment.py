@@ -474,7 +474,11 @@ def _describe(error: Any) -> list[tuple[str, str]]:
         model = _model_at(loc)
         return [(_field_path(loc), f"expected a mapping of settings (see {_reference(model)})")]
     message = str(error["msg"]).removeprefix("Value error, ")
-    return [(_field_path(loc) or "name", message)]
+    # A wrong type or value: the section of the reference for the model that holds the field.
+    parent = loc[:-1]
+    while parent and isinstance(parent[-1], int):
+        parent = parent[:-1]
+    return [(_field_path(loc) or "name", f"{message} (see {_reference(_model_at(parent))})")]
 
 
 def parse_environment(data: object, *, source: str, expected_name: str | None = None) -> Environment:

@@ -39,7 +39,7 @@ KEY_ID_HEADER = "X-Auth-Key-Id"
 CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
 """Where a client puts its key; the only request headers the verifier needs."""
 BLOCKED_PATHS = ("/api/v1/fix/chroma-dimension", "/api/v1/workflows/debug")
-"""Unauthenticated maintenance endpoints of the app (shared/agent-facts.md): never reachable from outside."""
+"""Unauthenticated maintenance endpoints of the app (docs/agent.md): never reachable from outside."""
 INDEXER_PATHS = ("/api/v1/index", "/api/v1/workflows")
 """Owned by the single indexer replica: indexing runs and in-memory workflow state live there."""
 API_PREFIX = "/api"
