@@ -46,6 +46,7 @@ from kgstack.releases import (  # noqa: E402
 from kgstack.reports import render_docs  # noqa: E402
 from kgstack.schema import check_objects  # noqa: E402
 from kgstack.validation import locate  # noqa: E402
+from kgstack.workload_settings import apply_to_manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,9 +153,14 @@ def _one_off_job(
     source = _shown(args.environments) / f"{args.environment}.yaml"
     (env,) = pin_releases(args.environments, [load_environment(source)])
     try:
-        return env, build(AgentStack(cdk8s.App(), env).backups)
+        job = build(AgentStack(cdk8s.App(), env).backups)
     except ValueError as exc:
         raise EnvironmentFileError([f"{source}: {exc}"]) from None
+    # Made after the stack's own objects: the environment's pod settings reach it here.
+    job, problems = apply_to_manifest(job, env.workloads)
+    if problems:
+        raise EnvironmentFileError([f"{source}: {p}" for p in problems])
+    return env, job
 
 
 def restore(argv: list[str]) -> int:

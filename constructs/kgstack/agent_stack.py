@@ -34,6 +34,7 @@ from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 from .validation import add_check
 from .web_ui import WebUi, WebUiProps
+from .workload_settings import apply_to_chart
 
 
 class AgentStack(cdk8s.Chart):
@@ -275,6 +276,7 @@ class AgentStack(cdk8s.Chart):
                 memgraph_secret=env.stores.memgraph.secret_name if self.memgraph and env.stores.memgraph else None,
                 edge_keys_secret=env.edge.keys_secret,
                 backup_secret=env.backup.credentials_secret,
+                pull_secrets=env.workloads.image_pull_secrets,
                 additional=self.monitoring.secret_keys if self.monitoring else {},
             ),
         )
@@ -306,6 +308,8 @@ class AgentStack(cdk8s.Chart):
                 identity=release, namespace=ns, settings=env.network, flows=Connections.of(self).flows
             ),
         )
+        # After everything: the environment's pod settings reach every workload (kgstack.workload_settings).
+        apply_to_chart(self, env.workloads)
 
     @staticmethod
     def _backup_memory_problems(env: Environment) -> list[str]:

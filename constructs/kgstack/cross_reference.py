@@ -37,6 +37,7 @@ IDENTITY_ANNOTATIONS = (
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 CERTIFICATE_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt"})
 AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+PULL_SECRET_KEY = ".dockerconfigjson"
 _HOST_PORT = re.compile(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[a-z0-9.-]+):(?P<port>\d+)(?:/|$)")
 
@@ -262,6 +263,9 @@ class Gate:
         """(file, field path, Secret, key, optional) of every pod's Secret reference; key ``None``: all keys."""
         for pod in self.pods:
             base = f"{pod.path}.spec"
+            for i, pull in enumerate(pod.spec.get("imagePullSecrets") or []):
+                # The kubelet reads only a kubernetes.io/dockerconfigjson Secret's .dockerconfigjson.
+                yield pod.file, f"{base}.imagePullSecrets[{i}]", pull["name"], PULL_SECRET_KEY, False
             for i, volume in enumerate(pod.spec.get("volumes") or []):
                 ref = volume.get("secret")
                 if ref:

@@ -43,6 +43,7 @@ from .network_policies import NetworkSettings
 from .quantity import Quantity
 from .redis_cache import RedisSettings
 from .reindex_schedule import ReindexSettings
+from .workload_settings import WorkloadSettings
 
 __all__ = [
     # The agent's settings live in agent_settings.py; re-exported for existing imports.
@@ -329,6 +330,9 @@ class Environment(Spec):
     """Namespace ResourceQuota, checked against the stack at maximum scale."""
     container_defaults: ContainerDefaults = ContainerDefaults()
     """Namespace LimitRange defaults."""
+    workloads: WorkloadSettings = WorkloadSettings()
+    """Tolerations, node selector, image pull Secrets, priority class, extra labels, annotations and env
+    for every pod (the settings a Helm chart's values offer); applied to every workload and Job."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
