@@ -35,6 +35,7 @@ from pydantic import ValidationError  # noqa: E402
 from kgstack import AgentStack, Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
 from kgstack.backup_schedule import BackupSchedule, list_job, restore_job  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
+from kgstack.object_patch import PatchError, apply_patches  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
     ReleasesError,
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         objects = synth_objects(
             charts,
+            transform=lambda env, objects: patched(stacks[env].env, objects),
             checks=[
                 lambda env, objects: check_objects(env, objects, versions[env]),
                 lambda env, objects: [f"{env}/{p}" for p in stacks[env].check_references(objects)],
@@ -121,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     if summary_file:
         Path(summary_file).write_text(summary + "\n", encoding="utf-8")
     return 0
+
+
+def patched(env: Environment, objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The environment's one-off ``patches:``, before the schema check and the cross-reference gate."""
+    try:
+        return apply_patches(objects, env.patches)
+    except PatchError as exc:
+        raise SynthError([f"{env.name}: {exc}"]) from None
 
 
 def pin_releases(folder: Path, environments: list[Environment]) -> list[Environment]:

@@ -101,19 +101,26 @@ def synth(charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()) -> dict
     return {env: render(objects) for env, objects in synth_objects(charts, checks).items()}
 
 
+Transform = Callable[[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]
+"""Changes one chart's objects (by file name) before the checks; raises :class:`SynthError`."""
+
+
 def synth_objects(
-    charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()
+    charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = (), transform: Transform | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Validate every chart and return ``{chart id: {file name: object}}``; raises :class:`SynthError`.
 
-    Give each chart its own ``cdk8s.App``: ``Chart.to_json`` validates the whole
-    app, so charts sharing one app would be validated once per chart.
+    ``transform`` (the environment's patches) runs on each chart's objects before ``checks``, so
+    the checks judge exactly what is written. Give each chart its own ``cdk8s.App``:
+    ``Chart.to_json`` validates the whole app, so charts sharing one app would be validated once per chart.
     """
     problems: list[str] = []
     objects: dict[str, dict[str, dict[str, Any]]] = {}
     for chart in charts:
         try:
             objects[chart.node.id] = manifests(chart)
+            if transform is not None:
+                objects[chart.node.id] = transform(chart.node.id, objects[chart.node.id])
         except SynthError as exc:
             problems.extend(exc.problems)
     if problems:
