@@ -1,4 +1,4 @@
-"""One-off patches (``patches:``): kustomize's two kinds, applied by `make synth` before the schema check and the gate."""
+"""One-off patches (``patches:``): kustomize's two kinds, applied by `make synth` before the checks."""
 
 from __future__ import annotations
 
@@ -211,7 +211,8 @@ def test_synth_applies_the_patches_then_checks(workspace: tuple[Path, Path]) -> 
                 "reason": "r",
                 "merge": {"spec": {"replicas": "two"}},
             },
-            "error: environments/dev.yaml: dev/deployment-kga-dev-web.yaml: Kubernetes 1.31: Deployment/kga-dev-web.spec.replicas",
+            "error: environments/dev.yaml: dev/deployment-kga-dev-web.yaml: Kubernetes 1.31: "
+            "Deployment/kga-dev-web.spec.replicas",
         ),
         (  # applies, but the cross-reference gate refuses the result
             {

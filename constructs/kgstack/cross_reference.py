@@ -16,15 +16,20 @@ together, independently of the constructs that made them:
   NetworkPolicies, evaluated here with Kubernetes' semantics;
 * no two ServiceAccounts share a cloud workload identity.
 
-Each problem reads ``<file>: <field path>: <reason>``.
+Each problem reads ``<file>: <field path>: <reason>``. :func:`check_chart` runs the gate on any
+chart (a composition of a few constructs as well as ``AgentStack``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import cdk8s
+
+from .publish import manifests
 
 Obj = dict[str, Any]
 
@@ -139,7 +144,7 @@ class Gate:
         files: Mapping[str, Obj],
         *,
         namespace: str,
-        prerequisites: Mapping[str, frozenset[str]] | None = None,
+        prerequisites: Mapping[str, frozenset[str] | None] | None = None,
         scraper: Peer | None = None,
         prober: Peer | None = None,
         edge: Peer | None = None,
@@ -471,6 +476,21 @@ class Gate:
             for rule in spec.get("egress") or []
         )
 
+    def reaches(self, source_file: str, host: str, port: int) -> bool:
+        """Whether the NetworkPolicies let the pods of ``source_file`` open ``host:port`` (a Service of ours):
+        for traffic the objects cannot show, e.g. a URL in a Secret made outside the chart."""
+        sources = [pod for pod in self.pods if pod.file == source_file]
+        resolved = self._service_target(host, port)
+        if not sources or resolved is None:
+            return False
+        targets, container_port = resolved
+        return all(
+            self._egress_allowed(source, target, container_port)
+            and self._ingress_allowed(Peer(self.namespace, source.labels), target, container_port)
+            for source in sources
+            for target in targets
+        )
+
     def _expect(self, file: str, path: str, source: Peer | _Pod, *, host: str, port: int, what: str) -> None:
         resolved = self._service_target(host, port)
         if resolved is None:
@@ -614,3 +634,38 @@ class Gate:
             if p.get("name") == name:
                 return int(p["port"])
         return None
+
+
+def check_chart(
+    chart: cdk8s.Chart,
+    *,
+    prerequisites: Mapping[str, Iterable[str] | None] | None = None,
+    scraper: Peer | None = None,
+    prober: Peer | None = None,
+    edge: Peer | None = None,
+    ingress_controller: Peer | None = None,
+) -> list[str]:
+    """The gate over any chart, one namespace at a time: ``<chart>/<file>: <field path>: <reason>`` lines.
+
+    The chart is rendered first (its constructs' validations run; a failure raises ``SynthError``).
+    ``prerequisites`` are the Secrets made outside the chart (by hand, by another tool), each with the
+    keys it holds, or ``None`` when they are not known; the peers are as in :class:`Gate`.
+    """
+    objects = manifests(chart)
+    known = {name: frozenset(keys) if keys is not None else None for name, keys in (prerequisites or {}).items()}
+    cluster_scoped = {f: o for f, o in objects.items() if not o["metadata"].get("namespace")}
+    namespaces = sorted({o["metadata"]["namespace"] for o in objects.values() if o["metadata"].get("namespace")})
+    problems = []
+    for namespace in namespaces:
+        files = {f: o for f, o in objects.items() if o["metadata"].get("namespace") == namespace} | cluster_scoped
+        gate = Gate(
+            files,
+            namespace=namespace,
+            prerequisites=known,
+            scraper=scraper,
+            prober=prober,
+            edge=edge,
+            ingress_controller=ingress_controller,
+        )
+        problems += [f"{chart.node.id}/{problem}" for problem in gate.problems()]
+    return problems

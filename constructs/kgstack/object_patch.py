@@ -48,7 +48,7 @@ class PatchError(Exception):
         self.reason = reason
 
 
-class Target(Spec):
+class PatchTarget(Spec):
     """The object a patch changes."""
 
     kind: str
@@ -81,7 +81,7 @@ class JsonOperation(Spec):
 class ObjectPatch(Spec):
     """A one-off change to one rendered object: ``merge`` (strategic merge) or ``json`` (RFC 6902)."""
 
-    target: Target
+    target: PatchTarget
     """The object to change (kind and name as in ``dist/<env>/``)."""
     merge: dict[str, Any] | None = None
     """A partial object merged into the target the way ``kubectl patch --type strategic`` does."""

@@ -56,17 +56,26 @@ def file_name(manifest: Mapping[str, Any]) -> str:
 _VALIDATION_FAILED = "Validation failed with the following errors:"
 
 
+def validation_problems(error: BaseException) -> list[str] | None:
+    """The ``path: message`` lines of the constructs' validations when ``error`` is cdk8s reporting them
+    (through jsii, with a JavaScript stack); ``None`` for any other error."""
+    # cdk8s validates the whole app inside toJson and synth, and reports "[path] message" lines.
+    message = str(error)
+    if not isinstance(error, RuntimeError) or _VALIDATION_FAILED not in message:
+        return None
+    lines = message.split(_VALIDATION_FAILED, 1)[1].strip().splitlines()
+    return [re.sub(r"^\[(.+?)\] ", r"\1: ", line.strip()) for line in lines if line.strip()]
+
+
 def manifests(chart: cdk8s.Chart) -> dict[str, dict[str, Any]]:
     """File name to object for every object of ``chart``; runs the app's validations."""
     try:
         rendered = chart.to_json()
     except RuntimeError as exc:
-        # cdk8s validates the whole app inside toJson and reports "[path] message" lines.
-        message = str(exc)
-        if _VALIDATION_FAILED not in message:
+        problems = validation_problems(exc)
+        if problems is None:
             raise
-        lines = message.split(_VALIDATION_FAILED, 1)[1].strip().splitlines()
-        raise SynthError([re.sub(r"^\[(.+?)\] ", r"\1: ", line.strip()) for line in lines]) from None
+        raise SynthError(problems) from None
     objects: dict[str, dict[str, Any]] = {}
     for manifest in rendered:
         # Argo CD applies by wave: namespace and custom resources before workloads before the edge.
