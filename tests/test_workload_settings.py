@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -124,6 +125,20 @@ def test_the_gate_resolves_every_pull_secret(staged: dict[str, Obj]) -> None:
             r"Secret kga-mirror is neither rendered, produced nor a documented prerequisite$",
             problem,
         ), problem
+
+
+def test_the_gate_refuses_a_pull_secret_of_the_wrong_type(staged: dict[str, Obj]) -> None:
+    """The kubelet ignores an Opaque Secret named in imagePullSecrets: the pull then fails in the cluster."""
+    opaque = copy.deepcopy(staged)
+    del opaque["externalsecret-kga-mirror.yaml"]["spec"]["target"]["template"]["type"]
+    problems = cross_reference.Gate(opaque, namespace="kga-staging").problems()
+    assert problems and all(
+        p.endswith(
+            "imagePullSecrets[1]: Secret kga-mirror has type Opaque; the kubelet reads pull credentials only from a "
+            "kubernetes.io/dockerconfigjson Secret"
+        )
+        for p in problems
+    ), problems
 
 
 def test_dev_lists_the_pull_secret_as_a_docker_registry_secret_to_create() -> None:

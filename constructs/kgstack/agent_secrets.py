@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Self
 from constructs import Construct
 from pydantic import Field, model_validator
 
+from .cross_reference import PULL_SECRET_KEY, PULL_SECRET_TYPE
 from .custom_resource import custom_resource
 from .model import Spec, Stage
 from .naming import Identity
@@ -97,9 +98,6 @@ class AgentSecretsProps(Spec):
 
 
 REDIS_KEYS = ("app-password", "exporter-password", "backup-password")
-PULL_SECRET_TYPE = "kubernetes.io/dockerconfigjson"
-PULL_SECRET_KEY = ".dockerconfigjson"
-"""The kubelet reads image pull credentials only from a Secret of this type with this key."""
 
 
 class AgentSecrets(Construct):

@@ -43,6 +43,7 @@ NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 CERTIFICATE_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt"})
 AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
 PULL_SECRET_KEY = ".dockerconfigjson"
+PULL_SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 _HOST_PORT = re.compile(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[a-z0-9.-]+):(?P<port>\d+)(?:/|$)")
 
@@ -162,6 +163,9 @@ class Gate:
         for file, obj in self.files.items():
             self.by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = (file, obj)
         self.secrets = self._secret_producers()
+        self.secret_types = {name: obj.get("type", "Opaque") for name, (_, obj) in self.kind("Secret").items()}
+        for _, target, _, template in self._external_secrets():
+            self.secret_types[target] = template.get("type", "Opaque")
         self.problems_found: list[str] = []
 
     # -- producers ------------------------------------------------------------------------------
@@ -196,6 +200,7 @@ class Gate:
     def problems(self) -> list[str]:
         self.problems_found = []
         self._pod_references()
+        self._pull_secret_types()
         self._external_secret_keys()
         self._custom_resource_secrets()
         self._services()
@@ -244,6 +249,18 @@ class Gate:
             self._env_references(pod, base, configmaps)
         for file, path, name, key, optional in self._pod_secret_refs():
             self._need_secret(file, path, name, key, optional)
+
+    def _pull_secret_types(self) -> None:
+        for pod in self.pods:
+            for i, pull in enumerate(pod.spec.get("imagePullSecrets") or []):
+                kind = self.secret_types.get(pull["name"], PULL_SECRET_TYPE)  # a prerequisite's type is documented
+                if kind != PULL_SECRET_TYPE:
+                    self._report(
+                        pod.file,
+                        f"{pod.path}.spec.imagePullSecrets[{i}]",
+                        f"Secret {pull['name']} has type {kind}; the kubelet reads pull credentials only from "
+                        f"a {PULL_SECRET_TYPE} Secret",
+                    )
 
     def _env_references(self, pod: _Pod, base: str, configmaps: Mapping[str, Obj]) -> None:
         for group in ("initContainers", "containers"):
