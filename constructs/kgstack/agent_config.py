@@ -17,7 +17,7 @@ from .agent_settings import AgentSettings, Repository
 from .connections import Connections, Endpoint
 from .model import Spec
 from .naming import Identity, object_meta
-from .network_policies import ComponentPeer, InternetPeer, tcp
+from .network_policies import ComponentPeer, InternetPeer, NetworkSettings, tcp
 from .scheduling import rolls_on
 from .secret_ref import SecretRef
 
@@ -48,7 +48,9 @@ class AgentConfigProps(Spec):
     connects_to: list[Endpoint] = Field(default_factory=list)
     """Further stores the settings point at through ``extra_env`` (Chroma's host, the graph store's URL):
     every tier using this config may connect to them."""
-    internet_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=lambda: [443])
+    internet_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=lambda: list(NetworkSettings().internet_ports)
+    )
     """Ports the agent opens to the internet: the LLM and embedding APIs, GitHub clones."""
 
 

@@ -281,7 +281,10 @@ def apply_to_chart(chart: Construct, settings: WorkloadSettings) -> None:
     if settings.empty:
         return
     objects = [cast(cdk8s.ApiObject, c) for c in chart.node.find_all() if cdk8s.ApiObject.is_api_object(c)]
-    rendered: list[tuple[cdk8s.ApiObject, Obj]] = [(o, o.to_json()) for o in objects]
+    # Rendering is a jsii round trip per object: only what the settings touch or read.
+    wanted = {*WORKLOAD_KINDS, *(["ConfigMap"] if settings.env else [])}
+    everything = bool(settings.labels or settings.annotations)
+    rendered: list[tuple[cdk8s.ApiObject, Obj]] = [(o, o.to_json()) for o in objects if everything or o.kind in wanted]
     configmaps = {m["metadata"]["name"]: m.get("data") or {} for _, m in rendered if m["kind"] == "ConfigMap"}
     found: Problems = {}
     for obj, manifest in rendered:
