@@ -1,6 +1,6 @@
 """Monitoring and alerting of one environment, as prometheus-operator custom resources.
 
-The agent exposes no ``/metrics`` (see shared/agent-facts.md), so the golden
+The agent exposes no ``/metrics`` (see docs/agent.md), so the golden
 signals come from what the cluster already measures:
 
 * the edge's per-route request counts by response class and latency histograms
