@@ -15,7 +15,7 @@ from .agent_config import AgentConfig, AgentConfigProps
 from .agent_secrets import AgentSecrets, AgentSecretsProps
 from .agent_tier import PRE_STOP_SECONDS as QUERY_PRE_STOP_SECONDS
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
-from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
+from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint, restore_watch_seconds
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections
 from .dashboards import Dashboards
@@ -74,6 +74,7 @@ class AgentStack(cdk8s.Chart):
         backup_targets: dict[Store, StoreEndpoint] = {
             "redis": StoreEndpoint(
                 endpoint=self.redis.endpoint,
+                volume_size=env.stores.redis.storage_size,
                 env={"KGB_REDIS_URL": self.redis.endpoint.url("redis", "/0", userinfo="backup")},
                 secret_files={
                     "REDIS_PASSWORD_FILE": SecretRef(name=self.redis.secret, key=REDIS_SECRET_KEYS["backup"])
@@ -100,7 +101,9 @@ class AgentStack(cdk8s.Chart):
             )
             chroma_env = {"CHROMA_HOST": self.chroma.endpoint.service, "CHROMA_PORT": str(self.chroma.endpoint.port)}
             extra_env |= chroma_env
-            backup_targets["chroma"] = StoreEndpoint(endpoint=self.chroma.endpoint, env=chroma_env)
+            backup_targets["chroma"] = StoreEndpoint(
+                endpoint=self.chroma.endpoint, volume_size=chroma.storage_size, env=chroma_env
+            )
 
         self.memgraph: MemgraphStore | None = None
         if env.stores.memgraph is not None:  # sized exactly when graph features are on
@@ -120,6 +123,7 @@ class AgentStack(cdk8s.Chart):
             extra_secrets |= {"GRAPH_STORE_PASSWORD": self.memgraph.password}
             backup_targets["memgraph"] = StoreEndpoint(
                 endpoint=self.memgraph.endpoint,
+                volume_size=env.stores.memgraph.storage_size,
                 env=graph_env,
                 secret_files={"GRAPH_STORE_PASSWORD_FILE": self.memgraph.password},
             )
@@ -239,6 +243,9 @@ class AgentStack(cdk8s.Chart):
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
+                restore_watch_seconds={
+                    store: restore_watch_seconds(store, target.volume_size) for store, target in backup_targets.items()
+                },
                 scraper=NamespacePeer(
                     namespace=env.network.monitoring_namespace, pod_labels=env.network.prometheus_pod_labels
                 ),
