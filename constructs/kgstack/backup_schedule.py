@@ -31,8 +31,9 @@ Store = Literal["redis", "chroma", "memgraph"]
 MAX_DEADLINE_SECONDS = 12 * 3600
 SCRATCH_PER_VOLUME: dict[Store, int] = {
     # The Redis tool holds the gzip dump and the RDB it streams or unpacks (bounded by the volume that
-    # persists it). A gzip Chroma dump measured 0.82x its server's data directory (bench/README.md); a Memgraph
-    # Cypher dump, gzip-compressed, is taken as no larger than the snapshots and WAL on its volume.
+    # persists it). A gzip Chroma dump is 6.2 KB a record while the server's data directory grows 7.9 KB
+    # (0.72x at 20k records, about 0.78x for a large store: bench/chroma_footprint.py). A Memgraph Cypher
+    # dump, gzip-compressed, is taken as no larger than the snapshots and WAL on its volume (not measured).
     "redis": 2,
     "chroma": 1,
     "memgraph": 1,
@@ -115,13 +116,14 @@ BACKOFF_LIMIT = 2
 """Retries of a failed run; each attempt is a pod with its own scratch PVC, kept until the Job goes."""
 
 RESTORE_SECONDS_PER_GIB: dict[Store, int] = {
-    # Chroma: 100k records of dimension 1536 restored in 146 s on an idle 2-core machine and 430 s on a loaded
-    # one (bench/README.md), 4.3 ms a record; its server's data takes 8.6 KB a record at 20k: 540 s per GiB.
-    # The per-record cost grows with the collection, so a large store is slower still. Redis: 100k keys in
-    # 1.8 s loaded, about 12 MB of RDB: 150 s per GiB. Memgraph is not measured: Chroma's rate.
+    # Chroma: 100k records of dimension 1536 restored in 146 s on an idle 2-core machine and 430 s on a
+    # loaded one (bench/README.md), 4.3 ms a record; the server's data grows 7.9 KB a record
+    # (bench/chroma_footprint.py), 136k records a GiB: 590 s per GiB. The per-record cost grows with the
+    # collection, so a large store is slower still. Redis: 100k keys in 1.8 s loaded, about 12 MB of RDB
+    # (estimated from the keys, not measured): 150 s per GiB. Memgraph is not measured: Chroma's rate.
     "redis": 150,
-    "chroma": 540,
-    "memgraph": 540,
+    "chroma": 590,
+    "memgraph": 590,
 }
 """Restore time per GiB of the store's volume, from the benchmark's slow (loaded machine) runs."""
 RESTORE_WATCH_FLOOR_SECONDS = 3600
