@@ -74,7 +74,6 @@ class AgentStack(cdk8s.Chart):
         backup_targets: dict[Store, StoreEndpoint] = {
             "redis": StoreEndpoint(
                 endpoint=self.redis.endpoint,
-                volume_size=env.stores.redis.storage_size,
                 env={"KGB_REDIS_URL": self.redis.endpoint.url("redis", "/0", userinfo="backup")},
                 secret_files={
                     "REDIS_PASSWORD_FILE": SecretRef(name=self.redis.secret, key=REDIS_SECRET_KEYS["backup"])
@@ -101,9 +100,7 @@ class AgentStack(cdk8s.Chart):
             )
             chroma_env = {"CHROMA_HOST": self.chroma.endpoint.service, "CHROMA_PORT": str(self.chroma.endpoint.port)}
             extra_env |= chroma_env
-            backup_targets["chroma"] = StoreEndpoint(
-                endpoint=self.chroma.endpoint, volume_size=chroma.storage_size, env=chroma_env
-            )
+            backup_targets["chroma"] = StoreEndpoint(endpoint=self.chroma.endpoint, env=chroma_env)
 
         self.memgraph: MemgraphStore | None = None
         if env.stores.memgraph is not None:  # sized exactly when graph features are on
@@ -123,7 +120,6 @@ class AgentStack(cdk8s.Chart):
             extra_secrets |= {"GRAPH_STORE_PASSWORD": self.memgraph.password}
             backup_targets["memgraph"] = StoreEndpoint(
                 endpoint=self.memgraph.endpoint,
-                volume_size=env.stores.memgraph.storage_size,
                 env=graph_env,
                 secret_files={"GRAPH_STORE_PASSWORD_FILE": self.memgraph.password},
             )
@@ -244,7 +240,8 @@ class AgentStack(cdk8s.Chart):
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
                 restore_watch_seconds={
-                    store: restore_watch_seconds(store, target.volume_size) for store, target in backup_targets.items()
+                    store: restore_watch_seconds(store, size)
+                    for store, size in self._volumes(env, backup_targets).items()
                 },
                 scraper=NamespacePeer(
                     namespace=env.network.monitoring_namespace, pod_labels=env.network.prometheus_pod_labels
@@ -295,6 +292,7 @@ class AgentStack(cdk8s.Chart):
                 settings=env.backup,
                 image=env.images.backup,
                 stores=backup_targets,
+                volume_sizes=self._volumes(env, backup_targets),
                 storage_class=storage_class,
                 service_account_annotations=env.cloud.service_account_annotations,
                 pod_labels=env.cloud.pod_labels,
@@ -313,6 +311,11 @@ class AgentStack(cdk8s.Chart):
                 identity=release, namespace=ns, settings=env.network, flows=Connections.of(self).flows
             ),
         )
+
+    @staticmethod
+    def _volumes(env: Environment, stores: Mapping[Store, object]) -> dict[Store, str]:
+        """Each backed-up store's data volume (``stores.<store>.storageSize``)."""
+        return {store: getattr(env.stores, store).storage_size for store in stores}
 
     @staticmethod
     def _backup_memory_problems(env: Environment) -> list[str]:

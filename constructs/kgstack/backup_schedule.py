@@ -84,8 +84,6 @@ class StoreEndpoint(Spec):
 
     endpoint: Endpoint
     """The store's port; the CronJob of this store alone may reach it."""
-    volume_size: Quantity
-    """The store's data volume (``stores.<store>.storageSize``): its data, and so its dump, fits in it."""
     env: dict[str, str]
     """Plain variables, e.g. ``CHROMA_HOST``."""
     secret_files: dict[str, SecretRef] = Field(default_factory=dict)
@@ -101,6 +99,8 @@ class BackupScheduleProps(Spec):
     """The kgbackup image built from docker/backup."""
     stores: dict[Store, StoreEndpoint]
     """The stores present in this environment, in schedule order."""
+    volume_sizes: dict[Store, Quantity]
+    """Each store's data volume (``stores.<store>.storageSize``): its data, and so its dump, fits in it."""
     storage_class: str | None = None
     """StorageClass of the per-run scratch volume."""
     service_account_annotations: dict[str, str] = Field(default_factory=dict)
@@ -110,6 +110,14 @@ class BackupScheduleProps(Spec):
     """Ports of the object storage on the internet (S3 over HTTPS)."""
     object_storage_cidrs: list[str] = Field(default_factory=list)
     """Private ranges of the object storage (VPC endpoints, MinIO), reached on the same ports."""
+
+    @model_validator(mode="after")
+    def _every_store_is_sized(self) -> Self:
+        if set(self.volume_sizes) != set(self.stores):
+            raise ValueError(
+                f"volume_sizes: sizes {sorted(self.volume_sizes)}, but the stores are {sorted(self.stores)}"
+            )
+        return self
 
 
 BACKOFF_LIMIT = 2
@@ -206,7 +214,7 @@ class BackupSchedule(Construct):
         return self.scratch_needed(store)
 
     def scratch_needed(self, store: Store) -> Decimal:
-        return parse_quantity(self.props.stores[store].volume_size) * SCRATCH_PER_VOLUME[store]
+        return parse_quantity(self.props.volume_sizes[store]) * SCRATCH_PER_VOLUME[store]
 
     def _scratch_problems(self) -> list[str]:
         """An explicit ``workSize`` must hold every store's dump, as the backup's memory must hold Redis's."""
@@ -217,7 +225,7 @@ class BackupSchedule(Construct):
         short = [(store, needed) for store, needed in short if needed > parse_quantity(size)]
         return [
             f"backup.workSize: is {size} but the {store} backup spools up to {format_memory(needed)} "
-            f"({SCRATCH_PER_VOLUME[store]} x stores.{store}.storageSize {self.props.stores[store].volume_size}): "
+            f"({SCRATCH_PER_VOLUME[store]} x stores.{store}.storageSize {self.props.volume_sizes[store]}): "
             f"set it to at least {format_memory(needed)}, or remove it to size each store's scratch from its volume"
             for store, needed in short
         ]
