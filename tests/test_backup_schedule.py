@@ -185,3 +185,16 @@ def test_private_object_storage_only_for_the_backup_runs() -> None:
     assert {"cidr": "10.20.0.0/16"} in blocks
     query = objects["networkpolicy-kga-dev-query.yaml"]["spec"]
     assert all(to.get("ipBlock", {}).get("cidr") != "10.20.0.0/16" for rule in query["egress"] for to in rule["to"])
+
+
+def test_kga_restore_running_long_watches_the_restore_job_as_rendered(
+    environments: dict[str, Any], manifests: Manifests
+) -> None:
+    """The restore Job has no deadline; the alert that watches it must select it by its rendered name."""
+    stack = AgentStack(cdk8s.App(), environments["staging"])
+    rules = [r for g in manifests["staging"]["PrometheusRule/kga-staging"]["spec"]["groups"] for r in g["rules"]]
+    (watch,) = [r["expr"] for r in rules if r.get("alert") == "KgaRestoreRunningLong"]
+    for store in ("redis", "chroma", "memgraph"):
+        job = restore_job(stack.backups, store, backup_id=None, force=False)  # type: ignore[arg-type]
+        assert f'job_name="{job["metadata"]["name"]}"' in watch, store
+        assert "activeDeadlineSeconds" not in job["spec"]
