@@ -75,6 +75,7 @@ def env_props(env: Environment) -> MonitoringProps:
         chroma=chroma,
         memgraph=memgraph,
         backups=("redis",) + (("chroma",) if chroma else ()) + (("memgraph",) if memgraph else ()),
+        index_run_seconds=env.agent.workflow.timeout_seconds,
         restore_watch_seconds={
             store: restore_watch_seconds(store, sized.storage_size)
             for store in ("redis", "chroma", "memgraph")

@@ -239,6 +239,7 @@ class AgentStack(cdk8s.Chart):
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
+                index_run_seconds=env.agent.workflow.timeout_seconds,
                 restore_watch_seconds={
                     store: restore_watch_seconds(store, size)
                     for store, size in self._volumes(env, backup_targets).items()

@@ -59,8 +59,8 @@ INDEXER_WINDOWS = ("5m", "30m")
 INDEXER_MIN_REQUESTS = 10
 """Indexer requests in 30 minutes before its error ratio means anything."""
 INDEXER_ERROR_RATIO = 0.5
-"""Share of the indexer route's requests failing over 30 minutes (and 5) that warns. An index run
-blocks the indexer for at most the workflow timeout (600 s by default), a third of the window."""
+"""Share of the indexer route's requests failing over 30 minutes (and 5) that warns, for at least as long
+as an index run may block the indexer (``index_run_seconds``)."""
 
 EDGE_5XX_RATIO = 0.05
 """Edge 5xx ratio over 5 minutes that warns even before the budget burns."""
@@ -198,6 +198,9 @@ class MonitoringProps(Spec):
     the UI's workflow polls time out meanwhile. ``KgaIndexerErrorRatioHigh`` watches them instead."""
     backups: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = ("redis",)
     """Stores with a backup CronJob ``<release>-backup-<store>`` (``redis``, ``chroma``, ``memgraph``)."""
+    index_run_seconds: Annotated[int, Field(ge=60)] = 3600
+    """The longest an index run blocks the indexer (``agent.workflow.timeoutSeconds``): the indexer's error
+    alert waits at least this long, so a legitimate run never fires it."""
     restore_watch_seconds: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
     """Per store, how long a restore Job (``<release>-restore-<store>``) may run before
     ``KgaRestoreRunningLong`` warns (``kgstack.backup_schedule.restore_watch_seconds``); restores have no deadline."""
@@ -565,10 +568,10 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             f"kga:indexer_errors:ratio_rate30m{ns} > {_num(INDEXER_ERROR_RATIO)}"
             f" and kga:indexer_errors:ratio_rate5m{ns} > {_num(INDEXER_ERROR_RATIO)}"
             f" and kga:indexer_requests:rate30m{ns} * 1800 >= {INDEXER_MIN_REQUESTS}",
-            "15m",
+            f"{max(15, -(-props.index_run_seconds // 60))}m",
             f"{inst}: the indexer fails over {INDEXER_ERROR_RATIO:.0%} of its requests",
             "{{ $value | humanizePercentage }} of the requests to the indexer's routes answered 5xx over 30 "
-            "minutes, longer than an index run blocks it.",
+            "minutes, for longer than an index run may block it.",
         ),
         Alert(
             "KgaHealthProbeFailing",
