@@ -163,7 +163,19 @@ def platform_layers(
         platform = ClusterPlatform(
             cdk8s.App(),
             f"platform-{name}",
-            props=ClusterPlatformProps(cluster=cluster, provider=envs[0].cloud.provider.value, gateways=gateways),
+            props=ClusterPlatformProps(
+                cluster=cluster,
+                provider=envs[0].cloud.provider.value,
+                gateways=gateways,
+                ingress_nginx_namespace=next(
+                    (
+                        env.network.ingress_controller_namespace
+                        for env in envs
+                        if env.edge.controller == "ingress-nginx" or env.edge.side_by_side_ingress_nginx
+                    ),
+                    None,
+                ),
+            ),
         )
         oldest = min((versions[env.name] for env in envs), key=lambda v: tuple(int(x) for x in v.split(".")))
         folder, platform_folder = f"{CHART_ID}/{name}", f"{CHART_ID}/{name}/{PLATFORM_FOLDER}"

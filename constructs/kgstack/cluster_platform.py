@@ -264,8 +264,11 @@ DEFAULT_STORAGE_CLASS = "(cluster default)"
 """The name a PVC without ``storageClassName`` is checked against."""
 
 
-def external_prerequisites(cluster: Cluster, provider: str) -> list[ExternalPrerequisite]:
-    """What the cluster must already have, for ``provider`` (generic, eks, gke, aks)."""
+def external_prerequisites(
+    cluster: Cluster, provider: str, ingress_nginx_namespace: str | None = None
+) -> list[ExternalPrerequisite]:
+    """What the cluster must already have, for ``provider`` (generic, eks, gke, aks); with
+    ``ingress_nginx_namespace``, the retired ingress-nginx controller an environment still routes through."""
     out = [
         ExternalPrerequisite(
             kind="Namespace",
@@ -331,6 +334,17 @@ def external_prerequisites(cluster: Cluster, provider: str) -> list[ExternalPrer
                 how="kubectl get storageclass (one must be marked (default))",
             )
         )
+    if ingress_nginx_namespace:
+        out.append(
+            ExternalPrerequisite(
+                kind="Namespace",
+                name=ingress_nginx_namespace,
+                why="the retired ingress-nginx controller that an environment still routes through "
+                "(edge.controller ingress-nginx, or the side-by-side migration)",
+                how="the cluster's existing ingress-nginx install; the platform layer does not install a retired "
+                "controller (docs/edge.md)",
+            )
+        )
     for store in cluster.secret_stores:
         out.append(
             ExternalPrerequisite(
@@ -364,6 +378,8 @@ class ClusterPlatformProps(Spec):
     """Gateways whose HTTP listener answers ACME HTTP-01 challenges."""
     acme_email: str | None = None
     """Let's Encrypt account e-mail (expiry notices); ``None``: no e-mail."""
+    ingress_nginx_namespace: str | None = None
+    """Where the retired ingress-nginx runs, when an environment on the cluster still uses it."""
 
 
 class ClusterPlatform(cdk8s.Chart):
@@ -373,7 +389,7 @@ class ClusterPlatform(cdk8s.Chart):
         super().__init__(scope, id, disable_resource_name_hashes=True)
         self.props = props
         self.releases = platform_releases()
-        self.prerequisites = external_prerequisites(props.cluster, props.provider)
+        self.prerequisites = external_prerequisites(props.cluster, props.provider, props.ingress_nginx_namespace)
         labels = {"app.kubernetes.io/part-of": "platform", "app.kubernetes.io/managed-by": "cdk8s"}
         storage = STORAGE_CLASSES.get(props.provider)
         if storage is not None:
