@@ -36,6 +36,7 @@ from kgstack import AgentStack, Environment, EnvironmentFileError, load_environm
 from kgstack.backup_schedule import BackupSchedule, list_job, restore_job  # noqa: E402
 from kgstack.environment import known_environments  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
+from kgstack.object_patch import PatchError, apply_patches  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
     ReleasesError,
@@ -47,6 +48,7 @@ from kgstack.releases import (  # noqa: E402
 from kgstack.reports import render_docs  # noqa: E402
 from kgstack.schema import check_objects  # noqa: E402
 from kgstack.validation import locate  # noqa: E402
+from kgstack.workload_settings import apply_to_manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         objects = synth_objects(
             charts,
+            transform=lambda env, objects: patched(stacks[env].env, objects),
             checks=[
                 lambda env, objects: check_objects(env, objects, versions[env]),
                 lambda env, objects: [f"{env}/{p}" for p in stacks[env].check_references(objects)],
@@ -121,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     if summary_file:
         Path(summary_file).write_text(summary + "\n", encoding="utf-8")
     return 0
+
+
+def patched(env: Environment, objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The environment's one-off ``patches:``, before the schema check and the cross-reference gate."""
+    try:
+        return apply_patches(objects, env.patches)
+    except PatchError as exc:
+        raise SynthError([f"{env.name}: {exc}"]) from None
 
 
 def pin_releases(folder: Path, environments: list[Environment]) -> list[Environment]:
@@ -185,9 +196,14 @@ def _one_off_job(
     source = _shown(args.environments) / f"{args.environment}.yaml"
     (env,) = pin_releases(args.environments, [load_environment(source)])
     try:
-        return env, build(AgentStack(cdk8s.App(), env).backups)
+        job = build(AgentStack(cdk8s.App(), env).backups)
     except ValueError as exc:
         raise EnvironmentFileError([f"{source}: {exc}"]) from None
+    # Made after the stack's own objects: the environment's pod settings reach it here.
+    job, problems = apply_to_manifest(job, env.workloads)
+    if problems:
+        raise EnvironmentFileError([f"{source}: {p}" for p in problems])
+    return env, job
 
 
 def restore(argv: list[str]) -> int:

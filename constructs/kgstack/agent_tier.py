@@ -155,6 +155,7 @@ class AgentTier(Construct):
             ),
         )
         expose(self, props.identity, props.namespace, [self.endpoint])
+        config.connect(self.endpoint.peer)  # its stores and the internet: the config points it there
         disruption_budget(self, props.identity, props.namespace, props.disruption)
         if props.autoscaling is not None:
             self._autoscaler(props.autoscaling)

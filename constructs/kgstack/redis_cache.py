@@ -229,4 +229,4 @@ class RedisCache(Construct):
 
     def agent_url(self) -> SecretRef:
         """Where the agent's ``REDIS_URL`` comes from: ``redis://app:<password>@<service>:6379/0``."""
-        return SecretRef(name=self.secret, key="url")
+        return SecretRef(name=self.secret, key="url", endpoint=self.endpoint)

@@ -214,6 +214,9 @@ class EdgeProps(Spec):
     """The query tier's API port."""
     indexer: Endpoint
     """The single indexer's API port."""
+    ingress_nginx_namespace: str = "ingress-nginx"
+    """Namespace of ingress-nginx's pods: the edge's traffic comes from there with ``controller:
+    ingress-nginx`` or ``sideBySideIngressNginx``."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels for the verifier's pods (workload identity)."""
     load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
