@@ -395,3 +395,47 @@ def test_backup_that_keeps_changing_is_refused(
     assert "nothing was recorded" in message
     code, lines = run_cli("verify", "chroma", "--latest", *args(chroma, tmp_path))
     assert code == 1 and "no complete chroma backup" in error_of(lines)
+
+
+@pytest.mark.parametrize("failure", ["during-load", "during-swap"])
+def test_failed_forced_restore_leaves_live_data_and_reruns(
+    chroma: ChromaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """A forced restore that dies part-way never leaves a store that the next run cannot restore."""
+    from kgbackup import chroma_store
+
+    populate(chroma)
+    backed_up = snapshot(chroma)
+    assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
+    chroma.client().get_collection("big.collection").delete(ids=["id-0001", "id-0002"])
+    live = snapshot(chroma)
+
+    with monkeypatch.context() as patch:
+        if failure == "during-load":
+            calls = iter(range(1000))
+
+            def upsert(col: Any, batch: Any) -> None:
+                if next(calls) == 2:
+                    raise RuntimeError("connection reset by peer")
+                col.upsert(ids=batch.ids, embeddings=batch.embeddings, documents=batch.documents,
+                           metadatas=batch.metadatas)  # fmt: skip
+
+            patch.setattr(chroma_store._Upserter, "_upsert", staticmethod(upsert))
+        else:
+
+            def swap(self: Any, names: list[str]) -> None:
+                self.client.get_collection(names[0]).modify(name=names[0] + chroma_store.REPLACED_SUFFIX)
+                raise RuntimeError("pod evicted")  # after renaming the live collection aside
+
+            patch.setattr(chroma_store.ChromaStore, "_swap", swap)
+        code, lines = run_cli("restore", "chroma", "--latest", "--force", *args(chroma, tmp_path))
+    assert code == 1 and "safe to re-run with --force" in error_of(lines)
+    if failure == "during-load":
+        staged = {c.name for c in chroma.client().list_collections()} - set(live)
+        assert staged and all(name.endswith(".kgbackup-staging") for name in staged)
+        assert {k: v for k, v in snapshot(chroma).items() if k in live} == live  # the live data is untouched
+
+    for _ in range(2):  # the plain re-run succeeds, and so does the next
+        code, lines = run_cli("restore", "chroma", "--latest", "--force", *args(chroma, tmp_path))
+        assert code == 0, lines
+        assert snapshot(chroma) == backed_up  # no staging or replaced collection left either
