@@ -439,3 +439,17 @@ def test_failed_forced_restore_leaves_live_data_and_reruns(
         code, lines = run_cli("restore", "chroma", "--latest", "--force", *args(chroma, tmp_path))
         assert code == 0, lines
         assert snapshot(chroma) == backed_up  # no staging or replaced collection left either
+
+
+def test_wiped_store_backup_is_held_and_latest_stays_good(chroma: ChromaServer, tmp_path: Path) -> None:
+    populate(chroma)
+    before = snapshot(chroma)
+    assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
+    chroma.wipe()
+    code, lines = run_cli("backup", "chroma", *args(chroma, tmp_path))
+    assert code == 0, lines  # kept, so that the Job does not retry into more of them
+    (held,) = [line for line in lines if line["event"] == "backup.held"]
+    assert held["reason"] == "the store is empty" and held["level"] == "warning"
+    code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
+    assert code == 0, lines
+    assert snapshot(chroma) == before
