@@ -17,6 +17,7 @@ from typing import Any
 
 from kgbackup import __version__
 from kgbackup.errors import ConfigError, KgBackupError
+from kgbackup.indexer import Indexer
 from kgbackup.logjson import log
 from kgbackup.pipeline import Gate, Store, fetch_and_check, list_backups, load_manifest, prune, run_backup, run_restore
 from kgbackup.storage import open_storage
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--gzip-level", default=_env("KGB_GZIP_LEVEL", default="3"))
     backup.add_argument("--prune", action="store_true", default=_env("KGB_PRUNE") in ("1", "true"),
                         help="apply retention after a successful backup [KGB_PRUNE]")  # fmt: skip
+    backup.add_argument("--indexer-url", default=_env("KGB_INDEXER_URL"),
+                        help="the agent's indexer: dump only while it is idle, and record its commit tracker "
+                        "[KGB_INDEXER_URL]")  # fmt: skip
     backup.add_argument("--max-drop", default=_env("KGB_MAX_DROP", default="0.5"),
                         help="a backup whose size falls by more than this share from the newest good one, or of "
                         "an empty store, is kept but held back from --latest [KGB_MAX_DROP]")  # fmt: skip
@@ -178,7 +182,8 @@ def _run(args: argparse.Namespace, work_dir: Path) -> Any:
             if not 0 <= max_drop <= 1:
                 raise ConfigError(f"--max-drop must be a share between 0 and 1, got {max_drop}")
             gate = Gate(max_drop=max_drop, accept=args.accept_drop)
-            run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"), gate)
+            indexer = Indexer(args.indexer_url) if args.indexer_url else None
+            run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"), gate, indexer)
             if args.prune:
                 daily, weekly = _int(args.keep_daily, "--keep-daily"), _int(args.keep_weekly, "--keep-weekly")
                 prune(storage, args.store, daily, weekly)

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Protocol
 
 from kgbackup import __version__
 from kgbackup.errors import ChangedDuringDumpError, CorruptDumpError, NotFoundError
+from kgbackup.indexer import Indexer
 from kgbackup.logjson import log
 from kgbackup.manifest import MANIFEST_NAME, DumpWriter, Manifest, new_backup_id, parse_backup_id, verify_object
 from kgbackup.retention import RetentionPlan, plan_retention
@@ -87,13 +88,24 @@ def _held(counts: dict[str, Any], previous: Manifest | None, gate: Gate) -> str 
     return None
 
 
-def _dump(store: Store, work_dir: Path, gz_path: Path, gzip_level: int) -> tuple[DumpInfo, DumpWriter]:
-    """Dump until one attempt is consistent; refuse after ``store.dump_attempts``."""
+def _dump(
+    store: Store, work_dir: Path, gz_path: Path, gzip_level: int, indexer: Indexer | None
+) -> tuple[DumpInfo, DumpWriter]:
+    """Dump until one attempt is consistent; refuse after ``store.dump_attempts``.
+
+    With an ``indexer``, an attempt also needs it idle, and its commit tracker
+    unchanged, from before the dump until after; the tracker is recorded.
+    """
     attempts = max(store.dump_attempts, 1)
     for attempt in range(1, attempts + 1):
         try:
+            before = indexer.before_dump() if indexer else None
             with DumpWriter(gz_path, gzip_level) as writer:
-                return store.dump(writer, work_dir), writer
+                info = store.dump(writer, work_dir)
+            if indexer and before:
+                indexer.after_dump(before)
+                info.source["indexed_commits"] = before.tracker
+            return info, writer
         except ChangedDuringDumpError as exc:
             if attempt == attempts:
                 raise ChangedDuringDumpError(
@@ -107,7 +119,12 @@ def _dump(store: Store, work_dir: Path, gz_path: Path, gzip_level: int) -> tuple
 
 
 def run_backup(
-    store: Store, storage: Storage, work_dir: Path, gzip_level: int = 3, gate: Gate | None = None
+    store: Store,
+    storage: Storage,
+    work_dir: Path,
+    gzip_level: int = 3,
+    gate: Gate | None = None,
+    indexer: Indexer | None = None,
 ) -> Manifest:
     """Dump, upload the object, then the manifest (the manifest marks completion)."""
     gate = gate or Gate()
@@ -116,7 +133,7 @@ def run_backup(
     object_name = f"dump.{store.extension}.gz"
     gz_path = work_dir / object_name
     log("backup.start", store=store.kind, backup_id=backup_id, target=storage.description)
-    info, writer = _dump(store, work_dir, gz_path, gzip_level)
+    info, writer = _dump(store, work_dir, gz_path, gzip_level, indexer)
     previous = _newest_good(storage, store.kind)
     held = None if gate.accept else _held(info.counts, previous, gate)
     manifest = Manifest(
@@ -227,11 +244,14 @@ def run_restore(store: Store, storage: Storage, backup_id: str | None, force: bo
     manifest, gz_path = fetch_and_check(store, storage, backup_id, work_dir)
     log("restore.start", store=store.kind, backup_id=manifest.backup_id, force=force)
     restored = store.restore(gz_path, manifest, force, work_dir)
+    # The indexer's tracker as of the backup: written back, the next re-index replays what came after.
+    tracker = {"indexed_commits": manifest.source["indexed_commits"]} if "indexed_commits" in manifest.source else {}
     log(
         "restore.done",
         store=store.kind,
         backup_id=manifest.backup_id,
         restored=restored,
+        **tracker,
         seconds=round(time.monotonic() - started, 3),
     )
     return restored
