@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -114,6 +115,12 @@ def _space(configuration: dict[str, Any] | None) -> str:
     return "l2"
 
 
+@functools.cache
+def _probe(dimension: int) -> Any:
+    """A fixed direction to project vectors on: cos(0), cos(1), ... (no RNG whose stream could change)."""
+    return np.cos(np.arange(dimension, dtype=np.float64))
+
+
 def _weight(rid: str) -> float:
     """A per-id factor in [1, 2): the embedding checksum notices vectors moved between ids."""
     return 1.0 + int.from_bytes(hashlib.sha256(rid.encode()).digest()[:4], "big") / 2**32
@@ -153,8 +160,7 @@ class Digest:
             return
         self.portable = (self.portable + int.from_bytes(hashlib.sha256(head.encode()).digest(), "big")) % _MOD
         values = np.frombuffer(vector, dtype="<f4").astype(np.float64)
-        # A fixed, dimension-independent probe: cos(0), cos(1), ... (no RNG whose stream could change).
-        term = _weight(rid) * float(values @ np.cos(np.arange(values.size)))
+        term = _weight(rid) * float(values @ _probe(values.size))
         self.emb_sum += term
         self.emb_abs += abs(term)
 

@@ -73,9 +73,9 @@ def _scalar(session: Session, query: str) -> int:
 
 class MemgraphStore:
     kind = "memgraph"
-    # One read (a forked snapshot, a transactional dump) is consistent by itself: no retries.
-    dump_attempts = 1
-    retry_seconds = 0.0
+    # DUMP DATABASE is one transaction; a dump is retried only while the indexer is busy (KGB_INDEXER_URL).
+    dump_attempts = 3
+    retry_seconds = 60.0
     extension = "cypher.jsonl"
 
     def __init__(self, cfg: MemgraphConfig, session: Session | None = None) -> None:

@@ -305,7 +305,7 @@ def _major_minor(version: str) -> tuple[int, ...]:
 
 class RedisStore:
     kind = "redis"
-    # One read (a forked snapshot, a transactional dump) is consistent by itself: no retries.
+    # A forked snapshot is consistent by itself: no retries.
     dump_attempts = 1
     retry_seconds = 0.0
     extension = "rdb"
