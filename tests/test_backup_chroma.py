@@ -434,6 +434,10 @@ def test_failed_forced_restore_leaves_live_data_and_reruns(
         staged = {c.name for c in chroma.client().list_collections()} - set(live)
         assert staged and all(name.endswith(".kgbackup-staging") for name in staged)
         assert {k: v for k, v in snapshot(chroma).items() if k in live} == live  # the live data is untouched
+        # A nightly backup meanwhile leaves the leftover out: it backs up the live collections only.
+        code, lines = run_cli("backup", "chroma", *args(chroma, tmp_path / "meanwhile"))
+        assert code == 0, lines
+        assert set(next(line for line in lines if line["event"] == "backup.done")["counts"]["collections"]) == set(live)
 
     for _ in range(2):  # the plain re-run succeeds, and so does the next
         code, lines = run_cli("restore", "chroma", "--latest", "--force", *args(chroma, tmp_path))

@@ -298,10 +298,22 @@ class ChromaStore:
         out.write(_line({"kind": "collection_end", "name": col.name, "count": digest.records}))
         return digest
 
+    def _dumped_collections(self) -> list[Any]:
+        """Every collection but what an interrupted restore left (staging or replaced copies)."""
+        kept = []
+        for col in _all_collections(self.client):
+            if col.name.endswith((STAGING_SUFFIX, REPLACED_SUFFIX)):
+                log("chroma.leftover_skipped", level="warning", collection=col.name,
+                    hint="left by an interrupted restore; the next restore of it drops it")  # fmt: skip
+            else:
+                kept.append(col)
+        return kept
+
     def _changes(self, dumped: dict[str, Digest]) -> list[str]:
         """Re-read every collection after the dump; what differs from what was dumped."""
         changes = []
-        now = {c.name: c for c in _all_collections(self.client)}
+        leftovers = (STAGING_SUFFIX, REPLACED_SUFFIX)
+        now = {c.name: c for c in _all_collections(self.client) if not c.name.endswith(leftovers)}
         for name in sorted(set(now) - set(dumped)):
             changes.append(f"collection {name!r} was created")
         for name, before in dumped.items():
@@ -321,7 +333,7 @@ class ChromaStore:
         out.write(_line({"kind": "header", "format": DUMP_FORMAT, "chroma_version": version,
                          "tenant": self.cfg.tenant, "database": self.cfg.database}))  # fmt: skip
         digests: dict[str, Digest] = {}
-        for col in _all_collections(self.client):
+        for col in self._dumped_collections():
             digests[col.name] = self._dump_collection(col, out)
             log("chroma.collection_dumped", collection=col.name, records=digests[col.name].records)
         # Every collection unchanged from its dump until its re-read, and the re-reads start after the
