@@ -457,3 +457,18 @@ def test_wiped_store_backup_is_held_and_latest_stays_good(chroma: ChromaServer, 
     code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
     assert code == 0, lines
     assert snapshot(chroma) == before
+
+
+def test_backup_without_content_digest_restores_by_count(chroma: ChromaServer, tmp_path: Path) -> None:
+    """A manifest written before content digests (no ``content``, no ``held``) still verifies and restores."""
+    populate(chroma)
+    before = snapshot(chroma)
+    assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
+    _, manifest = dump_object(tmp_path / "backups", "chroma")
+    old = json.loads(manifest.read_text())
+    del old["content"], old["held"]
+    manifest.write_text(json.dumps(old))
+    chroma.wipe()
+    code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
+    assert code == 0, lines
+    assert snapshot(chroma) == before
