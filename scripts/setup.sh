@@ -134,11 +134,28 @@ go_tools_setup() {
   (cd scripts/control-plane/kubeconform && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath -ldflags=-s -o "$out/" github.com/yannh/kubeconform/cmd/kubeconform)
   say "Go tools built in $((SECONDS - start)) s"
 }
+# Envoy Gateway (scripts/envoy-gateway/): envoy-gateway in standalone mode and egctl for the edge's
+# traffic and status tests. Its own module and stamp, so it can build alongside the control plane.
+envoy_gateway_setup() {
+  local out=$PWD/.tools/envoy-gateway
+  mkdir -p "$out"
+  local start=$SECONDS
+  say "building envoy-gateway and egctl with $("$GO" env GOVERSION) (first run takes minutes)"
+  (cd scripts/envoy-gateway && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath -ldflags=-s -o "$out/" \
+    github.com/envoyproxy/gateway/cmd/envoy-gateway github.com/envoyproxy/gateway/cmd/egctl)
+  say "envoy-gateway built in $((SECONDS - start)) s"
+}
+envoy_gateway_stamped() {
+  stamp_run .tools/envoy-gateway/.setup \
+    "$(cat scripts/envoy-gateway/go.mod scripts/envoy-gateway/go.sum) $("$GO" env GOVERSION)" \
+    envoy_gateway_setup
+}
 if [ -z "$GO" ]; then
-  [ "${CI:-}" != true ] || { echo "Go is required to build the control plane (scripts/control-plane)" >&2; exit 1; }
+  [ "${CI:-}" != true ] || { echo "Go is required to build the control plane and Envoy Gateway (scripts/control-plane, scripts/envoy-gateway)" >&2; exit 1; }
   say "Go not found: skipping the control plane; its tests will be skipped"
 else
   stamp_run .tools/control-plane/.setup \
     "$(cat scripts/control-plane/go.mod scripts/control-plane/go.sum scripts/control-plane/*/go.mod scripts/control-plane/*/go.sum scripts/control-plane/etcd/main.go) $("$GO" env GOVERSION)" \
     go_tools_setup
+  envoy_gateway_stamped
 fi
