@@ -226,6 +226,7 @@ class AgentStack(cdk8s.Chart):
                 query=self.query.endpoint,
                 indexer=self.indexer.endpoint,
                 load_balancer_annotations=env.cloud.load_balancer_annotations,
+                cloud_provider=env.cloud.provider.value,
             ),
         )
         self.monitoring: Monitoring | None = None
