@@ -371,6 +371,8 @@ http {{
                       '"$http_x_original_url" origin=$kga_origin:$kga_fetch rid=$http_x_request_id';
     access_log /dev/stdout verify;
     map_hash_bucket_size 256;
+    # Envoy sends the request body along, bounded by the route's body limit (bodyToExtAuth); never read here.
+    client_max_body_size 0;
 
     # A credential comes as X-API-Key: <key>, Authorization: Bearer <key>, or (browsers)
     # Authorization: Basic base64(<any user>:<key>) written in keys.map as "basic:<base64>".

@@ -52,7 +52,17 @@ class EnvoyGatewayPolicies(Construct):
         s = props.settings
         n = routes.names
         instance = props.identity.instance
-        ext_auth = {
+
+        def ext_auth(body_limit: str) -> dict[str, Any]:
+            return {
+                **verify,
+                # External auth holds the request until the verifier answers, then hands the whole body on
+                # at once, past requestBuffer's limit (seen with real traffic: 2 MiB reached the app). It
+                # enforces the limit itself when it holds the body: 413 above it, the verifier never called.
+                "bodyToExtAuth": {"maxRequestBytes": byte_count(body_limit)},
+            }
+
+        verify = {
             "http": {
                 "backendRefs": [{"kind": "Service", "name": auth.verifier.service, "port": auth.verifier.port}],
                 "path": VERIFY_PATH,
@@ -64,13 +74,13 @@ class EnvoyGatewayPolicies(Construct):
             "failOpen": False,
             "timeout": "2s",
         }
-        api_security: dict[str, Any] = {"extAuth": ext_auth}
+        api_security: dict[str, Any] = {"extAuth": ext_auth(s.max_body_size)}
         cors = self._cors()
         if cors:
             api_security["cors"] = cors
         self._policy("SecurityPolicy", f"{instance}-api", [n.api, n.api_reads, n.indexer], api_security)
         if not s.public_ui:
-            self._policy("SecurityPolicy", f"{instance}-web", [n.web], {"extAuth": ext_auth})
+            self._policy("SecurityPolicy", f"{instance}-web", [n.web], {"extAuth": ext_auth(UI_BODY_LIMIT)})
 
         g = s.gateway
         per_client = [{"sourceCIDR": {"type": "Distinct", "value": "0.0.0.0/0"}}]

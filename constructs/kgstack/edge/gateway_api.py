@@ -190,6 +190,7 @@ class GatewayApiRoutes(Construct):
         backend: tuple[str, int],
         headers: dict[str, str],
         timeout_seconds: int,
+        *,
         regex: str | None = None,
     ) -> None:
         p = self.props
