@@ -41,7 +41,7 @@ CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
 CROSS_SITE_HEADERS = ("Origin", "Sec-Fetch-Site")
 """What the verifier reads to refuse cross-site requests (a browser's cached Basic credentials)."""
 MAINTENANCE_PATHS = ("/api/v1/fix/chroma-dimension", "/api/v1/workflows/debug")
-"""Unauthenticated maintenance endpoints of the app (docs/edge.md): never reachable from outside."""
+"""Unauthenticated maintenance endpoints of the app (docs/agent.md): never reachable from outside."""
 RAW_CYPHER_PATH = "/api/v1/graph/query"
 """Runs any Cypher the caller sends against Memgraph, where every user has full privileges: blocked at
 the edge (docs/edge.md#raw-cypher); the UI never calls it."""
@@ -240,6 +240,9 @@ class EdgeProps(Spec):
     """The query tier's API port."""
     indexer: Endpoint
     """The single indexer's API port."""
+    ingress_nginx_namespace: str = "ingress-nginx"
+    """Namespace of ingress-nginx's pods: the edge's traffic comes from there with ``controller:
+    ingress-nginx`` or ``sideBySideIngressNginx``."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels for the verifier's pods (workload identity)."""
     load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
