@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""List the third-party module paths the Knowledge Graph Agent imports (AST scan, no code copied).
+"""List the module paths and routes of the Knowledge Graph Agent (AST scan of a checkout, no code copied).
 
     python3 scripts/app_imports.py <app checkout> [--commit SHA] > docker/agent/app-imports.json
 
 Reads ``main.py`` and ``src/**/*.py`` of the checkout, collects every absolute
 ``import a.b`` and ``from a.b import name``, drops the standard library and the
 app's own ``src`` package, and prints JSON: for each module path, the names
-taken from it and the source files that import it. The image test imports every
+taken from it and the source files that import it; and every route handler
+(method, path as declared, async or not, file), which the stand-in app mirrors. The image test imports every
 entry inside the built image (tests/test_images.py); docs/agent.md cites it.
 Standard library only.
 """
@@ -56,6 +57,38 @@ def scan(root: Path) -> dict[str, dict[str, list[str]]]:
     }
 
 
+_METHODS = {"get", "post", "put", "delete", "patch"}
+
+
+def routes(root: Path) -> list[dict[str, str]]:
+    """Every ``@<router or app>.<method>("path")`` handler: method, path as declared, handler, file."""
+    found = []
+    for path in _sources(root):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=rel)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for deco in node.decorator_list:
+                if (
+                    isinstance(deco, ast.Call)
+                    and isinstance(deco.func, ast.Attribute)
+                    and deco.func.attr in _METHODS
+                    and deco.args
+                    and isinstance(deco.args[0], ast.Constant)
+                    and isinstance(deco.args[0].value, str)
+                ):
+                    found.append(
+                        {
+                            "method": deco.func.attr.upper(),
+                            "path": deco.args[0].value,
+                            "handler": node.name,
+                            "async": str(isinstance(node, ast.AsyncFunctionDef)).lower(),
+                            "source": rel,
+                        }
+                    )
+    return sorted(found, key=lambda r: (r["source"], r["path"], r["method"]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkout", type=Path, help="directory holding the app's main.py and src/")
@@ -64,7 +97,12 @@ def main() -> int:
     if not (args.checkout / "src").is_dir():
         print(f"{args.checkout}: no src/ directory (not a knowledge-graph-agent checkout)", file=sys.stderr)
         return 2
-    out = {"repository": "anhhai680/knowledge-graph-agent", "commit": args.commit, "modules": scan(args.checkout)}
+    out = {
+        "repository": "anhhai680/knowledge-graph-agent",
+        "commit": args.commit,
+        "modules": scan(args.checkout),
+        "routes": routes(args.checkout),
+    }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0

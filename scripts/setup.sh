@@ -107,6 +107,16 @@ for tool in checkov nca; do
     venv ".venvs/$tool" "requirements/tool-$tool.txt"
 done
 
+# The agent image's dependency set, exactly (docker/agent/requirements.lock, --no-deps as the
+# image installs it): tests/test_kga_runtime.py runs the stand-in app and kga_runtime in it.
+agent_venv() {
+  [ -x .venvs/agent/bin/python ] || "$PYTHON" -m venv .venvs/agent
+  say "installing docker/agent/requirements.lock into .venvs/agent"
+  pip_install .venvs/agent/bin/python --no-deps -r docker/agent/requirements.lock
+  .venvs/agent/bin/python -m pip check >/dev/null
+}
+stamp_run .venvs/.setup-agent "$(cat docker/agent/requirements.lock)" agent_venv
+
 # Go-built tools (scripts/control-plane/): the local control plane the tests start (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl), kwok for simulated nodes,
 # and kubeconform. Each module pins its versions in go.mod/go.sum; binaries go to .tools/.

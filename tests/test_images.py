@@ -3,12 +3,18 @@
 Lint (fast): hadolint and checkov over every docker/**/Dockerfile, plus static
 checks of the hardening contract (digest pins, non-root user, exec form ...).
 
-Build (``@pytest.mark.slow``): builds docker/agent/Dockerfile from the fixture
-app in tests/fixtures/agent-app with podman (chroot isolation, vfs storage,
-docker format so HEALTHCHECK survives) on a Debian-built stand-in for
+Lock (fast): docker/agent/requirements.lock pins every package, the Chroma
+server's release among them; docker/agent/app-imports.json (scanned from the
+app's checkout by scripts/app_imports.py) names each module path the app imports.
+
+Build (``@pytest.mark.slow``): builds docker/agent/Dockerfile from the stand-in
+app in tests/fixtures/agent-app with the real lock, with podman (chroot
+isolation, docker format so HEALTHCHECK survives) on a Debian-built stand-in for
 python:3.11-slim-bookworm (scripts/build-test-base.sh), then proves inside the
-image that the app runs as uid >= 10000 and answers /health, that git is there
-and no compiler is, and that the image config carries User and Healthcheck.
+image that every module path the real app imports resolves, that
+``python -m kga_runtime`` serves the app as uid >= 10000 with /livez, /readyz
+and /metrics on its side port, that git is there and no compiler is, and that
+the image config carries User, Cmd, ExposedPorts and a Healthcheck on /livez.
 
 Tools missing: the tests skip locally and fail when CI=true.
 """
@@ -227,9 +233,17 @@ def test_agent_dockerfile_hardening_contract() -> None:
     (entrypoint,) = _instr(runtime, "ENTRYPOINT")
     (cmd,) = _instr(runtime, "CMD")
     assert json.loads(entrypoint) == ["/usr/bin/tini", "--"]
-    assert json.loads(cmd) == ["python", "/app/main.py"]
+    assert json.loads(cmd) == ["python", "-m", "kga_runtime"]
     (hc,) = _instr(runtime, "HEALTHCHECK")
-    assert "/health" in hc and "urllib" in hc and "curl" not in hc
+    assert "/livez" in hc and "KGA_RUNTIME_PORT" in hc and "urllib" in hc and "curl" not in hc
+    (expose,) = _instr(runtime, "EXPOSE")
+    assert set(expose.split()) == {"8000", "8001"}
+    assert "PORT=8000" in env and "KGA_RUNTIME_PORT=8001" in env and "KGA_APP_DIR=/app" in env
+    # The adapters' symbols are checked against the app being built, after its code is copied in.
+    runs = _instr(runtime, "RUN")
+    check = next(i for i, r in enumerate(runs) if "python -m kga_runtime --check" in r)
+    copy_src = next(i for i, line in enumerate(runtime) if line.startswith("COPY src/"))
+    assert runtime.index(f"RUN {runs[check]}") > copy_src
     assert json.loads(hc[hc.index("CMD") + 3 :])[0] == "python"  # exec form
     labels = " ".join(_instr(runtime, "LABEL"))
     for key in ("title", "source", "version", "revision", "created"):
@@ -452,10 +466,11 @@ def test_built_image_config(agent_image: dict) -> None:
     # OCI image configs have no healthcheck field: the build must use --format docker.
     assert "docker" in agent_image["inspect"].get("ManifestType", ""), agent_image["inspect"].get("ManifestType")
     hc = cfg.get("Healthcheck") or {}
-    assert hc.get("Test", [None])[0] == "CMD" and any("/health" in t for t in hc["Test"]), hc
+    assert hc.get("Test", [None])[0] == "CMD" and any("/livez" in t for t in hc["Test"]), hc
+    assert {"8000/tcp", "8001/tcp"} <= set(cfg.get("ExposedPorts") or {}), cfg.get("ExposedPorts")
     assert cfg["WorkingDir"] == "/data"
     assert cfg["Entrypoint"] == ["/usr/bin/tini", "--"]
-    assert cfg["Cmd"] == ["python", "/app/main.py"]
+    assert cfg["Cmd"] == ["python", "-m", "kga_runtime"]
     env = dict(e.split("=", 1) for e in cfg["Env"])
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
     labels = cfg.get("Labels") or {}
@@ -466,7 +481,7 @@ def test_built_image_config(agent_image: dict) -> None:
 
 # Runs inside the image as the image's user, from its working directory.
 _PROBE = r"""
-import json, os, shutil, signal, subprocess, sys, time, urllib.request
+import json, os, shutil, signal, subprocess, sys, time, urllib.error, urllib.request
 cfg = json.loads(sys.argv[1])
 port = os.environ["PORT"]
 out = {"uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd()}
@@ -490,6 +505,24 @@ for root in ("/app", "/data", "/opt"):
     for d, dirs, files in os.walk(root):
         leaks += [os.path.join(d, f) for f in files if f == ".env"] + [os.path.join(d, x) for x in dirs if x == ".git"]
 out["leaks"] = leaks
+# Every module path the real app imports, and each name it takes from it (docker/agent/app-imports.json).
+check = '''
+import importlib, json, sys, warnings
+warnings.simplefilter("ignore")
+bad = []
+for module, entry in json.loads(sys.argv[1]).items():
+    try:
+        m = importlib.import_module(module)
+        for name in entry["names"]:
+            if not hasattr(m, name):
+                importlib.import_module(module + "." + name)
+    except Exception as exc:
+        bad.append(f"{module} ({', '.join(entry['sources'])}): {type(exc).__name__}: {exc}")
+print(json.dumps(bad))
+'''
+imports = subprocess.run([sys.executable, "-c", check, sys.argv[2]], capture_output=True, text=True)
+out["import_failures"] = json.loads(imports.stdout) if imports.returncode == 0 else [imports.stderr[-3000:]]
+out["import_count"] = len(json.loads(sys.argv[2]))
 p = subprocess.Popen(cfg["Entrypoint"] + cfg["Cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 status, deadline = None, time.time() + 60
 while time.time() < deadline:
@@ -504,6 +537,23 @@ while time.time() < deadline:
 out["health_status"] = status
 out["health_body"] = body if status else None
 out["state_files"] = sorted(os.listdir("."))
+probes = "http://127.0.0.1:%s" % os.environ["KGA_RUNTIME_PORT"]
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except Exception as e:
+        return None, repr(e)
+out["livez"] = get(probes + "/livez")
+deadline = time.time() + 30
+while time.time() < deadline:
+    out["readyz"] = get(probes + "/readyz")
+    if out["readyz"][0] == 200:
+        break
+    time.sleep(0.5)
+out["metrics"] = get(probes + "/metrics")[1][-6000:]
 hc = cfg["Healthcheck"]["Test"]
 out["healthcheck_rc"] = subprocess.run(hc[1:], timeout=10).returncode
 t0 = time.time()
@@ -535,12 +585,15 @@ def probe(agent_image: dict) -> dict:
                 "chroot",
                 "--env",
                 f"PORT={port}",
+                "--env",
+                f"KGA_RUNTIME_PORT={free_port()}",
                 name,
                 "--",
                 "python",
                 "-c",
                 _PROBE,
                 json.dumps(cfg),
+                json.dumps(json.loads(APP_IMPORTS.read_text(encoding="utf-8"))["modules"]),
             ],
             timeout=180,
         )
@@ -559,6 +612,23 @@ def test_app_runs_non_root_and_answers_health(probe: dict) -> None:
     # the app's state files land in the working directory
     assert {"indexed_commits.json", "temp_repo", "workflow_states", "logs"} <= set(probe["state_files"])
     assert probe["healthcheck_rc"] == 0, "the image's HEALTHCHECK command failed against a healthy app"
+
+
+@pytest.mark.slow
+def test_every_module_path_the_app_imports_resolves_in_the_image(probe: dict) -> None:
+    """Issue 16 defect 1: with LangChain 1.x, langchain.schema (and two more) did not exist."""
+    assert probe["import_count"] >= 30
+    assert probe["import_failures"] == [], "\n".join(probe["import_failures"])
+
+
+@pytest.mark.slow
+def test_launcher_serves_the_app_and_its_probes(probe: dict) -> None:
+    assert probe["livez"][0] == 200, probe["livez"]
+    assert probe["readyz"][0] == 200, probe["readyz"]
+    assert "kga_http_requests_in_flight" in probe["metrics"] and "kga_cache_requests_total" in probe["metrics"]
+    lines = [ln for ln in probe["app_log"].splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("{") for ln in lines), lines[:5]
+    assert any("REDIS_URL is not set" in ln for ln in lines)
 
 
 @pytest.mark.slow
