@@ -368,6 +368,7 @@ def test_every_log_line_of_a_request_carries_its_id_and_no_credential(agent: Age
     assert all({"ts", "level", "logger", "msg", "request_id"} <= set(r) for r in records)
     mine = [r for r in records if r["request_id"] == rid]
     assert any("Cloning repository" in r["msg"] for r in mine), "the indexer's lines lost the request ID"
+    assert any("Loading files from" in r["msg"] for r in mine), "the indexer's pool threads lost the request ID"
     assert any(r["logger"] == "kga.access" for r in mine)
     clone = next(r["msg"] for r in mine if "Cloning repository" in r["msg"])
     assert "github.com/acme/knowledge-graph-agent.git" in clone, clone

@@ -210,6 +210,32 @@ def _indexing_metrics(ctx: Context) -> None:
     setattr(module, INDEXING_RUN.partition(":")[2], run)
 
 
+# ------------------------------------------------ request ID in worker threads
+
+INDEXING_POOL = "src.workflows.indexing_workflow:ThreadPoolExecutor"
+
+
+def _context_threads(ctx: Context) -> None:
+    """The indexer loads repositories in a thread pool; its log lines keep the request's ID.
+
+    Context variables do not cross into pool threads by themselves; this pool runs each
+    task in a copy of the submitter's context (the request ID among them).
+    """
+    import contextvars
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    module_name, _, attr = INDEXING_POOL.partition(":")
+    module = importlib.import_module(module_name)
+    if resolve(INDEXING_POOL) is not ThreadPoolExecutor:
+        raise TypeError(f"{INDEXING_POOL} is not concurrent.futures.ThreadPoolExecutor")
+
+    class ContextThreadPoolExecutor(ThreadPoolExecutor):
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    setattr(module, attr, ContextThreadPoolExecutor)
+
+
 def _has_redis(ttl: Callable[[Config], int]) -> Callable[[Config], bool]:
     return lambda cfg: bool(cfg.redis_url) and ttl(cfg) > 0
 
@@ -243,6 +269,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         lambda c: True,
         _repo_urls,
     ),
+    Adapter("request-id-threads", (INDEXING_POOL,), "always on", lambda c: True, _context_threads),
     Adapter(
         "indexing-metrics",
         (INDEXING_RUN, ACTIVE_WORKFLOWS),
