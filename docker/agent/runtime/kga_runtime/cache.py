@@ -79,7 +79,10 @@ class CachedEmbeddings(Embeddings):
 
     def __getattr__(self, name: str) -> Any:
         # The app may read attributes of its embeddings object (model, chunk_size ...).
-        return getattr(self.__dict__["inner"], name)
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     def _keys(self, texts: Sequence[str]) -> list[str]:
         return [EMB_PREFIX + _digest(self.namespace, t) for t in texts]
