@@ -83,7 +83,7 @@ class Graph(Spec):
 
 
 class AgentSettings(Spec):
-    """The agent's non-secret settings (see shared/agent-facts.md)."""
+    """The agent's non-secret settings (see docs/agent.md)."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """``LOG_LEVEL``."""

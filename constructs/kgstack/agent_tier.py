@@ -1,7 +1,7 @@
 """One tier of the agent API: Deployment, Service, PodDisruptionBudget, optional HPA and PVC.
 
 The app keeps indexing and workflow state in process memory, so the stack runs
-two tiers from one image (see shared/agent-facts.md): a ``query`` tier that
+two tiers from one image (see docs/agent.md): a ``query`` tier that
 scales horizontally and a single ``indexer`` that owns ``/api/v1/index*`` and
 ``/api/v1/workflows*`` and keeps its state on a PersistentVolumeClaim.
 """
@@ -140,7 +140,7 @@ class AgentTier(Construct):
                 annotations={
                     **reload_on(props.reload_secrets),
                     **checkov_skips(
-                        CKV_K8S_35="the agent reads its credentials only from environment variables (agent-facts.md)",
+                        CKV_K8S_35="the agent reads its credentials only from environment variables (docs/agent.md)",
                         **unpinned_skip(props.image),
                     ),
                 },
@@ -155,6 +155,7 @@ class AgentTier(Construct):
             ),
         )
         expose(self, props.identity, props.namespace, [self.endpoint])
+        config.connect(self.endpoint.peer)  # its stores and the internet: the config points it there
         disruption_budget(self, props.identity, props.namespace, props.disruption)
         if props.autoscaling is not None:
             self._autoscaler(props.autoscaling)
@@ -162,7 +163,7 @@ class AgentTier(Construct):
 
     @property
     def endpoint(self) -> Endpoint:
-        """The API port. ``/health`` is the only honest health path (agent-facts.md), except on a tier
+        """The API port. ``/health`` is the only honest health path (docs/agent.md), except on a tier
         whose loop blocks for a whole run (``blockingWork``): its probers check the port instead."""
         p = self.props
         return Endpoint.serving(
