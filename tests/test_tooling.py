@@ -169,12 +169,14 @@ class Sandbox:
             "scripts/control-plane/kwok",
             "scripts/control-plane/kubeconform",
             "scripts/control-plane/etcd",
+            "docker/agent",
             ".venvs",
         ):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         for path in (
             "scripts/setup.sh",
             "pyproject.toml",
+            "docker/agent/requirements.lock",
             "scripts/control-plane/etcd/main.go",
             *(f"scripts/control-plane/{m}go.{e}" for m in ("", "kwok/", "kubeconform/") for e in ("mod", "sum")),
             *(str(p.relative_to(ROOT)) for p in (ROOT / "requirements").iterdir()),
