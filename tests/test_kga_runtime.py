@@ -438,12 +438,7 @@ def test_old_entry_point_has_each_defect(
         assert TOKEN in log  # the clone URL, token included
         assert not any(line.startswith("{") and "old-1" in line for line in log.splitlines())  # no request ID
         keys = redis_server.client().dbsize()
-        fake_llm.chat_delay = 3
-        thread = threading.Thread(
-            target=lambda: _http("POST", f"{old.url}/api/v1/query", {"query": "old?"}, timeout=60)
-        )
-        thread.start()
-        time.sleep(1)
+        thread, _ = _slow_query(old, fake_llm, "old?", delay=4)
         with pytest.raises(OSError):  # a busy pod fails its probe
             _http("GET", f"{old.url}/health", timeout=1.5)
         thread.join()

@@ -100,10 +100,11 @@ class RuntimeMiddleware:
                 status = int(message["status"])
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != self.header]
                 message["headers"] = [*headers, (self.header, rid.encode("latin-1"))]
-            await send(message)
-            # The response is complete: background tasks that follow are not a request in flight.
+            # The last body chunk completes the request: count it before the client can see the
+            # response (and read /metrics), and not the background tasks that may follow.
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 finish()
+            await send(message)
 
         if load:
             with self.state.lock:
