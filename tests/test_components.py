@@ -10,8 +10,8 @@ run with the containers' rendered commands and environments:
   then redis_exporter (Debian ``prometheus-redis-exporter``) with the sidecar's
   settings: the ServiceMonitor's scrape shows ``redis_up 1``;
 * the blackbox exporter (Debian ``prometheus-blackbox-exporter``) with the modules
-  the cluster's exporter is documented to have
-  (docs/prerequisites/blackbox-exporter-values.yaml), running every Probe against
+  the platform layer installs (the `config` of its blackbox release in
+  dist/argocd/<cluster>/), running every Probe against
   a local ``/health`` that answers 200, then 503;
 * kgbackup with each backup CronJob's args, env and mounted Secrets, against the
   Redis and Chroma pods of dist/ (Chroma's StatefulSet through tests/rendered.py),
@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import yaml
-from backup_servers import s3_endpoint, stop, wait_for  # noqa: F401 (a fixture)
+from backup_servers import IndexerApi, s3_endpoint, stop, wait_for  # noqa: F401 (a fixture)
 from conftest import ENV_DIRS
 from rendered import (
     LocalPod,
@@ -57,7 +57,19 @@ from rendered import (
 )
 from tools import ROOT, free_port, require_tool
 
-BLACKBOX_VALUES = ROOT / "docs" / "prerequisites" / "blackbox-exporter-values.yaml"
+BLACKBOX_VALUES = sorted((ROOT / "dist" / "argocd").glob("*/application-*-blackbox-exporter.yaml"))
+"""The platform layer's blackbox release of every cluster (kgstack.cluster_platform): its values' config."""
+
+
+def _blackbox_config() -> dict[str, Any]:
+    """The one exporter config every cluster's platform installs."""
+    configs = [
+        yaml.safe_load(p.read_text())["spec"]["source"]["helm"]["valuesObject"]["config"] for p in BLACKBOX_VALUES
+    ]
+    assert configs and all(c == configs[0] for c in configs), BLACKBOX_VALUES
+    return configs[0]  # type: ignore[no-any-return]
+
+
 SECRETS_DOC = ROOT / "docs" / "secrets.md"
 
 
@@ -112,7 +124,7 @@ def _service_port(env: str, host: str, port: int) -> None:
 
 def _run_backup_cronjob(
     env: str, store: str, root: Path, s3_url: str, to_loopback: Callable[[dict[str, str]], None]
-) -> None:
+) -> dict[str, Any]:
     """kgbackup with the CronJob's own args, env and mounted Secrets, into moto with the rendered bucket.
 
     ``to_loopback`` rewrites the store's address in the rendered env, after checking it names the
@@ -147,8 +159,10 @@ def _run_backup_cronjob(
         timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    stored = s3.list_objects_v2(Bucket=target.hostname, Prefix=target.path.lstrip("/"))
-    assert [o["Key"] for o in stored.get("Contents", []) if o["Key"].endswith(".json")], stored
+    stored = s3.list_objects_v2(Bucket=target.hostname, Prefix=f"{target.path.strip('/')}/{store}/")
+    manifest = max(o["Key"] for o in stored.get("Contents", []) if o["Key"].endswith("/manifest.json"))
+    loaded: dict[str, Any] = json.loads(s3.get_object(Bucket=target.hostname, Key=manifest)["Body"].read())
+    return loaded
 
 
 @pytest.mark.parametrize("env", envs_with("redis"))
@@ -183,11 +197,22 @@ def test_the_chroma_backup_cronjob_as_rendered_backs_up_the_chroma_pod(
         client = chromadb.HttpClient(host="127.0.0.1", port=chroma.port, settings=Settings(anonymized_telemetry=False))
         client.create_collection("kept").add(ids=["a"], embeddings=[[0.1, 0.2, 0.3]], documents=["across the backup"])
 
+        # The indexer's API: the backup records its commit tracker (and waits while it indexes).
+        tracker = {"acme/shop#main": {"repository": "acme/shop", "branch": "main", "last_commit": "abc123"}}
+        indexer = IndexerApi(lambda: tracker)
+
         def to_loopback(rendered: dict[str, str]) -> None:
             _service_port(env, rendered["CHROMA_HOST"], int(rendered["CHROMA_PORT"]))
             rendered |= {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(chroma.port)}
+            url = urllib.parse.urlsplit(rendered["KGB_INDEXER_URL"])
+            _service_port(env, str(url.hostname), int(url.port or 0))
+            rendered["KGB_INDEXER_URL"] = indexer.url
 
-        _run_backup_cronjob(env, "chroma", tmp_path / "job", s3_endpoint, to_loopback)
+        try:
+            manifest = _run_backup_cronjob(env, "chroma", tmp_path / "job", s3_endpoint, to_loopback)
+        finally:
+            indexer.close()
+        assert manifest["source"]["indexed_commits"] == tracker
 
 
 # ---------------------------------------------------------------- blackbox exporter
@@ -230,7 +255,7 @@ class Health:
 def blackbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
     """The Debian blackbox exporter with the documented modules; yields (base URL, modules)."""
     binary = require_tool("prometheus-blackbox-exporter", hint="apt-get install prometheus-blackbox-exporter")
-    config = yaml.safe_load(BLACKBOX_VALUES.read_text(encoding="utf-8"))["config"]
+    config = _blackbox_config()
     path = tmp_path_factory.mktemp("blackbox") / "blackbox.yml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     check = subprocess.run([binary, f"--config.file={path}", "--config.check"], capture_output=True, text=True)
@@ -268,7 +293,9 @@ def test_probe_runs_on_the_documented_blackbox_module(
     url, modules = blackbox
     spec = objects(env)[f"Probe/{name}"]["spec"]
     module, prober_path = spec["module"], spec["prober"].get("path", "/probe")
-    assert module in modules, f"Probe {name} uses module {module!r}, which {BLACKBOX_VALUES.name} does not define"
+    assert module in modules, (
+        f"Probe {name} uses module {module!r}, which the platform's blackbox release does not define"
+    )
     for target in spec["targets"]["staticConfig"]["static"]:
         if "://" in target:
             # The target's scheme and path as rendered; host and port become the local stand-in.
