@@ -268,6 +268,19 @@ for tool in checkov nca; do
     "venv_check .venvs/$tool requirements/tool-$tool.txt" venv ".venvs/$tool" "requirements/tool-$tool.txt"
 done
 
+# The agent image's dependency set, exactly (docker/agent/requirements.lock, --no-deps as the
+# image installs it): tests/test_kga_runtime.py runs the stand-in app and kga_runtime in it.
+agent_venv() {
+  [ -x .venvs/agent/bin/python ] || "$PYTHON" -m venv .venvs/agent
+  say "installing docker/agent/requirements.lock into .venvs/agent"
+  pip_install .venvs/agent/bin/python --no-deps -r docker/agent/requirements.lock
+  .venvs/agent/bin/python -m pip check >/dev/null || fail "pip check in .venvs/agent"
+}
+if [ "$mode" = test ]; then
+  background agent step .venvs/.setup-agent "$(cat docker/agent/requirements.lock)" \
+    "venv_check .venvs/agent docker/agent/requirements.lock" agent_venv
+fi
+
 # Debian packages the gates and tests start or call: requirements/apt-check.txt for check (promtool),
 # plus requirements/apt.txt for test (servers on loopback, image builders, Chromium).
 apt_lists=requirements/apt-check.txt

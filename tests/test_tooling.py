@@ -171,12 +171,14 @@ class Sandbox:
             "scripts/control-plane/helm",
             "scripts/control-plane/etcd",
             "scripts/envoy-gateway",
+            "docker/agent",
             ".venvs",
         ):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         for path in (
             "scripts/setup.sh",
             "pyproject.toml",
+            "docker/agent/requirements.lock",
             "scripts/control-plane/etcd/main.go",
             *(
                 f"scripts/control-plane/{m}go.{e}"
