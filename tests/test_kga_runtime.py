@@ -305,7 +305,7 @@ def test_index_writes_to_the_chroma_server_not_chroma_db(agent: Agent, chroma_se
     )
     assert agent.wait_workflow(body["workflow_id"])["documents_added"] == 0
     assert collection.count() == 3
-    assert "acme/knowledge-graph-agent" in json.loads((agent.workdir / "indexed_commits.json").read_text())
+    assert "acme/knowledge-graph-agent#main" in json.loads((agent.workdir / "indexed_commits.json").read_text())
     assert agent.metric("kga_indexing_runs_total", outcome="succeeded") >= 2
     assert agent.metric("kga_indexing_runs_total", outcome="started") >= 2
 
@@ -319,6 +319,36 @@ def test_full_index_adds_every_document_again(agent: Agent, chroma_server: Chrom
         (workflow,) = body["workflows"]
         assert agent.wait_workflow(workflow["workflow_id"])["status"] == "completed"
     assert collection.count() == before + 6
+
+
+TRACKED_REPO = "https://github.com/acme/tracker-demo"
+
+
+def test_first_incremental_run_records_its_commit_and_the_next_adds_nothing(
+    agent: Agent, chroma_server: ChromaServer
+) -> None:
+    """Defect 10: the first incremental run (no tracked commit) records the commit of the clone it indexed."""
+    collection = chroma_server.client().get_or_create_collection("knowledge-base-graph")
+    added = []
+    for _ in range(2):
+        _, _, body = _http(
+            "POST", f"{agent.url}/api/v1/index/repository", {"repository_url": TRACKED_REPO, "incremental": True}
+        )
+        workflow = agent.wait_workflow(body["workflow_id"])
+        assert workflow["status"] == "completed"
+        added.append(workflow["documents_added"])
+        if len(added) == 1:
+            tracked = json.loads((agent.workdir / "indexed_commits.json").read_text())["acme/tracker-demo#main"]
+            head = subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=agent.workdir / "temp_repo" / "acme" / "tracker-demo",
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            assert tracked["last_commit"] == head
+    assert added == [3, 0]
+    assert len(collection.get(where={"repository": "acme/tracker-demo"})["ids"]) == 3
 
 
 # ------------------------------------------------------------------ caches
@@ -427,10 +457,12 @@ def test_old_entry_point_has_each_defect(
         _, _, body = _http(
             "POST",
             f"{old.url}/api/v1/index/repository",
-            {"repository_url": OUR_REPO},
+            {"repository_url": OUR_REPO, "incremental": True},
             headers={"x-request-id": "old-1"},
         )
         workflow = old.wait_workflow(body["workflow_id"])
+        assert workflow["documents_added"] == 3
+        assert json.loads((old.workdir / "indexed_commits.json").read_text()) == {}  # defect 10: no commit recorded
         assert workflow["repository_name"] == "knowledge-graph-agen"  # the name loses its last letter
         assert (old.workdir / "chroma_db").is_dir()  # an embedded store in the working directory
         assert "knowledge-base-graph" not in [c.name for c in chroma_server.client().list_collections()]

@@ -236,6 +236,55 @@ def _context_threads(ctx: Context) -> None:
     setattr(module, attr, ContextThreadPoolExecutor)
 
 
+# ------------------------------------------- commit tracking from the first run
+
+WORKFLOW = "src.workflows.indexing_workflow:IndexingWorkflow"
+COMMIT_TRACKING = f"{WORKFLOW}._update_commit_tracking"
+REPO_CLONES = "src.loaders.git_repository_manager:GitRepositoryManager"
+CURRENT_COMMIT = "src.loaders.git_diff_service:GitDiffService.get_current_commit"
+_TRACKING_SYMBOLS = (
+    COMMIT_TRACKING,
+    f"{WORKFLOW}._get_repo_config",
+    f"{WORKFLOW}._parse_repo_url",
+    f"{REPO_CLONES}.get_local_repo_path",
+    CURRENT_COMMIT,
+)
+
+
+def _commit_bootstrap(ctx: Context) -> None:
+    """A repository never indexed gets a full index with no current commit, so the tracker was never written.
+
+    Before the app records commits, each full index that lacks one gets the
+    commit of the clone its loader read (temp_repo/{owner}/{name}, the path the
+    app's GitRepositoryManager gives), through the app's own GitDiffService.
+    So the first incremental run records what it indexed and the next is incremental.
+    """
+    for symbol in _TRACKING_SYMBOLS:
+        resolve(symbol)
+    owner, attr = _owner_and_name(COMMIT_TRACKING)
+    original = getattr(owner, attr)
+    clones = resolve(REPO_CLONES)
+    log = ctx.log
+
+    @functools.wraps(original)
+    def update(self: Any, state: Any) -> Any:
+        changes = state.get("metadata", {}).get("incremental_changes", {})
+        for repo_name, change in changes.items():
+            if change.get("change_type") != "full_index" or change.get("current_commit"):
+                continue
+            try:
+                config = self._get_repo_config(repo_name)
+                repo_owner, name = self._parse_repo_url(config["url"])
+                branch = config.get("branch", "main")
+                path = clones().get_local_repo_path(repo_owner, name)
+                change["current_commit"] = self.git_diff_service.get_current_commit(path, branch)
+            except Exception as exc:  # the app then logs "No current commit found", as before
+                log.write("WARNING", "kga.runtime", f"no commit for {repo_name}: {type(exc).__name__}: {exc}")
+        return original(self, state)
+
+    setattr(owner, attr, update)
+
+
 def _has_redis(ttl: Callable[[Config], int]) -> Callable[[Config], bool]:
     return lambda cfg: bool(cfg.redis_url) and ttl(cfg) > 0
 
@@ -270,6 +319,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         _repo_urls,
     ),
     Adapter("request-id-threads", (INDEXING_POOL,), "always on", lambda c: True, _context_threads),
+    Adapter("commit-tracking-bootstrap", _TRACKING_SYMBOLS, "always on", lambda c: True, _commit_bootstrap),
     Adapter(
         "indexing-metrics",
         (INDEXING_RUN, ACTIVE_WORKFLOWS),
