@@ -310,15 +310,17 @@ def test_index_writes_to_the_chroma_server_not_chroma_db(agent: Agent, chroma_se
     assert agent.metric("kga_indexing_runs_total", outcome="started") >= 2
 
 
-def test_full_index_adds_every_document_again(agent: Agent, chroma_server: ChromaServer) -> None:
-    """Defect 5: POST /index is always full and adds without ids (why re-indexing must use the incremental route)."""
+def test_full_index_again_stores_each_chunk_once(agent: Agent, chroma_server: ChromaServer) -> None:
+    """Defects 5 and 11: POST /index is always full and the app adds each batch twice, without ids; now ids upsert."""
     collection = chroma_server.client().get_or_create_collection("knowledge-base-graph")
-    before = collection.count()
+    mine = {"repository": "anhhai680/knowledge-graph-agent"}  # appSettings.json's repository
     for _ in range(2):
         _, _, body = _http("POST", f"{agent.url}/api/v1/index", {})
         (workflow,) = body["workflows"]
-        assert agent.wait_workflow(workflow["workflow_id"])["status"] == "completed"
-    assert collection.count() == before + 6
+        workflow = agent.wait_workflow(workflow["workflow_id"])
+        assert workflow["status"] == "completed"
+        assert workflow["documents_added"] == 3
+        assert len(collection.get(where=mine)["ids"]) == 3
 
 
 TRACKED_REPO = "https://github.com/acme/tracker-demo"
@@ -463,6 +465,7 @@ def test_old_entry_point_has_each_defect(
         workflow = old.wait_workflow(body["workflow_id"])
         assert workflow["documents_added"] == 3
         assert json.loads((old.workdir / "indexed_commits.json").read_text()) == {}  # defect 10: no commit recorded
+        assert _embedded_count(old.workdir / "chroma_db") == 6  # defect 11: each chunk twice
         assert workflow["repository_name"] == "knowledge-graph-agen"  # the name loses its last letter
         assert (old.workdir / "chroma_db").is_dir()  # an embedded store in the working directory
         assert "knowledge-base-graph" not in [c.name for c in chroma_server.client().list_collections()]
@@ -478,6 +481,19 @@ def test_old_entry_point_has_each_defect(
     finally:
         fake_llm.chat_delay = 0
         stop(old.proc)
+
+
+def _embedded_count(path: Path) -> int:
+    """Vectors in the app's embedded store, counted by the agent venv's chromadb (the store's own version)."""
+    code = "import chromadb,sys; print(chromadb.PersistentClient(sys.argv[1]).get_collection(sys.argv[2]).count())"
+    out = subprocess.run(
+        [_agent_python(), "-c", code, str(path), "knowledge-base-graph"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return int(out.stdout.strip())
 
 
 # ------------------------------------------------------------------- launcher

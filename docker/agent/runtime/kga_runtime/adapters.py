@@ -236,6 +236,50 @@ def _context_threads(ctx: Context) -> None:
     setattr(module, attr, ContextThreadPoolExecutor)
 
 
+# ------------------------------------------------------ idempotent chunk storage
+
+STORE_ADD = f"{CHROMA_STORE}.add_documents"
+LC_DOCUMENT = "langchain_core.documents:Document"  # its ``id`` field: LangChain's add_documents passes it on
+_ID_KEYS = ("repository", "file_path", "source", "chunk_index")
+
+
+def chunk_ids(documents: list[Any]) -> list[str]:
+    """The same chunk always gets the same id (repository, file, position, text); repeats in one call get a suffix."""
+    import hashlib
+    import json
+
+    seen: dict[str, int] = {}
+    ids = []
+    for doc in documents:
+        key = json.dumps([[k, doc.metadata.get(k)] for k in _ID_KEYS] + [doc.page_content], default=str)
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        n = seen[digest] = seen.get(digest, -1) + 1
+        ids.append(digest if n == 0 else f"{digest}-{n}")
+    return ids
+
+
+def _idempotent_store(ctx: Context) -> None:
+    """The indexer adds each batch twice, and a re-index adds every chunk again, all without ids.
+
+    Each document gets a deterministic id before the app's ``add_documents``; LangChain's
+    Chroma then upserts by id, so storing the same chunk again replaces it.
+    """
+    if "id" not in resolve(LC_DOCUMENT).model_fields:
+        raise TypeError(f"{LC_DOCUMENT} has no id field: ids would not reach the store")
+    owner, attr = _owner_and_name(STORE_ADD)
+    original = getattr(owner, attr)
+
+    @functools.wraps(original)
+    def add_documents(self: Any, documents: Any, *args: Any, **kwargs: Any) -> Any:
+        docs = list(documents or [])
+        for doc, doc_id in zip(docs, chunk_ids(docs), strict=True):
+            if getattr(doc, "id", None) is None:
+                doc.id = doc_id
+        return original(self, docs, *args, **kwargs)
+
+    setattr(owner, attr, add_documents)
+
+
 # ------------------------------------------- commit tracking from the first run
 
 WORKFLOW = "src.workflows.indexing_workflow:IndexingWorkflow"
@@ -319,6 +363,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         _repo_urls,
     ),
     Adapter("request-id-threads", (INDEXING_POOL,), "always on", lambda c: True, _context_threads),
+    Adapter("idempotent-chunks", (STORE_ADD, LC_DOCUMENT), "always on", lambda c: True, _idempotent_store),
     Adapter("commit-tracking-bootstrap", _TRACKING_SYMBOLS, "always on", lambda c: True, _commit_bootstrap),
     Adapter(
         "indexing-metrics",
