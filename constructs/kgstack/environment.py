@@ -217,8 +217,9 @@ class QueryTier(Spec):
     """Time in-flight requests get after SIGTERM. Default: ``edge.queryTimeoutSeconds`` plus the
     10 s pre-stop delay plus 10 s, so a rollout never cuts off an answer the edge still waits for;
     a smaller value is an error."""
-    scratch_size: Quantity = "2Gi"
-    """emptyDir size limit for the working directory (logs, temporary files)."""
+    scratch_size: Quantity = "1Gi"
+    """emptyDir size limit for the working directory (the app's ``logs/`` and ``workflow_states/``). The
+    vector store is not there: the runtime layer points the app at the Chroma server."""
 
 
 class IndexerTier(Spec):
@@ -332,7 +333,7 @@ class Environment(Spec):
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
-        problems = [*self._store_switches(), *self._access_rules()]
+        problems = [*self._store_switches(), *self._access_rules(), *self._saturation_rules()]
         if self.stage is Stage.PROD:
             problems += [(f"images.{name}.digest", _missing_digest(name, ref)) for name, ref in self._unpinned()]
         if problems:
@@ -361,6 +362,19 @@ class Environment(Spec):
                 reason = f"has no effect: {switch} is {value}, so no {title} is deployed"
                 problems.append((f"stores.{store}", f"{reason}; remove stores.{store} or set {switch}: {on}"))
         return problems
+
+    def _saturation_rules(self) -> list[tuple[str, str]]:
+        """The HPA must add pods before readiness takes them out: at ``maxInFlight`` a pod leaves its Service."""
+        target, limit = self.query.autoscaling.target_in_flight, self.agent.runtime.max_in_flight
+        if target < limit:
+            return []
+        return [
+            (
+                "query.autoscaling.targetInFlight",
+                f"is {target} but agent.runtime.maxInFlight is {limit}: pods would leave their Service (readiness) "
+                f"before the HPA adds any; set it below {limit}",
+            )
+        ]
 
     def _access_rules(self) -> list[tuple[str, str]]:
         problems = []
