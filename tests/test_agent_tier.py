@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cdk8s
 import pytest
-from conftest import build, env_data
+from backup_servers import RedisServer, stop
+from conftest import ROOT, build, env_data
+from rendered import LocalPod
+from rendered import objects as rendered_objects
+from tools import free_port, missing
 
 from kgstack import AgentTier, AgentTierProps, PersistentState
 from kgstack.agent_config import AgentConfig, AgentConfigProps
@@ -290,3 +303,100 @@ def test_footprint_counts_max_scale_and_surge() -> None:
     footprint = tier.footprint()
     assert footprint.pods == 6
     assert footprint.total("limits", "memory") == 6 * 2**30
+
+
+# --- the rendered pods, started with the real runtime layer (docker/agent/runtime) ------------------------
+
+RUNTIME_SRC = ROOT / "docker" / "agent" / "runtime"
+STAND_IN_APP = ROOT / "tests" / "fixtures" / "agent-app"
+AGENT_PYTHON = ROOT / ".venvs" / "agent" / "bin" / "python"
+"""The image's dependency set (docker/agent/requirements.lock), built by scripts/setup.sh test."""
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+@dataclass
+class RunningPod:
+    pod: LocalPod
+    container: dict[str, Any]
+    log: Path
+
+    def wait_for(self, port_name: str, path: str, timeout: float = 120) -> tuple[int, str]:
+        """The answer of ``path`` on the container port ``port_name``, once it is 200 (or the last one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = _get(self.pod.port(self.container, port_name), path)
+            if status == 200 or time.monotonic() > deadline:
+                return status, body
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module", params=["query", "indexer"])
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
+    """dist/prod's pod of the tier, started on loopback with ``python -m kga_runtime`` around the stand-in app:
+    the container's env and its ConfigMap's, ports remapped, Redis a local server, Chroma never reached."""
+    for path in (RUNTIME_SRC / "kga_runtime", STAND_IN_APP / "src" / "api", AGENT_PYTHON):
+        if not path.exists():
+            missing(f"{path.relative_to(ROOT)} missing (the runtime layer of issue 16; scripts/setup.sh test)")
+    redis_binary = shutil.which("redis-server") or missing("redis-server not installed (apt-get install redis-server)")
+    root = tmp_path_factory.mktemp(request.param)
+    redis = RedisServer(redis_binary, root / "redis")
+    pod = LocalPod.of("prod", request.param, root / "pod")
+    container = pod.container("agent")
+    (config,) = [source["configMapRef"]["name"] for source in container["envFrom"]]
+    data = rendered_objects("prod")[f"ConfigMap/{config}"]["data"]
+    env = {name: pod.local(container, value) for name, value in data.items() if name.isupper()}
+    env |= pod.env(container)  # the container's own env wins, as in Kubernetes
+    env |= {
+        "PATH": os.environ["PATH"],
+        "HOST": "127.0.0.1",
+        "REDIS_URL": f"redis://:{redis.password}@127.0.0.1:{redis.port}/0",
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": str(free_port()),  # only indexing and queries reach it
+        "KGA_APP_DIR": str(STAND_IN_APP),  # /app in the image
+        "PYTHONPATH": str(RUNTIME_SRC),  # installed in the image
+        "ANONYMIZED_TELEMETRY": "False",
+    }
+    workdir = Path(pod.local(container, container["workingDir"]))
+    shutil.copy(pod.local(container, f"{container['workingDir']}/appSettings.json"), workdir / "appSettings.json")
+    log = root / "agent.log"
+    with log.open("wb") as out:
+        command = [str(AGENT_PYTHON) if arg == "python" else arg for arg in container["args"]]
+        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield RunningPod(pod, container, log)
+    finally:
+        stop(proc)
+        stop(redis.proc)
+
+
+def test_the_runtime_answers_every_probe_where_the_pod_asks(running: RunningPod) -> None:
+    """Issue 16 defect 4, with the real runtime: each probe of the rendered container, on the port it names,
+    answers 200 once the app is up (a wrong port or path would never pass startup)."""
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = running.container[probe]["httpGet"]
+        status, body = running.wait_for(get["port"], get["path"])
+        assert status == 200, (probe, get, body, running.log.read_text()[-2000:])
+
+
+def test_the_hpa_metric_is_one_the_runtime_exports(running: RunningPod) -> None:
+    """The HPA's Pods metric (read from dist/) is a gauge on the runtime's /metrics, scraped where the
+    ServiceMonitor points: its Service port, by name, to the container port."""
+    objects = rendered_objects("prod")
+    tier = running.pod.obj["metadata"]["labels"]["app.kubernetes.io/component"]
+    monitor = objects[f"ServiceMonitor/kga-prod-{tier}"]["spec"]
+    (endpoint,) = monitor["endpoints"]
+    (service_port,) = [p for p in objects[f"Service/kga-prod-{tier}"]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    status, text = running.wait_for(service_port["targetPort"], endpoint["path"])
+    assert status == 200, text
+    metric = in_flight_metric(objects["HorizontalPodAutoscaler/kga-prod-query"])["metric"]["name"]
+    assert f"# TYPE {metric} gauge" in text.splitlines()
+    assert any(line.startswith(f"{metric} ") for line in text.splitlines())
