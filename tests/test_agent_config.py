@@ -83,6 +83,19 @@ def service_at(objects: dict[str, dict[str, Any]], host: str, port: int) -> str:
     return str(service["spec"]["selector"]["app.kubernetes.io/component"])
 
 
+def egress_allows(objects: dict[str, dict[str, Any]], env: str, tier: str, component: str, port: int) -> bool:
+    """The tier's NetworkPolicy lets it open ``port`` on the pods of ``component``."""
+    rules = objects[f"NetworkPolicy/kga-{env}-{tier}"]["spec"]["egress"]
+    return any(
+        {"port": port, "protocol": "TCP"} in rule["ports"]
+        and any(
+            peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == component
+            for peer in rule["to"]
+        )
+        for rule in rules
+    )
+
+
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_both_tiers_use_the_chroma_server(manifests: Manifests, env: str) -> None:
     """Issue 16 defect 2: the app always opened an embedded store in ``chroma_db`` in its working directory, so
@@ -94,9 +107,10 @@ def test_both_tiers_use_the_chroma_server(manifests: Manifests, env: str) -> Non
     assert data["DATABASE_TYPE"] == "chroma"
     assert data["KGA_CHROMA_MODE"] == "http"
     assert service_at(objects, data["CHROMA_HOST"], int(data["CHROMA_PORT"])) == "chroma"
-    for container in agent_containers(objects, env).values():
+    for tier, container in agent_containers(objects, env).items():
         assert container["args"] == ["python", "-m", "kga_runtime"]
         assert {"configMapRef": {"name": config["metadata"]["name"]}} in container["envFrom"]
+        assert egress_allows(objects, env, tier, "chroma", int(data["CHROMA_PORT"])), tier
         assert not {"CHROMA_HOST", "CHROMA_PORT", "KGA_CHROMA_MODE"} & {e["name"] for e in container["env"]}
     assert "chroma_db" not in str(objects)
 
@@ -130,6 +144,10 @@ def test_both_tiers_get_redis_and_the_cache_ttls(
         (ref,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == "REDIS_URL"]
         assert ref == {"name": "kga-redis", "key": "url"}, tier
         assert container["args"] == ["python", "-m", "kga_runtime"]  # the layer that reads REDIS_URL
+        (redis_port,) = [
+            p["port"] for p in objects[f"Service/kga-{env}-redis"]["spec"]["ports"] if p["name"] == "redis"
+        ]
+        assert egress_allows(objects, env, tier, "redis", redis_port), tier
     external = objects.get("ExternalSecret/kga-redis")
     if external is not None:  # staging, prod: External Secrets writes the URL; dev's is made by hand
         url = external["spec"]["target"]["template"]["data"]["url"]
