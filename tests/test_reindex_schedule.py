@@ -349,3 +349,16 @@ def test_a_repository_the_app_refuses_fails_the_run_at_once(job: Job) -> None:
     assert result.returncode == 1
     assert [e["event"] for e in events(result)].count("reindex.retry") == 0
     assert any(e["event"] == "reindex.error" and e.get("repository") == refused for e in events(result))
+
+
+def test_scheduled_re_indexing_needs_github_urls() -> None:
+    """The incremental endpoint refuses other hosts (422): caught at synth, not by a failing nightly Job."""
+    repositories = [{"name": "x", "url": "https://gitlab.example.com/acme/x"}]
+    with pytest.raises(EnvironmentFileError) as caught:
+        parse_environment(env_data("prod", repositories=repositories), source="prod.yaml")
+    assert caught.value.problems == [
+        "prod.yaml: repositories[0].url: 'https://gitlab.example.com/acme/x' is not a GitHub URL "
+        "(https://github.com/...), which the indexer's incremental endpoint requires for scheduled re-indexing "
+        "(reindex.schedule)"
+    ]
+    parse_environment(env_data("dev", repositories=repositories), source="dev.yaml")  # dev has no schedule
