@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,11 +18,11 @@ from typing import Any
 
 import cdk8s
 import pytest
-from backup_servers import RedisServer, stop
+from backup_servers import ChromaServer, RedisServer, chroma_server, stop
 from conftest import ROOT, build, env_data
 from rendered import LocalPod
 from rendered import objects as rendered_objects
-from tools import free_port, missing
+from tools import missing
 
 from kgstack import AgentTier, AgentTierProps, PersistentState
 from kgstack.agent_config import AgentConfig, AgentConfigProps
@@ -30,6 +33,8 @@ from kgstack.model import Autoscaling, Disruption, ImageRef, Resources
 from kgstack.naming import Identity
 from kgstack.publish import SynthError, synth
 from kgstack.validation import collect_errors
+
+__all__ = ["chroma_server"]  # a fixture used by this module
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
 RESOURCES = Resources.model_validate(
@@ -328,6 +333,12 @@ class RunningPod:
     pod: LocalPod
     container: dict[str, Any]
     log: Path
+    llm: Any
+    """The fake OpenAI-compatible server the pod's LLM and embeddings go to (tests/fake_openai.py)."""
+
+    @property
+    def tier(self) -> str:
+        return str(self.pod.obj["metadata"]["labels"]["app.kubernetes.io/component"])
 
     def wait_for(self, port_name: str, path: str, timeout: float = 120) -> tuple[int, str]:
         """The answer of ``path`` on the container port ``port_name``, once it is 200 (or the last one)."""
@@ -342,13 +353,22 @@ class RunningPod:
 @pytest.fixture(scope="module", params=["query", "indexer"])
 def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
     """dist/prod's pod of the tier, started on loopback with ``python -m kga_runtime`` around the stand-in app:
-    the container's env and its ConfigMap's, ports remapped, Redis a local server, Chroma never reached."""
-    for path in (RUNTIME_SRC / "kga_runtime", STAND_IN_APP / "src" / "api", AGENT_PYTHON):
+    the container's env and its ConfigMap's, ports remapped; Redis, Chroma and the LLM local servers."""
+    for path in (
+        RUNTIME_SRC / "kga_runtime",
+        STAND_IN_APP / "src" / "api",
+        AGENT_PYTHON,
+        ROOT / "tests" / "fake_openai.py",
+    ):
         if not path.exists():
             missing(f"{path.relative_to(ROOT)} missing (the runtime layer of issue 16; scripts/setup.sh test)")
+    from fake_openai import FakeOpenAI
+
+    chroma: ChromaServer = request.getfixturevalue("chroma_server")  # after the checks: it takes seconds
     redis_binary = shutil.which("redis-server") or missing("redis-server not installed (apt-get install redis-server)")
     root = tmp_path_factory.mktemp(request.param)
     redis = RedisServer(redis_binary, root / "redis")
+    llm = FakeOpenAI().start()
     pod = LocalPod.of("prod", request.param, root / "pod")
     container = pod.container("agent")
     (config,) = [source["configMapRef"]["name"] for source in container["envFrom"]]
@@ -360,11 +380,20 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         "HOST": "127.0.0.1",
         "REDIS_URL": f"redis://:{redis.password}@127.0.0.1:{redis.port}/0",
         "CHROMA_HOST": "127.0.0.1",
-        "CHROMA_PORT": str(free_port()),  # only indexing and queries reach it
-        "KGA_APP_DIR": str(STAND_IN_APP),  # /app in the image
-        "PYTHONPATH": str(RUNTIME_SRC),  # installed in the image
+        "CHROMA_PORT": str(chroma.port),
+        "LLM_API_BASE_URL": llm.base_url,
         "ANONYMIZED_TELEMETRY": "False",
     }
+    # What the image's ENV provides: the app's directory, the installed runtime, tiktoken's seeded tables.
+    tiktoken = ROOT / ".cache" / "tiktoken"
+    subprocess.run(
+        [str(AGENT_PYTHON), "-m", "kga_runtime.tiktoken_cache", str(tiktoken)],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(RUNTIME_SRC)},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    env |= {"KGA_APP_DIR": str(STAND_IN_APP), "PYTHONPATH": str(RUNTIME_SRC), "TIKTOKEN_CACHE_DIR": str(tiktoken)}
     workdir = Path(pod.local(container, container["workingDir"]))
     shutil.copy(pod.local(container, f"{container['workingDir']}/appSettings.json"), workdir / "appSettings.json")
     log = root / "agent.log"
@@ -372,10 +401,11 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         command = [str(AGENT_PYTHON) if arg == "python" else arg for arg in container["args"]]
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield RunningPod(pod, container, log)
+        yield RunningPod(pod, container, log, llm)
     finally:
         stop(proc)
         stop(redis.proc)
+        llm.stop()
 
 
 def test_the_runtime_answers_every_probe_where_the_pod_asks(running: RunningPod) -> None:
@@ -391,7 +421,7 @@ def test_the_hpa_metric_is_one_the_runtime_exports(running: RunningPod) -> None:
     """The HPA's Pods metric (read from dist/) is a gauge on the runtime's /metrics, scraped where the
     ServiceMonitor points: its Service port, by name, to the container port."""
     objects = rendered_objects("prod")
-    tier = running.pod.obj["metadata"]["labels"]["app.kubernetes.io/component"]
+    tier = running.tier
     monitor = objects[f"ServiceMonitor/kga-prod-{tier}"]["spec"]
     (endpoint,) = monitor["endpoints"]
     (service_port,) = [p for p in objects[f"Service/kga-prod-{tier}"]["spec"]["ports"] if p["name"] == endpoint["port"]]
@@ -400,3 +430,45 @@ def test_the_hpa_metric_is_one_the_runtime_exports(running: RunningPod) -> None:
     metric = in_flight_metric(objects["HorizontalPodAutoscaler/kga-prod-query"])["metric"]["name"]
     assert f"# TYPE {metric} gauge" in text.splitlines()
     assert any(line.startswith(f"{metric} ") for line in text.splitlines())
+
+
+def test_a_blocked_loop_takes_a_query_pod_out_of_rotation_and_never_restarts_either_tier(
+    running: RunningPod,
+) -> None:
+    """Alive but busy, with the rendered limits: a query whose LLM call holds the app's loop for 6 s makes the
+    query pod fail readiness (loop lag over ``agent.runtime.readyMaxLoopLagSeconds``), not liveness; the
+    indexer, whose loop runs whole indexing runs, stays ready and alive."""
+    container = running.container
+    ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    assert running.wait_for(ready["port"], ready["path"])[0] == 200, running.log.read_text()[-2000:]
+    app_port = running.pod.port(container, "http")
+    running.llm.chat_delay = 6
+    before = running.llm.calls["chat"]
+    query = threading.Thread(target=_post, args=(app_port, "/api/v1/query", {"query": "alive but busy?"}), daemon=True)
+    query.start()
+    try:
+        deadline = time.monotonic() + 30
+        while running.llm.calls["chat"] == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.llm.calls["chat"] > before, running.log.read_text()[-2000:]
+        readiness, liveness = [], []
+        while query.is_alive():
+            readiness.append(_get(running.pod.port(container, ready["port"]), ready["path"])[0])
+            liveness.append(_get(running.pod.port(container, live["port"]), live["path"])[0])
+            time.sleep(0.5)
+    finally:
+        query.join(30)
+        running.llm.chat_delay = 0
+    assert set(liveness) == {200}, liveness
+    if running.tier == "query":
+        assert 503 in readiness, readiness
+    else:
+        assert set(readiness) == {200}, readiness
+
+
+def _post(port: int, path: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=60):
+        pass
