@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DELETE, build, env_data
+from conftest import DELETE, ROOT, build, env_data
 from pydantic import ValidationError
+from rendered import AgentPod, run_agent, run_chroma, run_redis
+from rendered import objects as rendered_objects
+from tools import missing
 
 from kgstack.agent_config import AgentConfigProps
 from kgstack.environment import AgentSettings, Environment, Repository, parse_environment
@@ -162,3 +168,80 @@ def test_cache_ttls_come_from_the_environment() -> None:
     _, stack = build(env)
     data = synth_objects([stack])["dev"]["configmap-kga-dev-agent.yaml"]["data"]
     assert (data["KGA_CACHE_LLM_TTL_SECONDS"], data["KGA_CACHE_EMBEDDINGS_TTL_SECONDS"]) == ("0", "60")
+
+
+# --- the rendered tiers with the real runtime layer, the rendered Redis and Chroma (tests/rendered.py) -------
+
+
+@pytest.fixture(scope="module")
+def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """dist/staging's indexer and query pods (``python -m kga_runtime`` around the stand-in app), sharing
+    dist/staging's Redis and Chroma, with a fake LLM."""
+    if not (ROOT / "tests" / "fake_openai.py").exists():
+        missing("tests/fake_openai.py missing (the runtime layer of issue 16)")
+    from fake_openai import FakeOpenAI
+
+    root = tmp_path_factory.mktemp("tiers")
+    llm = FakeOpenAI().start()
+    try:
+        with (
+            run_redis("staging", root / "redis") as redis,
+            run_chroma("staging", root / "chroma") as chroma,
+            run_agent(
+                "staging", "indexer", root / "indexer", redis=redis, chroma=chroma, llm_url=llm.base_url
+            ) as indexer,
+            run_agent("staging", "query", root / "query", redis=redis, chroma=chroma, llm_url=llm.base_url) as query,
+        ):
+            yield {"indexer": indexer, "query": query, "redis": redis, "chroma": chroma, "llm": llm}
+    finally:
+        llm.stop()
+
+
+def wait_workflow(indexer: AgentPod, workflow_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, text = indexer.get("http", f"/api/v1/workflows/{workflow_id}/status")
+        if status == 200 and json.loads(text)["status"] in ("completed", "failed"):
+            return dict(json.loads(text))
+        time.sleep(0.2)
+    raise AssertionError(f"workflow {workflow_id} did not finish:\n{indexer.tail()}")
+
+
+def test_the_indexer_fills_the_chroma_server_the_query_tier_reads(tiers: dict[str, Any]) -> None:
+    """Issue 16 defect 2, running: what the rendered indexer indexes lands in the rendered Chroma server (no
+    ``chroma_db`` in any pod), and the rendered query pod answers from it."""
+    indexer, query = tiers["indexer"], tiers["query"]
+    repository = json.loads(rendered_objects("staging")["ConfigMap/kga-staging-agent"]["data"]["appSettings.json"])[
+        "repositories"
+    ][0]
+    status, body = indexer.post("/api/v1/index/repository", {"repository_url": repository["url"], "incremental": True})
+    assert status == 200, body
+    assert wait_workflow(indexer, body["workflow_id"])["status"] == "completed", indexer.tail()
+    collection = tiers["chroma"].client().get_collection(query.env["CHROMA_COLLECTION_NAME"])
+    assert collection.count() > 0
+    for pod in (indexer, query):
+        assert not (Path(pod.pod.local(pod.container, pod.container["workingDir"])) / "chroma_db").exists()
+    status, answer = query.post("/api/v1/query", {"query": "what does the agent index?"})
+    assert status == 200, (answer, query.tail())
+    assert answer["sources"], answer  # found in the shared server
+
+
+def test_a_repeated_question_is_served_from_the_rendered_redis(tiers: dict[str, Any]) -> None:
+    """Issue 16 defect 3, running: the rendered query pod reaches the rendered Redis as its ``app`` ACL user
+    through the Secret's URL; the second identical question goes to neither the embeddings API nor the LLM,
+    and the entries carry the rendered TTLs."""
+    query, llm = tiers["query"], tiers["llm"]
+    hits = query.metric("kga_cache_requests_total", cache="embeddings", result="hit")
+    calls = []
+    for _ in range(2):
+        before = dict(llm.calls)
+        status, answer = query.post("/api/v1/query", {"query": "which cache answers twice?"})
+        assert status == 200, (answer, query.tail())
+        calls.append({k: llm.calls[k] - before.get(k, 0) for k in ("embeddings", "chat")})
+    assert calls == [{"embeddings": 1, "chat": 1}, {"embeddings": 0, "chat": 0}], calls
+    assert query.metric("kga_cache_requests_total", cache="embeddings", result="hit") > hits
+    client = tiers["redis"].client("app")
+    ttls = [client.ttl(key) for key in client.scan_iter()]
+    for setting in ("KGA_CACHE_LLM_TTL_SECONDS", "KGA_CACHE_EMBEDDINGS_TTL_SECONDS"):
+        limit = int(query.env[setting])
+        assert any(limit - 300 < ttl <= limit for ttl in ttls), (setting, limit, ttls)

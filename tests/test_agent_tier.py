@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cdk8s
 import pytest
-from backup_servers import ChromaServer, RedisServer, chroma_server, stop
 from conftest import ROOT, build, env_data
-from rendered import LocalPod
+from rendered import AgentPod, run_agent, run_chroma, run_redis
 from rendered import objects as rendered_objects
 from tools import missing
 
@@ -33,8 +23,6 @@ from kgstack.model import Autoscaling, Disruption, ImageRef, Resources
 from kgstack.naming import Identity
 from kgstack.publish import SynthError, synth
 from kgstack.validation import collect_errors
-
-__all__ = ["chroma_server"]  # a fixture used by this module
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
 RESOURCES = Resources.model_validate(
@@ -312,112 +300,49 @@ def test_footprint_counts_max_scale_and_surge() -> None:
 
 # --- the rendered pods, started with the real runtime layer (docker/agent/runtime) ------------------------
 
-RUNTIME_SRC = ROOT / "docker" / "agent" / "runtime"
-STAND_IN_APP = ROOT / "tests" / "fixtures" / "agent-app"
-AGENT_PYTHON = ROOT / ".venvs" / "agent" / "bin" / "python"
-"""The image's dependency set (docker/agent/requirements.lock), built by scripts/setup.sh test."""
-
-
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
-@dataclass
-class RunningPod:
-    pod: LocalPod
-    container: dict[str, Any]
-    log: Path
-    llm: Any
-    """The fake OpenAI-compatible server the pod's LLM and embeddings go to (tests/fake_openai.py)."""
-
-    @property
-    def tier(self) -> str:
-        return str(self.pod.obj["metadata"]["labels"]["app.kubernetes.io/component"])
-
-    def wait_for(self, port_name: str, path: str, timeout: float = 120) -> tuple[int, str]:
-        """The answer of ``path`` on the container port ``port_name``, once it is 200 (or the last one)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status, body = _get(self.pod.port(self.container, port_name), path)
-            if status == 200 or time.monotonic() > deadline:
-                return status, body
-            time.sleep(0.5)
-
 
 @pytest.fixture(scope="module", params=["query", "indexer"])
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
-    """dist/prod's pod of the tier, started on loopback with ``python -m kga_runtime`` around the stand-in app:
-    the container's env and its ConfigMap's, ports remapped; Redis, Chroma and the LLM local servers."""
-    for path in (
-        RUNTIME_SRC / "kga_runtime",
-        STAND_IN_APP / "src" / "api",
-        AGENT_PYTHON,
-        ROOT / "tests" / "fake_openai.py",
-    ):
-        if not path.exists():
-            missing(f"{path.relative_to(ROOT)} missing (the runtime layer of issue 16; scripts/setup.sh test)")
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentPod]:
+    """dist/prod's pod of the tier with the real runtime around the stand-in app, next to dist/prod's Redis
+    and Chroma (tests/rendered.py) and a fake LLM."""
+    if not (ROOT / "tests" / "fake_openai.py").exists():
+        missing("tests/fake_openai.py missing (the runtime layer of issue 16)")
     from fake_openai import FakeOpenAI
 
-    chroma: ChromaServer = request.getfixturevalue("chroma_server")  # after the checks: it takes seconds
-    redis_binary = shutil.which("redis-server") or missing("redis-server not installed (apt-get install redis-server)")
     root = tmp_path_factory.mktemp(request.param)
-    redis = RedisServer(redis_binary, root / "redis")
     llm = FakeOpenAI().start()
-    pod = LocalPod.of("prod", request.param, root / "pod")
-    container = pod.container("agent")
-    (config,) = [source["configMapRef"]["name"] for source in container["envFrom"]]
-    data = rendered_objects("prod")[f"ConfigMap/{config}"]["data"]
-    env = {name: pod.local(container, value) for name, value in data.items() if name.isupper()}
-    env |= pod.env(container)  # the container's own env wins, as in Kubernetes
-    env |= {
-        "PATH": os.environ["PATH"],
-        "HOST": "127.0.0.1",
-        "REDIS_URL": f"redis://:{redis.password}@127.0.0.1:{redis.port}/0",
-        "CHROMA_HOST": "127.0.0.1",
-        "CHROMA_PORT": str(chroma.port),
-        "LLM_API_BASE_URL": llm.base_url,
-        "ANONYMIZED_TELEMETRY": "False",
-    }
-    # What the image's ENV provides: the app's directory, the installed runtime, tiktoken's seeded tables.
-    tiktoken = ROOT / ".cache" / "tiktoken"
-    subprocess.run(
-        [str(AGENT_PYTHON), "-m", "kga_runtime.tiktoken_cache", str(tiktoken)],
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(RUNTIME_SRC)},
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    env |= {"KGA_APP_DIR": str(STAND_IN_APP), "PYTHONPATH": str(RUNTIME_SRC), "TIKTOKEN_CACHE_DIR": str(tiktoken)}
-    workdir = Path(pod.local(container, container["workingDir"]))
-    shutil.copy(pod.local(container, f"{container['workingDir']}/appSettings.json"), workdir / "appSettings.json")
-    log = root / "agent.log"
-    with log.open("wb") as out:
-        command = [str(AGENT_PYTHON) if arg == "python" else arg for arg in container["args"]]
-        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield RunningPod(pod, container, log, llm)
+        with (
+            run_redis("prod", root / "redis") as redis,
+            run_chroma("prod", root / "chroma") as chroma,
+            run_agent("prod", request.param, root / "agent", redis=redis, chroma=chroma, llm_url=llm.base_url) as pod,
+        ):
+            pod.llm = llm
+            yield pod
     finally:
-        stop(proc)
-        stop(redis.proc)
         llm.stop()
 
 
-def test_the_runtime_answers_every_probe_where_the_pod_asks(running: RunningPod) -> None:
+def wait_for_200(pod: AgentPod, port: str, path: str, timeout: float = 60) -> tuple[int, str]:
+    """The answer of ``path`` on the container port ``port``, once it is 200 (or the last one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = pod.get(port, path)
+        if status == 200 or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.5)
+
+
+def test_the_runtime_answers_every_probe_where_the_pod_asks(running: AgentPod) -> None:
     """Issue 16 defect 4, with the real runtime: each probe of the rendered container, on the port it names,
     answers 200 once the app is up (a wrong port or path would never pass startup)."""
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         get = running.container[probe]["httpGet"]
-        status, body = running.wait_for(get["port"], get["path"])
-        assert status == 200, (probe, get, body, running.log.read_text()[-2000:])
+        status, body = wait_for_200(running, get["port"], get["path"])
+        assert status == 200, (probe, get, body, running.tail())
 
 
-def test_the_hpa_metric_is_one_the_runtime_exports(running: RunningPod) -> None:
+def test_the_hpa_metric_is_one_the_runtime_exports(running: AgentPod) -> None:
     """The HPA's Pods metric (read from dist/) is a gauge on the runtime's /metrics, scraped where the
     ServiceMonitor points: its Service port, by name, to the container port."""
     objects = rendered_objects("prod")
@@ -425,50 +350,40 @@ def test_the_hpa_metric_is_one_the_runtime_exports(running: RunningPod) -> None:
     monitor = objects[f"ServiceMonitor/kga-prod-{tier}"]["spec"]
     (endpoint,) = monitor["endpoints"]
     (service_port,) = [p for p in objects[f"Service/kga-prod-{tier}"]["spec"]["ports"] if p["name"] == endpoint["port"]]
-    status, text = running.wait_for(service_port["targetPort"], endpoint["path"])
+    status, text = wait_for_200(running, service_port["targetPort"], endpoint["path"])
     assert status == 200, text
     metric = in_flight_metric(objects["HorizontalPodAutoscaler/kga-prod-query"])["metric"]["name"]
     assert f"# TYPE {metric} gauge" in text.splitlines()
     assert any(line.startswith(f"{metric} ") for line in text.splitlines())
 
 
-def test_a_blocked_loop_takes_a_query_pod_out_of_rotation_and_never_restarts_either_tier(
-    running: RunningPod,
-) -> None:
+def test_a_blocked_loop_takes_a_query_pod_out_of_rotation_and_never_restarts_either_tier(running: AgentPod) -> None:
     """Alive but busy, with the rendered limits: a query whose LLM call holds the app's loop for 6 s makes the
     query pod fail readiness (loop lag over ``agent.runtime.readyMaxLoopLagSeconds``), not liveness; the
     indexer, whose loop runs whole indexing runs, stays ready and alive."""
     container = running.container
     ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
-    assert running.wait_for(ready["port"], ready["path"])[0] == 200, running.log.read_text()[-2000:]
-    app_port = running.pod.port(container, "http")
-    running.llm.chat_delay = 6
-    before = running.llm.calls["chat"]
-    query = threading.Thread(target=_post, args=(app_port, "/api/v1/query", {"query": "alive but busy?"}), daemon=True)
+    assert wait_for_200(running, ready["port"], ready["path"])[0] == 200, running.tail()
+    llm = running.llm
+    llm.chat_delay = 6
+    before = llm.calls["chat"]
+    query = threading.Thread(target=running.post, args=("/api/v1/query", {"query": "alive but busy?"}), daemon=True)
     query.start()
     try:
         deadline = time.monotonic() + 30
-        while running.llm.calls["chat"] == before and time.monotonic() < deadline:
+        while llm.calls["chat"] == before and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert running.llm.calls["chat"] > before, running.log.read_text()[-2000:]
+        assert llm.calls["chat"] > before, running.tail()
         readiness, liveness = [], []
         while query.is_alive():
-            readiness.append(_get(running.pod.port(container, ready["port"]), ready["path"])[0])
-            liveness.append(_get(running.pod.port(container, live["port"]), live["path"])[0])
+            readiness.append(running.get(ready["port"], ready["path"])[0])
+            liveness.append(running.get(live["port"], live["path"])[0])
             time.sleep(0.5)
     finally:
         query.join(30)
-        running.llm.chat_delay = 0
+        llm.chat_delay = 0
     assert set(liveness) == {200}, liveness
     if running.tier == "query":
         assert 503 in readiness, readiness
     else:
         assert set(readiness) == {200}, readiness
-
-
-def _post(port: int, path: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=60):
-        pass
