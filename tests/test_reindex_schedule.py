@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import build, env_data
-from rendered import LocalPod, objects
-from tools import free_port
+from conftest import ROOT, build, env_data
+from rendered import LocalPod, objects, run_agent, run_chroma, run_redis
+from tools import free_port, missing
 
 from kgstack.environment import EnvironmentFileError, parse_environment
 from kgstack.publish import synth
@@ -362,3 +362,34 @@ def test_scheduled_re_indexing_needs_github_urls() -> None:
         "(reindex.schedule)"
     ]
     parse_environment(env_data("dev", repositories=repositories), source="dev.yaml")  # dev has no schedule
+
+
+def test_the_rendered_job_against_the_rendered_indexer_adds_each_chunk_once(job: Job, tmp_path: Path) -> None:
+    """Defect 5 end to end: dist/staging's Job, twice, against dist/staging's indexer pod (the real runtime
+    around the stand-in app, whose two endpoints behave as the app's) and dist/staging's Chroma: the second
+    run adds nothing, and every repository is tracked for the next incremental run."""
+    if not (ROOT / "tests" / "fake_openai.py").exists():
+        missing("tests/fake_openai.py missing (the runtime layer of issue 16)")
+    from fake_openai import FakeOpenAI
+
+    llm = FakeOpenAI().start()
+    try:
+        with (
+            run_redis("staging", tmp_path / "redis") as redis,
+            run_chroma("staging", tmp_path / "chroma") as chroma,
+            run_agent(
+                "staging", "indexer", tmp_path / "indexer", redis=redis, chroma=chroma, llm_url=llm.base_url
+            ) as indexer,
+        ):
+            counts = []
+            for _ in range(2):
+                result = job.run(indexer.url(), timeout="120")
+                assert result.returncode == 0, result.stdout + result.stderr + indexer.tail()
+                counts.append(chroma.client().get_collection(indexer.env["CHROMA_COLLECTION_NAME"]).count())
+            workdir = Path(indexer.pod.local(indexer.container, indexer.container["workingDir"]))
+            tracked = json.loads((workdir / "indexed_commits.json").read_text())
+    finally:
+        llm.stop()
+    assert counts[0] > 0 and counts[1] == counts[0], counts
+    urls = [r["url"] for r in json.loads(job.settings.read_text())["repositories"]]
+    assert len(tracked) == len(urls), tracked
