@@ -6,6 +6,7 @@ are pinned" rule passed on them.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -107,3 +108,52 @@ def test_release_script_records_under_the_tags_environments_deploy(tmp_path: Pat
         text=True,
     )
     assert bad.returncode == 2 and "expected REPOSITORY[:TAG]@sha256" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_workflow_record_step_runs_in_a_clean_environment(tmp_path: Path) -> None:
+    """Issue 24: the bump job ran release_images.py on a python3 with only pyyaml and crashed on `import kgstack`.
+
+    The step is now scripts/record_release.sh, run here as the workflow runs it: a checkout with no venv,
+    no project variables, and the machine's python3 and npm. It must record the digest and re-synthesize.
+    """
+    checkout = tmp_path / "checkout"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        source = ROOT / name.decode()
+        if source.is_file():
+            (checkout / name.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, checkout / name.decode())
+    bump = "\n".join(
+        step.get("run", "")
+        for step in yaml.safe_load((ROOT / ".github" / "workflows" / "main.yml").read_text())["jobs"]["bump"]["steps"]
+    )
+    call = next(line.strip() for line in bump.splitlines() if "record_release.sh" in line)
+    assert call == 'scripts/record_release.sh "${refs[@]}"'
+    # The machine's environment (its CA bundle settings included) without what the project adds:
+    # the Makefile's exports, a venv, and this checkout's .venv and .tools on PATH.
+    project = {"PYTHONPATH", "JSII_NODE", "VIRTUAL_ENV", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "PYTHONHOME"}
+    clean = {k: v for k, v in os.environ.items() if k not in project and not k.startswith(("KGA_", "PYTEST_"))}
+    clean["PATH"] = ":".join(p for p in os.environ["PATH"].split(":") if p and not p.startswith(str(ROOT)))
+    result = subprocess.run(
+        ["bash", "-c", "refs=(); " + call, "bash"],
+        cwd=checkout,
+        env=clean,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "usage:" in result.stderr  # no refs: usage, nothing recorded
+    result = subprocess.run(
+        ["bash", "-c", 'refs=("$@"); ' + call, "bash", f"ghcr.io/acme/kgbackup@{DIGEST}"],
+        cwd=checkout,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_releases(checkout / "environments")["ghcr.io/acme/kgbackup"] == {"0.1.0": DIGEST}
+    rendered = "\n".join(p.read_text() for p in (checkout / "dist").rglob("*.yaml"))
+    assert f"ghcr.io/acme/kgbackup@{DIGEST}" in rendered or f"ghcr.io/acme/kgbackup:0.1.0@{DIGEST}" in rendered
