@@ -26,7 +26,7 @@ test:
 
 ## check: the fast gate: synth (schemas, CRDs, cross-references), then checkov, the analyzer and promtool, each timed
 check:
-	@$(SETUP) test
+	@$(SETUP) check
 	@.venv/bin/python scripts/check.py
 
 ## cdk8s-synth: the same synthesis through the cdk8s CLI; quiet, ends with the same summary line as synth
@@ -52,9 +52,9 @@ backups:
 	@$(SYNTH) backups "$(ENV)" "$(STORE)"
 
 ## diff: how the working tree's synth differs from the committed dist/, per object: make diff [ENV=prod]
+## (make exits 0 no change, 2 changes or error; scripts/diff [ENV] keeps 0 no change, 1 changes, 2 error)
 diff:
-	@$(SETUP) synth
-	@.venv/bin/python scripts/synth_diff.py $(ENV)
+	@SETUP=$(SETUP) scripts/diff $(ENV)
 
 ## bench: performance ratios (see bench/README.md)
 bench:

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent
 # This checkout's library, even when the venv has another checkout installed in editable mode.
@@ -34,7 +34,9 @@ from pydantic import ValidationError  # noqa: E402
 
 from kgstack import AgentStack, Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
 from kgstack.backup_schedule import BackupSchedule, list_job, restore_job  # noqa: E402
+from kgstack.environment import known_environments  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
+from kgstack.object_patch import PatchError, apply_patches  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
     ReleasesError,
@@ -46,6 +48,7 @@ from kgstack.releases import (  # noqa: E402
 from kgstack.reports import render_docs  # noqa: E402
 from kgstack.schema import check_objects  # noqa: E402
 from kgstack.validation import locate  # noqa: E402
+from kgstack.workload_settings import apply_to_manifest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         objects = synth_objects(
             charts,
+            transform=lambda env, objects: patched(stacks[env].env, objects),
             checks=[
                 lambda env, objects: check_objects(env, objects, versions[env]),
                 lambda env, objects: [f"{env}/{p}" for p in stacks[env].check_references(objects)],
@@ -122,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def patched(env: Environment, objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The environment's one-off ``patches:``, before the schema check and the cross-reference gate."""
+    try:
+        return apply_patches(objects, env.patches)
+    except PatchError as exc:
+        raise SynthError([f"{env.name}: {exc}"]) from None
+
+
 def pin_releases(folder: Path, environments: list[Environment]) -> list[Environment]:
     """Our images' digests from the release workflow's file: synth and the one-off Jobs deploy the same."""
     problems = [p for env in environments for p in own_digest_problems(env, f"{folder / env.name}.yaml")]
@@ -134,15 +146,47 @@ def pin_releases(folder: Path, environments: list[Environment]) -> list[Environm
     return [with_releases(env, releases) for env in environments]
 
 
+STORES = ("redis", "chroma", "memgraph")
+
+
+class _MakeUsage(argparse.ArgumentParser):
+    """A parser whose usage and errors are in the shape a person types: ``make restore ENV=prod STORE=chroma``."""
+
+    def __init__(self, target: str, description: str, restore: bool) -> None:
+        super().__init__(prog=f"make {target}", description=description, add_help=False)
+        self.target = target
+        extra = " [BACKUP_ID=<id from make backups>] [FORCE=1]" if restore else ""
+        self.make_usage = f"make {target} ENV=<environment> STORE=<{'|'.join(STORES)}>{extra}"
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: make {self.target}: {message}\nusage: {self.make_usage}\n")
+
+    def format_usage(self) -> str:
+        return f"usage: {self.make_usage}\n"
+
+    def format_help(self) -> str:
+        return f"{self.format_usage()}\n{self.description}\n"
+
+
 def _job_args(prog: str, description: str, argv: list[str], restore: bool) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("environment")
-    parser.add_argument("store", choices=["redis", "chroma", "memgraph"])
+    parser = _MakeUsage(prog.removeprefix("make "), description, restore)
+    parser.add_argument("-h", "--help", action="help")
+    # make passes every variable, set or not: ENV= and STORE= arrive as empty strings.
+    parser.add_argument("environment", nargs="?", default="")
+    parser.add_argument("store", nargs="?", default="")
     if restore:
         parser.add_argument("--backup-id", help="a backup id from `make backups`; default: the latest")
         parser.add_argument("--force", action="store_true", help="replace data in a non-empty store")
     parser.add_argument("--environments", type=Path, default=ROOT / "environments")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    known = ", ".join(known_environments(args.environments)) or "none"
+    if not args.environment:
+        parser.error(f"ENV is missing (environments: {known})")
+    if not args.store:
+        parser.error(f"STORE is missing (one of {', '.join(STORES)})")
+    if args.store not in STORES:
+        parser.error(f"STORE={args.store} is not a store (one of {', '.join(STORES)})")
+    return args
 
 
 def _one_off_job(
@@ -152,9 +196,14 @@ def _one_off_job(
     source = _shown(args.environments) / f"{args.environment}.yaml"
     (env,) = pin_releases(args.environments, [load_environment(source)])
     try:
-        return env, build(AgentStack(cdk8s.App(), env).backups)
+        job = build(AgentStack(cdk8s.App(), env).backups)
     except ValueError as exc:
         raise EnvironmentFileError([f"{source}: {exc}"]) from None
+    # Made after the stack's own objects: the environment's pod settings reach it here.
+    job, problems = apply_to_manifest(job, env.workloads)
+    if problems:
+        raise EnvironmentFileError([f"{source}: {p}" for p in problems])
+    return env, job
 
 
 def restore(argv: list[str]) -> int:

@@ -27,22 +27,24 @@ def _pytest(*selection: str) -> list[str]:
 
 
 def _envs() -> list[str]:
+    """The environments in dist/: read after synth, so a new environment is scanned too."""
     return sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd")
 
 
-GATES: dict[str, list[str]] = {
-    "checkov": [
-        str(ROOT / ".venvs" / "checkov" / "bin" / "checkov"),
-        "--skip-download",
-        "--framework",
-        "kubernetes",
-        "--quiet",
-        "--compact",
-        *[arg for env in _envs() for arg in ("-d", f"dist/{env}")],
-    ],
-    "network-config-analyzer": _pytest("tests/test_network_policies.py", "-k", "test_matrix_holds_in_dist"),
-    "promtool": _pytest("tests/test_alerts.py", "-k", "promtool"),
-}
+def gates() -> dict[str, list[str]]:
+    return {
+        "checkov": [
+            str(ROOT / ".venvs" / "checkov" / "bin" / "checkov"),
+            "--skip-download",
+            "--framework",
+            "kubernetes",
+            "--quiet",
+            "--compact",
+            *[arg for env in _envs() for arg in ("-d", f"dist/{env}")],
+        ],
+        "network-config-analyzer": _pytest("tests/test_network_policies.py", "-k", "test_matrix_holds_in_dist"),
+        "promtool": _pytest("tests/test_alerts.py", "-k", "promtool"),
+    }
 
 
 def run(name: str, command: list[str]) -> tuple[str, float, int, str]:
@@ -55,8 +57,9 @@ def main() -> int:
     total = time.perf_counter()
     results = [run("synth (schemas, CRDs, cross-references)", [PY, "-O", "app.py"])]
     if results[0][2] == 0:
-        with ThreadPoolExecutor(max_workers=len(GATES)) as pool:
-            results += list(pool.map(lambda item: run(*item), GATES.items()))
+        commands = gates()
+        with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+            results += list(pool.map(lambda item: run(*item), commands.items()))
     width = max(len(name) for name, *_ in results)
     failed = False
     for name, seconds, code, output in results:

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """How the working tree's synth differs from the committed ``dist/``, per object.
 
-    scripts/synth_diff.py [ENV]      (make diff ENV=prod)
+    scripts/synth_diff.py [ENV]      (scripts/diff ENV, which sets up first; make diff ENV=prod)
 
 Synthesizes the working tree into a scratch folder (``dist/`` is not touched) and
 compares each object with ``dist/<env>/`` as committed in ``HEAD``: one line per added,
 removed or changed object (``Deployment/kga-prod-query``), then a diff of each changed
-object's YAML. Exit codes: 0 no difference, 1 differences, 2 the synth failed.
+object's YAML. Exit codes: 0 no difference, 1 differences, 2 the synth failed (``make diff`` turns
+1 into 2, as make does with any failure; scripts/diff keeps them).
 Standard library only (plus the app it runs).
 """
 

@@ -251,3 +251,32 @@ def test_a_restore_job_runs_the_released_backup_image_like_the_cronjob(tmp_path:
         assert result.returncode == 0, result.stderr
         assert f"image: ghcr.io/acme/kgbackup:0.1.0@{digest}" in result.stdout
         assert "note:" not in result.stdout  # stdout stays a manifest for kubectl
+
+
+@pytest.mark.parametrize(
+    ("target", "variables", "problem"),
+    [
+        ("restore", ["ENV=prod"], "STORE is missing (one of redis, chroma, memgraph)"),
+        ("restore", ["STORE=chroma"], "ENV is missing (environments: dev, prod, staging)"),
+        ("restore", ["ENV=prod", "STORE=mongo"], "STORE=mongo is not a store (one of redis, chroma, memgraph)"),
+        ("backups", ["ENV=prod"], "STORE is missing (one of redis, chroma, memgraph)"),
+    ],
+)
+def test_a_make_target_without_its_variables_says_how_to_type_it(
+    target: str, variables: list[str], problem: str
+) -> None:
+    """Issue 21: `make restore ENV=prod` without STORE printed argparse's usage (`make restore [-h] ...`)."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-s", target, "SETUP=true", *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    extra = " [BACKUP_ID=<id from make backups>] [FORCE=1]" if target == "restore" else ""
+    assert result.stderr.splitlines()[:2] == [
+        f"error: make {target}: {problem}",
+        f"usage: make {target} ENV=<environment> STORE=<redis|chroma|memgraph>{extra}",
+    ]
+    assert "[-h]" not in result.stderr and "Traceback" not in result.stderr

@@ -130,3 +130,24 @@ def test_private_object_storage_only_for_the_backup_runs() -> None:
     assert {"cidr": "10.20.0.0/16"} in blocks
     query = objects["networkpolicy-kga-dev-query.yaml"]["spec"]
     assert all(to.get("ipBlock", {}).get("cidr") != "10.20.0.0/16" for rule in query["egress"] for to in rule["to"])
+
+
+def test_the_listing_job_is_sized_for_a_listing(environments: dict[str, Any]) -> None:
+    """Issue 21: the Job that runs `kgbackup list` asked for the dump's 50Gi volume and 1Gi of memory."""
+    from kgstack.backup_schedule import list_job
+    from kgstack.quantity import parse_quantity
+
+    stack = AgentStack(cdk8s.App(), environments["prod"])
+    pod = list_job(stack.backups, "chroma")["spec"]["template"]["spec"]
+    (work,) = [v for v in pod["volumes"] if v["name"] == "work"]
+    assert "ephemeral" not in work and parse_quantity(work["emptyDir"]["sizeLimit"]) <= parse_quantity("64Mi")
+    limits = pod["containers"][0]["resources"]["limits"]
+    assert parse_quantity(limits["memory"]) <= parse_quantity("256Mi")
+    # A restore still moves a dump: the environment's scratch PVC and resources.
+    restore = restore_job(stack.backups, "chroma", backup_id=None, force=False)["spec"]["template"]["spec"]
+    (scratch,) = [v for v in restore["volumes"] if v["name"] == "work"]
+    claim = scratch["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"]
+    assert claim == environments["prod"].backup.work_size
+    assert (
+        restore["containers"][0]["resources"]["limits"]["memory"] == environments["prod"].backup.resources.limits.memory
+    )

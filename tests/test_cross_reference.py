@@ -42,7 +42,7 @@ def prerequisites(env: str) -> dict[str, frozenset[str]]:
     page = (ROOT / "docs" / "environments" / env / "secrets.md").read_text()
     out: dict[str, frozenset[str]] = {}
     for line in page.splitlines():
-        match = re.match(r"^kubectl -n \S+ create secret generic (\S+) (.*?) --dry-run", line)
+        match = re.match(r"^kubectl -n \S+ create secret (?:generic|docker-registry) (\S+) (.*?) --dry-run", line)
         if match:
             out[match[1]] = frozenset(re.findall(r"--from-file=([^=]+)=", match[2]))
     return out

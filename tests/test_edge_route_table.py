@@ -15,7 +15,7 @@ slash (``%2F``, ``%5C``) to its unescaped form, which the client then requests.
 
 The expectations below are written out by hand (service names and ports), not taken
 from the constructs: the app's API list (``src/api/routes.py`` of the app, mounted at
-``/api/v1``), the health endpoints of shared/agent-facts.md, and the UI's files.
+``/api/v1``), the health endpoints of docs/agent.md, and the UI's files.
 """
 
 from __future__ import annotations

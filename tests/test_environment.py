@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DELETE, ENVIRONMENTS, env_data
+from conftest import DELETE, ENVIRONMENTS, ROOT, env_data
 
 from kgstack.environment import (
     EnvironmentFileError,
@@ -357,3 +357,37 @@ def test_a_section_that_is_not_a_mapping_points_to_its_reference() -> None:
         "environments/staging.yaml: secrets: expected a mapping of settings "
         "(see docs/environment-reference.md#secretssettings)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "section"),
+    [
+        ({"query__autoscaling__maxReplicas": "many"}, "query.autoscaling.maxReplicas", "Autoscaling"),
+        ({"backup__keepDaily": "a week"}, "backup.keepDaily", "BackupSettings"),
+        ({"repositories": [{"name": "a", "url": 7}]}, "repositories[0].url", "Repository"),
+        ({"stage": "qa"}, "stage", "Environment"),
+    ],
+)
+def test_a_wrong_type_links_its_section_of_the_reference(changes: dict[str, object], field: str, section: str) -> None:
+    """Issue 21: `Input should be a valid integer` came with no link, though the README promises one."""
+    found = problems(env_data("dev", **changes))
+    (problem,) = [p for p in found if p.startswith(f"environments/dev.yaml: {field}: ")]
+    assert problem.endswith(f" (see docs/environment-reference.md#{section.lower()})")
+    headings = [line[3:] for line in (ROOT / "docs" / "environment-reference.md").read_text().splitlines()]
+    assert section in headings
+
+
+def test_every_error_links_a_section_that_exists() -> None:
+    headings = {line[3:].lower() for line in markdown_reference().splitlines() if line.startswith("## ")}
+    bad = {
+        "query__autoscaling__maxReplicas": "many",
+        "query__resources__requests__cpu": "lots",
+        "agent__githubFileExtensions": DELETE,
+        "stores__redis__zzz": 1,
+        "reindex__schedule": "75 3 * * *",
+        "backup__keepWeekly": -1,
+    }
+    found = problems(env_data("dev", **bad))
+    links = [p.rsplit("(see ", 1)[1].rstrip(")") for p in found if "(see " in p]
+    assert len(links) == len(found) == len(bad), found
+    assert [link for link in links if link.partition("#")[2] not in headings] == []

@@ -89,7 +89,37 @@ def test_a_bad_schedule_names_the_field() -> None:
         parse_environment(env_data("dev", reindex={"schedule": "nightly"}), source="dev.yaml")
     assert caught.value.problems == [
         "dev.yaml: reindex.schedule: 'nightly' is not a five-field cron schedule (e.g. '30 3 * * *')"
+        " (see docs/environment-reference.md#reindexsettings)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "reason"),
+    [
+        # The API server refuses these CronJobs; the old check (the shape of five fields) took them.
+        ("75 3 * * *", "'75 3 * * *': minute 75 is outside 0-59"),
+        ("0 24 * * *", "'0 24 * * *': hour 24 is outside 0-23"),
+        ("0 3 * 13 *", "'0 3 * 13 *': month 13 is outside 1-12"),
+        ("0 9-5 * * *", "'0 9-5 * * *': hour 9-5 is an empty range"),
+        ("*/0 3 * * *", "'*/0 3 * * *': minute step /0 must be at least 1"),
+        # Accepted by Kubernetes, and never runs.
+        ("0 3 31 2,4 *", "'0 3 31 2,4 *' never runs: no month it names has day 31"),
+    ],
+)
+def test_a_schedule_that_parses_but_means_nothing_is_refused(schedule: str, reason: str) -> None:
+    with pytest.raises(EnvironmentFileError) as caught:
+        parse_environment(env_data("dev", reindex={"schedule": schedule}), source="dev.yaml")
+    assert caught.value.problems == [
+        f"dev.yaml: reindex.schedule: {reason} (see docs/environment-reference.md#reindexsettings)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "schedule", ["0 3 * * *", "*/15 8-18 * * 1-5", "0 3 31 2 1", "0 3 29 2 *", "0,30 */2 1,15 * 0,7"]
+)
+def test_schedules_that_run_are_accepted(schedule: str) -> None:
+    env = parse_environment(env_data("dev", reindex={"schedule": schedule}), source="dev.yaml")
+    assert env.reindex.schedule == schedule
 
 
 def test_the_quota_counts_the_reindex_pod() -> None:

@@ -4,7 +4,7 @@ What runs, all on loopback:
 
 * nginx with ``docker/web/nginx.conf`` (the image's config) serving a stand-in
   ``index.html`` and the ``config.js`` of dist/'s ConfigMap. The app's page is not
-  ours to copy, so the stand-in loads what it loads (shared/agent-facts.md): prism
+  ours to copy, so the stand-in loads what it loads (docs/agent.md): prism
   and font-awesome from cdnjs, mermaid and marked from jsDelivr, an inline
   ``<style>``, style attributes, inline scripts that default ``API_BASE_URL``, and
   a ``fetch`` of the API;

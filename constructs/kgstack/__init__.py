@@ -8,15 +8,18 @@ from ._node import use_supported_node
 
 use_supported_node()  # before the first cdk8s import starts jsii's Node process
 
+from . import _errors  # noqa: E402
 from .agent_config import AgentConfig, AgentConfigProps  # noqa: E402
 from .agent_secrets import AgentSecrets, AgentSecretsProps, SecretsSettings  # noqa: E402
 from .agent_settings import (  # noqa: E402
     AgentSettings,
+    CacheSettings,
     Chunking,
     Embedding,
     Graph,
     Llm,
     Repository,
+    RuntimeSettings,
     VectorStore,
     Workflow,
 )
@@ -26,23 +29,62 @@ from .argocd_application import ArgoCdApplication, GitOpsSettings  # noqa: E402
 from .backup_schedule import BackupSchedule, BackupScheduleProps, BackupSettings, StoreEndpoint  # noqa: E402
 from .chroma_store import ChromaSettings, ChromaStore, ChromaStoreProps  # noqa: E402
 from .connections import Connections, Endpoint  # noqa: E402
+from .cross_reference import check_chart  # noqa: E402
 from .dashboards import Dashboards  # noqa: E402
-from .edge import Edge, EdgeAuth, EdgeAuthProps, EdgeProps, EdgeSettings  # noqa: E402
-from .environment import Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
+from .edge import Edge, EdgeAuth, EdgeAuthProps, EdgeProps, EdgeSettings, GatewaySettings, PlatformGateway  # noqa: E402
+from .edge.common import BackendTls  # noqa: E402
+from .environment import (  # noqa: E402
+    CloudProfile,
+    CloudProvider,
+    ContainerDefaults,
+    Environment,
+    EnvironmentFileError,
+    Images,
+    IndexerTier,
+    QueryTier,
+    Quota,
+    Stores,
+    load_environment,
+    load_environments,
+)
 from .gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
 from .memgraph_store import MemgraphSettings, MemgraphStore, MemgraphStoreProps  # noqa: E402
 from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Stage  # noqa: E402
-from .monitoring import Monitoring, MonitoringProps, MonitoringSettings  # noqa: E402
+from .monitoring import (  # noqa: E402
+    ChatReceiver,
+    Monitoring,
+    MonitoringProps,
+    MonitoringSettings,
+    PagingReceiver,
+    Receivers,
+    SecretKey,
+)
 from .naming import APP_NAME, PART_OF, Identity  # noqa: E402
-from .network_policies import NetworkPolicies, NetworkPoliciesProps, NetworkSettings  # noqa: E402
+from .network_policies import (  # noqa: E402
+    CidrPeer,
+    ComponentPeer,
+    Flow,
+    InternetPeer,
+    NamespacePeer,
+    NetworkPolicies,
+    NetworkPoliciesProps,
+    NetworkSettings,
+    PodsPeer,
+    PortSpec,
+    tcp,
+)
+from .object_patch import JsonOperation, ObjectPatch, PatchError, PatchTarget, apply_patches  # noqa: E402
 from .publish import SynthError, synth, synth_objects  # noqa: E402
 from .redis_cache import RedisCache, RedisCacheProps, RedisSettings  # noqa: E402
 from .reindex_schedule import ReindexSchedule, ReindexScheduleProps, ReindexSettings  # noqa: E402
 from .schema import check_objects  # noqa: E402
 from .secret_ref import SecretRef  # noqa: E402
-from .stateful_store import StatefulStore, StatefulStoreProps  # noqa: E402
+from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings  # noqa: E402
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps  # noqa: E402
 from .web_ui import WebUi, WebUiProps  # noqa: E402
+from .workload_settings import Toleration, WorkloadSettings  # noqa: E402
+
+_errors.install()  # a validation error reaches the user as one line per problem, not a jsii trace
 
 __all__ = [
     "APP_NAME",
@@ -57,15 +99,23 @@ __all__ = [
     "AgentTierProps",
     "ArgoCdApplication",
     "Autoscaling",
+    "BackendTls",
     "BackupSchedule",
     "BackupScheduleProps",
     "BackupSettings",
+    "CacheSettings",
+    "ChatReceiver",
     "ChromaSettings",
     "ChromaStore",
     "ChromaStoreProps",
     "Chunking",
+    "CidrPeer",
+    "CloudProfile",
+    "CloudProvider",
+    "ComponentPeer",
     "ComputeAmounts",
     "Connections",
+    "ContainerDefaults",
     "Dashboards",
     "Disruption",
     "Edge",
@@ -77,12 +127,18 @@ __all__ = [
     "Endpoint",
     "Environment",
     "EnvironmentFileError",
+    "Flow",
+    "GatewaySettings",
     "GitOpsChart",
     "GitOpsSettings",
     "GitOpsTarget",
     "Graph",
     "Identity",
     "ImageRef",
+    "Images",
+    "IndexerTier",
+    "InternetPeer",
+    "JsonOperation",
     "Llm",
     "MemgraphSettings",
     "MemgraphStore",
@@ -90,10 +146,21 @@ __all__ = [
     "Monitoring",
     "MonitoringProps",
     "MonitoringSettings",
+    "NamespacePeer",
     "NetworkPolicies",
     "NetworkPoliciesProps",
     "NetworkSettings",
+    "ObjectPatch",
+    "PagingReceiver",
+    "PatchError",
+    "PatchTarget",
     "PersistentState",
+    "PlatformGateway",
+    "PodsPeer",
+    "PortSpec",
+    "QueryTier",
+    "Quota",
+    "Receivers",
     "RedisCache",
     "RedisCacheProps",
     "RedisSettings",
@@ -102,22 +169,31 @@ __all__ = [
     "ReindexSettings",
     "Repository",
     "Resources",
+    "RuntimeSettings",
+    "SecretKey",
     "SecretRef",
     "SecretsSettings",
     "Stage",
     "StatefulStore",
     "StatefulStoreProps",
     "StoreEndpoint",
+    "StoreSettings",
+    "Stores",
     "SynthError",
     "TenantNamespace",
     "TenantNamespaceProps",
+    "Toleration",
     "VectorStore",
     "WebUi",
     "WebUiProps",
     "Workflow",
+    "WorkloadSettings",
+    "apply_patches",
+    "check_chart",
     "check_objects",
     "load_environment",
     "load_environments",
     "synth",
     "synth_objects",
+    "tcp",
 ]

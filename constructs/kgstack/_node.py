@@ -18,9 +18,13 @@ from pathlib import Path
 SUPPORTED_MAJORS = (22, 24)
 """Node releases jsii supports (its runtime warns on any other)."""
 
+NPM_NODE = Path(".tools") / "node_modules" / ".bin" / "node"
+"""Where ``npm install --prefix .tools node@22`` puts Node (scripts/setup.sh links it as ``.tools/jsii-node``)."""
+
 _HINT = (
-    "kgstack: jsii needs Node.js 22 or 24 and found none; set JSII_NODE=/path/to/node "
-    "(e.g. `npm install --prefix .tools node@22` and JSII_NODE=.tools/node_modules/.bin/node)"
+    "kgstack: jsii needs Node.js 22 or 24 and found none; set JSII_NODE=/path/to/node, or run "
+    "`scripts/setup.sh synth` (or `npm install --prefix .tools node@22`) in this folder: kgstack finds "
+    f".tools/jsii-node and {NPM_NODE} by itself"
 )
 
 
@@ -39,9 +43,16 @@ def _major(node: str) -> int:
 
 
 def _candidates() -> tuple[list[str], str | None]:
-    """The project's Node (``.tools/jsii-node`` of the cwd or of this checkout), and ``node`` on PATH."""
+    """The project's Node (``.tools/jsii-node``, else npm's in ``.tools``, of the cwd or of this checkout),
+    and ``node`` on PATH."""
     places = [Path.cwd(), Path(__file__).resolve().parents[2]]
     found = [str(place / ".tools" / "jsii-node") for place in places if (place / ".tools" / "jsii-node").exists()]
+    # Else a Node installed as the hint says, without the set-up that links it (checked: it may be any version).
+    found = found or [
+        str(place / NPM_NODE)
+        for place in places
+        if (place / NPM_NODE).exists() and _major(str(place / NPM_NODE)) in SUPPORTED_MAJORS
+    ]
     return found, shutil.which("node")
 
 

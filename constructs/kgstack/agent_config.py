@@ -7,16 +7,17 @@ keys of a Secret that is created outside git (ExternalSecret or kubectl).
 from __future__ import annotations
 
 import json
-from typing import Self
+from typing import Annotated, Self
 
 from constructs import Construct
 from pydantic import Field, model_validator
 
 from ._plus import k8s
 from .agent_settings import AgentSettings, Repository
-from .connections import Endpoint
+from .connections import Connections, Endpoint
 from .model import Spec
 from .naming import Identity, object_meta
+from .network_policies import ComponentPeer, InternetPeer, NetworkSettings, tcp
 from .scheduling import rolls_on
 from .secret_ref import SecretRef
 
@@ -58,12 +59,21 @@ class AgentConfigProps(Spec):
     """``API_BASE_URL``: the public ``https://<domain>/api/v1``."""
     chroma: Endpoint | None = None
     """The in-cluster Chroma server; required with vector store ``chroma``. Rendered to ``CHROMA_HOST``,
-    ``CHROMA_PORT`` and ``KGA_CHROMA_MODE=http``: without it the app opens an embedded store in each pod's
-    working directory (``chroma_db``), which no other pod and no backup sees."""
+    ``CHROMA_PORT`` and ``KGA_CHROMA_MODE=http``, and every tier using this config may connect to it:
+    without it the app opens an embedded store in each pod's working directory (``chroma_db``), which no
+    other pod and no backup sees."""
     extra_env: dict[str, str] = Field(default_factory=dict)
     """Further plain settings from other constructs (the graph store URL, ...)."""
     extra_secrets: dict[str, SecretRef] = Field(default_factory=dict)
-    """Further variables read from Secrets of other constructs (``REDIS_URL``, ...)."""
+    """Further variables read from Secrets of other constructs (``REDIS_URL``, ...); a reference with an
+    ``endpoint`` (``RedisCache.agent_url()``) lets every tier using this config connect to it."""
+    connects_to: list[Endpoint] = Field(default_factory=list)
+    """Further stores the settings point at through ``extra_env`` (the graph store's URL): every tier using
+    this config may connect to them."""
+    internet_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=lambda: list(NetworkSettings().internet_ports)
+    )
+    """Ports the agent opens to the internet: the LLM and embedding APIs, GitHub clones."""
 
     @model_validator(mode="after")
     def _chroma_server_for_chroma(self) -> Self:
@@ -152,7 +162,7 @@ class AgentConfig(Construct):
 
     def _runtime_env(self) -> dict[str, str]:
         """The runtime layer's variables (docker/agent/runtime); the query tier's limits, which the indexer
-        overrides in its container (``AgentTier.runtime_overrides``)."""
+        overrides in its container (``AgentTier.runtime_env``)."""
         r = self.props.settings.runtime
         return {
             "KGA_APP": APP_OBJECT,
@@ -177,6 +187,21 @@ class AgentConfig(Construct):
             required["LANGCHAIN_API_KEY"] = True
         refs = {key: SecretRef(name=s.secret_name, key=key, optional=not needed) for key, needed in required.items()}
         return {**refs, **self.props.extra_secrets}
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """Every store this configuration points the agent at."""
+        refs = [ref.endpoint for ref in self.props.extra_secrets.values() if ref.endpoint is not None]
+        chroma = [self.props.chroma] if self.props.chroma else []
+        return list({(e.service, e.port): e for e in [*refs, *chroma, *self.props.connects_to]}.values())
+
+    def connect(self, client: ComponentPeer) -> None:
+        """Declare the traffic of ``client``, a tier running with this configuration: its stores and the internet."""
+        connections = Connections.of(self)
+        for endpoint in self.endpoints:
+            connections.allow(client, endpoint, purpose=f"the {client.component} tier uses {endpoint.component}")
+        purpose = "LLM and embedding APIs, GitHub clones"
+        connections.allow_ports(client, InternetPeer(), tcp(*self.props.internet_ports), purpose=purpose)
 
     def secret_env(self) -> list[k8s.EnvVar]:
         """References into Secrets; values never pass through this code."""

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Self
 from constructs import Construct
 from pydantic import Field, model_validator
 
+from .cross_reference import PULL_SECRET_KEY, PULL_SECRET_TYPE
 from .custom_resource import custom_resource
 from .model import Spec, Stage
 from .naming import Identity
@@ -75,6 +76,9 @@ class AgentSecretsProps(Spec):
     """``kga-backup`` when backups use static S3 credentials rather than workload identity."""
     backup_keys: list[str] = Field(default_factory=lambda: ["credentials"])
     """Keys of the backup Secret (BackupSchedule reads an AWS shared-credentials file from ``credentials``)."""
+    pull_secrets: list[str] = Field(default_factory=list)
+    """Image pull Secrets (``workloads.imagePullSecrets``): type ``kubernetes.io/dockerconfigjson``, key
+    ``.dockerconfigjson``; the remote secret is the name without the app prefix."""
     additional: dict[str, list[str]] = Field(default_factory=dict)
     """More Secrets by name, with their required keys (the alert receivers' ``kga-alerting``); the remote
     secret is the name without the app prefix."""
@@ -117,6 +121,10 @@ class AgentSecrets(Construct):
             self._add(props.edge_keys_secret, "edge-keys", ["keys.map"])
         if props.backup_secret:
             self._add(props.backup_secret, "backup", props.backup_keys)
+        for name in props.pull_secrets:
+            self._add(
+                name, name.removeprefix(f"{props.identity.name}-"), [PULL_SECRET_KEY], secret_type=PULL_SECRET_TYPE
+            )
         for name, keys in props.additional.items():
             self._add(name, name.removeprefix(f"{props.identity.name}-"), keys)
 
@@ -125,8 +133,16 @@ class AgentSecrets(Construct):
         """Secrets someone must create before the first sync: all of them in dev, none elsewhere."""
         return dict(self.required) if self.props.stage is Stage.DEV else {}
 
-    def _add(self, secret: str, remote: str, keys: list[str], templated: dict[str, str] | None = None) -> None:
-        """``templated``: more keys, rendered by ESO's template engine from the fetched ones."""
+    def _add(
+        self,
+        secret: str,
+        remote: str,
+        keys: list[str],
+        templated: dict[str, str] | None = None,
+        secret_type: str | None = None,
+    ) -> None:
+        """``templated``: more keys, rendered by ESO's template engine from the fetched ones;
+        ``secret_type``: the Secret's ``type`` (default Opaque)."""
         p = self.props
         self.required[secret] = sorted({*keys, *(templated or {})})
         if p.stage is Stage.DEV:
@@ -135,6 +151,8 @@ class AgentSecrets(Construct):
         template: dict[str, Any] = {"metadata": {"labels": labels}}
         if templated:
             template = {"engineVersion": "v2", "mergePolicy": "Merge", **template, "data": templated}
+        if secret_type:
+            template = {"type": secret_type, **template}
         resource = {
             "apiVersion": "external-secrets.io/v1",
             "kind": "ExternalSecret",

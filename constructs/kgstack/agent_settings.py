@@ -82,7 +82,7 @@ class Graph(Spec):
     """``ENABLE_GRAPH_VISUALIZATION``."""
 
 
-class Cache(Spec):
+class CacheSettings(Spec):
     """Caching through Redis by the runtime layer (``REDIS_URL`` from the Redis Secret turns it on)."""
 
     llm_ttl_seconds: Annotated[int, Field(ge=0)] = 86400
@@ -93,7 +93,7 @@ class Cache(Spec):
     wrapper in Redis, so re-indexing an unchanged chunk or repeating a question calls no API; 0 turns it off."""
 
 
-class Runtime(Spec):
+class RuntimeSettings(Spec):
     """Our runtime layer in the agent image (``python -m kga_runtime``, docker/agent/runtime): health, metrics,
     logs and the adapters the app lacks. These are the query tier's limits; the indexer raises the loop ones to
     its workflow timeout (its event loop runs a whole indexing run)."""
@@ -113,12 +113,12 @@ class Runtime(Spec):
     ready_max_loop_lag_seconds: Annotated[float, Field(gt=0)] = 2
     """``KGA_READY_MAX_LOOP_LAG_SECONDS``: ``/readyz`` fails while the event loop lags more than this, so a pod
     blocked by a synchronous answer gets no new requests."""
-    cache: Cache = Cache()
+    cache: CacheSettings = CacheSettings()
     """Redis caching of LLM answers and embeddings."""
 
 
 class AgentSettings(Spec):
-    """The agent's non-secret settings: the app's own variables and those of our runtime layer."""
+    """The agent's non-secret settings: the app's own variables (docs/agent.md) and our runtime layer's."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """``LOG_LEVEL``."""
@@ -136,7 +136,7 @@ class AgentSettings(Spec):
     """Indexing workflow behaviour."""
     graph: Graph = Graph()
     """Graph features; enabling them deploys Memgraph."""
-    runtime: Runtime = Runtime()
+    runtime: RuntimeSettings = RuntimeSettings()
     """Health, saturation, logs and caching of our runtime layer in the agent image."""
     event_flow_analysis: bool = False
     """``ENABLE_EVENT_FLOW_ANALYSIS``."""

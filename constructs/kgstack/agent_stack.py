@@ -19,13 +19,13 @@ from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEn
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections
 from .dashboards import Dashboards
-from .edge import ACME_SOLVER_PORT, Edge, EdgeProps, edge_peers
+from .edge import Edge, EdgeProps
 from .environment import Environment
 from .memgraph_store import MemgraphStore, MemgraphStoreProps
 from .model import Stage
 from .monitoring import Monitoring, MonitoringProps
 from .naming import APP_NAME, Identity, object_meta
-from .network_policies import InternetPeer, NamespacePeer, NetworkPolicies, NetworkPoliciesProps, tcp
+from .network_policies import NamespacePeer, NetworkPolicies, NetworkPoliciesProps
 from .quantity import format_memory, parse_quantity
 from .redis_cache import SECRET_KEYS as REDIS_SECRET_KEYS
 from .redis_cache import RedisCache, RedisCacheProps
@@ -34,6 +34,7 @@ from .secret_ref import SecretRef
 from .tenant_namespace import TenantNamespace, TenantNamespaceProps
 from .validation import add_check
 from .web_ui import WebUi, WebUiProps
+from .workload_settings import apply_to_chart
 
 
 class AgentStack(cdk8s.Chart):
@@ -146,6 +147,8 @@ class AgentStack(cdk8s.Chart):
                 chroma=self.chroma.endpoint if self.chroma else None,
                 extra_env=extra_env,
                 extra_secrets=extra_secrets,
+                connects_to=[self.memgraph.endpoint] if self.memgraph else [],
+                internet_ports=env.network.internet_ports,
             ),
         )
 
@@ -228,6 +231,7 @@ class AgentStack(cdk8s.Chart):
                 web=self.web.endpoint,
                 query=self.query.endpoint,
                 indexer=self.indexer.endpoint,
+                ingress_nginx_namespace=env.network.ingress_controller_namespace,
                 load_balancer_annotations=env.cloud.load_balancer_annotations,
             ),
         )
@@ -279,6 +283,7 @@ class AgentStack(cdk8s.Chart):
                 memgraph_secret=env.stores.memgraph.secret_name if self.memgraph and env.stores.memgraph else None,
                 edge_keys_secret=env.edge.keys_secret,
                 backup_secret=env.backup.credentials_secret,
+                pull_secrets=env.workloads.image_pull_secrets,
                 additional=self.monitoring.secret_keys if self.monitoring else {},
             ),
         )
@@ -299,7 +304,6 @@ class AgentStack(cdk8s.Chart):
                 object_storage_cidrs=env.network.object_storage_cidrs,
             ),
         )
-        self._connect(env)
         add_check(self, lambda: self._backup_memory_problems(env))
 
         # Last: the policies render every connection the constructs above declared.
@@ -310,6 +314,8 @@ class AgentStack(cdk8s.Chart):
                 identity=release, namespace=ns, settings=env.network, flows=Connections.of(self).flows
             ),
         )
+        # After everything: the environment's pod settings reach every workload (kgstack.workload_settings).
+        apply_to_chart(self, env.workloads)
 
     @staticmethod
     def _backup_memory_problems(env: Environment) -> list[str]:
@@ -350,34 +356,3 @@ class AgentStack(cdk8s.Chart):
             edge=cross_reference.Peer(self.edge.peer.namespace, self.edge.peer.pod_labels),
             ingress_controller=cross_reference.Peer(net.ingress_controller_namespace),
         ).problems()
-
-    def _connect(self, env: Environment) -> None:
-        """The agent's and the edge's traffic; probes, scrapes and backups declare their own."""
-        connections = Connections.of(self)
-        tiers = (self.query, self.indexer)
-        stores = [(s.endpoint, f"{s.endpoint.component}") for s in (self.redis, self.chroma, self.memgraph) if s]
-        for tier in tiers:
-            client = tier.endpoint.peer
-            for endpoint, store in stores:
-                connections.allow(client, endpoint, purpose=f"the {client.component} tier uses {store}")
-            connections.allow_ports(
-                client,
-                InternetPeer(),
-                tcp(*env.network.internet_ports),
-                purpose="LLM and embedding APIs, GitHub clones",
-            )
-        # The chosen edge, plus the legacy controller while both serve the host (docs/edge.md, migration).
-        for edge in edge_peers(env.edge, env.network.ingress_controller_namespace):
-            connections.allow(edge, self.web.endpoint, purpose="the edge serves the web UI")
-            for tier in tiers:
-                purpose = f"the edge routes /api to the {tier.endpoint.component} tier"
-                connections.allow(edge, tier.endpoint, purpose=purpose)
-            for endpoint in self.edge.endpoints:
-                connections.allow(edge, endpoint, purpose=f"the edge calls the verifier's {endpoint.port_name} port")
-            if self.edge.acme_solver is not None:
-                connections.allow_ports(
-                    edge,
-                    self.edge.acme_solver,
-                    tcp(ACME_SOLVER_PORT),
-                    purpose="an ACME HTTP-01 challenge reaches cert-manager's solver",
-                )

@@ -1,9 +1,9 @@
 """One tier of the agent API: Deployment, Service, PodDisruptionBudget, optional HPA and PVC.
 
 The app keeps indexing and workflow state in process memory, so the stack runs
-two tiers from one image: a ``query`` tier that scales horizontally and a single
-``indexer`` that owns ``/api/v1/index*`` and ``/api/v1/workflows*`` and keeps its
-state on a PersistentVolumeClaim.
+two tiers from one image (see docs/agent.md): a ``query`` tier that scales
+horizontally and a single ``indexer`` that owns ``/api/v1/index*`` and
+``/api/v1/workflows*`` and keeps its state on a PersistentVolumeClaim.
 
 Both start the app through our runtime layer (``python -m kga_runtime``, see
 docker/agent/runtime). Its side server answers on a second port from a thread,
@@ -172,7 +172,7 @@ class AgentTier(Construct):
                 annotations={
                     **reload_on(props.reload_secrets),
                     **checkov_skips(
-                        CKV_K8S_35="the agent reads its credentials only from environment variables (agent-facts.md)",
+                        CKV_K8S_35="the agent reads its credentials only from environment variables (docs/agent.md)",
                         **unpinned_skip(props.image),
                     ),
                 },
@@ -187,6 +187,7 @@ class AgentTier(Construct):
             ),
         )
         expose(self, props.identity, props.namespace, [self.endpoint, self.runtime_endpoint])
+        config.connect(self.endpoint.peer)  # its stores and the internet: the config points it there
         disruption_budget(self, props.identity, props.namespace, props.disruption)
         if props.autoscaling is not None:
             self._autoscaler(props.autoscaling)
@@ -194,8 +195,8 @@ class AgentTier(Construct):
 
     @property
     def endpoint(self) -> Endpoint:
-        """The API port. ``/health`` is the app's only honest health path, except on a tier whose loop blocks
-        for a whole run (``loopBlockSeconds``): a blackbox probe then checks the port."""
+        """The API port. ``/health`` is the app's only honest health path (docs/agent.md), except on a tier
+        whose loop blocks for a whole run (``loopBlockSeconds``): a blackbox probe then checks the port."""
         p = self.props
         return Endpoint.serving(
             p.identity, p.namespace, HTTP_PORT, "http", health_path=None if p.loop_block_seconds else HEALTH_PATH

@@ -30,6 +30,11 @@ _DEFAULT_RESOURCES = Resources.model_validate(
     {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 )
 
+_LIST_RESOURCES = Resources.model_validate(
+    # `kgbackup list` (Python, boto3, one manifest at a time) peaks near 50 MiB.
+    {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+)
+
 
 class BackupSettings(Spec):
     """Where backups go, when they run and how many are kept."""
@@ -153,8 +158,19 @@ class BackupSchedule(Construct):
         """The pods of ``store``'s backup and restore runs."""
         return ComponentPeer(component=self.props.identity.component, pod_labels={STORE_LABEL: store})
 
-    def job_spec(self, store: Store, args: list[str], *, ttl_seconds: int = SCHEDULED_TTL_SECONDS) -> k8s.JobSpec:
-        """The pod that runs ``kgbackup <args>`` against ``store``; shared by backup and restore."""
+    def job_spec(
+        self,
+        store: Store,
+        args: list[str],
+        *,
+        ttl_seconds: int = SCHEDULED_TTL_SECONDS,
+        resources: Resources | None = None,
+        scratch: str | None = None,
+    ) -> k8s.JobSpec:
+        """The pod that runs ``kgbackup <args>`` against ``store``; shared by backup, restore and list.
+
+        ``resources`` and ``scratch`` (an emptyDir of that size instead of the per-run PVC) size a
+        command that moves no dump (``list``); by default the pod is sized for a dump."""
         p, s = self.props, self.props.settings
         endpoint = p.stores[store]
         env = {
@@ -172,7 +188,7 @@ class BackupSchedule(Construct):
         container = hardened_container(
             name="kgbackup",
             image=p.image.reference,
-            resources=s.resources,
+            resources=resources or s.resources,
             args=args,
             env=[*(k8s.EnvVar(name=k, value=v) for k, v in sorted(env.items())), *file_env],
             mounts=[k8s.VolumeMount(name="work", mount_path="/work"), *secret_mounts],
@@ -187,8 +203,10 @@ class BackupSchedule(Construct):
                     service_account=self.name,
                     container=container,
                     volumes=[
+                        k8s.Volume(name="work", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity(scratch)))
+                        if scratch
                         # A per-run PVC: a dump can be larger than a node's free ephemeral disk.
-                        k8s.Volume(
+                        else k8s.Volume(
                             name="work",
                             ephemeral=k8s.EphemeralVolumeSource(
                                 volume_claim_template=k8s.PersistentVolumeClaimTemplate(
@@ -242,11 +260,23 @@ def list_job(schedule: BackupSchedule, store: Store) -> dict[str, Any]:
     """A one-off Job that lists ``store``'s backups (``kgbackup list``): read-only, same access as the CronJob."""
     if store not in schedule.props.stores:
         raise ValueError(f"this environment has no {store} store")
-    return _one_off(schedule, store, "backup-list", f"backups-{store}", ["list", store], ttl_seconds=3600)
+    # It reads manifests from S3 and prints one line each: no dump, so no scratch PVC and no dump-sized memory.
+    return _one_off(
+        schedule, store, "backup-list", f"backups-{store}", ["list", store], ttl_seconds=3600,
+        resources=_LIST_RESOURCES, scratch="64Mi",
+    )  # fmt: skip
 
 
 def _one_off(
-    schedule: BackupSchedule, store: Store, component: str, name: str, args: list[str], *, ttl_seconds: int
+    schedule: BackupSchedule,
+    store: Store,
+    component: str,
+    name: str,
+    args: list[str],
+    *,
+    ttl_seconds: int,
+    resources: Resources | None = None,
+    scratch: str | None = None,
 ) -> dict[str, Any]:
     """A Job ``<release>-<name>`` running ``kgbackup <args>`` with the CronJob's pod (access, volumes)."""
     p = schedule.props
@@ -254,7 +284,7 @@ def _one_off(
         Construct(schedule, f"OneOff-{name}"),
         "Job",
         metadata=object_meta(p.identity.of(component), p.namespace, name=f"{p.identity.instance}-{name}"),
-        spec=schedule.job_spec(store, args, ttl_seconds=ttl_seconds),
+        spec=schedule.job_spec(store, args, ttl_seconds=ttl_seconds, resources=resources, scratch=scratch),
     )
     manifest: dict[str, Any] = job.to_json()
     return manifest

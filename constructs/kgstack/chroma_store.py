@@ -1,6 +1,6 @@
 """Chroma, the in-cluster vector store: a single-node server on a PVC, reachable only by policy.
 
-The app talks to Chroma over plain HTTP without auth (shared/agent-facts.md), so
+The app talks to Chroma over plain HTTP without auth (docs/agent.md), so
 the server image is pinned to the release of the client (kgbackup and the app)
 and only the agent tiers and the backup job may reach it (network policies).
 """

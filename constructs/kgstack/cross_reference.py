@@ -16,15 +16,20 @@ together, independently of the constructs that made them:
   NetworkPolicies, evaluated here with Kubernetes' semantics;
 * no two ServiceAccounts share a cloud workload identity.
 
-Each problem reads ``<file>: <field path>: <reason>``.
+Each problem reads ``<file>: <field path>: <reason>``. :func:`check_chart` runs the gate on any
+chart (a composition of a few constructs as well as ``AgentStack``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import cdk8s
+
+from .publish import manifests
 
 Obj = dict[str, Any]
 
@@ -37,6 +42,8 @@ IDENTITY_ANNOTATIONS = (
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 CERTIFICATE_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt"})
 AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+PULL_SECRET_KEY = ".dockerconfigjson"
+PULL_SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 _HOST_PORT = re.compile(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(?P<host>[a-z0-9.-]+):(?P<port>\d+)(?:/|$)")
 
@@ -138,7 +145,7 @@ class Gate:
         files: Mapping[str, Obj],
         *,
         namespace: str,
-        prerequisites: Mapping[str, frozenset[str]] | None = None,
+        prerequisites: Mapping[str, frozenset[str] | None] | None = None,
         scraper: Peer | None = None,
         prober: Peer | None = None,
         edge: Peer | None = None,
@@ -156,6 +163,9 @@ class Gate:
         for file, obj in self.files.items():
             self.by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = (file, obj)
         self.secrets = self._secret_producers()
+        self.secret_types = {name: obj.get("type", "Opaque") for name, (_, obj) in self.kind("Secret").items()}
+        for _, target, _, template in self._external_secrets():
+            self.secret_types[target] = template.get("type", "Opaque")
         self.problems_found: list[str] = []
 
     # -- producers ------------------------------------------------------------------------------
@@ -190,6 +200,7 @@ class Gate:
     def problems(self) -> list[str]:
         self.problems_found = []
         self._pod_references()
+        self._pull_secret_types()
         self._external_secret_keys()
         self._custom_resource_secrets()
         self._services()
@@ -239,6 +250,18 @@ class Gate:
         for file, path, name, key, optional in self._pod_secret_refs():
             self._need_secret(file, path, name, key, optional)
 
+    def _pull_secret_types(self) -> None:
+        for pod in self.pods:
+            for i, pull in enumerate(pod.spec.get("imagePullSecrets") or []):
+                kind = self.secret_types.get(pull["name"], PULL_SECRET_TYPE)  # a prerequisite's type is documented
+                if kind != PULL_SECRET_TYPE:
+                    self._report(
+                        pod.file,
+                        f"{pod.path}.spec.imagePullSecrets[{i}]",
+                        f"Secret {pull['name']} has type {kind}; the kubelet reads pull credentials only from "
+                        f"a {PULL_SECRET_TYPE} Secret",
+                    )
+
     def _env_references(self, pod: _Pod, base: str, configmaps: Mapping[str, Obj]) -> None:
         for group in ("initContainers", "containers"):
             for c, container in enumerate(pod.spec.get(group) or []):
@@ -262,6 +285,9 @@ class Gate:
         """(file, field path, Secret, key, optional) of every pod's Secret reference; key ``None``: all keys."""
         for pod in self.pods:
             base = f"{pod.path}.spec"
+            for i, pull in enumerate(pod.spec.get("imagePullSecrets") or []):
+                # The kubelet reads only a kubernetes.io/dockerconfigjson Secret's .dockerconfigjson.
+                yield pod.file, f"{base}.imagePullSecrets[{i}]", pull["name"], PULL_SECRET_KEY, False
             for i, volume in enumerate(pod.spec.get("volumes") or []):
                 ref = volume.get("secret")
                 if ref:
@@ -467,6 +493,21 @@ class Gate:
             for rule in spec.get("egress") or []
         )
 
+    def reaches(self, source_file: str, host: str, port: int) -> bool:
+        """Whether the NetworkPolicies let the pods of ``source_file`` open ``host:port`` (a Service of ours):
+        for traffic the objects cannot show, e.g. a URL in a Secret made outside the chart."""
+        sources = [pod for pod in self.pods if pod.file == source_file]
+        resolved = self._service_target(host, port)
+        if not sources or resolved is None:
+            return False
+        targets, container_port = resolved
+        return all(
+            self._egress_allowed(source, target, container_port)
+            and self._ingress_allowed(Peer(self.namespace, source.labels), target, container_port)
+            for source in sources
+            for target in targets
+        )
+
     def _expect(self, file: str, path: str, source: Peer | _Pod, *, host: str, port: int, what: str) -> None:
         resolved = self._service_target(host, port)
         if resolved is None:
@@ -610,3 +651,38 @@ class Gate:
             if p.get("name") == name:
                 return int(p["port"])
         return None
+
+
+def check_chart(
+    chart: cdk8s.Chart,
+    *,
+    prerequisites: Mapping[str, Iterable[str] | None] | None = None,
+    scraper: Peer | None = None,
+    prober: Peer | None = None,
+    edge: Peer | None = None,
+    ingress_controller: Peer | None = None,
+) -> list[str]:
+    """The gate over any chart, one namespace at a time: ``<chart>/<file>: <field path>: <reason>`` lines.
+
+    The chart is rendered first (its constructs' validations run; a failure raises ``SynthError``).
+    ``prerequisites`` are the Secrets made outside the chart (by hand, by another tool), each with the
+    keys it holds, or ``None`` when they are not known; the peers are as in :class:`Gate`.
+    """
+    objects = manifests(chart)
+    known = {name: frozenset(keys) if keys is not None else None for name, keys in (prerequisites or {}).items()}
+    cluster_scoped = {f: o for f, o in objects.items() if not o["metadata"].get("namespace")}
+    namespaces = sorted({o["metadata"]["namespace"] for o in objects.values() if o["metadata"].get("namespace")})
+    problems = []
+    for namespace in namespaces:
+        files = {f: o for f, o in objects.items() if o["metadata"].get("namespace") == namespace} | cluster_scoped
+        gate = Gate(
+            files,
+            namespace=namespace,
+            prerequisites=known,
+            scraper=scraper,
+            prober=prober,
+            edge=edge,
+            ingress_controller=ingress_controller,
+        )
+        problems += [f"{chart.node.id}/{problem}" for problem in gate.problems()]
+    return problems

@@ -40,9 +40,11 @@ from .model import (
 )
 from .monitoring import MonitoringSettings
 from .network_policies import NetworkSettings
+from .object_patch import ObjectPatch
 from .quantity import Quantity
 from .redis_cache import RedisSettings
 from .reindex_schedule import ReindexSettings
+from .workload_settings import WorkloadSettings
 
 __all__ = [
     # The agent's settings live in agent_settings.py; re-exported for existing imports.
@@ -330,6 +332,12 @@ class Environment(Spec):
     """Namespace ResourceQuota, checked against the stack at maximum scale."""
     container_defaults: ContainerDefaults = ContainerDefaults()
     """Namespace LimitRange defaults."""
+    workloads: WorkloadSettings = WorkloadSettings()
+    """Tolerations, node selector, image pull Secrets, priority class, extra labels, annotations and env
+    for every pod (the settings a Helm chart's values offer); applied to every workload and Job."""
+    patches: list[ObjectPatch] = Field(default_factory=list)
+    """One-off changes to rendered objects (strategic merge or RFC 6902), applied in order after
+    rendering and before the schema check and the cross-reference gate (docs/customizing.md)."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -508,7 +516,11 @@ def _describe(error: Any) -> list[tuple[str, str]]:
         model = _model_at(loc)
         return [(_field_path(loc), f"expected a mapping of settings (see {_reference(model)})")]
     message = str(error["msg"]).removeprefix("Value error, ")
-    return [(_field_path(loc) or "name", message)]
+    # A wrong type or value: the section of the reference for the model that holds the field.
+    parent = loc[:-1]
+    while parent and isinstance(parent[-1], int):
+        parent = parent[:-1]
+    return [(_field_path(loc) or "name", f"{message} (see {_reference(_model_at(parent))})")]
 
 
 def parse_environment(data: object, *, source: str, expected_name: str | None = None) -> Environment:
@@ -647,7 +659,8 @@ def markdown_reference() -> str:
 
     def ref_name(option: dict[str, Any]) -> str | None:
         ref = option.get("$ref") or option.get("items", {}).get("$ref")
-        ref = ref or (option.get("additionalProperties") or {}).get("$ref")
+        values = option.get("additionalProperties")
+        ref = ref or (values.get("$ref") if isinstance(values, dict) else None)
         return str(ref).rsplit("/", 1)[1] if ref else None
 
     def resolve(prop: dict[str, Any]) -> tuple[str, str | None]:

@@ -1,7 +1,8 @@
 """Monitoring and alerting of one environment, as prometheus-operator custom resources.
 
-The golden signals come from what the cluster already measures, and from the
-agent's own ``/metrics`` (its runtime layer's side port, scraped per tier):
+The app exposes no ``/metrics`` (see docs/agent.md); the golden signals come
+from what the cluster already measures, and from our runtime layer's ``/metrics``
+on each agent tier's side port:
 
 * the edge's per-route request counts by response class and latency histograms
   (the SLIs): Envoy's cluster stats as Envoy Gateway's proxies export them, one

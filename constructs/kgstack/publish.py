@@ -56,17 +56,26 @@ def file_name(manifest: Mapping[str, Any]) -> str:
 _VALIDATION_FAILED = "Validation failed with the following errors:"
 
 
+def validation_problems(error: BaseException) -> list[str] | None:
+    """The ``path: message`` lines of the constructs' validations when ``error`` is cdk8s reporting them
+    (through jsii, with a JavaScript stack); ``None`` for any other error."""
+    # cdk8s validates the whole app inside toJson and synth, and reports "[path] message" lines.
+    message = str(error)
+    if not isinstance(error, RuntimeError) or _VALIDATION_FAILED not in message:
+        return None
+    lines = message.split(_VALIDATION_FAILED, 1)[1].strip().splitlines()
+    return [re.sub(r"^\[(.+?)\] ", r"\1: ", line.strip()) for line in lines if line.strip()]
+
+
 def manifests(chart: cdk8s.Chart) -> dict[str, dict[str, Any]]:
     """File name to object for every object of ``chart``; runs the app's validations."""
     try:
         rendered = chart.to_json()
     except RuntimeError as exc:
-        # cdk8s validates the whole app inside toJson and reports "[path] message" lines.
-        message = str(exc)
-        if _VALIDATION_FAILED not in message:
+        problems = validation_problems(exc)
+        if problems is None:
             raise
-        lines = message.split(_VALIDATION_FAILED, 1)[1].strip().splitlines()
-        raise SynthError([re.sub(r"^\[(.+?)\] ", r"\1: ", line.strip()) for line in lines]) from None
+        raise SynthError(problems) from None
     objects: dict[str, dict[str, Any]] = {}
     for manifest in rendered:
         # Argo CD applies by wave: namespace and custom resources before workloads before the edge.
@@ -101,19 +110,26 @@ def synth(charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()) -> dict
     return {env: render(objects) for env, objects in synth_objects(charts, checks).items()}
 
 
+Transform = Callable[[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]
+"""Changes one chart's objects (by file name) before the checks; raises :class:`SynthError`."""
+
+
 def synth_objects(
-    charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = ()
+    charts: Iterable[cdk8s.Chart], checks: Iterable[Checker] = (), transform: Transform | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Validate every chart and return ``{chart id: {file name: object}}``; raises :class:`SynthError`.
 
-    Give each chart its own ``cdk8s.App``: ``Chart.to_json`` validates the whole
-    app, so charts sharing one app would be validated once per chart.
+    ``transform`` (the environment's patches) runs on each chart's objects before ``checks``, so
+    the checks judge exactly what is written. Give each chart its own ``cdk8s.App``:
+    ``Chart.to_json`` validates the whole app, so charts sharing one app would be validated once per chart.
     """
     problems: list[str] = []
     objects: dict[str, dict[str, dict[str, Any]]] = {}
     for chart in charts:
         try:
             objects[chart.node.id] = manifests(chart)
+            if transform is not None:
+                objects[chart.node.id] = transform(chart.node.id, objects[chart.node.id])
         except SynthError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -1,6 +1,6 @@
 """Redis as the agent's cache: ACL users from a Secret, bounded memory, an exporter sidecar.
 
-The agent does not use Redis yet (shared/agent-facts.md); the stack deploys it
+The agent does not use Redis yet (docs/agent.md); the stack deploys it
 so that it can, and hands the app ``REDIS_URL`` through a Secret reference.
 """
 
@@ -229,4 +229,4 @@ class RedisCache(Construct):
 
     def agent_url(self) -> SecretRef:
         """Where the agent's ``REDIS_URL`` comes from: ``redis://app:<password>@<service>:6379/0``."""
-        return SecretRef(name=self.secret, key="url")
+        return SecretRef(name=self.secret, key="url", endpoint=self.endpoint)

@@ -40,11 +40,40 @@ _RESOURCES = Resources.model_validate(
     {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
 )
 _CRON_FIELD = r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*"
+_CRON_RANGES = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _cron_values(field: str, low: int, high: int) -> set[int]:
+    """The values one cron field selects; ValueError names a number outside ``low..high`` or an empty range."""
+    values: set[int] = set()
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        first, _, last = span.partition("-")
+        start, end = (low, high) if span == "*" else (int(first), int(last or first))
+        if not low <= start <= end <= high:
+            raise ValueError(f"{span} is outside {low}-{high}" if start <= end else f"{span} is an empty range")
+        if step and int(step) == 0:
+            raise ValueError(f"step /{step} must be at least 1")
+        values.update(range(start, end + 1, int(step or 1)))
+    return values
 
 
 def _cron(value: str) -> str:
     if not re.fullmatch(rf"{_CRON_FIELD}( {_CRON_FIELD}){{4}}", value):
         raise ValueError(f"{value!r} is not a five-field cron schedule (e.g. '30 3 * * *')")
+    # A schedule that parses can still mean nothing: minute 75 (the API server refuses the CronJob), or
+    # the 31st of February (accepted, and never runs).
+    fields = value.split()
+    selected = []
+    for field, (name, low, high) in zip(fields, _CRON_RANGES, strict=True):
+        try:
+            selected.append(_cron_values(field, low, high))
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {name} {exc}") from None
+    days, months = selected[2], selected[3]
+    if fields[4] == "*" and min(days) > max(_DAYS_IN_MONTH[m - 1] for m in months):
+        raise ValueError(f"{value!r} never runs: no month it names has day {min(days)}")
     return value
 
 

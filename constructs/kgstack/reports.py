@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from .cross_reference import CERTIFICATE_KEYS
+from .cross_reference import CERTIFICATE_KEYS, PULL_SECRET_KEY
 from .network_policies import ComponentPeer, Flow, InternetPeer, NamespacePeer, PodsPeer
 from .quantity import format_cpu, format_memory, parse_quantity
 
@@ -511,7 +511,9 @@ def secrets_page(objects: Mapping[str, Obj], prerequisites: Mapping[str, list[st
         for name, keys in sorted(prerequisites.items()):
             files = " ".join(f"--from-file={k}=.secrets/{name}/{k}" for k in keys)
             apply = "--dry-run=client -o yaml | kubectl apply -f -"
-            lines.append(f"kubectl -n {namespace} create secret generic {name} {files} {apply}")
+            # An image pull Secret must have the type the kubelet reads (kubernetes.io/dockerconfigjson).
+            kind = "docker-registry" if keys == [PULL_SECRET_KEY] else "generic"
+            lines.append(f"kubectl -n {namespace} create secret {kind} {name} {files} {apply}")
         lines.append("```")
     return "\n".join(lines) + "\n"
 

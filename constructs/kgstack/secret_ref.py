@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._plus import k8s
+from .connections import Endpoint
 from .model import Spec
 
 
@@ -13,6 +14,9 @@ class SecretRef(Spec):
     """Key within the Secret."""
     optional: bool = False
     """Whether the pod may start without it."""
+    endpoint: Endpoint | None = None
+    """The Service the value addresses (a store's URL), if any: a construct whose pods read this
+    reference declares the connection to it (``Connections``), so its NetworkPolicies allow it."""
 
     def env(self, variable: str) -> k8s.EnvVar:
         """An env var whose value Kubernetes reads from the Secret at pod start."""

@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 from constructs import Construct
 
-from ..connections import Endpoint
+from ..connections import Connections, Endpoint
 from ..custom_resource import custom_resource
-from ..network_policies import NamespacePeer, PodsPeer
+from ..network_policies import NamespacePeer, PodsPeer, tcp
 from .common import (
     API_CSP,
     BLOCKED_PATHS,
@@ -148,6 +148,7 @@ class Edge(Construct):
                 pod_labels=props.pod_labels,
             ),
         )
+        self._connect()
         if s.controller == "ingress-nginx" or s.side_by_side_ingress_nginx:
             # Side by side: same host, certificate, verifier and keys as the Gateway; removed once DNS has moved.
             IngressNginxEdge(self, "IngressNginx", props=props, auth=self.auth, tls_secret=self.tls_secret)
@@ -163,6 +164,24 @@ class Edge(Construct):
         for backend, tls in sorted(s.backend_tls.items()):
             self.routes.backend_tls(backends[backend].service, tls.hostname, tls.ca_config_map)
         POLICY_PACKS[s.gateway.implementation](self, "Policies", props=props, routes=self.routes, auth=self.auth)
+
+    def _connect(self) -> None:
+        """The edge's traffic to what it was handed: the web UI, both tiers, the verifier and cert-manager's
+        solver; from the chosen controller, plus the legacy one while both serve the host (docs/edge.md)."""
+        p, connections = self.props, Connections.of(self)
+        for edge in edge_peers(p.settings, p.ingress_nginx_namespace):
+            connections.allow(edge, p.web, purpose="the edge serves the web UI")
+            for tier in (p.query, p.indexer):
+                connections.allow(edge, tier, purpose=f"the edge routes /api to the {tier.component} tier")
+            for endpoint in self.endpoints:
+                connections.allow(edge, endpoint, purpose=f"the edge calls the verifier's {endpoint.port_name} port")
+            if self.acme_solver is not None:
+                connections.allow_ports(
+                    edge,
+                    self.acme_solver,
+                    tcp(ACME_SOLVER_PORT),
+                    purpose="an ACME HTTP-01 challenge reaches cert-manager's solver",
+                )
 
     @property
     def peer(self) -> NamespacePeer:

@@ -39,7 +39,7 @@ KEY_ID_HEADER = "X-Auth-Key-Id"
 CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
 """Where a client puts its key; the only request headers the verifier needs."""
 BLOCKED_PATHS = ("/api/v1/fix/chroma-dimension", "/api/v1/workflows/debug")
-"""Unauthenticated maintenance endpoints of the app (shared/agent-facts.md): never reachable from outside."""
+"""Unauthenticated maintenance endpoints of the app (docs/agent.md): never reachable from outside."""
 INDEXER_PATHS = ("/api/v1/index", "/api/v1/workflows")
 """Owned by the single indexer replica: indexing runs and in-memory workflow state live there."""
 API_PREFIX = "/api"
@@ -214,6 +214,9 @@ class EdgeProps(Spec):
     """The query tier's API port."""
     indexer: Endpoint
     """The single indexer's API port."""
+    ingress_nginx_namespace: str = "ingress-nginx"
+    """Namespace of ingress-nginx's pods: the edge's traffic comes from there with ``controller:
+    ingress-nginx`` or ``sideBySideIngressNginx``."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
     """Extra labels for the verifier's pods (workload identity)."""
     load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
