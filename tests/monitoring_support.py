@@ -8,10 +8,11 @@ import cdk8s
 import yaml
 from tools import require_tool
 
+from kgstack.backup_schedule import restore_watch_seconds
 from kgstack.connections import Endpoint
 from kgstack.dashboards import Dashboards
 from kgstack.environment import Environment
-from kgstack.monitoring import Monitoring, MonitoringProps, MonitoringSettings
+from kgstack.monitoring import Monitoring, MonitoringProps, MonitoringSettings, PagingReceiver, Receivers
 from kgstack.naming import Identity
 from kgstack.publish import synth
 
@@ -47,10 +48,16 @@ def props(**changes: Any) -> MonitoringProps:
         "identity": Identity(name="kga", instance="kga-prod", version="0.3.0"),
         "namespace": "kga-prod",
         "domain": "kga.example.com",
-        "settings": MonitoringSettings(),
+        "settings": MonitoringSettings(receivers=Receivers(paging=PagingReceiver())),  # prod pages
         "chroma": True,
         "memgraph": True,
         "backups": ("redis", "chroma", "memgraph"),
+        # prod's volumes: Redis 5Gi, Chroma 100Gi; Memgraph as staging's 10Gi.
+        "restore_watch_seconds": {
+            "redis": restore_watch_seconds("redis", "5Gi"),
+            "chroma": restore_watch_seconds("chroma", "100Gi"),
+            "memgraph": restore_watch_seconds("memgraph", "10Gi"),
+        },
     }
     return MonitoringProps(**{**base, **changes})
 
@@ -68,6 +75,12 @@ def env_props(env: Environment) -> MonitoringProps:
         chroma=chroma,
         memgraph=memgraph,
         backups=("redis",) + (("chroma",) if chroma else ()) + (("memgraph",) if memgraph else ()),
+        index_run_seconds=env.agent.workflow.timeout_seconds,
+        restore_watch_seconds={
+            store: restore_watch_seconds(store, sized.storage_size)
+            for store in ("redis", "chroma", "memgraph")
+            if (sized := getattr(env.stores, store)) is not None
+        },
         **endpoints(env.instance, env.namespace, chroma=chroma, memgraph=memgraph),
     )
 

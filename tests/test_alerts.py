@@ -18,9 +18,11 @@ import pytest
 import yaml
 from conftest import ROOT
 from monitoring_support import build, env_props, promtool, props
+from test_dashboards import ALLOWED as EXPORTER_METRICS_ALLOWED
+from test_dashboards import metric_names
 
 from kgstack.environment import Environment
-from kgstack.monitoring import alerts
+from kgstack.monitoring import alerts, recording_rules
 
 UNIT_TESTS = ROOT / "tests" / "promtool"
 RUNBOOKS = ROOT / "docs" / "runbooks"
@@ -135,3 +137,23 @@ def test_every_alert_has_severity_summary_description_and_runbook_url() -> None:
 def test_meta_test_notices_a_missing_unit_test(tmp_path: Path) -> None:
     names = {a.name for a in alerts(props())} | {"KgaNewAlert"}
     assert names - {p.stem for p in UNIT_TESTS.glob("*.yaml")} == {"KgaNewAlert"}
+
+
+# Read by alerts only, beyond the dashboards' metrics: Envoy's per-cluster request counter (present from the
+# cluster's creation), kube-state-metrics' Job start time and active pods (kubernetes-mixin's
+# KubeJobNotCompleted reads the same pair), and the ingress-nginx controller's reload gauge.
+ALERT_METRICS = {
+    "envoy_cluster_upstream_rq_total",
+    "kube_job_status_start_time",
+    "kube_job_status_active",
+    "nginx_ingress_controller_config_last_reload_successful",
+}
+
+
+@pytest.mark.parametrize("controller", ["gateway-api", "ingress-nginx"])
+def test_every_rule_names_only_recorded_or_documented_metrics(controller: str) -> None:
+    p = props(edge_controller=controller)
+    recorded = {r.record for r in recording_rules(p)}
+    for expr in [r.expr for r in recording_rules(p)] + [a.expr for a in alerts(p)]:
+        unknown = metric_names(expr) - recorded - EXPORTER_METRICS_ALLOWED - ALERT_METRICS
+        assert not unknown, f"{expr}: unknown metrics {unknown}"

@@ -14,8 +14,9 @@ from conftest import ROOT, build, env_data
 
 from kgstack import AgentStack
 from kgstack.backup_schedule import restore_job
-from kgstack.environment import parse_environment
+from kgstack.environment import EnvironmentFileError, parse_environment
 from kgstack.publish import manifests
+from kgstack.validation import collect_errors
 
 Manifests = dict[str, dict[str, dict[str, Any]]]
 
@@ -43,10 +44,62 @@ def test_job_policies(manifests: Manifests, env: str) -> None:
         assert spec["timeZone"] == "Etc/UTC"
         assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (3, 3)
         jspec = spec["jobTemplate"]["spec"]
-        # An hour, not a day: a failed run keeps a scratch PVC per attempt until its Job goes (review).
-        assert jspec["backoffLimit"] == 2 and jspec["ttlSecondsAfterFinished"] == 3600
-        assert jspec["activeDeadlineSeconds"] >= 600
+        assert jspec["backoffLimit"] == 2 and jspec["activeDeadlineSeconds"] >= 600
+        # A finished run (and its scratch PVCs) is gone before the next night's run of the store may
+        # start: one that started an hour late (startingDeadlineSeconds) and ran to its deadline.
+        latest_end = spec["startingDeadlineSeconds"] + jspec["activeDeadlineSeconds"]
+        assert latest_end + jspec["ttlSecondsAfterFinished"] <= 86400
         assert jspec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def _for_seconds(manifests: Manifests, env: str, alert: str) -> int:
+    rules = [r for g in manifests[env][f"PrometheusRule/kga-{env}"]["spec"]["groups"] for r in g["rules"]]
+    duration = next(r["for"] for r in rules if r.get("alert") == alert)
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_a_failed_backup_job_is_kept_until_its_alert_is_seen(manifests: Manifests, env: str) -> None:
+    """Issue 25: a 1 h TTL deleted the failed Job, which resolved KgaBackupJobFailed and took the logs its
+    runbook reads. It is kept well past the alert's for: (8 h margin: a night's failure is there in the
+    morning); KgaBackupFailedTwice then reads the CronJob's last success, not the expired Job."""
+    margin = 8 * 3600
+    for job in cronjobs(manifests, env).values():
+        ttl = job["spec"]["jobTemplate"]["spec"]["ttlSecondsAfterFinished"]
+        assert ttl >= _for_seconds(manifests, env, "KgaBackupJobFailed") + margin, ttl
+
+
+def test_the_deadline_leaves_the_failed_job_a_day() -> None:
+    with pytest.raises(EnvironmentFileError, match=r"deadlineSeconds: Input should be less than or equal to 43200"):
+        parse_environment(env_data("dev", backup__deadlineSeconds=13 * 3600), source="dev.yaml")
+
+
+def _scratch(manifests: Manifests, env: str, store: str) -> str:
+    pod = cronjobs(manifests, env)[store]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (work,) = [v for v in pod["volumes"] if v["name"] == "work"]
+    return str(work["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"])
+
+
+def test_the_scratch_volume_follows_the_store_it_backs_up(manifests: Manifests) -> None:
+    """Issue 25: prod's 50Gi scratch against a 100Gi Chroma volume. Without backup.workSize each store's
+    scratch is derived from its volume; Redis's holds the gzip dump and the RDB beside it."""
+    prod = parse_environment(env_data("prod"), source="prod.yaml")
+    assert prod.backup.work_size is None
+    assert _scratch(manifests, "prod", "chroma") == prod.stores.chroma.storage_size == "100Gi"  # type: ignore[union-attr]
+    assert _scratch(manifests, "prod", "redis") == "10Gi"  # 2 x 5Gi
+    assert {_scratch(manifests, "dev", store) for store in cronjobs(manifests, "dev")} == {"5Gi"}  # explicit
+
+
+def test_a_scratch_volume_smaller_than_the_store_is_refused_at_synth() -> None:
+    env = parse_environment(env_data("prod", backup__workSize="50Gi"), source="prod.yaml")
+    app, _ = build(env)
+    errors = collect_errors(app)
+    assert any(
+        "backup.workSize: is 50Gi but the chroma backup spools up to 100Gi (1 x stores.chroma.storageSize 100Gi): "
+        "set it to at least 100Gi, or remove it to size each store's scratch from its volume" in e
+        for e in errors
+    ), errors
+    assert not any("redis backup spools" in e for e in errors)  # 10Gi fits
 
 
 def test_credentials_secret_or_workload_identity(manifests: Manifests) -> None:
@@ -94,6 +147,8 @@ def test_restore_job_is_rendered_on_demand(environments: dict[str, Any]) -> None
     assert job["metadata"]["name"] == "kga-staging-restore-chroma"
     # The restore pod is a backup pod for the network policies: same labels.
     assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
+    # No deadline: it is watched by KgaRestoreRunningLong instead (the backup's 2 h would stop a large restore).
+    assert "activeDeadlineSeconds" not in job["spec"]
     latest = restore_job(stack.backups, "redis", backup_id=None, force=False)
     assert latest["spec"]["template"]["spec"]["containers"][0]["args"] == ["restore", "redis", "--latest"]
     with pytest.raises(ValueError, match="not a timestamp id"):
@@ -147,7 +202,20 @@ def test_the_listing_job_is_sized_for_a_listing(environments: dict[str, Any]) ->
     restore = restore_job(stack.backups, "chroma", backup_id=None, force=False)["spec"]["template"]["spec"]
     (scratch,) = [v for v in restore["volumes"] if v["name"] == "work"]
     claim = scratch["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"]
-    assert claim == environments["prod"].backup.work_size
+    assert parse_quantity(claim) == stack.backups.scratch_size("chroma")
     assert (
         restore["containers"][0]["resources"]["limits"]["memory"] == environments["prod"].backup.resources.limits.memory
     )
+
+
+def test_kga_restore_running_long_watches_the_restore_job_as_rendered(
+    environments: dict[str, Any], manifests: Manifests
+) -> None:
+    """The restore Job has no deadline; the alert that watches it must select it by its rendered name."""
+    stack = AgentStack(cdk8s.App(), environments["staging"])
+    rules = [r for g in manifests["staging"]["PrometheusRule/kga-staging"]["spec"]["groups"] for r in g["rules"]]
+    (watch,) = [r["expr"] for r in rules if r.get("alert") == "KgaRestoreRunningLong"]
+    for store in ("redis", "chroma", "memgraph"):
+        job = restore_job(stack.backups, store, backup_id=None, force=False)  # type: ignore[arg-type]
+        assert f'job_name="{job["metadata"]["name"]}"' in watch, store
+        assert "activeDeadlineSeconds" not in job["spec"]

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from cloudcoil.models.prometheus_operator import v1, v1alpha1
+from conftest import env_data
 from monitoring_support import build, env_props, props
 from pydantic import BaseModel, ValidationError
 
-from kgstack.environment import Environment
+from kgstack.environment import Environment, EnvironmentFileError, parse_environment
 from kgstack.monitoring import MonitoringSettings, Receivers, alerts, recording_rules
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -99,11 +100,15 @@ def test_probes(component: str, target: str, module: str) -> None:
 
 
 def test_slis_read_envoy_clusters_of_our_agent_routes() -> None:
-    ours = 'envoy_cluster_name=~"httproute/kga-prod/kga-prod-(api|api-reads|indexer)/rule/[0-9]+"'
-    exprs = [r.expr for r in recording_rules(props()) if "envoy_" in r.expr]
-    assert exprs and "nginx_ingress_controller" not in " ".join(r.expr for r in recording_rules(props()))
-    for expr in exprs:
+    """The SLOs count the query tier's routes; the indexer's have their own series (issue 16, item 7)."""
+    ours = 'envoy_cluster_name=~"httproute/kga-prod/kga-prod-(api|api-reads)/rule/[0-9]+"'
+    indexer = 'envoy_cluster_name=~"httproute/kga-prod/kga-prod-indexer/rule/[0-9]+"'
+    slis = [r.expr for r in recording_rules(props()) if "envoy_" in r.expr and "indexer" not in r.record]
+    assert slis and "nginx_ingress_controller" not in " ".join(r.expr for r in recording_rules(props()))
+    for expr in slis:
         assert expr.count(ours) == expr.count("envoy_cluster_upstream_rq"), expr
+    own = [r.expr for r in recording_rules(props()) if "envoy_" in r.expr and "indexer" in r.record]
+    assert own and all(expr.count(indexer) == expr.count("envoy_cluster_upstream_rq") for expr in own), own
     rules = {r.record: r.expr for r in recording_rules(props())}
     assert 'envoy_response_code_class="5"' in rules["kga:edge_errors:rate5m"]
     # Envoy's histogram is in milliseconds: the 10 s threshold is le="10000".
@@ -113,7 +118,7 @@ def test_slis_read_envoy_clusters_of_our_agent_routes() -> None:
 
 
 def test_slis_on_the_legacy_ingress_nginx_edge() -> None:
-    legacy = props(edge_controller="ingress-nginx", edge_routes=("api", "indexer"))
+    legacy = props(edge_controller="ingress-nginx", edge_routes=("api", "indexer"), indexer_routes=())
     for rule in recording_rules(legacy):
         if "nginx_ingress_controller" in rule.expr:
             assert rule.expr.count(
@@ -123,6 +128,7 @@ def test_slis_on_the_legacy_ingress_nginx_edge() -> None:
     honoured = props(
         edge_controller="ingress-nginx",
         edge_routes=("api", "indexer"),
+        indexer_routes=(),
         settings=MonitoringSettings(edge_namespace_label="namespace"),
     )
     exprs = " ".join(r.expr for r in recording_rules(honoured))
@@ -200,3 +206,37 @@ def test_no_secret_values_rendered() -> None:
     _, _, objects = build(props())
     text = str(objects)
     assert "hooks.slack.com" not in text and "routing_key:" not in text
+
+
+def test_staging_pages_nobody_unless_it_asks(manifests: dict[str, dict[str, Any]]) -> None:
+    """Issue 25: staging routed critical alerts to PagerDuty because it never unset the paging receiver.
+    Paging is now explicit: prod sets it, dev and staging leave it out."""
+
+    def pagers(env: str) -> list[str]:
+        spec = manifests[env][f"AlertmanagerConfig/kga-{env}"]["spec"]
+        return [r["name"] for r in spec["receivers"] if "pagerdutyConfigs" in r]
+
+    assert pagers("staging") == [] and pagers("dev") == []
+    assert pagers("prod") == ["pager"]
+    assert MonitoringSettings().receivers.paging is None
+
+
+def test_prod_must_page_someone() -> None:
+    data = env_data("prod")
+    del data["monitoring"]["receivers"]["paging"]
+    with pytest.raises(EnvironmentFileError, match=r"prod.yaml: monitoring.receivers.paging: required in stage prod"):
+        parse_environment(data, source="prod.yaml")
+    asked = env_data("staging", monitoring__receivers__paging={"routingKey": {"name": "alerts", "key": "pd"}})
+    assert parse_environment(asked, source="staging.yaml").monitoring.receivers.paging is not None
+
+
+def test_burn_rate_alerts_need_enough_requests_in_the_long_window() -> None:
+    settings = MonitoringSettings(burn_rate_min_requests=250)
+    critical = {a.name: a for a in alerts(props(settings=settings))}["KgaAvailabilityBurnRateCritical"].expr
+    assert 'kga:edge_requests:rate1h{namespace="kga-prod"} * 3600 >= 250' in critical
+    assert 'kga:edge_requests:rate6h{namespace="kga-prod"} * 21600 >= 250' in critical
+
+
+def test_the_indexer_cannot_be_both_in_and_out_of_the_slis() -> None:
+    with pytest.raises(ValidationError, match="edgeRoutes: indexer is an indexer route"):
+        props(edge_routes=("api", "indexer"))

@@ -15,7 +15,7 @@ from .agent_config import AgentConfig, AgentConfigProps
 from .agent_secrets import AgentSecrets, AgentSecretsProps
 from .agent_tier import PRE_STOP_SECONDS as QUERY_PRE_STOP_SECONDS
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
-from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint
+from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint, restore_watch_seconds
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections
 from .dashboards import Dashboards
@@ -246,6 +246,11 @@ class AgentStack(cdk8s.Chart):
                 chroma=self.chroma is not None,
                 memgraph=self.memgraph is not None,
                 backups=tuple(backup_targets),
+                index_run_seconds=env.agent.workflow.timeout_seconds,
+                restore_watch_seconds={
+                    store: restore_watch_seconds(store, size)
+                    for store, size in self._volumes(env, backup_targets).items()
+                },
                 scraper=NamespacePeer(
                     namespace=env.network.monitoring_namespace, pod_labels=env.network.prometheus_pod_labels
                 ),
@@ -297,6 +302,7 @@ class AgentStack(cdk8s.Chart):
                 settings=env.backup,
                 image=env.images.backup,
                 stores=backup_targets,
+                volume_sizes=self._volumes(env, backup_targets),
                 storage_class=storage_class,
                 service_account_annotations=env.cloud.service_account_annotations,
                 pod_labels=env.cloud.pod_labels,
@@ -316,6 +322,11 @@ class AgentStack(cdk8s.Chart):
         )
         # After everything: the environment's pod settings reach every workload (kgstack.workload_settings).
         apply_to_chart(self, env.workloads)
+
+    @staticmethod
+    def _volumes(env: Environment, stores: Mapping[Store, object]) -> dict[Store, str]:
+        """Each backed-up store's data volume (``stores.<store>.storageSize``)."""
+        return {store: getattr(env.stores, store).storage_size for store in stores}
 
     @staticmethod
     def _backup_memory_problems(env: Environment) -> list[str]:

@@ -9,6 +9,7 @@ renders the matching restore Job on demand; it is never part of dist/.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
 from constructs import Construct
@@ -17,15 +18,27 @@ from pydantic import Field, model_validator
 from ._plus import k8s, quantity
 from .connections import Connections, Endpoint
 from .footprint import Footprint
-from .jobs import cron_job_spec, run_once_pod
+from .jobs import BACKUP_PERIOD_SECONDS, STARTING_DEADLINE_SECONDS, cron_job_spec, run_once_pod
 from .model import ImageRef, Resources, Spec
 from .naming import Identity, object_meta
 from .network_policies import CidrPeer, ComponentPeer, InternetPeer, tcp
 from .pod_security import checkov_skips, hardened_container, unpinned_skip
-from .quantity import Quantity, parse_quantity
+from .quantity import Quantity, format_memory, parse_quantity
 from .secret_ref import SecretRef, secret_files
+from .validation import add_check
 
 Store = Literal["redis", "chroma", "memgraph"]
+MAX_DEADLINE_SECONDS = 12 * 3600
+SCRATCH_PER_VOLUME: dict[Store, int] = {
+    # The Redis tool holds the gzip dump and the RDB it streams or unpacks (bounded by the volume that
+    # persists it). A gzip Chroma dump is 6.2 KB a record while the server's data directory grows 7.9 KB
+    # (0.72x at 20k records, about 0.78x for a large store: bench/chroma_footprint.py). A Memgraph Cypher
+    # dump, gzip-compressed, is taken as no larger than the snapshots and WAL on its volume (not measured).
+    "redis": 2,
+    "chroma": 1,
+    "memgraph": 1,
+}
+"""Scratch a store's backup or restore needs, per byte of the store's volume (``storageSize``)."""
 _DEFAULT_RESOURCES = Resources.model_validate(
     {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 )
@@ -53,12 +66,15 @@ class BackupSettings(Spec):
     """Weekly copies kept on top of the daily ones."""
     credentials_secret: str | None = "kga-backup"
     """Secret whose ``credentials`` key is an AWS shared-credentials file; ``None`` uses workload identity."""
-    deadline_seconds: Annotated[int, Field(ge=600)] = 7200
-    """A run that takes longer is stopped (and alerted on)."""
+    deadline_seconds: Annotated[int, Field(ge=600, le=MAX_DEADLINE_SECONDS)] = 7200
+    """A scheduled backup that takes longer is stopped (and alerted on). At most 12 h, so that a finished
+    run's Job is kept for the rest of the day (see :func:`scheduled_ttl_seconds`). Restores have none."""
     resources: Resources = _DEFAULT_RESOURCES
     """Requests and limits of the backup container; Chroma pages are the largest consumer."""
-    work_size: Quantity = "20Gi"
-    """Scratch volume for the compressed dump before upload (a per-run ephemeral PVC)."""
+    work_size: Quantity | None = None
+    """Scratch volume (a per-run ephemeral PVC) for the compressed dump and what the tool unpacks beside it;
+    ``None``: each store's from its volume (``SCRATCH_PER_VOLUME``). A size set here must hold the largest
+    store's (checked at synth)."""
 
     @model_validator(mode="after")
     def _schedule_fits_a_day(self) -> Self:
@@ -88,6 +104,8 @@ class BackupScheduleProps(Spec):
     """The kgbackup image built from docker/backup."""
     stores: dict[Store, StoreEndpoint]
     """The stores present in this environment, in schedule order."""
+    volume_sizes: dict[Store, Quantity]
+    """Each store's data volume (``stores.<store>.storageSize``): its data, and so its dump, fits in it."""
     storage_class: str | None = None
     """StorageClass of the per-run scratch volume."""
     service_account_annotations: dict[str, str] = Field(default_factory=dict)
@@ -98,13 +116,47 @@ class BackupScheduleProps(Spec):
     object_storage_cidrs: list[str] = Field(default_factory=list)
     """Private ranges of the object storage (VPC endpoints, MinIO), reached on the same ports."""
 
+    @model_validator(mode="after")
+    def _every_store_is_sized(self) -> Self:
+        if set(self.volume_sizes) != set(self.stores):
+            raise ValueError(
+                f"volume_sizes: sizes {sorted(self.volume_sizes)}, but the stores are {sorted(self.stores)}"
+            )
+        return self
+
 
 BACKOFF_LIMIT = 2
 """Retries of a failed run; each attempt is a pod with its own scratch PVC, kept until the Job goes."""
-SCHEDULED_TTL_SECONDS = 3600
-"""A finished scheduled Job, its pods and their scratch PVCs go after an hour: a day would keep up to
-``BACKOFF_LIMIT + 1`` volumes per store into the next night's run and past the quota. KgaBackupJobFailed
-fires within minutes of a failure; KgaBackupTooOld keeps firing until a backup succeeds."""
+
+RESTORE_SECONDS_PER_GIB: dict[Store, int] = {
+    # Chroma: 100k records of dimension 1536 restored in 146 s on an idle 2-core machine and 430 s on a
+    # loaded one (bench/README.md), 4.3 ms a record; the server's data grows 7.9 KB a record
+    # (bench/chroma_footprint.py), 136k records a GiB: 590 s per GiB. The per-record cost grows with the
+    # collection, so a large store is slower still. Redis: 100k keys in 1.8 s loaded, about 12 MB of RDB
+    # (estimated from the keys, not measured): 150 s per GiB. Memgraph is not measured: Chroma's rate.
+    "redis": 150,
+    "chroma": 590,
+    "memgraph": 590,
+}
+"""Restore time per GiB of the store's volume, from the benchmark's slow (loaded machine) runs."""
+RESTORE_WATCH_FLOOR_SECONDS = 3600
+
+
+def restore_watch_seconds(store: Store, volume_size: Quantity) -> int:
+    """How long a restore of ``store`` may run before KgaRestoreRunningLong asks someone to look at its
+    progress: a full volume at the measured rate, at least an hour. Nothing stops the restore."""
+    gib = parse_quantity(volume_size) / 2**30
+    return max(RESTORE_WATCH_FLOOR_SECONDS, int(gib * RESTORE_SECONDS_PER_GIB[store]))
+
+
+def scheduled_ttl_seconds(deadline_seconds: int) -> int:
+    """How long a finished scheduled Job, its pods' logs and their scratch PVCs are kept: until the next
+    night's run of the same store may start, never into it (a run starts up to an hour late and stops at
+    its deadline), so the volumes of two runs of one store never coexist. A failed Job stays for the rest
+    of the day: KgaBackupJobFailed fires until it goes and its runbook reads its logs. With the 2 h
+    default that is 21 h, at least 11 h with the longest deadline."""
+    return BACKUP_PERIOD_SECONDS - STARTING_DEADLINE_SECONDS - deadline_seconds
+
 
 STORE_LABEL = "kga.dev/store"
 """Pod label of a backup or restore run: which store it may reach."""
@@ -126,6 +178,7 @@ class BackupSchedule(Construct):
         s = props.settings
         hour, minute = (int(x) for x in s.first_run.split(":"))
         connections = Connections.of(self)
+        add_check(self, self._scratch_problems)
         for index, (store, target) in enumerate(props.stores.items()):
             # Each run reaches its own store and object storage, nothing else.
             runner = self.peer(store)
@@ -158,20 +211,49 @@ class BackupSchedule(Construct):
         """The pods of ``store``'s backup and restore runs."""
         return ComponentPeer(component=self.props.identity.component, pod_labels={STORE_LABEL: store})
 
+    def scratch_size(self, store: Store) -> Decimal:
+        """Bytes of the scratch volume of ``store``'s runs: ``backup.workSize``, or derived from its volume."""
+        s = self.props.settings
+        if s.work_size is not None:
+            return parse_quantity(s.work_size)
+        return self.scratch_needed(store)
+
+    def scratch_needed(self, store: Store) -> Decimal:
+        return parse_quantity(self.props.volume_sizes[store]) * SCRATCH_PER_VOLUME[store]
+
+    def _scratch_problems(self) -> list[str]:
+        """An explicit ``workSize`` must hold every store's dump, as the backup's memory must hold Redis's."""
+        size = self.props.settings.work_size
+        if size is None:
+            return []
+        short = [(store, self.scratch_needed(store)) for store in self.props.stores]
+        short = [(store, needed) for store, needed in short if needed > parse_quantity(size)]
+        return [
+            f"backup.workSize: is {size} but the {store} backup spools up to {format_memory(needed)} "
+            f"({SCRATCH_PER_VOLUME[store]} x stores.{store}.storageSize {self.props.volume_sizes[store]}): "
+            f"set it to at least {format_memory(needed)}, or remove it to size each store's scratch from its volume"
+            for store, needed in short
+        ]
+
     def job_spec(
         self,
         store: Store,
         args: list[str],
         *,
-        ttl_seconds: int = SCHEDULED_TTL_SECONDS,
+        ttl_seconds: int | None = None,
+        deadline: bool = True,
         resources: Resources | None = None,
         scratch: str | None = None,
     ) -> k8s.JobSpec:
         """The pod that runs ``kgbackup <args>`` against ``store``; shared by backup, restore and list.
 
+        ``ttl_seconds`` defaults to the scheduled runs' (:func:`scheduled_ttl_seconds`); ``deadline`` stops
+        a run at ``backup.deadlineSeconds`` (restores run without one, see :func:`restore_job`).
         ``resources`` and ``scratch`` (an emptyDir of that size instead of the per-run PVC) size a
         command that moves no dump (``list``); by default the pod is sized for a dump."""
         p, s = self.props, self.props.settings
+        if ttl_seconds is None:
+            ttl_seconds = scheduled_ttl_seconds(s.deadline_seconds)
         endpoint = p.stores[store]
         env = {
             "KGB_TARGET": s.target,
@@ -195,7 +277,7 @@ class BackupSchedule(Construct):
         )
         return k8s.JobSpec(
             backoff_limit=BACKOFF_LIMIT,
-            active_deadline_seconds=s.deadline_seconds,
+            active_deadline_seconds=s.deadline_seconds if deadline else None,
             ttl_seconds_after_finished=ttl_seconds,
             template=k8s.PodTemplateSpec(
                 metadata=k8s.ObjectMeta(labels={**p.identity.labels, **p.pod_labels, STORE_LABEL: store}),
@@ -213,7 +295,9 @@ class BackupSchedule(Construct):
                                     spec=k8s.PersistentVolumeClaimSpec(
                                         access_modes=["ReadWriteOnce"],
                                         storage_class_name=p.storage_class,
-                                        resources=k8s.ResourceRequirements(requests={"storage": quantity(s.work_size)}),
+                                        resources=k8s.ResourceRequirements(
+                                            requests={"storage": quantity(format_memory(self.scratch_size(store)))}
+                                        ),
                                     )
                                 ),
                             ),
@@ -229,14 +313,14 @@ class BackupSchedule(Construct):
         # Forbid keeps one run per store; staggered runs rarely overlap, but the quota must allow it,
         # and the scratch volume of every attempt of a failing run until its Job is deleted.
         stores = len(self.props.stores)
-        attempts = stores * (BACKOFF_LIMIT + 1)
+        attempts = BACKOFF_LIMIT + 1
         return Footprint(
             resource=f"CronJob/{self.name}-*",
             max_pods=stores,
             surge=0,
             pod_resources=(self.props.settings.resources,),
-            storage=parse_quantity(self.props.settings.work_size) * attempts,
-            claims=attempts,
+            storage=sum((self.scratch_size(store) for store in self.props.stores), Decimal(0)) * attempts,
+            claims=stores * attempts,
         )
 
 
@@ -253,7 +337,10 @@ def restore_job(schedule: BackupSchedule, store: Store, *, backup_id: str | None
     args = ["restore", store, *(["--backup-id", backup_id] if backup_id else ["--latest"])]
     if force:
         args.append("--force")
-    return _one_off(schedule, store, "restore", f"restore-{store}", args, ttl_seconds=7 * 86400)
+    # No deadline: the data's size is unknown at synth (its volume only bounds it) and the per-record cost
+    # grows with the collection, so any fixed deadline either never fires or kills a restore that was
+    # nearly done, leaving a half-loaded store. KgaRestoreRunningLong watches it instead.
+    return _one_off(schedule, store, "restore", f"restore-{store}", args, ttl_seconds=7 * 86400, deadline=False)
 
 
 def list_job(schedule: BackupSchedule, store: Store) -> dict[str, Any]:
@@ -275,6 +362,7 @@ def _one_off(
     args: list[str],
     *,
     ttl_seconds: int,
+    deadline: bool = True,
     resources: Resources | None = None,
     scratch: str | None = None,
 ) -> dict[str, Any]:
@@ -284,7 +372,9 @@ def _one_off(
         Construct(schedule, f"OneOff-{name}"),
         "Job",
         metadata=object_meta(p.identity.of(component), p.namespace, name=f"{p.identity.instance}-{name}"),
-        spec=schedule.job_spec(store, args, ttl_seconds=ttl_seconds, resources=resources, scratch=scratch),
+        spec=schedule.job_spec(
+            store, args, ttl_seconds=ttl_seconds, deadline=deadline, resources=resources, scratch=scratch
+        ),
     )
     manifest: dict[str, Any] = job.to_json()
     return manifest

@@ -201,8 +201,14 @@ class Dashboards(Construct):
                         f"sum by ({by_route}) (rate({e.errors}[$__rate_interval]))",
                         "{{" + by_route + "}} 5xx/s",
                     ),
+                    *(
+                        [Query(f"kga:indexer_errors:ratio_rate5m{ns}", "indexer 5xx ratio (outside the SLO)")]
+                        if p.indexer_routes
+                        else []
+                    ),
                 ],
-                description=f"SLO: at most {1 - s.slo_availability:.2%} of requests answer 5xx.",
+                description=f"SLO: at most {1 - s.slo_availability:.2%} of the query tier's requests answer 5xx. "
+                "The indexer's route is outside it: index runs block it (KgaIndexerErrorRatioHigh).",
             )
         )
         board = board.with_panel(

@@ -414,6 +414,14 @@ class Environment(Spec):
                     "or name a Secret with object storage credentials",
                 )
             )
+        if self.stage is Stage.PROD and self.monitoring.enabled and self.monitoring.receivers.paging is None:
+            problems.append(
+                (
+                    "monitoring.receivers.paging",
+                    "required in stage prod: critical alerts would page nobody; set it to the PagerDuty "
+                    "routing key's Secret (docs/observability.md). Other stages page nobody unless they set it",
+                )
+            )
         if self.stage is not Stage.DEV and not self.secrets.store_name:
             problems.append(
                 (

@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 from .connections import Connections, Endpoint
 from .custom_resource import custom_resource
+from .jobs import BACKUP_PERIOD_SECONDS, STARTING_DEADLINE_SECONDS
 from .model import Spec
 from .naming import Identity
 from .network_policies import NamespacePeer
@@ -55,6 +56,12 @@ BURN_RATES: dict[str, tuple[tuple[float, str, str], ...]] = {
     "warning": ((3.0, "1d", "2h"), (1.0, "3d", "6h")),
 }
 BURN_FOR = {"critical": "2m", "warning": "15m"}
+INDEXER_WINDOWS = ("5m", "30m")
+INDEXER_MIN_REQUESTS = 10
+"""Indexer requests in 30 minutes before its error ratio means anything."""
+INDEXER_ERROR_RATIO = 0.5
+"""Share of the indexer route's requests failing over 30 minutes (and 5) that warns, for at least as long
+as an index run may block the indexer (``index_run_seconds``)."""
 
 EDGE_5XX_RATIO = 0.05
 """Edge 5xx ratio over 5 minutes that warns even before the budget burns."""
@@ -98,8 +105,9 @@ class ChatReceiver(Spec):
 class Receivers(Spec):
     """Where alerts go: critical pages, warning posts to chat."""
 
-    paging: PagingReceiver | None = PagingReceiver()
-    """``None`` (e.g. dev) sends critical alerts to chat instead of paging anyone."""
+    paging: PagingReceiver | None = None
+    """PagerDuty for critical alerts; ``None`` (the default) sends them to chat and pages nobody. Required
+    in stage prod; a dev or staging environment pages someone only when it sets it."""
     chat: ChatReceiver = ChatReceiver()
     """Chat receiver; also the fallback of the route tree."""
 
@@ -134,6 +142,10 @@ class MonitoringSettings(Spec):
     """Latency threshold; must be one of ``edgeLatencyBuckets``. LLM answers take seconds."""
     slo_latency_target: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     """Fraction of edge requests that must be faster than ``sloLatencySeconds``, over 30 days."""
+    burn_rate_min_requests: Annotated[int, Field(ge=1)] = 100
+    """Requests the long window of a burn-rate condition (1h, 6h, 1d, 3d) must hold before it can fire:
+    below it a few failures are a large ratio (two 504s out of ten requests in a quiet hour are 20%)
+    and page nobody. A total outage at low traffic still pages through ``KgaHealthProbeFailing``."""
     receivers: Receivers = Receivers()
     """Alert receivers and the Secrets holding their credentials."""
     runbook_base_url: Annotated[str, Field(pattern=r"^https://\S+[^/]$")] = (
@@ -177,12 +189,20 @@ class MonitoringProps(Spec):
     edge_routes: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = (
         "api",
         "api-reads",
-        "indexer",
     )
-    """HTTPRoutes (or Ingresses) ``<release>-<name>`` whose requests the SLIs count: the agent's
-    routes, not the static web UI nor the 403 backend of blocked paths."""
+    """HTTPRoutes (or Ingresses) ``<release>-<name>`` whose requests the SLIs count: the query tier's
+    routes, not the indexer's (``indexerRoutes``), the static web UI nor the 403 backend of blocked paths."""
+    indexer_routes: tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...] = ("indexer",)
+    """Routes to the single indexer, outside the availability and latency SLOs: an index run blocks it, and
+    the UI's workflow polls time out meanwhile. ``KgaIndexerErrorRatioHigh`` watches them instead."""
     backups: Annotated[tuple[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")], ...], Field(min_length=1)] = ("redis",)
     """Stores with a backup CronJob ``<release>-backup-<store>`` (``redis``, ``chroma``, ``memgraph``)."""
+    index_run_seconds: Annotated[int, Field(ge=60)] = 3600
+    """The longest an index run blocks the indexer (``agent.workflow.timeoutSeconds``): the indexer's error
+    alert waits at least this long, so a legitimate run never fires it."""
+    restore_watch_seconds: dict[str, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
+    """Per store, how long a restore Job (``<release>-restore-<store>``) may run before
+    ``KgaRestoreRunningLong`` warns (``kgstack.backup_schedule.restore_watch_seconds``); restores have no deadline."""
     scraper: NamespacePeer = NamespacePeer(namespace="monitoring")
     """The Prometheus pods: every scrape is declared from them."""
     prober: NamespacePeer | None = None
@@ -199,6 +219,12 @@ class MonitoringProps(Spec):
         for store, present in (("chroma", self.chroma), ("memgraph", self.memgraph)):
             if self.probes and present != (store in probed):
                 raise ValueError(f"{store}: {'no' if present else 'a'} probe endpoint, but {store}={present}")
+        return self
+
+    @model_validator(mode="after")
+    def _indexer_routes_stay_out_of_the_slis(self) -> Self:
+        if both := sorted(set(self.edge_routes) & set(self.indexer_routes)):
+            raise ValueError(f"edgeRoutes: {', '.join(both)} is an indexer route (indexerRoutes), outside the SLOs")
         return self
 
     @property
@@ -234,6 +260,11 @@ def _num(value: float) -> str:
     return f"{value:.6g}"
 
 
+def _seconds(window: str) -> int:
+    """Seconds of a PromQL duration of one unit (``5m``, ``1h``, ``3d``)."""
+    return int(window[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[window[-1]]
+
+
 @dataclass(frozen=True)
 class Recording:
     record: str
@@ -252,9 +283,10 @@ class Alert:
     """Extra labels beyond ``severity`` and ``namespace``."""
 
 
-def edge_selector(props: MonitoringProps, **extra: str) -> str:
-    """Our routes' series on the edge's metrics: Envoy clusters of our HTTPRoutes, or our Ingresses."""
-    routes = props.edge_routes
+def edge_selector(props: MonitoringProps, routes: tuple[str, ...] | None = None, /, **extra: str) -> str:
+    """Our routes' series on the edge's metrics: Envoy clusters of our HTTPRoutes, or our Ingresses
+    (``routes``, default: the SLI routes ``edge_routes``)."""
+    routes = routes or props.edge_routes
     if props.edge_controller == "gateway-api":
         # Envoy Gateway names the cluster of each route rule httproute/<namespace>/<route>/rule/<index>.
         names = f"{props.instance}-{routes[0]}" if len(routes) == 1 else f"{props.instance}-({'|'.join(routes)})"
@@ -307,15 +339,16 @@ _EDGE_METRICS = {
 }
 
 
-def edge_series(props: MonitoringProps) -> EdgeSeries:
-    """Requests, 5xx, and the latency histogram at the SLO threshold, for the environment's edge."""
+def edge_series(props: MonitoringProps, routes: tuple[str, ...] | None = None) -> EdgeSeries:
+    """Requests, 5xx, and the latency histogram at the SLO threshold, for the environment's edge
+    (``routes``, default: the SLI routes)."""
     m = _EDGE_METRICS[props.edge_controller]
     threshold = props.settings.slo_latency_seconds * m.le_per_second
     return EdgeSeries(
-        requests=f"{m.requests}{edge_selector(props)}",
-        errors=f"{m.requests}{edge_selector(props, **m.errors)}",
-        fast=f"{m.histogram}_bucket{edge_selector(props, le=_le(threshold))}",
-        timed=f"{m.histogram}_count{edge_selector(props)}",
+        requests=f"{m.requests}{edge_selector(props, routes)}",
+        errors=f"{m.requests}{edge_selector(props, routes, **m.errors)}",
+        fast=f"{m.histogram}_bucket{edge_selector(props, routes, le=_le(threshold))}",
+        timed=f"{m.histogram}_count{edge_selector(props, routes)}",
         bucket_metric=f"{m.histogram}_bucket",
         le_per_second=m.le_per_second,
     )
@@ -344,6 +377,17 @@ def recording_rules(props: MonitoringProps) -> list[Recording]:
                 f"1 - (sum(rate({e.fast}[{w}])) / sum(rate({e.timed}[{w}])))",
             ),
         ]
+    if props.indexer_routes:
+        i = edge_series(props, props.indexer_routes)
+        for w in INDEXER_WINDOWS:
+            rules += [
+                Recording(f"kga:indexer_requests:rate{w}", f"sum(rate({i.requests}[{w}]))"),
+                Recording(f"kga:indexer_errors:rate{w}", f"sum(rate({i.errors}[{w}])) or vector(0)"),
+                Recording(
+                    f"kga:indexer_errors:ratio_rate{w}",
+                    f"kga:indexer_errors:rate{w}{ns} / kga:indexer_requests:rate{w}{ns}",
+                ),
+            ]
     rules += [
         Recording("kga:edge_requests_fast:rate5m", f"sum(rate({e.fast}[5m]))"),
         Recording("kga:edge_requests_timed:rate5m", f"sum(rate({e.timed}[5m]))"),
@@ -388,10 +432,13 @@ def _burn_alerts(props: MonitoringProps, slo: str, sli: str, target: float) -> l
     budget = 1 - target
     what = {"availability": "5xx responses", "latency": f"requests slower than {props.settings.slo_latency_seconds:g}s"}
     out = []
+    minimum = props.settings.burn_rate_min_requests
     for severity, windows in BURN_RATES.items():
+        # Enough requests in the long window, or a few failures in a quiet hour page someone.
         conditions = [
             f"({sli}:ratio_rate{long}{ns} > {_num(factor * budget)}"
-            f" and {sli}:ratio_rate{short}{ns} > {_num(factor * budget)})"
+            f" and {sli}:ratio_rate{short}{ns} > {_num(factor * budget)}"
+            f" and kga:edge_requests:rate{long}{ns} * {_seconds(long)} >= {minimum})"
             for factor, long, short in windows
         ]
         pace = " or ".join(f"{factor:g}x over {long}/{short}" for factor, long, short in windows)
@@ -416,6 +463,65 @@ def _burn_alerts(props: MonitoringProps, slo: str, sli: str, target: float) -> l
     return out
 
 
+def _failed_twice(props: MonitoringProps) -> str:
+    """A failed scheduled backup Job whose CronJob's last success (or creation) precedes the previous
+    run: ``start - last success`` exceeds a day plus the start a run may be late by. Reads only the
+    failed Job, so it holds after the previous run's Job is gone."""
+    ns_value, inst = props.namespace, props.instance
+    cronjob = f"{inst}-backup-({'|'.join(props.backups)})"
+    cronjobs = matchers(namespace=ns_value, cronjob=f"~{cronjob}")
+    started = (
+        f"label_replace(kube_job_status_start_time{matchers(namespace=ns_value, job_name=f'~{cronjob}-[0-9]+')},"
+        ' "cronjob", "$1", "job_name", "(.+)-[0-9]+")'
+    )
+    failed = f"kube_job_failed{matchers(namespace=ns_value, condition='true')} == 1"
+    good = f"kube_cronjob_status_last_successful_time{cronjobs} or kube_cronjob_created{cronjobs}"
+    return (
+        f"({started}\n and on (namespace, job_name) {failed})"
+        f"\n- on (namespace, cronjob) group_left () ({good})"
+        f"\n> {BACKUP_PERIOD_SECONDS + STARTING_DEADLINE_SECONDS}"
+    )
+
+
+def _restore_running_long(props: MonitoringProps) -> str:
+    """An active restore Job of a store, older than that store's watch time."""
+    ns_value = props.namespace
+    parts = []
+    for store, seconds in sorted(props.restore_watch_seconds.items()):
+        job = matchers(namespace=ns_value, job_name=f"{props.instance}-restore-{store}")
+        parts.append(
+            f"(time() - kube_job_status_start_time{job} > {seconds}"
+            f" and on (namespace, job_name) kube_job_status_active{job} > 0)"
+        )
+    return "\nor ".join(parts)
+
+
+def _edge_presence(props: MonitoringProps) -> str:
+    """Present whenever the edge's stats of each of our routes are scraped, even without traffic."""
+    if props.edge_controller == "ingress-nginx":
+        # Its request counters appear with the first request; the controller's own gauge is always there.
+        return "absent(nginx_ingress_controller_config_last_reload_successful)"
+    # upstream_rq_total exists from the cluster's creation; upstream_rq_xx only after a first answer.
+    return "\nor ".join(
+        f'label_replace(absent(envoy_cluster_upstream_rq_total{edge_selector(props, (route,))}), "route", '
+        f'"{props.instance}-{route}", "", "")'
+        for route in (*props.edge_routes, *props.indexer_routes)
+    )
+
+
+def _store_presence(props: MonitoringProps) -> str:
+    """Present when each store's exporter or probe is scraped: redis_exporter's target, Chroma's and
+    Memgraph's blackbox probes. Without it KgaRedisDown and the store-down alerts cannot fire."""
+    ns_value = props.namespace
+    series = [("redis", f"up{matchers(namespace=ns_value, service=props.name('redis'))}")]
+    series += [
+        (store, f"probe_success{matchers(namespace=ns_value, component=store)}")
+        for store, present in (("chroma", props.chroma), ("memgraph", props.memgraph))
+        if present
+    ]
+    return "\nor ".join(f'label_replace(absent({expr}), "store", "{store}", "", "")' for store, expr in series)
+
+
 def alerts(props: MonitoringProps) -> list[Alert]:
     """Every alert of the environment; each has a runbook ``docs/runbooks/<name>.md``."""
     s = props.settings
@@ -436,6 +542,36 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             "{{ $value | humanizePercentage }} of requests to "
             + props.domain
             + " answered 5xx over the last 5 minutes.",
+        ),
+        Alert(
+            "KgaEdgeMetricsAbsent",
+            "critical",
+            _edge_presence(props),
+            "15m",
+            f"{inst}: the edge's metrics of {{{{ $labels.route }}}} are missing",
+            "Prometheus has no edge series for route {{ $labels.route }} (or no ingress-nginx controller "
+            "metrics): every SLO alert is blind. The proxies' PodMonitor is missing, does not select them, or "
+            "the route or cluster was renamed.",
+        ),
+        Alert(
+            "KgaStoreMetricsAbsent",
+            "critical",
+            _store_presence(props),
+            "15m",
+            f"{inst}: no metrics of the {{{{ $labels.store }}}} store",
+            "Prometheus has no series of the {{ $labels.store }} exporter or probe, so its down alerts cannot "
+            "fire: the Service has no endpoint, or its ServiceMonitor or Probe is missing or not selected.",
+        ),
+        Alert(
+            "KgaIndexerErrorRatioHigh",
+            "warning",
+            f"kga:indexer_errors:ratio_rate30m{ns} > {_num(INDEXER_ERROR_RATIO)}"
+            f" and kga:indexer_errors:ratio_rate5m{ns} > {_num(INDEXER_ERROR_RATIO)}"
+            f" and kga:indexer_requests:rate30m{ns} * 1800 >= {INDEXER_MIN_REQUESTS}",
+            f"{max(15, -(-props.index_run_seconds // 60))}m",
+            f"{inst}: the indexer fails over {INDEXER_ERROR_RATIO:.0%} of its requests",
+            "{{ $value | humanizePercentage }} of the requests to the indexer's routes answered 5xx over 30 "
+            "minutes, for longer than an index run may block it.",
         ),
         Alert(
             "KgaHealthProbeFailing",
@@ -493,8 +629,17 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             f"kube_job_failed{matchers(namespace=ns_value, job_name=f'~{inst}-backup-.+', condition='true')} == 1",
             "5m",
             f"{inst}: backup job {{{{ $labels.job_name }}}} failed",
-            "Job {{ $labels.job_name }} failed. The Job, its logs and scratch volumes are deleted an hour "
-            "later, which clears this alert; KgaBackupTooOld keeps firing until a backup succeeds.",
+            "Job {{ $labels.job_name }} failed. It is kept, with its pods' logs, until shortly before the next "
+            "scheduled run; a second failure in a row pages (KgaBackupFailedTwice).",
+        ),
+        Alert(
+            "KgaBackupFailedTwice",
+            "critical",
+            _failed_twice(props),
+            "5m",
+            f"{inst}: backup {{{{ $labels.cronjob }}}} failed twice in a row",
+            "Job {{ $labels.job_name }} failed and the run before it did not succeed either: the newest good "
+            "backup of this store is over a day old.",
         ),
         Alert(
             "KgaReindexFailed",
@@ -551,6 +696,18 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             "should have renewed it by now.",
         ),
     ]
+    if props.restore_watch_seconds:
+        out.append(
+            Alert(
+                "KgaRestoreRunningLong",
+                "warning",
+                _restore_running_long(props),
+                "5m",
+                f"{inst}: restore {{{{ $labels.job_name }}}} runs longer than a full store takes",
+                "Job {{ $labels.job_name }} has run for {{ $value | humanizeDuration }}, longer than restoring a "
+                "full volume of its store at the measured rate. Nothing stops it: check its progress.",
+            )
+        )
     if props.chroma:
         out.append(
             Alert(
