@@ -33,7 +33,14 @@ import cdk8s  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from kgstack import AgentStack, Environment, EnvironmentFileError, load_environment, load_environments  # noqa: E402
-from kgstack.backup_schedule import BackupSchedule, list_job, restore_job  # noqa: E402
+from kgstack.backup_schedule import (  # noqa: E402
+    TRACKED_STORES,
+    TRACKER_FROM_RESTORE_LOG,
+    TRACKER_WRITE,
+    BackupSchedule,
+    list_job,
+    restore_job,
+)
 from kgstack.environment import known_environments  # noqa: E402
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
 from kgstack.object_patch import PatchError, apply_patches  # noqa: E402
@@ -191,57 +198,117 @@ def _job_args(prog: str, description: str, argv: list[str], restore: bool) -> ar
 
 def _one_off_job(
     args: argparse.Namespace, build: Callable[[BackupSchedule], dict[str, Any]]
-) -> tuple[Environment, dict[str, Any]]:
-    """The environment named on the command line, and ``build``'s Job from its backup schedule."""
+) -> tuple[AgentStack, dict[str, Any]]:
+    """The stack of the environment named on the command line, and ``build``'s Job from its backup schedule."""
     source = _shown(args.environments) / f"{args.environment}.yaml"
     (env,) = pin_releases(args.environments, [load_environment(source)])
     try:
-        job = build(AgentStack(cdk8s.App(), env).backups)
+        stack = AgentStack(cdk8s.App(), env)
+        job = build(stack.backups)
     except ValueError as exc:
         raise EnvironmentFileError([f"{source}: {exc}"]) from None
     # Made after the stack's own objects: the environment's pod settings reach it here.
     job, problems = apply_to_manifest(job, env.workloads)
     if problems:
         raise EnvironmentFileError([f"{source}: {p}" for p in problems])
-    return env, job
+    return stack, job
 
 
 def restore(argv: list[str]) -> int:
     """Print the Job that restores one store of one environment (not part of dist/)."""
     args = _job_args("make restore", restore.__doc__ or "", argv, restore=True)
-    which = f"backup {args.backup_id}" if args.backup_id else "the latest complete backup"
 
-    def plan(env: Environment, name: str, ns: str) -> list[str]:
-        return [
-            f"Restores {which} of {args.store} in {args.environment} (namespace {ns}) "
-            f"from {env.backup.target}/{args.store}/.",
-            "It verifies the checksum and counts before writing, "
-            + (
-                "and REPLACES the data in the store (--force)."
-                if args.force
-                else "and refuses a store that holds data."
-            ),
-            "Before you apply it:",
-            f"  - kubectl points at the cluster of {args.environment}: kubectl config current-context",
-            "  - Argo CD automated sync is paused for the environment (it would scale writers back up)",
-            f"  - nothing writes meanwhile: kubectl -n {ns} scale deploy/{env.instance}-indexer --replicas=0",
-            f"  - the backup exists: make backups ENV={args.environment} STORE={args.store}",
-            f"  - no earlier restore Job is left: kubectl -n {ns} delete job {name} --ignore-not-found",
-            f"Then: make restore ENV={args.environment} STORE={args.store}"
-            + (f" BACKUP_ID={args.backup_id}" if args.backup_id else "")
-            + f" | kubectl apply -f - && kubectl -n {ns} logs -f job/{name}",
-        ]
+    def plan(stack: AgentStack, name: str, ns: str) -> list[str]:
+        return restore_plan(stack, name, ns, args)
 
     return _print_one_off(
         args, lambda schedule: restore_job(schedule, args.store, backup_id=args.backup_id, force=args.force), plan
     )
 
 
+def restore_plan(stack: AgentStack, name: str, ns: str, args: argparse.Namespace) -> list[str]:
+    """Every step of a restore, with its exact commands: suspend, restore, tracker, re-index, resume."""
+    env, e, store = stack.env, args.environment, args.store
+    k = f"kubectl -n {ns}"
+    which = f"backup {args.backup_id}" if args.backup_id else "the latest good backup"
+    cronjobs = [f"{stack.backups.name}-{s}" for s in stack.backups.props.stores]
+    if stack.reindex:
+        cronjobs.append(stack.reindex.name)
+    indexer, query = stack.indexer.name, stack.query.name
+    tracked = store in TRACKED_STORES
+    make = f"make restore ENV={e} STORE={store}" + (f" BACKUP_ID={args.backup_id}" if args.backup_id else "")
+    make += " FORCE=1" if args.force else ""
+
+    def suspend(value: str) -> list[str]:
+        patch = f"""'{{"spec":{{"suspend":{value}}}}}'"""
+        return [f"     {k} patch cronjob {c} --type=merge -p {patch}" for c in cronjobs]
+
+    lines = [
+        f"Restores {which} of {store} in {e} (namespace {ns}) from {env.backup.target}/{store}/.",
+        "It verifies the checksum, counts and content before writing, "
+        + ("and REPLACES the data in the store (--force)." if args.force else "and refuses a store that holds data."),
+        "Run every step, in order (docs/backup-restore.md, 'Restore: the procedure'):",
+        f"  1. kubectl points at the cluster of {e}: kubectl config current-context",
+        f"  2. the backup exists (and is not held): make backups ENV={e} STORE={store}",
+        "  3. pause Argo CD automated sync for the environment (it would undo steps 4 and 6)",
+        "  4. suspend the backups and re-indexing (a backup of a half-loaded store must not become the latest):",
+        *suspend("true"),
+        f"     then wait until none of their Jobs is active: {k} get jobs",
+    ]
+    if tracked:
+        lines += [
+            "  5. keep the indexer's commit tracker as it is now (kept for reference only):",
+            f"     {k} exec deploy/{indexer} -- cat indexed_commits.json > indexed_commits.before-restore.json",
+        ]
+    else:
+        lines += ["  5. (nothing to keep: the indexer's commit tracker does not follow the cache)"]
+    lines += [
+        f"  6. stop the writers: {k} scale deploy/{indexer} --replicas=0",
+        f"  7. restore: {k} delete job {name} --ignore-not-found",
+        f"     {make} | kubectl apply -f - && {k} logs -f job/{name}",
+        f'     it is done when the log says "restore.done" and {k} get job {name} shows Complete',
+    ]
+    if tracked:
+        lines += [
+            "  8. hand the indexer the commit tracker recorded with the backup, so that step 9 replays every",
+            "     commit since the backup (left as it is, the tracker is ahead of the data and they are skipped):",
+            f"     {k} logs job/{name} | python3 -c '{TRACKER_FROM_RESTORE_LOG}' > indexed_commits.restored.json",
+            f"     {k} scale deploy/{indexer} --replicas=1 && {k} rollout status deploy/{indexer}",
+            f"     {k} exec -i deploy/{indexer} -- python -c '{TRACKER_WRITE}' < indexed_commits.restored.json",
+            "     and restart the API tiers: they read the tracker, and the restored collections, anew",
+            f"     {k} rollout restart deploy/{indexer} deploy/{query}",
+            f"     {k} rollout status deploy/{indexer} && {k} rollout status deploy/{query}",
+        ]
+        if stack.reindex:
+            job = f"{stack.reindex.name}-after-restore"
+            lines += [
+                "  9. re-index the commits since the backup, and check that every workflow completes:",
+                f"     {k} create job --from=cronjob/{stack.reindex.name} {job} && {k} logs -f job/{job}",
+            ]
+        else:
+            port = stack.indexer.endpoint.port
+            lines += [
+                "  9. re-index the commits since the backup (no re-index schedule here), then follow its workflows:",
+                f"     {k} port-forward deploy/{indexer} {port}:{port} & curl -X POST http://127.0.0.1:{port}/api/v1/index",
+            ]
+    else:
+        lines += [
+            f"  8. start the writers again: {k} scale deploy/{indexer} --replicas=1",
+            "  9. (no re-index: the cache refills on use)",
+        ]
+    lines += [
+        " 10. resume the backups and re-indexing, then Argo CD automated sync (it scales the writers as declared):",
+        *suspend("false"),
+    ]
+    return lines
+
+
 def backups(argv: list[str]) -> int:
     """Print a read-only Job that lists one store's backups (``kgbackup list``)."""
     args = _job_args("make backups", backups.__doc__ or "", argv, restore=False)
 
-    def plan(env: Environment, name: str, ns: str) -> list[str]:
+    def plan(stack: AgentStack, name: str, ns: str) -> list[str]:
+        env = stack.env
         return [
             f"Lists the backups of {args.store} in {args.environment} under {env.backup.target}/{args.store}/"
             " (read-only: kgbackup list; it changes nothing).",
@@ -259,14 +326,14 @@ def backups(argv: list[str]) -> int:
 def _print_one_off(
     args: argparse.Namespace,
     build: Callable[[BackupSchedule], dict[str, Any]],
-    plan: Callable[[Environment, str, str], list[str]],
+    plan: Callable[[AgentStack, str, str], list[str]],
 ) -> int:
-    """The Job on stdout (for kubectl), and ``plan(env, job name, namespace)`` on stderr."""
+    """The Job on stdout (for kubectl), and ``plan(stack, job name, namespace)`` on stderr."""
     try:
-        env, job = _one_off_job(args, build)
+        stack, job = _one_off_job(args, build)
     except EnvironmentFileError as exc:
         return _fail(exc.problems, 2, "no Job was printed")
-    _say(*plan(env, job["metadata"]["name"], job["metadata"]["namespace"]))
+    _say(*plan(stack, job["metadata"]["name"], job["metadata"]["namespace"]))
     print(to_yaml(job), end="")
     return 0
 

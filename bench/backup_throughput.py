@@ -19,6 +19,13 @@ fastest, and kgbackup's defaults (``--chroma-upsert-batch``,
 Loading 100k vectors of dimension 1536 into Chroma takes minutes: ``--cache``
 keeps each size's Chroma data between invocations (the restores rewrite the
 same records, so the data stays valid).
+
+``--baseline DIR`` times another kgbackup tree too, run for run alternating with
+this one on the same server and data (paired, so machine load hits both alike),
+and prints each op's median ratio this ÷ baseline. For the tool as of a commit:
+
+    git archive <commit> docker/backup | tar -x -C /tmp/kgb-old
+    ... bench/backup_throughput.py --stores chroma --baseline /tmp/kgb-old/docker/backup
 """
 
 from __future__ import annotations
@@ -166,9 +173,9 @@ _CHILD = (
 )
 
 
-def run_tool(*argv: str, server_pid: int | None = None) -> dict[str, float]:
+def run_tool(*argv: str, server_pid: int | None = None, tool: Path = BACKUP_DIR) -> dict[str, float]:
     """One CLI run in a child process: wall seconds, the child's peak RSS and CPU, the server's CPU."""
-    env = {**os.environ, "PYTHONPATH": str(BACKUP_DIR), "REDIS_PASSWORD": PASSWORD}
+    env = {**os.environ, "PYTHONPATH": str(tool), "REDIS_PASSWORD": PASSWORD}
     server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", _CHILD, *argv], env=env, capture_output=True, text=True, check=False)
@@ -182,32 +189,43 @@ def run_tool(*argv: str, server_pid: int | None = None) -> dict[str, float]:
     return out
 
 
-def bench_runs(store: str, records: int, runs: int, store_args: list[str], server_pid: int | None) -> dict[str, Any]:
-    target = f"file://{tempfile.mkdtemp(prefix=f'kgb-bench-{store}-')}"
-    rows = []
-    try:
-        for run in range(runs):
-            backup = run_tool("backup", store, "--target", target, *store_args, server_pid=server_pid)
-            print(json.dumps({"store": store, "records": records, "run": run + 1, "backup": backup}), flush=True)
-            restore = run_tool("restore", store, "--latest", "--force", "--target", target, *store_args,
-                               server_pid=server_pid)  # fmt: skip
-            row = {"store": store, "records": records, "run": run + 1, "backup": backup, "restore": restore,
-                   "restore_to_backup": round(restore["s"] / backup["s"], 2)}  # fmt: skip
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            shutil.rmtree(target.removeprefix("file://"))
-    finally:
-        shutil.rmtree(target.removeprefix("file://"), ignore_errors=True)
+def bench_runs(
+    store: str, records: int, runs: int, store_args: list[str], server_pid: int | None, *, baseline: Path | None = None
+) -> dict[str, Any]:
+    tools = {"": BACKUP_DIR, **({"baseline_": baseline} if baseline else {})}
+    rows: list[dict[str, Any]] = []
+    for run in range(runs):
+        row: dict[str, Any] = {"store": store, "records": records, "run": run + 1}
+        for prefix, tool in tools.items():  # paired: each run times both trees back to back
+            target = f"file://{tempfile.mkdtemp(prefix=f'kgb-bench-{store}-')}"
+            try:
+                backup = run_tool("backup", store, "--target", target, *store_args, server_pid=server_pid, tool=tool)
+                restore = run_tool("restore", store, "--latest", "--force", "--target", target, *store_args,
+                                   server_pid=server_pid, tool=tool)  # fmt: skip
+            finally:
+                shutil.rmtree(target.removeprefix("file://"), ignore_errors=True)
+            row |= {f"{prefix}backup": backup, f"{prefix}restore": restore,
+                    f"{prefix}restore_to_backup": round(restore["s"] / backup["s"], 2)}  # fmt: skip
+        print(json.dumps(row), flush=True)
+        rows.append(row)
 
     def med(op: str, key: str) -> float:
         return round(statistics.median(r[op][key] for r in rows), 2)
 
     summary: dict[str, Any] = {"store": store, "records": records, "runs": runs}
-    for op in ("backup", "restore"):
-        for key in rows[0][op]:
-            summary[f"{op}_{key}_median"] = med(op, key)
-    summary["restore_to_backup_median"] = round(statistics.median(r["restore_to_backup"] for r in rows), 2)
+    for prefix in tools:
+        for op in (f"{prefix}backup", f"{prefix}restore"):
+            for key in rows[0][op]:
+                summary[f"{op}_{key}_median"] = med(op, key)
+        summary[f"{prefix}restore_to_backup_median"] = round(
+            statistics.median(r[f"{prefix}restore_to_backup"] for r in rows), 2
+        )
     summary["records_per_s"] = {op: round(records / summary[f"{op}_s_median"]) for op in ("backup", "restore")}
+    if baseline:
+        summary["over_baseline_median"] = {
+            op: round(statistics.median(r[op]["s"] / r[f"baseline_{op}"]["s"] for r in rows), 2)
+            for op in ("backup", "restore")
+        }
     return summary
 
 
@@ -261,7 +279,7 @@ def run_chroma(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 load_chroma(port, n, args.dim)
                 print(json.dumps({"chroma_load": n, "s": round(time.monotonic() - t0, 1)}), flush=True)
             chroma_args = ["--chroma-host", "127.0.0.1", "--chroma-port", str(port), *tuning]
-            summaries.append(bench_runs("chroma", n, args.chroma_runs, chroma_args, proc.pid))
+            summaries.append(bench_runs("chroma", n, args.chroma_runs, chroma_args, proc.pid, baseline=args.baseline))
             print(json.dumps(summaries[-1]), flush=True)
         finally:
             stop(proc)
@@ -273,7 +291,8 @@ def print_summary(summaries: list[dict[str, Any]]) -> None:
     keys = ("store", "records", "runs", "backup_s_median", "restore_s_median", "restore_to_backup_median",
             "backup_rss_mib_median", "restore_rss_mib_median")  # fmt: skip
     for row in summaries:
-        print(json.dumps({k: row[k] for k in keys}))
+        print(json.dumps({k: row[k] for k in (*keys, "baseline_restore_to_backup_median", "over_baseline_median")
+                          if k in row}))  # fmt: skip
     for store in ("redis", "chroma"):
         rows = {r["records"]: r for r in summaries if r["store"] == store}
         if len(rows) >= 2:
@@ -294,6 +313,7 @@ def main() -> None:
     parser.add_argument("--chroma-runs", type=int, default=3, help="runs per size for Chroma (slow at 100k)")
     parser.add_argument("--sweep-records", type=int, default=3000, help="0 skips the upsert sweep")
     parser.add_argument("--cache", type=Path, help="keep loaded Chroma data here between invocations")
+    parser.add_argument("--baseline", type=Path, help="another kgbackup tree (PYTHONPATH) to time alongside (Chroma)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kgb-bench-"))
     summaries: list[dict[str, Any]] = []

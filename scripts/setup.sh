@@ -56,7 +56,10 @@ background() {  # background NAME COMMAND...: output kept in .cache/setup-NAME.l
 wait_background() {  # every background step, in order; the log of each failed one
   local i failed=""
   for i in "${!bg_pids[@]}"; do
-    if kill -0 "${bg_pids[$i]}" 2>/dev/null; then say "waiting for ${bg_names[$i]} (log: .cache/setup-${bg_names[$i]}.log)"; fi
+    # Still installing (it has said so): say what the wait is for. A step that is only checking stays quiet.
+    if kill -0 "${bg_pids[$i]}" 2>/dev/null && grep -q '^\[setup\]' ".cache/setup-${bg_names[$i]}.log"; then
+      say "waiting for ${bg_names[$i]} (log: .cache/setup-${bg_names[$i]}.log)"
+    fi
     if wait "${bg_pids[$i]}"; then
       grep '^\[setup\]' ".cache/setup-${bg_names[$i]}.log" || true
     else
@@ -71,6 +74,41 @@ wait_background() {  # every background step, in order; the log of each failed o
 # Set-up stopped by a failure or Ctrl-C stops its background steps too (each is a process group).
 stop_background() { local pid; for pid in "${bg_pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; }
 trap stop_background EXIT
+
+# Node for jsii: the machine's own when it is a supported LTS (>= 22), else npm's node@22.
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+# The machine's node, not the one this script may have put on PATH (make adds .tools).
+system_node() { PATH=$(tr ':' '\n' <<<"$PATH" | grep -v '/\.tools/' | paste -sd:) command -v node || true; }
+node_setup() {
+  command -v npm >/dev/null || fail "npm is required to install Node $NODE_LTS and cdk8s-cli"
+  mkdir -p .tools; rm -f .tools/jsii-node
+  local pkgs=("cdk8s-cli@$CDK8S_CLI")
+  local system_node; system_node=$(system_node)
+  if [ -n "$system_node" ] && [ "$(node_major "$system_node")" -ge 22 ]; then
+    ln -sfn "$system_node" .tools/jsii-node
+  else
+    pkgs+=("node@$NODE_LTS")
+  fi
+  say "installing ${pkgs[*]} into .tools"
+  rm -rf .tools/node_modules .tools/package.json .tools/package-lock.json
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error "${pkgs[@]}" || fail "npm install ${pkgs[*]}"
+  [ -e .tools/jsii-node ] || ln -sfn "$PWD/.tools/node_modules/.bin/node" .tools/jsii-node
+}
+node_check() {  # node_check [full]: jsii's Node runs and is 22 or 24; the cdk8s CLI is the pinned one
+  local v cli
+  v=$(.tools/jsii-node --version 2>/dev/null) || { echo ".tools/jsii-node does not run"; return 1; }
+  case "$v" in v22.*|v24.*) ;; *) echo ".tools/jsii-node is Node $v; jsii needs 22 or 24"; return 1 ;; esac
+  if [ "$(readlink .tools/jsii-node)" = "$PWD/.tools/node_modules/.bin/node" ] && [ "$v" != "v$NODE_LTS" ]; then
+    echo ".tools/jsii-node is Node $v, not the pinned $NODE_LTS"; return 1
+  fi
+  [ -x .tools/node_modules/.bin/cdk8s ] || { echo "cdk8s-cli is not installed in .tools/node_modules"; return 1; }
+  [ "${1:-}" = full ] || return 0
+  cli=$(PATH=$PWD/.tools/node_modules/.bin:$PATH cdk8s --version 2>&1) || { echo "cdk8s --version failed: $cli"; return 1; }
+  [ "$cli" = "$CDK8S_CLI" ] || { echo "cdk8s --version says '$cli', not $CDK8S_CLI"; return 1; }
+  say "jsii runs on node $v; cdk8s-cli $cli"
+}
+# Node and the cdk8s CLI (npm) install alongside the Python venv (pip): both mostly download.
+[ "$mode" = lint ] || background node step .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_check node_setup
 
 # pip, quiet, minus this machine's noise about missing local wheel folders; fails loudly.
 pip_install() {
@@ -214,41 +252,8 @@ if [ "$mode" = test ]; then
   fi
 fi
 
-# Node for jsii: the machine's own when it is a supported LTS (>= 22), else npm's node@22.
-node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
-# The machine's node, not the one this script may have put on PATH (make adds .tools).
-system_node() { PATH=$(tr ':' '\n' <<<"$PATH" | grep -v '/\.tools/' | paste -sd:) command -v node || true; }
-node_setup() {
-  command -v npm >/dev/null || fail "npm is required to install Node $NODE_LTS and cdk8s-cli"
-  mkdir -p .tools; rm -f .tools/jsii-node
-  local pkgs=("cdk8s-cli@$CDK8S_CLI")
-  local system_node; system_node=$(system_node)
-  if [ -n "$system_node" ] && [ "$(node_major "$system_node")" -ge 22 ]; then
-    ln -sfn "$system_node" .tools/jsii-node
-  else
-    pkgs+=("node@$NODE_LTS")
-  fi
-  say "installing ${pkgs[*]} into .tools"
-  rm -rf .tools/node_modules .tools/package.json .tools/package-lock.json
-  npm install --prefix .tools --no-audit --no-fund --loglevel=error "${pkgs[@]}" || fail "npm install ${pkgs[*]}"
-  [ -e .tools/jsii-node ] || ln -sfn "$PWD/.tools/node_modules/.bin/node" .tools/jsii-node
-}
-node_check() {  # node_check [full]: jsii's Node runs and is 22 or 24; the cdk8s CLI is the pinned one
-  local v cli
-  v=$(.tools/jsii-node --version 2>/dev/null) || { echo ".tools/jsii-node does not run"; return 1; }
-  case "$v" in v22.*|v24.*) ;; *) echo ".tools/jsii-node is Node $v; jsii needs 22 or 24"; return 1 ;; esac
-  if [ "$(readlink .tools/jsii-node)" = "$PWD/.tools/node_modules/.bin/node" ] && [ "$v" != "v$NODE_LTS" ]; then
-    echo ".tools/jsii-node is Node $v, not the pinned $NODE_LTS"; return 1
-  fi
-  [ -x .tools/node_modules/.bin/cdk8s ] || { echo "cdk8s-cli is not installed in .tools/node_modules"; return 1; }
-  [ "${1:-}" = full ] || return 0
-  cli=$(PATH=$PWD/.tools/node_modules/.bin:$PATH cdk8s --version 2>&1) || { echo "cdk8s --version failed: $cli"; return 1; }
-  [ "$cli" = "$CDK8S_CLI" ] || { echo "cdk8s --version says '$cli', not $CDK8S_CLI"; return 1; }
-  say "jsii runs on node $v; cdk8s-cli $cli"
-}
-step .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_check node_setup
 
-if [ "$mode" = synth ]; then exit 0; fi
+if [ "$mode" = synth ]; then wait_background; exit 0; fi
 
 # Scanners whose dependency pins conflict (networkx) each get their own venv; mostly downloads,
 # so they install alongside each other and the apt step.

@@ -169,6 +169,47 @@ def s3_target(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{bucket}/backups"
 
 
+class IndexerApi:
+    """The two routes of the agent's indexer that a backup reads, in src/api/routes.py's shapes, on loopback.
+
+    ``tracker()`` is the content of ``indexed_commits.json``; ``busy()`` whether an indexing workflow runs.
+    """
+
+    def __init__(self, tracker: Callable[[], dict[str, Any]], busy: Callable[[], bool] = lambda: False) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/api/v1/commits/tracking":
+                    tracked = tracker()
+                    body: Any = {"tracked_repositories": tracked, "statistics": {}, "total_repositories": len(tracked)}
+                elif self.path == "/api/v1/workflows?include_completed=false":
+                    body = [{"workflow_id": "wf-1", "workflow_type": "indexing", "status": "running"}] if busy() else []
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        import threading
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.http.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
 def run_cli(*argv: str) -> tuple[int, list[dict[str, Any]]]:
     """Run the CLI in-process; returns the exit code and the parsed JSON log lines."""
     buf = io.StringIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -178,6 +179,70 @@ def test_restore_prints_plan_and_preconditions_then_the_job() -> None:
     assert job["kind"] == "Job" and job["metadata"]["name"] == "kga-prod-restore-chroma"
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["restore", "chroma", "--backup-id", "20260320T020000.123Z"]
+
+
+def _plan(stderr: str) -> list[str]:
+    return [line.removeprefix("# ") for line in stderr.splitlines() if line.startswith("# ")]
+
+
+def _dist_names(env: str, kind: str) -> set[str]:
+    return {
+        doc["metadata"]["name"]
+        for path in (ROOT / "dist" / env).glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if doc and doc.get("kind") == kind
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "store"), [("prod", "chroma"), ("staging", "memgraph"), ("dev", "chroma"), ("prod", "redis")]
+)
+def test_restore_plan_is_a_procedure_over_what_dist_deploys(env: str, store: str) -> None:
+    """Suspend every CronJob of dist/, stop the indexer, restore, hand back the tracker, re-index, resume."""
+    result = run_command("restore", env, store, "--force")
+    assert result.returncode == 0, result.stderr
+    plan = _plan(result.stderr)
+    text = "\n".join(plan)
+    ns = yaml.safe_load(result.stdout)["metadata"]["namespace"]
+    cronjobs = _dist_names(env, "CronJob")
+    (indexer,) = {d for d in _dist_names(env, "Deployment") if d.endswith("-indexer")}
+    suspended = [line for line in plan if '"suspend":true' in line]
+    resumed = [line for line in plan if '"suspend":false' in line]
+    assert {line.split()[5] for line in suspended} == cronjobs == {line.split()[5] for line in resumed}
+    order = [
+        text.index('"suspend":true'),
+        text.index(f"kubectl -n {ns} scale deploy/{indexer} --replicas=0"),
+        text.index("| kubectl apply -f -"),
+        text.index('"suspend":false'),
+    ]
+    assert order == sorted(order)
+    tracked = store != "redis"
+    assert ("indexed_commits.restored.json" in text) is tracked
+    if tracked:
+        reindex = [c for c in cronjobs if c.endswith("-reindex")]  # dev has no schedule: the API is called
+        again = (
+            f"create job --from=cronjob/{reindex[0]}" if reindex else "curl -X POST http://127.0.0.1:8000/api/v1/index"
+        )
+        steps = [text.index("indexed_commits.restored.json"), text.index(again)]
+        assert order[2] < steps[0] < steps[1] < order[3]
+        assert f"rollout restart deploy/{indexer}" in text
+
+
+def test_restore_plan_tracker_commands_run_as_printed(tmp_path: Path) -> None:
+    """The tracker lines, with kubectl swapped for local stand-ins, run under a shell exactly as printed."""
+    plan = _plan(run_command("restore", "prod", "chroma").stderr)
+    (extract,) = [line.strip() for line in plan if "> indexed_commits.restored.json" in line]
+    (write,) = [line.strip() for line in plan if "< indexed_commits.restored.json" in line]
+    tracker = {"acme/shop#main": {"repository": "acme/shop", "branch": "main", "last_commit": "abc123"}}
+    log = f'{{"event":"restore.start"}}\n{{"event":"restore.done","indexed_commits":{json.dumps(tracker)}}}\n'
+    (tmp_path / "job.log").write_text(log, encoding="utf-8")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    local_extract = "cat job.log |" + extract.split("|", 1)[1]
+    local_write = "cd volume && python3" + write.split(" -- python", 1)[1].replace("< indexed", "< ../indexed")
+    for command in (local_extract, local_write):
+        subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)
+    assert json.loads((volume / "indexed_commits.json").read_text()) == tracker
 
 
 def test_backups_lists_read_only() -> None:

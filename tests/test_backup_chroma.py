@@ -206,7 +206,9 @@ def test_refuses_non_empty_but_replaces_empty_collection(chroma: ChromaServer, t
         assert snapshot(chroma) == before
 
 
-@pytest.mark.parametrize("damage", ["checksum", "truncated_gzip", "dropped_page", "bad_embedding"])
+@pytest.mark.parametrize(
+    "damage", ["checksum", "truncated_gzip", "dropped_page", "bad_embedding", "changed_document", "repeated_id"]
+)
 def test_damaged_dump_leaves_store_untouched(chroma: ChromaServer, tmp_path: Path, damage: str) -> None:
     populate(chroma)
     assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
@@ -224,7 +226,12 @@ def test_damaged_dump_leaves_store_untouched(chroma: ChromaServer, tmp_path: Pat
     else:
         page = next(i for i, line in enumerate(lines) if b'"kind":"records"' in line)
         record = json.loads(lines[page])
-        record["embeddings"][0] = "!!not base64!!"
+        if damage == "bad_embedding":
+            record["embeddings"][0] = "!!not base64!!"
+        elif damage == "changed_document":  # same count, same ids: only the content digest tells
+            record["documents"][0] = "tampered"
+        else:  # what a dump taken under writes with reused ids held: the restore's upsert failed on it
+            record["ids"][1] = record["ids"][0]
         lines[page] = (json.dumps(record) + "\n").encode()
         payload = gzip.compress(b"".join(lines))
     obj.write_bytes(payload)
@@ -243,6 +250,8 @@ def test_damaged_dump_leaves_store_untouched(chroma: ChromaServer, tmp_path: Pat
         "truncated_gzip": "does not decompress",
         "dropped_page": "does not match its end marker",
         "bad_embedding": "bad embedding",
+        "changed_document": "does not match the manifest: record contents",
+        "repeated_id": "1 id(s) appear more than once",
     }[damage]
     assert expected in message, message
     assert snapshot(chroma) == before
@@ -254,3 +263,212 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert code == 1
     assert "cannot reach Chroma" in error_of(lines)
+
+
+def live_records(server: ChromaServer, name: str) -> dict[str, Any]:
+    got = server.client().get_collection(name).get(include=["embeddings", "documents", "metadatas"])
+    return {
+        rid: (np.asarray(emb, dtype=np.float32).tobytes(), doc, meta)
+        for rid, emb, doc, meta in zip(got["ids"], got["embeddings"], got["documents"], got["metadatas"], strict=True)
+    }
+
+
+class IndexerDuringBackup:
+    """The agent's incremental re-index, run between two pages of the backup's dump pass.
+
+    After the first page of the dump passes in ``attempts``, a second client
+    deletes 10 records of that page and adds 10: with new ids, or with the same
+    ids and new contents. The count never changes.
+    """
+
+    def __init__(self, server: ChromaServer, reused_ids: bool, attempts: set[int]) -> None:
+        self.writer = server.client().get_collection("code-chunks")
+        self.reused_ids, self.attempts = reused_ids, attempts
+        self.passes = 0  # a pass starts at offset 0: dump, verification, dump, ...
+        self.added = 0
+
+    def after_get(self, col: Any, offset: int, ids: list[str]) -> None:
+        if col.name != "code-chunks":
+            return
+        if offset == 0:
+            self.passes += 1
+        attempt, dumping = (self.passes + 1) // 2, self.passes % 2 == 1
+        if not (dumping and offset == 0 and attempt in self.attempts):
+            return
+        gone = ids[:10]
+        self.writer.delete(ids=gone)
+        new_ids = gone if self.reused_ids else [f"new-{self.added + i}" for i in range(10)]
+        self.added += 10
+        rng = np.random.default_rng(self.added)
+        self.writer.add(
+            ids=new_ids,
+            embeddings=rng.random((10, DIM), dtype=np.float32).tolist(),
+            documents=[f"re-indexed {i}" for i in new_ids],
+            metadatas=[{"file_path": f"src/{i}.py", "round": self.added} for i in new_ids],
+        )
+
+
+@pytest.fixture
+def indexer_during_backup(chroma: ChromaServer, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A factory of IndexerDuringBackup hooked into every ``Collection.get`` the backup makes."""
+    from chromadb.api.models.Collection import Collection
+
+    original = Collection.get
+    hooks: list[IndexerDuringBackup] = []
+
+    def get(self: Any, *args: Any, **kwargs: Any) -> Any:
+        page = original(self, *args, **kwargs)
+        for hook in hooks:
+            hook.after_get(self, kwargs.get("offset") or 0, list(page["ids"]))
+        return page
+
+    monkeypatch.setattr(Collection, "get", get)
+
+    def make(reused_ids: bool, attempts: set[int]) -> IndexerDuringBackup:
+        hooks.append(IndexerDuringBackup(chroma, reused_ids, attempts))
+        return hooks[-1]
+
+    return make
+
+
+def thousand_chunks(server: ChromaServer) -> None:
+    col = server.client().create_collection("code-chunks", embedding_function=None)
+    rng = np.random.default_rng(11)
+    col.add(
+        ids=[f"chunk-{i:04d}" for i in range(1000)],
+        embeddings=rng.random((1000, DIM), dtype=np.float32).tolist(),
+        documents=[f"def f{i}(): pass" for i in range(1000)],
+        metadatas=[{"file_path": f"src/m{i // 10}.py", "chunk": i % 10} for i in range(1000)],
+    )
+
+
+def concurrent_args(server: ChromaServer, tmp_path: Path, attempts: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    # Through the environment, as the CronJob sets them (and a tool without them runs the same test).
+    monkeypatch.setenv("KGB_CHROMA_ATTEMPTS", str(attempts))
+    monkeypatch.setenv("KGB_CHROMA_RETRY_SECONDS", "0")
+    return [*args(server, tmp_path), "--chroma-page-size", "100"]
+
+
+@pytest.mark.parametrize("reused_ids", [False, True], ids=["new-ids", "reused-ids"])
+def test_writes_during_backup_give_one_point_in_time(
+    chroma: ChromaServer,
+    tmp_path: Path,
+    indexer_during_backup: Any,
+    reused_ids: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first dump sees the re-index half-way; the verification pass notices, the retry is clean.
+
+    The restore then holds exactly the records that were live after the
+    re-index (which is when the second dump ran): no deleted chunk, no missed one.
+    """
+    thousand_chunks(chroma)
+    indexer_during_backup(reused_ids, attempts={1})
+    code, lines = run_cli("backup", "chroma", *concurrent_args(chroma, tmp_path, 3, monkeypatch))
+    assert code == 0, lines
+    backup_log = lines
+    live = live_records(chroma, "code-chunks")
+    assert len(live) == 1000
+
+    chroma.wipe()
+    code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
+    assert code == 0, lines
+    assert live_records(chroma, "code-chunks") == live
+    retries = [line for line in backup_log if line["event"] == "backup.retry"]
+    assert len(retries) == 1 and "'code-chunks'" in retries[0]["reason"], backup_log
+
+
+@pytest.mark.parametrize("reused_ids", [False, True], ids=["new-ids", "reused-ids"])
+def test_backup_that_keeps_changing_is_refused(
+    chroma: ChromaServer,
+    tmp_path: Path,
+    indexer_during_backup: Any,
+    reused_ids: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    thousand_chunks(chroma)
+    indexer_during_backup(reused_ids, attempts={1, 2})
+    code, lines = run_cli("backup", "chroma", *concurrent_args(chroma, tmp_path, 2, monkeypatch))
+    assert code == 1
+    message = error_of(lines)
+    assert "changed during each of 2 dump(s)" in message and "'code-chunks'" in message, message
+    assert "nothing was recorded" in message
+    code, lines = run_cli("verify", "chroma", "--latest", *args(chroma, tmp_path))
+    assert code == 1 and "no complete chroma backup" in error_of(lines)
+
+
+@pytest.mark.parametrize("failure", ["during-load", "during-swap"])
+def test_failed_forced_restore_leaves_live_data_and_reruns(
+    chroma: ChromaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """A forced restore that dies part-way never leaves a store that the next run cannot restore."""
+    from kgbackup import chroma_store
+
+    populate(chroma)
+    backed_up = snapshot(chroma)
+    assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
+    chroma.client().get_collection("big.collection").delete(ids=["id-0001", "id-0002"])
+    live = snapshot(chroma)
+
+    with monkeypatch.context() as patch:
+        if failure == "during-load":
+            calls = iter(range(1000))
+
+            def upsert(col: Any, batch: Any) -> None:
+                if next(calls) == 2:
+                    raise RuntimeError("connection reset by peer")
+                col.upsert(ids=batch.ids, embeddings=batch.embeddings, documents=batch.documents,
+                           metadatas=batch.metadatas)  # fmt: skip
+
+            patch.setattr(chroma_store._Upserter, "_upsert", staticmethod(upsert))
+        else:
+
+            def swap(self: Any, names: list[str]) -> None:
+                self.client.get_collection(names[0]).modify(name=names[0] + chroma_store.REPLACED_SUFFIX)
+                raise RuntimeError("pod evicted")  # after renaming the live collection aside
+
+            patch.setattr(chroma_store.ChromaStore, "_swap", swap)
+        code, lines = run_cli("restore", "chroma", "--latest", "--force", *args(chroma, tmp_path))
+    assert code == 1 and "safe to re-run with --force" in error_of(lines)
+    if failure == "during-load":
+        staged = {c.name for c in chroma.client().list_collections()} - set(live)
+        assert staged and all(name.endswith(".kgbackup-staging") for name in staged)
+        assert {k: v for k, v in snapshot(chroma).items() if k in live} == live  # the live data is untouched
+        # A nightly backup meanwhile leaves the leftover out: it backs up the live collections only.
+        code, lines = run_cli("backup", "chroma", *args(chroma, tmp_path / "meanwhile"))
+        assert code == 0, lines
+        assert set(next(line for line in lines if line["event"] == "backup.done")["counts"]["collections"]) == set(live)
+
+    for _ in range(2):  # the plain re-run succeeds, and so does the next
+        code, lines = run_cli("restore", "chroma", "--latest", "--force", *args(chroma, tmp_path))
+        assert code == 0, lines
+        assert snapshot(chroma) == backed_up  # no staging or replaced collection left either
+
+
+def test_wiped_store_backup_is_held_and_latest_stays_good(chroma: ChromaServer, tmp_path: Path) -> None:
+    populate(chroma)
+    before = snapshot(chroma)
+    assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
+    chroma.wipe()
+    code, lines = run_cli("backup", "chroma", *args(chroma, tmp_path))
+    assert code == 0, lines  # kept, so that the Job does not retry into more of them
+    (held,) = [line for line in lines if line["event"] == "backup.held"]
+    assert held["reason"] == "the store is empty" and held["level"] == "warning"
+    code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
+    assert code == 0, lines
+    assert snapshot(chroma) == before
+
+
+def test_backup_without_content_digest_restores_by_count(chroma: ChromaServer, tmp_path: Path) -> None:
+    """A manifest written before content digests (no ``content``, no ``held``) still verifies and restores."""
+    populate(chroma)
+    before = snapshot(chroma)
+    assert run_cli("backup", "chroma", *args(chroma, tmp_path))[0] == 0
+    _, manifest = dump_object(tmp_path / "backups", "chroma")
+    old = json.loads(manifest.read_text())
+    del old["content"], old["held"]
+    manifest.write_text(json.dumps(old))
+    chroma.wipe()
+    code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
+    assert code == 0, lines
+    assert snapshot(chroma) == before

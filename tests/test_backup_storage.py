@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from backup_servers import BACKUP_DIR, error_of, run_cli, s3_endpoint, s3_target
 
-from kgbackup.errors import ConfigError, CorruptDumpError
+from kgbackup.errors import ConfigError, CorruptDumpError, NotFoundError
 from kgbackup.manifest import DumpWriter, Manifest, new_backup_id, parse_backup_id, verify_object
+from kgbackup.pipeline import DumpInfo, Gate, load_manifest, run_backup
 from kgbackup.retention import plan_retention
 from kgbackup.storage import FileStorage, Storage, open_storage
 
@@ -88,11 +89,13 @@ def test_file_storage_refuses_escaping_keys(tmp_path: Path) -> None:
         open_storage("ftp://host/x", None)
 
 
-def fabricate(storage: Storage, store: str, when: datetime, complete: bool = True) -> str:
+def fabricate(storage: Storage, store: str, when: datetime, complete: bool = True, held: str | None = None) -> str:
     backup_id = new_backup_id(when)
     storage.put_bytes(f"{store}/{backup_id}/dump.rdb.gz", b"data")
     if complete:
-        manifest = Manifest(store, backup_id, "dump.rdb.gz", "0" * 64, 4, 4, {"keys": 1}, when.isoformat(), "0")
+        manifest = Manifest(
+            store, backup_id, "dump.rdb.gz", "0" * 64, 4, 4, {"keys": 1}, when.isoformat(), "0", held=held
+        )
         storage.put_bytes(f"{store}/{backup_id}/manifest.json", manifest.to_json())
     return backup_id
 
@@ -188,3 +191,72 @@ def test_dump_lines_are_read_with_a_bounded_buffer(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, peak
+
+
+class SizedStore:
+    """A store of ``size`` records for the pipeline (the dump is a line of text; no server needed)."""
+
+    kind = "chroma"
+    extension = "jsonl"
+    dump_attempts = 1
+    retry_seconds = 0.0
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def dump(self, out: DumpWriter, work_dir: Path) -> DumpInfo:
+        out.write(f"{self.size}\n".encode())
+        return DumpInfo(counts={"collections": {"c": self.size}, "records": self.size})
+
+
+def test_sudden_drop_or_empty_store_is_kept_but_not_latest(s3_target: str, s3_endpoint: str, tmp_path: Path) -> None:
+    storage = open_storage(s3_target, s3_endpoint)
+    good = run_backup(SizedStore(1000), storage, tmp_path)
+    assert good.held is None
+    dropped = run_backup(SizedStore(400), storage, tmp_path)  # a 60% drop; 50% is allowed
+    assert dropped.held and "fell from 1000" in dropped.held and good.backup_id in dropped.held
+    empty = run_backup(SizedStore(0), storage, tmp_path)
+    assert empty.held == "the store is empty"
+    assert load_manifest(storage, "chroma", None).backup_id == good.backup_id  # what --latest restores
+    assert load_manifest(storage, "chroma", dropped.backup_id).held  # still there, by its id
+    slight = run_backup(SizedStore(600), storage, tmp_path, gate=Gate(max_drop=0.5))  # compared with the good one
+    assert slight.held is None and load_manifest(storage, "chroma", None).backup_id == slight.backup_id
+    accepted = run_backup(SizedStore(10), storage, tmp_path, gate=Gate(accept=True))  # a deliberate clean-up
+    assert accepted.held is None and load_manifest(storage, "chroma", None).backup_id == accepted.backup_id
+
+    code, lines = run_cli("list", "chroma", "--target", s3_target, "--s3-endpoint-url", s3_endpoint)
+    assert code == 0
+    held = {line["backup_id"]: line["held"] for line in lines}
+    assert held[dropped.backup_id] and held[empty.backup_id] and not held[good.backup_id]
+
+
+def test_held_backups_alone_find_no_latest(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
+    run_backup(SizedStore(0), storage, tmp_path)
+    with pytest.raises(NotFoundError, match=r"1 held back: restore one by --backup-id"):
+        load_manifest(storage, "chroma", None)
+
+
+def test_retention_never_prunes_the_newest_good_backup() -> None:
+    """Dev's 3 daily and 1 weekly copies: five bad nights in a row must not take the last good one."""
+    complete = stamps(*[d * 24 + 2 for d in range(8)])  # one backup a night for 8 nights
+    newest_first = sorted(complete, reverse=True)
+    held = set(newest_first[:5])  # the store was wiped five nights ago
+    plan = plan_retention(complete, {}, keep_daily=3, keep_weekly=1, now=NOW, held=held)
+    good = sorted(set(complete) - held, reverse=True)
+    assert good[0] in plan.keep  # the newest good backup, and the daily slots go to good ones
+    assert set(good) <= set(plan.keep)  # 3 good ones left, all within the 3 daily slots
+    assert set(plan.keep) & held == set(newest_first[:3])  # the newest held ones stay for inspection
+    without_gate = plan_retention(complete, {}, keep_daily=3, keep_weekly=1, now=NOW)
+    assert not set(good) & set(without_gate.keep)  # what happened before: every good copy pruned
+
+
+def test_prune_keeps_the_newest_good_backup_on_s3(s3_target: str, s3_endpoint: str) -> None:
+    storage = open_storage(s3_target, s3_endpoint)
+    now = datetime.now(UTC)
+    good = fabricate(storage, "redis", now - timedelta(days=9))
+    bad = [fabricate(storage, "redis", now - timedelta(days=d), held="the store is empty") for d in range(8)]
+    code, lines = run_cli("prune", "redis", "--target", s3_target, "--s3-endpoint-url", s3_endpoint,
+                          "--keep-daily", "3", "--keep-weekly", "1")  # fmt: skip
+    assert code == 0, lines
+    assert set(storage.list_dirs("redis")) == {good, *bad[:3]}

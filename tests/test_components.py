@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import yaml
-from backup_servers import s3_endpoint, stop, wait_for  # noqa: F401 (a fixture)
+from backup_servers import IndexerApi, s3_endpoint, stop, wait_for  # noqa: F401 (a fixture)
 from conftest import ENV_DIRS
 from rendered import (
     LocalPod,
@@ -112,7 +112,7 @@ def _service_port(env: str, host: str, port: int) -> None:
 
 def _run_backup_cronjob(
     env: str, store: str, root: Path, s3_url: str, to_loopback: Callable[[dict[str, str]], None]
-) -> None:
+) -> dict[str, Any]:
     """kgbackup with the CronJob's own args, env and mounted Secrets, into moto with the rendered bucket.
 
     ``to_loopback`` rewrites the store's address in the rendered env, after checking it names the
@@ -147,8 +147,10 @@ def _run_backup_cronjob(
         timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    stored = s3.list_objects_v2(Bucket=target.hostname, Prefix=target.path.lstrip("/"))
-    assert [o["Key"] for o in stored.get("Contents", []) if o["Key"].endswith(".json")], stored
+    stored = s3.list_objects_v2(Bucket=target.hostname, Prefix=f"{target.path.strip('/')}/{store}/")
+    manifest = max(o["Key"] for o in stored.get("Contents", []) if o["Key"].endswith("/manifest.json"))
+    loaded: dict[str, Any] = json.loads(s3.get_object(Bucket=target.hostname, Key=manifest)["Body"].read())
+    return loaded
 
 
 @pytest.mark.parametrize("env", envs_with("redis"))
@@ -183,11 +185,22 @@ def test_the_chroma_backup_cronjob_as_rendered_backs_up_the_chroma_pod(
         client = chromadb.HttpClient(host="127.0.0.1", port=chroma.port, settings=Settings(anonymized_telemetry=False))
         client.create_collection("kept").add(ids=["a"], embeddings=[[0.1, 0.2, 0.3]], documents=["across the backup"])
 
+        # The indexer's API: the backup records its commit tracker (and waits while it indexes).
+        tracker = {"acme/shop#main": {"repository": "acme/shop", "branch": "main", "last_commit": "abc123"}}
+        indexer = IndexerApi(lambda: tracker)
+
         def to_loopback(rendered: dict[str, str]) -> None:
             _service_port(env, rendered["CHROMA_HOST"], int(rendered["CHROMA_PORT"]))
             rendered |= {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(chroma.port)}
+            url = urllib.parse.urlsplit(rendered["KGB_INDEXER_URL"])
+            _service_port(env, str(url.hostname), int(url.port or 0))
+            rendered["KGB_INDEXER_URL"] = indexer.url
 
-        _run_backup_cronjob(env, "chroma", tmp_path / "job", s3_endpoint, to_loopback)
+        try:
+            manifest = _run_backup_cronjob(env, "chroma", tmp_path / "job", s3_endpoint, to_loopback)
+        finally:
+            indexer.close()
+        assert manifest["source"]["indexed_commits"] == tracker
 
 
 # ---------------------------------------------------------------- blackbox exporter

@@ -444,6 +444,8 @@ def expected_flows(components: set[str]) -> list[Flow]:
         flows += [flow(c("backup", **{STORE_LABEL: store}), internet, 443)]
         if store != "redis":  # blackbox: Chroma's heartbeat over HTTP, Memgraph's bolt port over TCP
             flows.append(flow(blackbox, c(store), port))
+            # The indexer writes these two: their backups read its commit tracker and workflows.
+            flows.append(flow(c("backup", **{STORE_LABEL: store}), c("indexer"), 8000))
     return flows
 
 

@@ -15,7 +15,14 @@ from .agent_config import AgentConfig, AgentConfigProps
 from .agent_secrets import AgentSecrets, AgentSecretsProps
 from .agent_tier import PRE_STOP_SECONDS as QUERY_PRE_STOP_SECONDS
 from .agent_tier import AgentTier, AgentTierProps, PersistentState
-from .backup_schedule import BackupSchedule, BackupScheduleProps, Store, StoreEndpoint, restore_watch_seconds
+from .backup_schedule import (
+    TRACKED_STORES,
+    BackupSchedule,
+    BackupScheduleProps,
+    Store,
+    StoreEndpoint,
+    restore_watch_seconds,
+)
 from .chroma_store import ChromaStore, ChromaStoreProps
 from .connections import Connections
 from .dashboards import Dashboards
@@ -189,6 +196,18 @@ class AgentStack(cdk8s.Chart):
                 **common,
             ),
         )
+
+        # The indexer writes the vector store and the graph: their backups wait for it to be idle and
+        # record its commit tracker, which a restore hands back (docs/backup-restore.md).
+        for store in TRACKED_STORES:
+            if store in backup_targets:
+                target = backup_targets[store]
+                backup_targets[store] = target.model_copy(
+                    update={
+                        "env": {**target.env, "KGB_INDEXER_URL": self.indexer.endpoint.url("http")},
+                        "reads": [self.indexer.endpoint],
+                    }
+                )
 
         self.reindex: ReindexSchedule | None = None
         if env.reindex.schedule:

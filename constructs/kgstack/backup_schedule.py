@@ -93,6 +93,9 @@ class StoreEndpoint(Spec):
     """Plain variables, e.g. ``CHROMA_HOST``."""
     secret_files: dict[str, SecretRef] = Field(default_factory=dict)
     """Secret keys mounted as files, by the variable that names the file (``REDIS_PASSWORD_FILE``)."""
+    reads: list[Endpoint] = Field(default_factory=list)
+    """Further endpoints this store's runs read; default none. The indexer's API, for the stores it
+    writes: a backup dumps only while it is idle and records its commit tracker (``KGB_INDEXER_URL``)."""
 
 
 class BackupScheduleProps(Spec):
@@ -158,6 +161,22 @@ def scheduled_ttl_seconds(deadline_seconds: int) -> int:
     return BACKUP_PERIOD_SECONDS - STARTING_DEADLINE_SECONDS - deadline_seconds
 
 
+TRACKER_FROM_RESTORE_LOG = (
+    "import json, sys; "
+    'done = [r for r in (json.loads(s) for s in sys.stdin if s.startswith("{")) if r.get("event") == "restore.done"]; '
+    'sys.exit("the restore log records no indexed_commits") if not done or done[-1].get("indexed_commits") is None '
+    'else json.dump(done[-1]["indexed_commits"], sys.stdout, indent=2)'
+)
+"""``python3 -c``: the indexer's commit tracker as of the backup, from a restore Job's log (stdin to stdout)."""
+TRACKER_WRITE = (
+    "import pathlib, sys; "
+    'p = pathlib.Path("indexed_commits.json"); t = p.with_suffix(".restored"); '
+    "t.write_bytes(sys.stdin.buffer.read()); t.replace(p)"
+)
+"""``python -c`` in the indexer's working directory: stdin becomes its ``indexed_commits.json`` (atomically)."""
+TRACKED_STORES: tuple[Store, ...] = ("chroma", "memgraph")
+"""Stores the indexer writes: their backups record its commit tracker, their restores hand it back."""
+
 STORE_LABEL = "kga.dev/store"
 """Pod label of a backup or restore run: which store it may reach."""
 
@@ -183,6 +202,8 @@ class BackupSchedule(Construct):
             # Each run reaches its own store and object storage, nothing else.
             runner = self.peer(store)
             connections.allow(runner, target.endpoint, purpose=f"the {store} backup reads and restores {store}")
+            for endpoint in target.reads:
+                connections.allow(runner, endpoint, purpose=f"the {store} backup records the indexer's commit tracker")
             connections.allow_ports(
                 runner, InternetPeer(), tcp(*props.object_storage_ports), purpose="object storage over HTTPS"
             )

@@ -6,6 +6,19 @@ finally ``end``. Embeddings are stored as base64 little-endian float32, which
 is exactly what Chroma keeps, so a restore is bit-identical and the dump is
 about 4x smaller than decimal text.
 
+A dump is one point in time, checked by content: after every collection is
+dumped, a second pass re-reads each one and compares an order-independent
+digest of its records (id, embedding bytes, document, metadata) with the one
+taken while dumping. Any write in between (the indexer deletes a file's chunks
+and adds new ones, with new or reused ids, so the count stays the same) makes
+them differ; the backup is then retried, and refused after ``attempts``. The
+digest goes into the manifest: ``verify`` recomputes it from the dump, and a
+restore from the restored collection before it replaces the live one.
+
+A restore loads into a staging collection (``<name>.kgbackup-staging``), checks
+it against the manifest, and only then swaps it in (renames), so a failed or
+interrupted restore never touches the live collection and a re-run starts over.
+
 Restore re-batches the pages into upserts of ``upsert_batch`` records and keeps
 ``upsert_workers`` of them in flight: the server builds its HNSW index on
 several threads, and the next batch is decoded while the last one is indexed.
@@ -17,7 +30,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
 import json
+import math
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from kgbackup.errors import ConfigError, CorruptDumpError, RefusedError, StoreError
+from kgbackup.errors import ChangedDuringDumpError, ConfigError, CorruptDumpError, RefusedError, StoreError
 from kgbackup.logjson import log
 from kgbackup.manifest import DumpWriter, Manifest
 from kgbackup.pipeline import DumpInfo, read_gzip_lines
@@ -52,9 +68,15 @@ class ChromaConfig:
     # two in flight on two cores made the server spend 3x the CPU.
     upsert_batch: int = 1000
     upsert_workers: int = 2
+    # Dumps tried before a backup that keeps changing under writes is refused, and the pause
+    # between them (an incremental re-index is a burst: waiting it out is usually enough).
+    attempts: int = 3
+    retry_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "upsert_batch", "upsert_workers"):
+        if self.retry_seconds < 0:
+            raise ConfigError(f"chroma retry_seconds must not be negative, got {self.retry_seconds}")
+        for name in ("page_size", "upsert_batch", "upsert_workers", "attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"chroma {name} must be at least 1, got {getattr(self, name)}")
 
@@ -76,6 +98,103 @@ def decode_embedding(text: str | None) -> Any:
     if not raw or len(raw) % 4:
         raise ValueError(f"{len(raw)} bytes is not a float32 vector")
     return np.frombuffer(raw, dtype="<f4")
+
+
+STAGING_SUFFIX = ".kgbackup-staging"
+"""A restore loads ``<name><suffix>`` and renames it to ``<name>`` once it matches the manifest."""
+REPLACED_SUFFIX = ".kgbackup-replaced"
+"""The live collection during the swap; dropped once the restored one has its name."""
+_MOD = 1 << 256
+
+
+def _space(configuration: dict[str, Any] | None) -> str:
+    for index in ("hnsw", "spann"):
+        space = ((configuration or {}).get(index) or {}).get("space")
+        if space:
+            return str(space)
+    return "l2"
+
+
+@functools.cache
+def _probe(dimension: int) -> Any:
+    """A fixed direction to project vectors on: cos(0), cos(1), ... (no RNG whose stream could change)."""
+    return np.cos(np.arange(dimension, dtype=np.float64))
+
+
+def _weight(rid: str) -> float:
+    """A per-id factor in [1, 2): the embedding checksum notices vectors moved between ids."""
+    return 1.0 + int.from_bytes(hashlib.sha256(rid.encode()).digest()[:4], "big") / 2**32
+
+
+@dataclass
+class Digest:
+    """An order-independent summary of a collection's records; equal summaries mean equal records.
+
+    ``exact`` sums a sha256 of every record (id, document, metadata, embedding
+    bytes) mod 2**256, so it needs no memory per record. A cosine collection's
+    vectors come back from Chroma about 1 ulp off what was written (it keeps them
+    normalised), so after a restore only ``portable`` (the same sum without the
+    embedding) can match exactly; its embeddings are compared through a weighted
+    checksum within float32 rounding instead. Within one server, reads are
+    repeatable, so the dump and its verification pass compare ``exact``.
+    """
+
+    space: str = "l2"
+    records: int = 0
+    exact: int = 0
+    portable: int = 0
+    emb_sum: float = 0.0
+    emb_abs: float = 0.0
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.space != "cosine"
+
+    def add(self, rid: str, vector: bytes, document: Any, metadata: Any) -> None:
+        head = json.dumps([rid, document, metadata], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        whole = hashlib.sha256(head.encode() + b"\0" + vector).digest()
+        self.records += 1
+        self.exact = (self.exact + int.from_bytes(whole, "big")) % _MOD
+        if self.bit_exact:
+            self.portable = self.exact
+            return
+        self.portable = (self.portable + int.from_bytes(hashlib.sha256(head.encode()).digest(), "big")) % _MOD
+        values = np.frombuffer(vector, dtype="<f4").astype(np.float64)
+        term = _weight(rid) * float(values @ _probe(values.size))
+        self.emb_sum += term
+        self.emb_abs += abs(term)
+
+    def add_page(self, ids: list[str], vectors: list[bytes], documents: list[Any], metadatas: list[Any]) -> None:
+        for rid, vector, document, metadata in zip(ids, vectors, documents, metadatas, strict=True):
+            self.add(rid, vector, document, metadata)
+
+    def summary(self) -> dict[str, Any]:
+        """What the manifest records (``content.<collection>``)."""
+        out: dict[str, Any] = {"records": self.records, "space": self.space, "sha256_sum": f"{self.portable:064x}"}
+        if not self.bit_exact:
+            out["embedding_checksum"] = [self.emb_sum, self.emb_abs]
+        return out
+
+    def differences(self, recorded: dict[str, Any]) -> list[str]:
+        """How this (restored or re-read) collection differs from a manifest's summary; empty when equal."""
+        problems = []
+        if recorded.get("records") != self.records:
+            problems.append(f"{self.records} records, expected {recorded.get('records')}")
+        if recorded.get("sha256_sum") != f"{self.portable:064x}":
+            problems.append("record contents (ids, documents, metadata" + (", embeddings" if self.bit_exact else "")
+                            + ") differ")  # fmt: skip
+        if not self.bit_exact:
+            want, scale = recorded.get("embedding_checksum") or [math.nan, 0.0]
+            # float32 rounding of each component is ~6e-8 relative; 1e-5 of the magnitude is far above it.
+            if not abs(self.emb_sum - want) <= 1e-5 * max(scale, self.emb_abs, 1e-30):
+                problems.append(f"embedding checksum {self.emb_sum!r}, expected {want!r}")
+        return problems
+
+
+def _vectors(embeddings: Any, n: int) -> list[bytes]:
+    if embeddings is None:
+        return [b""] * n
+    return [b"" if e is None else np.asarray(e, dtype="<f4").tobytes() for e in embeddings]
 
 
 def connect(cfg: ChromaConfig) -> Any:
@@ -125,6 +244,8 @@ class ChromaStore:
 
     def __init__(self, cfg: ChromaConfig) -> None:
         self.cfg = cfg
+        self.dump_attempts = cfg.attempts
+        self.retry_seconds = cfg.retry_seconds
         self._client: Any = None
 
     @property
@@ -136,48 +257,95 @@ class ChromaStore:
     def close(self) -> None:
         self._client = None
 
-    def _dump_collection(self, col: Any, out: DumpWriter) -> int:
-        out.write(_line({"kind": "collection", "name": col.name, "metadata": col.metadata,
-                         "configuration": col.configuration_json}))  # fmt: skip
-        exported = 0
+    def _pages(self, col: Any) -> Iterator[dict[str, Any]]:
+        """The collection's records, ``page_size`` at a time (offset paging: consistent only without writes)."""
+        offset = 0
         while True:
-            page = col.get(limit=self.cfg.page_size, offset=exported, include=_INCLUDE)
+            page = col.get(limit=self.cfg.page_size, offset=offset, include=_INCLUDE)
             ids = list(page["ids"])
             if not ids:
-                break
-            embeddings = page["embeddings"] if page["embeddings"] is not None else [None] * len(ids)
+                return
+            n = len(ids)
+            yield {
+                "ids": ids,
+                "embeddings": _vectors(page["embeddings"], n),
+                "documents": page["documents"] or [None] * n,
+                "metadatas": page["metadatas"] or [None] * n,
+            }
+            offset += n
+
+    def digest(self, col: Any) -> Digest:
+        """Read the whole collection and summarise it (the verification pass, and the check after a restore)."""
+        digest = Digest(space=_space(col.configuration_json))
+        for page in self._pages(col):
+            digest.add_page(page["ids"], page["embeddings"], page["documents"], page["metadatas"])
+        return digest
+
+    def _dump_collection(self, col: Any, out: DumpWriter) -> Digest:
+        out.write(_line({"kind": "collection", "name": col.name, "metadata": col.metadata,
+                         "configuration": col.configuration_json}))  # fmt: skip
+        digest = Digest(space=_space(col.configuration_json))
+        for page in self._pages(col):
+            digest.add_page(page["ids"], page["embeddings"], page["documents"], page["metadatas"])
             out.write(_line({
                 "kind": "records",
                 "collection": col.name,
-                "ids": ids,
-                "embeddings": [encode_embedding(e) for e in embeddings],
-                "documents": page["documents"] or [None] * len(ids),
-                "metadatas": page["metadatas"] or [None] * len(ids),
+                "ids": page["ids"],
+                "embeddings": [base64.b64encode(v).decode("ascii") if v else None for v in page["embeddings"]],
+                "documents": page["documents"],
+                "metadatas": page["metadatas"],
             }))  # fmt: skip
-            exported += len(ids)
-        # Offset paging is only consistent while nobody writes; say so instead of
-        # shipping a silently skewed copy.
-        now = col.count()
-        if now != exported:
-            raise StoreError(
-                f"collection {col.name!r} changed during backup (exported {exported}, now {now}); "
-                "re-run when indexing is idle"
-            )
-        out.write(_line({"kind": "collection_end", "name": col.name, "count": exported}))
-        return exported
+        out.write(_line({"kind": "collection_end", "name": col.name, "count": digest.records}))
+        return digest
+
+    def _dumped_collections(self) -> list[Any]:
+        """Every collection but what an interrupted restore left (staging or replaced copies)."""
+        kept = []
+        for col in _all_collections(self.client):
+            if col.name.endswith((STAGING_SUFFIX, REPLACED_SUFFIX)):
+                log("chroma.leftover_skipped", level="warning", collection=col.name,
+                    hint="left by an interrupted restore; the next restore of it drops it")  # fmt: skip
+            else:
+                kept.append(col)
+        return kept
+
+    def _changes(self, dumped: dict[str, Digest]) -> list[str]:
+        """Re-read every collection after the dump; what differs from what was dumped."""
+        changes = []
+        leftovers = (STAGING_SUFFIX, REPLACED_SUFFIX)
+        now = {c.name: c for c in _all_collections(self.client) if not c.name.endswith(leftovers)}
+        for name in sorted(set(now) - set(dumped)):
+            changes.append(f"collection {name!r} was created")
+        for name, before in dumped.items():
+            if name not in now:
+                changes.append(f"collection {name!r} was deleted")
+                continue
+            after = self.digest(now[name])
+            if after.records != before.records or after.exact != before.exact:
+                changes.append(
+                    f"collection {name!r}: dumped {before.records} records, re-read {after.records}, "
+                    + ("and their contents differ" if after.records == before.records else "contents differ")
+                )
+        return changes
 
     def dump(self, out: DumpWriter, work_dir: Path) -> DumpInfo:
         version = str(self.client.get_version())
         out.write(_line({"kind": "header", "format": DUMP_FORMAT, "chroma_version": version,
                          "tenant": self.cfg.tenant, "database": self.cfg.database}))  # fmt: skip
-        counts: dict[str, int] = {}
-        for col in _all_collections(self.client):
-            counts[col.name] = self._dump_collection(col, out)
-            log("chroma.collection_dumped", collection=col.name, records=counts[col.name])
+        digests: dict[str, Digest] = {}
+        for col in self._dumped_collections():
+            digests[col.name] = self._dump_collection(col, out)
+            log("chroma.collection_dumped", collection=col.name, records=digests[col.name].records)
+        # Every collection unchanged from its dump until its re-read, and the re-reads start after the
+        # last dump ends: the dump is the store as it was at that moment.
+        if changes := self._changes(digests):
+            raise ChangedDuringDumpError("; ".join(changes))
+        counts = {name: d.records for name, d in digests.items()}
         out.write(_line({"kind": "end", "collections": len(counts), "records": sum(counts.values())}))
         return DumpInfo(
             counts={"collections": counts, "records": sum(counts.values())},
             source={"chroma_version": version, "tenant": self.cfg.tenant, "database": self.cfg.database},
+            content={name: d.summary() for name, d in digests.items()},
         )
 
     def _parsed(self, gz_path: Path) -> Iterator[dict[str, Any]]:
@@ -190,76 +358,127 @@ class ChromaStore:
                 raise CorruptDumpError(f"{gz_path.name} line {number}: not a dump record")
             yield obj
 
-    def _check_records(self, obj: dict[str, Any], current: str | None) -> int:
+    def _check_records(self, obj: dict[str, Any], current: str | None) -> list[bytes]:
+        """The page's embeddings as bytes; ``CorruptDumpError`` if the page is malformed."""
         n = len(obj.get("ids", []))
         same = all(len(obj.get(k) or []) == n for k in ("embeddings", "documents", "metadatas"))
         if obj.get("collection") != current or not same:
             raise CorruptDumpError(f"malformed records page for collection {obj.get('collection')!r}")
         try:
-            for e in obj["embeddings"]:
-                decode_embedding(e)
+            return [b"" if e is None else decode_embedding(e).tobytes() for e in obj["embeddings"]]
         except (ValueError, TypeError) as exc:
             raise CorruptDumpError(f"bad embedding in collection {current!r}: {exc}") from exc
-        return n
 
     def check_dump(self, gz_path: Path, manifest: Manifest, work_dir: Path) -> None:
-        found: dict[str, int] = {}
+        """Counts, unique ids, and (for dumps that record it) the content digest, collection by collection."""
+        found: dict[str, Digest] = {}
+        ids = _IdSet()
         current: str | None = None
         ended = False
         for obj in self._parsed(gz_path):
             kind = obj["kind"]
             if kind == "collection":
                 current = str(obj["name"])
-                found[current] = 0
+                found[current] = Digest(space=_space(obj.get("configuration")))
+                ids = _IdSet()
             elif kind == "records":
-                found[str(current)] += self._check_records(obj, current)
-            elif kind == "collection_end" and found.get(str(obj.get("name"))) != obj.get("count"):
-                raise CorruptDumpError(f"collection {obj.get('name')!r}: record count does not match its end marker")
+                vectors = self._check_records(obj, current)
+                found[str(current)].add_page(obj["ids"], vectors, obj["documents"], obj["metadatas"])
+                ids.add(obj["ids"])
+            elif kind == "collection_end":
+                name = str(obj.get("name"))
+                if name not in found or found[name].records != obj.get("count"):
+                    raise CorruptDumpError(f"collection {name!r}: record count does not match its end marker")
+                # A repeated id would fail the restore's upsert ("Expected IDs to be unique"): refuse it here.
+                if repeats := ids.repeats():
+                    raise CorruptDumpError(f"collection {name!r}: {repeats} id(s) appear more than once")
             elif kind == "end":
                 ended = True
+        counts = {name: d.records for name, d in found.items()}
         expected = manifest.counts.get("collections")
-        if not ended or found != expected:
+        if not ended or counts != expected:
             raise CorruptDumpError(
-                f"backup {manifest.backup_id}: dump holds {found} (complete={ended}), manifest says {expected}"
+                f"backup {manifest.backup_id}: dump holds {counts} (complete={ended}), manifest says {expected}"
             )
+        for name, recorded in manifest.content.items():
+            if problems := found[name].differences(recorded) if name in found else ["missing"]:
+                raise CorruptDumpError(
+                    f"backup {manifest.backup_id}: collection {name!r} does not match the manifest: "
+                    + "; ".join(problems)
+                )
+
+    def _existing(self) -> dict[str, Any]:
+        return {c.name: c for c in _all_collections(self.client)}
 
     def _prepare_target(self, names: list[str], force: bool) -> None:
-        """Refuse to overwrite data; empty collections (e.g. created by the app at start) are replaced."""
-        existing = {c.name: c for c in _all_collections(self.client)}
-        busy = {n: existing[n].count() for n in names if n in existing}
-        non_empty = {n: c for n, c in busy.items() if c}
+        """Refuse to overwrite data; empty collections (e.g. created by the app at start) are replaced.
+
+        Drops what an interrupted restore left behind: its staging collections
+        (loaded again from scratch) and nothing else.
+        """
+        existing = self._existing()
+        non_empty = {n: c for n in names if n in existing and (c := existing[n].count())}
         if non_empty and not force:
             raise RefusedError(
                 f"target Chroma collections are not empty {non_empty}; re-run with --force to replace them"
             )
-        for name, records in busy.items():
-            self.client.delete_collection(name)
-            log("chroma.collection_dropped", collection=name, records=records)
+        for name in names:
+            if name + STAGING_SUFFIX in existing:
+                self.client.delete_collection(name + STAGING_SUFFIX)
+                log("chroma.staging_dropped", collection=name + STAGING_SUFFIX)
 
     def _load(self, gz_path: Path) -> dict[str, int]:
+        """Load every collection of the dump into its staging collection."""
         restored: dict[str, int] = {}
         with _Upserter(self.cfg.upsert_batch, self.cfg.upsert_workers) as upserter:
             for obj in self._parsed(gz_path):
                 if obj["kind"] == "collection":
                     upserter.flush()
-                    col = self.client.create_collection(
-                        name=obj["name"],
+                    upserter.collection = self.client.create_collection(
+                        name=obj["name"] + STAGING_SUFFIX,
                         metadata=obj.get("metadata") or None,
                         configuration=_restorable_config(obj.get("configuration")),
                         embedding_function=None,
                     )
-                    upserter.collection = col
-                    restored[col.name] = 0
+                    restored[obj["name"]] = 0
                 elif obj["kind"] == "records" and obj["ids"]:
                     upserter.add(obj)
-                    restored[upserter.collection.name] += len(obj["ids"])
+                    restored[obj["collection"]] += len(obj["ids"])
         return restored
+
+    def _check_staged(self, manifest: Manifest) -> None:
+        """Each staging collection against the manifest: its count, and its content where recorded."""
+        for name, want in manifest.counts["collections"].items():
+            staged = self.client.get_collection(name + STAGING_SUFFIX)
+            if manifest.content.get(name):
+                problems = self.digest(staged).differences(manifest.content[name])
+            else:  # a backup from before content digests: its count is all there is
+                have = staged.count()
+                problems = [] if have == want else [f"{have} records, expected {want}"]
+            if problems:
+                raise StoreError(f"restored collection {name!r} does not match the backup: {'; '.join(problems)}")
+
+    def _swap(self, names: list[str]) -> None:
+        """Give each staging collection its live name; the live one is renamed aside first, then dropped."""
+        for name in names:
+            existing = self._existing()
+            aside = name + REPLACED_SUFFIX
+            if aside in existing:  # left by a swap that was interrupted: the restore replaces it anyway
+                self.client.delete_collection(aside)
+            if name in existing:
+                existing[name].modify(name=aside)
+            existing[name + STAGING_SUFFIX].modify(name=name)
+            if name in existing:
+                self.client.delete_collection(aside)
+                log("chroma.collection_replaced", collection=name)
 
     def restore(self, gz_path: Path, manifest: Manifest, force: bool, work_dir: Path) -> dict[str, Any]:
         names = sorted(manifest.counts.get("collections", {}))
         try:
             self._prepare_target(names, force)
             restored = self._load(gz_path)
+            self._check_staged(manifest)
+            self._swap(names)
             for name, want in manifest.counts["collections"].items():
                 have = self.client.get_collection(name).count()
                 if have != want:
@@ -269,6 +488,24 @@ class ChromaStore:
         except Exception as exc:  # chromadb raises many unrelated types; report one clear line
             raise StoreError(f"restore into Chroma failed (safe to re-run with --force): {exc}") from exc
         return {"collections": restored, "records": sum(restored.values())}
+
+
+class _IdSet:
+    """64-bit hashes of a collection's ids (8 bytes each, not a Python set of strings), to find repeats."""
+
+    def __init__(self) -> None:
+        self._chunks: list[Any] = []
+
+    def add(self, ids: list[str]) -> None:
+        hashes = [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big") for i in ids]
+        self._chunks.append(np.array(hashes, dtype=np.uint64))
+
+    def repeats(self) -> int:
+        """Ids seen more than once (a false alarm needs two ids whose hashes collide: odds about n**2 / 2**65)."""
+        if not self._chunks:
+            return 0
+        every = np.sort(np.concatenate(self._chunks))
+        return int(np.count_nonzero(every[1:] == every[:-1]))
 
 
 @dataclass

@@ -17,8 +17,9 @@ from typing import Any
 
 from kgbackup import __version__
 from kgbackup.errors import ConfigError, KgBackupError
+from kgbackup.indexer import Indexer
 from kgbackup.logjson import log
-from kgbackup.pipeline import Store, fetch_and_check, list_backups, load_manifest, prune, run_backup, run_restore
+from kgbackup.pipeline import Gate, Store, fetch_and_check, list_backups, load_manifest, prune, run_backup, run_restore
 from kgbackup.storage import open_storage
 
 STORES = ("redis", "chroma", "memgraph")
@@ -49,6 +50,13 @@ def _int(value: str | None, name: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {value!r}") from exc
 
 
+def _float(value: str | None, name: str) -> float:
+    try:
+        return float(value or "")
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from exc
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", choices=STORES)
     p.add_argument("--target", default=_env("KGB_TARGET"), help="s3://bucket/prefix or file:///dir [KGB_TARGET]")
@@ -75,6 +83,10 @@ def _add_store_flags(p: argparse.ArgumentParser) -> None:
                    help="records per restore upsert [KGB_CHROMA_UPSERT_BATCH]")  # fmt: skip
     g.add_argument("--chroma-upsert-workers", default=_env("KGB_CHROMA_UPSERT_WORKERS", default="2"),
                    help="restore upserts in flight [KGB_CHROMA_UPSERT_WORKERS]")  # fmt: skip
+    g.add_argument("--chroma-attempts", default=_env("KGB_CHROMA_ATTEMPTS", default="3"),
+                   help="dumps tried while the store keeps changing, then refused [KGB_CHROMA_ATTEMPTS]")  # fmt: skip
+    g.add_argument("--chroma-retry-seconds", default=_env("KGB_CHROMA_RETRY_SECONDS", default="60"),
+                   help="pause between those dumps [KGB_CHROMA_RETRY_SECONDS]")  # fmt: skip
     g = p.add_argument_group("memgraph")
     g.add_argument("--memgraph-url", default=_env("KGB_MEMGRAPH_URL", "GRAPH_STORE_URL", default="bolt://127.0.0.1:7687"),
                    help="[KGB_MEMGRAPH_URL, GRAPH_STORE_URL]; password from GRAPH_STORE_PASSWORD")  # fmt: skip
@@ -96,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--gzip-level", default=_env("KGB_GZIP_LEVEL", default="3"))
     backup.add_argument("--prune", action="store_true", default=_env("KGB_PRUNE") in ("1", "true"),
                         help="apply retention after a successful backup [KGB_PRUNE]")  # fmt: skip
+    backup.add_argument("--indexer-url", default=_env("KGB_INDEXER_URL"),
+                        help="the agent's indexer: dump only while it is idle, and record its commit tracker "
+                        "[KGB_INDEXER_URL]")  # fmt: skip
+    backup.add_argument("--max-drop", default=_env("KGB_MAX_DROP", default="0.5"),
+                        help="a backup whose size falls by more than this share from the newest good one, or of "
+                        "an empty store, is kept but held back from --latest [KGB_MAX_DROP]")  # fmt: skip
+    backup.add_argument("--accept-drop", action="store_true", default=_env("KGB_ACCEPT_DROP") in ("1", "true"),
+                        help="make it the latest even so (a deliberate clean-up) [KGB_ACCEPT_DROP]")  # fmt: skip
     restore = sub.add_parser("restore", help="verify a backup, then load it into the store")
     restore.add_argument("--force", action="store_true", help="replace existing data in the target")
     verify = sub.add_parser("verify", help="download and check a backup without touching the store")
@@ -130,6 +150,8 @@ def make_store(args: argparse.Namespace) -> Store:
             page_size=_int(args.chroma_page_size, "--chroma-page-size"),
             upsert_batch=_int(args.chroma_upsert_batch, "--chroma-upsert-batch"),
             upsert_workers=_int(args.chroma_upsert_workers, "--chroma-upsert-workers"),
+            attempts=_int(args.chroma_attempts, "--chroma-attempts"),
+            retry_seconds=_float(args.chroma_retry_seconds, "--chroma-retry-seconds"),
         ))  # fmt: skip
     from kgbackup.memgraph_store import MemgraphConfig, MemgraphStore
 
@@ -145,7 +167,7 @@ def _run(args: argparse.Namespace, work_dir: Path) -> Any:
         complete, incomplete = list_backups(storage, args.store)
         for backup_id in sorted(complete, reverse=True):
             m = load_manifest(storage, args.store, backup_id)
-            log("backup", store=args.store, backup_id=backup_id, bytes=m.size_bytes, counts=m.counts)
+            log("backup", store=args.store, backup_id=backup_id, bytes=m.size_bytes, counts=m.counts, held=m.held)
         for backup_id in sorted(incomplete, reverse=True):
             log("backup.incomplete", store=args.store, backup_id=backup_id)
         return None
@@ -156,7 +178,12 @@ def _run(args: argparse.Namespace, work_dir: Path) -> Any:
     selected: str | None = None if getattr(args, "latest", False) else getattr(args, "backup_id", None)
     try:
         if args.command == "backup":
-            run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"))
+            max_drop = _float(args.max_drop, "--max-drop")
+            if not 0 <= max_drop <= 1:
+                raise ConfigError(f"--max-drop must be a share between 0 and 1, got {max_drop}")
+            gate = Gate(max_drop=max_drop, accept=args.accept_drop)
+            indexer = Indexer(args.indexer_url) if args.indexer_url else None
+            run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"), gate, indexer)
             if args.prune:
                 daily, weekly = _int(args.keep_daily, "--keep-daily"), _int(args.keep_weekly, "--keep-weekly")
                 prune(storage, args.store, daily, weekly)

@@ -23,3 +23,7 @@ class RefusedError(KgBackupError):
 
 class StoreError(KgBackupError):
     """The live store answered unexpectedly or could not be reached."""
+
+
+class ChangedDuringDumpError(StoreError):
+    """The store changed while it was dumped: the dump is not one point in time (retried, then refused)."""

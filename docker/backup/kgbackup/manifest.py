@@ -48,6 +48,10 @@ class Manifest:
     created_at: str
     tool_version: str
     source: dict[str, Any] = field(default_factory=dict)
+    content: dict[str, Any] = field(default_factory=dict)
+    """Per collection (Chroma): a digest of every record, checked by ``verify`` and after a restore."""
+    held: str | None = None
+    """Why this backup is not a restore candidate for ``--latest`` (a sudden drop, an empty store); kept."""
     compression: str = "gzip"
     format_version: int = FORMAT_VERSION
     tool: str = "kgbackup"
@@ -75,6 +79,8 @@ def _require_types(m: Manifest, where: str) -> None:
         isinstance(m.size_bytes, int) and m.size_bytes >= 0,
         isinstance(m.counts, dict),
         isinstance(m.object_name, str) and "/" not in m.object_name,
+        isinstance(m.content, dict),
+        m.held is None or isinstance(m.held, str),
     ]
     if not all(checks):
         raise CorruptDumpError(f"{where}: manifest has missing or mistyped fields")

@@ -73,6 +73,9 @@ def _scalar(session: Session, query: str) -> int:
 
 class MemgraphStore:
     kind = "memgraph"
+    # DUMP DATABASE is one transaction; a dump is retried only while the indexer is busy (KGB_INDEXER_URL).
+    dump_attempts = 3
+    retry_seconds = 60.0
     extension = "cypher.jsonl"
 
     def __init__(self, cfg: MemgraphConfig, session: Session | None = None) -> None:

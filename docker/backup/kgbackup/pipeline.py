@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from kgbackup import __version__
-from kgbackup.errors import CorruptDumpError, NotFoundError
+from kgbackup.errors import ChangedDuringDumpError, CorruptDumpError, NotFoundError
+from kgbackup.indexer import Indexer
 from kgbackup.logjson import log
 from kgbackup.manifest import MANIFEST_NAME, DumpWriter, Manifest, new_backup_id, parse_backup_id, verify_object
 from kgbackup.retention import RetentionPlan, plan_retention
@@ -23,6 +24,7 @@ class DumpInfo:
 
     counts: dict[str, Any]
     source: dict[str, Any] = field(default_factory=dict)
+    content: dict[str, Any] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -30,6 +32,9 @@ class Store(Protocol):
 
     kind: str
     extension: str
+    dump_attempts: int
+    """Dumps tried when one raises ``ChangedDuringDumpError``."""
+    retry_seconds: float
 
     def dump(self, out: DumpWriter, work_dir: Path) -> DumpInfo:
         """Write the uncompressed logical dump into ``out``; return its counts."""
@@ -52,15 +57,85 @@ def _prefix(store: str, backup_id: str) -> str:
     return f"{store}/{backup_id}"
 
 
-def run_backup(store: Store, storage: Storage, work_dir: Path, gzip_level: int = 3) -> Manifest:
+def size_of(counts: dict[str, Any]) -> int:
+    """One number per backup for the sanity gate: records (Chroma), keys (Redis), nodes + relationships."""
+    if "records" in counts:
+        return int(counts["records"])
+    if "keys" in counts:
+        return int(counts["keys"])
+    return int(counts.get("nodes", 0)) + int(counts.get("relationships", 0))
+
+
+@dataclass(frozen=True)
+class Gate:
+    """When a new backup is held back from ``--latest`` (kept, but restored only by its id)."""
+
+    max_drop: float = 0.5
+    """Largest share the size may fall from the newest good backup."""
+    accept: bool = False
+    """Make it the latest anyway (after a deliberate clean-up)."""
+
+
+def _held(counts: dict[str, Any], previous: Manifest | None, gate: Gate) -> str | None:
+    size = size_of(counts)
+    if size == 0:
+        return "the store is empty"
+    if previous is not None and size < (1 - gate.max_drop) * (before := size_of(previous.counts)):
+        return (
+            f"its size fell from {before} (backup {previous.backup_id}) to {size}, "
+            f"more than the allowed share {gate.max_drop:g}"
+        )
+    return None
+
+
+def _dump(
+    store: Store, work_dir: Path, gz_path: Path, gzip_level: int, indexer: Indexer | None
+) -> tuple[DumpInfo, DumpWriter]:
+    """Dump until one attempt is consistent; refuse after ``store.dump_attempts``.
+
+    With an ``indexer``, an attempt also needs it idle, and its commit tracker
+    unchanged, from before the dump until after; the tracker is recorded.
+    """
+    attempts = max(store.dump_attempts, 1)
+    for attempt in range(1, attempts + 1):
+        try:
+            before = indexer.before_dump() if indexer else None
+            with DumpWriter(gz_path, gzip_level) as writer:
+                info = store.dump(writer, work_dir)
+            if indexer and before:
+                indexer.after_dump(before)
+                info.source["indexed_commits"] = before.tracker
+            return info, writer
+        except ChangedDuringDumpError as exc:
+            if attempt == attempts:
+                raise ChangedDuringDumpError(
+                    f"{store.kind} changed during each of {attempts} dump(s), so no dump is one point in time "
+                    f"(last: {exc}); nothing was recorded. Back up while nothing writes (e.g. no re-index "
+                    "running), or allow more attempts"
+                ) from exc
+            log("backup.retry", level="warning", store=store.kind, attempt=attempt, of=attempts, reason=str(exc))
+            time.sleep(store.retry_seconds)
+    raise AssertionError("unreachable")
+
+
+def run_backup(
+    store: Store,
+    storage: Storage,
+    work_dir: Path,
+    gzip_level: int = 3,
+    gate: Gate | None = None,
+    indexer: Indexer | None = None,
+) -> Manifest:
     """Dump, upload the object, then the manifest (the manifest marks completion)."""
+    gate = gate or Gate()
     started = time.monotonic()
     backup_id = new_backup_id()
     object_name = f"dump.{store.extension}.gz"
     gz_path = work_dir / object_name
     log("backup.start", store=store.kind, backup_id=backup_id, target=storage.description)
-    with DumpWriter(gz_path, gzip_level) as writer:
-        info = store.dump(writer, work_dir)
+    info, writer = _dump(store, work_dir, gz_path, gzip_level, indexer)
+    previous = _newest_good(storage, store.kind)
+    held = None if gate.accept else _held(info.counts, previous, gate)
     manifest = Manifest(
         store=store.kind,
         backup_id=backup_id,
@@ -72,11 +147,17 @@ def run_backup(store: Store, storage: Storage, work_dir: Path, gzip_level: int =
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         tool_version=__version__,
         source=info.source,
+        content=info.content,
+        held=held,
     )
     prefix = _prefix(store.kind, backup_id)
     storage.put_file(f"{prefix}/{object_name}", gz_path)
     storage.put_bytes(f"{prefix}/{MANIFEST_NAME}", manifest.to_json())
     gz_path.unlink(missing_ok=True)
+    if held:
+        log("backup.held", level="warning", store=store.kind, backup_id=backup_id, reason=held,
+            latest=previous.backup_id if previous else None,
+            hint="kept, but --latest skips it; restore it by --backup-id, or back up with --accept-drop")  # fmt: skip
     log(
         "backup.done",
         store=store.kind,
@@ -84,6 +165,7 @@ def run_backup(store: Store, storage: Storage, work_dir: Path, gzip_level: int =
         bytes=manifest.size_bytes,
         sha256=manifest.sha256,
         counts=manifest.counts,
+        held=held,
         seconds=round(time.monotonic() - started, 3),
     )
     return manifest
@@ -105,13 +187,35 @@ def list_backups(storage: Storage, store: str) -> tuple[dict[str, datetime], dic
     return complete, incomplete
 
 
+def _newest_good(storage: Storage, store: str) -> Manifest | None:
+    """The newest complete backup that is not held: what ``--latest`` restores."""
+    complete, _ = list_backups(storage, store)
+    for backup_id in sorted(complete, reverse=True):
+        manifest = load_manifest(storage, store, backup_id)
+        if not manifest.held:
+            return manifest
+    return None
+
+
+def held_backups(storage: Storage, store: str, complete: dict[str, datetime]) -> dict[str, str]:
+    """Held backups among ``complete``, with their reasons."""
+    held = {}
+    for backup_id in complete:
+        reason = load_manifest(storage, store, backup_id).held
+        if reason:
+            held[backup_id] = reason
+    return held
+
+
 def load_manifest(storage: Storage, store: str, backup_id: str | None) -> Manifest:
-    """Fetch the manifest of ``backup_id``, or of the newest complete backup when ``None``."""
+    """Fetch the manifest of ``backup_id``, or of the newest good (complete, not held) backup when ``None``."""
     if backup_id is None:
-        complete, _ = list_backups(storage, store)
-        if not complete:
-            raise NotFoundError(f"no complete {store} backup in {storage.description}")
-        backup_id = max(complete)
+        newest = _newest_good(storage, store)
+        if newest is None:
+            complete, _ = list_backups(storage, store)
+            held = f" ({len(complete)} held back: restore one by --backup-id)" if complete else ""
+            raise NotFoundError(f"no complete {store} backup in {storage.description}{held}")
+        return newest
     where = f"{storage.description}/{_prefix(store, backup_id)}"
     try:
         manifest = Manifest.from_json(storage.get_bytes(f"{_prefix(store, backup_id)}/{MANIFEST_NAME}"), where)
@@ -140,11 +244,14 @@ def run_restore(store: Store, storage: Storage, backup_id: str | None, force: bo
     manifest, gz_path = fetch_and_check(store, storage, backup_id, work_dir)
     log("restore.start", store=store.kind, backup_id=manifest.backup_id, force=force)
     restored = store.restore(gz_path, manifest, force, work_dir)
+    # The indexer's tracker as of the backup: written back, the next re-index replays what came after.
+    tracker = {"indexed_commits": manifest.source["indexed_commits"]} if "indexed_commits" in manifest.source else {}
     log(
         "restore.done",
         store=store.kind,
         backup_id=manifest.backup_id,
         restored=restored,
+        **tracker,
         seconds=round(time.monotonic() - started, 3),
     )
     return restored
@@ -152,7 +259,8 @@ def run_restore(store: Store, storage: Storage, backup_id: str | None, force: bo
 
 def prune(storage: Storage, store: str, keep_daily: int, keep_weekly: int, dry_run: bool = False) -> RetentionPlan:
     complete, incomplete = list_backups(storage, store)
-    plan = plan_retention(complete, incomplete, keep_daily, keep_weekly, datetime.now(UTC))
+    held = held_backups(storage, store, complete)
+    plan = plan_retention(complete, incomplete, keep_daily, keep_weekly, datetime.now(UTC), held=set(held))
     for backup_id in plan.delete:
         if not dry_run:
             storage.delete_prefix(_prefix(store, backup_id))

@@ -305,6 +305,9 @@ def _major_minor(version: str) -> tuple[int, ...]:
 
 class RedisStore:
     kind = "redis"
+    # A forked snapshot is consistent by itself: no retries.
+    dump_attempts = 1
+    retry_seconds = 0.0
     extension = "rdb"
 
     def __init__(self, cfg: RedisConfig) -> None:
