@@ -41,8 +41,15 @@ from kgstack.backup_schedule import (  # noqa: E402
     list_job,
     restore_job,
 )
+from kgstack.cluster_platform import (  # noqa: E402
+    ClusterPlatform,
+    ClusterPlatformProps,
+    PlatformGateway,
+    install_procedure,
+)
+from kgstack.cross_reference import ClusterGate, Platform  # noqa: E402
 from kgstack.environment import known_environments  # noqa: E402
-from kgstack.gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
+from kgstack.gitops_chart import CHART_ID, PLATFORM_FOLDER, GitOpsChart, GitOpsTarget  # noqa: E402
 from kgstack.object_patch import PatchError, apply_patches  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
@@ -106,17 +113,15 @@ def main(argv: list[str] | None = None) -> int:
                 lambda env, objects: [f"{env}/{p}" for p in stacks[env].check_references(objects)],
             ],
         )
-        # Argo CD Applications live beside the environments, never inside the folder they sync.
-        targets = [GitOpsTarget.of(env, env.gitops) for env in environments if env.gitops]
-        gitops = synth_objects([GitOpsChart(cdk8s.App(), targets)]) if targets else {}
+        layers = platform_layers(environments, objects, versions)
     except SynthError as exc:
         return _fail(locate(exc.problems, sources), 1)
 
-    rendered = {name: render(files) for name, files in {**objects, **gitops}.items()}
+    rendered = {name: render(files) for name, files in {**objects, **layers.folders}.items()}
     prerequisites = {name: stack.secrets.prerequisites for name, stack in stacks.items()}
     flows = {name: stack.network.props.flows for name, stack in stacks.items()}
     # Everything is rendered before anything is written: an error leaves dist/ and the docs as they were.
-    docs = render_docs(objects, prerequisites, flows)
+    docs = render_docs(objects, prerequisites, flows) | layers.docs
     write_tree(rendered, args.outdir)
     write_tree(docs, args.docs or args.outdir.parent / "docs" / "environments")
     # `cdk8s synth` wipes its own output folder first, so it points at a scratch folder
@@ -131,6 +136,86 @@ def main(argv: list[str] | None = None) -> int:
     if summary_file:
         Path(summary_file).write_text(summary + "\n", encoding="utf-8")
     return 0
+
+
+class PlatformLayers:
+    """Per cluster: its Argo CD bundle and platform objects (``dist/argocd/<cluster>/[platform/]``), and
+    its install procedure (``docs/environments/clusters/<cluster>/install.md``)."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, dict[str, dict[str, Any]]] = {}
+        self.docs: dict[str, dict[str, str]] = {}
+
+
+def platform_layers(
+    environments: list[Environment], objects: dict[str, dict[str, dict[str, Any]]], versions: dict[str, str]
+) -> PlatformLayers:
+    """The platform layer of every cluster the environments run on, checked against what the stacks use
+    (kgstack.cross_reference.ClusterGate); raises SynthError naming the object and field."""
+    out = PlatformLayers()
+    clusters = {env.cluster.name: env.cluster for env in environments}
+    problems: list[str] = []
+    for name, cluster in sorted(clusters.items()):
+        envs = [env for env in environments if env.cluster.name == name]
+        gateways = [
+            PlatformGateway(
+                name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"], section_name=listener["name"]
+            )
+            for env in envs
+            for obj in objects[env.name].values()
+            if obj["kind"] == "Gateway"
+            for listener in obj["spec"]["listeners"]
+            if listener["protocol"] == "HTTP"
+        ]
+        platform = ClusterPlatform(
+            cdk8s.App(),
+            f"platform-{name}",
+            props=ClusterPlatformProps(
+                cluster=cluster,
+                provider=envs[0].cloud.provider.value,
+                gateways=gateways,
+                ingress_nginx_namespace=next(
+                    (
+                        env.network.ingress_controller_namespace
+                        for env in envs
+                        if env.edge.controller == "ingress-nginx" or env.edge.side_by_side_ingress_nginx
+                    ),
+                    None,
+                ),
+            ),
+        )
+        oldest = min((versions[env.name] for env in envs), key=lambda v: tuple(int(x) for x in v.split(".")))
+        folder, platform_folder = f"{CHART_ID}/{name}", f"{CHART_ID}/{name}/{PLATFORM_FOLDER}"
+        (platform_objects,) = synth_objects([platform], checks=[_schema_check(platform_folder, oldest)]).values()
+        # Argo CD Applications live beside the environments, never inside the folder they sync.
+        targets = [GitOpsTarget.of(env, env.gitops) for env in envs if env.gitops]
+        bundle: dict[str, dict[str, Any]] = {}
+        if targets:
+            chart = GitOpsChart(cdk8s.App(), targets, cluster=cluster, releases=platform.releases)
+            (bundle,) = synth_objects([chart], checks=[_schema_check(folder, oldest)]).values()
+            out.folders[folder] = bundle
+        out.folders[platform_folder] = platform_objects
+        layer = Platform.read(
+            {
+                **{f"{folder}/{f}": o for f, o in bundle.items()},
+                **{f"{platform_folder}/{f}": o for f, o in platform_objects.items()},
+            },
+            [p.model_dump() for p in platform.prerequisites],
+        )
+        for env in envs:
+            gate = ClusterGate(objects[env.name], namespace=env.namespace, platform=layer)
+            problems += [f"{env.name}/{p}" for p in gate.problems()]
+        out.docs[f"clusters/{name}"] = {
+            "install.md": install_procedure(platform, envs, objects, bundle_present=bool(targets))
+        }
+    if problems:
+        raise SynthError(problems)
+    return out
+
+
+def _schema_check(folder: str, version: str) -> Callable[[str, dict[str, dict[str, Any]]], list[str]]:
+    """The strict schema check of a platform folder, its problems named by the folder written."""
+    return lambda _chart, objs: check_objects(folder, objs, version)
 
 
 def patched(env: Environment, objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -47,8 +47,10 @@ _EG = "charts/gateway-helm/charts/crds/crds/generated/gateway.envoyproxy.io_"
 
 SOURCES: tuple[Source, ...] = (
     Source(*_CERT_MANAGER, "deploy/crds/cert-manager.io_certificates.yaml"),
+    Source(*_CERT_MANAGER, "deploy/crds/cert-manager.io_clusterissuers.yaml"),
     Source(*_PROM_OPERATOR, _PROM + "servicemonitors.yaml"),
     Source(*_PROM_OPERATOR, _PROM + "probes.yaml"),
+    Source(*_PROM_OPERATOR, _PROM + "podmonitors.yaml"),
     Source(*_PROM_OPERATOR, _PROM + "prometheusrules.yaml"),
     Source(*_PROM_OPERATOR, _PROM + "alertmanagerconfigs.yaml"),
     Source(*_ESO, "config/crds/bases/external-secrets.io_externalsecrets.yaml"),

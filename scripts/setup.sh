@@ -249,6 +249,8 @@ if [ "$mode" = test ]; then
     # kubeconform (tests/test_kubeconform.py, scripts/kubeconform.py).
     go_tool .tools/control-plane/.setup-kubeconform scripts/control-plane/kubeconform kubeconform \
       github.com/yannh/kubeconform/cmd/kubeconform
+    # helm from its Go module: renders the upstream charts that ship in Go modules (tests/test_cluster_platform.py).
+    go_tool .tools/control-plane/.setup-helm scripts/control-plane/helm helm helm.sh/helm/v3/cmd/helm
   fi
 fi
 

@@ -27,6 +27,7 @@ def committed(env: str) -> dict[str, str]:
     listing = subprocess.run(
         ["git", "ls-tree", "--name-only", "HEAD", f"dist/{env}/"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
+    listing = [path for path in listing if path.endswith(".yaml")]  # a cluster's platform/ is its own folder
     return {
         Path(path).name: subprocess.run(
             ["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -88,11 +89,16 @@ def main(argv: list[str]) -> int:
         if result.returncode != 0:
             sys.stderr.write(result.stderr)
             return 2
-        envs = sorted(p.name for p in outdir.iterdir() if p.is_dir())
-        committed_envs = subprocess.run(
-            ["git", "ls-tree", "--name-only", "HEAD", "dist/"], cwd=ROOT, capture_output=True, text=True, check=True
+        # Every folder of files: dist/<env>/, and each cluster's dist/argocd/<cluster>/[platform/].
+        envs = sorted({p.parent.relative_to(outdir).as_posix() for p in outdir.rglob("*.yaml")})
+        committed_files = subprocess.run(
+            ["git", "ls-tree", "-r", "--name-only", "HEAD", "dist/"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.split()
-        envs = sorted(set(envs) | {Path(p).name for p in committed_envs if "." not in Path(p).name})
+        envs = sorted(set(envs) | {Path(p).parent.relative_to("dist").as_posix() for p in committed_files})
         if only is not None:
             if only not in envs:
                 print(f"no environment {only!r}; known: {', '.join(envs)}", file=sys.stderr)
@@ -102,7 +108,7 @@ def main(argv: list[str]) -> int:
         differs = False
         for env in envs:
             folder = outdir / env
-            after = {p.name: p.read_text(encoding="utf-8") for p in folder.iterdir()} if folder.is_dir() else {}
+            after = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.yaml")} if folder.is_dir() else {}
             before = committed(env)
             differs |= before != after
             lines += compare(env, before, after)

@@ -452,7 +452,9 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
 
         threading.Thread(target=provisioner, daemon=True).start()
         cp.install_crds()
-        for ns in ("argocd",):  # where Argo CD runs; it creates the namespace itself
+        # Where Argo CD runs (it creates the namespace itself), and Envoy Gateway's, which its chart creates
+        # before the platform layer's EnvoyProxy and PodMonitor land there.
+        for ns in ("argocd", "envoy-gateway-system"):
             cp.api.post("/api/v1/namespaces", json={"metadata": {"name": ns}}).raise_for_status()
         yield cp
     finally:

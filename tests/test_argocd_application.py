@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import cdk8s
@@ -18,12 +21,15 @@ from kgstack.argocd_application import (
     automated_by_default,
     sync_wave,
 )
-from kgstack.gitops_chart import CHART_ID, GitOpsChart, GitOpsTarget
+from kgstack.cluster_platform import platform_releases
+from kgstack.environment import OWN_IMAGES
+from kgstack.gitops_chart import GitOpsChart, GitOpsTarget
 from kgstack.publish import manifests as chart_objects
 from kgstack.publish import synth
 from kgstack.releases import with_releases
 
 REPO = "https://github.com/acme/kga-deploy.git"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def settings(**changes: Any) -> GitOpsSettings:
@@ -36,18 +42,22 @@ DIGEST = "sha256:" + "0" * 64
 
 def released(env: Environment) -> Environment:
     """``env`` as if the release workflow had recorded its images (tests/test_releases.py covers the file)."""
-    return with_releases(
-        env, {img.repository: {img.tag: DIGEST} for img in (env.images.agent, env.images.web, env.images.backup)}
-    )
+    own = [getattr(env.images, name) for name in OWN_IMAGES]
+    return with_releases(env, {img.repository: {img.tag: DIGEST} for img in own})
 
 
 @pytest.fixture(scope="module")
 def applications(environments: dict[str, Environment]) -> dict[str, dict[str, Any]]:
     """``{env: Application object}`` for released environments."""
     targets = [GitOpsTarget.of(released(env), settings()) for env in environments.values()]
-    chart = GitOpsChart(cdk8s.App(), targets)
-    objects = chart_objects(chart)
-    return {obj["spec"]["source"]["path"].rpartition("/")[2]: obj for obj in objects.values()}
+    objects = {}
+    for cluster in {env.cluster.name: env.cluster for env in environments.values()}.values():
+        objects |= chart_objects(GitOpsChart(cdk8s.App(), targets, cluster=cluster))
+    return {
+        obj["spec"]["source"]["path"].rpartition("/")[2]: obj
+        for obj in objects.values()
+        if not obj["spec"]["source"]["path"].startswith("dist/argocd/")  # the platform's objects
+    }
 
 
 def test_one_application_per_environment(
@@ -68,10 +78,7 @@ def test_one_application_per_environment(
             "app.kubernetes.io/managed-by": "cdk8s",
         }
         assert app["spec"]["source"] == {"repoURL": REPO, "targetRevision": "main", "path": f"dist/{name}"}
-        assert app["spec"]["destination"] == {
-            "server": "https://kubernetes.default.svc",
-            "namespace": env.namespace,
-        }
+        assert app["spec"]["destination"] == {"server": env.cluster.server, "namespace": env.namespace}
         assert app["spec"]["project"] == "default"
         # no cascading delete: removing the Application must not delete the indexer's PVC
         assert "finalizers" not in app["metadata"]
@@ -101,8 +108,8 @@ def test_settings_override_the_stage_default(environments: dict[str, Environment
     prod = released(environments["prod"])
     target = GitOpsTarget.of(prod, settings(automated=True, selfHeal=False, prune=False))
     assert target.automated
-    chart = GitOpsChart(cdk8s.App(), [target])
-    (app,) = chart_objects(chart).values()
+    chart = GitOpsChart(cdk8s.App(), [target], cluster=prod.cluster)
+    app = chart_objects(chart)["application-kga-prod.yaml"]
     assert app["spec"]["syncPolicy"]["automated"] == {"prune": False, "selfHeal": False, "allowEmpty": False}
     assert not GitOpsTarget.of(released(environments["dev"]), settings(automated=False)).automated
     # Never released: held back whatever the settings say (issue 9 defect 5).
@@ -162,7 +169,7 @@ def test_model_accepts_a_minimal_application() -> None:
         ("extra",),
         ("metadata", "extra"),
         ("spec", "extra"),
-        ("spec", "source", "chart"),  # Helm sources are not part of our subset
+        ("spec", "source", "helm", "values"),  # valuesObject only: values stay structured
         ("spec", "destination", "name"),
         ("spec", "syncPolicy", "extra"),
         ("spec", "syncPolicy", "automated", "selfheal"),
@@ -172,7 +179,7 @@ def test_model_forbids_unknown_fields_at_every_level(path: tuple[str, ...]) -> N
     data = _application()
     node = data
     for key in path[:-1]:
-        node = node[key]
+        node = node.setdefault(key, {"releaseName": "r"})
     node[path[-1]] = "x"
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         Application.model_validate(data)
@@ -194,16 +201,84 @@ def test_construct_renders_exactly_the_model() -> None:
     assert rendered == construct.model.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def test_gitops_chart_renders_to_its_own_folder(environments: dict[str, Environment]) -> None:
-    chart = GitOpsChart(cdk8s.App(), [GitOpsTarget.of(env, settings()) for env in environments.values()])
-    rendered = synth([chart])
-    assert list(rendered) == [CHART_ID]
-    files = rendered[CHART_ID]
-    assert sorted(files) == sorted(
-        ["kustomization.yaml", *(f"application-{env.instance}.yaml" for env in environments.values())]
+def test_gitops_chart_renders_one_bundle_per_cluster(environments: dict[str, Environment]) -> None:
+    targets = [GitOpsTarget.of(env, settings()) for env in environments.values()]
+    for cluster in {env.cluster.name: env.cluster for env in environments.values()}.values():
+        rendered = synth([GitOpsChart(cdk8s.App(), targets, cluster=cluster, releases=platform_releases())])
+        (files,) = rendered.values()
+        mine = [env for env in environments.values() if env.cluster == cluster]
+        assert sorted(files) == sorted(
+            [
+                "kustomization.yaml",
+                f"application-{cluster.name}-platform.yaml",
+                *(f"application-{cluster.name}-{r.key}.yaml" for r in platform_releases()),
+                *(f"application-{env.instance}.yaml" for env in mine),
+            ]
+        )
+        kustomization = yaml.safe_load(files["kustomization.yaml"])
+        assert kustomization["resources"] == sorted(f for f in files if f != "kustomization.yaml")
+        # Defect 3 of issue 19: no Application of this bundle reaches another cluster.
+        servers = {yaml.safe_load(t)["spec"]["destination"]["server"] for f, t in files.items() if f.startswith("app")}
+        assert servers == {cluster.server}
+
+
+def test_dist_argocd_is_one_bundle_per_cluster_each_for_its_own_api_server() -> None:
+    """Issue 19 defect 3: the committed bundle put dev, staging and prod on kubernetes.default.svc, in one
+    folder; synced as an app of apps it deployed all three to one cluster."""
+    folders = sorted(p for p in (ROOT / "dist" / "argocd").iterdir() if p.is_dir())
+    envs = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "environments").glob("*.yaml")}
+    assert not list((ROOT / "dist" / "argocd").glob("*.yaml"))
+    assert [f.name for f in folders] == sorted({e["cluster"]["name"] for e in envs.values()})
+    seen: dict[str, str] = {}
+    for folder in folders:
+        apps = [yaml.safe_load(p.read_text()) for p in folder.glob("application-*.yaml")]
+        (server,) = {app["spec"]["destination"]["server"] for app in apps}
+        assert seen.setdefault(server, folder.name) == folder.name, f"{folder.name} and {seen[server]} share {server}"
+        paths = {app["spec"]["source"].get("path") for app in apps} - {None}
+        on_it = {name for name, e in envs.items() if e["cluster"]["name"] == folder.name}
+        assert paths == {f"dist/{name}" for name in on_it} | {f"dist/argocd/{folder.name}/platform"}
+        assert {e["cluster"]["server"] for n, e in envs.items() if n in on_it} == {server}
+
+
+def test_two_environments_on_one_cluster_share_its_platform(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import env_data
+
+    envdir = tmp_path / "environments"
+    shutil.copytree(ROOT / "environments", envdir)
+    qa = env_data(
+        "staging",
+        name="qa",
+        namespace="kga-qa",
+        domain="kga.qa.example.com",
+        backup__target="s3://acme-kga-backups/qa",
+        cloud__workloadIdentity="arn:aws:iam::111122223333:role/kga-qa",
     )
-    kustomization = yaml.safe_load(files["kustomization.yaml"])
-    assert kustomization["resources"] == sorted(f for f in files if f != "kustomization.yaml")
+    (envdir / "qa.yaml").write_text(yaml.safe_dump(qa))
+    outdir = tmp_path / "dist"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "app.py"),
+            "--environments",
+            str(envdir),
+            "--outdir",
+            str(outdir),
+            "--docs",
+            str(tmp_path / "docs"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    bundle = outdir / "argocd" / "staging-eks"
+    names = sorted(p.name for p in bundle.glob("application-*.yaml"))
+    assert "application-kga-qa.yaml" in names and "application-kga-staging.yaml" in names
+    assert len([n for n in names if n.startswith("application-staging-eks-")]) == len(platform_releases()) + 1
+    assert not (outdir / "argocd" / "qa").exists()
 
 
 def test_sync_waves_order_dependencies() -> None:

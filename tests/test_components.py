@@ -10,8 +10,8 @@ run with the containers' rendered commands and environments:
   then redis_exporter (Debian ``prometheus-redis-exporter``) with the sidecar's
   settings: the ServiceMonitor's scrape shows ``redis_up 1``;
 * the blackbox exporter (Debian ``prometheus-blackbox-exporter``) with the modules
-  the cluster's exporter is documented to have
-  (docs/prerequisites/blackbox-exporter-values.yaml), running every Probe against
+  the platform layer installs (the `config` of its blackbox release in
+  dist/argocd/<cluster>/), running every Probe against
   a local ``/health`` that answers 200, then 503;
 * kgbackup with each backup CronJob's args, env and mounted Secrets, against the
   Redis and Chroma pods of dist/ (Chroma's StatefulSet through tests/rendered.py),
@@ -57,7 +57,19 @@ from rendered import (
 )
 from tools import ROOT, free_port, require_tool
 
-BLACKBOX_VALUES = ROOT / "docs" / "prerequisites" / "blackbox-exporter-values.yaml"
+BLACKBOX_VALUES = sorted((ROOT / "dist" / "argocd").glob("*/application-*-blackbox-exporter.yaml"))
+"""The platform layer's blackbox release of every cluster (kgstack.cluster_platform): its values' config."""
+
+
+def _blackbox_config() -> dict[str, Any]:
+    """The one exporter config every cluster's platform installs."""
+    configs = [
+        yaml.safe_load(p.read_text())["spec"]["source"]["helm"]["valuesObject"]["config"] for p in BLACKBOX_VALUES
+    ]
+    assert configs and all(c == configs[0] for c in configs), BLACKBOX_VALUES
+    return configs[0]  # type: ignore[no-any-return]
+
+
 SECRETS_DOC = ROOT / "docs" / "secrets.md"
 
 
@@ -243,7 +255,7 @@ class Health:
 def blackbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
     """The Debian blackbox exporter with the documented modules; yields (base URL, modules)."""
     binary = require_tool("prometheus-blackbox-exporter", hint="apt-get install prometheus-blackbox-exporter")
-    config = yaml.safe_load(BLACKBOX_VALUES.read_text(encoding="utf-8"))["config"]
+    config = _blackbox_config()
     path = tmp_path_factory.mktemp("blackbox") / "blackbox.yml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     check = subprocess.run([binary, f"--config.file={path}", "--config.check"], capture_output=True, text=True)
@@ -281,7 +293,9 @@ def test_probe_runs_on_the_documented_blackbox_module(
     url, modules = blackbox
     spec = objects(env)[f"Probe/{name}"]["spec"]
     module, prober_path = spec["module"], spec["prober"].get("path", "/probe")
-    assert module in modules, f"Probe {name} uses module {module!r}, which {BLACKBOX_VALUES.name} does not define"
+    assert module in modules, (
+        f"Probe {name} uses module {module!r}, which the platform's blackbox release does not define"
+    )
     for target in spec["targets"]["staticConfig"]["static"]:
         if "://" in target:
             # The target's scheme and path as rendered; host and port become the local stand-in.

@@ -31,12 +31,14 @@ from control_plane import (
 
 pytestmark = pytest.mark.slow
 DIST = ROOT / "dist"
+ARGOCD_DIRS = sorted(p.relative_to(DIST).as_posix() for p in (DIST / "argocd").rglob("*") if p.is_dir())
+"""Each cluster's bundle ``argocd/<cluster>`` and its platform objects ``argocd/<cluster>/platform``."""
 
 
 @pytest.fixture(scope="module")
 def applied(cp: ControlPlane) -> dict[str, list[str]]:
-    """Every environment and dist/argocd, applied: ``{folder: warnings and rejections}``."""
-    return {name: apply_environment(cp, DIST / name) for name in [*ENV_DIRS, "argocd"]}
+    """Every environment and every cluster's platform layer, applied: ``{folder: warnings and rejections}``."""
+    return {name: apply_environment(cp, DIST / name) for name in [*ARGOCD_DIRS, *ENV_DIRS]}
 
 
 def namespace(env: str) -> str:
@@ -44,7 +46,7 @@ def namespace(env: str) -> str:
 
 
 # 1 -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("folder", [*ENV_DIRS, "argocd"])
+@pytest.mark.parametrize("folder", [*ENV_DIRS, *ARGOCD_DIRS])
 def test_applies_server_side_with_no_warning_or_rejection(applied: dict[str, list[str]], folder: str) -> None:
     assert applied[folder] == []
 

@@ -113,12 +113,12 @@ def test_bad_input_names_file_field_and_reason(changes: dict[str, object], expec
 
 def test_prod_requires_digests_of_upstream_images() -> None:
     # Our own images get theirs from environments/releases/images.yaml (tests/test_releases.py).
-    redis = {"repository": "registry.example.com/mirror/redis", "tag": "7.0.15-alpine"}
-    found = problems(env_data("prod", images__redis=redis), "environments/prod.yaml")
+    chroma = {"repository": "registry.example.com/mirror/chroma", "tag": "1.5.9"}
+    found = problems(env_data("prod", images__chroma=chroma), "environments/prod.yaml")
     assert found == [
-        "environments/prod.yaml: images.redis.digest: required in stage prod (a tag can be moved; a digest "
-        "cannot): read it with `crane digest registry.example.com/mirror/redis:7.0.15-alpine`, then set "
-        "images.redis.digest"
+        "environments/prod.yaml: images.chroma.digest: required in stage prod (a tag can be moved; a "
+        "digest cannot): read it with `crane digest registry.example.com/mirror/chroma:1.5.9`, then set "
+        "images.chroma.digest"
     ]
 
 

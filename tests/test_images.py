@@ -170,7 +170,9 @@ def test_checkov_skips_are_inline_with_a_reason() -> None:
 # ----------------------------------------------------------- static contract
 
 
-@pytest.mark.parametrize("dockerfile", [AGENT_DOCKERFILE, WEB_DOCKERFILE], ids=["agent", "web"])
+@pytest.mark.parametrize(
+    "dockerfile", [AGENT_DOCKERFILE, WEB_DOCKERFILE, DOCKER_DIR / "redis" / "Dockerfile"], ids=["agent", "web", "redis"]
+)
 def test_base_images_are_pinned_by_digest(dockerfile: Path) -> None:
     stages = _stages(dockerfile)
     args = {}
@@ -512,3 +514,71 @@ def test_code_is_read_only_and_secrets_stay_out(probe: dict) -> None:
     assert probe["app_writable"] is False
     assert probe["data_writable"] is True
     assert probe["leaks"] == []
+
+
+# -------------------------------------------------------------------- redis (issue 19 defect 5)
+REDIS_DOCKERFILE = DOCKER_DIR / "redis" / "Dockerfile"
+
+
+def _redis_pin(dockerfile: Path) -> str:
+    (pin,) = re.findall(r"^ARG REDIS_SERVER_VERSION=(\S+)$", dockerfile.read_text(encoding="utf-8"), re.M)
+    return pin
+
+
+def test_redis_image_is_the_debian_build_the_tests_and_the_backup_run() -> None:
+    """Issue 19 defect 5: one maintained build: the deployed image, the tests' server, the backup's."""
+    pin = _redis_pin(REDIS_DOCKERFILE)
+    assert pin == _redis_pin(DOCKER_DIR / "backup" / "Dockerfile")
+    if shutil.which("dpkg-query") is None:
+        missing("dpkg-query not found: the tests' redis-server comes from Debian (requirements/apt.txt)")
+    installed = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", "redis-server"], capture_output=True, text=True, check=False
+    )
+    if installed.returncode != 0:
+        missing("redis-server is not installed from Debian (scripts/setup.sh test)")
+    assert installed.stdout == pin, f"the tests run redis-server {installed.stdout}, the image pins {pin}"
+    # Every environment deploys this image, tagged with that version.
+    upstream, _, debian = pin.partition(":")[2].partition("-")
+    tag = f"{upstream}-{debian.split('~')[1]}"
+    label = re.search(r'org\.opencontainers\.image\.version="([^"]+)"', REDIS_DOCKERFILE.read_text(encoding="utf-8"))
+    assert label and label.group(1) == tag
+    for path in sorted((REPO / "environments").glob("*.yaml")):
+        image = yaml.safe_load(path.read_text())["images"]["redis"]
+        assert (image["repository"].rsplit("/", 1)[1], image["tag"]) == ("kga-redis", tag), path.name
+
+
+@pytest.mark.slow
+def test_redis_image_runs_the_same_redis_server_build_as_the_tests(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        missing("the image build needs root (debootstrap, chroot isolation)")
+    if not shutil.which("debootstrap"):
+        missing("debootstrap not installed (apt-get install debootstrap)")
+    podman = _tool("podman")
+    _tool("buildah")
+    base = _run(["bash", str(BASE_SCRIPT)], timeout=900, env={**os.environ, "KGA_IMAGE_CACHE": str(CACHE_DIR)})
+    tag = "localhost/kga-redis:test"
+    t0 = time.monotonic()
+    _run(
+        build_command(podman, REDIS_DOCKERFILE, tag, base.stdout.strip().splitlines()[-1], REDIS_DOCKERFILE.parent),
+        1200,
+    )
+    print(f"\n[test_images] redis build {time.monotonic() - t0:.0f}s")
+    inspect = json.loads(_run([*podman, "image", "inspect", tag], timeout=60).stdout)[0]
+    assert _config(inspect)["User"] == "10001:10001"
+    # Run inside it the way the other image tests do (buildah, chroot isolation: no OCI runtime needed).
+    buildah = _tool("buildah")
+    name = f"kga-redis-probe-{os.getpid()}"
+    _run([*buildah, "from", "--name", name, tag], timeout=300)
+    try:
+
+        def inside(*argv: str) -> str:
+            command = [*buildah, "run", "--isolation", "chroot", "--user", "10001:10001", name, "--", *argv]
+            return str(_run(command, timeout=120).stdout)
+
+        in_image = inside("redis-server", "--version")
+        assert inside("redis-cli", "--version").startswith("redis-cli 7.0.15")
+    finally:
+        subprocess.run([*buildah, "rm", name], capture_output=True, check=False, timeout=120)
+    host = _run([shutil.which("redis-server") or "redis-server", "--version"], timeout=30).stdout
+    # Same version, same build id: the tests prove the server the stack deploys.
+    assert in_image.strip() == host.strip()

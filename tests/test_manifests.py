@@ -23,7 +23,15 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def test_dist_is_not_empty() -> None:
-    assert {p.parent.name for p in FILES} == {"argocd", "dev", "staging", "prod"}
+    folders = {p.parent.relative_to(ROOT / "dist").as_posix() for p in FILES}
+    clusters = {"dev", "staging-eks", "prod-eks"}
+    assert folders == {
+        "dev",
+        "staging",
+        "prod",
+        *(f"argocd/{c}" for c in clusters),
+        *(f"argocd/{c}/platform" for c in clusters),
+    }
 
 
 @pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)

@@ -103,6 +103,19 @@ def test_acl_users_on_a_real_server(live_redis: int) -> None:
     assert int(exporter.info("memory")["maxmemory"]) == int(256 * 2**20 * 0.75)
     with pytest.raises(redis.exceptions.NoPermissionError):
         exporter.set("k", "x")
+    # Issue 19 defect 5: neither the app nor the exporter runs Lua.
+    lua = (
+        ["EVAL", "return 1", "0"],
+        ["EVAL_RO", "return 1", "0"],
+        ["EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"],
+        ["SCRIPT", "LOAD", "return 1"],
+        ["FUNCTION", "LOAD", "#!lua name=kga\nredis.register_function('f', function() return 1 end)"],
+        ["FCALL", "f", "0"],
+    )
+    for user in (app, exporter):
+        for command in lua:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                user.execute_command(*command)
     with pytest.raises(redis.AuthenticationError):
         client(live_redis, "app", "wrong").ping()
 

@@ -52,6 +52,7 @@ def test_unreleased_images_hold_back_automated_sync() -> None:
             "ghcr.io/acme/knowledge-graph-agent": {"0.3.0": DIGEST},
             "ghcr.io/acme/knowledge-graph-agent-web": {"0.3.0": DIGEST},
             "ghcr.io/acme/kgbackup": {"0.1.0": DIGEST},
+            "ghcr.io/acme/kga-redis": {"7.0.15-deb12u10": DIGEST},
         },
     )
     assert unreleased(released) == []
@@ -71,7 +72,8 @@ def test_dist_pins_exactly_the_recorded_digests_and_argocd_holds_back_the_unrele
             image, _, digest = ref.partition("@")
             repository, _, tag = image.rpartition(":")
             assert (digest or None) == releases.get(repository, {}).get(tag), f"{folder.name}: {ref}"
-        app = yaml.safe_load((ROOT / "dist" / "argocd" / f"application-kga-{folder.name}.yaml").read_text())
+        (path,) = (ROOT / "dist" / "argocd").glob(f"*/application-kga-{folder.name}.yaml")
+        app = yaml.safe_load(path.read_text())
         if any("@" not in ref for ref in refs):
             assert "automated" not in app["spec"].get("syncPolicy", {}), folder.name
 

@@ -37,7 +37,7 @@ def test_a_wrong_type_deep_in_a_custom_resource_is_rejected() -> None:
 
 
 def test_an_unserved_version_is_rejected() -> None:
-    app = load("dist/argocd/application-kga-prod.yaml")
+    app = load("dist/argocd/prod-eks/application-kga-prod.yaml")
     app["apiVersion"] = "argoproj.io/v1beta1"
     assert schema_problems(app, "1.33") == [
         "Application/kga-prod: argoproj.io/v1beta1 is not served by the Application.argoproj.io CRD"

@@ -118,7 +118,7 @@ def test_main_builds_scans_signs_and_bumps() -> None:
     assert jobs["sign"]["needs"] == "build" and jobs["bump"]["needs"] == "sign"
     build = jobs["build"]
     images = {entry["image"]: entry for entry in build["strategy"]["matrix"]["include"]}
-    assert sorted(images) == ["agent", "backup", "web"]
+    assert sorted(images) == ["agent", "backup", "redis", "web"]
     for entry in images.values():
         assert (ROOT / entry["dockerfile"]).exists()
     steps = {step.get("uses", "").split("@")[0]: step for step in build["steps"]}

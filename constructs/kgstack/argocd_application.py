@@ -17,7 +17,7 @@ delete them explicitly when an environment is retired.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from constructs import Construct
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,10 +104,19 @@ class ApplicationMetadata(_Strict):
     annotations: dict[str, str] | None = None
 
 
+class ApplicationSourceHelm(_Strict):
+    release_name: NonEmpty = Field(alias="releaseName")
+    values_object: dict[str, Any] | None = Field(None, alias="valuesObject")
+
+
 class ApplicationSource(_Strict):
+    """A folder of a Git repository (``path``), or a Helm chart of a chart repository (``chart``)."""
+
     repo_url: NonEmpty = Field(alias="repoURL")
     target_revision: NonEmpty = Field(alias="targetRevision")
-    path: NonEmpty
+    path: NonEmpty | None = None
+    chart: NonEmpty | None = None
+    helm: ApplicationSourceHelm | None = None
 
 
 class ApplicationDestination(_Strict):
@@ -173,8 +182,6 @@ class GitOpsSettings(Spec):
     """With automated sync: delete objects that disappeared from ``dist/``."""
     self_heal: bool = True
     """With automated sync: revert changes made in the cluster by hand."""
-    destination_server: str = IN_CLUSTER
-    """API server of the target cluster as registered in Argo CD."""
 
 
 def automated_by_default(stage: str) -> bool:
@@ -183,7 +190,8 @@ def automated_by_default(stage: str) -> bool:
 
 
 class ArgoCdApplication(Construct):
-    """One Application that syncs ``path`` (``dist/<env>``) into ``namespace``."""
+    """One Application that syncs ``path`` (``dist/<env>``), or a Helm ``source``, into ``namespace`` of
+    the cluster at ``server``."""
 
     def __init__(
         self,
@@ -192,21 +200,29 @@ class ArgoCdApplication(Construct):
         *,
         name: str,
         namespace: str,
-        path: str,
         settings: GitOpsSettings,
         automated: bool,
+        server: str = IN_CLUSTER,
+        path: str | None = None,
+        source: ApplicationSource | None = None,
         labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+        create_namespace: bool = False,
     ) -> None:
         super().__init__(scope, id)
+        if (path is None) == (source is None):
+            raise ValueError(f"{name}: give exactly one of path and source")
         policy = SyncPolicy(
             automated=SyncPolicyAutomated(prune=settings.prune, self_heal=settings.self_heal) if automated else None,
             sync_options=[
-                # dist/ carries its own Namespace (with Pod Security labels)
-                "CreateNamespace=false",
+                # dist/<env> carries its own Namespace (with Pod Security labels); a chart gets one made
+                f"CreateNamespace={str(create_namespace).lower()}",
                 # deletions last, after the new objects are healthy
                 "PruneLast=true",
                 # never adopt an object another Application manages
                 "FailOnSharedResource=true",
+                # CRDs of the platform's charts exceed the client-side apply annotation limit
+                *(["ServerSideApply=true"] if source is not None else []),
             ],
             retry=RetryStrategy(limit=5, backoff=Backoff(duration="10s", factor=2, max_duration="3m")),
         )
@@ -215,15 +231,13 @@ class ArgoCdApplication(Construct):
                 name=name,
                 namespace=settings.argocd_namespace,
                 labels=labels or None,
+                annotations=annotations or None,
             ),
             spec=ApplicationSpec(
                 project=settings.project,
-                source=ApplicationSource(
-                    repo_url=settings.repo_url,
-                    target_revision=settings.target_revision,
-                    path=path,
-                ),
-                destination=ApplicationDestination(server=settings.destination_server, namespace=namespace),
+                source=source
+                or ApplicationSource(repo_url=settings.repo_url, target_revision=settings.target_revision, path=path),
+                destination=ApplicationDestination(server=server, namespace=namespace),
                 sync_policy=policy,
             ),
         )

@@ -653,6 +653,293 @@ class Gate:
         return None
 
 
+# ================================================================ across namespaces: the platform layer
+
+_CLUSTER_DOMAIN = ".cluster.local"
+
+
+def helm_fullname(release: str, chart: str, values: Mapping[str, Any]) -> str:
+    """The ``<chart>.fullname`` helper every ``helm create`` chart (and the charts below) uses."""
+    if values.get("fullnameOverride"):
+        return str(values["fullnameOverride"])[:63].rstrip("-")
+    name = str(values.get("nameOverride") or chart)
+    return (release if name in release else f"{release}-{name}")[:63].rstrip("-")
+
+
+@dataclass(frozen=True)
+class PlatformPods:
+    """Pods the platform runs: a namespace and their labels, and what they are."""
+
+    namespace: str
+    labels: Mapping[str, str]
+    what: str
+
+
+@dataclass
+class Platform:
+    """What one cluster's platform layer provides, read from its rendered objects, plus its prerequisites.
+
+    The charts' Applications are read with what each upstream chart makes of its values
+    (:data:`_CHARTS`); the cluster objects (StorageClass, GatewayClass, ClusterIssuer,
+    PodMonitor) as rendered.
+    """
+
+    services: dict[str, str] = field(default_factory=dict)
+    """``name.namespace.svc:port`` -> who makes it."""
+    storage_classes: dict[str, str] = field(default_factory=dict)
+    gateway_classes: dict[str, str] = field(default_factory=dict)
+    cluster_issuers: dict[str, str] = field(default_factory=dict)
+    secret_stores: dict[str, str] = field(default_factory=dict)
+    namespaces: dict[str, str] = field(default_factory=dict)
+    pods: list[PlatformPods] = field(default_factory=list)
+    monitor_selectors: list[Mapping[str, str]] = field(default_factory=list)
+    """Label sets a Prometheus selects ServiceMonitors, PodMonitors, Probes and rules by."""
+    custom_metrics: dict[str, str] = field(default_factory=dict)
+    pod_monitors: list[tuple[str, Obj]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, files: Mapping[str, Obj], prerequisites: Iterable[Mapping[str, Any]] = ()) -> Platform:
+        out = cls()
+        for file, obj in files.items():
+            kind, meta = obj["kind"], obj["metadata"]
+            if kind == "Application" and (obj["spec"]["source"].get("chart")):
+                out._chart(file, obj)
+            elif kind == "StorageClass":
+                out.storage_classes[meta["name"]] = file
+            elif kind == "GatewayClass":
+                out.gateway_classes[meta["name"]] = file
+            elif kind == "ClusterIssuer":
+                out.cluster_issuers[meta["name"]] = file
+            elif kind == "ClusterSecretStore":
+                out.secret_stores[meta["name"]] = file
+            elif kind == "PodMonitor":
+                out.pod_monitors.append((file, obj))
+        out._prerequisites(prerequisites)
+        for pods in out.pods:
+            out.namespaces.setdefault(pods.namespace, pods.what)
+        return out
+
+    def _prerequisites(self, prerequisites: Iterable[Mapping[str, Any]]) -> None:
+        out = self
+        for pre in prerequisites:
+            where = "an external prerequisite"
+            kind, name = pre["kind"], pre["name"]
+            if kind == "StorageClass":
+                out.storage_classes.setdefault(name, where)
+            elif kind == "ClusterSecretStore":
+                out.secret_stores.setdefault(name, where)
+            elif kind == "Namespace":
+                out.namespaces.setdefault(name, where)
+            elif kind == "Pods":
+                out.pods.append(PlatformPods(pre["namespace"], dict(pre.get("pod_labels") or {}), where))
+
+    def _chart(self, file: str, app: Obj) -> None:
+        source, namespace = app["spec"]["source"], app["spec"]["destination"]["namespace"]
+        helm = source.get("helm") or {}
+        release, values = helm.get("releaseName") or app["metadata"]["name"], helm.get("valuesObject") or {}
+        self.namespaces.setdefault(namespace, file)
+        read = _CHARTS.get(source["chart"])
+        if read is not None:
+            read(self, _Release(file, namespace, release, source["chart"], values))
+
+
+@dataclass(frozen=True)
+class _Release:
+    """A chart's Application as Helm sees it."""
+
+    file: str
+    ns: str
+    release: str
+    chart: str
+    values: Obj
+
+
+def _blackbox(p: Platform, r: _Release) -> None:
+    file, ns, release, chart, values = r.file, r.ns, r.release, r.chart, r.values
+    port = (values.get("service") or {}).get("port", 9115)
+    p.services[f"{helm_fullname(release, chart, values)}.{ns}.svc:{port}"] = file
+    name = values.get("nameOverride") or chart
+    p.pods.append(PlatformPods(ns, {"app.kubernetes.io/name": name}, f"the blackbox exporter ({file})"))
+
+
+def _kube_prometheus_stack(p: Platform, r: _Release) -> None:
+    file, ns, release, chart, values = r.file, r.ns, r.release, r.chart, r.values
+    spec = (values.get("prometheus") or {}).get("prometheusSpec") or {}
+    full = helm_fullname(release, chart, values)
+    p.services[f"{full}-prometheus.{ns}.svc:9090"] = file
+    # The operator labels every Prometheus pod app.kubernetes.io/name: prometheus.
+    p.pods.append(PlatformPods(ns, {"app.kubernetes.io/name": "prometheus"}, f"Prometheus ({file})"))
+    # With *SelectorNilUsesHelmValues (default true) the chart selects release: <release name>.
+    if all(spec.get(f"{k}SelectorNilUsesHelmValues", True) for k in ("serviceMonitor", "podMonitor", "probe", "rule")):
+        p.monitor_selectors.append({"release": release})
+    else:
+        p.monitor_selectors.append({})
+
+
+def _envoy_gateway(p: Platform, r: _Release) -> None:
+    file, ns = r.file, r.ns
+    # Envoy Gateway runs every proxy in its own namespace, labelled as below (its default deploy mode).
+    labels = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy"}
+    p.pods.append(PlatformPods(ns, labels, f"the Envoy proxies ({file})"))
+
+
+def _prometheus_adapter(p: Platform, r: _Release) -> None:
+    file, values = r.file, r.values
+    for rule in (values.get("rules") or {}).get("custom") or []:
+        name = (rule.get("name") or {}).get("as")
+        resources = (rule.get("resources") or {}).get("overrides") or {}
+        if name and "pod" in resources:
+            p.custom_metrics[name] = file
+
+
+_CHARTS = {
+    "prometheus-blackbox-exporter": _blackbox,
+    "kube-prometheus-stack": _kube_prometheus_stack,
+    "gateway-helm": _envoy_gateway,
+    "prometheus-adapter": _prometheus_adapter,
+}
+"""Chart -> what it makes of its values, in names the stack can reference."""
+
+MONITOR_KINDS = ("ServiceMonitor", "PodMonitor", "Probe", "PrometheusRule")
+
+
+class ClusterGate:
+    """Every name one environment uses outside its namespace is produced by its cluster's platform."""
+
+    def __init__(self, files: Mapping[str, Obj], *, namespace: str, platform: Platform) -> None:
+        self.files = {f: o for f, o in files.items() if f != "kustomization.yaml"}
+        self.namespace = namespace
+        self.platform = platform
+        self.problems_found: list[str] = []
+
+    def _report(self, file: str, path: str, reason: str) -> None:
+        self.problems_found.append(f"{file}: {path}: {reason}")
+
+    def problems(self) -> list[str]:
+        self.problems_found = []
+        p = self.platform
+        for file, obj in sorted(self.files.items()):
+            kind, spec = obj["kind"], obj.get("spec") or {}
+            if kind == "PersistentVolumeClaim":
+                self._storage(file, "spec.storageClassName", spec)
+            elif kind == "StatefulSet":
+                for i, claim in enumerate(spec.get("volumeClaimTemplates") or []):
+                    self._storage(file, f"spec.volumeClaimTemplates[{i}].spec.storageClassName", claim["spec"])
+            elif kind == "Gateway":
+                self._named(file, "spec.gatewayClassName", "GatewayClass", spec["gatewayClassName"], p.gateway_classes)
+                self._proxies_scraped(file)
+            elif kind == "Certificate" and spec["issuerRef"].get("kind") == "ClusterIssuer":
+                self._named(file, "spec.issuerRef.name", "ClusterIssuer", spec["issuerRef"]["name"], p.cluster_issuers)
+            elif kind == "ExternalSecret" and spec["secretStoreRef"].get("kind") == "ClusterSecretStore":
+                name = spec["secretStoreRef"]["name"]
+                self._named(file, "spec.secretStoreRef.name", "ClusterSecretStore", name, p.secret_stores)
+            elif kind == "NetworkPolicy":
+                self._policy_peers(file, spec)
+            elif kind == "HorizontalPodAutoscaler":
+                self._custom_metrics(file, spec)
+            self._monitor(file, obj)
+        return self.problems_found
+
+    def _custom_metrics(self, file: str, spec: Obj) -> None:
+        for i, metric in enumerate(spec.get("metrics") or []):
+            if metric["type"] == "Pods":
+                name = metric["pods"]["metric"]["name"]
+                if name not in self.platform.custom_metrics:
+                    self._report(
+                        file,
+                        f"spec.metrics[{i}].pods.metric.name",
+                        f"custom metric {name} is served per pod by no prometheus-adapter rule of the platform",
+                    )
+
+    def _monitor(self, file: str, obj: Obj) -> None:
+        if obj["kind"] == "Probe":
+            self._prober(file, obj["spec"])
+        if obj["kind"] in MONITOR_KINDS:
+            self._selected(file, obj)
+
+    def _named(self, file: str, path: str, kind: str, name: str, provided: Mapping[str, str]) -> None:
+        if name not in provided:
+            known = ", ".join(sorted(provided)) or "none"
+            self._report(
+                file,
+                path,
+                f"{kind} {name} is neither created by the platform layer nor an external prerequisite "
+                f"(it has: {known})",
+            )
+
+    def _storage(self, file: str, path: str, spec: Obj) -> None:
+        from .cluster_platform import DEFAULT_STORAGE_CLASS
+
+        self._named(
+            file,
+            path,
+            "StorageClass",
+            spec.get("storageClassName") or DEFAULT_STORAGE_CLASS,
+            self.platform.storage_classes,
+        )
+
+    def _prober(self, file: str, spec: Obj) -> None:
+        url = (spec.get("prober") or {}).get("url", "")
+        match = _HOST_PORT.match(url)
+        if match is None:
+            self._report(file, "spec.prober.url", f"{url!r} is not host:port")
+            return
+        parts = match["host"].removesuffix(_CLUSTER_DOMAIN).split(".")
+        host = ".".join([*parts[:2], "svc"]) if len(parts) >= 2 else match["host"]
+        key = f"{host}:{match['port']}"
+        if key not in self.platform.services:
+            known = ", ".join(sorted(self.platform.services)) or "none"
+            self._report(file, "spec.prober.url", f"{url} is no Service of the platform layer (it has: {known})")
+
+    def _selected(self, file: str, obj: Obj) -> None:
+        labels = obj["metadata"].get("labels") or {}
+        if not any(all(labels.get(k) == v for k, v in sel.items()) for sel in self.platform.monitor_selectors):
+            wanted = " or ".join(str(dict(s)) for s in self.platform.monitor_selectors) or "no Prometheus"
+            self._report(file, "metadata.labels", f"no Prometheus of the platform selects it (it selects {wanted})")
+
+    def _proxies_scraped(self, file: str) -> None:
+        """The edge SLIs read the proxies' metrics: a PodMonitor of the platform must select them."""
+        proxies = [pods for pods in self.platform.pods if "Envoy proxies" in pods.what]
+        for _, monitor in self.platform.pod_monitors:
+            spec, labels = monitor["spec"], monitor["metadata"].get("labels") or {}
+            names = (spec.get("namespaceSelector") or {}).get("matchNames") or [monitor["metadata"]["namespace"]]
+            selected = any(pods.namespace in names and _matches(spec["selector"], pods.labels) for pods in proxies)
+            scraped = any(all(labels.get(k) == v for k, v in s.items()) for s in self.platform.monitor_selectors)
+            if selected and scraped:
+                return
+        self._report(file, "spec.gatewayClassName", "no PodMonitor of the platform scrapes the Envoy proxies it runs")
+
+    def _policy_peers(self, file: str, spec: Obj) -> None:
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for r, rule in enumerate(spec.get(direction) or []):
+                for i, peer in enumerate(rule.get(key) or []):
+                    ns_selector = peer.get("namespaceSelector")
+                    if ns_selector is None:
+                        continue
+                    namespace = (ns_selector.get("matchLabels") or {}).get(NAMESPACE_LABEL)
+                    if namespace is None or namespace == self.namespace:
+                        continue
+                    path = f"spec.{direction}[{r}].{key}[{i}]"
+                    pod_selector = peer.get("podSelector")
+                    if namespace not in self.platform.namespaces:
+                        self._report(file, path, f"namespace {namespace} is neither the platform's nor a prerequisite")
+                    elif pod_selector and not any(
+                        pods.namespace == namespace and _matches(pod_selector, pods.labels)
+                        for pods in self.platform.pods
+                    ):
+                        self._report(
+                            file,
+                            f"{path}.podSelector",
+                            f"selects no pods the platform runs in {namespace} "
+                            f"({_pods_text(self.platform.pods, namespace)})",
+                        )
+
+
+def _pods_text(pods: Iterable[PlatformPods], namespace: str) -> str:
+    there = [f"{p.what}: {dict(p.labels)}" for p in pods if p.namespace == namespace]
+    return "; ".join(there) or "none"
+
+
 def check_chart(
     chart: cdk8s.Chart,
     *,

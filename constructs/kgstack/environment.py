@@ -24,6 +24,7 @@ from .agent_settings import AgentSettings, Chunking, Embedding, Graph, Llm, Repo
 from .argocd_application import GitOpsSettings
 from .backup_schedule import BackupSettings
 from .chroma_store import ChromaSettings
+from .cluster_platform import Cluster
 from .edge import EdgeSettings
 from .memgraph_store import MemgraphSettings
 from .model import (
@@ -80,6 +81,8 @@ def _domain(value: str) -> str:
 def _environment_name(value: str) -> str:
     if value == "argocd":
         raise ValueError("'argocd' is reserved: dist/argocd/ holds the Argo CD Applications")
+    if value == "clusters":
+        raise ValueError("'clusters' is reserved: docs/environments/clusters/ holds the install procedures")
     return value
 
 
@@ -147,7 +150,7 @@ class CloudProfile(Spec):
         return {}
 
 
-OWN_IMAGES = ("agent", "web", "backup")
+OWN_IMAGES = ("agent", "web", "backup", "redis")
 """Images built from docker/; their digests come only from the release workflow (kgstack.releases)."""
 
 
@@ -158,7 +161,7 @@ def _upstream(repository: str, tag: str, digest: str | None) -> ImageRef:
 class Images(Spec):
     """Every image the environment runs.
 
-    Ours (agent, web, backup) are built from docker/ and pinned per environment
+    Ours (agent, web, backup, redis) are built from docker/ and pinned per environment
     by the release pipeline. Upstream images default to versions pinned by index
     digest (multi-arch); memgraph has no published digest we could verify, so an
     environment that enables the graph store in prod must mirror it and pin it.
@@ -170,12 +173,9 @@ class Images(Spec):
     """The web UI image (docker/web: the app's index.html on unprivileged nginx)."""
     backup: ImageRef
     """The kgbackup image (docker/backup)."""
-    redis: ImageRef = _upstream(
-        "docker.io/library/redis",
-        "7.0.15-alpine",
-        "sha256:c9d92d840fd011c908f040592857c724ae6d877f2aba5c40ad963276507386b2",
-    )
-    """Redis 7.0.x: the RDB version the backup image's redis-server reads."""
+    redis: ImageRef
+    """The cache's server (docker/redis): Debian's maintained redis-server 7.0.15, the build the tests run
+    and the RDB version the backup image's redis-server reads."""
     redis_exporter: ImageRef = _upstream(
         "docker.io/oliver006/redis_exporter",
         "v1.66.0",
@@ -299,6 +299,9 @@ class Environment(Spec):
     """Public host of the web UI and API, e.g. ``kga.example.com``."""
     kubernetes_version: Annotated[str, AfterValidator(_kubernetes_version)]
     """Target cluster version, ``1.27`` to ``1.35``; pins the Pod Security level version."""
+    cluster: Cluster
+    """The cluster the environment runs on (name and API server): ``dist/argocd/<name>/`` is its Argo CD
+    bundle, and environments on one cluster share its platform layer (they must declare it alike)."""
     cloud: CloudProfile = CloudProfile()
     """Cluster flavour: storage class, ingress class, workload identity."""
     images: Images
@@ -325,7 +328,7 @@ class Environment(Spec):
     secrets: SecretsSettings = SecretsSettings()
     """External Secrets store of staging and prod (docs/secrets.md); ``storeName`` is required outside dev."""
     gitops: GitOpsSettings | None = None
-    """Argo CD Application for this environment in ``dist/argocd/``; ``None`` renders none."""
+    """Argo CD Application for this environment in ``dist/argocd/<cluster>/``; ``None`` renders none."""
     monitoring: MonitoringSettings = MonitoringSettings()
     """Prometheus, Alertmanager and Grafana objects; see docs/observability.md."""
     quota: Quota
@@ -580,7 +583,8 @@ def load_environments(folder: Path) -> list[Environment]:
         raise EnvironmentFileError(problems)
     if not environments:
         raise EnvironmentFileError([f"{folder}: no environment files (*.yaml); copy one from the repository"])
-    problems = shared_between_environments({str(folder / f"{env.name}.yaml"): env for env in environments})
+    sources = {str(folder / f"{env.name}.yaml"): env for env in environments}
+    problems = shared_between_environments(sources) + cluster_disagreements(sources)
     if problems:
         raise EnvironmentFileError(problems)
     return environments
@@ -642,6 +646,36 @@ def shared_between_environments(environments: Mapping[str, Environment]) -> list
                         f"{_WHY_UNIQUE[field]}: give each environment its own"
                     )
             seen.setdefault(field, []).append((source, shown, key))
+    return problems
+
+
+def cluster_disagreements(environments: Mapping[str, Environment]) -> list[str]:
+    """Environments naming one cluster share its platform: they must declare it alike, with one cloud profile."""
+    problems = []
+    first: dict[str, tuple[str, Environment]] = {}
+    servers: dict[str, tuple[str, str]] = {}
+    for source, env in environments.items():
+        name, server = env.cluster.name, env.cluster.server
+        if server in servers and servers[server][1] != name and server != "https://kubernetes.default.svc":
+            problems.append(
+                f"{source}: cluster.server: {server!r} is also the server of cluster {servers[server][1]!r} in "
+                f"{servers[server][0]}: one API server is one cluster, give it one name"
+            )
+        servers.setdefault(server, (source, name))
+        if name not in first:
+            first[name] = (source, env)
+            continue
+        other_source, other = first[name]
+        if env.cluster != other.cluster:
+            problems.append(
+                f"{source}: cluster: cluster {name!r} is declared differently in {other_source}; "
+                "environments on one cluster share its platform, so copy the same block"
+            )
+        if env.cloud.provider != other.cloud.provider:
+            problems.append(
+                f"{source}: cloud.provider: {env.cloud.provider.value!r}, but {other_source} runs on the same cluster "
+                f"{name!r} with {other.cloud.provider.value!r}"
+            )
     return problems
 
 

@@ -1,9 +1,13 @@
-"""The Argo CD Applications of every environment, as one chart rendered to ``dist/argocd/``.
+"""The Argo CD bundle of one cluster, rendered to ``dist/argocd/<cluster>/``.
 
 Kept out of ``dist/<env>/``: an environment's folder is what its Application
-syncs, and an Application must not sync (and prune) itself. ``dist/argocd/``
-holds one ``application-<instance>.yaml`` per environment plus a
-``kustomization.yaml``; apply it once by hand, or point an app-of-apps at it.
+syncs, and an Application must not sync (and prune) itself. ``dist/argocd/<cluster>/``
+holds, for the cluster's API server only, an Application per platform chart
+(``application-<cluster>-<chart>.yaml``), one for the platform's own objects in
+``platform/`` (``application-<cluster>-platform.yaml``), and one ``application-<instance>.yaml``
+per environment on the cluster, plus a ``kustomization.yaml``. Apply it once by
+hand, or point an app-of-apps at it: two environments on one cluster share its
+platform, and no Application reaches another cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ import cdk8s
 from constructs import Construct
 from pydantic import Field
 
-from .argocd_application import ArgoCdApplication, GitOpsSettings, automated_by_default
+from .argocd_application import (
+    SYNC_WAVE_ANNOTATION,
+    ApplicationSource,
+    ApplicationSourceHelm,
+    ArgoCdApplication,
+    GitOpsSettings,
+    automated_by_default,
+)
+from .cluster_platform import Cluster, HelmRelease
 from .model import Spec
 from .naming import APP_NAME, Identity
 from .releases import unreleased
@@ -24,7 +36,15 @@ if TYPE_CHECKING:
     from .environment import Environment
 
 CHART_ID = "argocd"
-"""Also the folder name under ``dist/``."""
+"""Also the folder name under ``dist/``; each cluster's bundle is ``dist/argocd/<cluster>/``."""
+PLATFORM_FOLDER = "platform"
+"""``dist/argocd/<cluster>/platform/``: the platform's own objects (not an Application's folder of itself)."""
+
+
+def platform_application(cluster: Cluster, chart: str = PLATFORM_FOLDER) -> str:
+    """The Application of a platform chart, or of the platform's objects: one Argo CD may manage several
+    clusters, so the name carries the cluster's."""
+    return f"{cluster.name}-{chart}"
 
 
 class GitOpsTarget(Spec):
@@ -41,6 +61,8 @@ class GitOpsTarget(Spec):
     version: str
     """The release's app version, for the ``app.kubernetes.io/version`` label."""
     settings: GitOpsSettings
+    cluster: Cluster
+    """Where the environment runs: its Application's destination server."""
     unreleased: list[str] = Field(default_factory=list)
     """Our images the environment deploys that were never released; any holds automated sync back."""
 
@@ -53,6 +75,7 @@ class GitOpsTarget(Spec):
             stage=str(env.stage),
             version=env.images.agent.tag,
             settings=settings,
+            cluster=env.cluster,
             unreleased=unreleased(env),
         )
 
@@ -67,12 +90,59 @@ class GitOpsTarget(Spec):
 
 
 class GitOpsChart(cdk8s.Chart):
-    """An ``Application`` per target, each syncing ``<dist>/<env>``."""
+    """One cluster's bundle: the platform's Applications, then an ``Application`` per target on the cluster."""
 
-    def __init__(self, scope: Construct, targets: Iterable[GitOpsTarget], *, dist: str = "dist") -> None:
-        super().__init__(scope, CHART_ID, disable_resource_name_hashes=True)
+    def __init__(
+        self,
+        scope: Construct,
+        targets: Iterable[GitOpsTarget],
+        *,
+        cluster: Cluster,
+        releases: Iterable[HelmRelease] = (),
+        dist: str = "dist",
+    ) -> None:
+        super().__init__(scope, f"{CHART_ID}-{cluster.name}", disable_resource_name_hashes=True)
+        mine = sorted((t for t in targets if t.cluster == cluster), key=lambda t: t.name)
+        if not mine:
+            raise ValueError(f"cluster {cluster.name}: no environment runs on it")
+        self.cluster = cluster
         self.applications: dict[str, ArgoCdApplication] = {}
-        for target in sorted(targets, key=lambda t: t.name):
+        # The platform follows the strictest environment on the cluster: manual when any is.
+        base = mine[0].settings
+        automated = all(t.automated for t in mine)
+        platform_labels = {"app.kubernetes.io/part-of": "platform", "app.kubernetes.io/managed-by": "cdk8s"}
+        for release in releases:
+            self.applications[platform_application(cluster, release.key)] = ArgoCdApplication(
+                self,
+                release.key,
+                name=platform_application(cluster, release.key),
+                namespace=release.namespace,
+                settings=base,
+                automated=automated,
+                server=cluster.server,
+                source=ApplicationSource(
+                    repo_url=release.repo_url,
+                    target_revision=release.version,
+                    chart=release.chart,
+                    helm=ApplicationSourceHelm(release_name=release.release, values_object=release.values or None),
+                ),
+                labels=platform_labels,
+                annotations={SYNC_WAVE_ANNOTATION: str(release.wave)},
+                create_namespace=True,
+            )
+        self.applications[platform_application(cluster)] = ArgoCdApplication(
+            self,
+            "platform",
+            name=platform_application(cluster),
+            namespace="default",
+            settings=base,
+            automated=automated,
+            server=cluster.server,
+            path=f"{dist}/{CHART_ID}/{cluster.name}/{PLATFORM_FOLDER}",
+            labels=platform_labels,
+            annotations={SYNC_WAVE_ANNOTATION: "-2"},
+        )
+        for target in mine:
             self.applications[target.name] = ArgoCdApplication(
                 self,
                 target.name,
@@ -81,6 +151,7 @@ class GitOpsChart(cdk8s.Chart):
                 path=f"{dist}/{target.name}",
                 settings=target.settings,
                 automated=target.automated,
+                server=cluster.server,
                 labels=Identity(
                     name=APP_NAME, instance=target.instance, version=target.version, component="gitops"
                 ).labels,

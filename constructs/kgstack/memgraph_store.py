@@ -18,6 +18,11 @@ from .secret_ref import SecretRef
 from .stateful_store import StatefulStore, StatefulStoreProps, StoreSettings, data_mount
 
 BOLT_PORT = 7687
+VOLUME_PATH = "/var/lib/memgraph"
+"""Where the data PVC is mounted. Its root belongs to root (``fsGroup`` only makes it group-writable)."""
+DATA_DIRECTORY = f"{VOLUME_PATH}/data"
+"""``--data-directory``: a subdirectory Memgraph creates at first start, so its process owns it. Memgraph
+aborts when the data directory exists and belongs to another uid than its own (the volume's root does)."""
 
 
 class MemgraphSettings(StoreSettings):
@@ -60,7 +65,7 @@ class MemgraphStore(Construct):
             resources=s.resources,
             ports=[self.endpoint.container_port()],
             args=[
-                "--data-directory=/var/lib/memgraph",
+                f"--data-directory={DATA_DIRECTORY}",
                 "--log-file=",  # stderr only: the root filesystem is read-only
                 "--also-log-to-stderr=true",
                 "--telemetry-enabled=false",
@@ -75,7 +80,7 @@ class MemgraphStore(Construct):
             startup_probe=k8s.Probe(tcp_socket=bolt, period_seconds=5, failure_threshold=60),
             readiness_probe=k8s.Probe(tcp_socket=bolt, period_seconds=10, timeout_seconds=3),
             liveness_probe=k8s.Probe(tcp_socket=bolt, period_seconds=20, timeout_seconds=5, failure_threshold=3),
-            mounts=[data_mount("/var/lib/memgraph")],
+            mounts=[data_mount(VOLUME_PATH)],
         )
         self.store = StatefulStore(
             self,

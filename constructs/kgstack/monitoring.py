@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal, Self
 from constructs import Construct
 from pydantic import Field, model_validator
 
+from .cluster_platform import BLACKBOX_PROBER
 from .connections import Connections, Endpoint
 from .custom_resource import custom_resource
 from .jobs import BACKUP_PERIOD_SECONDS, STARTING_DEADLINE_SECONDS
@@ -119,10 +120,9 @@ class MonitoringSettings(Spec):
     """Render the monitoring objects; needs the prometheus-operator CRDs in the cluster."""
     prometheus_selector: dict[str, str] = Field(default_factory=lambda: {"release": "kube-prometheus-stack"})
     """Labels the cluster's Prometheus selects ServiceMonitors, Probes and rules on."""
-    blackbox_prober: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d{1,5}$")] = (
-        "blackbox-exporter.monitoring.svc:9115"
-    )
-    """``host:port`` of the blackbox exporter that runs the probes."""
+    blackbox_prober: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?:\d{1,5}$")] = BLACKBOX_PROBER
+    """``host:port`` of the blackbox exporter that runs the probes: by default the Service the platform
+    layer's prometheus-blackbox-exporter release creates (``fullnameOverride``, kgstack.cluster_platform)."""
     blackbox_http_module: str = "http_2xx"
     """Blackbox module for HTTP probes (the prometheus-blackbox-exporter chart's default)."""
     blackbox_tcp_module: str = "tcp_connect"

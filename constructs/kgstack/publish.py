@@ -150,7 +150,7 @@ def write_tree(rendered: Mapping[str, Mapping[str, str]], outdir: Path) -> None:
     staging.chmod(0o755)  # mkdtemp's 0700 would otherwise become dist/'s mode
     try:
         for env, files in rendered.items():
-            (staging / env).mkdir()
+            (staging / env).mkdir(parents=True, exist_ok=True)
             for name, text in files.items():
                 (staging / env / name).write_text(text, encoding="utf-8")
         if outdir.exists():

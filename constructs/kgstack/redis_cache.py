@@ -31,11 +31,14 @@ _EXPORTER_RESOURCES = Resources.model_validate(
 # ACL rules per user. The app may not run administrative or dangerous commands
 # (FLUSHALL, CONFIG, KEYS, DEBUG, SHUTDOWN...); the exporter gets the read-only
 # set redis_exporter documents; the backup tool replicates and restores.
+# Nobody runs Lua (-@scripting: EVAL, EVALSHA, SCRIPT, FUNCTION, FCALL): a script runs with the
+# caller's ACL but outside its command checks' spirit (CVE-2024-31228, CVE-2024-46981 are Lua
+# flaws), and neither the agent nor the exporter's default metrics need it.
 ACL_RULES: dict[str, str] = {
-    "app": "~* &* +@all -@dangerous -@admin",
+    "app": "~* &* +@all -@dangerous -@admin -@scripting",
     "exporter": (
         "+client +ping +info +config|get +cluster|info +slowlog +latency +memory +select +get +scan"
-        " +xinfo +type +pfcount +strlen +llen +scard +zcard +hlen +xlen +eval ~*"
+        " +xinfo +type +pfcount +strlen +llen +scard +zcard +hlen +xlen ~* -@scripting"
     ),
     "backup": "~* &* +@read +@write +@keyspace +@connection +info +sync +psync +replconf +flushall +flushdb",
 }
@@ -70,7 +73,7 @@ class RedisCacheProps(Spec):
     namespace: str
     settings: RedisSettings
     image: ImageRef
-    """Redis server; keep it on 7.0.x, the RDB version the backup image reads."""
+    """docker/redis: Debian's redis-server 7.0.15, the RDB version the backup image reads."""
     exporter_image: ImageRef
     """oliver006/redis_exporter."""
     storage_class: str | None = None
