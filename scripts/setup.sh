@@ -224,7 +224,7 @@ go_tool() {
 }
 if [ "$mode" = test ]; then
   if [ -z "$GO" ]; then
-    [ "${CI:-}" != true ] || fail "Go is required to build the control plane (scripts/control-plane)"
+    [ "${CI:-}" != true ] || fail "Go is required to build the control plane and Envoy Gateway (scripts/control-plane, scripts/envoy-gateway)"
     say "Go not found: skipping the Go-built tools; their tests will be skipped"
   else
     # --- Go-built tools ---
@@ -251,6 +251,10 @@ if [ "$mode" = test ]; then
       github.com/yannh/kubeconform/cmd/kubeconform
     # helm from its Go module: renders the upstream charts that ship in Go modules (tests/test_cluster_platform.py).
     go_tool .tools/control-plane/.setup-helm scripts/control-plane/helm helm helm.sh/helm/v3/cmd/helm
+    # Envoy Gateway in standalone mode and egctl (tests/edge_harness.py, tests/test_edge_traffic.py):
+    # the longest build here (47 min cold on a loaded machine), so its own step beside the others.
+    go_tool .tools/envoy-gateway/.setup scripts/envoy-gateway "envoy-gateway egctl" \
+      github.com/envoyproxy/gateway/cmd/envoy-gateway github.com/envoyproxy/gateway/cmd/egctl
   fi
 fi
 
@@ -263,6 +267,19 @@ for tool in checkov nca; do
   background "$tool" step ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" \
     "venv_check .venvs/$tool requirements/tool-$tool.txt" venv ".venvs/$tool" "requirements/tool-$tool.txt"
 done
+
+# The agent image's dependency set, exactly (docker/agent/requirements.lock, --no-deps as the
+# image installs it): tests/test_kga_runtime.py runs the stand-in app and kga_runtime in it.
+agent_venv() {
+  [ -x .venvs/agent/bin/python ] || "$PYTHON" -m venv .venvs/agent
+  say "installing docker/agent/requirements.lock into .venvs/agent"
+  pip_install .venvs/agent/bin/python --no-deps -r docker/agent/requirements.lock
+  .venvs/agent/bin/python -m pip check >/dev/null || fail "pip check in .venvs/agent"
+}
+if [ "$mode" = test ]; then
+  background agent step .venvs/.setup-agent "$(cat docker/agent/requirements.lock)" \
+    "venv_check .venvs/agent docker/agent/requirements.lock" agent_venv
+fi
 
 # Debian packages the gates and tests start or call: requirements/apt-check.txt for check (promtool),
 # plus requirements/apt.txt for test (servers on loopback, image builders, Chromium).

@@ -77,7 +77,11 @@ def build_command(podman: list[str], dockerfile: Path, tag: str, base: str, cont
         "--build-arg",
         f"BASE_IMAGE={base}",
         # The agent image pins its chromadb client with this; the release workflow passes the same.
-        *(["--build-arg", f"CHROMADB_VERSION={chroma_release()}"] if dockerfile == AGENT_DOCKERFILE else []),
+        *(
+            ["--build-context", f"kga={AGENT_DOCKERFILE.parent}", "--build-arg", f"CHROMADB_VERSION={chroma_release()}"]
+            if dockerfile == AGENT_DOCKERFILE
+            else []
+        ),
         *extra,
         "-t",
         tag,

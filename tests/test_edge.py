@@ -17,7 +17,7 @@ from cloudcoil.models.cert_manager import v1 as cert_manager
 from conftest import build, env_data
 from pss import pod_specs, violations
 from pydantic import ValidationError
-from rendered import LocalPod, envs_with
+from rendered import LocalPod, envs_with, objects
 from tools import require_tool
 
 from kgstack.connections import Endpoint
@@ -234,3 +234,52 @@ def test_verifier_accepts_two_keys_and_refuses_others(verifier: Any) -> None:
         assert headers["WWW-Authenticate"].startswith("Basic realm=")
     for path in BLOCKED_PATHS:
         assert _status(f"{deny}{path}", {"X-API-Key": new})[0] == 403
+
+
+def test_verifier_refuses_cross_site_requests(verifier: Any, request: pytest.FixtureRequest) -> None:
+    """Issue 17, defect 3: Envoy sends the client's method and path (/verify/<path>); ingress-nginx
+    calls GET /verify with X-Original-Method and X-Original-URL. Both ways, a foreign Origin, or a
+    cross-site browser request without one that is unsafe or aims at /api, is refused before the key."""
+    url, _deny, _old, new, basic = verifier
+    env = request.node.callspec.params["verifier"]
+    (domain,) = {h for o in objects(env).values() if o["kind"] == "HTTPRoute" for h in o["spec"]["hostnames"]}
+    own = f"https://{domain}"
+    creds = {"Authorization": f"Basic {basic}"}
+
+    def envoy(method: str, path: str, headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"{url}/verify{path}", headers={**creds, **headers}, method=method)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def ingress(method: str, path: str, headers: dict[str, str]) -> int:
+        original = {"X-Original-Method": method, "X-Original-URL": f"{own}{path}"}
+        return _status(f"{url}/verify", {**creds, **original, **headers})[0]
+
+    for call in (envoy, ingress):
+        refused = [
+            ("POST", "/api/v1/index", {"Origin": "https://evil.example.net", "Sec-Fetch-Site": "cross-site"}),
+            ("POST", "/api/v1/index", {"Origin": "null"}),
+            ("POST", "/api/v1/index", {"Sec-Fetch-Site": "cross-site"}),
+            ("POST", "/", {"Sec-Fetch-Site": "same-site"}),
+            ("GET", "/api/v1/commits/diff/acme/kga", {"Sec-Fetch-Site": "cross-site"}),
+            ("GET", "/api", {"Sec-Fetch-Site": "cross-site"}),
+            ("GET", "/api/v1/stats", {"Origin": f"{own}.evil.example.net"}),
+        ]
+        for method, path, headers in refused:
+            assert call(method, path, headers) == 403, (call.__name__, method, path, headers)
+        allowed = [
+            ("POST", "/api/v1/index", {"Origin": own, "Sec-Fetch-Site": "same-origin"}),
+            ("POST", "/api/v1/query", {}),  # an API client: no browser headers
+            ("GET", "/", {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}),  # a link to the UI
+            ("GET", "/apidocs", {"Sec-Fetch-Site": "cross-site"}),
+            ("GET", "/api/v1/stats", {"Sec-Fetch-Site": "none"}),  # typed into the address bar
+        ]
+        for method, path, headers in allowed:
+            assert call(method, path, headers) == 200, (call.__name__, method, path, headers)
+    # The key check still applies to an allowed origin.
+    assert _status(f"{url}/verify", {"Origin": own, "X-API-Key": "b" * 64})[0] == 401
+    assert _status(f"{url}/verify", {"Origin": own, "X-API-Key": new})[0] == 200

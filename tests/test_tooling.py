@@ -170,18 +170,22 @@ class Sandbox:
             "scripts/control-plane/kubeconform",
             "scripts/control-plane/helm",
             "scripts/control-plane/etcd",
+            "scripts/envoy-gateway",
+            "docker/agent",
             ".venvs",
         ):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         for path in (
             "scripts/setup.sh",
             "pyproject.toml",
+            "docker/agent/requirements.lock",
             "scripts/control-plane/etcd/main.go",
             *(
                 f"scripts/control-plane/{m}go.{e}"
                 for m in ("", "kwok/", "kubeconform/", "helm/")
                 for e in ("mod", "sum")
             ),
+            *(f"scripts/envoy-gateway/go.{e}" for e in ("mod", "sum")),
             *(str(p.relative_to(ROOT)) for p in (ROOT / "requirements").iterdir()),
         ):
             (self.root / path).write_bytes((ROOT / path).read_bytes())
@@ -335,14 +339,14 @@ def test_go_builds_run_alongside_the_other_steps_and_failures_are_surfaced(sandb
     # The next run builds only what failed.
     again = sandbox.run("test")
     assert again.returncode == 0, again.stderr
-    assert [line.split()[3] for line in sandbox.calls("go build start")][4:] == ["kubeconform"]
+    assert [line.split()[3] for line in sandbox.calls("go build start")][5:] == ["kubeconform"]
     assert again.stdout == ""
     # A binary that no longer runs (a truncated write) is built again, though its stamp is current.
     (cp / "kubectl").write_bytes(b"\x7fELF\x00\x00truncated")
     repaired = sandbox.run("test")
     assert repaired.returncode == 0, repaired.stderr
     assert "repairing: .tools/control-plane/kubectl does not run (exit 126)" in repaired.stderr
-    assert [line.split()[3] for line in sandbox.calls("go build start")][5:] == ["control-plane"]
+    assert [line.split()[3] for line in sandbox.calls("go build start")][6:] == ["control-plane"]
 
 
 def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -252,6 +252,7 @@ class AgentStack(cdk8s.Chart):
                 indexer=self.indexer.endpoint,
                 ingress_nginx_namespace=env.network.ingress_controller_namespace,
                 load_balancer_annotations=env.cloud.load_balancer_annotations,
+                cloud_provider=env.cloud.provider.value,
             ),
         )
         self.monitoring: Monitoring | None = None

@@ -143,6 +143,7 @@ class Edge(Construct):
                 namespace=props.namespace,
                 image=props.auth_image,
                 keys_secret=s.keys_secret,
+                origins=props.allowed_origins,
                 replicas=s.auth_replicas,
                 resources=s.auth_resources,
                 pod_labels=props.pod_labels,

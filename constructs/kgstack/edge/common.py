@@ -37,11 +37,19 @@ DENY_PORT = 8081
 KEY_ID_HEADER = "X-Auth-Key-Id"
 """Set by the verifier on success and passed to the app: which key was used."""
 CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")
-"""Where a client puts its key; the only request headers the verifier needs."""
-BLOCKED_PATHS = ("/api/v1/fix/chroma-dimension", "/api/v1/workflows/debug")
+"""Where a client puts its key: the verifier reads them, the backends never see them."""
+CROSS_SITE_HEADERS = ("Origin", "Sec-Fetch-Site")
+"""What the verifier reads to refuse cross-site requests (a browser's cached Basic credentials)."""
+MAINTENANCE_PATHS = ("/api/v1/fix/chroma-dimension", "/api/v1/workflows/debug")
 """Unauthenticated maintenance endpoints of the app (docs/agent.md): never reachable from outside."""
-INDEXER_PATHS = ("/api/v1/index", "/api/v1/workflows")
-"""Owned by the single indexer replica: indexing runs and in-memory workflow state live there."""
+RAW_CYPHER_PATH = "/api/v1/graph/query"
+"""Runs any Cypher the caller sends against Memgraph, where every user has full privileges: blocked at
+the edge (docs/edge.md#raw-cypher); the UI never calls it."""
+BLOCKED_PATHS = (*MAINTENANCE_PATHS, RAW_CYPHER_PATH)
+"""Refused at the edge (403 from the verifier's deny port) in every spelling; the app never sees them."""
+INDEXER_PATHS = ("/api/v1/index", "/api/v1/workflows", "/api/v1/commits")
+"""Owned by the single indexer replica: indexing runs, in-memory workflow state, and the commit tracking
+(``indexed_commits.json`` and ``temp_repo/`` on the indexer's volume)."""
 API_PREFIX = "/api"
 """Everything else under it goes to the query tier."""
 
@@ -73,6 +81,10 @@ DnsName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 _AUTH_RESOURCES = Resources.model_validate(
     {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}}
 )
+
+AWS_PROXY_PROTOCOL = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"
+"""Asks an AWS load balancer (Classic ELB, NLB; in-tree or the AWS Load Balancer Controller) to send
+the client's address in a PROXY protocol header."""
 
 EG_PROXY_LABELS = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy"}
 """Labels Envoy Gateway puts on every data-plane (proxy) pod it runs."""
@@ -113,17 +125,31 @@ class GatewaySettings(Spec):
     """Namespace of the gateway's proxy pods: the only source of edge traffic the NetworkPolicies admit."""
     data_plane_pod_labels: dict[str, str] = Field(default_factory=lambda: dict(EG_PROXY_LABELS))
     """Labels of the proxy pods (Envoy Gateway: ``app.kubernetes.io/name: envoy``, ``component: proxy``)."""
+    client_ip: Literal["auto", "peer", "proxy-protocol", "x-forwarded-for"] = "auto"
+    """Where the client's address (the key of the per-client rate limits) comes from. ``auto`` (default):
+    from ``cloud.provider``'s load balancer (docs/edge.md#client-addresses): ``eks`` -> ``proxy-protocol``
+    (its Classic ELB and NLBs hand the proxy their own address; the Gateway asks the balancer for PROXY
+    protocol and the listener requires it); ``gke``, ``aks``, ``generic`` -> ``peer`` (network load
+    balancers that keep the client's address with ``externalTrafficPolicy: Local``, Envoy Gateway's
+    default). ``x-forwarded-for``: behind an L7 balancer that appends it; needs ``trustedProxyHops``."""
     trusted_proxy_hops: Annotated[int, Field(ge=0, le=5)] = 0
-    """Proxies in front of the gateway that append to ``X-Forwarded-For``. 0 (default): the client is the
-    connection's peer, as behind a layer-4 load balancer that preserves it (AWS NLB, GCP/Azure network
-    LBs); an L4 balancer appends nothing, so trusting a hop would let a client pick its own address and
-    dodge the per-client rate limits. 1 behind an L7 balancer that appends it (ALB, GCLB, App Gateway)."""
+    """With ``clientIp: x-forwarded-for``: proxies in front of the gateway that append to
+    ``X-Forwarded-For`` (1 behind ALB, GCLB, App Gateway). Otherwise 0: trusting a hop no balancer
+    appended would let a client pick its own address and dodge the per-client rate limits."""
     connection_limit: Annotated[int, Field(ge=100)] = 10000
     """Concurrent client connections per proxy (``ClientTrafficPolicy.connection.connectionLimit``)."""
     backend_max_parallel_requests: Annotated[int, Field(ge=1)] = 1024
     """In-flight requests per backend (circuit breaker); beyond it the gateway answers 503 at once."""
     retries: Annotated[int, Field(ge=0, le=5)] = 2
     """Retries of idempotent requests (GET of the UI and the API) on connection failure or 503."""
+
+    @model_validator(mode="after")
+    def _hops_only_with_x_forwarded_for(self) -> Self:
+        if (self.client_ip == "x-forwarded-for") != (self.trusted_proxy_hops > 0):
+            raise ValueError(
+                "edge.gateway.trustedProxyHops: set it (1 or more) exactly when clientIp is x-forwarded-for"
+            )
+        return self
 
 
 class BackendTls(Spec):
@@ -222,6 +248,8 @@ class EdgeProps(Spec):
     load_balancer_annotations: dict[str, str] = Field(default_factory=dict)
     """``cloud.loadBalancerAnnotations``: on the stack-owned Gateway's ``infrastructure``, which the
     implementation copies onto the load balancer Service it creates."""
+    cloud_provider: Literal["generic", "eks", "gke", "aks"] = "generic"
+    """``cloud.provider``: whose load balancer stands in front of the gateway (``edge.gateway.clientIp``)."""
 
     @model_validator(mode="after")
     def _edge_rules(self) -> Self:
@@ -240,6 +268,27 @@ class EdgeProps(Spec):
         if not s.security_headers and self.stage is not Stage.DEV:
             raise ValueError("edge.securityHeaders can only be turned off in dev")
         return self
+
+    @property
+    def client_ip(self) -> Literal["peer", "proxy-protocol", "x-forwarded-for"]:
+        """``edge.gateway.clientIp`` with ``auto`` resolved for this cloud's load balancer."""
+        chosen = self.settings.gateway.client_ip
+        if chosen != "auto":
+            return chosen
+        return "proxy-protocol" if self.cloud_provider == "eks" else "peer"
+
+    @property
+    def gateway_annotations(self) -> dict[str, str]:
+        """What the stack-owned Gateway puts on its load balancer Service: the cloud's, plus PROXY protocol."""
+        annotations = dict(self.load_balancer_annotations)
+        if self.client_ip == "proxy-protocol" and self.cloud_provider == "eks":
+            annotations.setdefault(AWS_PROXY_PROTOCOL, "*")
+        return annotations
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """Origins whose browser code may call the edge: the UI's own, then ``corsAllowedOrigins``."""
+        return (f"https://{self.domain}", *self.settings.cors_allowed_origins)
 
     @property
     def issuer(self) -> str:
@@ -292,8 +341,17 @@ def security_headers(settings: EdgeSettings, csp: str) -> dict[str, str]:
     return headers
 
 
-def auth_nginx_conf() -> str:
-    """The verifier: 200 + key id for a known key, 401 otherwise; port 8081 answers 403 to anything."""
+def _origin_map(origins: tuple[str, ...]) -> str:
+    if "*" in origins:  # dev only (EdgeProps): every origin may call the API
+        return '        default allowed;\n        "" none;'
+    lines = ["        default foreign;", '        "" none;']
+    lines += [f'        "{origin}" allowed;' for origin in origins]
+    return "\n".join(lines)
+
+
+def auth_nginx_conf(origins: tuple[str, ...]) -> str:
+    """The verifier: 200 + key id for a known key, 401 otherwise, 403 for a cross-site request from
+    outside ``origins``; port 8081 answers 403 to anything."""
     return f"""\
 # API-key verifier for the edge's external auth (see docs/edge.md). Generated by kgstack.edge.
 worker_processes 1;
@@ -312,10 +370,12 @@ http {{
     uwsgi_temp_path       /tmp/uwsgi_temp;
     scgi_temp_path        /tmp/scgi_temp;
     # Never log credentials: only the key id, the original request and the request id.
-    log_format verify '$time_iso8601 $status key=$kga_key_id $http_x_original_method '
-                      '"$http_x_original_url" rid=$http_x_request_id';
+    log_format verify '$time_iso8601 $status key=$kga_key_id $kga_method "$uri" '
+                      '"$http_x_original_url" origin=$kga_origin:$kga_fetch rid=$http_x_request_id';
     access_log /dev/stdout verify;
     map_hash_bucket_size 256;
+    # Envoy sends the request body along, bounded by the route's body limit (bodyToExtAuth); never read here.
+    client_max_body_size 0;
 
     # A credential comes as X-API-Key: <key>, Authorization: Bearer <key>, or (browsers)
     # Authorization: Basic base64(<any user>:<key>) written in keys.map as "basic:<base64>".
@@ -335,12 +395,49 @@ http {{
         include {KEYS_DIR}/{KEYS_FILE};
     }}
 
+    # Cross-site requests (docs/edge.md#cross-site-requests): a browser attaches cached Basic
+    # credentials to a form POST or an <img> from any site. Refused: an Origin that is neither the
+    # UI's nor a CORS-allowed one; and, from a browser that says the request is cross-site but sends
+    # no Origin, any unsafe method and anything under /api. Cross-site links to the UI still open it.
+    map $http_origin $kga_origin {{
+{_origin_map(origins)}
+    }}
+    map $http_sec_fetch_site $kga_fetch {{
+        default own;
+        cross-site foreign;
+        same-site foreign;
+    }}
+    # ingress-nginx calls with GET and passes the client's method and URL; Envoy keeps both.
+    map $http_x_original_method $kga_method {{
+        "" $request_method;
+        default $http_x_original_method;
+    }}
+    map $kga_method $kga_unsafe {{
+        default unsafe;
+        GET safe;
+        HEAD safe;
+    }}
+    map "$uri $http_x_original_url" $kga_target {{
+        default ui;
+        "~^{VERIFY_PATH}{API_PREFIX}(/|$| )" api;
+        "~^{VERIFY_PATH} https?://[^/]+{API_PREFIX}(/|\\?|$)" api;
+    }}
+    map "$kga_origin:$kga_fetch:$kga_unsafe:$kga_target" $kga_cross_site {{
+        default 0;
+        "~^foreign:" 1;
+        "~^none:foreign:unsafe:" 1;
+        "~^none:foreign:safe:api$" 1;
+    }}
+
     server {{
         listen {AUTH_PORT};
         server_name _;
 
         # Envoy's ext_authz appends the original path (/verify/api/v1/query); ingress-nginx calls /verify.
         location ^~ {VERIFY_PATH} {{
+            if ($kga_cross_site) {{
+                return 403;
+            }}
             if ($kga_key_id = "") {{
                 add_header WWW-Authenticate 'Basic realm="kga", charset="UTF-8"' always;
                 return 401;
@@ -380,6 +477,8 @@ class EdgeAuthProps(Spec):
     namespace: str
     image: ImageRef
     keys_secret: str
+    origins: tuple[str, ...]
+    """Origins whose browser requests are not cross-site (``EdgeProps.allowed_origins``)."""
     replicas: Annotated[int, Field(ge=1)] = 2
     resources: Resources = _AUTH_RESOURCES
     disruption: Disruption = Disruption()
@@ -393,7 +492,7 @@ class EdgeAuth(Construct):
         super().__init__(scope, id)
         self.props = props
         self.name = props.identity.resource_name
-        conf = auth_nginx_conf()
+        conf = auth_nginx_conf(props.origins)
         selector = k8s.LabelSelector(match_labels=props.identity.selector)
         k8s.KubeConfigMap(
             self, "Config", metadata=object_meta(props.identity, props.namespace), data={"nginx.conf": conf}

@@ -4,12 +4,13 @@ Attached to the HTTPRoutes of :mod:`kgstack.edge.gateway_api` by name:
 
 * ``SecurityPolicy``: the CORS allow-list and external auth to our API-key
   verifier (several keys valid at once; the key's id goes to the app as
-  ``X-Auth-Key-Id``). Why ext auth and not ``apiKeyAuth``: docs/edge.md.
+  ``X-Auth-Key-Id``; cross-site requests refused). Why ext auth and not ``apiKeyAuth``: docs/edge.md.
 * ``BackendTrafficPolicy``: per-client rate limits, a circuit breaker, the request
   body limit (``requestBuffer``: larger bodies get 413), connect timeout, and
   retries only on the routes that carry idempotent requests (the UI, GET /api).
 * ``ClientTrafficPolicy`` (stack-owned Gateway only; a platform Gateway's is the
-  platform's): client IP from ``X-Forwarded-For`` behind the cloud load balancer,
+  platform's): the client's address as the cloud's load balancer delivers it (peer,
+  PROXY protocol or ``X-Forwarded-For``),
   request IDs, path normalisation, connection limits and buffer size.
 """
 
@@ -21,6 +22,7 @@ from constructs import Construct
 
 from .common import (
     CREDENTIAL_HEADERS,
+    CROSS_SITE_HEADERS,
     KEY_ID_HEADER,
     VERIFY_PATH,
     EdgeAuth,
@@ -31,8 +33,9 @@ from .gateway_api import GROUP, GatewayApiRoutes, api_object
 
 API_VERSION = "gateway.envoyproxy.io/v1alpha1"
 UI_BODY_LIMIT = "64Ki"
-RETRY_ON = {"triggers": ["connect-failure", "refused-stream"], "httpStatusCodes": [503]}
-"""Failures where the request never ran, or the backend refused it before doing anything."""
+RETRY_ON = {"triggers": ["connect-failure", "refused-stream", "retriable-status-codes"], "httpStatusCodes": [503]}
+"""Failures where the request never ran, or the backend refused it before doing anything. Envoy retries
+the listed status codes only with the ``retriable-status-codes`` trigger."""
 REQUEST_ID = "%REQ(X-REQUEST-ID)%"
 """Envoy command operator: the request's ID (the client's, or one Envoy generated)."""
 
@@ -49,25 +52,35 @@ class EnvoyGatewayPolicies(Construct):
         s = props.settings
         n = routes.names
         instance = props.identity.instance
-        ext_auth = {
+
+        def ext_auth(body_limit: str) -> dict[str, Any]:
+            return {
+                **verify,
+                # External auth holds the request until the verifier answers, then hands the whole body on
+                # at once, past requestBuffer's limit (seen with real traffic: 2 MiB reached the app). It
+                # enforces the limit itself when it holds the body: 413 above it, the verifier never called.
+                "bodyToExtAuth": {"maxRequestBytes": byte_count(body_limit)},
+            }
+
+        verify = {
             "http": {
                 "backendRefs": [{"kind": "Service", "name": auth.verifier.service, "port": auth.verifier.port}],
                 "path": VERIFY_PATH,
                 "headersToBackend": [KEY_ID_HEADER],
             },
-            # The credential, and the request ID the verifier logs next to the key id.
-            "headersToExtAuth": [h.lower() for h in (*CREDENTIAL_HEADERS, "X-Request-ID")],
+            # The credential, what tells a cross-site request, and the request ID the verifier logs.
+            "headersToExtAuth": [h.lower() for h in (*CREDENTIAL_HEADERS, *CROSS_SITE_HEADERS, "X-Request-ID")],
             # A verifier outage refuses requests; it never opens the API.
             "failOpen": False,
             "timeout": "2s",
         }
-        api_security: dict[str, Any] = {"extAuth": ext_auth}
+        api_security: dict[str, Any] = {"extAuth": ext_auth(s.max_body_size)}
         cors = self._cors()
         if cors:
             api_security["cors"] = cors
         self._policy("SecurityPolicy", f"{instance}-api", [n.api, n.api_reads, n.indexer], api_security)
         if not s.public_ui:
-            self._policy("SecurityPolicy", f"{instance}-web", [n.web], {"extAuth": ext_auth})
+            self._policy("SecurityPolicy", f"{instance}-web", [n.web], {"extAuth": ext_auth(UI_BODY_LIMIT)})
 
         g = s.gateway
         per_client = [{"sourceCIDR": {"type": "Distinct", "value": "0.0.0.0/0"}}]
@@ -132,6 +145,22 @@ class EnvoyGatewayPolicies(Construct):
             spec={"targetRefs": targets, **spec},
         )
 
+    def _client_ip(self) -> dict[str, Any]:
+        """The address the per-client rate limits count, as the cloud's load balancer delivers it."""
+        source = self.props.client_ip
+        if source == "proxy-protocol":
+            # Required, not optional: a connection without the header would be counted as the balancer.
+            return {"proxyProtocol": {"optional": False}}
+        if source == "x-forwarded-for":
+            return {
+                "clientIPDetection": {
+                    "xForwardedFor": {"numTrustedHops": self.props.settings.gateway.trusted_proxy_hops}
+                }
+            }
+        # The peer is the client (a network balancer that keeps it); a client-written X-Forwarded-For
+        # must not choose the address the rate limits count.
+        return {}
+
     def _client_traffic(self) -> None:
         p = self.props
         g = p.settings.gateway
@@ -146,14 +175,7 @@ class EnvoyGatewayPolicies(Construct):
             namespace=p.namespace,
             spec={
                 "targetRefs": [{"group": GROUP, "kind": "Gateway", "name": self.routes.gateway.name}],
-                # Behind an L7 balancer that appends the client to X-Forwarded-For, trust only its hop(s);
-                # without one (an L4 balancer appends nothing) the peer address is the client, and a
-                # client-written X-Forwarded-For must not choose the address the rate limits count.
-                **(
-                    {"clientIPDetection": {"xForwardedFor": {"numTrustedHops": g.trusted_proxy_hops}}}
-                    if g.trusted_proxy_hops
-                    else {}
-                ),
+                **self._client_ip(),
                 "headers": {
                     "requestID": "PreserveOrGenerate",
                     # The app and the access log see the same ID the client gets back.

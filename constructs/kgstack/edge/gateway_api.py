@@ -2,6 +2,7 @@
 
 Only standard ``gateway.networking.k8s.io/v1`` fields are used here: path and
 method matches, ``ResponseHeaderModifier`` for the security headers,
+``RequestHeaderModifier`` to keep the API key from the backends,
 ``RequestRedirect`` for HTTP -> HTTPS, per-rule ``timeouts`` and
 ``BackendTLSPolicy``. What the standard lacks (CORS, API keys, limits, retries,
 client IPs) is attached to these routes by name by a policy pack
@@ -13,14 +14,16 @@ Routes (``<i>`` is the release instance), all on the one host:
 * ``<i>-web``: ``/`` -> web UI;
 * ``<i>-api``: ``/api`` -> query tier; ``<i>-api-reads``: the same for GET, which
   Gateway API precedence prefers (method match) and which alone may be retried;
-* ``<i>-indexer``: ``/api/v1/index``, ``/api/v1/workflows`` -> the single indexer;
-* ``<i>-blocked``: the maintenance endpoints -> the verifier's 403 port (longest
-  prefixes, so they win over the indexer and ``/api``);
+* ``<i>-indexer``: ``/api/v1/index``, ``/api/v1/workflows``, ``/api/v1/commits`` -> the
+  single indexer;
+* ``<i>-blocked``: the maintenance endpoints and raw Cypher -> the verifier's 403 port
+  (longest prefixes, so they win over the indexer and ``/api``);
 * ``<i>-redirect``: every request on the HTTP listener -> 301 to HTTPS.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,7 @@ from .common import (
     API_CSP,
     API_PREFIX,
     BLOCKED_PATHS,
+    CREDENTIAL_HEADERS,
     INDEXER_PATHS,
     EdgeProps,
     content_security_policy,
@@ -80,6 +84,14 @@ def api_object(
     return custom_resource(scope, id, {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": spec})
 
 
+def blocked_regex() -> str:
+    """Every blocked path and what lies below it, in any letter case and with ``\\`` for ``/`` (RE2, matched
+    on the whole path)."""
+    sep = r"[/\\]"
+    spelled = (sep.join(re.escape(segment) for segment in path.split("/")) for path in BLOCKED_PATHS)
+    return f"(?i)({'|'.join(spelled)})({sep}.*)?"
+
+
 def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
@@ -117,8 +129,16 @@ class GatewayApiRoutes(Construct):
         self._route(
             self.names.indexer, [(p, None) for p in INDEXER_PATHS], indexer, api_headers, s.indexer_timeout_seconds
         )
-        # Longer prefixes win by Gateway API precedence; the request never reaches the app.
-        self._route(self.names.blocked, [(p, None) for p in BLOCKED_PATHS], (deny.service, deny.port), api_headers, 10)
+        # Longer prefixes win by Gateway API precedence; the request never reaches the app. The regular
+        # expression (which Envoy Gateway ranks above every prefix) also catches other spellings of case.
+        self._route(
+            self.names.blocked,
+            [(p, None) for p in BLOCKED_PATHS],
+            (deny.service, deny.port),
+            api_headers,
+            10,
+            regex=blocked_regex(),
+        )
         if self.gateway.redirect_section_name is not None:
             self._redirect()
 
@@ -141,11 +161,7 @@ class GatewayApiRoutes(Construct):
             namespace=p.namespace,
             spec={
                 "gatewayClassName": p.settings.gateway.gateway_class,
-                **(
-                    {"infrastructure": {"annotations": dict(p.load_balancer_annotations)}}
-                    if p.load_balancer_annotations
-                    else {}
-                ),
+                **({"infrastructure": {"annotations": p.gateway_annotations}} if p.gateway_annotations else {}),
                 "listeners": [
                     {
                         "name": HTTPS_LISTENER,
@@ -174,23 +190,31 @@ class GatewayApiRoutes(Construct):
         backend: tuple[str, int],
         headers: dict[str, str],
         timeout_seconds: int,
+        *,
+        regex: str | None = None,
     ) -> None:
         p = self.props
         rule: dict[str, Any] = {
             "matches": [
                 {"path": {"type": "PathPrefix", "value": path}, **({"method": method} if method else {})}
                 for path, method in matches
-            ],
+            ]
+            + ([{"path": {"type": "RegularExpression", "value": regex}}] if regex else []),
             "backendRefs": [{"kind": "Service", "name": backend[0], "port": backend[1]}],
             "timeouts": {"request": _duration(timeout_seconds)},
         }
+        # The verifier has read the key by now (external auth runs before routing): the app gets its id
+        # (X-Auth-Key-Id), never the key itself.
+        rule["filters"] = [
+            {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": list(CREDENTIAL_HEADERS)}}
+        ]
         if headers:
-            rule["filters"] = [
+            rule["filters"].append(
                 {
                     "type": "ResponseHeaderModifier",
                     "responseHeaderModifier": {"set": [{"name": k, "value": v} for k, v in headers.items()]},
                 }
-            ]
+            )
         api_object(
             self,
             f"Route-{name}",

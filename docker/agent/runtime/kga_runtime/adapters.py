@@ -1,0 +1,291 @@
+"""Adapters: each patches one documented app symbol, and names it so ``--check`` can prove it exists.
+
+``python -m kga_runtime --check`` (run by the image build) resolves every
+symbol below; a renamed or removed symbol fails the build, not a request.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .logs import LogWriter
+from .metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Context:
+    cfg: Config
+    metrics: Metrics
+    log: LogWriter
+    redis: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    symbols: tuple[str, ...]  # "module:attr.path" the adapter relies on
+    switch: str  # how to turn it off (documentation and the start-up log)
+    enabled: Callable[[Config], bool]
+    apply: Callable[[Context], None]
+
+
+def resolve(symbol: str) -> Any:
+    """Import ``module:attr.path`` and return the attribute (AttributeError/ImportError when missing)."""
+    module_name, _, path = symbol.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in filter(None, path.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _owner_and_name(symbol: str) -> tuple[Any, str]:
+    module_name, _, path = symbol.partition(":")
+    owner_path, _, attr = path.rpartition(".")
+    return resolve(f"{module_name}:{owner_path}"), attr
+
+
+# ------------------------------------------------------------ Chroma over HTTP
+
+CHROMA_FACTORY = "src.vectorstores.store_factory:VectorStoreFactory._create_chroma_store"
+CHROMA_STORE = "src.vectorstores.chroma_store:ChromaStore"
+
+
+def _chroma(ctx: Context) -> None:
+    """The factory's default is an embedded PersistentClient in ./chroma_db; give the store a shared HttpClient."""
+    import chromadb
+    from chromadb.config import Settings
+
+    owner, attr = _owner_and_name(CHROMA_FACTORY)
+    original = getattr(owner, attr)
+    store_cls = resolve(CHROMA_STORE)
+    cfg = ctx.cfg
+
+    @functools.cache
+    def client() -> Any:
+        return chromadb.HttpClient(
+            host=cfg.chroma_host, port=cfg.chroma_port, settings=Settings(anonymized_telemetry=False)
+        )
+
+    def create(
+        collection_name: str | None = None,
+        embeddings: Any = None,
+        persist_directory: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if persist_directory is not None:  # an explicit local store is the caller's choice
+            return original(collection_name, embeddings, persist_directory, **kwargs)
+        return store_cls(client=client(), collection_name=collection_name, embeddings=embeddings)
+
+    setattr(owner, attr, staticmethod(create))
+
+
+# ---------------------------------------------------------------- Redis caches
+
+LLM_FACTORY = "src.llm.llm_factory:LLMFactory.create"
+EMBEDDING_FACTORY = "src.llm.embedding_factory:EmbeddingFactory.create"
+
+
+def _llm_cache(ctx: Context) -> None:
+    from langchain_core.globals import set_llm_cache
+
+    from .cache import RedisLLMCache
+
+    resolve(LLM_FACTORY)  # the app builds LangChain chat models there; they consult the global cache
+    set_llm_cache(RedisLLMCache(ctx.redis(), ctx.cfg.cache_llm_ttl_seconds, ctx.metrics))
+
+
+def _embeddings_cache(ctx: Context) -> None:
+    from .cache import CachedEmbeddings
+
+    owner, attr = _owner_and_name(EMBEDDING_FACTORY)
+    original = getattr(owner, attr)
+
+    @functools.wraps(original)
+    def create(*args: Any, **kwargs: Any) -> Any:
+        return CachedEmbeddings(
+            original(*args, **kwargs), ctx.redis(), ctx.cfg.cache_embeddings_ttl_seconds, ctx.metrics
+        )
+
+    setattr(owner, attr, staticmethod(create))
+
+
+# ------------------------------------------------------- repository URL fix
+
+URL_HANDLER = "src.loaders.repository_url_handler:RepositoryUrlHandler"
+_URL_METHODS = (
+    "build_clone_url",
+    "extract_repo_name_from_url",
+    "build_github_api_url",
+    "build_github_web_url",
+    "convert_to_ssh_url",
+)
+
+
+def _bare(repo: str) -> str:
+    # str.rstrip(".git") strips any of . g i t from the end: knowledge-graph-agent -> knowledge-graph-agen.
+    return repo.removesuffix("/").removesuffix(".git")
+
+
+def _repo_urls(ctx: Context) -> None:
+    """Correct names, and clone URLs without the token: git gets it from the environment instead.
+
+    The token travels as an HTTP header set through GIT_CONFIG_* variables, so it is in
+    neither the URL the app logs nor git's command line.
+    """
+    handler = resolve(URL_HANDLER)
+    for method in _URL_METHODS:
+        getattr(handler, method)  # fail early, with the symbol's name, if one is gone
+
+    def build_clone_url(self: Any, owner: str, repo: str, token: str | None = None) -> str:
+        return f"https://github.com/{owner}/{_bare(repo)}.git"
+
+    def extract_repo_name_from_url(self: Any, url: str) -> str:
+        try:
+            _, repo = self.parse_repo_info(url)
+        except Exception as exc:
+            raise ValueError(f"Unable to extract repository name from URL: {url}") from exc
+        return _bare(repo)
+
+    def build_github_api_url(self: Any, owner: str, repo: str) -> str:
+        return f"https://api.github.com/repos/{owner}/{_bare(repo)}"
+
+    def build_github_web_url(self: Any, owner: str, repo: str) -> str:
+        return f"https://github.com/{owner}/{_bare(repo)}"
+
+    def convert_to_ssh_url(self: Any, owner: str, repo: str) -> str:
+        return f"git@github.com:{owner}/{_bare(repo)}.git"
+
+    fixed = (
+        build_clone_url,
+        extract_repo_name_from_url,
+        build_github_api_url,
+        build_github_web_url,
+        convert_to_ssh_url,
+    )
+    for fn in fixed:
+        setattr(handler, fn.__name__, fn)
+    token = os.environ.get("GITHUB_TOKEN", "").strip()
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        n = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)
+        os.environ[f"GIT_CONFIG_KEY_{n}"] = "http.https://github.com/.extraheader"
+        os.environ[f"GIT_CONFIG_VALUE_{n}"] = f"Authorization: Basic {basic}"
+        os.environ["GIT_CONFIG_COUNT"] = str(n + 1)
+
+
+# ---------------------------------------------------- indexing run outcomes
+
+INDEXING_RUN = "src.api.routes:_run_indexing_workflow"
+ACTIVE_WORKFLOWS = "src.api.routes:active_workflows"
+_SUCCEEDED = re.compile(r"completed", re.I)
+
+
+def _indexing_metrics(ctx: Context) -> None:
+    """kga_indexing_runs_total: the background task's start, and the status the app records for it."""
+    module = importlib.import_module(INDEXING_RUN.partition(":")[0])
+    original = resolve(INDEXING_RUN)
+    workflows = resolve(ACTIVE_WORKFLOWS)
+    runs = ctx.metrics.indexing_runs
+
+    @functools.wraps(original)
+    async def run(workflow_id: str, *args: Any, **kwargs: Any) -> Any:
+        runs.labels("started").inc()
+        try:
+            result = await original(workflow_id, *args, **kwargs)
+        except BaseException:
+            runs.labels("failed").inc()
+            raise
+        status = str(workflows.get(workflow_id, {}).get("status", ""))
+        runs.labels("succeeded" if _SUCCEEDED.search(status) else "failed").inc()
+        return result
+
+    setattr(module, INDEXING_RUN.partition(":")[2], run)
+
+
+# ------------------------------------------------ request ID in worker threads
+
+INDEXING_POOL = "src.workflows.indexing_workflow:ThreadPoolExecutor"
+
+
+def _context_threads(ctx: Context) -> None:
+    """The indexer loads repositories in a thread pool; its log lines keep the request's ID.
+
+    Context variables do not cross into pool threads by themselves; this pool runs each
+    task in a copy of the submitter's context (the request ID among them).
+    """
+    import contextvars
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    module_name, _, attr = INDEXING_POOL.partition(":")
+    module = importlib.import_module(module_name)
+    if resolve(INDEXING_POOL) is not ThreadPoolExecutor:
+        raise TypeError(f"{INDEXING_POOL} is not concurrent.futures.ThreadPoolExecutor")
+
+    class ContextThreadPoolExecutor(ThreadPoolExecutor):
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    setattr(module, attr, ContextThreadPoolExecutor)
+
+
+def _has_redis(ttl: Callable[[Config], int]) -> Callable[[Config], bool]:
+    return lambda cfg: bool(cfg.redis_url) and ttl(cfg) > 0
+
+
+ADAPTERS: tuple[Adapter, ...] = (
+    Adapter(
+        "chroma-http",
+        (CHROMA_FACTORY, CHROMA_STORE),
+        "KGA_CHROMA_MODE=embedded",
+        lambda c: c.chroma_mode == "http",
+        _chroma,
+    ),
+    Adapter(
+        "llm-cache",
+        (LLM_FACTORY, "langchain_core.globals:set_llm_cache"),
+        "no REDIS_URL, or KGA_CACHE_LLM_TTL_SECONDS=0",
+        _has_redis(lambda c: c.cache_llm_ttl_seconds),
+        _llm_cache,
+    ),
+    Adapter(
+        "embeddings-cache",
+        (EMBEDDING_FACTORY,),
+        "no REDIS_URL, or KGA_CACHE_EMBEDDINGS_TTL_SECONDS=0",
+        _has_redis(lambda c: c.cache_embeddings_ttl_seconds),
+        _embeddings_cache,
+    ),
+    Adapter(
+        "repository-urls",
+        (URL_HANDLER, *(f"{URL_HANDLER}.{m}" for m in _URL_METHODS)),
+        "always on",
+        lambda c: True,
+        _repo_urls,
+    ),
+    Adapter("request-id-threads", (INDEXING_POOL,), "always on", lambda c: True, _context_threads),
+    Adapter(
+        "indexing-metrics",
+        (INDEXING_RUN, ACTIVE_WORKFLOWS),
+        "KGA_METRICS=false",
+        lambda c: c.metrics,
+        _indexing_metrics,
+    ),
+)
+
+
+def check(app_symbol: str) -> list[str]:
+    """Every symbol any adapter (and the launcher) relies on, as ``symbol: error`` for the missing ones."""
+    missing = []
+    for symbol in (app_symbol, *(s for a in ADAPTERS for s in a.symbols)):
+        try:
+            resolve(symbol)
+        except Exception as exc:
+            missing.append(f"{symbol}: {type(exc).__name__}: {exc}")
+    return missing
