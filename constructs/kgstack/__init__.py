@@ -25,9 +25,16 @@ from .agent_settings import (  # noqa: E402
 )
 from .agent_stack import AgentStack  # noqa: E402
 from .agent_tier import AgentTier, AgentTierProps, PersistentState  # noqa: E402
-from .argocd_application import ArgoCdApplication, GitOpsSettings  # noqa: E402
+from .argocd_application import ApplicationSource, ApplicationSourceHelm, ArgoCdApplication, GitOpsSettings  # noqa: E402
 from .backup_schedule import BackupSchedule, BackupScheduleProps, BackupSettings, StoreEndpoint  # noqa: E402
 from .chroma_store import ChromaSettings, ChromaStore, ChromaStoreProps  # noqa: E402
+from .cluster_platform import (  # noqa: E402
+    Cluster,
+    ClusterPlatform,
+    ClusterPlatformProps,
+    ExternalPrerequisite,
+    HelmRelease,
+)
 from .connections import Connections, Endpoint  # noqa: E402
 from .cross_reference import check_chart  # noqa: E402
 from .dashboards import Dashboards  # noqa: E402
@@ -97,6 +104,8 @@ __all__ = [
     "AgentStack",
     "AgentTier",
     "AgentTierProps",
+    "ApplicationSource",
+    "ApplicationSourceHelm",
     "ArgoCdApplication",
     "Autoscaling",
     "BackendTls",
@@ -112,6 +121,9 @@ __all__ = [
     "CidrPeer",
     "CloudProfile",
     "CloudProvider",
+    "Cluster",
+    "ClusterPlatform",
+    "ClusterPlatformProps",
     "ComponentPeer",
     "ComputeAmounts",
     "Connections",
@@ -127,12 +139,14 @@ __all__ = [
     "Endpoint",
     "Environment",
     "EnvironmentFileError",
+    "ExternalPrerequisite",
     "Flow",
     "GatewaySettings",
     "GitOpsChart",
     "GitOpsSettings",
     "GitOpsTarget",
     "Graph",
+    "HelmRelease",
     "Identity",
     "ImageRef",
     "Images",
