@@ -15,9 +15,11 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -224,6 +226,12 @@ class ChromaPod:
         self.port = pod.port(container, container["readinessProbe"]["httpGet"]["port"])
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings
+
+        return chromadb.HttpClient(host="127.0.0.1", port=self.port, settings=Settings(anonymized_telemetry=False))
+
 
 @contextlib.contextmanager
 def run_chroma(env: str, root: Path) -> Iterator[ChromaPod]:
@@ -284,3 +292,124 @@ def wait_until(check: Any, what: str, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not true after {timeout}s")
         time.sleep(0.1)
+
+
+AGENT_RUNTIME = ROOT / "docker" / "agent" / "runtime"
+"""The runtime layer's source (installed into the image's venv there)."""
+STAND_IN_APP = ROOT / "tests" / "fixtures" / "agent-app"
+"""The stand-in for the app: its module paths, routes and behaviours (/app in the image)."""
+AGENT_PYTHON = ROOT / ".venvs" / "agent" / "bin" / "python"
+"""The image's dependency set (docker/agent/requirements.lock), built by scripts/setup.sh test."""
+
+
+class AgentPod:
+    """An agent tier's pod of dist/, running ``python -m kga_runtime`` around the stand-in app on loopback."""
+
+    def __init__(self, pod: LocalPod, container: Obj, env: dict[str, str], log: Path) -> None:
+        self.pod, self.container, self.env, self.log = pod, container, env, log
+        self.tier = str(pod.obj["metadata"]["labels"]["app.kubernetes.io/component"])
+        self.llm: Any = None
+        """The fake LLM server its test points it at, if the test keeps it here."""
+
+    def port(self, name: str) -> int:
+        """The loopback port of the container port ``name`` (``http``, ``runtime``)."""
+        return self.pod.port(self.container, name)
+
+    def url(self, name: str = "http") -> str:
+        return f"http://127.0.0.1:{self.port(name)}"
+
+    def get(self, name: str, path: str, timeout: float = 5) -> tuple[int, str]:
+        try:
+            return http_get(f"{self.url(name)}{path}", timeout=timeout)
+        except OSError as err:
+            return 0, str(err)
+
+    def post(self, path: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{self.url()}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the runtime's ``/metrics`` (0 when absent)."""
+        _, text = self.get("runtime", "/metrics")
+        want = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+        for line in text.splitlines():
+            if line.startswith(f"{name}{want} "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def tail(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-3000:]
+
+
+def redis_url_of(env: str, redis: RedisPod) -> str:
+    """The ``url`` key External Secrets writes into the Redis Secret (its rendered template), as it reads on
+    loopback: the made-up app password, the Service's host and port remapped to the running server."""
+    (external,) = [o for o in of_kind(env, "ExternalSecret") if o["spec"]["target"]["name"] == redis.secret_name]
+    template = external["spec"]["target"]["template"]["data"]["url"]
+    password = urllib.parse.quote(redis.password("app"), safe="")
+    url = re.sub(r"\{\{[^}]*\}\}", password, template)
+    return re.sub(r"@[a-z0-9-]+:\d+/", f"@127.0.0.1:{redis.port}/", url)
+
+
+@contextlib.contextmanager
+def run_agent(
+    env: str, component: str, root: Path, *, redis: RedisPod, chroma: ChromaPod, llm_url: str
+) -> Iterator[AgentPod]:
+    """dist/<env>'s ``query`` or ``indexer`` pod: its args, its env and its ConfigMap's, on loopback.
+
+    Mechanical changes only: ports and mount paths remapped (LocalPod), the Services of Chroma and Redis
+    pointed at the running stores, the listen address on loopback, and the LLM at a fake server (the
+    rendered env uses the provider's default). What the image's ENV adds (the app's directory, the
+    installed runtime, tiktoken's seeded tables) comes from the paths above."""
+    for path in (AGENT_RUNTIME / "kga_runtime", STAND_IN_APP / "src" / "api", AGENT_PYTHON):
+        if not path.exists():
+            from tools import missing
+
+            missing(f"{path.relative_to(ROOT)} missing (the runtime layer of issue 16; scripts/setup.sh test)")
+    pod = LocalPod.of(env, component, root, secrets={redis.secret_name: {"url": redis_url_of(env, redis)}})
+    container = pod.container("agent")
+    (config,) = [source["configMapRef"]["name"] for source in container["envFrom"]]
+    data = objects(env)[f"ConfigMap/{config}"]["data"]
+    values = {name: pod.local(container, value) for name, value in data.items() if name.isupper()}
+    values |= pod.env(container)  # the container's own env wins, as in Kubernetes
+    tiktoken = ROOT / ".cache" / "tiktoken"
+    subprocess.run(
+        [str(AGENT_PYTHON), "-m", "kga_runtime.tiktoken_cache", str(tiktoken)],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(AGENT_RUNTIME)},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    values |= {
+        "PATH": os.environ["PATH"],
+        "HOST": "127.0.0.1",
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": str(chroma.port),
+        "LLM_API_BASE_URL": llm_url,
+        "KGA_APP_DIR": str(STAND_IN_APP),
+        "PYTHONPATH": str(AGENT_RUNTIME),
+        "TIKTOKEN_CACHE_DIR": str(tiktoken),
+        "ANONYMIZED_TELEMETRY": "False",
+    }
+    workdir = Path(pod.local(container, container["workingDir"]))
+    shutil.copy(pod.local(container, f"{container['workingDir']}/appSettings.json"), workdir / "appSettings.json")
+    log = root / f"{component}.log"
+    with log.open("wb") as out:
+        command = [str(AGENT_PYTHON) if arg == "python" else arg for arg in container["args"]]
+        proc = subprocess.Popen(command, cwd=workdir, env=values, stdout=out, stderr=subprocess.STDOUT)
+    running = AgentPod(pod, container, values, log)
+    startup = container["startupProbe"]["httpGet"]
+    try:
+        try:
+            wait_for(lambda: running.get(startup["port"], startup["path"])[0] == 200, component, proc, 120)
+        except RuntimeError as err:
+            raise AssertionError(f"{err}:\n{running.tail()}") from None
+        yield running
+    finally:
+        stop(proc)

@@ -82,18 +82,6 @@ def test_kustomization_lists_every_file(rendered: dict[str, dict[str, str]]) -> 
         assert kustomization["resources"] == sorted(set(files) - {"kustomization.yaml"})
 
 
-def test_indexer_probes_survive_a_blocked_event_loop(manifests: Manifests) -> None:
-    """A workflow runs inside the single uvicorn worker: /health stalls for a whole run, so after start
-    the indexer is judged by its TCP port (the kernel keeps accepting); the query tier keeps /health."""
-    for env, objects in manifests.items():
-        indexer = objects[f"Deployment/kga-{env}-indexer"]["spec"]["template"]["spec"]["containers"][0]
-        assert indexer["startupProbe"]["httpGet"]["path"] == "/health"
-        for probe in ("livenessProbe", "readinessProbe"):
-            assert indexer[probe]["tcpSocket"] == {"port": "http"} and "httpGet" not in indexer[probe]
-        query = objects[f"Deployment/kga-{env}-query"]["spec"]["template"]["spec"]["containers"][0]
-        assert query["livenessProbe"]["httpGet"]["path"] == "/health"
-
-
 def test_query_grace_outlasts_the_edge_timeout(manifests: Manifests, environments: dict[str, Any]) -> None:
     """A rollout must not cut off an answer the edge still waits for (preStop 10 s + the route's timeout)."""
     for env, objects in manifests.items():

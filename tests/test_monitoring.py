@@ -29,10 +29,8 @@ def custom(objects: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("chroma", [False, True])
 @pytest.mark.parametrize("memgraph", [False, True])
-@pytest.mark.parametrize("agent_metrics", [False, True])
-def test_every_custom_resource_is_strictly_valid(chroma: bool, memgraph: bool, agent_metrics: bool) -> None:
-    settings = MonitoringSettings(agent_metrics=agent_metrics)
-    _, _, objects = build(props(chroma=chroma, memgraph=memgraph, settings=settings))
+def test_every_custom_resource_is_strictly_valid(chroma: bool, memgraph: bool) -> None:
+    _, _, objects = build(props(chroma=chroma, memgraph=memgraph))
     resources = custom(objects)
     assert len(resources) >= 5
     for obj in resources:
@@ -77,16 +75,7 @@ def test_redis_exporter_is_scraped_through_its_service() -> None:
         "app.kubernetes.io/component": "redis",
     }
     assert spec["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
-    assert "ServiceMonitor/kga-prod-agent" not in objects  # the app has no /metrics by default
-
-
-def test_agent_service_monitor_is_opt_in() -> None:
-    _, _, objects = build(props(settings=MonitoringSettings(agent_metrics=True)))
-    spec = objects["ServiceMonitor/kga-prod-agent"]["spec"]
-    assert spec["selector"]["matchExpressions"] == [
-        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["query", "indexer"]}
-    ]
-    assert spec["endpoints"][0]["port"] == "http"
+    # The agent tiers' runtime ports are scraped the same way (tests/test_agent_tier.py).
 
 
 @pytest.mark.parametrize(

@@ -435,6 +435,7 @@ def expected_flows(components: set[str]) -> list[Flow]:
     ]
     for tier in ("query", "indexer"):
         flows += [flow(edge, c(tier), 8000), flow(blackbox, c(tier), 8000), flow(c(tier), internet, 443)]
+        flows.append(flow(prometheus, c(tier), 8001))  # the runtime layer's /metrics on its side port
         flows += [flow(c(tier), c(store), port) for store, port in present.items()]
     if "reindex" in components:  # the scheduled re-index job calls the indexer's API, nothing else
         flows.append(flow(c("reindex"), c("indexer"), 8000))

@@ -1,8 +1,13 @@
 """Scheduled re-indexing: the CronJob's shape, its network flow, and the shipped client against a stand-in API.
 
-The client is read from the ConfigMap in ``dist/`` (what the cluster runs) and run
-with this Python against an HTTP server on loopback that answers like the app's
-documented indexing API (``POST /api/v1/index``, ``GET /api/v1/workflows/<id>/status``).
+The client and the ``appSettings.json`` it reads come from the CronJob's volumes in
+``dist/`` (what the cluster runs); it runs with this Python against an HTTP server
+on loopback that behaves like the app's two indexing endpoints at the pinned commit
+(src/api/routes.py): ``POST /api/v1/index`` always runs a full index of every
+repository and adds every chunk again without ids (duplicates), while
+``POST /api/v1/index/repository`` with ``"incremental": true`` indexes only commits
+missing from ``indexed_commits.json``; ``GET /api/v1/workflows/<id>/status`` reports
+``pending``, ``running``, then ``completed`` or ``failed``.
 """
 
 from __future__ import annotations
@@ -12,16 +17,16 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import ROOT, build, env_data
-from tools import free_port
+from rendered import LocalPod, objects, run_agent, run_chroma, run_redis
+from tools import free_port, missing
 
 from kgstack.environment import EnvironmentFileError, parse_environment
 from kgstack.publish import synth
@@ -127,49 +132,75 @@ def test_the_quota_counts_the_reindex_pod() -> None:
 # --- the client from dist/ against a stand-in indexer API -------------------------------------
 
 
-class Api:
-    """Answers like the app: a batch of workflows, then their status per poll."""
+class Indexer:
+    """The app's indexing API as it behaves, over an in-memory vector store.
 
-    def __init__(self, outcomes: dict[str, list[str]], busy_polls: int = 0) -> None:
-        self.outcomes = outcomes  # workflow id -> statuses returned on successive polls
-        self.busy_polls = busy_polls  # status polls answered 503 first, as a busy event loop would fail
-        self.requests: list[tuple[str, str]] = []
+    ``commits`` is each repository's history (URL -> commit ids); each commit adds ``CHUNKS`` chunks. A
+    full index adds the chunks of every commit, an incremental one those of commits not yet in
+    ``indexed``; chunks carry no ids, so a second full index duplicates everything.
+    """
 
-    def handle(self, method: str, path: str) -> tuple[int, Any]:
-        self.requests.append((method, path))
-        if method == "GET" and self.busy_polls:
-            self.busy_polls -= 1
+    CHUNKS = 3
+
+    def __init__(self, settings: Path, *, failing: Set[str] = frozenset(), busy: int = 0) -> None:
+        self.repositories = json.loads(settings.read_text())["repositories"]
+        self.commits = {r["url"]: ["c1", "c2"] for r in self.repositories}
+        self.indexed: dict[str, set[str]] = {url: set() for url in self.commits}
+        self.vectors: list[tuple[str, str]] = []  # (repository, commit) per chunk
+        self.workflows: dict[str, dict[str, Any]] = {}
+        self.failing, self.busy = failing, busy  # repositories whose run fails; requests answered 503 first
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def _index(self, url: str, incremental: bool) -> str:
+        workflow_id = f"w{len(self.workflows) + 1}"
+        self.workflows[workflow_id] = {"url": url, "incremental": incremental, "polls": 0}
+        return workflow_id
+
+    def _finish(self, workflow: dict[str, Any]) -> str:
+        url = workflow["url"]
+        if url in self.failing:
+            return "failed"
+        new = [c for c in self.commits[url] if not (workflow["incremental"] and c in self.indexed[url])]
+        self.vectors += [(url, c) for c in new for _ in range(self.CHUNKS)]
+        self.indexed[url] |= set(self.commits[url])
+        return "completed"
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        self.requests.append((method, path, body))
+        if self.busy:
+            self.busy -= 1
             return 503, {"detail": "busy"}
         if (method, path) == ("POST", "/api/v1/index"):
-            workflows = [{"workflow_id": w, "repository": f"https://github.com/acme/{w}"} for w in self.outcomes]
+            workflows = [
+                {"workflow_id": self._index(r["url"], False), "repository": r["url"]} for r in self.repositories
+            ]
             return 200, {"batch_id": "b1", "workflows": workflows, "total_repositories": len(workflows)}
-        prefix, _, rest = path.partition("/api/v1/workflows/")
-        workflow_id = rest.removesuffix("/status")
-        if method == "GET" and not prefix and workflow_id in self.outcomes:
-            statuses = self.outcomes[workflow_id]
-            status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
-            return 200, {
-                "workflow_id": workflow_id,
-                "status": status,
-                "error_message": "boom" if status == "failed" else None,
-            }
+        if (method, path) == ("POST", "/api/v1/index/repository"):
+            url = body.get("repository_url", "")
+            if not url.startswith(("https://github.com/", "git@github.com:")):
+                return 422, {"detail": "Repository URL must be a valid GitHub URL"}
+            workflow_id = self._index(url, bool(body.get("incremental", False)))
+            return 200, {"workflow_id": workflow_id, "repository": url, "status": "pending"}
+        workflow_id = path.removeprefix("/api/v1/workflows/").removesuffix("/status")
+        if method == "GET" and path.startswith("/api/v1/workflows/") and workflow_id in self.workflows:
+            workflow = self.workflows[workflow_id]
+            workflow["polls"] += 1
+            if "status" not in workflow and workflow["polls"] >= 3:
+                workflow["status"] = self._finish(workflow)
+            status = workflow.get("status", "pending" if workflow["polls"] == 1 else "running")
+            error = "clone failed" if status == "failed" else None
+            return 200, {"workflow_id": workflow_id, "status": status, "error_message": error}
         return 404, {"detail": "Not Found"}
 
 
-@pytest.fixture
-def client_script(tmp_path: Path) -> Path:
-    config_map = yaml.safe_load((ROOT / "dist" / "prod" / "configmap-kga-prod-reindex.yaml").read_text())
-    path = tmp_path / "reindex_client.py"
-    path.write_text(config_map["data"]["reindex_client.py"])
-    return path
-
-
 @contextmanager
-def serve(api: Api) -> Iterator[str]:
+def serve(api: Indexer) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self) -> None:
-            code, body = api.handle(self.command, self.path)
-            data = json.dumps(body).encode()
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            code, answer = api.handle(self.command, self.path, body)
+            data = json.dumps(answer).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -188,74 +219,207 @@ def serve(api: Api) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+        server.server_close()
 
 
-def run_client(script: Path, url: str, timeout: str = "60") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KGA_INDEXER_URL": url, "KGA_POLL_SECONDS": "0.05", "KGA_TIMEOUT_SECONDS": timeout}
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+class Job:
+    """The reindex CronJob's pod from dist/staging (two repositories): its script and ``appSettings.json`` as files."""
+
+    def __init__(self, root: Path) -> None:
+        cron = objects("staging")["CronJob/kga-staging-reindex"]
+        self.pod = LocalPod(
+            "staging", {"metadata": cron["metadata"], "spec": cron["spec"]["jobTemplate"]["spec"]}, root
+        )
+        self.container = self.pod.container("reindex")
+        self.env = self.pod.env(self.container)
+        self.settings = Path(self.env["KGA_APP_SETTINGS"])
+
+    def run(self, url: str, timeout: str = "60") -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            **self.env,
+            "KGA_INDEXER_URL": url,
+            "KGA_POLL_SECONDS": "0.02",
+            "KGA_TIMEOUT_SECONDS": timeout,
+        }
+        command = [sys.executable if arg == "python" else arg for arg in self.pod.command(self.container)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Job:
+    return Job(tmp_path)
 
 
 def events(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def test_client_triggers_once_and_waits_for_every_workflow(client_script: Path) -> None:
-    api = Api({"w1": ["pending", "running", "completed"], "w2": ["running", "completed"]})
-    with serve(api) as url:
-        result = run_client(client_script, url)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert api.requests.count(("POST", "/api/v1/index")) == 1
-    assert ("GET", "/api/v1/workflows/w1/status") in api.requests
-    assert [e["event"] for e in events(result)][-1] == "reindex.done"
-    assert sorted(e["workflow_id"] for e in events(result) if e["event"] == "reindex.completed") == ["w1", "w2"]
+def test_the_job_reads_the_repositories_the_app_reads(job: Job) -> None:
+    agent = objects("staging")["ConfigMap/kga-staging-agent"]["data"]["appSettings.json"]
+    assert job.settings.read_text() == agent
+    assert len(json.loads(agent)["repositories"]) >= 2
 
 
-def test_client_fails_when_a_workflow_fails(client_script: Path) -> None:
-    api = Api({"w1": ["completed"], "w2": ["running", "failed"]})
+def test_scheduled_runs_index_each_repository_incrementally_without_duplicates(job: Job) -> None:
+    """Issue 16 defect 5: the job called ``POST /api/v1/index``, which always runs a full index and adds every
+    chunk again, so each night doubled the store. Two scheduled runs with a new commit between them must leave
+    every chunk exactly once, through one incremental request per repository per run."""
+    api = Indexer(job.settings)
     with serve(api) as url:
-        result = run_client(client_script, url)
+        first = job.run(url)
+        assert first.returncode == 0, first.stdout + first.stderr
+        api.commits[api.repositories[0]["url"]].append("c3")  # pushed since the first run
+        second = job.run(url)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(api.vectors) == Indexer.CHUNKS * sum(len(c) for c in api.commits.values())
+    assert len(set(api.vectors)) * Indexer.CHUNKS == len(api.vectors)  # no chunk twice
+    posts = [(path, body) for method, path, body in api.requests if method == "POST"]
+    expected = [
+        ("/api/v1/index/repository", {"repository_url": r["url"], "branch": r["branch"], "incremental": True})
+        for r in api.repositories
+    ]
+    assert posts == expected * 2
+    for result in (first, second):
+        done = [e["repository"] for e in events(result) if e["event"] == "reindex.completed"]
+        assert done == [r["url"] for r in api.repositories]
+        assert events(result)[-1] == {"event": "reindex.done", "failed": 0}
+
+
+def test_each_workflow_ends_before_the_next_repository_starts(job: Job) -> None:
+    """A run blocks the indexer's loop: the next request would only queue behind it."""
+    api = Indexer(job.settings)
+    with serve(api) as url:
+        result = job.run(url)
+    assert result.returncode == 0, result.stdout
+    second_post = next(i for i, (m, _, b) in enumerate(api.requests) if m == "POST" and i > 0)
+    polls_of_first = [i for i, (m, p, _) in enumerate(api.requests) if p == "/api/v1/workflows/w1/status"]
+    assert max(polls_of_first) < second_post
+
+
+def test_client_fails_when_a_workflow_fails_and_still_runs_the_others(job: Job) -> None:
+    api = Indexer(job.settings)
+    first, *others = [r["url"] for r in api.repositories]
+    api.failing = {first}
+    with serve(api) as url:
+        result = job.run(url)
     assert result.returncode == 1
     (failed,) = [e for e in events(result) if e["event"] == "reindex.failed"]
-    assert failed["workflow_id"] == "w2" and failed["error"] == "boom"
+    assert failed["repository"] == first and failed["error"] == "clone failed"
+    assert [e["repository"] for e in events(result) if e["event"] == "reindex.completed"] == others
+    assert events(result)[-1] == {"event": "reindex.done", "failed": 1}
 
 
-def test_client_fails_when_workflows_outlast_the_timeout(client_script: Path) -> None:
-    api = Api({"w1": ["running"]})
+def test_client_fails_when_a_workflow_outlasts_the_timeout(job: Job) -> None:
+    api = Indexer(job.settings)
+    original = api.handle
+
+    def handle(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if path.endswith("/status"):
+            api.requests.append((method, path, body))
+            return 200, {"workflow_id": "w1", "status": "running"}
+        return original(method, path, body)
+
+    api.handle = handle  # type: ignore[method-assign]
     with serve(api) as url:
-        result = run_client(client_script, url, timeout="0.3")
+        result = job.run(url, timeout="0.3")
     assert result.returncode == 1
     assert events(result)[-1]["event"] == "reindex.timeout"
+    assert [m for m, _, _ in api.requests].count("POST") == 1  # the next repository would only queue behind it
 
 
-def test_client_fails_when_the_indexer_is_unreachable(client_script: Path) -> None:
-    result = run_client(client_script, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+def test_client_fails_when_the_indexer_is_unreachable(job: Job) -> None:
+    result = job.run(f"http://127.0.0.1:{free_port()}", timeout="0.3")  # nothing listens there
     assert result.returncode == 1
-    assert events(result)[0]["event"] == "reindex.error"
+    assert any(e["event"] == "reindex.error" for e in events(result))
 
 
-def test_client_waits_through_a_busy_indexer(client_script: Path) -> None:
-    """A run blocks the indexer's event loop: failed polls are retried, not counted as lost runs (review)."""
-    api = Api({"w1": ["running", "completed"]}, busy_polls=3)
+def test_client_waits_through_a_busy_indexer(job: Job) -> None:
+    """A run blocks the indexer's event loop: failed requests are retried, not counted as lost runs (review)."""
+    api = Indexer(job.settings, busy=3)
     with serve(api) as url:
-        result = run_client(client_script, url)
+        result = job.run(url)
     assert result.returncode == 0, result.stdout
     assert [e["event"] for e in events(result)].count("reindex.retry") == 3
     assert events(result)[-1] == {"event": "reindex.done", "failed": 0}
 
 
-def test_client_counts_a_forgotten_workflow_as_failed(client_script: Path) -> None:
+def test_client_counts_a_forgotten_workflow_as_failed(job: Job) -> None:
     """404: the indexer restarted and forgot the workflow (its state is in memory)."""
-    api = Api({"w1": ["completed"]})
-    api.outcomes["w-lost"] = []  # listed in the batch, then unknown to the status endpoint
+    api = Indexer(job.settings)
     original = api.handle
 
-    def handle(method: str, path: str) -> tuple[int, Any]:
-        if path.endswith("/w-lost/status"):
+    def handle(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if path == "/api/v1/workflows/w1/status":
             return 404, {"detail": "Not Found"}
-        return original(method, path)
+        return original(method, path, body)
 
     api.handle = handle  # type: ignore[method-assign]
     with serve(api) as url:
-        result = run_client(client_script, url)
+        result = job.run(url)
     assert result.returncode == 1
-    assert any(e["event"] == "reindex.error" and e.get("workflow_id") == "w-lost" for e in events(result))
+    assert any(e["event"] == "reindex.error" and e.get("workflow_id") == "w1" for e in events(result))
+
+
+def test_a_repository_the_app_refuses_fails_the_run_at_once(job: Job) -> None:
+    """422 (the app takes GitHub URLs only): retrying cannot help; the other repositories still run."""
+    api = Indexer(job.settings)
+    refused = api.repositories[0]["url"]
+    original = api.handle
+
+    def handle(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "POST" and body and body.get("repository_url") == refused:
+            api.requests.append((method, path, body))
+            return 422, {"detail": "Repository URL must be a valid GitHub URL"}
+        return original(method, path, body)
+
+    api.handle = handle  # type: ignore[method-assign]
+    with serve(api) as url:
+        result = job.run(url)
+    assert result.returncode == 1
+    assert [e["event"] for e in events(result)].count("reindex.retry") == 0
+    assert any(e["event"] == "reindex.error" and e.get("repository") == refused for e in events(result))
+
+
+def test_scheduled_re_indexing_needs_github_urls() -> None:
+    """The incremental endpoint refuses other hosts (422): caught at synth, not by a failing nightly Job."""
+    repositories = [{"name": "x", "url": "https://gitlab.example.com/acme/x"}]
+    with pytest.raises(EnvironmentFileError) as caught:
+        parse_environment(env_data("prod", repositories=repositories), source="prod.yaml")
+    assert caught.value.problems == [
+        "prod.yaml: repositories[0].url: 'https://gitlab.example.com/acme/x' is not a GitHub URL "
+        "(https://github.com/...), which the indexer's incremental endpoint requires for scheduled re-indexing "
+        "(reindex.schedule)"
+    ]
+    parse_environment(env_data("dev", repositories=repositories), source="dev.yaml")  # dev has no schedule
+
+
+def test_the_rendered_job_against_the_rendered_indexer_adds_each_chunk_once(job: Job, tmp_path: Path) -> None:
+    """Defect 5 end to end: dist/staging's Job, twice, against dist/staging's indexer pod (the real runtime
+    around the stand-in app, whose two endpoints behave as the app's) and dist/staging's Chroma: the second
+    run adds nothing, and every repository is tracked for the next incremental run."""
+    if not (ROOT / "tests" / "fake_openai.py").exists():
+        missing("tests/fake_openai.py missing (the runtime layer of issue 16)")
+    from fake_openai import FakeOpenAI
+
+    llm = FakeOpenAI().start()
+    try:
+        with (
+            run_redis("staging", tmp_path / "redis") as redis,
+            run_chroma("staging", tmp_path / "chroma") as chroma,
+            run_agent(
+                "staging", "indexer", tmp_path / "indexer", redis=redis, chroma=chroma, llm_url=llm.base_url
+            ) as indexer,
+        ):
+            counts = []
+            for _ in range(2):
+                result = job.run(indexer.url(), timeout="120")
+                assert result.returncode == 0, result.stdout + result.stderr + indexer.tail()
+                counts.append(chroma.client().get_collection(indexer.env["CHROMA_COLLECTION_NAME"]).count())
+            workdir = Path(indexer.pod.local(indexer.container, indexer.container["workingDir"]))
+            tracked = json.loads((workdir / "indexed_commits.json").read_text())
+    finally:
+        llm.stop()
+    assert counts[0] > 0 and counts[1] == counts[0], counts
+    urls = [r["url"] for r in json.loads(job.settings.read_text())["repositories"]]
+    assert len(tracked) == len(urls), tracked

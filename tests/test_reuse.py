@@ -144,6 +144,7 @@ def test_a_construct_declares_the_connections_it_is_handed() -> None:
         repositories=[],
         production=False,
         api_base_url="https://t.example.com/api/v1",
+        chroma=kgstack.Endpoint.serving(release.of("chroma"), "t", 8000, "http"),
         extra_secrets={"REDIS_URL": redis_url},
     )
     config = kgstack.AgentConfig(chart, "Config", props=props)
@@ -153,6 +154,7 @@ def test_a_construct_declares_the_connections_it_is_handed() -> None:
         for f in kgstack.Connections.of(chart).flows
     }  # type: ignore[union-attr]
     assert ("query", "redis", 6379) in flows and ("query", None, 443) in flows
+    assert ("query", "chroma", 8000) in flows  # the vector store server (issue 16)
 
 
 def test_the_gate_runs_on_any_chart(tmp_path: Path) -> None:

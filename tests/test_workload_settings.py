@@ -105,7 +105,7 @@ def test_extra_env_goes_to_its_component_only_after_the_stacks_own(staged: dict[
 def test_named_ports_survive_the_patches(staged: dict[str, Obj]) -> None:
     """The typed k8s classes re-read their output after JSON patches: a named port must still be there."""
     query = staged["deployment-kga-staging-query.yaml"]["spec"]["template"]["spec"]["containers"][0]
-    assert query["readinessProbe"]["httpGet"]["port"] == "http"
+    assert query["readinessProbe"]["httpGet"]["port"] == "runtime"  # the runtime layer's side port
 
 
 def test_the_gate_resolves_every_pull_secret(staged: dict[str, Obj]) -> None:

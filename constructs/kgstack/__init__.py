@@ -13,19 +13,28 @@ from .agent_config import AgentConfig, AgentConfigProps  # noqa: E402
 from .agent_secrets import AgentSecrets, AgentSecretsProps, SecretsSettings  # noqa: E402
 from .agent_settings import (  # noqa: E402
     AgentSettings,
+    CacheSettings,
     Chunking,
     Embedding,
     Graph,
     Llm,
     Repository,
+    RuntimeSettings,
     VectorStore,
     Workflow,
 )
 from .agent_stack import AgentStack  # noqa: E402
 from .agent_tier import AgentTier, AgentTierProps, PersistentState  # noqa: E402
-from .argocd_application import ArgoCdApplication, GitOpsSettings  # noqa: E402
+from .argocd_application import ApplicationSource, ApplicationSourceHelm, ArgoCdApplication, GitOpsSettings  # noqa: E402
 from .backup_schedule import BackupSchedule, BackupScheduleProps, BackupSettings, StoreEndpoint  # noqa: E402
 from .chroma_store import ChromaSettings, ChromaStore, ChromaStoreProps  # noqa: E402
+from .cluster_platform import (  # noqa: E402
+    Cluster,
+    ClusterPlatform,
+    ClusterPlatformProps,
+    ExternalPrerequisite,
+    HelmRelease,
+)
 from .connections import Connections, Endpoint  # noqa: E402
 from .cross_reference import check_chart  # noqa: E402
 from .dashboards import Dashboards  # noqa: E402
@@ -95,12 +104,15 @@ __all__ = [
     "AgentStack",
     "AgentTier",
     "AgentTierProps",
+    "ApplicationSource",
+    "ApplicationSourceHelm",
     "ArgoCdApplication",
     "Autoscaling",
     "BackendTls",
     "BackupSchedule",
     "BackupScheduleProps",
     "BackupSettings",
+    "CacheSettings",
     "ChatReceiver",
     "ChromaSettings",
     "ChromaStore",
@@ -109,6 +121,9 @@ __all__ = [
     "CidrPeer",
     "CloudProfile",
     "CloudProvider",
+    "Cluster",
+    "ClusterPlatform",
+    "ClusterPlatformProps",
     "ComponentPeer",
     "ComputeAmounts",
     "Connections",
@@ -124,12 +139,14 @@ __all__ = [
     "Endpoint",
     "Environment",
     "EnvironmentFileError",
+    "ExternalPrerequisite",
     "Flow",
     "GatewaySettings",
     "GitOpsChart",
     "GitOpsSettings",
     "GitOpsTarget",
     "Graph",
+    "HelmRelease",
     "Identity",
     "ImageRef",
     "Images",
@@ -166,6 +183,7 @@ __all__ = [
     "ReindexSettings",
     "Repository",
     "Resources",
+    "RuntimeSettings",
     "SecretKey",
     "SecretRef",
     "SecretsSettings",

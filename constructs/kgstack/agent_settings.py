@@ -82,8 +82,43 @@ class Graph(Spec):
     """``ENABLE_GRAPH_VISUALIZATION``."""
 
 
+class CacheSettings(Spec):
+    """Caching through Redis by the runtime layer (``REDIS_URL`` from the Redis Secret turns it on)."""
+
+    llm_ttl_seconds: Annotated[int, Field(ge=0)] = 86400
+    """``KGA_CACHE_LLM_TTL_SECONDS``: how long a chat-model answer stays in LangChain's global LLM cache in
+    Redis and is served again for the same prompt and model; 0 turns this cache off."""
+    embeddings_ttl_seconds: Annotated[int, Field(ge=0)] = 604800
+    """``KGA_CACHE_EMBEDDINGS_TTL_SECONDS``: how long an embedding stays in the cache-backed embeddings
+    wrapper in Redis, so re-indexing an unchanged chunk or repeating a question calls no API; 0 turns it off."""
+
+
+class RuntimeSettings(Spec):
+    """Our runtime layer in the agent image (``python -m kga_runtime``, docker/agent/runtime): health, metrics,
+    logs and the adapters the app lacks. These are the query tier's limits; the indexer raises the loop ones to
+    its workflow timeout (its event loop runs a whole indexing run)."""
+
+    max_in_flight: Annotated[int, Field(ge=1)] = 8
+    """``KGA_MAX_IN_FLIGHT``: requests a pod serves at once; at this many, ``/readyz`` fails and the pod leaves
+    its Service until it drains. Must exceed ``query.autoscaling.targetInFlight``."""
+    log_format: Literal["json", "text"] = "json"
+    """``KGA_LOG_FORMAT``: ``json`` writes one object per line with the edge's request id; ``text`` for a
+    terminal. Credentials are scrubbed from every line in both."""
+    liveness_stall_seconds: Annotated[int, Field(ge=30)] = 300
+    """``KGA_LIVENESS_STALL_SECONDS``: ``/livez`` fails (and the kubelet restarts the pod) only when the event
+    loop has not run for this long: a wedged loop, not one busy with a long answer."""
+    ready_health_max_age_seconds: Annotated[int, Field(ge=5)] = 30
+    """``KGA_READY_HEALTH_MAX_AGE_SECONDS``: ``/readyz`` needs the app's own ``/health`` to have passed this
+    recently."""
+    ready_max_loop_lag_seconds: Annotated[float, Field(gt=0)] = 2
+    """``KGA_READY_MAX_LOOP_LAG_SECONDS``: ``/readyz`` fails while the event loop lags more than this, so a pod
+    blocked by a synchronous answer gets no new requests."""
+    cache: CacheSettings = CacheSettings()
+    """Redis caching of LLM answers and embeddings."""
+
+
 class AgentSettings(Spec):
-    """The agent's non-secret settings (see docs/agent.md)."""
+    """The agent's non-secret settings: the app's own variables (docs/agent.md) and our runtime layer's."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """``LOG_LEVEL``."""
@@ -101,6 +136,8 @@ class AgentSettings(Spec):
     """Indexing workflow behaviour."""
     graph: Graph = Graph()
     """Graph features; enabling them deploys Memgraph."""
+    runtime: RuntimeSettings = RuntimeSettings()
+    """Health, saturation, logs and caching of our runtime layer in the agent image."""
     event_flow_analysis: bool = False
     """``ENABLE_EVENT_FLOW_ANALYSIS``."""
     langchain_tracing: bool = False

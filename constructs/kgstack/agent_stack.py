@@ -107,7 +107,6 @@ class AgentStack(cdk8s.Chart):
                 ),
             )
             chroma_env = {"CHROMA_HOST": self.chroma.endpoint.service, "CHROMA_PORT": str(self.chroma.endpoint.port)}
-            extra_env |= chroma_env
             backup_targets["chroma"] = StoreEndpoint(endpoint=self.chroma.endpoint, env=chroma_env)
 
         self.memgraph: MemgraphStore | None = None
@@ -152,9 +151,10 @@ class AgentStack(cdk8s.Chart):
                 repositories=env.repositories,
                 production=env.stage is Stage.PROD,
                 api_base_url=f"https://{env.domain}/api/v1",
+                chroma=self.chroma.endpoint if self.chroma else None,
                 extra_env=extra_env,
                 extra_secrets=extra_secrets,
-                connects_to=[store.endpoint for store in (self.chroma, self.memgraph) if store],
+                connects_to=[self.memgraph.endpoint] if self.memgraph else [],
                 internet_ports=env.network.internet_ports,
             ),
         )
@@ -191,7 +191,8 @@ class AgentStack(cdk8s.Chart):
                 disruption=indexer.disruption,
                 termination_grace_seconds=indexer.termination_grace_seconds or env.agent.workflow.timeout_seconds + 60,
                 state=PersistentState(size=indexer.storage_size, storage_class=storage_class),
-                blocking_work=True,
+                # A workflow runs on the app's event loop until it ends or times out.
+                loop_block_seconds=env.agent.workflow.timeout_seconds + 60,
                 **common,
             ),
         )
@@ -219,6 +220,8 @@ class AgentStack(cdk8s.Chart):
                     settings=env.reindex,
                     image=env.images.agent,
                     indexer=self.indexer.endpoint,
+                    app_settings=self.config.name,
+                    repositories=len(env.repositories),
                     timeout_seconds=env.agent.workflow.timeout_seconds + 300,
                 ),
             )
@@ -280,7 +283,8 @@ class AgentStack(cdk8s.Chart):
                     self.web.endpoint,
                     *(e for e in self.edge.endpoints if e.health_path),
                 ),
-                metrics=(self.redis.metrics_endpoint,),
+                # The runtime layer's /metrics of both tiers; the HPA reads the query tier's in-flight gauge.
+                metrics=(self.redis.metrics_endpoint, self.query.runtime_endpoint, self.indexer.runtime_endpoint),
             )
             self.monitoring = Monitoring(self, "Monitoring", props=observed)
             Dashboards(self, "Dashboards", props=observed)

@@ -1,9 +1,17 @@
 """One tier of the agent API: Deployment, Service, PodDisruptionBudget, optional HPA and PVC.
 
 The app keeps indexing and workflow state in process memory, so the stack runs
-two tiers from one image (see docs/agent.md): a ``query`` tier that
-scales horizontally and a single ``indexer`` that owns ``/api/v1/index*`` and
+two tiers from one image (see docs/agent.md): a ``query`` tier that scales
+horizontally and a single ``indexer`` that owns ``/api/v1/index*`` and
 ``/api/v1/workflows*`` and keeps its state on a PersistentVolumeClaim.
+
+Both start the app through our runtime layer (``python -m kga_runtime``, see
+docker/agent/runtime). Its side server answers on a second port from a thread,
+so health does not wait for the app's event loop, which synchronous work blocks:
+startup and liveness ask ``/livez`` (fails only for a wedged loop), readiness
+asks ``/readyz`` (fails for a saturated or lagging pod), and Prometheus scrapes
+``/metrics``. The query tier's HPA scales on ``kga_http_requests_in_flight``,
+which rises while pods wait on the LLM and CPU stays idle.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from constructs import Construct
 from pydantic import Field, model_validator
 
 from ._plus import int_or_string, k8s, quantity
-from .agent_config import APP_SETTINGS_FILE, HTTP_PORT, AgentConfig
+from .agent_config import APP_SETTINGS_FILE, HTTP_PORT, LAUNCHER, LIVE_PATH, READY_PATH, RUNTIME_PORT, AgentConfig
 from .agent_secrets import reload_on
 from .connections import Endpoint, expose
 from .disruption_budget import disruption_budget
@@ -34,7 +42,30 @@ from .scheduling import (
 from .validation import add_check
 
 HEALTH_PATH = "/health"
-"""``/health`` is 200 when settings load; ``/api/v1/health`` is always 200 and never a probe."""
+"""``/health`` is 200 when settings load; ``/api/v1/health`` is always 200 and never a probe. The runtime
+layer's ``/readyz`` requires a recent pass of it; blackbox probes ask it through the Service."""
+
+IN_FLIGHT_METRIC = "kga_http_requests_in_flight"
+"""The runtime layer's gauge of requests a pod is serving; the query tier's HPA reads it per pod through the
+custom metrics API (:func:`prometheus_adapter_rules`)."""
+
+
+def prometheus_adapter_rules() -> list[dict[str, Any]]:
+    """The prometheus-adapter rule that serves :data:`IN_FLIGHT_METRIC` as a Pods metric to the HPA.
+
+    Put it under the adapter's ``rules.custom`` (chart value) or its ``config.yaml`` ``rules:``. The series
+    carry the ``namespace`` and ``pod`` labels the prometheus-operator adds to every ServiceMonitor target,
+    which the adapter maps to the Kubernetes objects the HPA asks about."""
+    return [
+        {
+            "seriesQuery": f'{IN_FLIGHT_METRIC}{{namespace!="",pod!=""}}',
+            "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+            "name": {"matches": f"^{IN_FLIGHT_METRIC}$", "as": IN_FLIGHT_METRIC},
+            "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
+        }
+    ]
+
+
 DATA_DIR = "/data"
 """The app's working directory: ``temp_repo/``, ``indexed_commits.json``, ``logs/``..."""
 
@@ -77,10 +108,11 @@ class AgentTierProps(Spec):
     """Extra pod labels, e.g. the AKS workload-identity opt-in."""
     reload_secrets: list[str] = Field(default_factory=list)
     """Secrets whose change rolls the pods (Stakater Reloader reads the annotation)."""
-    blocking_work: bool = False
-    """The tier runs work that blocks the app's event loop (the indexer: a workflow runs inside the
-    single uvicorn worker), so ``/health`` stalls for a whole run. ``True``: ``/health`` gates the
-    start only; liveness and readiness then check the TCP port, which the kernel keeps accepting."""
+    loop_block_seconds: Annotated[int, Field(ge=1)] | None = None
+    """Longest the app's event loop may block on legitimate work on this tier: the indexer runs a whole
+    workflow inside its single uvicorn worker. Raises the runtime's liveness stall, readiness loop-lag and
+    health-age limits to it, so a busy indexer is neither restarted nor taken out of its Service (the
+    blackbox probe then checks its API port over TCP). ``None``: the limits of ``agent.runtime``."""
 
     @model_validator(mode="after")
     def _grace_covers_pre_stop(self) -> Self:
@@ -154,7 +186,7 @@ class AgentTier(Construct):
                 template=self._pod_template(config),
             ),
         )
-        expose(self, props.identity, props.namespace, [self.endpoint])
+        expose(self, props.identity, props.namespace, [self.endpoint, self.runtime_endpoint])
         config.connect(self.endpoint.peer)  # its stores and the internet: the config points it there
         disruption_budget(self, props.identity, props.namespace, props.disruption)
         if props.autoscaling is not None:
@@ -163,22 +195,39 @@ class AgentTier(Construct):
 
     @property
     def endpoint(self) -> Endpoint:
-        """The API port. ``/health`` is the only honest health path (docs/agent.md), except on a tier
-        whose loop blocks for a whole run (``blockingWork``): its probers check the port instead."""
+        """The API port. ``/health`` is the app's only honest health path (docs/agent.md), except on a tier
+        whose loop blocks for a whole run (``loopBlockSeconds``): a blackbox probe then checks the port."""
         p = self.props
         return Endpoint.serving(
-            p.identity, p.namespace, HTTP_PORT, "http", health_path=None if p.blocking_work else HEALTH_PATH
+            p.identity, p.namespace, HTTP_PORT, "http", health_path=None if p.loop_block_seconds else HEALTH_PATH
         )
+
+    @property
+    def runtime_endpoint(self) -> Endpoint:
+        """The runtime layer's side port: ``/livez`` (its health path), ``/readyz`` and ``/metrics``."""
+        p = self.props
+        return Endpoint.serving(p.identity, p.namespace, RUNTIME_PORT, "runtime", health_path=LIVE_PATH)
+
+    def runtime_env(self, config: AgentConfig) -> list[k8s.EnvVar]:
+        """The tier's own runtime variables: the side port, and on a tier whose loop blocks for a whole run
+        the limits raised to it (a container's ``env`` wins over the shared ConfigMap's ``envFrom``)."""
+        p, r = self.props, config.props.settings.runtime
+        env = {"KGA_RUNTIME_PORT": str(self.runtime_endpoint.port)}
+        if p.loop_block_seconds:
+            env |= {
+                "KGA_LIVENESS_STALL_SECONDS": str(max(r.liveness_stall_seconds, p.loop_block_seconds)),
+                "KGA_READY_HEALTH_MAX_AGE_SECONDS": str(max(r.ready_health_max_age_seconds, p.loop_block_seconds)),
+                "KGA_READY_MAX_LOOP_LAG_SECONDS": str(p.loop_block_seconds),
+            }
+        return [k8s.EnvVar(name=name, value=value) for name, value in env.items()]
 
     def _pod_template(self, config: AgentConfig) -> k8s.PodTemplateSpec:
         p = self.props
-        probe_get = k8s.HttpGetAction(path=HEALTH_PATH, port=int_or_string("http"))
-        # A killed indexer loses its in-memory workflow; a blocked loop is not a dead process.
-        probe_target: dict[str, Any] = (
-            {"tcp_socket": k8s.TcpSocketAction(port=int_or_string("http"))}
-            if p.blocking_work
-            else {"http_get": probe_get}
-        )
+        runtime = self.runtime_endpoint
+        port = int_or_string(runtime.port_name)
+        # Served by the runtime's thread: a loop busy with an answer (or an indexing run) is not a dead process.
+        live = k8s.HttpGetAction(path=runtime.health_path, port=port)
+        ready = k8s.HttpGetAction(path=READY_PATH, port=port)
         data_volume = (
             k8s.Volume(name="data", persistent_volume_claim=k8s.PersistentVolumeClaimVolumeSource(claim_name=self.name))
             if p.state is not None
@@ -188,16 +237,19 @@ class AgentTier(Construct):
             name="agent",
             image=p.image.reference,
             resources=p.resources,
-            ports=[self.endpoint.container_port()],
+            ports=[self.endpoint.container_port(), runtime.container_port()],
             # Args, not command: the image's entrypoint (tini) stays PID 1 and reaps git's children.
             # Run from the data volume: the app writes its files relative to the cwd.
-            args=["python", "/app/main.py"],
+            args=LAUNCHER,
             working_dir=DATA_DIR,
             env_from=[k8s.EnvFromSource(config_map_ref=k8s.ConfigMapEnvSource(name=config.name))],
-            env=config.secret_env(),
-            startup_probe=k8s.Probe(http_get=probe_get, period_seconds=5, timeout_seconds=3, failure_threshold=36),
-            readiness_probe=k8s.Probe(**probe_target, period_seconds=10, timeout_seconds=3, failure_threshold=3),
-            liveness_probe=k8s.Probe(**probe_target, period_seconds=20, timeout_seconds=5, failure_threshold=3),
+            env=[*self.runtime_env(config), *config.secret_env()],
+            # Up to 3 min for the launcher to import the app (langchain, chromadb) and start the side server.
+            startup_probe=k8s.Probe(http_get=live, period_seconds=5, timeout_seconds=3, failure_threshold=36),
+            # Two misses (10 s) take a saturated pod out of rotation; one pass brings it back.
+            readiness_probe=k8s.Probe(http_get=ready, period_seconds=5, timeout_seconds=3, failure_threshold=2),
+            # /livez itself waits for a stall of livenessStallSeconds; three misses on top avoid a blip restart.
+            liveness_probe=k8s.Probe(http_get=live, period_seconds=20, timeout_seconds=5, failure_threshold=3),
             lifecycle=k8s.Lifecycle(
                 pre_stop=k8s.LifecycleHandler(exec=k8s.ExecAction(command=["sleep", str(p.pre_stop_seconds)]))
             )
@@ -266,8 +318,15 @@ class AgentTier(Construct):
                 min_replicas=a.min_replicas,
                 max_replicas=a.max_replicas,
                 metrics=[
+                    # Requests waiting on the LLM hold a pod busy while its CPU idles.
+                    k8s.MetricSpecV2(
+                        type="Pods",
+                        pods=k8s.PodsMetricSourceV2(
+                            metric=k8s.MetricIdentifierV2(name=IN_FLIGHT_METRIC),
+                            target=k8s.MetricTargetV2(type="AverageValue", average_value=quantity(a.target_in_flight)),
+                        ),
+                    ),
                     utilization("cpu", a.target_cpu_utilization),
-                    utilization("memory", a.target_memory_utilization),
                 ],
                 behavior=k8s.HorizontalPodAutoscalerBehaviorV2(
                     scale_up=k8s.HpaScalingRulesV2(

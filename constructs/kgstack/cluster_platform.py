@@ -97,8 +97,8 @@ ENVOY_METRICS_PORT = 19001
 CLUSTER_ISSUERS = {"letsencrypt-prod": "https://acme-v02.api.letsencrypt.org/directory"}
 CLUSTER_ISSUERS["letsencrypt-staging"] = "https://acme-staging-v02.api.letsencrypt.org/directory"
 """ClusterIssuer -> ACME directory; the edge's default issuers."""
-IN_FLIGHT_METRIC = "kga_http_requests_in_flight"
-"""The app's in-flight requests gauge, served per pod by prometheus-adapter to the query tier's HPA."""
+# The query tier's HPA metric and the adapter rule that serves it: declared once, with the HPA.
+from .agent_tier import IN_FLIGHT_METRIC, prometheus_adapter_rules  # noqa: E402
 
 STORAGE_CLASSES: dict[str, dict[str, Any]] = {
     # EKS creates only the in-tree gp2; gp3 comes from the EBS CSI driver (an EKS add-on).
@@ -225,16 +225,7 @@ def platform_releases() -> list[HelmRelease]:
                 "rules": {
                     "default": False,
                     # Per pod, for a Pods metric of the HPA (custom.metrics.k8s.io).
-                    "custom": [
-                        {
-                            "seriesQuery": f'{IN_FLIGHT_METRIC}{{namespace!="",pod!=""}}',
-                            "resources": {
-                                "overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
-                            },
-                            "name": {"matches": f"^{IN_FLIGHT_METRIC}$", "as": IN_FLIGHT_METRIC},
-                            "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
-                        }
-                    ],
+                    "custom": prometheus_adapter_rules(),
                 },
             },
             why=f"serves {IN_FLIGHT_METRIC} per pod to the query tier's HorizontalPodAutoscaler",

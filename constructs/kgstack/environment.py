@@ -219,8 +219,9 @@ class QueryTier(Spec):
     """Time in-flight requests get after SIGTERM. Default: ``edge.queryTimeoutSeconds`` plus the
     10 s pre-stop delay plus 10 s, so a rollout never cuts off an answer the edge still waits for;
     a smaller value is an error."""
-    scratch_size: Quantity = "2Gi"
-    """emptyDir size limit for the working directory (logs, temporary files)."""
+    scratch_size: Quantity = "1Gi"
+    """emptyDir size limit for the working directory (the app's ``logs/`` and ``workflow_states/``). The
+    vector store is not there: the runtime layer points the app at the Chroma server."""
 
 
 class IndexerTier(Spec):
@@ -343,7 +344,12 @@ class Environment(Spec):
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
-        problems = [*self._store_switches(), *self._access_rules()]
+        problems = [
+            *self._store_switches(),
+            *self._access_rules(),
+            *self._saturation_rules(),
+            *self._reindexable_repositories(),
+        ]
         if self.stage is Stage.PROD:
             problems += [(f"images.{name}.digest", _missing_digest(name, ref)) for name, ref in self._unpinned()]
         if problems:
@@ -372,6 +378,34 @@ class Environment(Spec):
                 reason = f"has no effect: {switch} is {value}, so no {title} is deployed"
                 problems.append((f"stores.{store}", f"{reason}; remove stores.{store} or set {switch}: {on}"))
         return problems
+
+    def _reindexable_repositories(self) -> list[tuple[str, str]]:
+        """The re-index CronJob goes through ``POST /api/v1/index/repository``, which takes GitHub URLs only
+        (422 otherwise): refuse at synth what would fail every night."""
+        if not self.reindex.schedule:
+            return []
+        return [
+            (
+                f"repositories[{i}].url",
+                f"{repo.url!r} is not a GitHub URL (https://github.com/...), which the indexer's incremental "
+                "endpoint requires for scheduled re-indexing (reindex.schedule)",
+            )
+            for i, repo in enumerate(self.repositories)
+            if not repo.url.startswith("https://github.com/")
+        ]
+
+    def _saturation_rules(self) -> list[tuple[str, str]]:
+        """The HPA must add pods before readiness takes them out: at ``maxInFlight`` a pod leaves its Service."""
+        target, limit = self.query.autoscaling.target_in_flight, self.agent.runtime.max_in_flight
+        if target < limit:
+            return []
+        return [
+            (
+                "query.autoscaling.targetInFlight",
+                f"is {target} but agent.runtime.maxInFlight is {limit}: pods would leave their Service (readiness) "
+                f"before the HPA adds any; set it below {limit}",
+            )
+        ]
 
     def _access_rules(self) -> list[tuple[str, str]]:
         problems = []

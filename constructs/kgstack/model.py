@@ -134,10 +134,14 @@ class Autoscaling(Spec):
     """Floor; also the scale the PDB must tolerate a disruption at."""
     max_replicas: Annotated[int, Field(ge=1)] = 6
     """Ceiling; the namespace quota must cover this many pods."""
+    target_in_flight: Annotated[int, Field(ge=1)] = 2
+    """Average ``kga_http_requests_in_flight`` per pod the HPA aims at (a Pods metric through the custom metrics
+    API; the prometheus-adapter rule is ``kgstack.agent_tier.prometheus_adapter_rules``). Requests waiting on
+    the LLM raise it while CPU stays idle. The app answers one request at a time on its event loop (the LLM
+    call blocks it), so more than 2 means requests queue. Must be below ``agent.runtime.maxInFlight``, where
+    a pod leaves its Service."""
     target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 70
-    """Average CPU, percent of requests."""
-    target_memory_utilization: Annotated[int, Field(ge=1, le=100)] = 80
-    """Average memory, percent of requests."""
+    """Average CPU, percent of requests (embedding, parsing and the event loop's own work)."""
     scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
     """How long load must stay low before pods are removed (LLM traffic is bursty)."""
 

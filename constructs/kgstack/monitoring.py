@@ -1,7 +1,8 @@
 """Monitoring and alerting of one environment, as prometheus-operator custom resources.
 
-The agent exposes no ``/metrics`` (see docs/agent.md), so the golden
-signals come from what the cluster already measures:
+The app exposes no ``/metrics`` (see docs/agent.md); the golden signals come
+from what the cluster already measures, and from our runtime layer's ``/metrics``
+on each agent tier's side port:
 
 * the edge's per-route request counts by response class and latency histograms
   (the SLIs): Envoy's cluster stats as Envoy Gateway's proxies export them, one
@@ -147,8 +148,6 @@ class MonitoringSettings(Spec):
     and page nobody. A total outage at low traffic still pages through ``KgaHealthProbeFailing``."""
     receivers: Receivers = Receivers()
     """Alert receivers and the Secrets holding their credentials."""
-    agent_metrics: bool = False
-    """Also scrape ``/metrics`` of the agent tiers (only for an image that adds it)."""
     runbook_base_url: Annotated[str, Field(pattern=r"^https://\S+[^/]$")] = (
         "https://github.com/acme/kga-deploy/blob/main/docs/runbooks"
     )
@@ -211,7 +210,8 @@ class MonitoringProps(Spec):
     probes: tuple[Endpoint, ...] = ()
     """Endpoints probed by the blackbox exporter: ``healthPath`` over HTTP, else a TCP connect."""
     metrics: tuple[Endpoint, ...] = ()
-    """Endpoints serving ``/metrics``, scraped through a ServiceMonitor (the Redis exporter)."""
+    """Endpoints serving ``/metrics``, scraped through a ServiceMonitor each (the Redis exporter, the agent
+    runtime's side port of each tier)."""
 
     @model_validator(mode="after")
     def _stores_are_probed(self) -> Self:
@@ -762,23 +762,6 @@ class Monitoring(Construct):
                 ),
             )
             connections.allow(props.scraper, endpoint, purpose=f"Prometheus scrapes {endpoint.component}'s /metrics")
-        if s.agent_metrics:
-            self._add(
-                "AgentMonitor",
-                self._object(
-                    "ServiceMonitor",
-                    props.name("agent"),
-                    {
-                        "endpoints": [{"interval": s.scrape_interval, "path": "/metrics", "port": "http"}],
-                        "selector": {
-                            "matchExpressions": [
-                                {"key": "app.kubernetes.io/component", "operator": "In", "values": ["query", "indexer"]}
-                            ],
-                            "matchLabels": props.identity.selector,
-                        },
-                    },
-                ),
-            )
         for endpoint in props.probes:
             self._probe(endpoint)
             what = endpoint.health_path or f"port {endpoint.port}"

@@ -1,7 +1,9 @@
 """Scheduled re-indexing: a CronJob that asks the indexer to re-index the configured repositories.
 
-The app indexes incrementally (``indexed_commits.json`` on the indexer's volume),
-so a nightly run only processes new commits. The Job runs
+Each repository goes through ``POST /api/v1/index/repository`` with
+``"incremental": true``: the app then indexes only commits missing from
+``indexed_commits.json`` on the indexer's volume. (``POST /api/v1/index`` always
+runs a full index and adds every chunk again, so it is never used.) The Job runs
 :mod:`kgstack.reindex_client` with the agent image's Python, from inside the
 cluster, straight to the indexer's Service: the only tier that owns indexing and
 workflow state. It has its own ServiceAccount (no token) and its own component
@@ -19,6 +21,7 @@ from constructs import Construct
 from pydantic import AfterValidator, Field
 
 from ._plus import k8s, quantity
+from .agent_config import APP_SETTINGS_FILE
 from .connections import Connections, Endpoint
 from .footprint import Footprint
 from .jobs import cron_job_spec, run_once_pod
@@ -30,6 +33,8 @@ from .pod_security import checkov_skips, hardened_container, unpinned_skip
 CLIENT = Path(__file__).with_name("reindex_client.py")
 """The script the Job runs, shipped in a ConfigMap (standard library only)."""
 SCRIPT_DIR = "/reindex"
+SETTINGS_DIR = "/reindex-settings"
+"""Where the agent ConfigMap's ``appSettings.json`` is mounted: the repositories the app itself reads."""
 
 _RESOURCES = Resources.model_validate(
     {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
@@ -92,8 +97,12 @@ class ReindexScheduleProps(Spec):
     """The agent image: its Python runs the client."""
     indexer: Endpoint
     """The indexer's API; the job's only connection (declared here, so the policies allow exactly it)."""
+    app_settings: str
+    """The agent's ConfigMap, whose ``appSettings.json`` lists the repositories to re-index."""
+    repositories: Annotated[int, Field(ge=1)]
+    """How many repositories it lists: they run one after another, each within ``timeoutSeconds``."""
     timeout_seconds: Annotated[int, Field(ge=60)]
-    """Longest wait for the workflows; the app's ``WORKFLOW_TIMEOUT_SECONDS`` plus a margin."""
+    """Longest wait for one repository's workflow; the app's ``WORKFLOW_TIMEOUT_SECONDS`` plus a margin."""
     pod_labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -123,10 +132,14 @@ class ReindexSchedule(Construct):
             args=["python", f"{SCRIPT_DIR}/{CLIENT.name}"],
             env=[
                 k8s.EnvVar(name="KGA_INDEXER_URL", value=props.indexer.url("http")),
+                k8s.EnvVar(name="KGA_APP_SETTINGS", value=f"{SETTINGS_DIR}/{APP_SETTINGS_FILE}"),
                 k8s.EnvVar(name="KGA_POLL_SECONDS", value=str(props.settings.poll_seconds)),
                 k8s.EnvVar(name="KGA_TIMEOUT_SECONDS", value=str(props.timeout_seconds)),
             ],
-            mounts=[k8s.VolumeMount(name="script", mount_path=SCRIPT_DIR, read_only=True)],
+            mounts=[
+                k8s.VolumeMount(name="script", mount_path=SCRIPT_DIR, read_only=True),
+                k8s.VolumeMount(name="settings", mount_path=SETTINGS_DIR, read_only=True),
+            ],
         )
         k8s.KubeCronJob(
             self,
@@ -139,7 +152,7 @@ class ReindexSchedule(Construct):
                 job=k8s.JobSpec(
                     # No retry: a failed run alerts (KgaReindexFailed); the next schedule picks up the rest.
                     backoff_limit=0,
-                    active_deadline_seconds=props.timeout_seconds + 300,
+                    active_deadline_seconds=props.repositories * props.timeout_seconds + 300,
                     ttl_seconds_after_finished=86400,
                     template=k8s.PodTemplateSpec(
                         metadata=k8s.ObjectMeta(labels={**identity.labels, **props.pod_labels}),
@@ -148,6 +161,13 @@ class ReindexSchedule(Construct):
                             container=container,
                             volumes=[
                                 k8s.Volume(name="script", config_map=k8s.ConfigMapVolumeSource(name=self.name)),
+                                k8s.Volume(
+                                    name="settings",
+                                    config_map=k8s.ConfigMapVolumeSource(
+                                        name=props.app_settings,
+                                        items=[k8s.KeyToPath(key=APP_SETTINGS_FILE, path=APP_SETTINGS_FILE)],
+                                    ),
+                                ),
                                 k8s.Volume(name="tmp", empty_dir=k8s.EmptyDirVolumeSource(size_limit=quantity("16Mi"))),
                             ],
                         ),
