@@ -77,10 +77,11 @@ class StorageClass:
         )
 
 
-# The classes each cloud offers by default, plus its zone-redundant one where it has one.
+# The classes each cloud creates by itself, plus its zone-redundant one where it has one. EKS creates only
+# gp2: the gp3 class the stack uses comes from the platform layer in dist/ (platform_storage_classes).
 STORAGE_CLASSES = (
     StorageClass("standard", "csi.example.com", {}, default=True),  # generic: the cluster default
-    StorageClass("gp3", "ebs.csi.aws.com", {"type": "gp3"}),  # EBS is zonal; AWS has no regional block volume
+    StorageClass("gp2", "ebs.csi.aws.com", {"type": "gp2"}),  # EBS is zonal; AWS has no regional block volume
     StorageClass("standard-rwo", "pd.csi.storage.gke.io", {"type": "pd-balanced"}),
     StorageClass(
         "standard-rwo-regional", "pd.csi.storage.gke.io", {"type": "pd-balanced", "replication-type": "regional-pd"}
@@ -88,6 +89,23 @@ STORAGE_CLASSES = (
     StorageClass("managed-csi", "disk.csi.azure.com", {"skuName": "StandardSSD_LRS"}),
     StorageClass("managed-csi-zrs", "disk.csi.azure.com", {"skuName": "StandardSSD_ZRS"}),
 )
+
+
+def platform_storage_classes() -> dict[str, dict[str, Any]]:
+    """The StorageClasses the platform layer of dist/ creates, by name, as its Argo CD bundle holds them."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted((ROOT / "dist" / "argocd").glob("*/platform/storageclass-*.yaml")):
+        obj = yaml.safe_load(path.read_text())
+        found.setdefault(obj["metadata"]["name"], obj)
+    return found
+
+
+def storage_classes() -> dict[str, StorageClass]:
+    """Every class a PVC of dist/ may name: the clouds' own and the platform layer's."""
+    classes = {sc.name: sc for sc in STORAGE_CLASSES}
+    for name, obj in platform_storage_classes().items():
+        classes[name] = StorageClass(name, obj["provisioner"], dict(obj.get("parameters") or {}))
+    return classes
 
 
 def binaries_missing() -> list[str]:
@@ -239,10 +257,20 @@ class ControlPlane:
                 "spec": {"attachRequired": False, "podInfoOnMount": False},
             }
             self.api.post("/apis/storage.k8s.io/v1/csidrivers", json=driver)  # 409 for a shared driver
+        # The platform layer's classes exactly as dist/ renders them, so applying its bundle changes nothing.
+        for obj in platform_storage_classes().values():
+            self.api.post("/apis/storage.k8s.io/v1/storageclasses", json=obj).raise_for_status()
+            driver = {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "CSIDriver",
+                "metadata": {"name": obj["provisioner"]},
+                "spec": {"attachRequired": False, "podInfoOnMount": False},
+            }
+            self.api.post("/apis/storage.k8s.io/v1/csidrivers", json=driver)  # 409 for a shared driver
 
     def provision_once(self) -> None:
         """Create a PV for each claim the scheduler has placed (``selected-node``), in that zone."""
-        classes = {sc.name: sc for sc in STORAGE_CLASSES}
+        classes = storage_classes()
         zones = self.node_zones()
         for pvc in self.items("/api/v1/persistentvolumeclaims"):
             meta, spec = pvc["metadata"], pvc["spec"]
