@@ -38,7 +38,7 @@ def test_agent_gets_the_graph_settings(manifests: Manifests) -> None:
     assert data["GRAPH_STORE_URL"] == "bolt://kga-staging-memgraph:7687"
     assert data["ENABLE_GRAPH_FEATURES"] == "true"
     env = manifests["staging"]["Deployment/kga-staging-indexer"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env}
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs["GRAPH_STORE_PASSWORD"] == {"name": "kga-memgraph", "key": "password"}
     assert data["GRAPH_STORE_USER"] == "kga"
 
