@@ -566,7 +566,8 @@ except subprocess.TimeoutExpired:
     p.kill()
     out["sigterm_rc"] = "timeout"
 out["sigterm_seconds"] = round(time.time() - t0, 2)
-out["app_log"] = p.stdout.read()[-4000:]
+# Whole lines only: a character cut started the log mid-line once start-up logged more adapters.
+out["app_log"] = "\n".join(p.stdout.read().splitlines()[-200:])
 print("PROBE " + json.dumps(out))
 """
 
