@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from backup_servers import stop
 from rendered import LocalPod, objects
 from tools import ROOT, free_port, missing, require_tool
 
@@ -500,7 +501,7 @@ def running_edge(
             backend.start()
             stack.callback(backend.stop)
         verifier, verify_port, deny_port, ready = _verifier(env, root, keys_map())
-        stack.callback(_stop, verifier)
+        stack.callback(stop, verifier)
         _wait(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{verify_port}{ready}", timeout=2).status == 200,
             "the verifier",
@@ -571,7 +572,7 @@ def running_edge(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        stack.callback(_stop, server)
+        stack.callback(stop, server)
         running = RunningEdge(
             env=env,
             domain=domain,
@@ -596,16 +597,6 @@ def running_edge(
 
         _wait(ready_to_serve, f"dist/{env}'s edge on Envoy Gateway", 120, server, log=log)
         yield running
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def translate(edge: list[Obj], extra: list[Obj], root: Path) -> list[Obj]:
