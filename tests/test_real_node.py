@@ -331,7 +331,7 @@ def test_every_undeclared_flow_between_running_components_is_refused(prober: Pro
     """Each running component against every Service port of the namespace: open exactly where a flow is
     declared (the web pod reaching Chroma, say, is refused)."""
     services = _services()
-    wrong = []
+    wrong, opened, refused = [], 0, 0
     for component in services:
         source = ComponentPeer(component=component)
         pod = _source_pod(prober, source)
@@ -344,9 +344,12 @@ def test_every_undeclared_flow_between_running_components_is_refused(prober: Pro
             if dest != component
         }
         for target, result in prober.connect(*pod, sorted(targets)).items():
+            opened, refused = opened + (result == "open"), refused + (result != "open")
             if (result == "open") != targets[target]:
                 wrong.append(f"{component} -> {target}: {result}, declared: {targets[target]}")
+    print(f"\n[real node] pod to Service port: {opened} open (declared), {refused} refused (undeclared)")
     assert wrong == []
+    assert opened and refused
     web_to_chroma = [
         t for t in _services()["chroma"] if not _allowed(flows, ComponentPeer(component="web"), "chroma", t[1])
     ]
@@ -357,6 +360,7 @@ def test_a_pod_of_another_namespace_reaches_no_service_port(prober: Prober) -> N
     pod = prober.pod_elsewhere(OUTSIDER, {"app.kubernetes.io/name": "outsider"})
     targets = [f"{svc}.{NAMESPACE}:{port}" for ports in _services().values() for svc, port in ports]
     seen = prober.connect(OUTSIDER, pod, targets)
+    print(f"\n[real node] from {OUTSIDER}: {len(seen)} Service ports, {sorted(set(seen.values()))}")
     assert [t for t, r in seen.items() if r == "open"] == []
     # Refused by policy, not unresolvable: the names resolve from there too.
     assert not any("gaierror" in r for r in seen.values()), seen
