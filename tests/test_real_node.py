@@ -24,12 +24,12 @@ from real_node import (
     HostState,
     Node,
     apply_dist,
-    dist_images,
     fake_openai,
     local,
     node_lock,
     real_node,
     tools_missing,
+    workload_images,
 )
 from tools import missing
 
@@ -62,9 +62,9 @@ def _require_node() -> None:
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    """The node with the local build of every image dist/dev runs (not the backup's: no Job runs here)."""
+    """The node with the local build of every image dist/dev's workloads run."""
     _require_node()
-    with real_node({*dist_images(ENV).values(), "probe"} - {"backup"}) as started:
+    with real_node(workload_images(ENV)) as started:
         print(f"\n[real node] {', '.join(f'{k} {v:.0f}s' for k, v in started.timings.items())}")
         yield started
 
