@@ -133,3 +133,26 @@ def test_main_builds_scans_signs_and_bumps() -> None:
     # The record step is a script of ours that sets up the project's venv (issue 24: a bare python3 crashed).
     assert "scripts/record_release.sh" in bump and "pip install" not in bump
     assert 'imagetools inspect "${repo}@${digest}"' in bump  # the registry answers for the digest first
+
+
+def test_the_digest_pull_request_is_made_with_the_release_app_token() -> None:
+    # Issue 24: a pull request opened with GITHUB_TOKEN triggers no pull_request workflow, so pr.yml's gate
+    # never ran on the one pull request that deploys. The App's installation token is another actor.
+    bump = load(WORKFLOWS / "main.yml")["jobs"]["bump"]
+    steps = {step.get("uses", "").split("@")[0]: step for step in bump["steps"]}
+    app = steps["actions/create-github-app-token"]
+    assert app["with"]["client-id"] == "${{ vars.RELEASE_APP_CLIENT_ID }}"
+    assert app["with"]["private-key"] == "${{ secrets.RELEASE_APP_PRIVATE_KEY }}"
+    # The token carries only what the pull request needs, whatever else the App is granted.
+    granted = {k.removeprefix("permission-"): v for k, v in app["with"].items() if k.startswith("permission-")}
+    assert granted == {"contents": "write", "pull-requests": "write"}
+    pull_request = steps["peter-evans/create-pull-request"]
+    assert pull_request["with"]["token"] == f"${{{{ steps.{app['id']}.outputs.token }}}}"
+    assert bump["steps"].index(app) < bump["steps"].index(pull_request)
+    # GITHUB_TOKEN no longer writes anything in this job.
+    assert "write" not in bump["permissions"].values()
+    # The set-up the docs walk through names exactly these: the variable, the secret, the permissions.
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    for name in ("RELEASE_APP_CLIENT_ID", "RELEASE_APP_PRIVATE_KEY", "Contents", "Pull requests"):
+        assert name in docs, name
+
