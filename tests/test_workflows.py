@@ -43,7 +43,7 @@ def load(path: Path) -> dict[Any, Any]:
 
 
 def test_the_workflows_exist() -> None:
-    assert [p.name for p in workflow_files()] == ["main.yml", "pr.yml"]
+    assert [p.name for p in workflow_files()] == ["main.yml", "pr.yml", "rebuild.yml"]
 
 
 def test_actionlint() -> None:
@@ -156,3 +156,28 @@ def test_the_digest_pull_request_is_made_with_the_release_app_token() -> None:
     for name in ("RELEASE_APP_CLIENT_ID", "RELEASE_APP_PRIVATE_KEY", "Contents", "Pull requests"):
         assert name in docs, name
 
+
+def test_a_weekly_rebuild_builds_every_released_image_and_rescans_what_is_deployed() -> None:
+    # Issue 24: exact Debian pins leave the archive at the next security update; nothing rebuilt or rescanned.
+    workflow = load(WORKFLOWS / "rebuild.yml")
+    (cron,) = [entry["cron"] for entry in workflow["on"]["schedule"]]
+    _minute, _hour, day, month, weekday = cron.split()
+    assert (day, month) == ("*", "*") and weekday.isdigit(), f"{cron}: weekly"
+    jobs = workflow["jobs"]
+    main = load(WORKFLOWS / "main.yml")
+    built = {e["image"]: e["dockerfile"] for e in jobs["build"]["strategy"]["matrix"]["include"]}
+    released = {e["image"]: e["dockerfile"] for e in main["jobs"]["build"]["strategy"]["matrix"]["include"]}
+    assert built == released
+    steps = {step.get("uses", "").split("@")[0]: step for step in jobs["build"]["steps"]}
+    build = steps["docker/build-push-action"]["with"]
+    assert build["push"] is False and build["no-cache"] is True
+    runs = "\n".join(step.get("run", "") for step in jobs["build"]["steps"])
+    # The agent's commit is main.yml's, read from it, never restated.
+    assert "yq '.env.APP_REF' .github/workflows/main.yml" in runs and "APP_REF:" not in str(workflow.get("env"))
+    for job in ("build", "rescan"):
+        scans = [s for s in jobs[job]["steps"] if s.get("uses", "").startswith("anchore/scan-action@")]
+        assert scans and all(s["with"]["fail-build"] is True and s["with"]["severity-cutoff"] == "high" for s in scans)
+    # The rescan reads the released digests from the file the release workflow writes.
+    assert "environments/releases/images.yaml" in "\n".join(s.get("run", "") for s in jobs["released"]["steps"])
+    assert jobs["rescan"]["strategy"]["matrix"]["ref"] == "${{ fromJSON(needs.released.outputs.refs) }}"
+    assert "write" not in str([job.get("permissions") for job in jobs.values()])
