@@ -260,8 +260,10 @@ def test_the_server_keeps_each_clusters_image_policy_as_rendered_and_refuses_a_b
     without a field pruned; an action Kyverno does not know is refused by the server itself."""
     assert len(POLICIES) == len(list((DIST / "argocd").iterdir()))
     for path in POLICIES:
-        out = cp.kubectl.run("apply", "--server-side", "--dry-run=server", "-o", "json", "-f", str(path))
+        args = ["apply", "--server-side", "--field-manager=kgstack-test", "--dry-run=server", "-o", "json"]
+        out = cp.kubectl.run(*args, "-f", str(path))
         assert out.returncode == 0, out.stderr
+        assert out.stderr == "", out.stderr  # no warning either (a deprecated API warns)
         assert _contains(json.loads(out.stdout)["spec"], yaml.safe_load(path.read_text())["spec"]), path
     bad = yaml.safe_load(POLICIES[0].read_text())
     bad["metadata"]["name"] += "-mutated"

@@ -156,8 +156,9 @@ def platform_releases() -> list[HelmRelease]:
             key="kyverno",
             repo_url="https://kyverno.github.io/kyverno/",
             chart="kyverno",
-            # Chart 3.9.1 is Kyverno v1.19.1, whose ClusterPolicy CRD is vendored (scripts/fetch_crds.py).
-            version="3.9.1",
+            # Chart 3.8.2 is Kyverno v1.18.2, whose ClusterPolicy CRD is vendored (scripts/fetch_crds.py); 1.19
+            # deprecates ClusterPolicy for ImageValidatingPolicy, a migration to make before upgrading.
+            version="3.8.2",
             release="kyverno",
             namespace=KYVERNO_NAMESPACE,
             values={
