@@ -953,9 +953,13 @@ def real_node(images: set[str] | None = None) -> Iterator[Node]:
     workdir = Path(tempfile.mkdtemp(prefix="kgstack-node-"))
     timings: dict[str, float] = {}
     start = time.monotonic()
-    builder = Images(workdir / "build")
-    tags = builder.build({*(images or set()), "coredns"})
-    archive = builder.save(tags)
+    try:
+        builder = Images(workdir / "build")
+        tags = builder.build({*(images or set()), "coredns"})
+        archive = builder.save(tags)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     timings |= {f"build {k}": v for k, v in builder.built.items()}
     timings["images"] = time.monotonic() - start
     with node_lock():
