@@ -162,30 +162,6 @@ if problems:
 EOF
 }
 
-main_venv() {
-  # shellcheck disable=SC2086
-  venv .venv $reqs
-  pip_install .venv/bin/python --no-deps -e .
-  # Synth runs with `python -O` (see Makefile); compile both bytecode levels once, since a
-  # machine with PYTHONDONTWRITEBYTECODE would otherwise recompile large modules every run.
-  .venv/bin/python -m compileall -q -o 0 -o 1 -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
-}
-case "$mode" in
-  synth) reqs=requirements/base.txt ;;
-  lint) reqs=requirements/lint.txt ;;
-  check) reqs=requirements/check.txt ;;
-  test) reqs="requirements/test.txt $(find requirements -name '*-test.txt' | sort | tr '\n' ' ')" ;;
-esac
-# shellcheck disable=SC2086
-step ".venv/.setup-$mode" "$(cat $reqs requirements/base.txt pyproject.toml)" "venv_check .venv $reqs" main_venv
-# Our own modules too, after any edit: otherwise every synth compiles all of kgstack (~40 ms).
-# The stamp is touched first, so a file saved during the compile is compiled next time.
-if [ ! -f .cache/bytecode.stamp ] || [ ! -d constructs/kgstack/__pycache__ ] || [ -n "$(find constructs/kgstack -name '*.py' -newer .cache/bytecode.stamp -print -quit)" ]; then
-  touch .cache/bytecode.stamp
-  .venv/bin/python -m compileall -q -o 0 -o 1 constructs/kgstack >/dev/null
-fi
-[ "$mode" = lint ] && exit 0  # lint needs no Node
-
 # Go-built tools start first and build while the rest installs (test only: no gate of check uses them).
 # go_tool STAMP MODULE "BINARIES" PACKAGE...: builds PACKAGEs of the Go module in MODULE (pinned by
 # its go.mod and go.sum), stripped, into the folder of STAMP, in the background; then checks that
@@ -200,6 +176,10 @@ go_build() {  # go_build OUT MODULE PACKAGE...
   [ "$minor" -ge 27 ] && exp=nojsonv2
   mkdir -p "$out"; out=$(cd "$out" && pwd)
   say "building $* with $("$GO" env GOVERSION)"
+  # The builds start together and each needs the standard library: the first compiles it while the
+  # others wait, then they find it in the build cache instead of compiling it side by side.
+  (flock 8 && cd "$module" && GOTOOLCHAIN=local GOEXPERIMENT=$exp nice -n 10 "$GO" build -trimpath std) \
+    8>"$PWD/.cache/go-std.lock" || fail "go build std"
   (cd "$module" && GOTOOLCHAIN=local GOEXPERIMENT=$exp GOFLAGS=-mod=readonly nice -n 10 \
     "$GO" build -trimpath -ldflags='-s -w' -o "$out/" "$@") || fail "go build in $module"
   say "built $* in $((SECONDS - start)) s"
@@ -263,6 +243,29 @@ if [ "$mode" = test ]; then
   fi
 fi
 
+main_venv() {
+  # shellcheck disable=SC2086
+  venv .venv $reqs
+  pip_install .venv/bin/python --no-deps -e .
+  # Synth runs with `python -O` (see Makefile); compile both bytecode levels once, since a
+  # machine with PYTHONDONTWRITEBYTECODE would otherwise recompile large modules every run.
+  .venv/bin/python -m compileall -q -o 0 -o 1 -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
+}
+case "$mode" in
+  synth) reqs=requirements/base.txt ;;
+  lint) reqs=requirements/lint.txt ;;
+  check) reqs=requirements/check.txt ;;
+  test) reqs="requirements/test.txt $(find requirements -name '*-test.txt' | sort | tr '\n' ' ')" ;;
+esac
+# shellcheck disable=SC2086
+step ".venv/.setup-$mode" "$(cat $reqs requirements/base.txt pyproject.toml)" "venv_check .venv $reqs" main_venv
+# Our own modules too, after any edit: otherwise every synth compiles all of kgstack (~40 ms).
+# The stamp is touched first, so a file saved during the compile is compiled next time.
+if [ ! -f .cache/bytecode.stamp ] || [ ! -d constructs/kgstack/__pycache__ ] || [ -n "$(find constructs/kgstack -name '*.py' -newer .cache/bytecode.stamp -print -quit)" ]; then
+  touch .cache/bytecode.stamp
+  .venv/bin/python -m compileall -q -o 0 -o 1 constructs/kgstack >/dev/null
+fi
+[ "$mode" = lint ] && exit 0  # lint needs no Node
 
 if [ "$mode" = synth ]; then wait_background; exit 0; fi
 
