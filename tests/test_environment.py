@@ -29,7 +29,7 @@ def problems(data: object, source: str = "environments/dev.yaml") -> list[str]:
 
 def test_shipped_environments_load() -> None:
     names = [env.name for env in load_environments(ENVIRONMENTS)]
-    assert names == ["dev", "prod", "staging"]
+    assert names == ["dev", "prod", "single", "staging"]
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,8 @@ def test_published_schema_is_current() -> None:
 def test_reference_doc_is_current() -> None:
     committed = (ENVIRONMENTS.parent / "docs" / "environment-reference.md").read_text()
     assert committed == markdown_reference(), "run: make schema"
-    assert "| `kubernetesVersion` | string | **required** |" in committed
+    assert "| `domain` | string | **required** |" in committed
+    assert "| `kubernetesVersion` | string or null | `null` | Kubernetes only (required there)" in committed
 
 
 def test_schema_rejects_unknown_fields_for_editors() -> None:

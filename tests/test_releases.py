@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, env_data
+from conftest import ENV_DIRS, ROOT, env_data
 
 from kgstack.environment import parse_environment
 from kgstack.gitops_chart import GitOpsTarget
@@ -65,7 +65,7 @@ def test_dist_pins_exactly_the_recorded_digests_and_argocd_holds_back_the_unrele
     # workflow recorded for that tag, a recorded tag is always pinned, and an environment that
     # deploys an unrecorded tag never syncs automatically.
     releases = load_releases(ROOT / "environments")
-    for folder in sorted(p for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd"):
+    for folder in [ROOT / "dist" / env for env in ENV_DIRS]:
         refs = {m for path in folder.glob("*.yaml") for m in re.findall(r"ghcr\.io/acme/[^\s\"']+", path.read_text())}
         assert refs, folder.name
         for ref in refs:
