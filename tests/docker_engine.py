@@ -31,6 +31,16 @@ DOCKER = "/usr/bin/docker"
 APT_HINT = "apt-get install docker.io containerd (scripts/setup.sh test)"
 
 
+IPTABLES_RACE = "iptables failed"
+"""dockerd edits the host's iptables chains (DOCKER-ISOLATION-*) when it creates a network; another engine on
+the host doing the same at that moment makes one of them fail. Such a step is worth repeating."""
+
+
+def transient(stderr: str) -> bool:
+    """The failure is the host's shared iptables, not the project: run the step again."""
+    return IPTABLES_RACE in stderr
+
+
 def _overlay() -> bool:
     try:
         return "overlay" in Path("/proc/filesystems").read_text()

@@ -134,7 +134,7 @@ def test_start_order_waits_for_healthy_stores() -> None:
 
 
 def test_the_edge_routes_checks_keys_and_limits_like_the_kubernetes_edge() -> None:
-    conf = (ROOT / "dist" / "single" / "compose" / "config" / "edge-nginx-conf").read_text()
+    conf = (ROOT / "dist" / "single" / "compose" / "config" / "edge" / "nginx.conf").read_text()
     for path in INDEXER_PATHS:
         assert f"location {path} {{" in conf
     assert f"set $kga_verifier auth:{AUTH_PORT};" in conf
@@ -222,7 +222,7 @@ def _mutated(change: Any) -> list[str]:
         ),
         pytest.param(
             lambda c: c["services"]["edge"]["networks"].pop("auth"),
-            "services.edge: ./config/edge-nginx-conf: upstream auth:8080: edge and auth share no network",
+            "services.edge: ./config/edge/nginx.conf: upstream auth:8080: edge and auth share no network",
             id="edge-upstream",
         ),
     ],

@@ -62,16 +62,29 @@ class ComposeGate:
         for network in service.get("networks") or {}:
             if network not in networks:
                 out.append(f"networks.{network}: not declared under top-level networks")
-        volumes = self.project.get("volumes") or {}
-        for i, mount in enumerate(service.get("volumes", [])):
-            if isinstance(mount, dict) and mount.get("type") == "volume" and mount["source"] not in volumes:
-                out.append(f"volumes[{i}]: named volume {mount['source']!r} is not declared under top-level volumes")
+        out += self._mounts(service)
         check = service.get("healthcheck")
         if check:
             exposed = {int(p) for p in service.get("expose", [])}
             for port in _LOCAL_PORT.findall(" ".join(check["test"])):
                 if int(port) not in exposed:
                     out.append(f"healthcheck: probes port {port}, which the service does not expose")
+        return out
+
+    def _mounts(self, service: dict[str, Any]) -> list[str]:
+        out = []
+        volumes = self.project.get("volumes") or {}
+        for i, mount in enumerate(service.get("volumes", [])):
+            if isinstance(mount, dict) and mount.get("type") == "volume" and mount["source"] not in volumes:
+                out.append(f"volumes[{i}]: named volume {mount['source']!r} is not declared under top-level volumes")
+            if isinstance(mount, dict) and mount.get("type") == "bind":
+                folder = str(mount["source"]).removeprefix("./").rstrip("/") + "/"
+                if not folder.startswith(_CONFIG_FILE.removeprefix("./")) or not any(
+                    f.startswith(folder) for f in self.files
+                ):
+                    out.append(f"volumes[{i}]: bind {mount['source']!r} is not a folder rendered under ./config/")
+                if not mount.get("read_only"):
+                    out.append(f"volumes[{i}]: bind {mount['source']!r} must be read-only")
         return out
 
     def _order(self, service: dict[str, Any]) -> list[str]:

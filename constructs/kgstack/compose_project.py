@@ -212,6 +212,9 @@ class ComposeProject:
         self.stack = AgentStack(cdk8s.App(), _compose_view(env))
         self.objects = {f"{o['kind']}/{o['metadata']['name']}": o for o in manifests(self.stack).values()}
         self.configs: dict[str, str] = {}
+        """Config entry to its file (relative to the project)."""
+        self.config_files: dict[str, str] = {}
+        """``config/<configmap>/<key>`` to its text."""
         self.secrets: dict[str, str] = {}
         self.volumes: dict[str, dict[str, Any]] = {}
         self.images = {ref.reference: name for name, ref in env.images.all().items()}
@@ -285,11 +288,16 @@ class ComposeProject:
     def _image_name(self, reference: str) -> str:
         return self.images.get(reference, "")
 
+    def _config_file(self, configmap: str, key: str, path: str) -> str:
+        """``config/<configmap>/<path>`` beside compose.yaml, holding one ConfigMap key."""
+        file = f"config/{self._short(configmap)}/{path}"
+        self.config_files[file] = self.objects[f"ConfigMap/{configmap}"]["data"][key]
+        return file
+
     def _config(self, configmap: str, key: str) -> str:
-        """A config entry for one ConfigMap key, written to ``config/<configmap>/<key>``."""
-        data = self.objects[f"ConfigMap/{configmap}"]["data"]
+        """A config entry (one file) for one ConfigMap key."""
         entry = f"{self._short(configmap)}-{key}".replace(".", "-").lower()
-        self.configs[entry] = data[key]
+        self.configs[entry] = self._config_file(configmap, key, key)
         return entry
 
     def _secret(self, secret: str, key: str) -> str:
@@ -383,7 +391,14 @@ class ComposeProject:
             source = volume.get("configMap") or volume["secret"]
             owner = source.get("name") or source["secretName"]
             keys = self.objects[f"ConfigMap/{owner}"]["data"] if "configMap" in volume else {}
-            for item in source.get("items") or [{"key": k, "path": k} for k in keys]:
+            items = source.get("items") or [{"key": k, "path": k} for k in keys]
+            if "configMap" in volume and not mount.get("subPath"):
+                # The whole folder, as the pod sees it: the image's own folder (perhaps not ours to read) is hidden.
+                files = [self._config_file(owner, item["key"], item["path"]) for item in items]
+                folder = f"./{files[0].rsplit('/', 1)[0]}"
+                mounts.volumes.append({"type": "bind", "source": folder, "target": path, "read_only": True})
+                return
+            for item in items:
                 if mount.get("subPath") and item["path"] != mount["subPath"]:
                     continue
                 target = path if mount.get("subPath") else f"{path}/{item['path']}"
@@ -407,7 +422,7 @@ class ComposeProject:
         if from_secrets or inits:
             before, after = ENTRYPOINT.get(image_name, ([], []))
             lines = [
-                f'[ ! -f {path} ] || export {var}="$(cat {path})"' if optional else f'export {var}="$(cat {path})"'
+                f'[ ! -s {path} ] || export {var}="$(cat {path})"' if optional else f'export {var}="$(cat {path})"'
                 for var, path, optional in from_secrets
             ]
             for init in inits:  # a shell script runs inline (in a subshell), anything else as its command line
@@ -522,7 +537,8 @@ class ComposeProject:
 
     def _edge(self) -> dict[str, Any]:
         env = self.env
-        self.configs["edge-nginx-conf"] = edge_nginx_conf(self)
+        self.config_files["config/edge/nginx.conf"] = edge_nginx_conf(self)
+        self.configs["edge-nginx-conf"] = "config/edge/nginx.conf"
         cert = self._secret(TLS_SECRET, "tls.crt")
         key = self._secret(TLS_SECRET, "tls.key")
         backends = sorted(s for s, clients in self.clients.items() if EDGE in clients)
@@ -612,7 +628,7 @@ class ComposeProject:
             "services": services,
             "networks": {n: self.networks[n] or {} for n in sorted(self.networks)},
             "volumes": {v: self.volumes[v] for v in sorted(self.volumes)},
-            "configs": {c: {"file": f"./config/{c}"} for c in sorted(self.configs)},
+            "configs": {c: {"file": f"./{self.configs[c]}"} for c in sorted(self.configs)},
             "secrets": {s: {"file": self.secrets[s]} for s in sorted(self.secrets)},
         }
 
@@ -634,7 +650,7 @@ class ComposeProject:
         """File name (relative to ``dist/<env>/compose/``) to text."""
         # A plain copy: shared dicts (the log options) would otherwise be dumped as YAML aliases.
         out = {COMPOSE_FILE: to_yaml(json.loads(json.dumps(self.compose()))), CRONTAB_FILE: self.crontab()}
-        out |= {f"config/{name}": text for name, text in self.configs.items()}
+        out |= self.config_files
         return dict(sorted(out.items()))
 
     def runbook(self) -> str:
@@ -715,6 +731,11 @@ class ComposeProject:
         return sorted(path.split("}/", 1)[1] for path in self.secrets.values())
 
 
+def nginx_quoted(value: str) -> str:
+    """``value`` inside nginx's double quotes, where ``\\\\`` reads as one backslash."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def edge_nginx_conf(project: ComposeProject) -> str:
     """The edge: TLS, the routes of :mod:`kgstack.edge` (blocked, indexer, API, UI), the API-key check through
     the verifier, security headers, rate and connection limits, body limits and request IDs."""
@@ -753,6 +774,8 @@ def edge_nginx_conf(project: ComposeProject) -> str:
             f"proxy_read_timeout {timeout}s;",
             f"proxy_send_timeout {timeout}s;",
             *(f'add_header {k} "{v}" always;' for k, v in headers.items()),
+            # add_header here hides the server's: the request ID again.
+            "add_header X-Request-ID $kga_request_id always;",
         ]
         body_lines = "".join(f"            {line}\n" for line in lines)
         return f"        location {match} {{\n{body_lines}        }}\n"
@@ -777,7 +800,10 @@ def edge_nginx_conf(project: ComposeProject) -> str:
         zone="web",
     )
     common_headers = "".join(f"    proxy_set_header {h};\n" for h in PROXY_HEADERS)
-    blocked_headers = "".join(f'            add_header {k} "{v}" always;\n' for k, v in headers_api.items())
+    blocked_headers = "".join(
+        f"            add_header {k} {v} always;\n"
+        for k, v in [*((k, f'"{v}"') for k, v in headers_api.items()), ("X-Request-ID", "$kga_request_id")]
+    )
     return f"""# {env.instance}: the Compose edge (kgstack.compose_project). Same routes, headers, limits and
 # API-key check as the Kubernetes edge (docs/edge.md); TLS from the Docker secret {TLS_SECRET}.
 worker_processes auto;
@@ -851,7 +877,7 @@ http {{
             proxy_read_timeout 2s;
         }}
         # Blocked (maintenance endpoints, raw Cypher), in any case and with backslashes: 403 from the deny port.
-        location ~ "^{blocked_regex()}$" {{
+        location ~ "^{nginx_quoted(blocked_regex())}$" {{
             set $kga_upstream {deny};
             proxy_pass http://$kga_upstream;
 {blocked_headers}        }}
