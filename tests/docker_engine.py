@@ -139,9 +139,13 @@ class DockerEngine:
         raise RuntimeError(f"{what} did not start:\n{logs}")
 
     def docker(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [DOCKER, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        for _ in range(3):
+            result = subprocess.run(
+                [DOCKER, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            )
+            if result.returncode == 0 or not transient(result.stderr):
+                break
+            time.sleep(2)
         if check and result.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
         return result
