@@ -29,7 +29,7 @@ def problems(data: object, source: str = "environments/dev.yaml") -> list[str]:
 
 def test_shipped_environments_load() -> None:
     names = [env.name for env in load_environments(ENVIRONMENTS)]
-    assert names == ["dev", "prod", "staging"]
+    assert names == ["dev", "prod", "single", "staging"]
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,8 @@ def test_published_schema_is_current() -> None:
 def test_reference_doc_is_current() -> None:
     committed = (ENVIRONMENTS.parent / "docs" / "environment-reference.md").read_text()
     assert committed == markdown_reference(), "run: make schema"
-    assert "| `kubernetesVersion` | string | **required** |" in committed
+    assert "| `domain` | string | **required** |" in committed
+    assert "| `kubernetesVersion` | string or null | `null` | Kubernetes only (required there)" in committed
 
 
 def test_schema_rejects_unknown_fields_for_editors() -> None:
@@ -391,3 +392,42 @@ def test_every_error_links_a_section_that_exists() -> None:
     links = [p.rsplit("(see ", 1)[1].rstrip(")") for p in found if "(see " in p]
     assert len(links) == len(found) == len(bad), found
     assert [link for link in links if link.partition("#")[2] not in headings] == []
+
+
+# ---------------------------------------------------------------- targets
+
+
+def test_targets_default_to_kubernetes() -> None:
+    env = parse_environment(env_data("dev"), source="environments/dev.yaml")
+    assert [t.value for t in env.targets] == ["kubernetes"]
+    assert env.placement.namespace == "kga-dev"
+
+
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [
+        pytest.param([], "targets: List should have at least 1 item", id="empty"),
+        pytest.param(["kubernetes", "kubernetes"], "targets: kubernetes listed more than once", id="repeated"),
+        pytest.param(["swarm"], "targets[0]: Input should be 'kubernetes', 'compose', 'ecs' or 'aci'", id="unknown"),
+        pytest.param(["kubernetes", "ecs"], "targets: 'ecs' is not available yet", id="ecs"),
+        pytest.param(["aci"], "targets: 'aci' is not available yet", id="aci"),
+    ],
+)
+def test_bad_targets_are_refused(targets: list[str], expected: str) -> None:
+    found = problems(env_data("dev", targets=targets))
+    assert any(p.startswith(f"environments/dev.yaml: {expected}") for p in found), found
+
+
+def test_kubernetes_fields_are_required_with_kubernetes() -> None:
+    found = problems(env_data("dev", namespace=DELETE, quota=DELETE))
+    assert "environments/dev.yaml: namespace: required: targets includes kubernetes" in " ".join(found), found
+    assert any(p.startswith("environments/dev.yaml: quota: required: targets includes kubernetes") for p in found)
+
+
+def test_kubernetes_fields_are_refused_without_kubernetes() -> None:
+    found = problems(env_data("dev", targets=["compose"]))
+    for field in ("namespace", "kubernetesVersion", "cluster", "cloud", "gitops", "quota", "workloads"):
+        assert (
+            f"environments/dev.yaml: {field}: Kubernetes only, and targets (compose) has no kubernetes: remove it"
+            in (found)
+        ), found

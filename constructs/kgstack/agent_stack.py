@@ -51,7 +51,8 @@ class AgentStack(cdk8s.Chart):
         super().__init__(scope, env.name, disable_resource_name_hashes=True)
         self.env = env
         release = Identity(name=APP_NAME, instance=env.instance, version=env.images.agent.tag)
-        ns = env.namespace
+        placement = env.placement
+        ns = placement.namespace
         storage_class = env.cloud.storage_class_name
 
         self.tenant = TenantNamespace(
@@ -60,8 +61,8 @@ class AgentStack(cdk8s.Chart):
             props=TenantNamespaceProps(
                 identity=release,
                 namespace=ns,
-                pod_security_version=f"v{env.kubernetes_version}",
-                quota=env.quota,
+                pod_security_version=f"v{placement.kubernetes_version}",
+                quota=placement.quota,
                 container_defaults=env.container_defaults,
             ),
         )
@@ -380,7 +381,7 @@ class AgentStack(cdk8s.Chart):
         net = self.env.network
         return cross_reference.Gate(
             objects,
-            namespace=self.env.namespace,
+            namespace=self.env.placement.namespace,
             prerequisites={name: frozenset(keys) for name, keys in self.secrets.prerequisites.items()},
             scraper=cross_reference.Peer(net.monitoring_namespace, net.prometheus_pod_labels),
             prober=cross_reference.Peer(net.monitoring_namespace, net.blackbox_pod_labels),

@@ -665,7 +665,8 @@ def install_procedure(
                 f"   kubectl -n {namespace} wait gateway/{name} --for=condition=Programmed --timeout=10m",
                 f"   kubectl -n {namespace} get gateway {name} -o jsonpath='{{.status.addresses[0].value}}'",
                 "   ```",
-                f"4. Once DNS resolves, the certificate is issued: `kubectl -n {env.namespace} wait certificate --all "
+                f"4. Once DNS resolves, the certificate is issued: `kubectl -n {env.placement.namespace} wait "
+                "certificate --all "
                 f"--for=condition=Ready --timeout=15m`; then `curl -fsS https://{env.domain}/` answers.",
             ]
         lines.append("")

@@ -286,6 +286,63 @@ def _missing_digest(name: str, ref: ImageRef) -> str:
     return f"{reason}: read it with `crane digest {ref.repository}:{ref.tag}`, then set images.{name}.digest"
 
 
+class Target(StrEnum):
+    """Where an environment runs; each target has its own renderer and output folder."""
+
+    KUBERNETES = "kubernetes"
+    COMPOSE = "compose"
+    ECS = "ecs"
+    ACI = "aci"
+
+
+RENDERED_TARGETS = (Target.KUBERNETES, Target.COMPOSE)
+"""Targets with a renderer today; the others are accepted by the type and refused at load."""
+
+TARGET_FOLDERS: dict[Target, str] = {
+    Target.KUBERNETES: "",
+    Target.COMPOSE: "compose",
+    Target.ECS: "ecs",
+    Target.ACI: "aci",
+}
+"""Each target's folder under ``dist/<env>/`` (Kubernetes: the folder itself, as before targets existed)."""
+
+KUBERNETES_ONLY = (
+    "namespace",
+    "kubernetes_version",
+    "cluster",
+    "cloud",
+    "network",
+    "secrets",
+    "gitops",
+    "monitoring",
+    "quota",
+    "container_defaults",
+    "workloads",
+    "patches",
+)
+"""Fields that only the Kubernetes target reads: required (the ones without a default) when ``targets``
+holds ``kubernetes``, refused when it does not (a setting no renderer honours is a mistake)."""
+
+KUBERNETES_REQUIRED = ("namespace", "kubernetes_version", "cluster", "quota")
+"""Of those, the ones an environment that targets Kubernetes must set."""
+
+
+def _unique_targets(value: list[Target]) -> list[Target]:
+    repeated = sorted({t.value for t in value if value.count(t) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} listed more than once; list each target once")
+    return value
+
+
+class KubernetesPlacement(Spec):
+    """The Kubernetes-only fields of an environment that targets Kubernetes, never ``None``."""
+
+    namespace: str
+    kubernetes_version: str
+    cluster: Cluster
+    quota: Quota
+
+
 class Environment(Spec):
     """One deployment of the Knowledge Graph Agent (``environments/<name>.yaml``)."""
 
@@ -293,15 +350,26 @@ class Environment(Spec):
     """Must equal the file name; used as the release instance (``kga-<name>``)."""
     stage: Stage
     """dev, staging or prod; prod requires image digests."""
-    namespace: DnsLabel
-    """Namespace that holds every namespaced object of the environment."""
+    targets: Annotated[list[Target], Field(min_length=1), AfterValidator(_unique_targets)] = Field(
+        default_factory=lambda: [Target.KUBERNETES]
+    )
+    """Where the environment runs, each rendered under ``dist/<name>/``: ``kubernetes`` (manifests in the
+    folder itself), ``compose`` (one server: ``compose/compose.yaml`` and its config files, see
+    docs/single-server.md); ``ecs`` and ``aci`` are not available yet. The Kubernetes-only fields
+    (``namespace``, ``kubernetesVersion``, ``cluster``, ``cloud``, ``network``, ``secrets``, ``gitops``,
+    ``monitoring``, ``quota``, ``containerDefaults``, ``workloads``, ``patches``) are required (those without a
+    default) with ``kubernetes`` and refused without it."""
+    namespace: DnsLabel | None = None
+    """Kubernetes only (required there): the namespace that holds every namespaced object of the environment."""
     domain: Annotated[str, AfterValidator(_domain)]
     """Public host of the web UI and API, e.g. ``kga.example.com``."""
-    kubernetes_version: Annotated[str, AfterValidator(_kubernetes_version)]
-    """Target cluster version, ``1.27`` to ``1.35``; pins the Pod Security level version."""
-    cluster: Cluster
-    """The cluster the environment runs on (name and API server): ``dist/argocd/<name>/`` is its Argo CD
-    bundle, and environments on one cluster share its platform layer (they must declare it alike)."""
+    kubernetes_version: Annotated[str, AfterValidator(_kubernetes_version)] | None = None
+    """Kubernetes only (required there): target cluster version, ``1.27`` to ``1.35``; pins the Pod Security
+    level version."""
+    cluster: Cluster | None = None
+    """Kubernetes only (required there): the cluster the environment runs on (name and API server):
+    ``dist/argocd/<name>/`` is its Argo CD bundle, and environments on one cluster share its platform
+    layer (they must declare it alike)."""
     cloud: CloudProfile = CloudProfile()
     """Cluster flavour: storage class, ingress class, workload identity."""
     images: Images
@@ -331,8 +399,8 @@ class Environment(Spec):
     """Argo CD Application for this environment in ``dist/argocd/<cluster>/``; ``None`` renders none."""
     monitoring: MonitoringSettings = MonitoringSettings()
     """Prometheus, Alertmanager and Grafana objects; see docs/observability.md."""
-    quota: Quota
-    """Namespace ResourceQuota, checked against the stack at maximum scale."""
+    quota: Quota | None = None
+    """Kubernetes only (required there): namespace ResourceQuota, checked against the stack at maximum scale."""
     container_defaults: ContainerDefaults = ContainerDefaults()
     """Namespace LimitRange defaults."""
     workloads: WorkloadSettings = WorkloadSettings()
@@ -345,6 +413,7 @@ class Environment(Spec):
     @model_validator(mode="after")
     def _rules(self) -> Self:
         problems = [
+            *self._target_rules(),
             *self._store_switches(),
             *self._access_rules(),
             *self._saturation_rules(),
@@ -356,6 +425,45 @@ class Environment(Spec):
         if problems:
             raise FieldError(*problems)
         return self
+
+    @property
+    def on_kubernetes(self) -> bool:
+        return Target.KUBERNETES in self.targets
+
+    @property
+    def placement(self) -> KubernetesPlacement:
+        """The Kubernetes-only fields, checked present; an environment without the target has none."""
+        if not (self.namespace and self.kubernetes_version and self.cluster and self.quota):
+            raise ValueError(f"environment {self.name}: targets has no kubernetes, so it has no Kubernetes placement")
+        return KubernetesPlacement(
+            namespace=self.namespace, kubernetes_version=self.kubernetes_version, cluster=self.cluster, quota=self.quota
+        )
+
+    def _target_rules(self) -> list[tuple[str, str]]:
+        problems = [
+            (
+                "targets",
+                f"{target.value!r} is not available yet: no renderer for it; "
+                f"available: {', '.join(t.value for t in RENDERED_TARGETS)}",
+            )
+            for target in self.targets
+            if target not in RENDERED_TARGETS
+        ]
+        alias = {name: field.alias or name for name, field in type(self).model_fields.items()}
+        if self.on_kubernetes:
+            problems += [
+                (alias[f], "required: targets includes kubernetes (see docs/environment-reference.md#environment)")
+                for f in KUBERNETES_REQUIRED
+                if getattr(self, f) is None
+            ]
+        else:
+            shown = ", ".join(t.value for t in self.targets)
+            problems += [
+                (alias[f], f"Kubernetes only, and targets ({shown}) has no kubernetes: remove it")
+                for f in KUBERNETES_ONLY
+                if f in self.model_fields_set
+            ]
+        return problems
 
     @property
     def optional_stores(self) -> dict[str, bool]:
@@ -423,7 +531,15 @@ class Environment(Spec):
 
     def _access_rules(self) -> list[tuple[str, str]]:
         problems = []
-        if self.backup.credentials_secret is None and not self.cloud.workload_identity:
+        if self.backup.credentials_secret is None and not self.on_kubernetes:
+            problems.append(
+                (
+                    "backup.credentialsSecret",
+                    "is null, but workload identity exists only on Kubernetes: name the file of object storage "
+                    "credentials (a Docker secret on Compose)",
+                )
+            )
+        elif self.backup.credentials_secret is None and not self.cloud.workload_identity:
             problems.append(
                 (
                     "backup.credentialsSecret",
@@ -431,7 +547,12 @@ class Environment(Spec):
                     "or name a Secret with object storage credentials",
                 )
             )
-        if self.stage is Stage.PROD and self.monitoring.enabled and self.monitoring.receivers.paging is None:
+        if (
+            self.on_kubernetes
+            and self.stage is Stage.PROD
+            and self.monitoring.enabled
+            and self.monitoring.receivers.paging is None
+        ):
             problems.append(
                 (
                     "monitoring.receivers.paging",
@@ -439,7 +560,7 @@ class Environment(Spec):
                     "routing key's Secret (docs/observability.md). Other stages page nobody unless they set it",
                 )
             )
-        if self.stage is not Stage.DEV and not self.secrets.store_name:
+        if self.on_kubernetes and self.stage is not Stage.DEV and not self.secrets.store_name:
             problems.append(
                 (
                     "secrets.storeName",
@@ -611,7 +732,7 @@ def _unique_per_environment(env: Environment) -> dict[str, tuple[str, str]]:
     backups pruned under ``s3://b/staging/`` would delete ``s3://b/staging/qa/`` too.
     """
     values = {
-        "namespace": (env.namespace, env.namespace),
+        **({"namespace": (env.namespace, env.namespace)} if env.namespace else {}),
         "domain": (env.domain, env.domain),
         "backup.target": (
             env.backup.target,
@@ -669,6 +790,8 @@ def cluster_disagreements(environments: Mapping[str, Environment]) -> list[str]:
     first: dict[str, tuple[str, Environment]] = {}
     servers: dict[str, tuple[str, str]] = {}
     for source, env in environments.items():
+        if env.cluster is None:
+            continue  # not on Kubernetes
         name, server = env.cluster.name, env.cluster.server
         if server in servers and servers[server][1] != name and server != "https://kubernetes.default.svc":
             problems.append(

@@ -79,11 +79,11 @@ class GitOpsTarget(Spec):
         return cls(
             name=env.name,
             instance=env.instance,
-            namespace=env.namespace,
+            namespace=env.placement.namespace,
             stage=str(env.stage),
             version=env.images.agent.tag,
             settings=settings,
-            cluster=env.cluster,
+            cluster=env.placement.cluster,
             unreleased=unreleased(env),
             ignore_differences=reloader_ignore_differences(objects or {}),
         )
