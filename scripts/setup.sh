@@ -177,7 +177,7 @@ case "$mode" in
   test) reqs="requirements/test.txt $(find requirements -name '*-test.txt' | sort | tr '\n' ' ')" ;;
 esac
 # shellcheck disable=SC2086
-step ".venv/.setup-$mode" "$(cat $reqs requirements/base.txt pyproject.toml)" "venv_check .venv $reqs" main_venv
+step ".venv/.setup-$mode" "$(cat $reqs requirements/base.txt requirements/cloud.txt pyproject.toml)" "venv_check .venv $reqs" main_venv
 # Our own modules too, after any edit: otherwise every synth compiles all of kgstack (~40 ms).
 # The stamp is touched first, so a file saved during the compile is compiled next time.
 if [ ! -f .cache/bytecode.stamp ] || [ ! -d constructs/kgstack/__pycache__ ] || [ -n "$(find constructs/kgstack -name '*.py' -newer .cache/bytecode.stamp -print -quit)" ]; then
@@ -261,9 +261,9 @@ fi
 
 if [ "$mode" = synth ]; then wait_background; exit 0; fi
 
-# Scanners whose dependency pins conflict (networkx) each get their own venv; mostly downloads,
+# Scanners whose dependency pins conflict (networkx; cfn-lint's) each get their own venv; mostly downloads,
 # so they install alongside each other and the apt step.
-for tool in checkov nca; do
+for tool in checkov nca cfn-lint; do
   background "$tool" step ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" \
     "venv_check .venvs/$tool requirements/tool-$tool.txt" venv ".venvs/$tool" "requirements/tool-$tool.txt"
 done

@@ -26,8 +26,15 @@ ENVIRONMENTS = ROOT / "environments"
 
 
 @pytest.fixture(scope="session")
-def environments() -> dict[str, Environment]:
+def all_environments() -> dict[str, Environment]:
+    """Every environment file, whatever its targets."""
     return {env.name: env for env in load_environments(ENVIRONMENTS)}
+
+
+@pytest.fixture(scope="session")
+def environments(all_environments: dict[str, Environment]) -> dict[str, Environment]:
+    """The environments that target Kubernetes (the others have no chart)."""
+    return {name: env for name, env in all_environments.items() if env.on_kubernetes}
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +56,13 @@ def manifests(rendered: dict[str, dict[str, str]]) -> dict[str, dict[str, dict]]
     return out
 
 
-ENV_DIRS = sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd")
-"""dist/<env>/ folders (dist/argocd/ holds the Argo CD Applications, not an environment)."""
+ENV_DIRS = sorted(
+    p.name
+    for p in (ROOT / "dist").iterdir()
+    if p.is_dir() and p.name != "argocd" and (p / "kustomization.yaml").is_file()
+)
+"""dist/<env>/ folders of the environments on Kubernetes (dist/argocd/ holds the Argo CD Applications; an
+environment on the clouds alone has only its target folders, dist/<env>/ecs/ and dist/<env>/aci/)."""
 
 
 def dist_files() -> list[Path]:

@@ -60,6 +60,24 @@ def write_env(envdir: Path, name: str, data: object) -> None:
             "prod.yaml: images.agent.digest: digests of our own",
         ),
         ("dev", {"quota__pods": 3}, 1, "error: environments/dev.yaml: quota.pods: is 3 but the workloads"),
+        (
+            "azure",
+            {"query__autoscaling__maxReplicas": 4},
+            2,
+            "error: environments/azure.yaml: query.autoscaling.maxReplicas: ACI has no autoscaling",
+        ),
+        (
+            "aws",
+            {
+                "agent__graph__enabled": True,
+                "stores__memgraph": {
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                    "storageSize": "1Gi",
+                },
+            },
+            2,
+            "error: environments/aws.yaml: stores.memgraph: the ECS target has no graph store",
+        ),
     ],
 )
 def test_bad_input_exits_non_zero_and_leaves_dist_untouched(
