@@ -241,4 +241,24 @@ def test_aws_cron() -> None:
     assert aws_cron("30 2 * * 0") == "cron(30 2 ? * 1 *)"
 
 
-_ = Path
+def test_kubernetes_only_synth_never_imports_aws_cdk(tmp_path: Path) -> None:
+    import shutil
+    import sys
+
+    envs = tmp_path / "environments"
+    shutil.copytree(ROOT / "environments" / "releases", envs / "releases")
+    for path in (ROOT / "environments").glob("*.yaml"):
+        if Target.KUBERNETES in load_environment(path).targets:
+            shutil.copy(path, envs / path.name)
+    code = (
+        "import sys, app; code = app.main(['--environments', sys.argv[1], '--outdir', sys.argv[2]]); "
+        "print('aws_cdk' in sys.modules, code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(envs), str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False 0", result.stderr[-2000:]
