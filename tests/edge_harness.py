@@ -23,7 +23,6 @@ import base64
 import concurrent.futures
 import contextlib
 import copy
-import datetime
 import fcntl
 import http.client
 import importlib.util
@@ -43,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import certs
 import yaml
 from backup_servers import stop
 from rendered import LocalPod, objects
@@ -315,32 +315,9 @@ class RunningEdge:
 
 
 def self_signed(domain: str, directory: Path) -> tuple[bytes, bytes]:
-    """A certificate for ``domain`` (what cert-manager would issue) and its key, PEM."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
+    """A certificate for ``domain`` and its key, PEM; the certificate is also ``edge-ca.pem`` for clients."""
+    pem, key_pem = certs.self_signed(domain)
     (directory / "edge-ca.pem").write_bytes(pem)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     return pem, key_pem
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import cdk8s
 import pytest
 import yaml
+from conftest import DELETE, env_data
 from pydantic import ValidationError
 
 from kgstack import Environment
@@ -22,7 +25,7 @@ from kgstack.argocd_application import (
     sync_wave,
 )
 from kgstack.cluster_platform import platform_releases
-from kgstack.environment import OWN_IMAGES
+from kgstack.environment import OWN_IMAGES, EnvironmentFileError, load_environments, parse_environment
 from kgstack.gitops_chart import GitOpsChart, GitOpsTarget
 from kgstack.publish import manifests as chart_objects
 from kgstack.publish import synth
@@ -317,3 +320,110 @@ def test_every_kind_in_dist_has_a_deliberate_wave(manifests: dict[str, dict[str,
 
     kinds = {obj["kind"] for objects in manifests.values() for obj in objects.values()}
     assert kinds <= set(_WAVES), f"no sync wave for {sorted(kinds - set(_WAVES))}"
+
+
+# ------------------------------------------------------------------ promotion by commit (issue 24)
+PROMOTED = "a6818374cd04686e6788d8a067c4651995a82c97"
+
+
+def _env_problems(data: object, source: str = "environments/prod.yaml") -> list[str]:
+    with pytest.raises(EnvironmentFileError) as caught:
+        parse_environment(data, source=source)
+    return caught.value.problems
+
+
+def test_prod_never_tracks_a_branch() -> None:
+    """Issue 24: prod tracked main, so `argocd app sync kga-prod` shipped main's head at that moment."""
+    (problem,) = _env_problems(env_data("prod", gitops__promotedFrom=DELETE, gitops__targetRevision="main"))
+    assert problem.startswith("environments/prod.yaml: gitops.promotedFrom: required in stage prod")
+    (problem,) = _env_problems(env_data("prod", gitops__targetRevision="main"))
+    assert "gitops" in problem and "'main' is not a full 40-hex commit" in problem
+    (problem,) = _env_problems(env_data("prod", gitops__targetRevision=PROMOTED[:7]))
+    assert "is not a full 40-hex commit" in problem
+    dev = parse_environment(env_data("dev"), source="dev.yaml").gitops
+    assert dev is not None and dev.target_revision == "main"  # other stages may track a branch
+
+
+def test_promoted_from_names_another_environment_of_the_same_repository(tmp_path: Path) -> None:
+    for name in ("dev", "staging", "prod"):
+        shutil.copy(ROOT / "environments" / f"{name}.yaml", tmp_path)
+    prod = tmp_path / "prod.yaml"
+    text = prod.read_text()
+    prod.write_text(text.replace("promotedFrom: staging", "promotedFrom: qa"))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environments(tmp_path)
+    assert caught.value.problems == [
+        f"{prod}: gitops.promotedFrom: 'qa' is no other environment that Argo CD syncs; known: dev, staging"
+    ]
+    staging = tmp_path / "staging.yaml"
+    prod.write_text(text)
+    staging.write_text(staging.read_text().replace("acme/kga-deploy.git", "acme/other.git"))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environments(tmp_path)
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{prod}: gitops.promotedFrom: staging is synced from https://github.com/acme/other.git")
+
+
+def test_dist_deploys_prod_at_the_promoted_commit_and_the_rest_at_their_branch() -> None:
+    """Rendered: prod's Application (and its cluster's platform) name the commit prod.yaml promotes."""
+    envs = {env.name: env for env in load_environments(ROOT / "environments")}
+    prod = envs["prod"].gitops
+    assert prod is not None and prod.promoted_from == "staging" and len(prod.target_revision) == 40
+    for path in (ROOT / "dist" / "argocd").glob("*/application-*.yaml"):
+        app = yaml.safe_load(path.read_text())
+        source = app["spec"]["source"]
+        if source.get("path") == "dist/prod" or source.get("path", "").startswith(
+            f"dist/argocd/{envs['prod'].cluster.name}/"
+        ):
+            assert source["targetRevision"] == prod.target_revision, path.name
+        elif source.get("path") in ("dist/staging", "dist/dev"):
+            assert source["targetRevision"] == "main", path.name
+
+
+def _argocd_status(**changes: Any) -> dict[str, Any]:
+    """The fields of `argocd app get kga-staging -o json` that promotion reads."""
+    status = {
+        "metadata": {"name": "kga-staging", "namespace": "argocd"},
+        "spec": {"source": {"repoURL": REPO, "path": "dist/staging", "targetRevision": "main"}},
+        "status": {"sync": {"status": "Synced", "revision": PROMOTED}, "health": {"status": "Healthy"}},
+    }
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = status
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return status
+
+
+def _promote(envs: Path, status: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "promote.py"), "prod", "-", "--environments", str(envs)],
+        input=json.dumps(status),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_promote_writes_the_commit_staging_is_synced_and_healthy_on(tmp_path: Path) -> None:
+    envs = tmp_path / "environments"
+    shutil.copytree(ROOT / "environments", envs)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before = (envs / "prod.yaml").read_text()
+    for status, reason in (
+        (_argocd_status(status__health__status="Degraded"), "is Synced and Degraded"),
+        (_argocd_status(status__sync__status="OutOfSync"), "is OutOfSync and Healthy"),
+        (_argocd_status(spec__source__path="dist/dev"), "give the status of staging's Application"),
+        (_argocd_status(status__sync__revision="main"), "is not a full commit"),
+        (_argocd_status(status__sync__revision="f" * 40), "not a commit of"),
+    ):
+        result = _promote(envs, status)
+        assert result.returncode == 2 and reason in result.stderr, (reason, result.stderr)
+        assert (envs / "prod.yaml").read_text() == before
+    result = _promote(envs, _argocd_status(status__sync__revision=head.strip()))
+    assert result.returncode == 0, result.stderr
+    after = (envs / "prod.yaml").read_text()
+    assert after == before.replace(f"targetRevision: {PROMOTED}", f"targetRevision: {head.strip()}")
+    promoted = {env.name: env for env in load_environments(envs)}["prod"].gitops
+    assert promoted is not None and promoted.target_revision == head.strip()

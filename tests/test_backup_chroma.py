@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from backup_servers import ChromaServer, chroma, chroma_server, dump_object, error_of, run_cli
+from rendered import of_kind
 
 from kgbackup import pipeline
 from kgbackup.chroma_store import _Upserter, encode_embedding
@@ -457,6 +458,31 @@ def test_wiped_store_backup_is_held_and_latest_stays_good(chroma: ChromaServer, 
     code, lines = run_cli("restore", "chroma", "--latest", *args(chroma, tmp_path))
     assert code == 0, lines
     assert snapshot(chroma) == before
+
+
+def test_a_held_scheduled_backup_fails_its_job_without_retries(chroma: ChromaServer, tmp_path: Path) -> None:
+    """dist/prod's backup CronJob, run as rendered against a wiped store, exits with a code its Job's
+    podFailurePolicy turns into an immediate failure (KgaBackupJobFailed), not a success or a retry."""
+    (cron,) = [c for c in of_kind("prod", "CronJob") if c["metadata"]["name"].endswith("-backup-chroma")]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+
+    def fails_job_at_once(code: int) -> bool:
+        return any(
+            rule["action"] == "FailJob"
+            and rule["onExitCodes"].get("containerName", container["name"]) == container["name"]
+            and (code in rule["onExitCodes"]["values"]) == (rule["onExitCodes"]["operator"] == "In")
+            for rule in job.get("podFailurePolicy", {}).get("rules", [])
+            if "onExitCodes" in rule
+        )
+
+    populate(chroma)
+    code, lines = run_cli(*container["args"], *args(chroma, tmp_path))
+    assert code == 0 and not fails_job_at_once(code), lines
+    chroma.wipe()
+    code, lines = run_cli(*container["args"], *args(chroma, tmp_path))
+    assert any(line["event"] == "backup.held" for line in lines), lines
+    assert code != 0 and fails_job_at_once(code), (code, job.get("podFailurePolicy"))
 
 
 def test_backup_without_content_digest_restores_by_count(chroma: ChromaServer, tmp_path: Path) -> None:

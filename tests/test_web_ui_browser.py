@@ -23,7 +23,6 @@ produce one (the check can fail).
 
 from __future__ import annotations
 
-import datetime
 import getpass
 import http.server
 import json
@@ -38,11 +37,8 @@ from typing import Any
 
 import pytest
 import yaml
+from certs import self_signed
 from conftest import ENV_DIRS, ROOT
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from tools import free_port, require_tool
 from websockets.sync.client import ClientConnection, connect
 
@@ -102,25 +98,10 @@ def _headers(route: dict[str, Any]) -> dict[str, str]:
 
 
 def _certificate(host: str, folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed(host)
     cert_path, key_path = folder / "edge.crt", folder / "edge.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert_path.write_bytes(cert)
+    key_path.write_bytes(key)
     return cert_path, key_path
 
 

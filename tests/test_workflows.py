@@ -133,3 +133,89 @@ def test_main_builds_scans_signs_and_bumps() -> None:
     # The record step is a script of ours that sets up the project's venv (issue 24: a bare python3 crashed).
     assert "scripts/record_release.sh" in bump and "pip install" not in bump
     assert 'imagetools inspect "${repo}@${digest}"' in bump  # the registry answers for the digest first
+
+
+def _glob(pattern: str, path: str) -> bool:
+    """GitHub's ``paths:`` filter syntax: ``**`` crosses ``/``, ``*`` does not."""
+    regex = "".join(
+        ".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part)
+        for part in re.split(r"(\*\*|\*)", pattern)
+    )
+    return re.fullmatch(regex, path) is not None
+
+
+def _triggers(workflow: dict[Any, Any], path: str) -> bool:
+    return any(_glob(pattern, path) for pattern in workflow["on"]["push"]["paths"])
+
+
+def test_main_builds_for_a_new_environment_or_tag_but_not_for_its_own_digest_pull_request() -> None:
+    """Issue 24: the paths filter never built for a new environment file or tag, though the guide says it does."""
+    workflow = load(WORKFLOWS / "main.yml")
+    assert _triggers(workflow, "environments/qa.yaml")  # a new environment
+    assert _triggers(workflow, "environments/staging.yaml")  # a new tag in one
+    assert _triggers(workflow, "docker/web/nginx.conf")
+    # Merging the digest pull request must not build again (no release loop).
+    create = next(
+        s for s in workflow["jobs"]["bump"]["steps"] if s.get("uses", "").startswith("peter-evans/create-pull-request@")
+    )
+    for pattern in create["with"]["add-paths"].split():
+        for path in (pattern.replace("**", "prod/deployment.yaml"), "environments/releases/images.yaml"):
+            assert not _triggers(workflow, path), path
+
+
+def test_the_agent_is_pinned_to_a_full_commit() -> None:
+    """Issue 24: APP_REF was an abbreviated SHA, and an abbreviation only warned."""
+    workflow = load(WORKFLOWS / "main.yml")
+    ref = workflow["env"]["APP_REF"]
+    assert re.fullmatch(r"[0-9a-f]{40}", ref), ref
+    assert ref in (ROOT / "docs" / "agent.md").read_text()  # the commit the docs and the image tests use
+    pin = next(s for s in workflow["jobs"]["build"]["steps"] if s.get("id") == "app")["run"]
+    assert 'if [ "${sha}" != "${APP_REF}" ]' in pin and "exit 1" in pin
+
+
+def test_the_bump_job_verifies_the_identity_the_sign_job_signs_with() -> None:
+    """Issue 24: the only `cosign verify` was the signing job checking itself; the bump job recorded unverified."""
+    jobs = load(WORKFLOWS / "main.yml")["jobs"]
+    sign = "\n".join(step.get("run", "") for step in jobs["sign"]["steps"])
+    identity = re.search(r'--certificate-identity "([^"]+)"', sign)
+    issuer = re.search(r"--certificate-oidc-issuer (\S+)", sign)
+    assert identity and issuer
+    bump = "\n".join(step.get("run", "") for step in jobs["bump"]["steps"])
+    verify = re.search(r"^\s*verify=\((.*)\)$", bump, re.MULTILINE)
+    assert verify, bump
+    assert verify[1] == f'--certificate-identity "{identity[1]}" --certificate-oidc-issuer {issuer[1]}'
+    assert bump.index("verify=(") < bump.index('scripts/record_release.sh "${verify[@]}" "${refs[@]}"')
+    installs = [s for s in jobs["bump"]["steps"] if s.get("uses", "").startswith("sigstore/cosign-installer@")]
+    assert installs, "the bump job needs cosign for scripts/verify_release.py"
+
+
+def test_pr_drift_check_covers_what_ci_run_checks() -> None:
+    """Issue 24: pr.yml's drift check skipped files that .ci/run checks."""
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    (ci_paths,) = re.findall(r"git status --porcelain -- (.+)\)", ci_run)
+    runs = "\n".join(
+        step.get("run", "") for job in load(WORKFLOWS / "pr.yml")["jobs"].values() for step in job["steps"]
+    )
+    (pr_paths,) = re.findall(r"git status --porcelain -- (.+)\)", runs)
+    assert sorted(pr_paths.split()) == sorted(ci_paths.split())
+
+
+def test_each_image_is_labelled_with_the_version_environments_deploy() -> None:
+    """The record files a digest under the image's own version label (scripts/verify_release.py): APP_VERSION
+    for the images built with it, the Dockerfile's literal otherwise; each must be a tag the environments name,
+    or nothing they deploy would ever be released."""
+    workflow = load(WORKFLOWS / "main.yml")
+    build = workflow["jobs"]["build"]
+    step = next(s for s in build["steps"] if s.get("uses", "").startswith("docker/build-push-action@"))
+    assert "VERSION=${{ env.APP_VERSION }}" in step["with"]["build-args"].splitlines()
+    tags: dict[str, set[str]] = {}
+    for path in (ROOT / "environments").glob("*.yaml"):
+        for image in yaml.safe_load(path.read_text())["images"].values():
+            tags.setdefault(image["repository"].rpartition("/")[2], set()).add(str(image["tag"]))
+    for entry in build["strategy"]["matrix"]["include"]:
+        dockerfile = (ROOT / entry["dockerfile"]).read_text()
+        (label,) = re.findall(r'org\.opencontainers\.image\.version="([^"]+)"', dockerfile)
+        version = str(workflow["env"]["APP_VERSION"]) if label == "${VERSION}" else label
+        assert version in tags[entry["repository"]], (
+            f"{entry['dockerfile']}: {version} is no tag an environment deploys"
+        )

@@ -17,16 +17,19 @@ delete them explicitly when an environment is retired.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Literal, Self
 
 from constructs import Construct
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .custom_resource import custom_resource
 from .model import Spec
 
 SYNC_WAVE_ANNOTATION = "argocd.argoproj.io/sync-wave"
 IN_CLUSTER = "https://kubernetes.default.svc"
+FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+"""A Git commit named in full: the only revision that cannot move."""
 
 # ---------------------------------------------------------------- sync waves
 # Argo CD applies waves in ascending order and waits for each wave to be healthy
@@ -171,7 +174,12 @@ class GitOpsSettings(Spec):
     repo_url: str = Field(alias="repoURL", min_length=1)
     """The Git repository holding ``dist/`` (HTTPS or SSH URL)."""
     target_revision: str = Field("main", min_length=1)
-    """Branch, tag or commit Argo CD tracks."""
+    """Branch, tag or commit Argo CD tracks. With ``promotedFrom``: the full 40-hex commit promoted."""
+    promoted_from: str | None = None
+    """Promotion by commit: the environment whose validated commit this one deploys (``staging`` for prod).
+    ``targetRevision`` must then be that commit in full, written by ``scripts/promote.py`` from the Argo CD
+    status of that environment (synced and healthy on it), never a branch whose head moves before a sync.
+    Default ``None``: Argo CD tracks ``targetRevision`` as given."""
     argocd_namespace: str = "argocd"
     """Namespace Argo CD runs in; the Application object lives there."""
     project: str = "default"
@@ -182,6 +190,16 @@ class GitOpsSettings(Spec):
     """With automated sync: delete objects that disappeared from ``dist/``."""
     self_heal: bool = True
     """With automated sync: revert changes made in the cluster by hand."""
+
+    @model_validator(mode="after")
+    def _promoted_commit(self) -> Self:
+        if self.promoted_from is not None and not FULL_COMMIT.match(self.target_revision):
+            raise ValueError(
+                f"targetRevision: {self.target_revision!r} is not a full 40-hex commit; with promotedFrom "
+                f"({self.promoted_from}) it is the commit {self.promoted_from} validated (scripts/promote.py), "
+                "never a branch or tag, whose head can move before the sync"
+            )
+        return self
 
 
 def automated_by_default(stage: str) -> bool:

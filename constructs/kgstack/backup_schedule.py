@@ -131,6 +131,14 @@ class BackupScheduleProps(Spec):
 BACKOFF_LIMIT = 2
 """Retries of a failed run; each attempt is a pod with its own scratch PVC, kept until the Job goes."""
 
+CONTAINER = "kgbackup"
+"""The one container of every backup, restore and listing pod."""
+
+HELD_EXIT_CODE = 3
+"""kgbackup's exit code (``--held-exit-code``) when a scheduled backup was written but held back (an empty
+store, or a drop past ``--max-drop``): the Job fails at once, without retries that would write more of them,
+so KgaBackupJobFailed fires and KgaBackupTooOld keeps counting from the newest good backup."""
+
 RESTORE_SECONDS_PER_GIB: dict[Store, int] = {
     # Chroma: 100k records of dimension 1536 restored in 146 s on an idle 2-core machine and 430 s on a
     # loaded one (bench/README.md), 4.3 ms a record; the server's data grows 7.9 KB a record
@@ -224,7 +232,7 @@ class BackupSchedule(Construct):
                 spec=cron_job_spec(
                     schedule=f"{at % 60} {at // 60} * * *",
                     labels=props.identity.labels,
-                    job=self.job_spec(store, ["backup", store, "--prune"]),
+                    job=self.job_spec(store, ["backup", store, "--prune"], held_exit_code=HELD_EXIT_CODE),
                 ),
             )
 
@@ -265,14 +273,18 @@ class BackupSchedule(Construct):
         deadline: bool = True,
         resources: Resources | None = None,
         scratch: str | None = None,
+        held_exit_code: int | None = None,
     ) -> k8s.JobSpec:
         """The pod that runs ``kgbackup <args>`` against ``store``; shared by backup, restore and list.
 
         ``ttl_seconds`` defaults to the scheduled runs' (:func:`scheduled_ttl_seconds`); ``deadline`` stops
         a run at ``backup.deadlineSeconds`` (restores run without one, see :func:`restore_job`).
         ``resources`` and ``scratch`` (an emptyDir of that size instead of the per-run PVC) size a
-        command that moves no dump (``list``); by default the pod is sized for a dump."""
+        command that moves no dump (``list``); by default the pod is sized for a dump. ``held_exit_code``
+        (a backup's) fails the Job without retries when kgbackup exits with it."""
         p, s = self.props, self.props.settings
+        if held_exit_code is not None:
+            args = [*args, "--held-exit-code", str(held_exit_code)]
         if ttl_seconds is None:
             ttl_seconds = scheduled_ttl_seconds(s.deadline_seconds)
         endpoint = p.stores[store]
@@ -289,7 +301,7 @@ class BackupSchedule(Construct):
             files["AWS_SHARED_CREDENTIALS_FILE"] = SecretRef(name=s.credentials_secret, key="credentials")
         secret_volumes, secret_mounts, file_env = secret_files(files)
         container = hardened_container(
-            name="kgbackup",
+            name=CONTAINER,
             image=p.image.reference,
             resources=resources or s.resources,
             args=args,
@@ -298,6 +310,19 @@ class BackupSchedule(Construct):
         )
         return k8s.JobSpec(
             backoff_limit=BACKOFF_LIMIT,
+            pod_failure_policy=k8s.PodFailurePolicy(
+                rules=[
+                    k8s.PodFailurePolicyRule(
+                        action="FailJob",
+                        on_pod_conditions=[],  # required by the 1.27 schema; empty: exit codes decide
+                        on_exit_codes=k8s.PodFailurePolicyOnExitCodesRequirement(
+                            container_name=CONTAINER, operator="In", values=[held_exit_code]
+                        ),
+                    )
+                ]
+            )
+            if held_exit_code is not None
+            else None,
             active_deadline_seconds=s.deadline_seconds if deadline else None,
             ttl_seconds_after_finished=ttl_seconds,
             template=k8s.PodTemplateSpec(

@@ -424,6 +424,7 @@ class Environment(Spec):
             *self._access_rules(),
             *self._saturation_rules(),
             *self._reindexable_repositories(),
+            *self._promotion_rules(),
         ]
         if self.stage is Stage.PROD:
             problems += [(f"images.{name}.digest", _missing_digest(name, ref)) for name, ref in self._unpinned()]
@@ -533,6 +534,19 @@ class Environment(Spec):
                 reason = f"has no effect: {switch} is {value}, so no {title} is deployed"
                 problems.append((f"stores.{store}", f"{reason}; remove stores.{store} or set {switch}: {on}"))
         return problems
+
+    def _promotion_rules(self) -> list[tuple[str, str]]:
+        """Prod deploys the commit another environment validated, never the head of a branch at sync time."""
+        if self.stage is not Stage.PROD or self.gitops is None or self.gitops.promoted_from is not None:
+            return []
+        return [
+            (
+                "gitops.promotedFrom",
+                f"required in stage prod: Argo CD would deploy whatever {self.gitops.target_revision!r} holds when "
+                "someone syncs; name the environment that validates a commit first (promotedFrom: staging) and "
+                "promote its commit with scripts/promote.py (docs/deployment.md)",
+            )
+        ]
 
     def _reindexable_repositories(self) -> list[tuple[str, str]]:
         """The re-index CronJob goes through ``POST /api/v1/index/repository``, which takes GitHub URLs only
@@ -752,7 +766,7 @@ def load_environments(folder: Path) -> list[Environment]:
     if not environments:
         raise EnvironmentFileError([f"{folder}: no environment files (*.yaml); copy one from the repository"])
     sources = {str(folder / f"{env.name}.yaml"): env for env in environments}
-    problems = shared_between_environments(sources) + cluster_disagreements(sources)
+    problems = shared_between_environments(sources) + cluster_disagreements(sources) + promotion_problems(sources)
     if problems:
         raise EnvironmentFileError(problems)
     return environments
@@ -845,6 +859,29 @@ def cluster_disagreements(environments: Mapping[str, Environment]) -> list[str]:
             problems.append(
                 f"{source}: cloud.provider: {env.cloud.provider.value!r}, but {other_source} runs on the same cluster "
                 f"{name!r} with {other.cloud.provider.value!r}"
+            )
+    return problems
+
+
+def promotion_problems(environments: Mapping[str, Environment]) -> list[str]:
+    """``gitops.promotedFrom`` names another environment that Argo CD syncs from the same repository."""
+    by_name = {env.name: (source, env) for source, env in environments.items()}
+    problems = []
+    for source, env in environments.items():
+        if env.gitops is None or env.gitops.promoted_from is None:
+            continue
+        name = env.gitops.promoted_from
+        origin_source, origin = by_name.get(name, ("", None))
+        if origin is None or origin.gitops is None or origin.name == env.name:
+            others = sorted(n for n, (_, e) in by_name.items() if e.gitops is not None and n != env.name)
+            problems.append(
+                f"{source}: gitops.promotedFrom: {name!r} is no other environment that Argo CD syncs; "
+                f"known: {', '.join(others) or 'none'}"
+            )
+        elif origin.gitops.repo_url != env.gitops.repo_url:
+            problems.append(
+                f"{source}: gitops.promotedFrom: {name} is synced from {origin.gitops.repo_url} ({origin_source}), "
+                f"this environment from {env.gitops.repo_url}: a commit validated in one repository is not in the other"
             )
     return problems
 

@@ -629,7 +629,8 @@ def alerts(props: MonitoringProps) -> list[Alert]:
             f"kube_job_failed{matchers(namespace=ns_value, job_name=f'~{inst}-backup-.+', condition='true')} == 1",
             "5m",
             f"{inst}: backup job {{{{ $labels.job_name }}}} failed",
-            "Job {{ $labels.job_name }} failed. It is kept, with its pods' logs, until shortly before the next "
+            "Job {{ $labels.job_name }} failed, or its backup was written but held back (its log has "
+            '"backup.held" with the reason). It is kept, with its pods\' logs, until shortly before the next '
             "scheduled run; a second failure in a row pages (KgaBackupFailedTwice).",
         ),
         Alert(

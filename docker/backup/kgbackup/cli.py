@@ -13,14 +13,13 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from kgbackup import __version__
 from kgbackup.errors import ConfigError, KgBackupError
 from kgbackup.indexer import Indexer
 from kgbackup.logjson import log
 from kgbackup.pipeline import Gate, Store, fetch_and_check, list_backups, load_manifest, prune, run_backup, run_restore
-from kgbackup.storage import open_storage
+from kgbackup.storage import Storage, open_storage
 
 STORES = ("redis", "chroma", "memgraph")
 
@@ -116,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "an empty store, is kept but held back from --latest [KGB_MAX_DROP]")  # fmt: skip
     backup.add_argument("--accept-drop", action="store_true", default=_env("KGB_ACCEPT_DROP") in ("1", "true"),
                         help="make it the latest even so (a deliberate clean-up) [KGB_ACCEPT_DROP]")  # fmt: skip
+    backup.add_argument("--held-exit-code", default=_env("KGB_HELD_EXIT_CODE", default="0"),
+                        help="exit with this code when the backup is held back, so a scheduler can tell and alert "
+                        "(0: succeed as usual) [KGB_HELD_EXIT_CODE]")  # fmt: skip
     restore = sub.add_parser("restore", help="verify a backup, then load it into the store")
     restore.add_argument("--force", action="store_true", help="replace existing data in the target")
     verify = sub.add_parser("verify", help="download and check a backup without touching the store")
@@ -159,7 +161,27 @@ def make_store(args: argparse.Namespace) -> Store:
     return MemgraphStore(MemgraphConfig(url=args.memgraph_url, user=args.memgraph_user, password=password))
 
 
-def _run(args: argparse.Namespace, work_dir: Path) -> Any:
+def _backup(args: argparse.Namespace, store: Store, storage: Storage, work_dir: Path) -> int:
+    """Back up, then prune if asked; ``--held-exit-code`` when the new backup is held back."""
+    max_drop = _float(args.max_drop, "--max-drop")
+    if not 0 <= max_drop <= 1:
+        raise ConfigError(f"--max-drop must be a share between 0 and 1, got {max_drop}")
+    gate = Gate(max_drop=max_drop, accept=args.accept_drop)
+    indexer = Indexer(args.indexer_url) if args.indexer_url else None
+    held_exit = _int(args.held_exit_code, "--held-exit-code")
+    if not 0 <= held_exit <= 255 or held_exit in (1, 2):
+        raise ConfigError(f"--held-exit-code must be 0 or 3 to 255 (1 and 2 mean failed and usage), got {held_exit}")
+    manifest = run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"), gate, indexer)
+    if args.prune:
+        daily, weekly = _int(args.keep_daily, "--keep-daily"), _int(args.keep_weekly, "--keep-weekly")
+        prune(storage, args.store, daily, weekly)
+    if manifest.held:
+        return held_exit
+    return 0
+
+
+def _run(args: argparse.Namespace, work_dir: Path) -> int:
+    """Run the command; the exit code when it did not fail (failures raise)."""
     if not args.target:
         raise ConfigError("no target: pass --target or set KGB_TARGET")
     storage = open_storage(args.target, args.s3_endpoint_url)
@@ -170,42 +192,35 @@ def _run(args: argparse.Namespace, work_dir: Path) -> Any:
             log("backup", store=args.store, backup_id=backup_id, bytes=m.size_bytes, counts=m.counts, held=m.held)
         for backup_id in sorted(incomplete, reverse=True):
             log("backup.incomplete", store=args.store, backup_id=backup_id)
-        return None
+        return 0
     if args.command == "prune":
         daily, weekly = _int(args.keep_daily, "--keep-daily"), _int(args.keep_weekly, "--keep-weekly")
-        return prune(storage, args.store, daily, weekly, args.dry_run)
+        prune(storage, args.store, daily, weekly, args.dry_run)
+        return 0
     store = make_store(args)
     selected: str | None = None if getattr(args, "latest", False) else getattr(args, "backup_id", None)
     try:
         if args.command == "backup":
-            max_drop = _float(args.max_drop, "--max-drop")
-            if not 0 <= max_drop <= 1:
-                raise ConfigError(f"--max-drop must be a share between 0 and 1, got {max_drop}")
-            gate = Gate(max_drop=max_drop, accept=args.accept_drop)
-            indexer = Indexer(args.indexer_url) if args.indexer_url else None
-            run_backup(store, storage, work_dir, _int(args.gzip_level, "--gzip-level"), gate, indexer)
-            if args.prune:
-                daily, weekly = _int(args.keep_daily, "--keep-daily"), _int(args.keep_weekly, "--keep-weekly")
-                prune(storage, args.store, daily, weekly)
-        elif args.command == "verify":
+            return _backup(args, store, storage, work_dir)
+        if args.command == "verify":
             fetch_and_check(store, storage, selected, work_dir)
         else:
             run_restore(store, storage, selected, args.force, work_dir)
     finally:
         store.close()
-    return None
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit codes: 0 ok, 1 failed (one JSON error line on stdout), 2 bad usage."""
+    """Exit codes: 0 ok, 1 failed (one JSON error line on stdout), 2 bad usage, and ``--held-exit-code``
+    for a backup that was written but held back (0 unless set)."""
     args = build_parser().parse_args(argv)
     work_root = args.work_dir or None
     if work_root:
         Path(work_root).mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="kgbackup-", dir=work_root))
     try:
-        _run(args, work_dir)
-        return 0
+        return _run(args, work_dir)
     except KgBackupError as exc:
         log("failed", level="error", command=args.command, store=args.store, error=str(exc),
             error_type=type(exc).__name__)  # fmt: skip
