@@ -48,6 +48,8 @@ from kgstack.cluster_platform import (  # noqa: E402
     PlatformGateway,
     install_procedure,
 )
+from kgstack.compose_gate import ComposeGate  # noqa: E402
+from kgstack.compose_project import ComposeError, ComposeProject  # noqa: E402
 from kgstack.cross_reference import ClusterGate, Platform  # noqa: E402
 from kgstack.environment import TARGET_FOLDERS, Target, known_environments  # noqa: E402
 from kgstack.gitops_chart import CHART_ID, PLATFORM_FOLDER, GitOpsChart, GitOpsTarget  # noqa: E402
@@ -86,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     envdir = _shown(args.environments)
     try:
         environments = pin_releases(envdir, load_environments(envdir))
+        composed, compose_docs = compose_projects(environments, envdir)
     except EnvironmentFileError as exc:
         return _fail(exc.problems, 2)
     for env in environments:
-        if env.on_kubernetes and (missing := unreleased(env)):
-            print(f"note: {env.name}: never released: {', '.join(missing)}; Argo CD will not sync it automatically")
+        if missing := unreleased(env):
+            then = "Argo CD will not sync it automatically" if env.on_kubernetes else "deployed by tag"
+            print(f"note: {env.name}: never released: {', '.join(missing)}; {then}")
     sources = {env.name: str(envdir / f"{env.name}.yaml") for env in environments}
     every = environments
     environments = [env for env in every if env.on_kubernetes]
@@ -121,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     except SynthError as exc:
         return _fail(locate(exc.problems, sources), 1)
 
-    rendered = {name: render(files) for name, files in {**objects, **layers.folders}.items()} | clouds
+    rendered = {name: render(files) for name, files in {**objects, **layers.folders}.items()} | composed | clouds
     prerequisites = {name: stack.secrets.prerequisites for name, stack in stacks.items()}
     flows = {name: stack.network.props.flows for name, stack in stacks.items()}
     # Everything is rendered before anything is written: an error leaves dist/ and the docs as they were.
-    docs = render_docs(objects, prerequisites, flows) | layers.docs
+    docs = render_docs(objects, prerequisites, flows) | layers.docs | compose_docs
     write_tree(rendered, args.outdir)
     write_tree(docs, args.docs or args.outdir.parent / "docs" / "environments")
     # `cdk8s synth` wipes its own output folder first, so it points at a scratch folder
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     cli_outdir = os.environ.get("CDK8S_OUTDIR")
     if cli_outdir and Path(cli_outdir).resolve() != args.outdir.resolve():
         write_tree(rendered, Path(cli_outdir))
-    summary = f"synthesized {', '.join(env.name for env in every)} into {_shown(args.outdir)}"
+    names = sorted({*versions, *(folder.split("/")[0] for folder in (*composed, *clouds))})
+    summary = f"synthesized {', '.join(names)} into {_shown(args.outdir)}"
     print(summary)
     # The cdk8s CLI hides the app's output; `make cdk8s-synth` prints this line itself.
     summary_file = os.environ.get("KGA_SUMMARY_FILE")
@@ -165,6 +170,43 @@ def cloud_targets(environments: list[Environment]) -> dict[str, dict[str, str]]:
 
             out[f"{env.name}/{TARGET_FOLDERS[Target.ACI]}"] = render_aci(env, view.objects, view.remote_secrets)
     return out
+
+
+def compose_projects(
+    environments: list[Environment], envdir: Path
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """``dist/<env>/compose/`` of every environment that targets Compose (kgstack.compose_project), and its page
+    ``docs/environments/<env>/compose.md``; a problem is the environment file's (``file: field: reason``)."""
+    folders: dict[str, dict[str, str]] = {}
+    docs: dict[str, dict[str, str]] = {}
+    problems: list[str] = []
+    for env in environments:
+        if Target.COMPOSE not in env.targets:
+            continue
+        source = str(envdir / f"{env.name}.yaml")
+        try:
+            compose = ComposeProject(env)
+            files = compose.files()
+        except ComposeError as exc:
+            problems += [f"{source}: {p}" for p in exc.problems]
+            continue
+        except SynthError as exc:
+            problems += locate(exc.problems, {env.name: source})
+            continue
+        gate = ComposeGate(files).problems()
+        if gate:
+            problems += [f"{source}: {env.name}/compose/{p}" for p in gate]
+            continue
+        folder = f"{env.name}/{TARGET_FOLDERS[Target.COMPOSE]}"
+        docs[env.name] = {"compose.md": compose.runbook()}
+        folders[folder] = {n: t for n, t in files.items() if "/" not in n}
+        for name, text in files.items():
+            if "/" in name:
+                sub, leaf = name.rsplit("/", 1)
+                folders.setdefault(f"{folder}/{sub}", {})[leaf] = text
+    if problems:
+        raise EnvironmentFileError(problems)
+    return folders, docs
 
 
 class PlatformLayers:
@@ -316,6 +358,13 @@ def _one_off_job(
     """The stack of the environment named on the command line, and ``build``'s Job from its backup schedule."""
     source = _shown(args.environments) / f"{args.environment}.yaml"
     (env,) = pin_releases(args.environments, [load_environment(source)])
+    if not env.on_kubernetes:
+        raise EnvironmentFileError(
+            [
+                f"{source}: targets: this prints a Kubernetes Job, and the environment does not target kubernetes; "
+                f"on Compose, see docs/environments/{env.name}/compose.md"
+            ]
+        )
     try:
         stack = AgentStack(cdk8s.App(), env)
         job = build(stack.backups)

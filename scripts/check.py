@@ -28,7 +28,12 @@ def _pytest(*selection: str) -> list[str]:
 
 def _envs() -> list[str]:
     """The environments in dist/: read after synth, so a new environment is scanned too."""
-    return sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd")
+    # A folder without kustomization.yaml holds another target's output (dist/<env>/compose/) only.
+    return sorted(
+        p.name
+        for p in (ROOT / "dist").iterdir()
+        if p.is_dir() and p.name != "argocd" and (p / "kustomization.yaml").exists()
+    )
 
 
 def gates() -> dict[str, list[str]]:

@@ -27,13 +27,13 @@ ENVIRONMENTS = ROOT / "environments"
 
 @pytest.fixture(scope="session")
 def all_environments() -> dict[str, Environment]:
-    """Every environment file, whatever its targets."""
+    """Every environment file, whatever it targets."""
     return {env.name: env for env in load_environments(ENVIRONMENTS)}
 
 
 @pytest.fixture(scope="session")
 def environments(all_environments: dict[str, Environment]) -> dict[str, Environment]:
-    """The environments that target Kubernetes (the others have no chart)."""
+    """The environments that target Kubernetes (the others have no manifests)."""
     return {name: env for name, env in all_environments.items() if env.on_kubernetes}
 
 
@@ -59,14 +59,26 @@ def manifests(rendered: dict[str, dict[str, str]]) -> dict[str, dict[str, dict]]
 ENV_DIRS = sorted(
     p.name
     for p in (ROOT / "dist").iterdir()
-    if p.is_dir() and p.name != "argocd" and (p / "kustomization.yaml").is_file()
+    if p.is_dir() and p.name != "argocd" and (p / "kustomization.yaml").exists()
 )
-"""dist/<env>/ folders of the environments on Kubernetes (dist/argocd/ holds the Argo CD Applications; an
-environment on the clouds alone has only its target folders, dist/<env>/ecs/ and dist/<env>/aci/)."""
+"""dist/<env>/ folders of Kubernetes manifests (dist/argocd/ holds the Argo CD Applications, not an environment;
+an environment that targets only Compose has no manifests, just its compose/ folder)."""
+
+OTHER_TARGET_FOLDERS = ("compose", "ecs", "aci")
+"""dist/<env>/<target>/: the output of the targets other than Kubernetes (no Kubernetes objects)."""
+
+
+def kubernetes_yaml() -> list[Path]:
+    """Every YAML file of dist/ that Kubernetes or kustomize reads (not the other targets' folders)."""
+    return sorted(
+        p
+        for p in (ROOT / "dist").rglob("*.yaml")
+        if not any(part in OTHER_TARGET_FOLDERS for part in p.relative_to(ROOT / "dist").parts[1:-1])
+    )
 
 
 def dist_files() -> list[Path]:
-    return sorted(p for p in (ROOT / "dist").rglob("*.yaml") if p.name != "kustomization.yaml")
+    return [p for p in kubernetes_yaml() if p.name != "kustomization.yaml"]
 
 
 def env_data(_name: str = "dev", /, **changes: object) -> dict:  # type: ignore[type-arg]

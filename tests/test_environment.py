@@ -29,7 +29,7 @@ def problems(data: object, source: str = "environments/dev.yaml") -> list[str]:
 
 def test_shipped_environments_load() -> None:
     names = [env.name for env in load_environments(ENVIRONMENTS)]
-    assert names == ["aws", "azure", "dev", "prod", "staging"]
+    assert names == ["aws", "azure", "dev", "prod", "single", "staging"]
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,7 @@ def test_published_schema_is_current() -> None:
 def test_reference_doc_is_current() -> None:
     committed = (ENVIRONMENTS.parent / "docs" / "environment-reference.md").read_text()
     assert committed == markdown_reference(), "run: make schema"
-    # Required with the kubernetes target (a rule of the model, not of the schema's types).
+    assert "| `domain` | string | **required** |" in committed
     assert "| `kubernetesVersion` | string or null | `null` | Kubernetes only (required there)" in committed
 
 

@@ -8,7 +8,7 @@ import sys
 from types import ModuleType
 
 import yaml
-from conftest import ROOT
+from conftest import ROOT, kubernetes_yaml
 from tools import missing
 
 SCRIPT = ROOT / "scripts" / "fetch_crds.py"
@@ -42,7 +42,7 @@ def test_every_custom_resource_kind_in_dist_has_a_vendored_crd() -> None:
         spec = json.loads(path.read_text())["spec"]
         vendored.add((spec["group"], spec["names"]["kind"]))
     emitted = set()
-    for path in (ROOT / "dist").rglob("*.yaml"):
+    for path in kubernetes_yaml():
         if path.name == "kustomization.yaml":  # read by kustomize, never sent to a cluster
             continue
         obj = yaml.safe_load(path.read_text())

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from backup_servers import stop, wait_for
-from conftest import ROOT, env_data
+from conftest import ENV_DIRS, ROOT, env_data
 from image_build import build_command, tool_command
 from tools import free_port, missing, require_tool
 
@@ -73,7 +73,7 @@ def test_dist_pins_exactly_the_recorded_digests_and_argocd_holds_back_the_unrele
     # workflow recorded for that tag, a recorded tag is always pinned, and an environment that
     # deploys an unrecorded tag never syncs automatically.
     releases = load_releases(ROOT / "environments")
-    for folder in sorted(p for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd"):
+    for folder in [ROOT / "dist" / env for env in ENV_DIRS]:
         refs = {m for path in folder.glob("*.yaml") for m in re.findall(r"ghcr\.io/acme/[^\s\"']+", path.read_text())}
         assert refs, folder.name
         for ref in refs:

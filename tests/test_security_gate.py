@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ENV_DIRS, ROOT
+from conftest import ENV_DIRS, ROOT, kubernetes_yaml
 from tools import require_tool
 
 ENVIRONMENTS = ENV_DIRS
@@ -39,7 +39,7 @@ def test_checkov_reports_no_failed_checks(env: str) -> None:
 
 def test_every_skip_is_inline_with_a_reason() -> None:
     skips = 0
-    for path in (ROOT / "dist").rglob("*.yaml"):
+    for path in kubernetes_yaml():
         annotations = (yaml.safe_load(path.read_text()).get("metadata") or {}).get("annotations") or {}
         for key, value in annotations.items():
             if key.startswith("checkov.io/skip"):

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ENV_DIRS, ROOT
 from packaging.requirements import Requirement
 from packaging.version import Version
 from tools import missing
@@ -80,7 +80,7 @@ def test_cdk8s_synth_is_quiet_and_ends_with_the_synth_summary(tmp_path: Path) ->
     cli = f"cdk8s synth --no-check-upgrade --app '{sys.executable} -O app.py --outdir {outdir}'"
     result = run("make", "-s", "cdk8s-synth", "SETUP=true", f"CDK8S_SYNTH={cli}")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == f"synthesized dev, prod, staging into {outdir}\n"
+    assert result.stdout == f"synthesized dev, prod, single, staging into {outdir}\n"
     assert result.stderr == ""
 
 
@@ -356,6 +356,8 @@ def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: p
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
     (tmp_path / "dist" / "dev").mkdir(parents=True)
+    (tmp_path / "dist" / "dev" / "kustomization.yaml").touch()
+    (tmp_path / "dist" / "single" / "compose").mkdir(parents=True)  # Compose only: no manifests to scan
     (tmp_path / "dist" / "argocd").mkdir()
     monkeypatch.setattr(check, "ROOT", tmp_path)
     commands: dict[str, list[str]] = {}
@@ -363,6 +365,7 @@ def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: p
     def run(name: str, command: list[str]) -> tuple[str, float, int, str]:
         if name.startswith("synth"):
             (tmp_path / "dist" / "qa").mkdir()  # synth writes a new environment
+            (tmp_path / "dist" / "qa" / "kustomization.yaml").touch()
         commands[name] = command
         return name, 0.0, 0, ""
 
@@ -421,7 +424,7 @@ def test_library_installed_from_its_metadata_renders_the_committed_dashboards(tm
         "from kgstack.publish import synth\n"
         f"assert kgstack.__file__.startswith({str(venv)!r}), kgstack.__file__\n"
         f"envs = load_environments(__import__('pathlib').Path({str(ROOT / 'environments')!r}))\n"
-        "for env, files in synth([AgentStack(cdk8s.App(), e) for e in envs]).items():\n"
+        "for env, files in synth([AgentStack(cdk8s.App(), e) for e in envs if e.on_kubernetes]).items():\n"
         "    for name, text in files.items():\n"
         "        if '-dashboard-' in name:\n"
         f"            out = __import__('pathlib').Path({str(tmp_path / 'out')!r}) / env / name\n"
@@ -432,7 +435,7 @@ def test_library_installed_from_its_metadata_renders_the_committed_dashboards(tm
     )
     assert rendered.returncode == 0, rendered.stderr
     boards = sorted((tmp_path / "out").glob("*/*.yaml"))
-    assert len(boards) >= 2 * len(list((ROOT / "environments").glob("*.yaml")))
+    assert len(boards) >= 2 * len(ENV_DIRS)
     differ = [
         str(p.relative_to(tmp_path / "out"))
         for p in boards
