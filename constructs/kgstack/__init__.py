@@ -28,6 +28,7 @@ from .agent_tier import AgentTier, AgentTierProps, PersistentState  # noqa: E402
 from .argocd_application import ApplicationSource, ApplicationSourceHelm, ArgoCdApplication, GitOpsSettings  # noqa: E402
 from .backup_schedule import BackupSchedule, BackupScheduleProps, BackupSettings, StoreEndpoint  # noqa: E402
 from .chroma_store import ChromaSettings, ChromaStore, ChromaStoreProps  # noqa: E402
+from .cloud_edge import CloudEdgeProps  # noqa: E402
 from .cluster_platform import (  # noqa: E402
     Cluster,
     ClusterPlatform,
@@ -51,6 +52,7 @@ from .environment import (  # noqa: E402
     QueryTier,
     Quota,
     Stores,
+    Target,
     load_environment,
     load_environments,
 )
@@ -119,6 +121,7 @@ __all__ = [
     "ChromaStoreProps",
     "Chunking",
     "CidrPeer",
+    "CloudEdgeProps",
     "CloudProfile",
     "CloudProvider",
     "Cluster",
@@ -130,6 +133,7 @@ __all__ = [
     "ContainerDefaults",
     "Dashboards",
     "Disruption",
+    "EcsStack",
     "Edge",
     "EdgeAuth",
     "EdgeAuthProps",
@@ -194,6 +198,7 @@ __all__ = [
     "StoreSettings",
     "Stores",
     "SynthError",
+    "Target",
     "TenantNamespace",
     "TenantNamespaceProps",
     "Toleration",
@@ -211,3 +216,12 @@ __all__ = [
     "synth_objects",
     "tcp",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``kgstack.EcsStack`` on first use: aws-cdk-lib takes seconds to import, and only the ECS target needs it."""
+    if name == "EcsStack":
+        from .ecs_stack import EcsStack
+
+        return EcsStack
+    raise AttributeError(f"module 'kgstack' has no attribute {name!r}")
