@@ -259,7 +259,7 @@ def platform_layers(
         folder, platform_folder = f"{CHART_ID}/{name}", f"{CHART_ID}/{name}/{PLATFORM_FOLDER}"
         (platform_objects,) = synth_objects([platform], checks=[_schema_check(platform_folder, oldest)]).values()
         # Argo CD Applications live beside the environments, never inside the folder they sync.
-        targets = [GitOpsTarget.of(env, env.gitops) for env in envs if env.gitops]
+        targets = [GitOpsTarget.of(env, env.gitops, objects[env.name]) for env in envs if env.gitops]
         bundle: dict[str, dict[str, Any]] = {}
         if targets:
             chart = GitOpsChart(cdk8s.App(), targets, cluster=cluster, releases=platform.releases)

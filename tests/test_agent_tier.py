@@ -128,7 +128,11 @@ def test_indexer_keeps_state_on_a_pvc(manifests: Manifests) -> None:
     pvc = manifests["prod"]["PersistentVolumeClaim/kga-prod-indexer"]
     assert pvc["spec"]["storageClassName"] == "gp3"
     assert pvc["spec"]["resources"]["requests"]["storage"] == "50Gi"
-    assert pvc["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Delete=false"
+    # Issue 24: Delete=false alone protected the claim only when the Application is deleted; a prune (the claim
+    # renamed or dropped from dist/) is governed by Prune=false.
+    options = pvc["metadata"]["annotations"]["argocd.argoproj.io/sync-options"].split(",")
+    assert sorted(o.strip() for o in options) == ["Delete=false", "Prune=false"]
+    assert pvc["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
     # Kept out of the zones of the other stateful components (docs/operations.md).
     (term,) = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term["podAffinityTerm"]["topologyKey"] == "topology.kubernetes.io/zone"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -16,12 +17,16 @@ from conftest import DELETE, env_data
 from pydantic import ValidationError
 
 from kgstack import Environment
+from kgstack.agent_secrets import RELOADED_FROM_ANNOTATION
 from kgstack.argocd_application import (
     SYNC_WAVE_ANNOTATION,
     Application,
     ArgoCdApplication,
     GitOpsSettings,
+    IgnoreDifference,
     automated_by_default,
+    claim_waves,
+    claims_used,
     sync_wave,
 )
 from kgstack.cluster_platform import platform_releases
@@ -427,3 +432,236 @@ def test_promote_writes_the_commit_staging_is_synced_and_healthy_on(tmp_path: Pa
     assert after == before.replace(f"targetRevision: {PROMOTED}", f"targetRevision: {head.strip()}")
     promoted = {env.name: env for env in load_environments(envs)}["prod"].gitops
     assert promoted is not None and promoted.target_revision == head.strip()
+
+
+# ---------------------------------------------------------------- issue 24: waves by dependency, prune, Reloader
+
+
+def _dist(env: str) -> dict[str, dict[str, Any]]:
+    folder = ROOT / "dist" / env
+    return {
+        p.name: yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml")) if p.name != "kustomization.yaml"
+    }
+
+
+ENVS = sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_claim_in_dist_is_in_the_wave_of_the_pods_that_mount_it(env: str) -> None:
+    """Issue 24: the indexer's PVC had its kind's wave (0), its only consumer the indexer Deployment wave 2;
+    under a WaitForFirstConsumer StorageClass the first sync stopped at wave 0 (argo-cd #12840)."""
+    objects = _dist(env)
+    claims = {o["metadata"]["name"]: o for o in objects.values() if o["kind"] == "PersistentVolumeClaim"}
+    assert claims
+    for name, claim in claims.items():
+        consumers = [o for o in objects.values() if name in claims_used(o)]
+        assert consumers, f"nothing mounts {name}"
+        first = min(int(o["metadata"]["annotations"][SYNC_WAVE_ANNOTATION]) for o in consumers)
+        assert int(claim["metadata"]["annotations"][SYNC_WAVE_ANNOTATION]) == first
+
+
+def test_claim_waves_follow_the_consumer_read_from_the_pod_spec() -> None:
+    def workload(kind: str, wave: str, claim: str) -> dict[str, Any]:
+        pod = {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]}
+        spec = (
+            {"jobTemplate": {"spec": {"template": {"spec": pod}}}} if kind == "CronJob" else {"template": {"spec": pod}}
+        )
+        meta = {"name": f"{kind.lower()}-{claim}", "namespace": "ns", "annotations": {SYNC_WAVE_ANNOTATION: wave}}
+        return {"kind": kind, "metadata": meta, "spec": spec}
+
+    def claim(name: str, **annotations: str) -> dict[str, Any]:
+        return {
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": "ns", "annotations": annotations},
+        }
+
+    objects = {
+        "a": claim("shared"),
+        "b": workload("StatefulSet", "1", "shared"),
+        "c": workload("Deployment", "2", "shared"),
+        "d": claim("by-cron"),
+        "e": workload("CronJob", "2", "by-cron"),
+        "f": claim("orphan"),
+        "g": claim("pinned", **{SYNC_WAVE_ANNOTATION: "5"}),
+        "h": workload("Job", "4", "pinned"),
+        "i": workload("CronJob", "-1", "shared"),  # a CronJob's pods only come at its schedule
+    }
+    claim_waves(objects)
+    waves = {o["metadata"]["name"]: o["metadata"]["annotations"][SYNC_WAVE_ANNOTATION] for o in objects.values()}
+    assert waves["shared"] == "1"
+    assert waves["by-cron"] == "2"
+    assert waves["orphan"] == sync_wave("PersistentVolumeClaim")
+    assert waves["pinned"] == "5"  # a wave set by the construct is kept (and judged by the cross-reference gate)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_claims_where_data_lives_are_never_pruned_nor_deleted(env: str) -> None:
+    """Issue 24: the indexer's PVC carried only Delete=false, which Argo CD applies when the Application is
+    deleted; a prune (the claim renamed or dropped from dist/) is governed by Prune=false."""
+    claims = [o for o in _dist(env).values() if o["kind"] == "PersistentVolumeClaim"]
+    assert claims
+    for claim in claims:
+        options = {o.strip() for o in claim["metadata"]["annotations"]["argocd.argoproj.io/sync-options"].split(",")}
+        assert {"Prune=false", "Delete=false"} <= options
+
+
+def _committed_application(env: str) -> dict[str, Any]:
+    (app,) = [
+        yaml.safe_load(p.read_text())
+        for p in (ROOT / "dist" / "argocd").glob("*/application-*.yaml")
+        if yaml.safe_load(p.read_text())["spec"]["source"].get("path") == f"dist/{env}"
+    ]
+    return app
+
+
+def _remove(doc: Any, pointer: str) -> bool:
+    """JSON patch ``remove`` at an RFC 6901 pointer (what Argo CD's ignore normalizer applies to the live and
+    the desired object before diffing); ``False`` where the path does not exist (Argo CD skips it).
+
+    A map the removal leaves empty is dropped as well: Argo CD's diff reports only fields of the desired object
+    (or of the last applied one), so ``annotations: {}`` left in the live object is no difference."""
+    keys = [k.replace("~1", "/").replace("~0", "~") for k in pointer.split("/")[1:]]
+    trail = [doc]
+    for k in keys[:-1]:
+        node = trail[-1]
+        if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+            trail.append(node[int(k)])
+        elif isinstance(node, dict) and k in node:
+            trail.append(node[k])
+        else:
+            return False
+    parent, last = trail[-1], keys[-1]
+    if isinstance(parent, dict) and last in parent:
+        del parent[last]
+    elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
+        del parent[int(last)]
+    else:
+        return False
+    for depth in range(len(keys) - 1, 0, -1):
+        if trail[depth] == {} and isinstance(trail[depth - 1], dict):
+            del trail[depth - 1][keys[depth - 1]]
+        else:
+            break
+    return True
+
+
+def _group(obj: dict[str, Any]) -> str:
+    return obj["apiVersion"].rpartition("/")[0] if "/" in obj["apiVersion"] else ""
+
+
+def normalized(obj: dict[str, Any], ignore: list[dict[str, Any]]) -> dict[str, Any]:
+    """``obj`` with every field the Application ignores removed (argo-cd ``util/argo/normalizers``,
+    ``ignoreNormalizer.Normalize``: group and kind match, name and namespace match when set)."""
+    out = copy.deepcopy(obj)
+    for rule in ignore:
+        meta = obj["metadata"]
+        if (
+            rule.get("group", "") == _group(obj)
+            and rule["kind"] == obj["kind"]
+            and rule.get("name") in (None, meta["name"])
+            and rule.get("namespace") in (None, meta.get("namespace"))
+        ):
+            for pointer in rule["jsonPointers"]:
+                _remove(out, pointer)
+    return out
+
+
+def reloaded(obj: dict[str, Any], value: str) -> dict[str, Any]:
+    """``obj`` after Reloader's annotations strategy rolled it: its strategic merge patch
+    ``{"spec":{"template":{"metadata":{"annotations":{"reloader.stakater.com/last-reloaded-from": ...}}}}}``."""
+    out = copy.deepcopy(obj)
+    template = out["spec"]["template"].setdefault("metadata", {})
+    template.setdefault("annotations", {})[RELOADED_FROM_ANNOTATION] = value
+    return out
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_reloader_roll_is_ignored_by_the_diff_and_nothing_else_is(env: str) -> None:
+    """Issue 24: with Reloader's default env-vars strategy Argo CD's self-heal reverted the roll. Under the
+    annotations strategy Reloader writes one pod-template annotation; the Application ignores exactly that,
+    on exactly the workloads Reloader watches, and a sync keeps it (RespectIgnoreDifferences)."""
+    app = _committed_application(env)
+    ignore = app["spec"]["ignoreDifferences"]
+    assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    objects = _dist(env)
+    watched = [
+        o
+        for o in objects.values()
+        if set(o["metadata"].get("annotations") or {}) & {"secret.reloader.stakater.com/reload"}
+    ]
+    assert watched
+    marker = json.dumps({"type": "SECRET", "name": "kga-agent", "hash": "0" * 40})
+    for obj in watched:
+        live = reloaded(obj, marker)
+        assert live != obj
+        # the roll is no difference for Argo CD: self-heal leaves it
+        assert normalized(live, ignore) == normalized(obj, ignore)
+        # ... but the env-vars strategy's change still is one (only the annotation is ignored)
+        env_vars = copy.deepcopy(obj)
+        env_vars["spec"]["template"]["spec"]["containers"][0].setdefault("env", []).append(
+            {"name": "STAKATER_KGA_AGENT_SECRET", "value": "0" * 40}
+        )
+        assert normalized(env_vars, ignore) != normalized(obj, ignore)
+    # Nothing Git renders is ignored: the rules remove no field of any rendered object.
+    for obj in objects.values():
+        assert normalized(obj, ignore) == obj, obj["metadata"]["name"]
+    # One rule per watched workload, each a single pointer to Reloader's annotation.
+    assert sorted((r["kind"], r["name"]) for r in ignore) == sorted((o["kind"], o["metadata"]["name"]) for o in watched)
+    assert {tuple(r["jsonPointers"]) for r in ignore} == {
+        ("/spec/template/metadata/annotations/reloader.stakater.com~1last-reloaded-from",)
+    }
+
+
+def test_reloader_runs_with_the_annotations_strategy() -> None:
+    """The documented install sets the strategy whose writes the Applications ignore."""
+    from kgstack.cluster_platform import external_prerequisites
+
+    (reloader,) = [p for p in external_prerequisites(_cluster(), "eks") if p.name == "stakater-reloader"]
+    assert "--set reloader.reloadStrategy=annotations" in reloader.how
+
+
+def _cluster() -> Any:
+    from kgstack.cluster_platform import Cluster
+
+    return Cluster(name="c", server="https://c.example.com")
+
+
+@pytest.mark.parametrize(
+    ("pointers", "message"),
+    [
+        ([], "at least 1 item"),
+        (["spec/replicas"], "not a JSON pointer"),
+        (["/"], "not a JSON pointer"),
+        (["/metadata/annotations/a~2b"], "not a JSON pointer"),
+        (["/spec/replicas", "/spec/replicas"], "listed twice"),
+    ],
+)
+def test_ignore_differences_are_validated(pointers: list[str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        IgnoreDifference.model_validate({"group": "apps", "kind": "Deployment", "jsonPointers": pointers})
+
+
+def test_ignore_differences_forbid_what_the_model_does_not_render() -> None:
+    for extra in ({"jqPathExpressions": [".spec"]}, {"managedFieldsManagers": ["x"]}):
+        with pytest.raises(ValidationError, match="Extra inputs"):
+            IgnoreDifference.model_validate({"kind": "Deployment", "jsonPointers": ["/spec/replicas"], **extra})
+    data = _application_data_with({"ignoreDifferences": [{"kind": "Deployment", "jsonPointers": ["/spec/x"]}]})
+    Application.model_validate(data)
+
+
+def _application_data_with(spec: dict[str, Any]) -> dict[str, Any]:
+    data = _application()
+    data["spec"].update(spec)
+    return data
+
+
+def test_no_ignore_differences_without_a_watched_workload() -> None:
+    app = cdk8s.App()
+    chart = cdk8s.Chart(app, "c")
+    ArgoCdApplication(
+        chart, "a", name="kga-dev", namespace="kga-dev", path="dist/dev", settings=settings(), automated=True
+    )
+    (rendered,) = chart.to_json()
+    assert "ignoreDifferences" not in rendered["spec"]
+    assert "RespectIgnoreDifferences=true" not in rendered["spec"]["syncPolicy"]["syncOptions"]

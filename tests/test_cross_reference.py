@@ -222,3 +222,18 @@ def test_a_policy_or_route_attached_to_nothing_fails() -> None:
         problems, "backendtrafficpolicy-kga-prod-api.yaml: spec.targetRefs[0]", "HTTPRoute kga-prod-nope does not exist"
     )
     assert reported(problems, "httproute-kga-prod-web.yaml: spec.parentRefs[0]", "Gateway kga-elsewhere does not exist")
+
+
+@pytest.mark.parametrize(("wave", "why"), [("0", "never binds"), ("3", "consumer's pods stay Pending")])
+def test_a_claim_outside_its_consumers_wave_fails(wave: str, why: str) -> None:
+    """Issue 24: the indexer's PVC was in wave 0 and the indexer in wave 2; under a WaitForFirstConsumer class
+    the claim stays Pending (Progressing to Argo CD) and the first sync never leaves wave 0 (argo-cd #12840)."""
+    objects = _mutate("prod")
+    claim = objects["persistentvolumeclaim-kga-prod-indexer.yaml"]
+    claim["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] = wave
+    assert reported(
+        gate("prod", objects),
+        "persistentvolumeclaim-kga-prod-indexer.yaml: metadata.annotations[argocd.argoproj.io/sync-wave]",
+        f"PVC kga-prod-indexer is in sync wave {wave}, its first consumer Deployment kga-prod-indexer in wave 2",
+        why,
+    )

@@ -223,6 +223,16 @@ def test_synth_applies_the_patches_then_checks(workspace: tuple[Path, Path]) -> 
             "error: environments/dev.yaml: dev/deployment-kga-dev-query.yaml: spec.template.spec.serviceAccountName: "
             "ServiceAccount nobody does not exist",
         ),
+        (  # issue 24: the indexer moved after its claim, which Argo CD would wait on forever
+            {
+                "target": {"kind": "Deployment", "name": "kga-dev-indexer"},
+                "reason": "r",
+                "merge": {"metadata": {"annotations": {"argocd.argoproj.io/sync-wave": "3"}}},
+            },
+            "error: environments/dev.yaml: dev/persistentvolumeclaim-kga-dev-indexer.yaml: "
+            "metadata.annotations[argocd.argoproj.io/sync-wave]: PVC kga-dev-indexer is in sync wave 2, "
+            "its first consumer Deployment kga-dev-indexer in wave 3",
+        ),
     ],
 )
 def test_a_bad_patch_fails_and_leaves_dist_untouched(

@@ -11,16 +11,22 @@ misspelt field fails there.
 
 Workloads roll when a Secret changes through Stakater Reloader: put
 :data:`RELOAD_ANNOTATION` with the comma-separated Secret names on the
-workload's own metadata (not on its pod template).
+workload's own metadata (not on its pod template). Reloader runs with its
+``annotations`` reload strategy: it rolls a workload by writing
+:data:`RELOADED_FROM_ANNOTATION` on the pod template, and
+:func:`reloader_ignore_differences` tells Argo CD to leave exactly that field alone,
+so self-heal does not undo the roll.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
 from constructs import Construct
 from pydantic import Field, model_validator
 
+from .argocd_application import IgnoreDifference
 from .cross_reference import PULL_SECRET_KEY, PULL_SECRET_TYPE
 from .custom_resource import custom_resource
 from .model import Spec, Stage
@@ -32,6 +38,54 @@ RELOAD_ANNOTATION = "secret.reloader.stakater.com/reload"
 def reload_on(secrets: list[str]) -> dict[str, str]:
     """Workload annotation that makes Stakater Reloader roll the pods when one of ``secrets`` changes."""
     return {RELOAD_ANNOTATION: ",".join(sorted(secrets))} if secrets else {}
+
+
+RELOAD_STRATEGY = "annotations"
+"""Reloader's ``--reload-strategy`` (Helm value ``reloader.reloadStrategy``). The default, ``env-vars``, adds an
+environment variable to the containers, which Argo CD's self-heal reverts (a field of the spec in Git)."""
+RELOADED_FROM_ANNOTATION = "reloader.stakater.com/last-reloaded-from"
+"""What the ``annotations`` strategy writes, on the pod template only (Reloader ``handler.updatePodAnnotations``,
+strategic merge patch ``{"spec":{"template":{"metadata":{"annotations":{<key>: <json>}}}}}``)."""
+RELOADER_TRIGGERS = (
+    RELOAD_ANNOTATION,
+    "configmap.reloader.stakater.com/reload",
+    "secretproviderclass.reloader.stakater.com/reload",
+    "reloader.stakater.com/auto",
+    "secret.reloader.stakater.com/auto",
+    "configmap.reloader.stakater.com/auto",
+    "reloader.stakater.com/search",
+)
+"""Workload annotations that make Reloader watch a workload."""
+RELOADER_PATCHES = {"Deployment": "apps", "StatefulSet": "apps", "DaemonSet": "apps"}
+"""Kinds Reloader patches in place, by API group. A CronJob or Job it re-creates as a new Job instead
+(``CreateJobFromCronjob``, ``ReCreateJobFromjob``), which leaves the object in Git untouched."""
+
+
+def _pointer(*keys: str) -> str:
+    """An RFC 6901 pointer to ``keys`` (``~`` and ``/`` inside a key escaped)."""
+    return "".join("/" + key.replace("~", "~0").replace("/", "~1") for key in keys)
+
+
+RELOADED_FROM_POINTER = _pointer("spec", "template", "metadata", "annotations", RELOADED_FROM_ANNOTATION)
+
+
+def reloader_ignore_differences(objects: Mapping[str, Mapping[str, Any]]) -> list[IgnoreDifference]:
+    """One Argo CD ``ignoreDifferences`` entry per workload Reloader watches among ``objects``: the one
+    annotation it writes on that workload's pod template, and nothing else."""
+    out = []
+    for obj in objects.values():
+        meta = obj["metadata"]
+        if obj["kind"] in RELOADER_PATCHES and set(meta.get("annotations") or {}) & set(RELOADER_TRIGGERS):
+            out.append(
+                IgnoreDifference(
+                    group=RELOADER_PATCHES[obj["kind"]],
+                    kind=obj["kind"],
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    json_pointers=[RELOADED_FROM_POINTER],
+                )
+            )
+    return sorted(out, key=lambda d: (d.kind, d.name or ""))
 
 
 Duration = Annotated[str, Field(pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")]

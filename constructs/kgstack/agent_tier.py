@@ -147,12 +147,13 @@ class AgentTier(Construct):
             k8s.KubePersistentVolumeClaim(
                 self,
                 "State",
-                # GitOps prune must never delete indexing state.
+                # Neither a prune (the claim renamed or dropped from dist/: Prune=false) nor deleting the
+                # Application (Delete=false) may delete indexing state; Argo CD reads the two separately.
                 metadata=object_meta(
                     props.identity,
                     props.namespace,
                     annotations={
-                        "argocd.argoproj.io/sync-options": "Delete=false",
+                        "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
                         "kustomize.toolkit.fluxcd.io/prune": "disabled",
                     },
                 ),

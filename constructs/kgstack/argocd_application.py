@@ -7,7 +7,10 @@ an Application that Argo CD silently reads differently.
 
 The Application cannot order the objects it syncs; that is what the
 ``argocd.argoproj.io/sync-wave`` annotation on each object does. :func:`sync_wave`
-gives the wave of a kind.
+gives the wave of a kind; :func:`claim_waves` moves each PersistentVolumeClaim into the
+wave of its first consumer, read from the rendered pod specs (argo-cd #12840: a claim
+under a WaitForFirstConsumer StorageClass stays Pending, which Argo CD reports as
+Progressing, until a pod uses it).
 
 Deliberately absent: the ``resources-finalizer.argocd.argoproj.io`` finalizer.
 Without it, deleting the Application leaves the workloads and their
@@ -18,10 +21,11 @@ delete them explicitly when an environment is retired.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, Self
 
 from constructs import Construct
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .custom_resource import custom_resource
 from .model import Spec
@@ -52,7 +56,7 @@ _WAVES: dict[str, int] = {
     "ClusterSecretStore": -1,
     "ExternalSecret": -1,
     "Issuer": -1,
-    # configuration and storage
+    # configuration; a claim only when nothing mounts it (else its consumer's wave: claim_waves)
     "ConfigMap": 0,
     "PersistentVolumeClaim": 0,
     "Service": 0,
@@ -88,6 +92,71 @@ _DEFAULT_WAVE = 0
 def sync_wave(kind: str) -> str:
     """The ``argocd.argoproj.io/sync-wave`` value for an object of ``kind`` (a string, as annotations are)."""
     return str(_WAVES.get(kind, _DEFAULT_WAVE))
+
+
+STARTS_PODS_AT_SYNC = frozenset({"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+"""Kinds whose pods exist as soon as they are applied; a CronJob's only at its schedule, so it cannot be the
+first consumer that binds a claim during a sync."""
+
+
+def pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec an object runs (its template's, a CronJob's job template's), or ``None``."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    elif kind not in STARTS_PODS_AT_SYNC:
+        return None
+    return (spec.get("template") or {}).get("spec")
+
+
+def claims_used(obj: Mapping[str, Any]) -> Iterator[str]:
+    """The PersistentVolumeClaims an object's pods mount (``volumes[].persistentVolumeClaim.claimName``)."""
+    for volume in (pod_spec(obj) or {}).get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim:
+            yield claim
+
+
+def wave_of(obj: Mapping[str, Any]) -> int:
+    """The object's sync wave as Argo CD reads it (gitops-engine ``syncwaves.Wave``: the annotation, else 0)."""
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(SYNC_WAVE_ANNOTATION)
+    try:
+        return int(text) if text is not None else 0
+    except ValueError:
+        return 0
+
+
+def consumer_waves(objects: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+    """``{(namespace, claim): wave}``: the earliest wave of an object whose pods mount the claim when it is
+    applied (a CronJob counts only when nothing else mounts the claim)."""
+    first: dict[tuple[str, str], int] = {}
+    later: dict[tuple[str, str], int] = {}
+    for obj in objects.values():
+        namespace = obj.get("metadata", {}).get("namespace", "")
+        for claim in claims_used(obj):
+            into = first if obj["kind"] in STARTS_PODS_AT_SYNC else later
+            key = (namespace, claim)
+            into[key] = min(into.get(key, wave_of(obj)), wave_of(obj))
+    return later | first
+
+
+def claim_waves(objects: Mapping[str, dict[str, Any]]) -> None:
+    """Give every PersistentVolumeClaim without a wave of its own the wave of its first consumer (in place).
+
+    A claim must not come earlier: under a WaitForFirstConsumer StorageClass (EBS gp3, GKE standard-rwo, AKS
+    managed-csi, local-path) it stays Pending until a pod uses it, Argo CD reports a Pending claim as
+    Progressing and never starts the next wave. Nor later: the consumer's pods would wait for a claim that
+    does not exist yet. A claim nothing mounts keeps its kind's wave."""
+    waves = consumer_waves(objects)
+    for obj in objects.values():
+        if obj["kind"] != "PersistentVolumeClaim":
+            continue
+        key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        annotations = obj["metadata"].setdefault("annotations", {})
+        wave = waves.get(key)
+        annotations.setdefault(SYNC_WAVE_ANNOTATION, sync_wave(obj["kind"]) if wave is None else str(wave))
 
 
 # ---------------------------------------------------------------- the Application model
@@ -150,12 +219,44 @@ class SyncPolicy(_Strict):
     retry: RetryStrategy | None = None
 
 
+_POINTER = re.compile(r"^(/([^~/]|~[01])+)+$")
+"""An RFC 6901 JSON pointer to a field (not the whole document, no empty key): ``~`` only as ``~0`` or ``~1``."""
+
+
+class IgnoreDifference(_Strict):
+    """One ``spec.ignoreDifferences`` entry: the fields at ``jsonPointers`` of the matching objects are left out
+    of the diff (Argo CD removes them from the live and the desired object before comparing) and, with the
+    ``RespectIgnoreDifferences=true`` sync option, a sync keeps their live value."""
+
+    group: str = ""
+    """API group of the objects (``apps``; empty for the core group)."""
+    kind: NonEmpty
+    """Kind of the objects."""
+    name: NonEmpty | None = None
+    """Only the object of this name; ``None``: every object of the kind."""
+    namespace: NonEmpty | None = None
+    """Only objects in this namespace; ``None``: any."""
+    json_pointers: list[str] = Field(alias="jsonPointers", min_length=1)
+    """RFC 6901 pointers to the ignored fields; ``/`` inside a key is written ``~1``."""
+
+    @field_validator("json_pointers")
+    @classmethod
+    def _pointers(cls, pointers: list[str]) -> list[str]:
+        for pointer in pointers:
+            if not _POINTER.match(pointer):
+                raise ValueError(f"jsonPointers: {pointer!r} is not a JSON pointer to a field (RFC 6901)")
+        if len(set(pointers)) != len(pointers):
+            raise ValueError("jsonPointers: a pointer is listed twice")
+        return pointers
+
+
 class ApplicationSpec(_Strict):
     project: NonEmpty
     source: ApplicationSource
     destination: ApplicationDestination
     sync_policy: SyncPolicy = Field(alias="syncPolicy")
     revision_history_limit: Annotated[int, Field(ge=1)] = Field(10, alias="revisionHistoryLimit")
+    ignore_differences: list[IgnoreDifference] | None = Field(None, alias="ignoreDifferences")
 
 
 class Application(_Strict):
@@ -226,6 +327,7 @@ class ArgoCdApplication(Construct):
         labels: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
         create_namespace: bool = False,
+        ignore_differences: list[IgnoreDifference] | None = None,
     ) -> None:
         super().__init__(scope, id)
         if (path is None) == (source is None):
@@ -241,6 +343,8 @@ class ArgoCdApplication(Construct):
                 "FailOnSharedResource=true",
                 # CRDs of the platform's charts exceed the client-side apply annotation limit
                 *(["ServerSideApply=true"] if source is not None else []),
+                # a sync (self-heal included) keeps the live value of an ignored field, not Git's
+                *(["RespectIgnoreDifferences=true"] if ignore_differences else []),
             ],
             retry=RetryStrategy(limit=5, backoff=Backoff(duration="10s", factor=2, max_duration="3m")),
         )
@@ -257,6 +361,7 @@ class ArgoCdApplication(Construct):
                 or ApplicationSource(repo_url=settings.repo_url, target_revision=settings.target_revision, path=path),
                 destination=ApplicationDestination(server=server, namespace=namespace),
                 sync_policy=policy,
+                ignore_differences=ignore_differences or None,
             ),
         )
         self.api_object = custom_resource(self, "Resource", self.model)

@@ -97,6 +97,8 @@ ENVOY_METRICS_PORT = 19001
 CLUSTER_ISSUERS = {"letsencrypt-prod": "https://acme-v02.api.letsencrypt.org/directory"}
 CLUSTER_ISSUERS["letsencrypt-staging"] = "https://acme-staging-v02.api.letsencrypt.org/directory"
 """ClusterIssuer -> ACME directory; the edge's default issuers."""
+from .agent_secrets import RELOAD_STRATEGY, RELOADED_FROM_ANNOTATION  # noqa: E402
+
 # The query tier's HPA metric and the adapter rule that serves it: declared once, with the HPA.
 from .agent_tier import IN_FLIGHT_METRIC, prometheus_adapter_rules  # noqa: E402
 
@@ -284,9 +286,11 @@ def external_prerequisites(
         ExternalPrerequisite(
             kind="Cluster",
             name="stakater-reloader",
-            why="rolls the workloads when a Secret they read changes (secret.reloader.stakater.com/reload)",
+            why="rolls the workloads when a Secret they read changes (secret.reloader.stakater.com/reload), "
+            f"with the {RELOAD_STRATEGY} strategy: it writes only {RELOADED_FROM_ANNOTATION} on the pod template, "
+            "which each environment's Application ignores (any other strategy is reverted by self-heal)",
             how="helm upgrade --install reloader reloader --repo https://stakater.github.io/stakater-charts "
-            "-n reloader --create-namespace",
+            f"-n reloader --create-namespace --set reloader.reloadStrategy={RELOAD_STRATEGY}",
         ),
         ExternalPrerequisite(
             kind="Pods",

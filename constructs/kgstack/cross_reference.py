@@ -14,7 +14,8 @@ together, independently of the constructs that made them:
 * the traffic the objects imply (Probe and ServiceMonitor targets, edge
   backends, service URLs in the pods' environment) is allowed by the rendered
   NetworkPolicies, evaluated here with Kubernetes' semantics;
-* no two ServiceAccounts share a cloud workload identity.
+* no two ServiceAccounts share a cloud workload identity;
+* every PersistentVolumeClaim is in the Argo CD sync wave of the first pod that mounts it (argo-cd #12840).
 
 Each problem reads ``<file>: <field path>: <reason>``. :func:`check_chart` runs the gate on any
 chart (a composition of a few constructs as well as ``AgentStack``).
@@ -42,6 +43,9 @@ IDENTITY_ANNOTATIONS = (
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 CERTIFICATE_KEYS = frozenset({"tls.crt", "tls.key", "ca.crt"})
 AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+RUN_AT_SYNC = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+"""Workloads whose pods exist once applied; a CronJob's pods only at its schedule."""
 PULL_SECRET_KEY = ".dockerconfigjson"
 PULL_SECRET_TYPE = "kubernetes.io/dockerconfigjson"
 _HOST_PORT = re.compile(r"^(?P<host>[a-z0-9.-]+):(?P<port>\d+)$")
@@ -208,6 +212,7 @@ class Gate:
         self._attachments()
         self._traffic()
         self._identities()
+        self._claim_waves()
         return self.problems_found
 
     def _report(self, file: str, path: str, reason: str) -> None:
@@ -412,6 +417,44 @@ class Gate:
                         f"ServiceAccount {name} shares workload identity {value} with {seen[value]}",
                     )
                 seen[value] = name
+
+    def _claim_waves(self) -> None:
+        """Argo CD waits for each wave to be healthy and reports a Pending claim as Progressing; a claim under a
+        WaitForFirstConsumer StorageClass is Pending until a pod mounts it. So a claim in a wave before its
+        first consumer's never binds, and one after it leaves the consumer's pods Pending: either way the first
+        sync stops."""
+
+        def wave(obj: Obj) -> int:
+            text = (obj["metadata"].get("annotations") or {}).get(SYNC_WAVE, "0")
+            return int(text) if re.fullmatch(r"-?\d+", text) else 0
+
+        consumers: dict[str, list[tuple[int, str]]] = {}
+        for pod in self.pods:
+            obj = self.files[pod.file]
+            if obj["kind"] not in RUN_AT_SYNC:
+                continue
+            for volume in pod.spec.get("volumes") or []:
+                claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+                if claim:
+                    consumers.setdefault(claim, []).append((wave(obj), f"{obj['kind']} {obj['metadata']['name']}"))
+        for name, (file, pvc) in self.kind("PersistentVolumeClaim").items():
+            if name not in consumers:
+                continue
+            first, who = min(consumers[name])
+            mine = wave(pvc)
+            if mine != first:
+                reason = (
+                    "never binds under a WaitForFirstConsumer StorageClass before its consumer exists"
+                    if mine < first
+                    else "its consumer's pods stay Pending until the claim exists"
+                )
+                self._report(
+                    file,
+                    f"metadata.annotations[{SYNC_WAVE}]",
+                    f"PVC {name} is in sync wave {mine}, its first consumer {who} in wave {first}: {reason}, "
+                    "and Argo CD waits on that wave forever (argo-cd #12840); put it in wave "
+                    f"{first}",
+                )
 
     # -- traffic ----------------------------------------------------------------------------------
 

@@ -12,19 +12,21 @@ platform, and no Application reaches another cluster.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import cdk8s
 from constructs import Construct
 from pydantic import Field
 
+from .agent_secrets import reloader_ignore_differences
 from .argocd_application import (
     SYNC_WAVE_ANNOTATION,
     ApplicationSource,
     ApplicationSourceHelm,
     ArgoCdApplication,
     GitOpsSettings,
+    IgnoreDifference,
     automated_by_default,
 )
 from .cluster_platform import Cluster, HelmRelease
@@ -65,9 +67,15 @@ class GitOpsTarget(Spec):
     """Where the environment runs: its Application's destination server."""
     unreleased: list[str] = Field(default_factory=list)
     """Our images the environment deploys that were never released; any holds automated sync back."""
+    ignore_differences: list[IgnoreDifference] = Field(default_factory=list)
+    """Fields of the environment's objects that a controller in the cluster owns (Reloader's roll marker):
+    left out of the diff, and kept live by a sync."""
 
     @classmethod
-    def of(cls, env: Environment, settings: GitOpsSettings) -> GitOpsTarget:
+    def of(
+        cls, env: Environment, settings: GitOpsSettings, objects: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> GitOpsTarget:
+        """``env`` as Argo CD sees it; ``objects``, its rendered objects, give the fields Reloader writes."""
         return cls(
             name=env.name,
             instance=env.instance,
@@ -77,6 +85,7 @@ class GitOpsTarget(Spec):
             settings=settings,
             cluster=env.placement.cluster,
             unreleased=unreleased(env),
+            ignore_differences=reloader_ignore_differences(objects or {}),
         )
 
     @property
@@ -155,4 +164,5 @@ class GitOpsChart(cdk8s.Chart):
                 labels=Identity(
                     name=APP_NAME, instance=target.instance, version=target.version, component="gitops"
                 ).labels,
+                ignore_differences=target.ignore_differences,
             )

@@ -21,7 +21,7 @@ from typing import Any
 import cdk8s
 import yaml
 
-from .argocd_application import SYNC_WAVE_ANNOTATION, sync_wave
+from .argocd_application import SYNC_WAVE_ANNOTATION, claim_waves, sync_wave
 
 
 class SynthError(Exception):
@@ -80,11 +80,14 @@ def manifests(chart: cdk8s.Chart) -> dict[str, dict[str, Any]]:
     for manifest in rendered:
         # Argo CD applies by wave: namespace and custom resources before workloads before the edge.
         annotations = manifest["metadata"].setdefault("annotations", {})
-        annotations.setdefault(SYNC_WAVE_ANNOTATION, sync_wave(manifest["kind"]))
+        if manifest["kind"] != "PersistentVolumeClaim":
+            annotations.setdefault(SYNC_WAVE_ANNOTATION, sync_wave(manifest["kind"]))
         name = file_name(manifest)
         if name in objects:
             raise SynthError([f"{chart.node.path}: two objects would be written to {name}"])
         objects[name] = manifest
+    # A claim by dependency, not by kind: in the wave of the first pod that mounts it.
+    claim_waves(objects)
     return objects
 
 
