@@ -25,7 +25,13 @@ from .agent_settings import (  # noqa: E402
 )
 from .agent_stack import AgentStack  # noqa: E402
 from .agent_tier import AgentTier, AgentTierProps, PersistentState  # noqa: E402
-from .argocd_application import ApplicationSource, ApplicationSourceHelm, ArgoCdApplication, GitOpsSettings  # noqa: E402
+from .argocd_application import (  # noqa: E402
+    ApplicationSource,
+    ApplicationSourceHelm,
+    ArgoCdApplication,
+    GitOpsSettings,
+    IgnoreDifference,
+)
 from .backup_schedule import BackupSchedule, BackupScheduleProps, BackupSettings, StoreEndpoint  # noqa: E402
 from .chroma_store import ChromaSettings, ChromaStore, ChromaStoreProps  # noqa: E402
 from .cloud_edge import CloudEdgeProps  # noqa: E402
@@ -152,6 +158,7 @@ __all__ = [
     "Graph",
     "HelmRelease",
     "Identity",
+    "IgnoreDifference",
     "ImageRef",
     "Images",
     "IndexerTier",
