@@ -276,8 +276,9 @@ def test_backups_lists_read_only() -> None:
 def test_unknown_environment_lists_the_known_ones() -> None:
     result = run_command("restore", "qa", "redis")
     assert result.returncode == 2
-    assert "error: environments/qa.yaml: no such environment 'qa'; known environments: dev, prod, single, staging" in (
-        result.stderr
+    assert (
+        "error: environments/qa.yaml: no such environment 'qa'; "
+        "known environments: aws, azure, dev, prod, single, staging" in (result.stderr)
     )
     assert "Traceback" not in result.stderr
 
@@ -340,7 +341,7 @@ def test_a_restore_job_runs_the_released_backup_image_like_the_cronjob(tmp_path:
     ("target", "variables", "problem"),
     [
         ("restore", ["ENV=prod"], "STORE is missing (one of redis, chroma, memgraph)"),
-        ("restore", ["STORE=chroma"], "ENV is missing (environments: dev, prod, single, staging)"),
+        ("restore", ["STORE=chroma"], "ENV is missing (environments: aws, azure, dev, prod, single, staging)"),
         ("restore", ["ENV=prod", "STORE=mongo"], "STORE=mongo is not a store (one of redis, chroma, memgraph)"),
         ("backups", ["ENV=prod"], "STORE is missing (one of redis, chroma, memgraph)"),
     ],
