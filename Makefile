@@ -5,7 +5,7 @@ export JSII_NODE := $(CURDIR)/.tools/jsii-node
 export PYTHONPATH := $(CURDIR)/constructs
 export PATH := $(CURDIR)/.tools/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: synth test check lint bench cdk8s-synth schema drill restore backups diff
+.PHONY: synth test check lint bench cdk8s-synth schema drill cluster restore backups diff
 
 # -O skips jsii's runtime type checks of every struct (a third of synth time); pydantic,
 # the construct validations and the strict schema check still validate everything.
@@ -70,3 +70,8 @@ schema:
 drill:
 	@$(SETUP) test
 	@.venv/bin/python tests/control_plane.py drill $(or $(ENV),prod)
+
+## cluster: a real node on this host (root) running dist/ENV (default dev), until Ctrl-C; prints its KUBECONFIG
+cluster:
+	@$(SETUP) test
+	@.venv/bin/python tests/real_node.py cluster $(or $(ENV),dev)

@@ -51,8 +51,16 @@ from kgstack.cluster_platform import (  # noqa: E402
 from kgstack.compose_gate import ComposeGate  # noqa: E402
 from kgstack.compose_project import ComposeError, ComposeProject  # noqa: E402
 from kgstack.cross_reference import ClusterGate, Platform  # noqa: E402
-from kgstack.environment import TARGET_FOLDERS, Target, known_environments  # noqa: E402
+from kgstack.environment import OWN_IMAGES, TARGET_FOLDERS, Target, known_environments  # noqa: E402
 from kgstack.gitops_chart import CHART_ID, PLATFORM_FOLDER, GitOpsChart, GitOpsTarget  # noqa: E402
+from kgstack.image_policy import (  # noqa: E402
+    WORKFLOW,
+    ImagePolicyProps,
+    SigningIdentity,
+    SigningIdentityError,
+    signing_identity,
+)
+from kgstack.model import Stage  # noqa: E402
 from kgstack.object_patch import PatchError, apply_patches  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
 from kgstack.releases import (  # noqa: E402
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         environments = pin_releases(envdir, load_environments(envdir))
         composed, compose_docs = compose_projects(environments, envdir)
+        identity = workflow_identity()
     except EnvironmentFileError as exc:
         return _fail(exc.problems, 2)
     for env in environments:
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 lambda env, objects: [f"{env}/{p}" for p in stacks[env].check_references(objects)],
             ],
         )
-        layers = platform_layers(environments, objects, versions)
+        layers = platform_layers(environments, objects, versions, identity)
         clouds = cloud_targets(every)
     except SynthError as exc:
         return _fail(locate(exc.problems, sources), 1)
@@ -219,7 +228,10 @@ class PlatformLayers:
 
 
 def platform_layers(
-    environments: list[Environment], objects: dict[str, dict[str, dict[str, Any]]], versions: dict[str, str]
+    environments: list[Environment],
+    objects: dict[str, dict[str, dict[str, Any]]],
+    versions: dict[str, str],
+    identity: SigningIdentity,
 ) -> PlatformLayers:
     """The platform layer of every cluster the environments run on, checked against what the stacks use
     (kgstack.cross_reference.ClusterGate); raises SynthError naming the object and field."""
@@ -252,6 +264,14 @@ def platform_layers(
                         if env.edge.controller == "ingress-nginx" or env.edge.side_by_side_ingress_nginx
                     ),
                     None,
+                ),
+                # Our images on this cluster, enforced unless only dev runs there (docs/operations.md).
+                image_policy=ImagePolicyProps(
+                    repositories=sorted(
+                        {ref.repository for env in envs for n, ref in env.images.in_use(env).items() if n in OWN_IMAGES}
+                    ),
+                    identity=identity,
+                    enforce=any(env.stage is not Stage.DEV for env in envs),
                 ),
             ),
         )
@@ -287,6 +307,14 @@ def platform_layers(
 def _schema_check(folder: str, version: str) -> Callable[[str, dict[str, dict[str, Any]]], list[str]]:
     """The strict schema check of a platform folder, its problems named by the folder written."""
     return lambda _chart, objs: check_objects(folder, objs, version)
+
+
+def workflow_identity() -> SigningIdentity:
+    """Who signs our images, as the release workflow declares it (the clusters' admission policy requires it)."""
+    try:
+        return signing_identity(ROOT / WORKFLOW)
+    except SigningIdentityError as exc:
+        raise EnvironmentFileError(str(exc).split("; ")) from None
 
 
 def patched(env: Environment, objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

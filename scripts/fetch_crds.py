@@ -40,6 +40,9 @@ _ESO = ("github.com/external-secrets/external-secrets", "v1.3.2")  # docs: >= 0.
 _ARGO_CD = ("github.com/argoproj/argo-cd/v2", "v2.14.21")  # docs: >= 2.10
 _GATEWAY_API = ("sigs.k8s.io/gateway-api", "v1.6.1")  # the version Envoy Gateway below requires
 _ENVOY_GATEWAY = ("github.com/envoyproxy/gateway", "v1.9.1")
+# The chart the platform installs (3.8.2) ships this app. Not 1.19: it deprecates kyverno.io/v1 ClusterPolicy
+# (the API server warns on apply) for policies.kyverno.io ImageValidatingPolicy; migrate before upgrading.
+_KYVERNO = ("github.com/kyverno/kyverno", "v1.18.2")
 
 _PROM = "example/prometheus-operator-crd/monitoring.coreos.com_"
 _GW = "config/crd/standard/gateway.networking.k8s.io_"  # standard channel: what clusters install
@@ -64,6 +67,8 @@ SOURCES: tuple[Source, ...] = (
     Source(*_ENVOY_GATEWAY, _EG + "backendtrafficpolicies.yaml"),
     Source(*_ENVOY_GATEWAY, _EG + "clienttrafficpolicies.yaml"),
     Source(*_ENVOY_GATEWAY, _EG + "envoyproxies.yaml"),
+    Source(*_KYVERNO, "config/crds/kyverno/kyverno.io_clusterpolicies.yaml"),
+    Source(*_KYVERNO, "config/crds/kyverno/kyverno.io_policyexceptions.yaml"),
 )
 
 

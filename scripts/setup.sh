@@ -229,10 +229,15 @@ if [ "$mode" = test ]; then
   else
     # --- Go-built tools ---
     # The local control plane the tests start (tests/control_plane.py), at the Kubernetes release of go.mod.
+    # The real node's kubelet and kube-proxy come from the same release (tests/real_node.py).
     go_tool .tools/control-plane/.setup scripts/control-plane \
-      "etcd kube-apiserver kube-controller-manager kube-scheduler kubectl" \
+      "etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./etcd
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./etcd \
+      k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+    # The real node's add-ons: kube-router for NetworkPolicy, CoreDNS (only the plugins it uses) for DNS.
+    go_tool .tools/control-plane/.setup-node scripts/control-plane/node "kube-router coredns" \
+      github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ./coredns
     # kwok for simulated nodes, and its own "fast" node and pod stages (it runs no stage unless configured).
     kwok_build() {
       go_build "$1" scripts/control-plane/kwok sigs.k8s.io/kwok/cmd/kwok

@@ -37,6 +37,8 @@ FILES = (*BINARIES, "kwok-stages.yaml")
 ZONES = ("zone-a", "zone-b", "zone-c")
 NODES_PER_ZONE = 2
 ZONE = "topology.kubernetes.io/zone"
+POD_CIDR = "10.244.0.0/16"
+"""Pod addresses of a real node (tests/real_node.py): the controller-manager gives it the first /24."""
 
 
 @dataclass(frozen=True)
@@ -380,8 +382,15 @@ def _healthy(cp: ControlPlane, name: str, probe: Callable[[], bool]) -> None:
 
 
 @contextlib.contextmanager
-def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
-    """Start everything on loopback; stop everything (and remove its files) at the end."""
+def control_plane(
+    provider: str = "eks", *, address: str = "127.0.0.1", simulated_nodes: bool = True
+) -> Iterator[ControlPlane]:
+    """Start everything on loopback; stop everything (and remove its files) at the end.
+
+    ``simulated_nodes=False`` is for a real node (tests/real_node.py): no kwok, no simulated nodes,
+    StorageClasses or provisioner; the API server listens on ``address``, a host address the
+    node's pods reach, and the controller-manager hands pods its certificate as their cluster CA
+    and gives the node a pod CIDR."""
     missing = binaries_missing()
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} not in {BIN} (scripts/setup.sh test builds them)")
@@ -390,7 +399,7 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
     (workdir / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
     _rsa_key(workdir / "sa.key")
     etcd_port, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
-    server = f"https://127.0.0.1:{api_port}"
+    server = f"https://{address}:{api_port}"
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -425,7 +434,7 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             cp,
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={address}",
             f"--secure-port={api_port}",
             f"--cert-dir={workdir / 'pki'}",
             f"--token-auth-file={workdir / 'tokens.csv'}",
@@ -435,6 +444,8 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             f"--service-account-signing-key-file={workdir / 'sa.key'}",
             "--service-cluster-ip-range=10.96.0.0/16",
             "--enable-priority-and-fairness=false",
+            # Logs and exec reach the kubelet at the node's address (a real node has no resolvable name).
+            *([] if simulated_nodes else ["--kubelet-preferred-address-types=InternalIP"]),
         )
         _healthy(cp, "kube-apiserver", lambda: api.get("/readyz").status_code == 200)
         _start(
@@ -448,6 +459,18 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             # A lost node's pods are marked for deletion after this long (default 5 min).
             "--node-monitor-grace-period=20s",
             "--horizontal-pod-autoscaler-sync-period=2s",  # default 15 s: only waiting time here
+            *(
+                []
+                if simulated_nodes
+                else [
+                    # The API server's self-signed certificate (it names the Service IP): the CA that
+                    # pods' service account volumes carry, so in-cluster clients verify the server.
+                    f"--root-ca-file={workdir / 'pki' / 'apiserver.crt'}",
+                    "--allocate-node-cidrs",
+                    f"--cluster-cidr={POD_CIDR}",
+                    "--node-cidr-mask-size=24",
+                ]
+            ),
         )
         _start(
             cp,
@@ -457,28 +480,29 @@ def control_plane(provider: str = "eks") -> Iterator[ControlPlane]:
             "--bind-address=127.0.0.1",
             f"--secure-port={_free_port()}",
         )
-        _start(
-            cp,
-            "kwok",
-            f"--kubeconfig={kubeconfig}",
-            f"--config={BIN / 'kwok-stages.yaml'}",
-            "--node-lease-duration-seconds=40",  # renews node Leases: the nodes' heartbeat
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--server-address=127.0.0.1:{_free_port()}",
-            "--cidr=10.0.0.1/16",
-            "--node-ip=10.0.0.1",
-        )
-        cp.add_storage_classes()
-        cp.add_nodes()
+        if simulated_nodes:
+            _start(
+                cp,
+                "kwok",
+                f"--kubeconfig={kubeconfig}",
+                f"--config={BIN / 'kwok-stages.yaml'}",
+                "--node-lease-duration-seconds=40",  # renews node Leases: the nodes' heartbeat
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address=127.0.0.1:{_free_port()}",
+                "--cidr=10.0.0.1/16",
+                "--node-ip=10.0.0.1",
+            )
+            cp.add_storage_classes()
+            cp.add_nodes()
 
-        def provisioner() -> None:
-            while not stop_provisioner.is_set():
-                with contextlib.suppress(httpx.HTTPError):
-                    cp.provision_once()
-                stop_provisioner.wait(0.25)
+            def provisioner() -> None:
+                while not stop_provisioner.is_set():
+                    with contextlib.suppress(httpx.HTTPError):
+                        cp.provision_once()
+                    stop_provisioner.wait(0.25)
 
-        threading.Thread(target=provisioner, daemon=True).start()
+            threading.Thread(target=provisioner, daemon=True).start()
         cp.install_crds()
         # Where Argo CD runs (it creates the namespace itself), and Envoy Gateway's, which its chart creates
         # before the platform layer's EnvoyProxy and PodMonitor land there.

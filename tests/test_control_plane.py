@@ -237,3 +237,56 @@ def test_the_limit_range_fills_in_a_container_without_resources(cp: ControlPlane
     assert out.returncode == 0, out.stderr
     for container in json.loads(out.stdout)["spec"]["containers"]:
         assert container["resources"] == {"limits": limit["default"], "requests": limit["defaultRequest"]}
+
+
+# Issue 24: the signed-images admission policy of each cluster ---------------------------------------
+POLICIES = sorted((DIST / "argocd").glob("*/platform/clusterpolicy-*.yaml"))
+
+
+def _contains(stored: Any, rendered: Any) -> bool:
+    """Everything rendered is stored unchanged (the server may add defaults, never drop or alter ours)."""
+    if isinstance(rendered, dict):
+        return isinstance(stored, dict) and all(k in stored and _contains(stored[k], v) for k, v in rendered.items())
+    if isinstance(rendered, list):
+        return isinstance(stored, list) and len(stored) == len(rendered) and all(map(_contains, stored, rendered))
+    return bool(stored == rendered)
+
+
+@pytest.mark.usefixtures("applied")
+def test_the_server_keeps_each_clusters_image_policy_as_rendered_and_refuses_a_bad_one(
+    cp: ControlPlane, tmp_path: Path
+) -> None:
+    """Kyverno's CRD on the real server: each cluster's policy (test 1 applied them) is valid and stored
+    without a field pruned; an action Kyverno does not know is refused by the server itself."""
+    assert len(POLICIES) == len(list((DIST / "argocd").iterdir()))
+    for path in POLICIES:
+        args = ["apply", "--server-side", "--field-manager=kgstack-test", "--dry-run=server", "-o", "json"]
+        out = cp.kubectl.run(*args, "-f", str(path))
+        assert out.returncode == 0, out.stderr
+        assert out.stderr == "", out.stderr  # no warning either (a deprecated API warns)
+        assert _contains(json.loads(out.stdout)["spec"], yaml.safe_load(path.read_text())["spec"]), path
+    bad = yaml.safe_load(POLICIES[0].read_text())
+    bad["metadata"]["name"] += "-mutated"
+    bad["spec"]["rules"][0]["verifyImages"][0]["failureAction"] = "Enforced"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    out = cp.kubectl.run("apply", "--server-side", "--dry-run=server", "-f", str(tmp_path / "bad.yaml"))
+    assert out.returncode != 0
+    assert 'Unsupported value: "Enforced"' in out.stderr
+
+
+@pytest.mark.usefixtures("applied")
+def test_the_break_glass_exception_of_the_operations_guide_is_accepted(cp: ControlPlane, tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "operations.md").read_text(), re.DOTALL)
+    (text,) = [b for b in blocks if "kind: PolicyException" in b]
+    exception = yaml.safe_load(re.sub(r"^ {3}", "", text, flags=re.MULTILINE))
+    namespace = exception["metadata"]["namespace"]
+    if cp.api.get(f"/api/v1/namespaces/{namespace}").status_code == 404:
+        cp.api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
+    (tmp_path / "exception.yaml").write_text(yaml.safe_dump(exception))
+    out = cp.kubectl.run("apply", "--server-side", "--dry-run=server", "-f", str(tmp_path / "exception.yaml"))
+    assert out.returncode == 0, out.stderr
+    (policy,) = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in POLICIES}
+    (rule,) = {r["name"] for p in POLICIES for r in yaml.safe_load(p.read_text())["spec"]["rules"]}
+    (entry,) = exception["spec"]["exceptions"]
+    assert entry["policyName"] == policy
+    assert rule in entry["ruleNames"] and f"autogen-{rule}" in entry["ruleNames"]

@@ -170,6 +170,7 @@ class Sandbox:
             "scripts/control-plane/kubeconform",
             "scripts/control-plane/helm",
             "scripts/control-plane/etcd",
+            "scripts/control-plane/node/coredns",
             "scripts/envoy-gateway",
             "docker/agent",
             ".venvs",
@@ -180,9 +181,10 @@ class Sandbox:
             "pyproject.toml",
             "docker/agent/requirements.lock",
             "scripts/control-plane/etcd/main.go",
+            "scripts/control-plane/node/coredns/main.go",
             *(
                 f"scripts/control-plane/{m}go.{e}"
-                for m in ("", "kwok/", "kubeconform/", "helm/")
+                for m in ("", "kwok/", "kubeconform/", "helm/", "node/")
                 for e in ("mod", "sum")
             ),
             *(f"scripts/envoy-gateway/go.{e}" for e in ("mod", "sum")),
@@ -339,14 +341,14 @@ def test_go_builds_run_alongside_the_other_steps_and_failures_are_surfaced(sandb
     # The next run builds only what failed.
     again = sandbox.run("test")
     assert again.returncode == 0, again.stderr
-    assert [line.split()[3] for line in sandbox.calls("go build start")][5:] == ["kubeconform"]
+    assert [line.split()[3] for line in sandbox.calls("go build start")][6:] == ["kubeconform"]
     assert again.stdout == ""
     # A binary that no longer runs (a truncated write) is built again, though its stamp is current.
     (cp / "kubectl").write_bytes(b"\x7fELF\x00\x00truncated")
     repaired = sandbox.run("test")
     assert repaired.returncode == 0, repaired.stderr
     assert "repairing: .tools/control-plane/kubectl does not run (exit 126)" in repaired.stderr
-    assert [line.split()[3] for line in sandbox.calls("go build start")][6:] == ["control-plane"]
+    assert [line.split()[3] for line in sandbox.calls("go build start")][7:] == ["control-plane"]
 
 
 def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,7 +43,7 @@ def load(path: Path) -> dict[Any, Any]:
 
 
 def test_the_workflows_exist() -> None:
-    assert [p.name for p in workflow_files()] == ["main.yml", "pr.yml"]
+    assert [p.name for p in workflow_files()] == ["main.yml", "pr.yml", "rebuild.yml"]
 
 
 def test_actionlint() -> None:
@@ -133,6 +133,54 @@ def test_main_builds_scans_signs_and_bumps() -> None:
     # The record step is a script of ours that sets up the project's venv (issue 24: a bare python3 crashed).
     assert "scripts/record_release.sh" in bump and "pip install" not in bump
     assert 'imagetools inspect "${repo}@${digest}"' in bump  # the registry answers for the digest first
+
+
+def test_the_digest_pull_request_is_made_with_the_release_app_token() -> None:
+    # Issue 24: a pull request opened with GITHUB_TOKEN triggers no pull_request workflow, so pr.yml's gate
+    # never ran on the one pull request that deploys. The App's installation token is another actor.
+    bump = load(WORKFLOWS / "main.yml")["jobs"]["bump"]
+    steps = {step.get("uses", "").split("@")[0]: step for step in bump["steps"]}
+    app = steps["actions/create-github-app-token"]
+    assert app["with"]["client-id"] == "${{ vars.RELEASE_APP_CLIENT_ID }}"
+    assert app["with"]["private-key"] == "${{ secrets.RELEASE_APP_PRIVATE_KEY }}"
+    # The token carries only what the pull request needs, whatever else the App is granted.
+    granted = {k.removeprefix("permission-"): v for k, v in app["with"].items() if k.startswith("permission-")}
+    assert granted == {"contents": "write", "pull-requests": "write"}
+    pull_request = steps["peter-evans/create-pull-request"]
+    assert pull_request["with"]["token"] == f"${{{{ steps.{app['id']}.outputs.token }}}}"
+    assert bump["steps"].index(app) < bump["steps"].index(pull_request)
+    # GITHUB_TOKEN no longer writes anything in this job.
+    assert "write" not in bump["permissions"].values()
+    # The set-up the docs walk through names exactly these: the variable, the secret, the permissions.
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    for name in ("RELEASE_APP_CLIENT_ID", "RELEASE_APP_PRIVATE_KEY", "Contents", "Pull requests"):
+        assert name in docs, name
+
+
+def test_a_weekly_rebuild_builds_every_released_image_and_rescans_what_is_deployed() -> None:
+    # Issue 24: exact Debian pins leave the archive at the next security update; nothing rebuilt or rescanned.
+    workflow = load(WORKFLOWS / "rebuild.yml")
+    (cron,) = [entry["cron"] for entry in workflow["on"]["schedule"]]
+    _minute, _hour, day, month, weekday = cron.split()
+    assert (day, month) == ("*", "*") and weekday.isdigit(), f"{cron}: weekly"
+    jobs = workflow["jobs"]
+    main = load(WORKFLOWS / "main.yml")
+    built = {e["image"]: e["dockerfile"] for e in jobs["build"]["strategy"]["matrix"]["include"]}
+    released = {e["image"]: e["dockerfile"] for e in main["jobs"]["build"]["strategy"]["matrix"]["include"]}
+    assert built == released
+    steps = {step.get("uses", "").split("@")[0]: step for step in jobs["build"]["steps"]}
+    build = steps["docker/build-push-action"]["with"]
+    assert build["push"] is False and build["no-cache"] is True
+    runs = "\n".join(step.get("run", "") for step in jobs["build"]["steps"])
+    # The agent's commit is main.yml's, read from it, never restated.
+    assert "yq '.env.APP_REF' .github/workflows/main.yml" in runs and "APP_REF:" not in str(workflow.get("env"))
+    for job in ("build", "rescan"):
+        scans = [s for s in jobs[job]["steps"] if s.get("uses", "").startswith("anchore/scan-action@")]
+        assert scans and all(s["with"]["fail-build"] is True and s["with"]["severity-cutoff"] == "high" for s in scans)
+    # The rescan reads the released digests from the file the release workflow writes.
+    assert "environments/releases/images.yaml" in "\n".join(s.get("run", "") for s in jobs["released"]["steps"])
+    assert jobs["rescan"]["strategy"]["matrix"]["ref"] == "${{ fromJSON(needs.released.outputs.refs) }}"
+    assert "write" not in str([job.get("permissions") for job in jobs.values()])
 
 
 def _glob(pattern: str, path: str) -> bool:

@@ -63,6 +63,7 @@ from .environment import (  # noqa: E402
     load_environments,
 )
 from .gitops_chart import GitOpsChart, GitOpsTarget  # noqa: E402
+from .image_policy import ImagePolicy, ImagePolicyProps, SigningIdentity  # noqa: E402
 from .memgraph_store import MemgraphSettings, MemgraphStore, MemgraphStoreProps  # noqa: E402
 from .model import Autoscaling, ComputeAmounts, Disruption, ImageRef, Resources, Stage  # noqa: E402
 from .monitoring import (  # noqa: E402
@@ -159,6 +160,8 @@ __all__ = [
     "HelmRelease",
     "Identity",
     "IgnoreDifference",
+    "ImagePolicy",
+    "ImagePolicyProps",
     "ImageRef",
     "Images",
     "IndexerTier",
@@ -198,6 +201,7 @@ __all__ = [
     "SecretKey",
     "SecretRef",
     "SecretsSettings",
+    "SigningIdentity",
     "Stage",
     "StatefulStore",
     "StatefulStoreProps",

@@ -8,7 +8,9 @@ cluster: an Argo CD Application per upstream Helm chart (pinned version, and the
 values that fix every name the stack references: release name,
 ``fullnameOverride``, namespace) plus the cluster objects in
 ``dist/argocd/<cluster>/platform/`` (StorageClasses per cloud profile, the
-GatewayClass and its EnvoyProxy, the ClusterIssuers, the Envoy PodMonitor).
+GatewayClass and its EnvoyProxy, the ClusterIssuers, the Envoy PodMonitor, and the
+admission policy that refuses our images unless the release workflow signed them,
+:mod:`kgstack.image_policy`).
 
 What the platform does not create is an :class:`ExternalPrerequisite`, with its
 exact name, in :func:`external_prerequisites`: the one list from which the docs'
@@ -28,6 +30,8 @@ from pydantic import Field
 
 from ._plus import k8s
 from .custom_resource import custom_resource
+from .image_policy import POLICY_NAME as IMAGE_POLICY_NAME
+from .image_policy import ImagePolicy, ImagePolicyProps
 from .model import DnsLabel, Spec
 
 if TYPE_CHECKING:
@@ -88,6 +92,8 @@ PROMETHEUS_RELEASE = "kube-prometheus-stack"
 """Its Prometheus selects monitors and rules labelled ``release: <this>`` (the chart's default selector)."""
 ENVOY_GATEWAY_NAMESPACE = "envoy-gateway-system"
 """Envoy Gateway's controller namespace, where it runs the proxies of every Gateway of its class."""
+KYVERNO_NAMESPACE = "kyverno"
+"""Where Kyverno runs, and the only namespace whose PolicyExceptions it honours (break glass)."""
 GATEWAY_CLASS = "envoy-gateway"
 """The GatewayClass the platform creates."""
 ENVOY_PROXY_LABELS = {"app.kubernetes.io/name": "envoy", "app.kubernetes.io/component": "proxy"}
@@ -147,6 +153,25 @@ def platform_releases() -> list[HelmRelease]:
             namespace="external-secrets",
             values={"installCRDs": True},
             why="copies the Secrets of staging and prod from the secret store (ExternalSecret)",
+        ),
+        HelmRelease(
+            key="kyverno",
+            repo_url="https://kyverno.github.io/kyverno/",
+            chart="kyverno",
+            # Chart 3.8.2 is Kyverno v1.18.2, whose ClusterPolicy CRD is vendored (scripts/fetch_crds.py); 1.19
+            # deprecates ClusterPolicy for ImageValidatingPolicy, a migration to make before upgrading.
+            version="3.8.2",
+            release="kyverno",
+            namespace=KYVERNO_NAMESPACE,
+            values={
+                # Break glass (docs/operations.md): PolicyExceptions count only in Kyverno's own namespace,
+                # which only cluster administrators write; off by default in the chart.
+                "features": {"policyExceptions": {"enabled": True, "namespace": KYVERNO_NAMESPACE}},
+                # The signed-images policy fails closed: one webhook pod down must not stop admissions.
+                "admissionController": {"replicas": 3},
+            },
+            why="admits our images only when the release workflow signed them (ClusterPolicy "
+            f"{IMAGE_POLICY_NAME}, in platform/)",
         ),
         HelmRelease(
             key="kube-prometheus-stack",
@@ -375,6 +400,8 @@ class ClusterPlatformProps(Spec):
     """Let's Encrypt account e-mail (expiry notices); ``None``: no e-mail."""
     ingress_nginx_namespace: str | None = None
     """Where the retired ingress-nginx runs, when an environment on the cluster still uses it."""
+    image_policy: ImagePolicyProps | None = None
+    """Kyverno's signed-images ClusterPolicy for our images; ``None``: none (the chart is installed anyway)."""
 
 
 class ClusterPlatform(cdk8s.Chart):
@@ -457,6 +484,9 @@ class ClusterPlatform(cdk8s.Chart):
                     "spec": {"acme": acme},
                 },
             )
+        self.image_policy = (
+            ImagePolicy(self, "ImagePolicy", props=props.image_policy, labels=labels) if props.image_policy else None
+        )
         # The edge SLIs read the proxies' envoy_* series; Envoy Gateway ships no monitor for them.
         custom_resource(
             self,
@@ -580,7 +610,8 @@ def install_procedure(
         "",
         "## 4. The platform objects",
         "",
-        f"StorageClasses, the GatewayClass and its EnvoyProxy, the ClusterIssuers and the Envoy PodMonitor "
+        f"StorageClasses, the GatewayClass and its EnvoyProxy, the ClusterIssuers, the Envoy PodMonitor and the "
+        f"signed-images ClusterPolicy `{IMAGE_POLICY_NAME}` "
         f"(`{bundle}/platform/`):",
         "",
         "```sh",

@@ -1,0 +1,1191 @@
+"""A real Kubernetes node on this host, under the control plane of tests/control_plane.py.
+
+containerd and runc (Debian), kubelet and kube-proxy (the control plane's release), the CNI bridge
+(Debian's plugins), kube-router for NetworkPolicy, CoreDNS for cluster DNS, and a local-directory
+provisioner that binds volumes the way a WaitForFirstConsumer class does. Images cannot be pulled
+here: they are built locally (tests/image_build.py) and imported into containerd, and
+:func:`apply_dist` applies ``dist/<env>`` through a kustomize overlay that only points its images at
+them. The node and the API server listen on :data:`NODE_IP`, an address on the host's loopback
+interface that the pods reach through the bridge.
+
+Torn down without a trace: :class:`HostState` records what the node changes (sysctls, mounts, links,
+addresses, iptables rules, ipsets, cgroups, well-known paths) before it starts; teardown stops every
+process, puts each of those back and fails when anything still differs.
+
+    python tests/real_node.py cluster [ENV]   # `make cluster`: a node with dist/<ENV> (dev) on it, until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from control_plane import BIN, POD_CIDR, ControlPlane, control_plane
+from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_NAME = "kga-node"
+NODE_IP = "10.200.0.1"
+"""The node's InternalIP: a /32 on ``lo`` for the test's lifetime (the API server, the kubelet and the
+pods' cluster DNS answer there; nothing listens on the host's real interfaces)."""
+POD_SUBNET = "10.244.0.0/24"
+"""The node's pod CIDR: the first /24 of POD_CIDR, as the controller-manager allocates it."""
+BRIDGE = "kga-cni0"
+CLUSTER_DNS = "10.96.0.10"
+STORAGE_CLASS = "local"
+PROVISIONER = "kgstack.example.com/local-dir"
+OPENAI_HOST = "api.openai.com"
+"""Where the agent's model provider is when the environment sets no ``llm.apiBaseUrl`` (dist/dev sets none)."""
+OPENAI_IP = "198.51.100.10"
+"""The fake provider's address (TEST-NET-2, an "internet" address to the NetworkPolicies), on ``lo``; cluster
+DNS answers it for OPENAI_HOST."""
+IMAGE_REGISTRY = "kga.local"
+IMAGE_TAG = "node"
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-router", "coredns")
+HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "ipset", "iptables-save", "iptables-restore")
+CNI_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local", "loopback")
+
+# Paths the node's software writes outside its work directory whatever it is told (the kubelet's
+# device-plugin socket and container log links, containerd's shim sockets, CNI's cache).
+WATCHED_PATHS = (
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/var/lib/cni",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/opt/containerd",
+    "/etc/cni",
+    "/run/netns",
+    "/var/run/netns",
+    "/var/lib/kube-router",
+    "/run/kube-router",
+    "/usr/libexec/kubernetes",
+)
+NODE_SYSCTLS = (
+    # The kubelet's kernel tunables (it writes them whatever protectKernelDefaults says, when they differ).
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    # The bridge plugin's gateway; kube-proxy's and kube-router's netfilter settings.
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/forwarding",
+    "net/ipv6/conf/all/forwarding",
+    "net/ipv4/conf/all/route_localnet",
+    "net/bridge/bridge-nf-call-iptables",
+    "net/bridge/bridge-nf-call-ip6tables",
+    "net/netfilter/nf_conntrack_max",
+    "net/netfilter/nf_conntrack_tcp_timeout_established",
+    "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+    "net/netfilter/nf_conntrack_tcp_be_liberal",
+)
+"""What the node's software writes. Only these are put back: the host is shared, and another session's
+container engine may set ip_forward, say, meanwhile."""
+OURS = re.compile(r"KUBE-|CNI-|KGA-|kube-router|kubernetes|kga", re.IGNORECASE)
+"""Names of what the node makes (iptables chains and rules, ipsets, links, cgroups); what other
+software on the shared host makes (Docker's chains, podman's cgroups) never matches."""
+CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def tools_missing() -> list[str]:
+    missing = [f"{BIN / name}" for name in NODE_BINARIES if not (BIN / name).exists()]
+    missing += [name for name in HOST_TOOLS if shutil.which(name) is None]
+    missing += [str(CNI_DIR / p) for p in CNI_PLUGINS if not (CNI_DIR / p).exists()]
+    return missing
+
+
+def _run(*argv: str, check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    if check and out.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stderr[-3000:]}{out.stdout[-2000:]}")
+    return out
+
+
+# -- the host before and after ---------------------------------------------------------------------------
+# The host is shared with other sessions: only what the node makes is recorded, put back and compared.
+
+
+def _sysctls() -> dict[str, str]:
+    values = {}
+    for key in NODE_SYSCTLS:
+        with contextlib.suppress(OSError):
+            values[key] = (Path("/proc/sys") / key).read_text()
+    return values
+
+
+def _mounts(workdir: Path | None) -> list[str]:
+    """Mount points under the node's places: its work directory and the paths its software uses."""
+    prefixes = tuple(p for p in (str(workdir) if workdir else None, *WATCHED_PATHS) if p)
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [m for m in points if m.startswith(prefixes)]
+
+
+def _iptables_tables(family: str) -> dict[str, list[str]]:
+    """``{table: the node's chains and rules}`` as ``<family>-save`` prints them, without counters."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in _run(f"{family}-save", check=False).stdout.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+        elif line.startswith((":", "-A")) and OURS.search(line):
+            current.append(re.sub(r" \[\d+:\d+\]$", "", line))
+    return tables
+
+
+def _iptables(family: str) -> str:
+    return "".join(
+        f"*{table}\n" + "".join(f"{line}\n" for line in lines)
+        for table, lines in sorted(_iptables_tables(family).items())
+        if lines
+    )
+
+
+def _restore_iptables(family: str) -> None:
+    """Remove the node's rules from the built-in chains, then its own chains."""
+    for table, lines in _iptables_tables(family).items():
+        chains = [line.split()[0][1:] for line in lines if line.startswith(":")]
+        for line in lines:
+            words = shlex.split(line)
+            if words[0] == "-A" and words[1] not in chains:
+                _run(family, "-t", table, "-D", *words[1:], check=False)
+        for chain in chains:
+            _run(family, "-t", table, "-F", chain, check=False)
+        for chain in chains:
+            _run(family, "-t", table, "-X", chain, check=False)
+
+
+def _links() -> dict[str, str]:
+    """``{name: master}`` of the node's links: ours by name, or enslaved to the pod bridge."""
+    out = {}
+    for line in _run("ip", "-o", "link", "show").stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        master = line.split(" master ")[1].split()[0] if " master " in line else ""
+        if OURS.search(name) or master == BRIDGE:
+            out[name] = master
+    return out
+
+
+def _addresses() -> set[str]:
+    out = _run("ip", "-o", "addr", "show", "dev", "lo").stdout
+    ours = {f"{a}/32" for a in (NODE_IP, OPENAI_IP)}
+    return {line.split()[3] for line in out.splitlines() if line.split()[3] in ours}
+
+
+def _ipsets() -> set[str]:
+    if shutil.which("ipset") is None:
+        return set()
+    return {name for name in _run("ipset", "list", "-n", check=False).stdout.split() if OURS.search(name)}
+
+
+def _cgroups() -> set[str]:
+    """Cgroups of the node's containers (named by container id, or by Kubernetes), in every hierarchy."""
+    found = set()
+    for top in Path("/sys/fs/cgroup").iterdir():
+        for path in top.glob("*") if top.is_dir() else []:
+            if path.is_dir() and (CONTAINER_ID.match(path.name) or OURS.search(path.name)):
+                found.add(str(path))
+    return found
+
+
+def _remove_cgroup(path: Path) -> None:
+    """A cgroup and the ones under it (empty once their processes are gone), deepest first."""
+    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class HostState:
+    """What the node may change on the host, recorded before it starts."""
+
+    workdir: Path | None
+    sysctls: dict[str, str]
+    mounts: list[str]
+    iptables: dict[str, str]
+    links: dict[str, str]
+    addresses: set[str]
+    ipsets: set[str]
+    cgroups: set[str]
+    paths: set[str]
+
+    @classmethod
+    def now(cls, workdir: Path | None = None) -> HostState:
+        return cls(
+            workdir=workdir,
+            sysctls=_sysctls(),
+            mounts=_mounts(workdir),
+            iptables={family: _iptables(family) for family in ("iptables", "ip6tables")},
+            links=_links(),
+            addresses=_addresses(),
+            ipsets=_ipsets(),
+            cgroups=_cgroups(),
+            paths={p for p in WATCHED_PATHS if os.path.lexists(p)},
+        )
+
+    def restore(self) -> None:
+        """Put back what differs (processes already stopped); best effort, then :meth:`differences` says."""
+        for mount in reversed(_mounts(self.workdir)):
+            if mount not in self.mounts:
+                subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+        for family, before in self.iptables.items():
+            if _iptables(family) != before:
+                _restore_iptables(family)
+        for name in _ipsets() - self.ipsets:
+            _run("ipset", "destroy", name, check=False)
+        links = _links()
+        for name in sorted(links.keys() - self.links.keys(), key=lambda n: links[n] == ""):  # enslaved first
+            _run("ip", "link", "delete", name, check=False)
+        for cidr in _addresses() - self.addresses:
+            _run("ip", "addr", "del", cidr, "dev", "lo", check=False)
+        now = _sysctls()
+        for key, value in self.sysctls.items():
+            if now.get(key, value) != value:
+                with contextlib.suppress(OSError):
+                    (Path("/proc/sys") / key).write_text(value)
+        for path in _cgroups() - self.cgroups:
+            _remove_cgroup(Path(path))
+        for path in WATCHED_PATHS:
+            if path not in self.paths and os.path.lexists(path):
+                _remove(Path(path))
+
+    def differences(self) -> list[str]:
+        """What is not as it was; empty when the host is as found."""
+        after = HostState.now(self.workdir)
+        out = [
+            f"sysctl {k}: {v.strip()} -> {after.sysctls.get(k, '?').strip()}"
+            for k, v in self.sysctls.items()
+            if after.sysctls.get(k, v) != v
+        ]
+        out += [f"mount left: {m}" for m in after.mounts if m not in self.mounts]
+        out += [f"{f} rules left:\n{after.iptables[f]}" for f in self.iptables if after.iptables[f] != self.iptables[f]]
+        out += [f"link left: {name}" for name in sorted(after.links.keys() - self.links.keys())]
+        out += [f"address left on lo: {a}" for a in sorted(after.addresses - self.addresses)]
+        out += [f"ipset left: {s}" for s in sorted(after.ipsets - self.ipsets)]
+        out += [f"cgroup left: {c}" for c in sorted(after.cgroups - self.cgroups)]
+        out += [f"path left: {p}" for p in sorted(after.paths - self.paths)]
+        return out
+
+
+# -- images ---------------------------------------------------------------------------------------------
+
+BASE_SCRIPT = ROOT / "scripts" / "build-test-base.sh"
+FIXTURE_APP = ROOT / "tests" / "fixtures" / "agent-app"
+
+# Stand-ins for the third-party images dist/ names, on the same Debian base as ours.
+_NGINX = """\
+FROM {base}
+RUN apt-get update && apt-get install -y --no-install-recommends nginx-light \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && groupadd --system --gid 101 nginx \\
+    && useradd --system --uid 101 --gid 101 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nginx \\
+    && mkdir -p /var/cache/nginx /usr/share/nginx/html && chown 101:0 /var/cache/nginx
+USER 101
+EXPOSE 8080
+CMD ["nginx", "-g", "daemon off;"]
+"""
+_TRUST_CA = """\
+FROM {image}
+USER root
+COPY test-ca.pem /tmp/test-ca.pem
+RUN cat /tmp/test-ca.pem >> "$(python -c 'import certifi; print(certifi.where())')" \\
+    && cat /tmp/test-ca.pem >> /etc/ssl/certs/ca-certificates.crt && rm /tmp/test-ca.pem
+USER {user}
+"""
+_CHROMA = """\
+FROM {agent}
+ENTRYPOINT ["chroma"]
+CMD ["run"]
+"""
+_EXPORTER = """\
+FROM {base}
+COPY redis_exporter /redis_exporter
+USER 59000:59000
+EXPOSE 9121
+ENTRYPOINT ["/redis_exporter"]
+"""
+_SLEEP = """\
+FROM {base}
+USER {user}
+ENTRYPOINT ["sleep", "infinity"]
+"""
+_COREDNS = """\
+FROM {base}
+COPY coredns /coredns
+ENTRYPOINT ["/coredns"]
+"""
+
+DIST_IMAGES = {
+    "knowledge-graph-agent": "agent",
+    "knowledge-graph-agent-web": "web",
+    "kga-redis": "redis",
+    "kgbackup": "backup",
+    "chroma": "chroma",
+    "nginx-unprivileged": "nginx",
+    "redis_exporter": "redis-exporter",
+}
+"""The local build standing in for each image of dist/, by the last part of its repository."""
+
+
+def local(name: str) -> str:
+    return f"{IMAGE_REGISTRY}/{name}:{IMAGE_TAG}"
+
+
+@dataclass
+class Images:
+    """Builds the images the node runs into the repo-local podman store (tests/image_build.py)."""
+
+    workdir: Path
+    podman: list[str] = field(default_factory=list)
+    base: str = ""
+    built: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        command = tool_command("podman")
+        if command is None:
+            raise FileNotFoundError("podman not installed (scripts/setup.sh test installs it)")
+        self.podman = command
+
+    def _build(self, name: str, dockerfile: Path, context: Path, *extra: str, base: str = "") -> str:
+        start = time.monotonic()
+        command = build_command(self.podman, dockerfile, local(name), base or self.base, context, *extra)
+        _run(*command, timeout=1800)
+        self.built[name] = time.monotonic() - start
+        return local(name)
+
+    def _inline(self, name: str, text: str, files: dict[str, Path] | None = None) -> str:
+        context = self.workdir / f"ctx-{name}"
+        context.mkdir(parents=True, exist_ok=True)
+        (context / "Containerfile").write_text(text)
+        for target, source in (files or {}).items():
+            shutil.copy2(source, context / target)
+        return self._build(name, context / "Containerfile", context)
+
+    def _agent(self) -> str:
+        """The agent image from the stand-in app, as tests/test_images.py builds it, trusting the test CA
+        (:func:`node_ca`) as a TLS-intercepting company proxy's CA would be: its model provider is a
+        fake one on the host (:func:`fake_openai`)."""
+        context = self.workdir / "ctx-agent-app"
+        shutil.copytree(FIXTURE_APP, context, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        args = ("--build-arg", "VERSION=node", "--build-arg", "VCS_REF=fixture")
+        app = self._build("agent-app", AGENT_DOCKERFILE, context, *args)
+        user = _run(*self.podman, "image", "inspect", "--format", "{{.Config.User}}", app).stdout.strip()
+        ca, _ = node_ca()
+        return self._inline("agent", _TRUST_CA.format(image=app, user=user), {"test-ca.pem": ca})
+
+    def _exporter(self) -> str:
+        exporter = shutil.which("prometheus-redis-exporter")
+        if exporter is None:
+            raise FileNotFoundError("prometheus-redis-exporter not installed (scripts/setup.sh test installs it)")
+        return self._inline("redis-exporter", _EXPORTER.format(base=self.base), {"redis_exporter": Path(exporter)})
+
+    def build(self, names: set[str]) -> list[str]:
+        """Build ``names`` (and what they stand on), in order; the tags, for :meth:`save`."""
+        env = {**os.environ, "KGA_IMAGE_CACHE": str(CACHE_DIR)}
+        self.base = _run("bash", str(BASE_SCRIPT), env=env, timeout=1800).stdout.strip().splitlines()[-1]
+        docker = ROOT / "docker"
+        steps: dict[str, Callable[[], str]] = {
+            "pause": lambda: self._inline("pause", _SLEEP.format(base=self.base, user="65535:65535")),
+            "agent": self._agent,
+            "chroma": lambda: self._inline("chroma", _CHROMA.format(agent=local("agent"))),
+            "nginx": lambda: self._inline("nginx", _NGINX.format(base=self.base)),
+            "web": lambda: self._build(
+                "web",
+                docker / "web" / "Dockerfile",
+                docker / "web",
+                f"--build-context=agent={FIXTURE_APP}",
+                base=local("nginx"),
+            ),
+            "redis": lambda: self._build("redis", docker / "redis" / "Dockerfile", docker / "redis"),
+            "redis-exporter": self._exporter,
+            "backup": lambda: self._build("backup", docker / "backup" / "Dockerfile", docker / "backup"),
+            "probe": lambda: self._inline("probe", _SLEEP.format(base=self.base, user="65534:65534")),
+            "coredns": lambda: self._inline("coredns", _COREDNS.format(base=self.base), {"coredns": BIN / "coredns"}),
+        }
+        wanted = {"pause", *names, *(["agent"] if "chroma" in names else []), *(["nginx"] if "web" in names else [])}
+        unknown = wanted - steps.keys()
+        if unknown:
+            raise ValueError(f"no local build for {sorted(unknown)}")
+        return [step() for name, step in steps.items() if name in wanted]
+
+    def save(self, tags: list[str]) -> Path:
+        archive = self.workdir / "images.tar"
+        archive.unlink(missing_ok=True)
+        _run(
+            *self.podman,
+            "save",
+            "--multi-image-archive",
+            "--format",
+            "docker-archive",
+            "-o",
+            str(archive),
+            *tags,
+            timeout=1800,
+        )
+        return archive
+
+
+# -- a model provider on the host --------------------------------------------------------------------------
+
+
+def node_ca() -> tuple[Path, Path]:
+    """A throw-away CA for the fake provider's certificate, made once per image cache (the agent image the
+    node runs trusts it, so it stays put between runs): ``(certificate, key)``."""
+    folder = CACHE_DIR / "node-test-ca"
+    cert, key = folder / "ca.pem", folder / "ca.key"
+    if not (cert.exists() and key.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        private, certificate = _certificate("kgstack node test CA", None)
+        key.write_bytes(private)
+        key.chmod(0o600)
+        cert.write_bytes(certificate)
+    return cert, key
+
+
+def _certificate(name: str, issuer: tuple[bytes, bytes] | None) -> tuple[bytes, bytes]:
+    """``(key PEM, certificate PEM)``: a CA when ``issuer`` is ``None``, else a server certificate for ``name``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    if issuer is None:
+        signer, issuer_name = key, subject
+    else:
+        signer = serialization.load_pem_private_key(issuer[0], None)  # type: ignore[assignment]
+        issuer_name = x509.load_pem_x509_certificate(issuer[1]).subject
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650 if issuer is None else 1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+    certificate = builder.sign(signer, hashes.SHA256())
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem_key, certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@contextlib.contextmanager
+def fake_openai(workdir: Path) -> Iterator[Any]:
+    """tests/fake_openai.py over TLS on OPENAI_IP:443, with a certificate for OPENAI_HOST from :func:`node_ca`."""
+    import ssl
+    from http.server import ThreadingHTTPServer
+
+    from fake_openai import FakeOpenAI
+
+    ca_cert, ca_key = node_ca()
+    key, cert = _certificate(OPENAI_HOST, (ca_key.read_bytes(), ca_cert.read_bytes()))
+    (workdir / "openai.key").write_bytes(key)
+    (workdir / "openai.pem").write_bytes(cert)
+    fake = FakeOpenAI()
+    handler = fake.server.RequestHandlerClass
+    fake.server.server_close()
+    fake.server = ThreadingHTTPServer((OPENAI_IP, 443), handler)
+    fake.server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(workdir / "openai.pem", workdir / "openai.key")
+    fake.server.socket = context.wrap_socket(fake.server.socket, server_side=True)
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+# -- the node ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """A started node; ``cp`` is its control plane."""
+
+    cp: ControlPlane
+    workdir: Path
+    host: HostState
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    provisioner_errors: list[str] = field(default_factory=list)
+    provisioner_stop: threading.Event = field(default_factory=threading.Event)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "containerd" / "containerd.sock"
+
+    def ctr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args, timeout=timeout, check=check)
+
+    def start(self, name: str, *argv: str) -> None:
+        log = (self.workdir / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self, name: str, tail: int = 3000) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    def alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+
+    def wait(self, what: str, done: Callable[[], bool], timeout: float = 120) -> float:
+        def check() -> bool:
+            self.alive()
+            with contextlib.suppress(httpx.HTTPError, OSError, subprocess.SubprocessError):
+                return done()
+            return False
+
+        return self.cp.wait(what, check, timeout)
+
+    def import_images(self, archive: Path) -> None:
+        start = time.monotonic()
+        self.ctr("images", "import", str(archive), timeout=1800)
+        self.timings["image import"] = time.monotonic() - start
+
+    # -- volumes: a provisioner for the default class -----------------------------------------------------
+    def provision_once(self) -> None:
+        """Bind each claim the scheduler placed on the node to a new directory; delete released volumes."""
+        volumes = self.workdir / "volumes"
+        for pvc in self.cp.items("/api/v1/persistentvolumeclaims"):
+            meta, spec = pvc["metadata"], pvc["spec"]
+            node = meta.get("annotations", {}).get("volume.kubernetes.io/selected-node")
+            if spec.get("volumeName") or node != NODE_NAME or meta.get("deletionTimestamp"):
+                continue
+            if spec.get("storageClassName") != STORAGE_CLASS:
+                continue
+            name = f"pv-{meta['uid']}"
+            path = volumes / name
+            path.mkdir(parents=True, exist_ok=True)  # root-owned 0755, like a fresh filesystem: fsGroup opens it
+            pv = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+                "spec": {
+                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                    "accessModes": spec["accessModes"],
+                    "storageClassName": STORAGE_CLASS,
+                    "persistentVolumeReclaimPolicy": "Delete",
+                    "claimRef": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
+                    "local": {"path": str(path)},
+                    "nodeAffinity": {
+                        "required": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+                                    ]
+                                }
+                            ]
+                        }
+                    },
+                },
+            }
+            response = self.cp.api.post("/api/v1/persistentvolumes", json=pv)
+            if response.status_code not in (201, 409):
+                self.provisioner_errors.append(response.text)
+        for volume in self.cp.items("/api/v1/persistentvolumes"):
+            released = volume.get("status", {}).get("phase") == "Released"
+            ours = volume["metadata"].get("annotations", {}).get("pv.kubernetes.io/provisioned-by") == PROVISIONER
+            if released and ours and volume["spec"]["persistentVolumeReclaimPolicy"] == "Delete":
+                shutil.rmtree(volume["spec"]["local"]["path"], ignore_errors=True)
+                self.cp.api.delete(f"/api/v1/persistentvolumes/{volume['metadata']['name']}")
+
+    # -- teardown -------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the node's processes and every container (:class:`HostState` puts the host back)."""
+        self.provisioner_stop.set()
+        for name in ("kube-router", "kube-proxy", "kubelet"):
+            _terminate(self.processes.get(name))
+        if "containerd" in self.processes and self.processes["containerd"].poll() is None:
+            with contextlib.suppress(subprocess.SubprocessError):
+                tasks = self.ctr("tasks", "ls", "-q", check=False).stdout.split()
+                for task in tasks:
+                    self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, check=False)
+                for task in tasks:
+                    self.ctr("tasks", "rm", "--force", task, check=False)
+        _terminate(self.processes.get("containerd"))
+        # Container processes and shims that outlived containerd: found by our runc root and work directory.
+        runc_root = self.workdir / "runc" / "k8s.io"
+        if runc_root.exists():
+            for container in _run("runc", "--root", str(runc_root), "list", "-q", check=False).stdout.split():
+                _run("runc", "--root", str(runc_root), "kill", container, "KILL", check=False)
+                _run("runc", "--root", str(runc_root), "delete", "-f", container, check=False)
+        for pid in _pids_mentioning(str(self.workdir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line names ``text`` (containerd's shims name its socket)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+    return found
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((NODE_IP, 0))
+        return int(sock.getsockname()[1])
+
+
+def _containerd_config(workdir: Path) -> str:
+    c = workdir / "containerd"
+    return f"""\
+version = 2
+root = "{c / "root"}"
+state = "{c / "state"}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+
+[grpc]
+  address = "{c / "containerd.sock"}"
+
+[ttrpc]
+  address = "{c / "containerd.sock.ttrpc"}"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{c / "opt"}"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{local("pause")}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # Without it every sandbox fails here ("can't get final child's PID from pipe"): no CAP_SYS_RESOURCE.
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{workdir / "runc"}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_DIR}"
+    conf_dir = "{workdir / "cni"}"
+"""
+
+
+def _cni_config(workdir: Path) -> dict[str, Any]:
+    return {
+        "cniVersion": "0.4.0",
+        "name": "kga",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,  # a pod reaches itself through its own Service
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(workdir / "cni-ipam"),
+                },
+            }
+        ],
+    }
+
+
+def _kubelet_config(workdir: Path, port: int, healthz: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": NODE_IP,
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz,
+        # The API server calls the kubelet (logs, exec) without a client certificate.
+        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "containerRuntimeEndpoint": f"unix://{workdir / 'containerd' / 'containerd.sock'}",
+        "clusterDNS": [CLUSTER_DNS],
+        "clusterDomain": "cluster.local",
+        "resolvConf": str(workdir / "resolv.conf"),
+        "podLogsDir": str(workdir / "pod-logs"),
+        "volumePluginDir": str(workdir / "volume-plugins"),
+        "staticPodPath": "",
+        # What this VM allows: cgroup v1 (hybrid), no systemd, no CAP_SYS_RESOURCE, swap tolerated.
+        "cgroupDriver": "cgroupfs",
+        "cgroupsPerQOS": False,
+        "enforceNodeAllocatable": [],
+        "failSwapOn": False,
+        "failCgroupV1": False,
+        "protectKernelDefaults": False,
+        "oomScoreAdj": 0,
+        "kernelMemcgNotification": False,
+        # A shared disk: never evict the tests' pods or collect their images for the host's free space.
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "serializeImagePulls": False,
+        "nodeStatusUpdateFrequency": "4s",
+        "shutdownGracePeriod": "0s",
+    }
+
+
+def _kube_proxy_config(kubeconfig: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NODE_NAME,
+        "mode": "iptables",
+        "clusterCIDR": POD_CIDR,
+        "healthzBindAddress": f"127.0.0.1:{_free_port_loopback()}",
+        "metricsBindAddress": f"127.0.0.1:{_free_port_loopback()}",
+        "nodePortAddresses": [f"{NODE_IP}/32"],
+        "oomScoreAdj": 0,
+        # Leave the host's sysctls alone: no conntrack table sizing or timeouts, no localhost NodePorts.
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+        "iptables": {"localhostNodePorts": False, "syncPeriod": "30s", "minSyncPeriod": "0s"},
+    }
+
+
+def _free_port_loopback() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+COREDNS_OBJECTS = f"""\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: coredns, namespace: kube-system}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: "system:coredns"}}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: "system:coredns"}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}}
+subjects: [{{kind: ServiceAccount, name: coredns, namespace: kube-system}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: coredns, namespace: kube-system}}
+data:
+  Corefile: |
+    .:53 {{
+        errors
+        health :8080
+        ready :8181
+        kubernetes cluster.local in-addr.arpa ip6.arpa {{
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }}
+        cache 30
+        hosts {{
+            {OPENAI_IP} {OPENAI_HOST}
+            fallthrough
+        }}
+    }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: coredns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{k8s-app: kube-dns}}}}
+  template:
+    metadata: {{labels: {{k8s-app: kube-dns}}}}
+    spec:
+      serviceAccountName: coredns
+      dnsPolicy: Default
+      containers:
+      - name: coredns
+        image: {local("coredns")}
+        imagePullPolicy: Never
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - {{name: dns, containerPort: 53, protocol: UDP}}
+        - {{name: dns-tcp, containerPort: 53, protocol: TCP}}
+        readinessProbe: {{httpGet: {{path: /ready, port: 8181}}, periodSeconds: 2}}
+        livenessProbe: {{httpGet: {{path: /health, port: 8080}}}}
+        volumeMounts: [{{name: config, mountPath: /etc/coredns, readOnly: true}}]
+      volumes: [{{name: config, configMap: {{name: coredns}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: kube-dns, namespace: kube-system, labels: {{k8s-app: kube-dns}}}}
+spec:
+  clusterIP: {CLUSTER_DNS}
+  selector: {{k8s-app: kube-dns}}
+  ports:
+  - {{name: dns, port: 53, protocol: UDP}}
+  - {{name: dns-tcp, port: 53, protocol: TCP}}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: {STORAGE_CLASS}
+  annotations: {{storageclass.kubernetes.io/is-default-class: "true"}}
+provisioner: {PROVISIONER}
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+"""
+
+
+def node_ready(cp: ControlPlane) -> bool:
+    nodes = cp.nodes()
+    return any(
+        n["metadata"]["name"] == NODE_NAME
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+        for n in nodes
+    )
+
+
+@contextlib.contextmanager
+def node_lock() -> Iterator[None]:
+    """One node per host at a time (they would share NODE_IP, the pod bridge and the iptables chains):
+    an exclusive lock on /run, held until the node is gone; another session's node waits."""
+    import fcntl
+
+    fd = os.open("/run", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def real_node(images: set[str] | None = None) -> Iterator[Node]:
+    """A control plane and one real node with cluster DNS, NetworkPolicy and volumes, with the local
+    builds of ``images`` (names of :data:`DIST_IMAGES` values, plus ``probe``) imported.
+
+    Stops everything and restores the host at the end; raises if the host is not as it was."""
+    missing = tools_missing()
+    if missing:
+        raise FileNotFoundError(f"not installed: {', '.join(missing)} (scripts/setup.sh test installs them)")
+    if os.geteuid() != 0:
+        raise PermissionError("a real node needs root (containerd, kubelet, iptables)")
+    workdir = Path(tempfile.mkdtemp(prefix="kgstack-node-"))
+    timings: dict[str, float] = {}
+    start = time.monotonic()
+    try:
+        builder = Images(workdir / "build")
+        tags = builder.build({*(images or set()), "coredns"})
+        archive = builder.save(tags)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    timings |= {f"build {k}": v for k, v in builder.built.items()}
+    timings["images"] = time.monotonic() - start
+    with node_lock():
+        host = HostState.now(workdir)
+        try:
+            for address in (NODE_IP, OPENAI_IP):
+                _run("ip", "addr", "add", f"{address}/32", "dev", "lo")
+            with control_plane("generic", address=NODE_IP, simulated_nodes=False) as cp:
+                node = Node(cp, workdir, host, timings=timings)
+                try:
+                    _start_node(node, archive)
+                    yield node
+                finally:
+                    node.stop()
+        finally:
+            host.restore()
+            shutil.rmtree(workdir, ignore_errors=True)
+        left = host.differences()
+    if left:
+        raise AssertionError("the node left traces on the host:\n" + "\n".join(left))
+
+
+def _start_node(node: Node, archive: Path) -> None:
+    cp, wd = node.cp, node.workdir
+    t0 = time.monotonic()
+    for sub in ("containerd", "cni", "kubelet", "pod-logs", "volume-plugins", "volumes", "cni-ipam"):
+        (wd / sub).mkdir(parents=True, exist_ok=True)
+    (wd / "containerd.toml").write_text(_containerd_config(wd))
+    (wd / "cni" / "10-kga.conflist").write_text(json.dumps(_cni_config(wd)))
+    (wd / "resolv.conf").write_text("# no upstream resolver: pods resolve cluster names only\n")
+    node.start("containerd", "containerd", "--config", str(wd / "containerd.toml"))
+    node.wait("containerd to serve", lambda: node.socket.exists() and node.ctr("version").returncode == 0, 60)
+    node.import_images(archive)
+    kubeconfig = cp.kubectl.kubeconfig
+    port, healthz = _free_port(), _free_port_loopback()
+    (wd / "kubelet.yaml").write_text(yaml.safe_dump(_kubelet_config(wd, port, healthz)))
+    node.start(
+        "kubelet",
+        str(BIN / "kubelet"),
+        f"--config={wd / 'kubelet.yaml'}",
+        f"--kubeconfig={kubeconfig}",
+        f"--root-dir={wd / 'kubelet'}",
+        f"--cert-dir={wd / 'kubelet' / 'pki'}",
+        f"--hostname-override={NODE_NAME}",
+        f"--node-ip={NODE_IP}",
+        "--node-labels=topology.kubernetes.io/zone=zone-a,topology.kubernetes.io/region=region-1",
+    )
+    node.wait("the node to register and be Ready", lambda: node_ready(cp), 120)
+    (wd / "kube-proxy.yaml").write_text(yaml.safe_dump(_kube_proxy_config(kubeconfig)))
+    node.start("kube-proxy", str(BIN / "kube-proxy"), f"--config={wd / 'kube-proxy.yaml'}")
+    # After the Node exists: kube-router reads its addresses at start.
+    node.start(
+        "kube-router",
+        str(BIN / "kube-router"),
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={NODE_NAME}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--enable-cni=false",
+        "--enable-ipv6=false",
+        "--metrics-port=0",
+        "--health-port=0",
+    )
+
+    def provisioner() -> None:
+        while not node.provisioner_stop.is_set():
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                node.provision_once()
+            node.provisioner_stop.wait(0.5)
+
+    threading.Thread(target=provisioner, daemon=True).start()
+    cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=COREDNS_OBJECTS)
+    node.wait("cluster DNS (CoreDNS) to be Ready", lambda: _deployment_ready(cp, "kube-system", "coredns"), 180)
+    node.timings["node start"] = time.monotonic() - t0
+
+
+def _deployment_ready(cp: ControlPlane, namespace: str, name: str) -> bool:
+    d = cp.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    return int(d.get("status", {}).get("readyReplicas", 0)) >= int(d["spec"].get("replicas", 1))
+
+
+# -- dist/ on the node ---------------------------------------------------------------------------------------
+
+
+def dist_images(env: str) -> dict[str, str]:
+    """``{image as dist/<env> names it: local build}`` for every container of the environment."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "dist" / env).glob("*.yaml")):
+        for image in re.findall(r"^\s*(?:- )?image: (\S+)$", path.read_text(), re.M):
+            repository = image.split("@")[0].rsplit(":", 1)[0]
+            found[image] = DIST_IMAGES[repository.rsplit("/", 1)[-1]]
+    return found
+
+
+def workload_images(env: str) -> set[str]:
+    """The local builds the workloads of ``dist/<env>`` run, plus ``probe`` for the tests' connections: not
+    the backup's, whose CronJobs start nothing unless triggered (its Dockerfile's pip also cannot reach
+    PyPI through a TLS-intercepting proxy, as the agent's can with the host's CA)."""
+    return {*dist_images(env).values(), "probe"} - {"backup"}
+
+
+def _pull_policy_patches(env: str) -> list[dict[str, Any]]:
+    """JSON patches that let the kubelet use an imported image where dist/ says ``Always`` (it would ask
+    a registry, unreachable here, for the tag's digest)."""
+    patches = []
+    for path in sorted((ROOT / "dist" / env).glob("*.yaml")):
+        obj = yaml.safe_load(path.read_text())
+        if path.name == "kustomization.yaml" or not isinstance(obj, dict):
+            continue
+        ops = []
+        spec = obj.get("spec", {})
+        pod_path, pod = "/spec/template/spec", spec.get("template", {}).get("spec")
+        if obj["kind"] == "CronJob":
+            pod_path, pod = "/spec/jobTemplate/spec/template/spec", spec["jobTemplate"]["spec"]["template"]["spec"]
+        for key in ("initContainers", "containers"):
+            for i, container in enumerate((pod or {}).get(key, [])):
+                if container.get("imagePullPolicy") == "Always":
+                    ops.append(
+                        {"op": "replace", "path": f"{pod_path}/{key}/{i}/imagePullPolicy", "value": "IfNotPresent"}
+                    )
+        if ops:
+            target = {"kind": obj["kind"], "name": obj["metadata"]["name"]}
+            patches.append({"target": target, "patch": json.dumps(ops)})
+    return patches
+
+
+def overlay(env: str, folder: Path) -> Path:
+    """A kustomize overlay of ``dist/<env>`` that points it at the local images; its folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images: list[dict[str, str]] = []
+    for image, name in sorted(dist_images(env).items()):
+        repository = image.split("@")[0].rsplit(":", 1)[0]
+        if all(i["name"] != repository for i in images):
+            images.append({"name": repository, "newName": f"{IMAGE_REGISTRY}/{name}", "newTag": IMAGE_TAG})
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(ROOT / "dist" / env, folder)],
+        "images": images,
+        "patches": _pull_policy_patches(env),
+    }
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return folder
+
+
+def hand_made_secrets(env: str, namespace: str) -> list[dict[str, Any]]:
+    """The Secrets docs/environments/<env>/secrets.md says a person creates before the first sync, with
+    made-up values in the documented formats (docs/secrets.md, docs/edge.md)."""
+    table = (ROOT / "docs" / "environments" / env / "secrets.md").read_text()
+    redis = next(
+        f"{obj['metadata']['name']}:{obj['spec']['ports'][0]['port']}"
+        for obj in (yaml.safe_load(p.read_text()) for p in (ROOT / "dist" / env).glob("service-*.yaml"))
+        if obj["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"
+    )
+    out = []
+    for name, keys in re.findall(r"^\| `([^`]+)` \| ([^|]+) \| \*\*you\*\*", table, re.M):
+        data: dict[str, str] = {}
+        for key in re.findall(r"`([^`]+)`", keys):
+            value = secrets.token_hex(16)
+            if key == "url":
+                value = f"redis://app:{data.setdefault('app-password', secrets.token_hex(16))}@{redis}/0"
+            elif key == "keys.map":
+                key_value = secrets.token_hex(32)
+                basic = base64.b64encode(f"kga:{key_value}".encode()).decode()
+                value = f'"{key_value}" node-test;\n"basic:{basic}" node-test;\n'
+            elif key == "credentials":
+                value = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+            elif key == ".dockerconfigjson":
+                value = json.dumps({"auths": {}})
+            elif key.endswith("-url"):
+                value = "https://hooks.example.com/services/node-test"
+            data.setdefault(key, value)
+        secret_type = "kubernetes.io/dockerconfigjson" if ".dockerconfigjson" in data else "Opaque"
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "type": secret_type,
+                "stringData": data,
+            }
+        )
+    return out
+
+
+def apply_dist(node: Node, env: str) -> list[str]:
+    """``dist/<env>`` through the image overlay: namespace, the hand-made Secrets, then everything,
+    server-side as Argo CD applies it; returns every warning and rejection."""
+    cp = node.cp
+    folder = ROOT / "dist" / env
+    namespace_file = next(folder.glob("namespace-*.yaml"))
+    namespace = yaml.safe_load(namespace_file.read_text())["metadata"]["name"]
+    cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", str(namespace_file))
+    for secret in hand_made_secrets(env, namespace):
+        cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=json.dumps(secret))
+    built = cp.kubectl.run(
+        "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay(env, node.workdir / "overlay"))
+    )
+    if built.returncode:
+        return [f"kustomize: {built.stderr}"]
+    out = cp.kubectl.run("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=built.stdout)
+    problems = [line for line in out.stderr.splitlines() if line.strip()]
+    if out.returncode:
+        problems.append(f"apply: exit {out.returncode}")
+    return problems
+
+
+# -- `make cluster` --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "cluster" or len(argv) > 2:
+        print("usage: python tests/real_node.py cluster [ENV]", file=sys.stderr)
+        return 2
+    env = argv[1] if len(argv) == 2 else "dev"
+    with real_node(workload_images(env)) as node:
+        problems = apply_dist(node, env)
+        print("\n".join(problems) or f"dist/{env} applied", file=sys.stderr)
+        print(f"export KUBECONFIG={node.cp.kubectl.kubeconfig}", file=sys.stderr)
+        print("Ctrl-C stops the node and restores the host.", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

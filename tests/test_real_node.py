@@ -1,0 +1,487 @@
+"""dist/dev on a real Kubernetes node (tests/real_node.py), issue 18: containers under a kubelet, with the
+rendered security contexts, mounts, volumes, probes, Services, cluster DNS and NetworkPolicies.
+
+The expected network flows are the ones the constructs declare (kgstack.connections), read from the chart;
+the cluster enforces the policies rendered from them, and real pods try every pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, build
+from control_plane import wait_all_ready
+from real_node import (
+    NODE_IP,
+    HostState,
+    Node,
+    apply_dist,
+    fake_openai,
+    local,
+    node_lock,
+    real_node,
+    tools_missing,
+    workload_images,
+)
+from tools import missing
+
+from kgstack import Environment
+from kgstack.connections import Connections
+from kgstack.network_policies import ComponentPeer, Flow, NamespacePeer
+
+pytestmark = pytest.mark.slow
+ENV = "dev"
+PROBE = "kga-probe"
+OUTSIDER = "kga-node-outsider"
+"""A namespace no flow names."""
+
+
+def _objects(kind: str) -> list[dict[str, Any]]:
+    prefix = kind.lower()
+    return [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "dist" / ENV).glob(f"{prefix}-*.yaml"))]
+
+
+NAMESPACE = _objects("Namespace")[0]["metadata"]["name"]
+
+
+def _require_node() -> None:
+    if os.geteuid() != 0:
+        missing("a real node needs root (containerd, kubelet, iptables)")
+    absent = tools_missing()
+    if absent:
+        missing(f"not installed: {', '.join(absent)} (scripts/setup.sh test installs them)")
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    """The node with the local build of every image dist/dev's workloads run."""
+    _require_node()
+    with real_node(workload_images(ENV)) as started:
+        print(f"\n[real node] {', '.join(f'{k} {v:.0f}s' for k, v in started.timings.items())}")
+        yield started
+
+
+@pytest.fixture(scope="module")
+def ready(node: Node) -> Node:
+    """dist/dev applied through the image overlay, every workload Ready."""
+    assert apply_dist(node, ENV) == []
+    start = time.monotonic()
+    try:
+        wait_all_ready(node.cp, NAMESPACE, timeout=600)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\npods:\n{_pod_report(node)}") from None
+    node.timings["dist ready"] = time.monotonic() - start
+    print(f"\n[real node] dist/{ENV} Ready in {node.timings['dist ready']:.0f}s")
+    return node
+
+
+def _pod_report(node: Node) -> str:
+    out = node.cp.kubectl.run("get", "pods", "-A", "-o", "wide")
+    return out.stdout + out.stderr
+
+
+# -- the host ----------------------------------------------------------------------------------------------
+
+
+def test_host_state_puts_back_what_a_node_changes(tmp_path: Path) -> None:
+    """What the node's teardown relies on, on the kinds of change a node makes: a link, an address, an
+    iptables chain in a table of its own, an ipset, a sysctl the kubelet sets, a mount, a cgroup."""
+    _require_node()
+    with node_lock():
+        before = HostState.now(tmp_path)
+        sysctl = Path("/proc/sys/vm/overcommit_memory")
+        try:
+            subprocess.run(["ip", "link", "add", "kga-test0", "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", f"{NODE_IP}/32", "dev", "lo"], check=True)
+            subprocess.run(["iptables", "-t", "mangle", "-N", "KGA-TEST"], check=True)
+            subprocess.run(["iptables", "-t", "mangle", "-A", "PREROUTING", "-j", "KGA-TEST"], check=True)
+            subprocess.run(["ipset", "create", "kga-test", "hash:ip"], check=True)
+            sysctl.write_text("1" if sysctl.read_text().strip() != "1" else "0")
+            (tmp_path / "mnt").mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(tmp_path / "mnt")], check=True)
+            Path("/sys/fs/cgroup/memory/kga-host-state-test").mkdir()
+            changed = before.differences()
+            assert len(changed) == 7, changed
+        finally:
+            before.restore()
+        assert before.differences() == []
+
+
+# -- dist/dev runs -------------------------------------------------------------------------------------------
+
+
+def test_every_workload_reaches_ready_under_restricted_pod_security_quota_and_limitrange(ready: Node) -> None:
+    cp = ready.cp
+    labels = cp.get(f"/api/v1/namespaces/{NAMESPACE}")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    (quota,) = cp.items(f"/api/v1/namespaces/{NAMESPACE}/resourcequotas")
+    assert quota["status"]["used"]["pods"] != "0"
+    (limits,) = cp.items(f"/api/v1/namespaces/{NAMESPACE}/limitranges")
+    assert limits["metadata"]["name"] == _objects("LimitRange")[0]["metadata"]["name"]
+    # Every container of every pod runs as the rendered user, on a volume bound by the node's class.
+    for pod in cp.items(f"/api/v1/namespaces/{NAMESPACE}/pods"):
+        if pod["status"].get("phase") != "Running":
+            continue
+        statuses = pod["status"]["containerStatuses"]
+        assert all(s["ready"] for s in statuses), (pod["metadata"]["name"], statuses)
+    claims = cp.items(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims")
+    assert claims and all(c["status"]["phase"] == "Bound" for c in claims), claims
+    assert ready.provisioner_errors == []
+
+
+PYTHON_REACHES_STORES = """
+import json, os, urllib.parse, urllib.request
+import redis
+chroma = f"http://{os.environ['CHROMA_HOST']}:{os.environ['CHROMA_PORT']}/api/v2/heartbeat"
+with urllib.request.urlopen(chroma, timeout=10) as response:
+    beat = json.load(response)
+client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=10)
+host = urllib.parse.urlsplit(os.environ["REDIS_URL"]).hostname
+print(json.dumps({"chroma": beat, "redis": client.ping(), "redis_host": host}))
+"""
+
+
+@pytest.mark.parametrize("component", ["query", "indexer"])
+def test_the_agent_reaches_chroma_and_redis_by_their_service_names(ready: Node, component: str) -> None:
+    """With its own settings (ConfigMap and Secret as rendered): cluster DNS, Services, kube-proxy, the
+    NetworkPolicies and Redis's ACL user together."""
+    pod = _running_pod(ready, NAMESPACE, {"app.kubernetes.io/component": component})
+    out = ready.cp.kubectl.ok("exec", "-n", NAMESPACE, pod, "-c", "agent", "--", "python", "-c", PYTHON_REACHES_STORES)
+    seen = json.loads(out)
+    assert "nanosecond heartbeat" in seen["chroma"] and seen["redis"] is True
+    assert "." not in seen["redis_host"]  # a Service name, resolved through the pod's search path
+
+
+# -- NetworkPolicy, from real pods ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flows(environments: dict[str, Environment]) -> list[Flow]:
+    """The connections dist/dev's chart declares (the policies are rendered from them)."""
+    _, stack = build(environments[ENV])
+    return [f for f in Connections.of(stack).flows if all(p.protocol == "TCP" for p in f.ports)]
+
+
+def _services() -> dict[str, list[tuple[str, int]]]:
+    """``{component: [(service, port)]}`` of every Service of dist/dev."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for svc in _objects("Service"):
+        component = svc["spec"]["selector"]["app.kubernetes.io/component"]
+        out.setdefault(component, []).extend((svc["metadata"]["name"], p["port"]) for p in svc["spec"]["ports"])
+    return out
+
+
+def _running_pod(node: Node, namespace: str, labels: dict[str, str]) -> str:
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    pods = [
+        p
+        for p in node.cp.items(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+    assert pods, f"no running pod with {selector} in {namespace}"
+    return str(pods[0]["metadata"]["name"])
+
+
+PROBE_SCRIPT = """
+import concurrent.futures, json, socket, sys
+def one(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            return target, "open"
+    except socket.timeout:
+        return target, "timeout"
+    except OSError as err:
+        return target, f"{type(err).__name__}: {err}"
+with concurrent.futures.ThreadPoolExecutor(32) as pool:
+    print(json.dumps(dict(pool.map(one, sys.argv[1:]))))
+"""
+
+
+class Prober:
+    """Opens TCP connections from inside real pods: an ephemeral container (kubectl debug, restricted
+    profile) in a workload's pod, so it has the pod's address and labels; or a pod of its own elsewhere."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.ready: set[tuple[str, str]] = set()
+
+    def _attach(self, namespace: str, pod: str) -> None:
+        if (namespace, pod) in self.ready:
+            return
+        kubectl = self.node.cp.kubectl
+        kubectl.ok(
+            "debug", "-n", namespace, pod, f"--image={local('probe')}", "--image-pull-policy=Never",
+            "--profile=restricted", "-c", PROBE, "--attach=false", "--quiet",
+        )  # fmt: skip
+
+        def running() -> bool:
+            obj = self.node.cp.get(f"/api/v1/namespaces/{namespace}/pods/{pod}")
+            states = {s["name"]: s["state"] for s in obj["status"].get("ephemeralContainerStatuses", [])}
+            return "running" in states.get(PROBE, {})
+
+        self.node.wait(f"the probe container in {namespace}/{pod}", running, 60)
+        self.ready.add((namespace, pod))
+
+    def pod_elsewhere(self, namespace: str, labels: dict[str, str]) -> str:
+        """A probe pod of its own in ``namespace`` (created when missing) with ``labels``."""
+        cp = self.node.cp
+        if cp.api.get(f"/api/v1/namespaces/{namespace}").status_code == 404:
+            cp.api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
+        name = f"{PROBE}-{abs(hash(tuple(sorted(labels.items())))) % 10**8}"
+        if cp.api.get(f"/api/v1/namespaces/{namespace}/pods/{name}").status_code == 404:
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {
+                            "name": PROBE,
+                            "image": local("probe"),
+                            "imagePullPolicy": "Never",
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                "readOnlyRootFilesystem": True,
+                            },
+                        }
+                    ],
+                },
+            }
+            cp.api.post(f"/api/v1/namespaces/{namespace}/pods", json=pod).raise_for_status()
+
+        def running() -> bool:
+            obj = cp.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            return bool(obj["status"].get("phase") == "Running")
+
+        self.node.wait(f"probe pod {namespace}/{name}", running, 60)
+        self.ready.add((namespace, name))
+        return name
+
+    def connect(self, namespace: str, pod: str, targets: list[str]) -> dict[str, str]:
+        """``{"host:port": "open" | why not}`` from ``pod``; ``host`` resolves through the pod's DNS."""
+        self._attach(namespace, pod)
+        out = self.node.cp.kubectl.ok(
+            "exec", "-n", namespace, pod, "-c", PROBE, "--", "python3", "-c", PROBE_SCRIPT, *targets
+        )
+        return dict(json.loads(out))
+
+
+@pytest.fixture(scope="module")
+def prober(ready: Node) -> Prober:
+    return Prober(ready)
+
+
+def _source_pod(prober: Prober, flow_source: ComponentPeer | NamespacePeer) -> tuple[str, str] | None:
+    """(namespace, pod) standing for a flow's source: a running pod of the component, or a probe pod in
+    the other namespace with the peer's labels; ``None`` when none runs here (a CronJob's)."""
+    if isinstance(flow_source, NamespacePeer):
+        return flow_source.namespace, prober.pod_elsewhere(flow_source.namespace, dict(flow_source.pod_labels))
+    labels = {"app.kubernetes.io/component": flow_source.component, **flow_source.pod_labels}
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    pods = prober.node.cp.items(f"/api/v1/namespaces/{NAMESPACE}/pods", labelSelector=selector)
+    running = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
+    return (NAMESPACE, running[0]) if running else None
+
+
+def test_every_declared_flow_connects_from_a_real_pod(prober: Prober, flows: list[Flow]) -> None:
+    services = _services()
+    tried, skipped, failed = [], [], []
+    for flow in flows:
+        if not isinstance(flow.destination, ComponentPeer) or not isinstance(
+            flow.source, ComponentPeer | NamespacePeer
+        ):
+            skipped.append(flow.purpose)
+            continue
+        source = _source_pod(prober, flow.source)
+        ports = {p.port for p in flow.ports}
+        targets = [
+            f"{svc}.{NAMESPACE}:{port}" for svc, port in services.get(flow.destination.component, []) if port in ports
+        ]
+        if source is None or not targets:
+            skipped.append(flow.purpose)
+            continue
+        seen = prober.connect(*source, targets)
+        tried.append(flow.purpose)
+        failed += [f"{flow.purpose}: {source[1]} -> {t}: {r}" for t, r in seen.items() if r != "open"]
+    print(f"\n[real node] declared flows tried: {len(tried)}; not from a running pod: {skipped}")
+    assert tried and failed == []
+
+
+def _allowed(flows: list[Flow], source: ComponentPeer | NamespacePeer, component: str, port: int) -> bool:
+    return any(
+        f.source == source and isinstance(f.destination, ComponentPeer) and f.destination.component == component
+        and any(p.port == port for p in f.ports)
+        for f in flows
+    )  # fmt: skip
+
+
+def test_every_undeclared_flow_between_running_components_is_refused(prober: Prober, flows: list[Flow]) -> None:
+    """Each running component against every Service port of the namespace: open exactly where a flow is
+    declared (the web pod reaching Chroma, say, is refused)."""
+    services = _services()
+    wrong, opened, refused = [], 0, 0
+    for component in services:
+        source = ComponentPeer(component=component)
+        pod = _source_pod(prober, source)
+        if pod is None:
+            continue
+        targets = {
+            f"{svc}.{NAMESPACE}:{port}": _allowed(flows, source, dest, port)
+            for dest, ports in services.items()
+            for svc, port in ports
+            if dest != component
+        }
+        for target, result in prober.connect(*pod, sorted(targets)).items():
+            opened, refused = opened + (result == "open"), refused + (result != "open")
+            if (result == "open") != targets[target]:
+                wrong.append(f"{component} -> {target}: {result}, declared: {targets[target]}")
+    print(f"\n[real node] pod to Service port: {opened} open (declared), {refused} refused (undeclared)")
+    assert wrong == []
+    assert opened and refused
+    web_to_chroma = [
+        t for t in _services()["chroma"] if not _allowed(flows, ComponentPeer(component="web"), "chroma", t[1])
+    ]
+    assert web_to_chroma, "the web UI must not be declared to reach Chroma"
+
+
+def test_a_pod_of_another_namespace_reaches_no_service_port(prober: Prober) -> None:
+    pod = prober.pod_elsewhere(OUTSIDER, {"app.kubernetes.io/name": "outsider"})
+    targets = [f"{svc}.{NAMESPACE}:{port}" for ports in _services().values() for svc, port in ports]
+    seen = prober.connect(OUTSIDER, pod, targets)
+    print(f"\n[real node] from {OUTSIDER}: {len(seen)} Service ports, {sorted(set(seen.values()))}")
+    assert [t for t, r in seen.items() if r == "open"] == []
+    # Refused by policy, not unresolvable: the names resolve from there too.
+    assert not any("gaierror" in r for r in seen.values()), seen
+
+
+# -- a query through the Service ---------------------------------------------------------------------------
+
+QUERY = """
+import json, sys, urllib.request
+answers = []
+for _ in range(2):
+    request = urllib.request.Request(
+        sys.argv[1], data=json.dumps({"query": "What does the indexer do?"}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answers.append(json.load(response))
+print(json.dumps(answers))
+"""
+
+
+@pytest.fixture(scope="module")
+def provider(ready: Node) -> Iterator[Any]:
+    with fake_openai(ready.workdir) as fake:
+        yield fake
+
+
+def test_the_agent_answers_a_query_through_its_service(prober: Prober, flows: list[Flow], provider: Any) -> None:
+    """From the edge's proxy (as the flows name it) to the query Service: the stand-in app embeds the
+    question, searches Chroma, asks the model (a fake provider at its public name) and caches the answer
+    in Redis, so the same question again is answered without the model, by whichever replica."""
+    (config,) = [c for c in _objects("ConfigMap") if c["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"]
+    assert "LLM_API_BASE_URL" not in config["data"], "dist/dev names its own provider: point the fake there"
+    (edge,) = [
+        f.source
+        for f in flows
+        if isinstance(f.source, NamespacePeer)
+        and f.source.pod_labels.get("app.kubernetes.io/name") == "envoy"
+        and f.destination == ComponentPeer(component="query")
+    ]
+    pod = prober.pod_elsewhere(edge.namespace, dict(edge.pod_labels))
+    ((service, port),) = [(s, p) for s, p in _services()["query"] if p == 8000]
+    url = f"http://{service}.{NAMESPACE}:{port}/api/v1/query"
+    out = prober.node.cp.kubectl.ok("exec", "-n", edge.namespace, pod, "-c", PROBE, "--", "python3", "-c", QUERY, url)
+    first, second = json.loads(out)
+    assert first["response"].startswith("fake answer") and second["response"] == first["response"]
+    assert provider.calls["chat"] == 1, provider.calls  # the second answer came from Redis
+    assert provider.calls["embeddings"] >= 1
+
+
+# -- disruption ------------------------------------------------------------------------------------------------
+
+STEADY = """
+import json, sys, threading, time, urllib.request
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+ok, failed = 0, []
+while not stop.is_set():
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=10) as response:
+            ok += response.status == 200
+    except Exception as err:
+        failed.append(f"{time.strftime('%X')} {type(err).__name__}: {err}")
+    time.sleep(0.05)
+print(json.dumps({"ok": ok, "failed": failed}))
+"""
+
+
+def test_a_rolling_update_of_the_query_tier_under_steady_requests_loses_none(prober: Prober, flows: list[Flow]) -> None:
+    (edge,) = [
+        f.source
+        for f in flows
+        if isinstance(f.source, NamespacePeer)
+        and f.source.pod_labels.get("app.kubernetes.io/name") == "envoy"
+        and f.destination == ComponentPeer(component="query")
+    ]
+    pod = prober.pod_elsewhere(edge.namespace, dict(edge.pod_labels))
+    ((service, port),) = [(s, p) for s, p in _services()["query"] if p == 8000]
+    kubectl = prober.node.cp.kubectl
+    stream = subprocess.Popen(
+        [*_kubectl_argv(prober.node), "exec", "-i", "-n", edge.namespace, pod, "-c", PROBE, "--",
+         "python3", "-c", STEADY, f"http://{service}.{NAMESPACE}:{port}/api/v1/health"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(3)
+        (deployment,) = [
+            d["metadata"]["name"]
+            for d in _objects("Deployment")
+            if d["metadata"]["labels"]["app.kubernetes.io/component"] == "query"
+        ]
+        kubectl.ok("rollout", "restart", "-n", NAMESPACE, f"deployment/{deployment}")
+        kubectl.ok("rollout", "status", "-n", NAMESPACE, f"deployment/{deployment}", "--timeout=300s", timeout=320)
+        time.sleep(3)
+    finally:
+        out, err = stream.communicate("", timeout=60)
+    seen = json.loads(out)
+    print(f"\n[real node] rolling update of {deployment}: {seen['ok']} requests answered, {len(seen['failed'])} lost")
+    assert seen["ok"] > 20 and seen["failed"] == [], err
+
+
+def _kubectl_argv(node: Node) -> list[str]:
+    from control_plane import BIN
+
+    return [str(BIN / "kubectl"), "--kubeconfig", str(node.cp.kubectl.kubeconfig)]
+
+
+def test_a_killed_pod_of_every_workload_is_replaced(ready: Node) -> None:
+    cp = ready.cp
+    killed = {}
+    for key, workload in cp.workloads(NAMESPACE).items():
+        (victim, *_) = cp.pods_of(NAMESPACE, workload)
+        killed[key] = victim["metadata"]["uid"]
+        cp.kubectl.ok("delete", "pod", "-n", NAMESPACE, victim["metadata"]["name"], "--grace-period=0", "--force")
+    start = time.monotonic()
+
+    def replaced() -> bool:
+        uids = {p["metadata"]["uid"] for p in cp.items(f"/api/v1/namespaces/{NAMESPACE}/pods")}
+        return not uids & set(killed.values())
+
+    ready.wait("the killed pods to be gone", replaced, 120)
+    wait_all_ready(cp, NAMESPACE, timeout=300)
+    took = time.monotonic() - start
+    print(f"\n[real node] every workload Ready again {took:.0f}s after a pod of each was killed")
