@@ -15,6 +15,7 @@ On any error dist/ is left exactly as it was.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             then = "Argo CD will not sync it automatically" if env.on_kubernetes else "deployed by tag"
             print(f"note: {env.name}: never released: {', '.join(missing)}; {then}")
     sources = {env.name: str(envdir / f"{env.name}.yaml") for env in environments}
-    environments = [env for env in environments if env.on_kubernetes]
+    every = environments
+    environments = [env for env in every if env.on_kubernetes]
 
     charts = []
     for env in environments:
@@ -128,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         layers = platform_layers(environments, objects, versions, identity)
+        clouds = cloud_targets(every)
     except SynthError as exc:
         return _fail(locate(exc.problems, sources), 1)
 
-    rendered = {name: render(files) for name, files in {**objects, **layers.folders}.items()} | composed
+    rendered = {name: render(files) for name, files in {**objects, **layers.folders}.items()} | composed | clouds
     prerequisites = {name: stack.secrets.prerequisites for name, stack in stacks.items()}
     flows = {name: stack.network.props.flows for name, stack in stacks.items()}
     # Everything is rendered before anything is written: an error leaves dist/ and the docs as they were.
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_outdir = os.environ.get("CDK8S_OUTDIR")
     if cli_outdir and Path(cli_outdir).resolve() != args.outdir.resolve():
         write_tree(rendered, Path(cli_outdir))
-    names = sorted({*versions, *(folder.split("/")[0] for folder in composed)})
+    names = sorted({*versions, *(folder.split("/")[0] for folder in (*composed, *clouds))})
     summary = f"synthesized {', '.join(names)} into {_shown(args.outdir)}"
     print(summary)
     # The cdk8s CLI hides the app's output; `make cdk8s-synth` prints this line itself.
@@ -151,6 +154,31 @@ def main(argv: list[str] | None = None) -> int:
     if summary_file:
         Path(summary_file).write_text(summary + "\n", encoding="utf-8")
     return 0
+
+
+def cloud_targets(environments: list[Environment]) -> dict[str, dict[str, str]]:
+    """``dist/<env>/ecs/`` (CloudFormation) and ``dist/<env>/aci/`` (ARM) of the environments that target them.
+    aws-cdk-lib is imported only when one does: Kubernetes-only synth never loads it."""
+    out: dict[str, dict[str, str]] = {}
+    for env in environments:
+        targets = set(env.targets)
+        if not targets & {Target.ECS, Target.ACI}:
+            continue
+        from kgstack.cloud_components import kubernetes_view
+
+        view = kubernetes_view(env)
+        if Target.ECS in targets:
+            from kgstack.ecs_stack import render_ecs
+
+            template = render_ecs(env, view.objects, view.flows, view.remote_secrets)
+            out[f"{env.name}/{TARGET_FOLDERS[Target.ECS]}"] = {
+                "template.json": json.dumps(template, indent=1, sort_keys=True) + "\n"
+            }
+        if Target.ACI in targets:
+            from kgstack.aci_template import render_aci
+
+            out[f"{env.name}/{TARGET_FOLDERS[Target.ACI]}"] = render_aci(env, view.objects, view.remote_secrets)
+    return out
 
 
 def compose_projects(

@@ -169,6 +169,12 @@ EOF
 # like kwok_build when it needs more than the build) under "Go-built tools" below.
 go_bin() { command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true; }
 GO=$(go_bin)
+go_std() {  # go_std MODULE [GOEXPERIMENT]
+  # The builds start together and each needs the standard library: the first compiles it while the
+  # others wait, then they find it in the build cache instead of compiling it side by side.
+  (flock 8 && cd "$1" && GOTOOLCHAIN=local GOEXPERIMENT=${2:-} nice -n 10 "$GO" build -trimpath std) \
+    8>"$PWD/.cache/go-std.lock" || fail "go build std"
+}
 go_build() {  # go_build OUT MODULE PACKAGE...
   local out=$1 module=$2; shift 2
   # Go >= 1.27 defaults to encoding/json/v2, with which the apiserver serves broken OpenAPI.
@@ -176,10 +182,7 @@ go_build() {  # go_build OUT MODULE PACKAGE...
   [ "$minor" -ge 27 ] && exp=nojsonv2
   mkdir -p "$out"; out=$(cd "$out" && pwd)
   say "building $* with $("$GO" env GOVERSION)"
-  # The builds start together and each needs the standard library: the first compiles it while the
-  # others wait, then they find it in the build cache instead of compiling it side by side.
-  (flock 8 && cd "$module" && GOTOOLCHAIN=local GOEXPERIMENT=$exp nice -n 10 "$GO" build -trimpath std) \
-    8>"$PWD/.cache/go-std.lock" || fail "go build std"
+  go_std "$module" "$exp"
   (cd "$module" && GOTOOLCHAIN=local GOEXPERIMENT=$exp GOFLAGS=-mod=readonly nice -n 10 \
     "$GO" build -trimpath -ldflags='-s -w' -o "$out/" "$@") || fail "go build in $module"
   say "built $* in $((SECONDS - start)) s"
@@ -245,6 +248,7 @@ if [ "$mode" = test ]; then
     compose_build() {
       local out=$1 start=$SECONDS; mkdir -p "$out"; out=$(cd "$out" && pwd)
       say "building docker-compose with $("$GO" env GOVERSION)"
+      go_std scripts/compose
       (cd scripts/compose && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath \
         -ldflags="-s -w -X github.com/docker/compose/v5/internal.Version=v5.6.0" \
         -o "$out/docker-compose" github.com/docker/compose/v5/cmd) || fail "go build in scripts/compose"
@@ -270,7 +274,7 @@ case "$mode" in
   test) reqs="requirements/test.txt $(find requirements -name '*-test.txt' | sort | tr '\n' ' ')" ;;
 esac
 # shellcheck disable=SC2086
-step ".venv/.setup-$mode" "$(cat $reqs requirements/base.txt pyproject.toml)" "venv_check .venv $reqs" main_venv
+step ".venv/.setup-$mode" "$(cat $reqs requirements/base.txt requirements/cloud.txt pyproject.toml)" "venv_check .venv $reqs" main_venv
 # Our own modules too, after any edit: otherwise every synth compiles all of kgstack (~40 ms).
 # The stamp is touched first, so a file saved during the compile is compiled next time.
 if [ ! -f .cache/bytecode.stamp ] || [ ! -d constructs/kgstack/__pycache__ ] || [ -n "$(find constructs/kgstack -name '*.py' -newer .cache/bytecode.stamp -print -quit)" ]; then
@@ -281,9 +285,11 @@ fi
 
 if [ "$mode" = synth ]; then wait_background; exit 0; fi
 
-# Scanners whose dependency pins conflict (networkx) each get their own venv; mostly downloads,
+# Scanners whose dependency pins conflict (networkx; cfn-lint's) each get their own venv; mostly downloads,
 # so they install alongside each other and the apt step.
-for tool in checkov nca; do
+# cfn-lint checks the ECS target's template in the tests only (tests/test_ecs_stack.py), not in `make check`.
+tools="checkov nca"; [ "$mode" = test ] && tools="$tools cfn-lint"
+for tool in $tools; do
   background "$tool" step ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" \
     "venv_check .venvs/$tool requirements/tool-$tool.txt" venv ".venvs/$tool" "requirements/tool-$tool.txt"
 done

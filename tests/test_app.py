@@ -60,6 +60,24 @@ def write_env(envdir: Path, name: str, data: object) -> None:
             "prod.yaml: images.agent.digest: digests of our own",
         ),
         ("dev", {"quota__pods": 3}, 1, "error: environments/dev.yaml: quota.pods: is 3 but the workloads"),
+        (
+            "azure",
+            {"query__autoscaling__maxReplicas": 4},
+            2,
+            "error: environments/azure.yaml: query.autoscaling.maxReplicas: ACI has no autoscaling",
+        ),
+        (
+            "aws",
+            {
+                "agent__graph__enabled": True,
+                "stores__memgraph": {
+                    "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                    "storageSize": "1Gi",
+                },
+            },
+            2,
+            "error: environments/aws.yaml: stores.memgraph: the ECS target has no graph store",
+        ),
     ],
 )
 def test_bad_input_exits_non_zero_and_leaves_dist_untouched(
@@ -258,8 +276,9 @@ def test_backups_lists_read_only() -> None:
 def test_unknown_environment_lists_the_known_ones() -> None:
     result = run_command("restore", "qa", "redis")
     assert result.returncode == 2
-    assert "error: environments/qa.yaml: no such environment 'qa'; known environments: dev, prod, single, staging" in (
-        result.stderr
+    assert (
+        "error: environments/qa.yaml: no such environment 'qa'; "
+        "known environments: aws, azure, dev, prod, single, staging" in (result.stderr)
     )
     assert "Traceback" not in result.stderr
 
@@ -322,7 +341,7 @@ def test_a_restore_job_runs_the_released_backup_image_like_the_cronjob(tmp_path:
     ("target", "variables", "problem"),
     [
         ("restore", ["ENV=prod"], "STORE is missing (one of redis, chroma, memgraph)"),
-        ("restore", ["STORE=chroma"], "ENV is missing (environments: dev, prod, single, staging)"),
+        ("restore", ["STORE=chroma"], "ENV is missing (environments: aws, azure, dev, prod, single, staging)"),
         ("restore", ["ENV=prod", "STORE=mongo"], "STORE=mongo is not a store (one of redis, chroma, memgraph)"),
         ("backups", ["ENV=prod"], "STORE is missing (one of redis, chroma, memgraph)"),
     ],

@@ -32,7 +32,12 @@ from kgstack.cross_reference import ClusterGate, Platform, helm_fullname
 
 Obj = dict[str, Any]
 DIST = ROOT / "dist"
-ENVS = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "environments").glob("*.yaml")}
+ENVS = {
+    p.stem: data
+    for p in (ROOT / "environments").glob("*.yaml")
+    # The environments on Kubernetes: the others have no cluster.
+    if "kubernetes" in ((data := yaml.safe_load(p.read_text())).get("targets") or ["kubernetes"])
+}
 
 
 def folder(path: Path) -> dict[str, Obj]:

@@ -29,7 +29,7 @@ def problems(data: object, source: str = "environments/dev.yaml") -> list[str]:
 
 def test_shipped_environments_load() -> None:
     names = [env.name for env in load_environments(ENVIRONMENTS)]
-    assert names == ["dev", "prod", "single", "staging"]
+    assert names == ["aws", "azure", "dev", "prod", "single", "staging"]
 
 
 @pytest.mark.parametrize(
@@ -409,8 +409,9 @@ def test_targets_default_to_kubernetes() -> None:
         pytest.param([], "targets: List should have at least 1 item", id="empty"),
         pytest.param(["kubernetes", "kubernetes"], "targets: kubernetes listed more than once", id="repeated"),
         pytest.param(["swarm"], "targets[0]: Input should be 'kubernetes', 'compose', 'ecs' or 'aci'", id="unknown"),
-        pytest.param(["kubernetes", "ecs"], "targets: 'ecs' is not available yet", id="ecs"),
-        pytest.param(["aci"], "targets: 'aci' is not available yet", id="aci"),
+        pytest.param(
+            ["kubernetes", "aci"], "query.autoscaling.maxReplicas: ACI has no autoscaling: set it equal", id="aci"
+        ),
     ],
 )
 def test_bad_targets_are_refused(targets: list[str], expected: str) -> None:
@@ -431,3 +432,20 @@ def test_kubernetes_fields_are_refused_without_kubernetes() -> None:
             f"environments/dev.yaml: {field}: Kubernetes only, and targets (compose) has no kubernetes: remove it"
             in (found)
         ), found
+
+
+def test_ecs_refuses_a_storage_class_and_aci_what_it_cannot_run() -> None:
+    found = problems(env_data("dev", targets=["kubernetes", "ecs"], cloud={"provider": "eks", "storageClass": "gp3"}))
+    assert "environments/dev.yaml: cloud.storageClass: ECS keeps state on EFS: a StorageClass means nothing there" in (
+        found
+    ), found
+    found = problems(env_data("aws", targets=["aci"]))
+    assert any(p.startswith("environments/dev.yaml: stores.chroma: Chroma keeps SQLite") for p in found), found
+    assert any(p.startswith("environments/dev.yaml: reindex.schedule: ACI has no scheduler") for p in found), found
+
+
+def test_the_cloud_targets_read_secrets_and_monitoring() -> None:
+    env = parse_environment(env_data("aws"), source="environments/aws.yaml")
+    assert [t.value for t in env.targets] == ["ecs"] and env.secrets.key_prefix(env.name) == "kga/aws/"
+    found = problems(env_data("aws", targets=["compose"], backup={"target": "s3://acme-kga-backups/aws"}))
+    assert any(p.startswith("environments/dev.yaml: secrets: Kubernetes only") for p in found), found

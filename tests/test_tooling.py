@@ -80,7 +80,7 @@ def test_cdk8s_synth_is_quiet_and_ends_with_the_synth_summary(tmp_path: Path) ->
     cli = f"cdk8s synth --no-check-upgrade --app '{sys.executable} -O app.py --outdir {outdir}'"
     result = run("make", "-s", "cdk8s-synth", "SETUP=true", f"CDK8S_SYNTH={cli}")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout == f"synthesized dev, prod, single, staging into {outdir}\n"
+    assert result.stdout == f"synthesized aws, azure, dev, prod, single, staging into {outdir}\n"
     assert result.stderr == ""
 
 

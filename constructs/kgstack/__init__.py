@@ -25,9 +25,16 @@ from .agent_settings import (  # noqa: E402
 )
 from .agent_stack import AgentStack  # noqa: E402
 from .agent_tier import AgentTier, AgentTierProps, PersistentState  # noqa: E402
-from .argocd_application import ApplicationSource, ApplicationSourceHelm, ArgoCdApplication, GitOpsSettings  # noqa: E402
+from .argocd_application import (  # noqa: E402
+    ApplicationSource,
+    ApplicationSourceHelm,
+    ArgoCdApplication,
+    GitOpsSettings,
+    IgnoreDifference,
+)
 from .backup_schedule import BackupSchedule, BackupScheduleProps, BackupSettings, StoreEndpoint  # noqa: E402
 from .chroma_store import ChromaSettings, ChromaStore, ChromaStoreProps  # noqa: E402
+from .cloud_edge import CloudEdgeProps  # noqa: E402
 from .cluster_platform import (  # noqa: E402
     Cluster,
     ClusterPlatform,
@@ -51,6 +58,7 @@ from .environment import (  # noqa: E402
     QueryTier,
     Quota,
     Stores,
+    Target,
     load_environment,
     load_environments,
 )
@@ -120,6 +128,7 @@ __all__ = [
     "ChromaStoreProps",
     "Chunking",
     "CidrPeer",
+    "CloudEdgeProps",
     "CloudProfile",
     "CloudProvider",
     "Cluster",
@@ -131,6 +140,7 @@ __all__ = [
     "ContainerDefaults",
     "Dashboards",
     "Disruption",
+    "EcsStack",
     "Edge",
     "EdgeAuth",
     "EdgeAuthProps",
@@ -149,6 +159,7 @@ __all__ = [
     "Graph",
     "HelmRelease",
     "Identity",
+    "IgnoreDifference",
     "ImagePolicy",
     "ImagePolicyProps",
     "ImageRef",
@@ -198,6 +209,7 @@ __all__ = [
     "StoreSettings",
     "Stores",
     "SynthError",
+    "Target",
     "TenantNamespace",
     "TenantNamespaceProps",
     "Toleration",
@@ -215,3 +227,12 @@ __all__ = [
     "synth_objects",
     "tcp",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``kgstack.EcsStack`` on first use: aws-cdk-lib takes seconds to import, and only the ECS target needs it."""
+    if name == "EcsStack":
+        from .ecs_stack import EcsStack
+
+        return EcsStack
+    raise AttributeError(f"module 'kgstack' has no attribute {name!r}")

@@ -161,6 +161,9 @@ class AgentSecrets(Construct):
         super().__init__(scope, id)
         self.props = props
         self.required: dict[str, list[str]] = {}
+        self.remote: dict[str, str] = {}
+        """Every Secret's remote key in the external store (``kga/<env>/agent``): what the cloud targets read
+        from AWS Secrets Manager or Azure Key Vault, with the same keys."""
         """Every Secret the environment reads, with the keys it must hold: produced by an
         ExternalSecret outside dev, created by hand in dev (docs/environments/<env>/secrets.md)."""
         self._add(props.agent_secret, "agent", props.agent_keys)
@@ -199,6 +202,7 @@ class AgentSecrets(Construct):
         ``secret_type``: the Secret's ``type`` (default Opaque)."""
         p = self.props
         self.required[secret] = sorted({*keys, *(templated or {})})
+        self.remote[secret] = f"{p.prefix}{remote}"
         if p.stage is Stage.DEV:
             return
         labels = p.identity.of("secrets").labels

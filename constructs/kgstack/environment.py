@@ -295,7 +295,7 @@ class Target(StrEnum):
     ACI = "aci"
 
 
-RENDERED_TARGETS = (Target.KUBERNETES, Target.COMPOSE)
+RENDERED_TARGETS = (Target.KUBERNETES, Target.COMPOSE, Target.ECS, Target.ACI)
 """Targets with a renderer today; the others are accepted by the type and refused at load."""
 
 TARGET_FOLDERS: dict[Target, str] = {
@@ -322,6 +322,10 @@ KUBERNETES_ONLY = (
 )
 """Fields that only the Kubernetes target reads: required (the ones without a default) when ``targets``
 holds ``kubernetes``, refused when it does not (a setting no renderer honours is a mistake)."""
+
+CLOUD_READS = ("secrets", "monitoring")
+"""Kubernetes-only fields the cloud targets read too: the remote key layout (Secrets Manager, Key Vault)
+and the SLOs their alarms mirror."""
 
 KUBERNETES_REQUIRED = ("namespace", "kubernetes_version", "cluster", "quota")
 """Of those, the ones an environment that targets Kubernetes must set."""
@@ -355,7 +359,9 @@ class Environment(Spec):
     )
     """Where the environment runs, each rendered under ``dist/<name>/``: ``kubernetes`` (manifests in the
     folder itself), ``compose`` (one server: ``compose/compose.yaml`` and its config files, see
-    docs/single-server.md); ``ecs`` and ``aci`` are not available yet. The Kubernetes-only fields
+    docs/single-server.md), ``ecs`` (``ecs/template.json``: CloudFormation for ECS on Fargate, see
+    docs/cloud-ecs.md), ``aci`` (``aci/azuredeploy.json`` and its parameters: Azure Container Instances, see
+    docs/cloud-aci.md; ``secrets`` and ``monitoring`` are read by both). The Kubernetes-only fields
     (``namespace``, ``kubernetesVersion``, ``cluster``, ``cloud``, ``network``, ``secrets``, ``gitops``,
     ``monitoring``, ``quota``, ``containerDefaults``, ``workloads``, ``patches``) are required (those without a
     default) with ``kubernetes`` and refused without it."""
@@ -461,8 +467,49 @@ class Environment(Spec):
             problems += [
                 (alias[f], f"Kubernetes only, and targets ({shown}) has no kubernetes: remove it")
                 for f in KUBERNETES_ONLY
-                if f in self.model_fields_set
+                if f in self.model_fields_set and not (f in CLOUD_READS and self.on_cloud)
             ]
+        return problems + self._cloud_rules()
+
+    @property
+    def on_cloud(self) -> bool:
+        return bool({Target.ECS, Target.ACI} & set(self.targets))
+
+    def _cloud_rules(self) -> list[tuple[str, str]]:
+        """What ECS and ACI cannot honour (their renderers: kgstack.ecs_stack, kgstack.aci_template)."""
+        problems: list[tuple[str, str]] = []
+        ecs, aci = Target.ECS in self.targets, Target.ACI in self.targets
+        if not (ecs or aci):
+            return problems
+        shown = "ECS" if ecs else "ACI"
+        if ecs and self.cloud.storage_class:
+            problems.append(("cloud.storageClass", "ECS keeps state on EFS: a StorageClass means nothing there"))
+        if self.stores.memgraph is not None:
+            problems.append(("stores.memgraph", f"the {shown} target has no graph store: turn agent.graph off"))
+        if self.edge.cors_allowed_origins:
+            problems.append(("edge.corsAllowedOrigins", "the cloud edge serves the UI's own origin only"))
+        if self.edge.backend_tls:
+            problems.append(("edge.backendTls", "the cloud edge reaches its backends inside the network over HTTP"))
+        if aci:
+            a = self.query.autoscaling
+            if a.max_replicas != a.min_replicas:
+                problems.append(
+                    (
+                        "query.autoscaling.maxReplicas",
+                        f"ACI has no autoscaling: set it equal to minReplicas ({a.min_replicas}), the fixed number "
+                        "of query container groups",
+                    )
+                )
+            if self.stores.chroma is not None:
+                problems.append(
+                    (
+                        "stores.chroma",
+                        "Chroma keeps SQLite on its volume, and ACI's only durable volume is Azure Files (SMB), "
+                        "whose locking SQLite does not trust: use agent.vectorStore.type pinecone on ACI",
+                    )
+                )
+            if self.reindex.schedule:
+                problems.append(("reindex.schedule", "ACI has no scheduler: leave it out (docs/cloud-aci.md)"))
         return problems
 
     @property
