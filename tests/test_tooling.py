@@ -143,7 +143,11 @@ case "$1" in
     fi
     [ "${FAKE_GO_FAIL:-}" = "$(basename "$PWD")" ] && { echo "compile error in $(basename "$PWD")" >&2; exit 1; }
     shift; out=""; while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift 2 ;; -*) shift ;; *) break ;; esac; done
-    for pkg in "$@"; do bin="$out/$(basename "$pkg")"; printf '#!/bin/sh\necho v1\n' > "$bin"; chmod +x "$bin"; done
+    # -o DIR/ names each binary after its package; -o FILE names the one binary.
+    for pkg in "$@"; do
+      case "$out" in */) bin="$out$(basename "$pkg")" ;; *) bin=$out ;; esac
+      printf '#!/bin/sh\necho v1\n' > "$bin"; chmod +x "$bin"
+    done
     echo "go build end $(basename "$PWD") $(date +%s.%N)" >> "$LOG" ;;
 esac
 """,
@@ -174,6 +178,7 @@ class Sandbox:
             "scripts/control-plane/etcd",
             "scripts/control-plane/node/coredns",
             "scripts/envoy-gateway",
+            "scripts/compose",
             "docker/agent",
             ".venvs",
         ):
@@ -189,7 +194,7 @@ class Sandbox:
                 for m in ("", "kwok/", "kubeconform/", "helm/", "node/")
                 for e in ("mod", "sum")
             ),
-            *(f"scripts/envoy-gateway/go.{e}" for e in ("mod", "sum")),
+            *(f"scripts/{m}/go.{e}" for m in ("envoy-gateway", "compose") for e in ("mod", "sum")),
             *(str(p.relative_to(ROOT)) for p in (ROOT / "requirements").iterdir()),
         ):
             (self.root / path).write_bytes((ROOT / path).read_bytes())
@@ -345,14 +350,14 @@ def test_go_builds_run_alongside_the_other_steps_and_failures_are_surfaced(sandb
     # The next run builds only what failed.
     again = sandbox.run("test")
     assert again.returncode == 0, again.stderr
-    assert [line.split()[3] for line in sandbox.calls("go build start")][6:] == ["kubeconform"]
+    assert [line.split()[3] for line in sandbox.calls("go build start")][7:] == ["kubeconform"]
     assert again.stdout == ""
     # A binary that no longer runs (a truncated write) is built again, though its stamp is current.
     (cp / "kubectl").write_bytes(b"\x7fELF\x00\x00truncated")
     repaired = sandbox.run("test")
     assert repaired.returncode == 0, repaired.stderr
     assert "repairing: .tools/control-plane/kubectl does not run (exit 126)" in repaired.stderr
-    assert [line.split()[3] for line in sandbox.calls("go build start")][7:] == ["control-plane"]
+    assert [line.split()[3] for line in sandbox.calls("go build start")][8:] == ["control-plane"]
 
 
 def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
