@@ -23,7 +23,7 @@ BACKUP_DIR = Path(__file__).resolve().parent.parent / "docker" / "backup"
 if str(BACKUP_DIR) not in sys.path:
     sys.path.insert(0, str(BACKUP_DIR))
 
-from tools import free_port, missing, require_tool  # noqa: E402
+from tools import free_port, missing, require_tool, stop  # noqa: E402
 
 from kgbackup import cli, logjson  # noqa: E402
 
@@ -43,16 +43,6 @@ def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{what} not ready after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class RedisServer:

@@ -44,9 +44,8 @@ from typing import Any
 
 import certs
 import yaml
-from backup_servers import stop
 from rendered import LocalPod, objects
-from tools import ROOT, free_port, missing, require_tool
+from tools import ROOT, free_port, missing, require_tool, stop
 
 Obj = dict[str, Any]
 EG = "gateway.envoyproxy.io"

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from control_plane import BIN, POD_CIDR, ControlPlane, control_plane
 from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
+from tools import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_NAME = "kga-node"
@@ -661,14 +662,8 @@ class Node:
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    if proc is not None:
+        stop(proc)
 
 
 def _pids_mentioning(text: str) -> list[int]:

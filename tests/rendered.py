@@ -27,9 +27,9 @@ from typing import Any
 
 import redis
 import yaml
-from backup_servers import stop, wait_for
+from backup_servers import wait_for
 from conftest import ENV_DIRS
-from tools import ROOT, free_port, require_tool
+from tools import ROOT, free_port, require_tool, stop
 
 DIST = ROOT / "dist"
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import yaml
-from backup_servers import IndexerApi, s3_endpoint, stop, wait_for  # noqa: F401 (a fixture)
+from backup_servers import IndexerApi, s3_endpoint, wait_for  # noqa: F401 (a fixture)
 from conftest import ENV_DIRS
 from rendered import (
     LocalPod,
@@ -55,7 +55,7 @@ from rendered import (
     run_redis,
     wait_until,
 )
-from tools import ROOT, free_port, require_tool
+from tools import ROOT, free_port, require_tool, stop
 
 BLACKBOX_VALUES = sorted((ROOT / "dist" / "argocd").glob("*/application-*-blackbox-exporter.yaml"))
 """The platform layer's blackbox release of every cluster (kgstack.cluster_platform): its values' config."""

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backup_servers import ChromaServer, RedisServer, chroma_server, stop
+from backup_servers import ChromaServer, RedisServer, chroma_server
 from fake_openai import FakeOpenAI
-from tools import free_port, missing
+from tools import free_port, missing, stop
 
 __all__ = ["chroma_server"]  # a fixture used by this module
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from backup_servers import stop, wait_for
+from backup_servers import wait_for
 from conftest import ENV_DIRS, ROOT, env_data
 from image_build import build_command, tool_command
-from tools import free_port, missing, require_tool
+from tools import free_port, missing, require_tool, stop
 
 from kgstack.environment import parse_environment
 from kgstack.gitops_chart import GitOpsTarget

@@ -54,3 +54,14 @@ def checkov(target: Path | str, framework: str = "kubernetes") -> dict[str, Any]
     assert result.returncode in (0, 1), result.stderr[-2000:]
     report = json.loads(result.stdout)
     return report[0] if isinstance(report, list) else report  # type: ignore[no-any-return]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server the tests started, and kill it if it has not exited after 20 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
