@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from functools import cache
 from typing import Any
 
@@ -11,7 +10,7 @@ import jsonschema
 import pytest
 from conftest import ROOT
 from referencing import Registry, Resource
-from tools import require_tool
+from tools import checkov
 
 from kgstack import load_environment
 from kgstack.aci_template import API_VERSION, render_aci
@@ -133,27 +132,7 @@ def test_the_indexer_keeps_its_working_directory_on_azure_files(env: str) -> Non
 @pytest.mark.slow
 @pytest.mark.parametrize("env", ENVS)
 def test_checkov_reports_no_failed_checks(env: str) -> None:
-    binary = require_tool("checkov", ROOT / ".venvs/checkov/bin/checkov", hint="scripts/setup.sh test")
-    result = subprocess.run(
-        [
-            binary,
-            "--skip-download",
-            "--framework",
-            "arm",
-            "-d",
-            str(ROOT / "dist" / env / "aci"),
-            "--quiet",
-            "--compact",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+    report = checkov(ROOT / "dist" / env / "aci", framework="arm")
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert failed == []
     assert report["summary"]["passed"] > 5

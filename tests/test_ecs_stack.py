@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 from syrupy.assertion import SnapshotAssertion
-from tools import missing, require_tool
+from tools import checkov, missing, require_tool
 
 from kgstack import load_environment
 from kgstack.cloud_components import kubernetes_view
@@ -102,28 +102,7 @@ def test_cdk_nag_aws_solutions_leaves_nothing_unacknowledged(env: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("env", ENVS)
 def test_checkov_reports_no_failed_checks(env: str) -> None:
-    binary = require_tool("checkov", ROOT / ".venvs/checkov/bin/checkov", hint="scripts/setup.sh test")
-    folder = ROOT / "dist" / env / "ecs"
-    result = subprocess.run(
-        [
-            binary,
-            "--skip-download",
-            "--framework",
-            "cloudformation",
-            "-d",
-            str(folder),
-            "--quiet",
-            "--compact",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+    report = checkov(ROOT / "dist" / env / "ecs", framework="cloudformation")
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert failed == []
     assert report["summary"]["passed"] > 50

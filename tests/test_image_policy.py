@@ -42,7 +42,10 @@ from kgstack.image_policy import (
 
 sys.path.insert(0, str(ROOT / "scripts"))
 DIST = ROOT / "dist"
-ENVS = {p.stem: yaml.safe_load(p.read_text()) for p in (ROOT / "environments").glob("*.yaml")}
+# The environments that run on a cluster (Compose and cloud-only ones have no `cluster:`).
+ENVS = {
+    p.stem: data for p in (ROOT / "environments").glob("*.yaml") if "cluster" in (data := yaml.safe_load(p.read_text()))
+}
 OWN = ("agent", "web", "backup", "redis")
 CLUSTERS = sorted({env["cluster"]["name"] for env in ENVS.values()})
 

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-from typing import Any
-
 import pytest
 import yaml
-from conftest import ENV_DIRS, ROOT, kubernetes_yaml
-from tools import require_tool
+from conftest import ENV_DIRS, kubernetes_yaml
+from tools import checkov
 
 ENVIRONMENTS = ENV_DIRS
-
-
-def checkov(target: str) -> dict[str, Any]:
-    binary = require_tool("checkov", ROOT / ".venvs/checkov/bin/checkov", hint="scripts/setup.sh test")
-    result = subprocess.run(
-        [binary, "--skip-download", "--framework", "kubernetes", "-d", target, "--quiet", "--compact", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    return report[0] if isinstance(report, list) else report  # type: ignore[no-any-return]
 
 
 @pytest.mark.slow

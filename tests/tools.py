@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -37,3 +39,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def checkov(target: Path | str, framework: str = "kubernetes") -> dict[str, Any]:
+    """checkov's JSON report on the folder ``target`` (relative to the repository, or absolute), offline."""
+    binary = require_tool("checkov", ROOT / ".venvs/checkov/bin/checkov", hint="scripts/setup.sh test")
+    result = subprocess.run(
+        [binary, "--skip-download", "--framework", framework, "-d", str(target), "--quiet", "--compact", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    return report[0] if isinstance(report, list) else report  # type: ignore[no-any-return]
