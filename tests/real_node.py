@@ -4,9 +4,10 @@ containerd and runc (Debian), kubelet and kube-proxy (the control plane's releas
 (Debian's plugins), kube-router for NetworkPolicy, CoreDNS for cluster DNS, and a local-directory
 provisioner that binds volumes the way a WaitForFirstConsumer class does. Images cannot be pulled
 here: they are built locally (tests/image_build.py) and imported into containerd, and
-:func:`apply_dist` applies ``dist/<env>`` through a kustomize overlay that only points its images at
-them. The node and the API server listen on :data:`NODE_IP`, an address on the host's loopback
-interface that the pods reach through the bridge.
+:func:`apply_dist` deploys ``dist/<env>`` as Argo CD's first sync (wave by wave under its health rules,
+tests/argo_sync.py) through a kustomize overlay that only points its images at them. The node and the
+API server listen on :data:`NODE_IP`, an address on the host's loopback interface that the pods reach
+through the bridge.
 
 Torn down without a trace: :class:`HostState` records what the node changes (sysctls, mounts, links,
 addresses, iptables rules, ipsets, cgroups, well-known paths) before it starts; teardown stops every
@@ -41,6 +42,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from argo_sync import WaveResult, first_sync
+from argo_sync import table as wave_table
 from control_plane import BIN, POD_CIDR, ControlPlane, control_plane
 from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
 from tools import stop
@@ -1141,9 +1144,33 @@ def hand_made_secrets(env: str, namespace: str) -> list[dict[str, Any]]:
     return out
 
 
-def apply_dist(node: Node, env: str) -> list[str]:
-    """``dist/<env>`` through the image overlay: namespace, the hand-made Secrets, then everything,
-    server-side as Argo CD applies it; returns every warning and rejection."""
+@dataclass
+class _ApplyLog:
+    """A kubectl that keeps what each ``apply`` printed, so a wave's warnings are not lost."""
+
+    kubectl: Any
+    outputs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+
+    def run(self, *args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        out: subprocess.CompletedProcess[str] = self.kubectl.run(*args, stdin=stdin, timeout=timeout)
+        if args[:1] == ("apply",):
+            self.outputs.append(out)
+        return out
+
+
+@dataclass
+class DistSync:
+    """What :func:`apply_dist` saw: every warning and rejection, and the first sync's waves."""
+
+    problems: list[str]
+    waves: list[WaveResult]
+
+
+def apply_dist(node: Node, env: str, *, timeout: float = 600) -> DistSync:
+    """``dist/<env>`` through the image overlay, as Argo CD's first sync deploys it: the namespace and the
+    hand-made Secrets (what a person creates first), then the overlay's objects wave by wave, server-side,
+    each wave gated on Argo CD's health rules (tests/argo_sync.py); ``timeout`` is per wave. A wave that
+    does not become healthy raises :class:`argo_sync.SyncStuckError`."""
     cp = node.cp
     folder = ROOT / "dist" / env
     namespace_file = next(folder.glob("namespace-*.yaml"))
@@ -1155,12 +1182,12 @@ def apply_dist(node: Node, env: str) -> list[str]:
         "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay(env, node.workdir / "overlay"))
     )
     if built.returncode:
-        return [f"kustomize: {built.stderr}"]
-    out = cp.kubectl.run("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=built.stdout)
-    problems = [line for line in out.stderr.splitlines() if line.strip()]
-    if out.returncode:
-        problems.append(f"apply: exit {out.returncode}")
-    return problems
+        return DistSync([f"kustomize: {built.stderr}"], [])
+    objects = [obj for obj in yaml.safe_load_all(built.stdout) if obj]
+    log = _ApplyLog(cp.kubectl)
+    results = first_sync(log, objects, timeout=timeout)
+    problems = [line for out in log.outputs for line in out.stderr.splitlines() if line.strip()]
+    return DistSync(problems, results)
 
 
 # -- `make cluster` --------------------------------------------------------------------------------------
@@ -1172,8 +1199,8 @@ def main(argv: list[str]) -> int:
         return 2
     env = argv[1] if len(argv) == 2 else "dev"
     with real_node(workload_images(env)) as node:
-        problems = apply_dist(node, env)
-        print("\n".join(problems) or f"dist/{env} applied", file=sys.stderr)
+        synced = apply_dist(node, env)
+        print("\n".join(synced.problems) or f"dist/{env} synced:\n{wave_table(synced.waves)}", file=sys.stderr)
         print(f"export KUBECONFIG={node.cp.kubectl.kubeconfig}", file=sys.stderr)
         print("Ctrl-C stops the node and restores the host.", file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):

@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
+from argo_sync import SyncStuckError, read_folder, table, waves
 from conftest import ROOT, build
 from control_plane import wait_all_ready
 from real_node import (
     NODE_IP,
+    DistSync,
     HostState,
     Node,
     apply_dist,
@@ -70,9 +72,23 @@ def node() -> Iterator[Node]:
 
 
 @pytest.fixture(scope="module")
-def ready(node: Node) -> Node:
-    """dist/dev applied through the image overlay, every workload Ready."""
-    assert apply_dist(node, ENV) == []
+def synced(node: Node) -> DistSync:
+    """dist/dev deployed through the image overlay as Argo CD's first sync: wave by wave, each gated on
+    Argo CD's health rules (tests/argo_sync.py)."""
+    start = time.monotonic()
+    try:
+        result = apply_dist(node, ENV)
+    except SyncStuckError as err:
+        raise AssertionError(f"{err}\npods:\n{_pod_report(node)}") from None
+    node.timings["first sync"] = time.monotonic() - start
+    print(f"\n[real node] first sync of dist/{ENV} in {node.timings['first sync']:.0f}s:\n{table(result.waves)}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def ready(node: Node, synced: DistSync) -> Node:
+    """dist/dev synced with no warning or rejection, every workload Ready."""
+    assert synced.problems == []
     start = time.monotonic()
     try:
         wait_all_ready(node.cp, NAMESPACE, timeout=600)
@@ -135,6 +151,50 @@ def test_every_workload_reaches_ready_under_restricted_pod_security_quota_and_li
     claims = cp.items(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims")
     assert claims and all(c["status"]["phase"] == "Bound" for c in claims), claims
     assert ready.provisioner_errors == []
+
+
+RULES = {
+    # The gitops-engine function (pkg/health) each kind's health is read by, as tests/argo_sync.py cites it.
+    "Deployment": "pkg/health/health_deployment.go getAppsv1DeploymentHealth",
+    "StatefulSet": "pkg/health/health_statefulset.go getAppsv1StatefulSetHealth",
+    "PersistentVolumeClaim": "pkg/health/health_pvc.go getCorev1PVCHealth",
+}
+
+
+def test_dist_dev_first_sync_completed_wave_by_wave_under_argo_health_rules(ready: Node, synced: DistSync) -> None:
+    """Issue 24: the first sync of dist/dev completes on a real node, wave by wave, none skipped, each wave
+    healthy by Argo CD's rules before the next; the indexer's claim, under the node's WaitForFirstConsumer
+    class, binds (Healthy) in the wave of the Deployment that mounts it. Staging and prod are not synced on
+    the node: their replicas, spread constraints and requests need more than one small node (their first
+    sync runs on the control plane, tests/test_argo_sync.py)."""
+    objects = read_folder(ROOT / "dist" / ENV)
+    assert [r.wave for r in synced.waves] == list(waves(objects))
+    for result in synced.waves:
+        assert sorted([*result.gated, *result.ungated]) == sorted(result.applied), result.wave
+    gated = {name: (r.wave, rule) for r in synced.waves for name, rule in r.gated.items()}
+    # The claim: Bound under a class that binds on first consumer, gated in its consumer's wave.
+    (claim,) = _objects("PersistentVolumeClaim")
+    claim_name = claim["metadata"]["name"]
+    (consumer,) = [
+        d
+        for d in _objects("Deployment")
+        if any(
+            (v.get("persistentVolumeClaim") or {}).get("claimName") == claim_name
+            for v in d["spec"]["template"]["spec"].get("volumes", [])
+        )
+    ]
+    live = ready.cp.get(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim_name}")
+    assert live["status"]["phase"] == "Bound"
+    storage_class = ready.cp.get(f"/apis/storage.k8s.io/v1/storageclasses/{live['spec']['storageClassName']}")
+    assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
+    claim_wave, claim_rule = gated[f"PersistentVolumeClaim/{claim_name}"]
+    assert claim_rule == RULES["PersistentVolumeClaim"]
+    assert claim_wave == gated[f"Deployment/{consumer['metadata']['name']}"][0]
+    # Every workload was gated by its kind's rule, not passed as a kind without a check.
+    workloads = [*_objects("Deployment"), *_objects("StatefulSet")]
+    assert workloads
+    for obj in workloads:
+        assert gated[f"{obj['kind']}/{obj['metadata']['name']}"][1] == RULES[obj["kind"]]
 
 
 PYTHON_REACHES_STORES = """
