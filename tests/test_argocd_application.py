@@ -13,7 +13,7 @@ from typing import Any
 import cdk8s
 import pytest
 import yaml
-from conftest import DELETE, env_data
+from conftest import DELETE, ENV_DIRS, env_data
 from pydantic import ValidationError
 
 from kgstack import Environment
@@ -444,7 +444,7 @@ def _dist(env: str) -> dict[str, dict[str, Any]]:
     }
 
 
-ENVS = sorted(p.name for p in (ROOT / "dist").iterdir() if p.is_dir() and p.name != "argocd")
+ENVS = ENV_DIRS  # the environments with Kubernetes manifests (Compose and cloud ones have none)
 
 
 @pytest.mark.parametrize("env", ENVS)
