@@ -448,12 +448,9 @@ def provider(ready: Node) -> Iterator[Any]:
         yield fake
 
 
-def test_the_agent_answers_a_query_through_its_service(prober: Prober, flows: list[Flow], provider: Any) -> None:
-    """From the edge's proxy (as the flows name it) to the query Service: the stand-in app embeds the
-    question, searches Chroma, asks the model (a fake provider at its public name) and caches the answer
-    in Redis, so the same question again is answered without the model, by whichever replica."""
-    (config,) = [c for c in _objects("ConfigMap") if c["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"]
-    assert "LLM_API_BASE_URL" not in config["data"], "dist/dev names its own provider: point the fake there"
+def _from_the_edge_to_the_query_tier(prober: Prober, flows: list[Flow]) -> tuple[str, str, str, int]:
+    """Namespace and name of a pod with the labels of the declared edge → query flow, and the query
+    Service and port it calls."""
     (edge,) = [
         f.source
         for f in flows
@@ -463,8 +460,18 @@ def test_the_agent_answers_a_query_through_its_service(prober: Prober, flows: li
     ]
     pod = prober.pod_elsewhere(edge.namespace, dict(edge.pod_labels))
     ((service, port),) = [(s, p) for s, p in _services()["query"] if p == 8000]
+    return edge.namespace, pod, service, port
+
+
+def test_the_agent_answers_a_query_through_its_service(prober: Prober, flows: list[Flow], provider: Any) -> None:
+    """From the edge's proxy (as the flows name it) to the query Service: the stand-in app embeds the
+    question, searches Chroma, asks the model (a fake provider at its public name) and caches the answer
+    in Redis, so the same question again is answered without the model, by whichever replica."""
+    (config,) = [c for c in _objects("ConfigMap") if c["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"]
+    assert "LLM_API_BASE_URL" not in config["data"], "dist/dev names its own provider: point the fake there"
+    namespace, pod, service, port = _from_the_edge_to_the_query_tier(prober, flows)
     url = f"http://{service}.{NAMESPACE}:{port}/api/v1/query"
-    out = prober.node.cp.kubectl.ok("exec", "-n", edge.namespace, pod, "-c", PROBE, "--", "python3", "-c", QUERY, url)
+    out = prober.node.cp.kubectl.ok("exec", "-n", namespace, pod, "-c", PROBE, "--", "python3", "-c", QUERY, url)
     first, second = json.loads(out)
     assert first["response"].startswith("fake answer") and second["response"] == first["response"]
     assert provider.calls["chat"] == 1, provider.calls  # the second answer came from Redis
@@ -490,18 +497,10 @@ print(json.dumps({"ok": ok, "failed": failed}))
 
 
 def test_a_rolling_update_of_the_query_tier_under_steady_requests_loses_none(prober: Prober, flows: list[Flow]) -> None:
-    (edge,) = [
-        f.source
-        for f in flows
-        if isinstance(f.source, NamespacePeer)
-        and f.source.pod_labels.get("app.kubernetes.io/name") == "envoy"
-        and f.destination == ComponentPeer(component="query")
-    ]
-    pod = prober.pod_elsewhere(edge.namespace, dict(edge.pod_labels))
-    ((service, port),) = [(s, p) for s, p in _services()["query"] if p == 8000]
+    namespace, pod, service, port = _from_the_edge_to_the_query_tier(prober, flows)
     kubectl = prober.node.cp.kubectl
     stream = subprocess.Popen(
-        [*_kubectl_argv(prober.node), "exec", "-i", "-n", edge.namespace, pod, "-c", PROBE, "--",
+        [*_kubectl_argv(prober.node), "exec", "-i", "-n", namespace, pod, "-c", PROBE, "--",
          "python3", "-c", STEADY, f"http://{service}.{NAMESPACE}:{port}/api/v1/health"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
