@@ -117,12 +117,45 @@ def test_stores_are_on_internal_networks_with_only_their_declared_clients() -> N
         for network in compose["networks"]
     }
     assert compose["networks"]["redis"] == {"internal": True}
-    assert members["redis"] == ["backup-redis", "indexer", "query", "redis", "restore-redis"]
+    assert members["redis"] == ["backup-redis", "indexer", "query", "redis", "redis-exporter", "restore-redis"]
     assert members["chroma"] == ["backup-chroma", "chroma", "indexer", "query", "restore-chroma"]
     assert "edge" not in members["redis"] + members["chroma"]
     assert members["public"] == ["edge"]
     assert "redis" not in members["egress"] and "chroma" not in members["egress"]
     assert compose["services"]["redis"]["networks"]["redis"]["aliases"] == ["kga-single-redis"]
+
+
+def test_the_redis_exporter_is_a_service_of_its_own_with_the_kubernetes_acl_user(single: ComposeProject) -> None:
+    """The sidecar shares the pod's 127.0.0.1 on Kubernetes; here it reaches Redis by the Service name, as the
+    same ACL user, its password from a Docker secret (the image has no shell to export one)."""
+    exporter = project("single")["services"]["redis-exporter"]
+    pod = single.objects["StatefulSet/kga-single-redis"]["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in pod["containers"] if c["name"] == "exporter"]
+    kubernetes_env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert exporter["image"] == sidecar["image"]
+    assert exporter["environment"]["REDIS_USER"] == kubernetes_env["REDIS_USER"] == "exporter"
+    in_pod = kubernetes_env["REDIS_ADDR"]
+    assert exporter["environment"]["REDIS_ADDR"] == in_pod.replace("127.0.0.1", "kga-single-redis")
+    assert exporter["expose"] == [str(p["containerPort"]) for p in sidecar["ports"]]
+    (secret,) = exporter["secrets"]
+    assert secret["target"] == exporter["environment"]["REDIS_PASSWORD_FILE"]
+    assert "kga-redis/exporter-password.json" in single.secret_files
+    assert exporter["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "healthcheck" not in exporter, "FROM scratch: nothing in the image can run a check"
+
+
+def test_the_scrape_targets_share_an_internal_metrics_network(single: ComposeProject) -> None:
+    """Prometheus's declared targets (the flows from the scraper) and nothing else: the exporter, not Redis."""
+    compose = project("single")
+    assert compose["networks"]["metrics"] == {"internal": True}
+    members = sorted(n for n, s in compose["services"].items() if "metrics" in (s.get("networks") or {}))
+    assert members == ["indexer", "query", "redis-exporter"]
+    scraped = {
+        f.destination.component  # type: ignore[union-attr]
+        for f in single.stack.network.props.flows
+        if "Prometheus scrapes" in f.purpose
+    }
+    assert scraped == {"redis", "query", "indexer"}
 
 
 def test_start_order_waits_for_healthy_stores() -> None:

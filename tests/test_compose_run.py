@@ -2,12 +2,16 @@
 
 The environment is ``environments/single.yaml`` with what cannot run here swapped, and nothing else:
 
-* images: built locally with podman (tests/image_build.py) and loaded into the engine, the agent being the
-  stand-in app with our runtime layer (as tests/test_images.py builds it); nginx-unprivileged is a Debian nginx
-  stand-in (tests/fixtures/nginx-unprivileged);
-* the vector store is pinecone (so no Chroma server, whose image cannot be built here): the stack's stores are
-  then Redis only; stage staging (upstream images unpinned);
-* backups go to a folder of the test (``KGB_TARGET=file:///backups`` for the run) instead of S3.
+* images: built locally with podman (tests/image_build.py) and loaded into the engine: the agent (the stand-in
+  app with our runtime layer, trusting the node test CA), Chroma, Redis, the backup tool and redis_exporter are
+  the real node's builds (tests/real_node.py ``Images``); nginx-unprivileged is a Debian nginx stand-in with
+  wget, the health checks' client (tests/fixtures/nginx-unprivileged), and the web UI is built on it; stage
+  staging (the stand-ins are unpinned);
+* the model provider: tests/fake_openai.py in a container on the ``egress`` network, answering as
+  ``api.openai.com`` (the default provider the file renders) with a certificate of the node test CA;
+* the backup target: the rendered ``s3://`` bucket on a moto S3 server bound to the ``egress`` network's gateway
+  (an address of this host the containers reach); ``KGB_S3_ENDPOINT_URL`` is set to it for each run, as
+  ``backup.s3EndpointUrl`` must be https.
 
 The project is rendered by :class:`kgstack.compose_project.ComposeProject` and checked by the gate first, so
 the run starts exactly what ``make synth`` would write for that file.
@@ -30,9 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DELETE, ROOT, env_data
+import yaml
+from conftest import ROOT, env_data
 from docker_engine import DockerEngine, transient
-from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
+from fake_openai import vector
+from image_build import build_command, tool_command
+from real_node import OPENAI_HOST, Images, _certificate, local, node_ca
 from tools import free_port, missing
 
 from kgstack.compose_gate import ComposeGate
@@ -40,19 +47,26 @@ from kgstack.compose_project import ComposeProject
 from kgstack.environment import parse_environment
 
 COMPOSE = ROOT / ".tools" / "compose" / "docker-compose"
-BASE_SCRIPT = ROOT / "scripts" / "build-test-base.sh"
 FIXTURE_APP = ROOT / "tests" / "fixtures" / "agent-app"
 NGINX_STANDIN = ROOT / "tests" / "fixtures" / "nginx-unprivileged" / "Dockerfile"
 PROJECT = "kga-run"
 KEY = secrets.token_hex(32)
 
-IMAGES = {  # images.<name> of the environment -> what is built for it
-    "agent": "localhost/kga-agent:compose",
-    "web": "localhost/kga-web:compose",
-    "backup": "localhost/kgbackup:compose",
-    "redis": "localhost/kga-redis:compose",
-    "nginx": "localhost/kga-nginx:compose",
+NODE_BUILDS = {
+    "agent": "agent",
+    "chroma": "chroma",
+    "redis": "redis",
+    "backup": "backup",
+    "redis_exporter": "redis-exporter",
 }
+"""images.<name> of the environment -> the real node's build of it (tests/real_node.py ``Images``)."""
+IMAGES = {  # images.<name> of the environment -> what is loaded for it
+    **{name: local(build) for name, build in NODE_BUILDS.items()},
+    "nginx": "localhost/kga-nginx:compose",
+    "web": "localhost/kga-web:compose",
+}
+DOCS = {f"src/module_{i}.py": f"def step_{i}(): return 'the indexer walks repository {i}'" for i in range(24)}
+"""What the test puts in Chroma: the agent's collection, embedded as the fake provider embeds."""
 
 
 def _run(cmd: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -73,26 +87,21 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         missing("podman and debootstrap not installed (apt-get install podman buildah debootstrap)")
     if not os.access(COMPOSE, os.X_OK):
         missing(f"{COMPOSE.relative_to(ROOT)} missing: run scripts/setup.sh test (builds Docker Compose)")
-    base = _run(["bash", str(BASE_SCRIPT)], 900, env={**os.environ, "KGA_IMAGE_CACHE": str(CACHE_DIR)})
-    base_ref = base.stdout.strip().splitlines()[-1]
-    ctx = tmp_path_factory.mktemp("agent-ctx") / "app"
-    shutil.copytree(FIXTURE_APP, ctx, ignore=shutil.ignore_patterns("__pycache__"))
-    docker = ROOT / "docker"
+    if not shutil.which("prometheus-redis-exporter"):
+        missing("prometheus-redis-exporter not installed (scripts/setup.sh test installs it)")
+    node = Images(tmp_path_factory.mktemp("images"))
+    node.build(set(NODE_BUILDS.values()))  # the real node's recipes, layers shared with its runs
+    print(f"[compose-run] node builds (s): { {k: round(v) for k, v in node.built.items()} }")
     builds = [
-        # The build arguments of tests/test_images.py: podman reuses its layers.
-        (AGENT_DOCKERFILE, IMAGES["agent"], base_ref, ctx, ["--build-arg", "VERSION=test", "--build-arg",
-                                                           "VCS_REF=fixture"]),
-        (docker / "redis" / "Dockerfile", IMAGES["redis"], base_ref, docker / "redis", []),
-        (docker / "backup" / "Dockerfile", IMAGES["backup"], base_ref, docker / "backup", []),
-        (NGINX_STANDIN, IMAGES["nginx"], base_ref, NGINX_STANDIN.parent, []),
-        (docker / "web" / "Dockerfile", IMAGES["web"], IMAGES["nginx"], docker / "web",
+        (NGINX_STANDIN, IMAGES["nginx"], node.base, NGINX_STANDIN.parent, []),
+        (ROOT / "docker" / "web" / "Dockerfile", IMAGES["web"], IMAGES["nginx"], ROOT / "docker" / "web",
          ["--build-context", f"agent={FIXTURE_APP}"]),
     ]  # fmt: skip
     for dockerfile, tag, base_image, context, extra in builds:
         started = time.monotonic()
-        _run(build_command(podman, dockerfile, tag, base_image, context, *extra), 1800)
+        _run(build_command(node.podman, dockerfile, tag, base_image, context, *extra), 1800)
         print(f"[compose-run] built {tag} in {time.monotonic() - started:.0f} s")
-    return podman
+    return node.podman
 
 
 def run_environment() -> dict[str, Any]:
@@ -100,25 +109,29 @@ def run_environment() -> dict[str, Any]:
     return env_data(
         "single",
         stage="staging",
-        agent__vectorStore__type="pinecone",
-        stores__chroma=DELETE,
         images={
             name: dict(zip(("repository", "tag"), ref.rsplit(":", 1), strict=True)) for name, ref in IMAGES.items()
         },
     )
 
 
-def _secret_files(folder: Path, domain: str) -> None:
+def _secret_files(folder: Path, project: ComposeProject) -> None:
+    """Every file the project's secrets name (``secret_files``), as docs/single-server.md makes them."""
+    redis = project.env.instance + "-redis"
     values = {
-        "kga-agent/OPENAI_API_KEY": "sk-test-not-used",
+        "kga-agent/OPENAI_API_KEY": "sk-test-the-fake-provider-takes-any",
         "kga-agent/GITHUB_TOKEN": "ghp-test-not-used",
-        "kga-agent/PINECONE_API_KEY": "pc-test-not-used",
         "kga-agent/EMBEDDING_API_KEY": "",  # optional: an empty file leaves the variable unset
-        "kga-backup/credentials": "[default]\naws_access_key_id = unused\naws_secret_access_key = unused\n",
+        "kga-backup/credentials": "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
     }
     passwords = {k: secrets.token_hex(16) for k in ("app-password", "exporter-password", "backup-password")}
     values |= {f"kga-redis/{k}": v for k, v in passwords.items()}
-    values["kga-redis/url"] = f"redis://app:{passwords['app-password']}@kga-{'single'}-redis:6379/0"
+    values["kga-redis/url"] = f"redis://app:{passwords['app-password']}@{redis}:6379/0"
+    exporter = passwords["exporter-password"]
+    # redis_exporter looks the password up by its REDIS_ADDR (v1.66.0), or with the user in it (later releases).
+    values["kga-redis/exporter-password.json"] = json.dumps(
+        {f"redis://{redis}:6379": exporter, f"redis://exporter@{redis}:6379": exporter}
+    )
     basic = b64encode(f"kga:{KEY}".encode()).decode()
     values["kga-edge-keys/keys.map"] = f'"{KEY}" test-client;\n"basic:{basic}" test-client;\n'
     for path, value in values.items():
@@ -126,12 +139,15 @@ def _secret_files(folder: Path, domain: str) -> None:
         (folder / path).write_text(value)
     tls = folder / "kga-edge-tls"
     tls.mkdir()
+    domain = project.env.domain
     _run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
          "-subj", f"/CN={domain}", "-addext", f"subjectAltName=DNS:{domain}",
          "-keyout", str(tls / "tls.key"), "-out", str(tls / "tls.crt")],
         60,
     )  # fmt: skip
+    written = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert written == project.secret_files, "the secret files the project names"
     for path in folder.rglob("*"):
         os.chown(path, 10001, 10001)
         path.chmod(0o700 if path.is_dir() else 0o400)
@@ -142,6 +158,7 @@ class Stack:
 
     def __init__(self, engine: DockerEngine, folder: Path, secret_dir: Path, domain: str) -> None:
         self.engine, self.folder, self.domain = engine, folder, domain
+        self.project: dict[str, Any] = yaml.safe_load((folder / "compose.yaml").read_text())
         self.https, self.http = free_port(), free_port()
         self.env = {
             **engine.env,
@@ -181,14 +198,19 @@ class Stack:
             )
         return result
 
-    def request(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    def request(
+        self, path: str, headers: dict[str, str] | None = None, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        """A request through the edge (a POST of ``body`` as JSON when given)."""
         context = ssl.create_default_context(cafile=str(self.secret("kga-edge-tls/tls.crt")))
         context.check_hostname = False  # the certificate names the domain; we connect to 127.0.0.1
         request = urllib.request.Request(
-            f"https://127.0.0.1:{self.https}{path}", headers={"Host": self.domain, **(headers or {})}
+            f"https://127.0.0.1:{self.https}{path}",
+            headers={"Host": self.domain, **(headers or {}), **({"Content-Type": "application/json"} if body else {})},
+            data=json.dumps(body).encode() if body is not None else None,
         )
         try:
-            with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            with urllib.request.urlopen(request, context=context, timeout=120) as response:
                 return response.status, dict(response.headers), response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read().decode(errors="replace")
@@ -198,6 +220,12 @@ class Stack:
 
     def exec(self, service: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.compose("exec", "-T", service, "sh", "-c", script, check=check, timeout=120)
+
+    def python(self, service: str, code: str) -> str:
+        return self.compose("exec", "-T", service, "python", "-c", code, timeout=300).stdout.strip()
+
+    def network(self, name: str) -> str:
+        return f"{PROJECT}_{name}"
 
     def redis_cli(self, *args: str) -> str:
         auth = 'REDISCLI_AUTH="$(cat /secrets/app-password)" redis-cli --user app --no-auth-warning'
@@ -219,12 +247,12 @@ def stack(images: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterat
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     secret_dir = tmp_path_factory.mktemp("secrets")
-    _secret_files(secret_dir, env.domain)
+    _secret_files(secret_dir, project)
     engine = DockerEngine(Path(f"/tmp/kga-engine-{os.getpid()}")).start()
     try:
         started = time.monotonic()
         for name, ref in IMAGES.items():
-            engine.load(images, ref, tag=getattr(env.images, name).reference)
+            engine.load(images, ref, tag=env.images.all()[name].reference)
         print(f"[compose-run] loaded images in {time.monotonic() - started:.0f} s")
         running = Stack(engine, folder, secret_dir, env.domain)
         started = time.monotonic()
@@ -236,12 +264,160 @@ def stack(images: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterat
         engine.remove()
 
 
+FAKE_PROVIDER = """
+import ssl, sys
+from http.server import ThreadingHTTPServer
+sys.path.insert(0, "/fake")
+from fake_openai import FakeOpenAI
+fake = FakeOpenAI()
+fake.server.server_close()
+server = ThreadingHTTPServer(("0.0.0.0", 443), fake.server.RequestHandlerClass)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("/tls/provider.pem", "/tls/provider.key")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("serving", flush=True)
+server.serve_forever()
+"""
+PROVIDER_STATS = (
+    "import ssl, urllib.request as u; "
+    "print(u.urlopen('https://127.0.0.1/stats', context=ssl._create_unverified_context()).read().decode())"
+)
+
+
+class Provider:
+    """tests/fake_openai.py in a container of the engine, at the provider's public name on ``egress``."""
+
+    def __init__(self, stack: Stack, container: str) -> None:
+        self.stack, self.container = stack, container
+
+    def calls(self) -> dict[str, int]:
+        out = self.stack.engine.docker("exec", self.container, "python", "-c", PROVIDER_STATS).stdout
+        return json.loads(out)["calls"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def provider(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    tls = tmp_path_factory.mktemp("provider")
+    ca_cert, ca_key = node_ca()  # the agent image trusts it (tests/real_node.py)
+    key, cert = _certificate(OPENAI_HOST, (ca_key.read_bytes(), ca_cert.read_bytes()))
+    (tls / "provider.key").write_bytes(key)
+    (tls / "provider.pem").write_bytes(cert)
+    for path in (tls, *tls.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    name = f"{PROJECT}-provider"
+    stack.engine.docker(
+        "run", "-d", "--name", name, "--network", stack.network("egress"), "--network-alias", OPENAI_HOST,
+        "--user", "10001:10001", "--read-only", "--cap-drop", "ALL",
+        "--sysctl", "net.ipv4.ip_unprivileged_port_start=443",
+        "-v", f"{ROOT / 'tests'}:/fake:ro", "-v", f"{tls}:/tls:ro",
+        "--entrypoint", "python", IMAGES["agent"], "-c", FAKE_PROVIDER,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "serving" not in stack.engine.docker("logs", name).stdout:
+        assert time.monotonic() < deadline, stack.engine.docker("logs", name).stderr
+        time.sleep(0.5)
+    yield Provider(stack, name)
+    stack.engine.docker("rm", "-f", name, check=False)
+
+
+class S3:
+    """moto's S3 server on the ``egress`` network's gateway: the rendered bucket, reached by the backup runs."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+
+        self.endpoint = endpoint
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def run(self) -> list[str]:
+        """``compose run`` options of a backup or restore against this server."""
+        return ["-e", f"KGB_S3_ENDPOINT_URL={self.endpoint}"]
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        listed = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+
+@pytest.fixture(scope="module")
+def s3(stack: Stack, target: tuple[str, str]) -> Iterator[S3]:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        missing("moto[server] not installed (scripts/setup.sh test installs requirements/backup-test.txt)")
+    inspect = stack.engine.docker("network", "inspect", stack.network("egress"), "--format", "{{json .IPAM.Config}}")
+    gateway = json.loads(inspect.stdout)[0]["Gateway"]
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=gateway, port=port, verbose=False)
+    server.start()
+    try:
+        store = S3(f"http://{gateway}:{port}")
+        store.client.create_bucket(Bucket=target[0])
+        yield store
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def target(stack: Stack) -> tuple[str, str]:
+    """The rendered backup target's bucket and prefix."""
+    rendered = stack.project["services"]["backup-redis"]["environment"]["KGB_TARGET"]
+    bucket, _, prefix = rendered.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+CHROMA_CONTENT = """
+import chromadb, json, os, sys
+client = chromadb.HttpClient(host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]))
+name = os.environ["CHROMA_COLLECTION_NAME"]
+if sys.argv[1] == "add":
+    docs = json.loads(sys.argv[2])
+    collection = client.get_or_create_collection(name)
+    collection.add(ids=list(docs), documents=[d["text"] for d in docs.values()],
+                   embeddings=[d["vector"] for d in docs.values()], metadatas=[{"source": k} for k in docs])
+names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
+if name not in names:
+    print(json.dumps({}))
+else:
+    got = client.get_collection(name).get(include=["documents", "metadatas"])
+    print(json.dumps({i: [d, m] for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}))
+"""
+
+
+def chroma_content(stack: Stack, add: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The agent's collection, read (or first added to) by the indexer through the Chroma client it runs."""
+    argv = ["add", json.dumps(add)] if add else ["get"]
+    out = stack.compose("exec", "-T", "indexer", "python", "-c", CHROMA_CONTENT, *argv, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def indexed(stack: Stack) -> dict[str, Any]:
+    """:data:`DOCS` in Chroma, as the indexer would write them."""
+    docs = {source: {"text": text, "vector": vector(text)} for source, text in DOCS.items()}
+    content = chroma_content(stack, docs)
+    assert len(content) == len(DOCS)
+    return content
+
+
 def test_every_long_running_service_is_up_and_healthy(stack: Stack) -> None:
     states = [json.loads(line) for line in stack.compose("ps", "--format", "json").stdout.splitlines() if line]
     by_service = {s["Service"]: s for s in states}
-    for service in ("edge", "auth", "web", "query", "indexer", "redis"):
+    for service in ("edge", "auth", "web", "query", "indexer", "redis", "chroma"):
         assert by_service[service]["Health"] == "healthy", by_service[service]
+    assert by_service["redis-exporter"]["State"] == "running", by_service["redis-exporter"]
     assert "volumes" not in by_service, "the one-shot volume owner has exited"
+
+
+def test_the_agent_reaches_chroma_by_its_service_name(stack: Stack) -> None:
+    beat = "import os, urllib.request as u; print(u.urlopen(f'http://{os.environ[\"CHROMA_HOST\"]}:8000/api/v2/heartbeat').read().decode())"
+    for service in ("query", "indexer"):
+        assert "nanosecond heartbeat" in stack.python(service, beat), service
 
 
 def test_a_request_with_a_key_reaches_the_agent_through_the_edge(stack: Stack) -> None:
@@ -297,24 +473,82 @@ def test_the_store_is_reachable_from_the_agent_only(stack: Stack) -> None:
     assert not any(redis["NetworkSettings"]["Ports"].values()), "nothing of the store is published"
 
 
-def test_backup_wipe_and_restore_lose_nothing(stack: Stack, tmp_path: Path) -> None:
-    backups = tmp_path / "backups"
-    backups.mkdir()
-    os.chown(backups, 10001, 10001)
-    target = ["-e", "KGB_TARGET=file:///backups", "-v", f"{backups}:/backups"]
+def test_a_query_with_a_key_is_answered_through_the_edge(stack: Stack, provider: Provider, indexed: Any) -> None:
+    """POST /api/v1/query through the edge: the agent embeds the question, searches Chroma and asks the model
+    (the fake provider at its public name); without a key the edge answers 401 and the agent is never asked."""
+    question = {"query": "What does the indexer walk?", "k": 3}
+    before = provider.calls()
+    status, headers, _ = stack.request("/api/v1/query", body=question)
+    assert status == 401
+    assert headers.get("WWW-Authenticate", "").startswith("Basic")
+    assert provider.calls() == before, "a refused request never reaches the agent"
+    status, headers, body = stack.request("/api/v1/query", {"X-API-Key": KEY}, body=question)
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["response"].startswith("fake answer"), answer
+    assert len(answer["sources"]) == 3 and {s["source"] for s in answer["sources"]} <= set(DOCS), answer["sources"]
+    assert headers["X-Request-ID"]
+    after = provider.calls()
+    assert after.get("chat", 0) == before.get("chat", 0) + 1, after
+    assert after.get("embeddings", 0) > before.get("embeddings", 0), after
+
+
+def test_the_redis_exporter_is_scraped_on_the_metrics_network(stack: Stack) -> None:
+    """A scraper on ``metrics`` (where the server's Prometheus goes) reads redis_exporter, which logs in to Redis
+    as the exporter ACL user of the Kubernetes stack (redis_up 1); it does not reach Redis itself."""
+    scrape = (
+        "import socket, urllib.request as u; "
+        "print(u.urlopen('http://redis-exporter:9121/metrics', timeout=10).read().decode()); "
+        "s = socket.socket(); s.settimeout(3); print('redis', s.connect_ex(('kga-single-redis', 6379)))"
+    )
+    out = stack.engine.docker(
+        "run", "--rm", "--network", stack.network("metrics"), "--user", "65534:65534", "--read-only",
+        "--entrypoint", "python", IMAGES["agent"], "-c", scrape,
+    ).stdout  # fmt: skip
+    metrics = dict(line.rsplit(" ", 1) for line in out.splitlines() if line and not line.startswith(("#", "redis ")))
+    assert metrics["redis_up"] == "1", out[-2000:]
+    assert float(metrics["redis_connected_clients"]) >= 1
+    assert "redis 0" not in out, "the metrics network reaches the exporter, not the store"
+    environment = stack.project["services"]["redis-exporter"]["environment"]
+    assert environment["REDIS_USER"] == "exporter"
+
+
+def test_chroma_backup_to_s3_wipe_and_restore_lose_nothing(
+    stack: Stack, s3: S3, target: tuple[str, str], indexed: dict[str, Any], provider: Provider
+) -> None:
+    """The Chroma backup to the rendered S3 target, the store and its volume wiped, the restore: every record
+    back, and the agent answers from it."""
+    stack.compose("--profile", "backup", "run", "--rm", "--no-deps", *s3.run(), "backup-chroma", timeout=900)
+    assert [k for k in s3.keys(*target) if "chroma" in k], s3.keys(*target)
+    stack.compose("rm", "--stop", "--force", "chroma", "volumes")  # every container that mounts the volume
+    stack.engine.docker("volume", "rm", f"{PROJECT}_chroma-data")
+    stack.compose("up", "-d", "--wait", "--force-recreate", "--no-deps", "volumes", "chroma", timeout=600)
+    assert chroma_content(stack) == {}, "wiped"
+    restore = ["--profile", "restore", "run", "--rm", "--no-deps", *s3.run(), "restore-chroma"]
+    restored = stack.compose(*restore, timeout=900)
+    assert '"restore.done"' in restored.stdout, restored.stdout[-3000:]
+    assert chroma_content(stack) == indexed
+    status, _, body = stack.request("/api/v1/query", {"X-API-Key": KEY}, body={"query": "After the restore?", "k": 2})
+    assert status == 200, body
+    assert {s["source"] for s in json.loads(body)["sources"]} <= set(DOCS)
+
+
+def test_redis_backup_to_s3_wipe_and_restore_lose_nothing(stack: Stack, s3: S3, target: tuple[str, str]) -> None:
     for i in range(50):
         stack.redis_cli("SET", f"k{i}", f"v{i}")
     stack.redis_cli("SET", "session", "kept", "EX", "86400")
     before = stack.redis_cli("DBSIZE")
-    stack.compose("--profile", "backup", "run", "--rm", "--no-deps", *target, "backup-redis", timeout=600)
+    stack.compose("--profile", "backup", "run", "--rm", "--no-deps", *s3.run(), "backup-redis", timeout=600)
+    assert [k for k in s3.keys(*target) if "redis" in k], s3.keys(*target)
     # The wipe: the store and its volume are gone.
     stack.compose("rm", "--stop", "--force", "redis", "volumes")  # every container that mounts the volume
     volume = f"{PROJECT}_redis-data"
     stack.engine.docker("volume", "rm", volume)
     # A new volume: the one-shot owner runs again before Redis mounts it, as on the first start.
-    stack.compose("up", "-d", "--wait", "--force-recreate", "volumes", "redis", timeout=600)
+    stack.compose("up", "-d", "--wait", "--force-recreate", "--no-deps", "volumes", "redis", timeout=600)
     assert stack.redis_cli("DBSIZE") == "0"
-    restored = stack.compose("--profile", "restore", "run", "--rm", "--no-deps", *target, "restore-redis", timeout=900)
+    restore = ["--profile", "restore", "run", "--rm", "--no-deps", *s3.run(), "restore-redis"]
+    restored = stack.compose(*restore, timeout=900)
     assert '"restore.done"' in restored.stdout, restored.stdout[-3000:]
     assert stack.redis_cli("DBSIZE") == before
     assert stack.redis_cli("GET", "k49") == "v49"

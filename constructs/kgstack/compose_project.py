@@ -19,7 +19,10 @@ written unless the environment also targets Kubernetes) and translates what its 
   :mod:`kgstack.edge`: the only service with published ports.
 
 Scheduled CronJobs become ``profiles`` services run by the host's cron (``crontab``, same schedule).
-Prometheus objects and the Redis exporter sidecar have no Compose counterpart and are left out.
+The Redis exporter sidecar becomes a service of its own, a client of Redis as the same ACL user, reading its
+password from a Docker secret (its image has no shell for the wrapper); every target Prometheus scrapes (the
+``Connections`` flows from the scraper) joins the internal ``metrics`` network, which the server's Prometheus
+joins. Prometheus itself, its rules and Alertmanager are not part of the project (docs/single-server.md).
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ EDGE = "edge"
 VOLUMES_INIT = "volumes"
 EGRESS = "egress"
 PUBLIC = "public"
+METRICS = "metrics"
+"""The internal network of the scrape targets: a Prometheus on the server joins it (``<project>_metrics``)."""
+EXPORTER_PASSWORDS = "/run/secrets/redis-passwords.json"
+"""redis_exporter's ``REDIS_PASSWORD_FILE``: a JSON map of Redis URI to password, not a password file."""
 EDGE_HTTPS_PORT = 8443
 EDGE_HTTP_PORT = 8080
 EDGE_HEALTH_PORT = 8082
@@ -85,6 +92,7 @@ HTTP_CLIENT: dict[str, str] = {
     "memgraph": "bash",
     "backup": "python",
     "redis": "bash",  # docker/redis: Debian bookworm
+    "redis_exporter": "",  # FROM scratch: the binary alone, so no check runs inside it
 }
 ENTRYPOINT: dict[str, tuple[list[str], list[str]]] = {
     # image -> (before the secrets wrapper, after it): its ENTRYPOINT, kept around the wrapper.
@@ -220,8 +228,12 @@ class ComposeProject:
         self.images = {ref.reference: name for name, ref in env.images.all().items()}
         self.pods = self._pods()
         self.services: dict[str, dict[str, Any]] = {}
+        self.sidecars: dict[str, str] = {}
+        """Service of a pod's sidecar to the pod's service."""
         for pod in self.pods:
             self.services[pod.name] = self._service(pod)
+            for container in pod.spec["containers"][1:]:
+                self._sidecar(pod, container)
         self._wire(self.stack.network.props.flows)
         self.services[EDGE] = self._edge()
         if self.volumes:
@@ -307,7 +319,7 @@ class ComposeProject:
 
     def _service(self, pod: _Pod) -> dict[str, Any]:
         spec = pod.spec
-        main = spec["containers"][0]  # sidecars (the Redis exporter) feed Prometheus: no Compose counterpart
+        main = spec["containers"][0]  # sidecars (the Redis exporter) are services of their own: _sidecar
         image_name = self._image_name(main["image"])
         security = spec.get("securityContext", {})
         uid = security.get("runAsUser", 10001)
@@ -350,6 +362,52 @@ class ComposeProject:
         if check:
             service["healthcheck"] = check
         return service
+
+    def _sidecar(self, pod: _Pod, container: dict[str, Any]) -> None:
+        """A pod's sidecar as a service of its own: it reaches its pod's server by the Service name, not
+        127.0.0.1. Only redis_exporter has one: its image holds the binary alone (no shell to export a secret
+        file), so its password comes from ``REDIS_PASSWORD_FILE``, a Docker secret holding a JSON map of
+        Redis URI to password, for the same ACL user as on Kubernetes."""
+        image_name = self._image_name(container["image"])
+        name = f"{pod.name}-{container['name']}"
+        if image_name != "redis_exporter":
+            raise ComposeError([f"{pod.name}: sidecar {container['name']!r} ({image_name}) has no Compose form"])
+        environment: dict[str, str] = {}
+        mounts = _Mounts(uid=0, gid=0)
+        for var in container.get("env", []):
+            if "value" in var:
+                value = var["value"].replace("//127.0.0.1:", f"//{self._service_name_of(pod.name)}:")
+                environment[var["name"]] = value
+            elif var["name"] == "REDIS_PASSWORD":
+                ref = var["valueFrom"]["secretKeyRef"]
+                entry = self._secret(ref["name"], f"{ref['key']}.json")
+                mounts.secrets.append({"source": entry, "target": EXPORTER_PASSWORDS})
+                environment["REDIS_PASSWORD_FILE"] = EXPORTER_PASSWORDS
+        security = pod.spec.get("securityContext", {})
+        uid = container.get("securityContext", {}).get("runAsUser", security.get("runAsUser", 10001))
+        gid = security.get("runAsGroup", uid)
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        self.services[name] = {
+            "image": container["image"],
+            "user": f"{uid}:{gid}",
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "restart": "unless-stopped",
+            "stop_grace_period": f"{pod.spec.get('terminationGracePeriodSeconds', 30)}s",
+            "logging": LOG_OPTIONS,
+            "expose": [str(port["containerPort"]) for port in container.get("ports", [])],
+            "environment": dict(sorted(environment.items())),
+            **mounts.service_fields(),
+            "deploy": {
+                "replicas": 1,
+                "resources": {
+                    "limits": {"cpus": _cpus(limits["cpu"]), "memory": _memory(limits["memory"]), "pids": PIDS_LIMIT},
+                    "reservations": {"cpus": _cpus(requests["cpu"]), "memory": _memory(requests["memory"])},
+                },
+            },
+        }
+        self.sidecars[name] = pod.name
 
     def _environment(self, main: dict[str, Any], mounts: _Mounts) -> tuple[dict[str, str], list[tuple[str, str, bool]]]:
         """Plain settings (values and ConfigMap keys), and the variables read from Secret keys: each a Docker
@@ -511,6 +569,9 @@ class ComposeProject:
         for pod in self.pods:  # restores reach the same object storage as the backups
             if pod.profile == "restore":
                 self._join(pod.name, EGRESS)
+        for sidecar, server in self.sidecars.items():  # 127.0.0.1 in the pod: the server's network here
+            self.clients.setdefault(server, set()).add(sidecar)
+        self._scrape_targets(flows)
         for server, clients in sorted(self.clients.items()):
             self.networks[server] = {"internal": True}
             self._join(server, server, [self._service_name_of(server)])
@@ -520,6 +581,24 @@ class ComposeProject:
                     depends = self.services[client].setdefault("depends_on", {})
                     depends[server] = {"condition": "service_healthy", "restart": True}
         self.networks[PUBLIC] = {}
+
+    def _scrape_targets(self, flows: list[Flow]) -> None:
+        """The services Prometheus scrapes (flows from the monitoring stack's scraper) join ``metrics``: the
+        service of the pod, or its sidecar's when the port is the sidecar's (the Redis exporter)."""
+        monitoring = self.stack.monitoring
+        if monitoring is None:
+            return
+        scraper = monitoring.props.scraper.model_dump_json()
+        for flow in flows:
+            if flow.source.model_dump_json() != scraper or not isinstance(flow.destination, ComponentPeer):
+                continue
+            ports = {str(p.port) for p in flow.ports}
+            for pod in self._matches(flow.destination):
+                candidates = [pod, *(s for s, owner in self.sidecars.items() if owner == pod)]
+                for service in candidates:
+                    if ports & set(self.services[service].get("expose", [])):
+                        self._join(service, METRICS)
+                        self.networks[METRICS] = {"internal": True}
 
     def _service_name_of(self, server: str) -> str:
         """The Kubernetes Service name the clients' URLs use (``kga-<env>-redis``)."""
@@ -674,7 +753,8 @@ class ComposeProject:
         ]
         what = {
             "kga-agent": "the agent's API keys",
-            "kga-redis": "Redis users' passwords; `url` is `redis://app:<app-password>@kga-" + name + "-redis:6379/0`",
+            "kga-redis": "Redis users' passwords; `url` is `redis://app:<app-password>@kga-" + name + "-redis:6379/0`; "
+            "`exporter-password.json` is redis_exporter's map of Redis URI to the exporter's password (the guide)",
             "kga-memgraph": "the graph store's password",
             "kga-edge-keys": "the API keys' map (docs/edge.md)",
             "kga-backup": "an AWS shared-credentials file for the backup target",
