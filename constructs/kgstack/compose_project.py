@@ -753,15 +753,16 @@ class ComposeProject:
         ]
         what = {
             "kga-agent": "the agent's API keys",
-            "kga-redis": "Redis users' passwords; `url` is `redis://app:<app-password>@kga-" + name + "-redis:6379/0`; "
-            "`exporter-password.json` is redis_exporter's map of Redis URI to the exporter's password (the guide)",
+            "kga-redis": "Redis users' passwords; `url` is `redis://app:<app-password>@kga-" + name + "-redis:6379/0`",
+            "kga-redis/exporter-password.json": "redis_exporter's JSON map of Redis address to `exporter-password` "
+            "(single-server.md, step 4)",
             "kga-memgraph": "the graph store's password",
             "kga-edge-keys": "the API keys' map (docs/edge.md)",
             "kga-backup": "an AWS shared-credentials file for the backup target",
             TLS_SECRET: f"the certificate (full chain) and key of {env.domain}",
         }
         for path in self.secret_files:
-            lines.append(f"| `{path}` | {what.get(path.split('/')[0], '')} |")
+            lines.append(f"| `{path}` | {what.get(path, what.get(path.split('/')[0], ''))} |")
         lines += [
             "",
             "## Backups",
