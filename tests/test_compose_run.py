@@ -148,9 +148,9 @@ def _secret_files(folder: Path, project: ComposeProject) -> None:
     )  # fmt: skip
     written = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert written == project.secret_files, "the secret files the project names"
-    for path in folder.rglob("*"):
-        os.chown(path, 10001, 10001)
-        path.chmod(0o700 if path.is_dir() else 0o400)
+    for entry in folder.rglob("*"):
+        os.chown(entry, 10001, 10001)
+        entry.chmod(0o700 if entry.is_dir() else 0o400)
 
 
 class Stack:
@@ -377,7 +377,7 @@ client = chromadb.HttpClient(host=os.environ["CHROMA_HOST"], port=int(os.environ
 name = os.environ["CHROMA_COLLECTION_NAME"]
 if sys.argv[1] == "add":
     docs = json.loads(sys.argv[2])
-    collection = client.get_or_create_collection(name)
+    collection = client.get_or_create_collection(name, embedding_function=None)  # as the app's LangChain does
     collection.add(ids=list(docs), documents=[d["text"] for d in docs.values()],
                    embeddings=[d["vector"] for d in docs.values()], metadatas=[{"source": k} for k in docs])
 names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
@@ -499,7 +499,9 @@ def test_the_redis_exporter_is_scraped_on_the_metrics_network(stack: Stack) -> N
     scrape = (
         "import socket, urllib.request as u; "
         "print(u.urlopen('http://redis-exporter:9121/metrics', timeout=10).read().decode()); "
-        "s = socket.socket(); s.settimeout(3); print('redis', s.connect_ex(('kga-single-redis', 6379)))"
+        "s = socket.socket(); s.settimeout(3)\n"
+        "try: print('redis', s.connect_ex(('kga-single-redis', 6379)))\n"
+        "except OSError as e: print('redis', type(e).__name__)"
     )
     out = stack.engine.docker(
         "run", "--rm", "--network", stack.network("metrics"), "--user", "65534:65534", "--read-only",
@@ -522,7 +524,8 @@ def test_chroma_backup_to_s3_wipe_and_restore_lose_nothing(
     assert [k for k in s3.keys(*target) if "chroma" in k], s3.keys(*target)
     stack.compose("rm", "--stop", "--force", "chroma", "volumes")  # every container that mounts the volume
     stack.engine.docker("volume", "rm", f"{PROJECT}_chroma-data")
-    stack.compose("up", "-d", "--wait", "--force-recreate", "--no-deps", "volumes", "chroma", timeout=600)
+    stack.compose("up", "-d", "--wait", "--force-recreate", "volumes", "chroma", timeout=600)
+    stack.compose("up", "-d", "--wait", timeout=600)  # the agent tiers restart with their store (restart: true)
     assert chroma_content(stack) == {}, "wiped"
     restore = ["--profile", "restore", "run", "--rm", "--no-deps", *s3.run(), "restore-chroma"]
     restored = stack.compose(*restore, timeout=900)
@@ -545,7 +548,7 @@ def test_redis_backup_to_s3_wipe_and_restore_lose_nothing(stack: Stack, s3: S3, 
     volume = f"{PROJECT}_redis-data"
     stack.engine.docker("volume", "rm", volume)
     # A new volume: the one-shot owner runs again before Redis mounts it, as on the first start.
-    stack.compose("up", "-d", "--wait", "--force-recreate", "--no-deps", "volumes", "redis", timeout=600)
+    stack.compose("up", "-d", "--wait", "--force-recreate", "volumes", "redis", timeout=600)
     assert stack.redis_cli("DBSIZE") == "0"
     restore = ["--profile", "restore", "run", "--rm", "--no-deps", *s3.run(), "restore-redis"]
     restored = stack.compose(*restore, timeout=900)
