@@ -505,6 +505,8 @@ def test_a_query_with_a_key_is_answered_through_the_edge(stack: Stack, provider:
     assert len(answer["sources"]) == 3 and {s["source"] for s in answer["sources"]} <= set(DOCS), answer["sources"]
     assert headers["X-Request-ID"]
     after = provider.calls()
+    print(f"[compose-run] query: {answer['response']!r}, sources {[s['source'] for s in answer['sources']]}, "
+          f"provider calls {before} -> {after}")  # fmt: skip
     assert after.get("chat", 0) == before.get("chat", 0) + 1, after
     assert after.get("embeddings", 0) > before.get("embeddings", 0), after
 
@@ -524,6 +526,8 @@ def test_the_redis_exporter_is_scraped_on_the_metrics_network(stack: Stack) -> N
         "--entrypoint", "python", IMAGES["agent"], "-c", scrape,
     ).stdout  # fmt: skip
     metrics = dict(line.rsplit(" ", 1) for line in out.splitlines() if line and not line.startswith(("#", "redis ")))
+    reached = [x for x in out.splitlines() if x.startswith("redis ")]
+    print(f"[compose-run] scrape: redis_up {metrics.get('redis_up')}, from metrics to the store: {reached}")
     assert metrics["redis_up"] == "1", out[-2000:]
     assert float(metrics["redis_connected_clients"]) >= 1
     assert "redis 0" not in out, "the metrics network reaches the exporter, not the store"
@@ -538,6 +542,7 @@ def test_chroma_backup_to_s3_wipe_and_restore_lose_nothing(
     back, and the agent answers from it."""
     stack.compose("--profile", "backup", "run", "--rm", "--no-deps", *s3.run(), "backup-chroma", timeout=900)
     assert [k for k in s3.keys(*target) if "chroma" in k], s3.keys(*target)
+    print(f"[compose-run] chroma backup in S3: {s3.keys(*target)}")
     stack.compose("rm", "--stop", "--force", "chroma", "volumes")  # every container that mounts the volume
     stack.engine.docker("volume", "rm", f"{PROJECT}_chroma-data")
     stack.compose("up", "-d", "--wait", "--force-recreate", "volumes", "chroma", timeout=600)
@@ -547,6 +552,7 @@ def test_chroma_backup_to_s3_wipe_and_restore_lose_nothing(
     restored = stack.compose(*restore, timeout=900)
     assert '"restore.done"' in restored.stdout, restored.stdout[-3000:]
     assert chroma_content(stack) == indexed
+    print(f"[compose-run] chroma: {len(indexed)} records backed up, wiped (0), restored {len(chroma_content(stack))}")
     status, _, body = stack.request("/api/v1/query", {"X-API-Key": KEY}, body={"query": "After the restore?", "k": 2})
     assert status == 200, body
     assert {s["source"] for s in json.loads(body)["sources"]} <= set(DOCS)
