@@ -18,6 +18,8 @@ import base64
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -410,6 +412,19 @@ def test_every_log_line_of_a_request_carries_its_id_and_no_credential(agent: Age
     # A request without an ID gets one, echoed back.
     _, headers, _ = _http("GET", f"{agent.url}/api/v1/stats")
     assert len(headers["x-request-id"]) == 32
+
+
+def test_a_prober_that_gives_up_leaves_no_traceback_in_the_log(agent: Agent) -> None:
+    """A kubelet whose probe timed out closes its connection before the answer. The side server's default
+    printed socketserver's traceback to stderr: lines outside the JSON format (seen in the real-app run)."""
+    for path in ("/livez", "/readyz", "/metrics") * 10:
+        with socket.create_connection(("127.0.0.1", agent.runtime_port), timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n".encode())
+    assert _http("GET", f"{agent.probes}/livez")[0] == 200  # the server is still there
+    time.sleep(0.5)
+    lines = agent.log_lines()
+    assert not [line for line in lines if not line.startswith("{")], [ln for ln in lines if not ln.startswith("{")][:8]
 
 
 # ------------------------------------------------------------ repository URL
