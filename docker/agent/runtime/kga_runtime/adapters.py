@@ -280,30 +280,6 @@ def _idempotent_store(ctx: Context) -> None:
     setattr(owner, attr, add_documents)
 
 
-# ------------------------------------------------------------ git's arguments
-
-GIT_COMMAND = "src.loaders.git_command_executor:GitCommandExecutor.execute_git_command"
-
-
-def _git_arguments(ctx: Context) -> None:
-    """The executor puts ``git`` before the arguments it gets; GitDiffService hands it ``["git", ...]``.
-
-    git then runs ``git git rev-parse ...`` and fails, so the app never learns the current
-    commit, never validates one and never diffs two: no incremental run can work. A leading
-    ``git`` (never a git command) is dropped before the executor adds its own.
-    """
-    owner, attr = _owner_and_name(GIT_COMMAND)
-    original = getattr(owner, attr)
-
-    @functools.wraps(original)
-    def execute_git_command(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(command, list | tuple) and list(command[:1]) == ["git"]:
-            command = list(command[1:])
-        return original(self, command, *args, **kwargs)
-
-    setattr(owner, attr, execute_git_command)
-
-
 # ------------------------------------------- commit tracking from the first run
 
 WORKFLOW = "src.workflows.indexing_workflow:IndexingWorkflow"
@@ -388,7 +364,6 @@ ADAPTERS: tuple[Adapter, ...] = (
     ),
     Adapter("request-id-threads", (INDEXING_POOL,), "always on", lambda c: True, _context_threads),
     Adapter("idempotent-chunks", (STORE_ADD, LC_DOCUMENT), "always on", lambda c: True, _idempotent_store),
-    Adapter("git-arguments", (GIT_COMMAND,), "always on", lambda c: True, _git_arguments),
     Adapter("commit-tracking-bootstrap", _TRACKING_SYMBOLS, "always on", lambda c: True, _commit_bootstrap),
     Adapter(
         "indexing-metrics",
