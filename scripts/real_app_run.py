@@ -226,6 +226,7 @@ def log_report(pod: AgentPod, secrets: list[str]) -> dict[str, Any]:
         "lines_with_a_secret": sum(any(s in line for s in secrets) for line in lines),
         "errors": [f"{r['logger']}: {r['msg'][:200]}" for r in records if r["level"] in ("ERROR", "CRITICAL")][:10],
         "warnings": [f"{r['logger']}: {r['msg'][:200]}" for r in records if r["level"] == "WARNING"][:10],
+        "stale_chunks": [r["msg"] for r in records if r["logger"] == "kga.runtime" and "stale chunks" in r["msg"]],
         "selected": [
             {k: r.get(k) for k in ("level", "logger", "msg", "request_id")}
             for r in records
@@ -298,7 +299,7 @@ def chroma_report(client: Any, collection: str) -> dict[str, Any]:
         "count": store.count(),
         "count_of_tiny_agent": len(mine["ids"]),
         "chunks_of_tiny_agent": sorted(
-            f"{(meta or {}).get('file_path')}: {text[:50]!r}"
+            f"{(meta or {}).get('file_path')}: {text[-60:]!r}"
             for meta, text in zip(mine["metadatas"], mine["documents"], strict=True)
         ),
     }
