@@ -484,3 +484,22 @@ def test_every_kind_of_error_links_a_section_that_exists(changes: dict[str, obje
     link = found.rsplit(" (see ", 1)[1]
     assert link.startswith("docs/environment-reference.md#") and link.endswith(")"), found
     assert link.removesuffix(")").partition("#")[2] in headings
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"query__resources__requests__cpu": "0"}, "query.resources.requests.cpu"),
+        ({"indexer__storageSize": "0Gi"}, "indexer.storageSize"),
+        ({"quota__limits__memory": 0}, "quota.limits.memory"),
+    ],
+)
+def test_a_zero_quantity_is_refused(changes: dict[str, object], field: str) -> None:
+    """Issue 21 (a value that parses but means nothing): `requests.cpu: 0` was taken, and the HPA's CPU
+    utilisation has no base; the API server refuses a 0Gi volume claim."""
+    found = problems(env_data("prod", **changes), "environments/prod.yaml")
+    assert [p for p in found if p.startswith(f"environments/prod.yaml: {field}: ")] == [
+        f"environments/prod.yaml: {field}: {str(next(iter(changes.values())))!r} is zero: every size, request, "
+        f"limit and quota here must be more than 0 (see docs/environment-reference.md#"
+        f"{'indexertier' if field.startswith('indexer') else 'computeamounts'})"
+    ]
