@@ -14,9 +14,12 @@ Missing venv or servers: skip locally, fail under CI=true.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -299,13 +302,13 @@ def test_index_writes_to_the_chroma_server_not_chroma_db(agent: Agent, chroma_se
     collection = chroma_server.client().get_collection("knowledge-base-graph")
     assert collection.count() == 3
     assert not (agent.workdir / "chroma_db").exists()
-    # Defect 5 as the stand-in has it: the incremental endpoint skips a tracked repository ...
+    # Defect 5 as the app has it: no commit is ever recorded, so "incremental" is a full run; ids keep it single.
     _, _, body = _http(
         "POST", f"{agent.url}/api/v1/index/repository", {"repository_url": OUR_REPO, "incremental": True}
     )
-    assert agent.wait_workflow(body["workflow_id"])["documents_added"] == 0
+    assert agent.wait_workflow(body["workflow_id"])["documents_added"] == 3
     assert collection.count() == 3
-    assert "acme/knowledge-graph-agent#main" in json.loads((agent.workdir / "indexed_commits.json").read_text())
+    assert _tracked(agent) == {}
     assert agent.metric("kga_indexing_runs_total", outcome="succeeded") >= 2
     assert agent.metric("kga_indexing_runs_total", outcome="started") >= 2
 
@@ -326,31 +329,67 @@ def test_full_index_again_stores_each_chunk_once(agent: Agent, chroma_server: Ch
 TRACKED_REPO = "https://github.com/acme/tracker-demo"
 
 
-def test_first_incremental_run_records_its_commit_and_the_next_adds_nothing(
+def _index_incrementally(agent: Agent, url: str, status: str = "completed") -> dict[str, Any]:
+    _, _, body = _http("POST", f"{agent.url}/api/v1/index/repository", {"repository_url": url, "incremental": True})
+    workflow = agent.wait_workflow(body["workflow_id"])
+    assert workflow["status"] == status, workflow
+    return workflow
+
+
+def _tracked(agent: Agent) -> dict[str, Any]:
+    path = agent.workdir / "indexed_commits.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def test_incremental_runs_are_full_ones_that_record_no_commit_and_add_no_duplicates(
     agent: Agent, chroma_server: ChromaServer
 ) -> None:
-    """Defect 10: the first incremental run (no tracked commit) records the commit of the clone it indexed."""
+    """Defect 10 as the app has it at the pinned commit: GitDiffService runs ``git git rev-parse``, so no commit
+    is learned, nothing is tracked and each incremental run indexes everything again; chunk ids keep one copy."""
     collection = chroma_server.client().get_or_create_collection("knowledge-base-graph")
-    added = []
-    for _ in range(2):
-        _, _, body = _http(
-            "POST", f"{agent.url}/api/v1/index/repository", {"repository_url": TRACKED_REPO, "incremental": True}
-        )
-        workflow = agent.wait_workflow(body["workflow_id"])
-        assert workflow["status"] == "completed"
-        added.append(workflow["documents_added"])
-        if len(added) == 1:
-            tracked = json.loads((agent.workdir / "indexed_commits.json").read_text())["acme/tracker-demo#main"]
-            head = subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=agent.workdir / "temp_repo" / "acme" / "tracker-demo",
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            assert tracked["last_commit"] == head
-    assert added == [3, 0]
+    added = [_index_incrementally(agent, TRACKED_REPO)["documents_added"] for _ in range(2)]
+    assert added == [3, 3]
     assert len(collection.get(where={"repository": "acme/tracker-demo"})["ids"]) == 3
+    assert _tracked(agent) == {}
+    # A tracker entry written by hand (e.g. a restore's handback of a non-empty tracker) makes the app try its
+    # diff path, which fails at the pinned commit (_prepare_repository_for_diff): that repository stops indexing.
+    entry = {"repository": "acme/tracker-demo", "branch": "main", "last_commit": "0" * 40}
+    (agent.workdir / "indexed_commits.json").write_text(json.dumps({"acme/tracker-demo#main": entry}))
+    try:
+        _index_incrementally(agent, TRACKED_REPO, status="failed")
+    finally:
+        _http("DELETE", f"{agent.url}/api/v1/commits/tracking/acme/tracker-demo")
+    assert _tracked(agent) == {}
+
+
+SWEPT_REPO = "https://github.com/acme/sweep-demo"
+
+
+def test_a_full_index_removes_chunks_of_changed_and_deleted_files(agent: Agent, chroma_server: ChromaServer) -> None:
+    """Stale answers: chunks of a file's earlier version, and of a deleted file, are gone after the next index;
+    the current chunks are there and other repositories keep theirs."""
+    collection = chroma_server.client().get_or_create_collection("knowledge-base-graph")
+    mine = {"repository": "acme/sweep-demo"}
+    _index_incrementally(agent, OUR_REPO)  # another repository in the same collection
+    others = set(collection.get(where={"repository": "acme/knowledge-graph-agent"})["ids"])
+    _index_incrementally(agent, SWEPT_REPO)
+    before = collection.get(where=mine)
+    assert len(before["ids"]) == 3
+    clone = agent.workdir / "temp_repo" / "acme" / "sweep-demo"
+    (clone / "module_1.py").write_text("sweep-demo: module 1, rewritten\n")
+    (clone / "module_2.py").unlink()
+    (clone / "module_3.py").write_text("sweep-demo: module 3, new\n")
+    _index_incrementally(agent, SWEPT_REPO)
+    after = collection.get(where=mine)
+    assert sorted(after["documents"]) == [
+        "sweep-demo: module 0 of acme/sweep-demo\n",
+        "sweep-demo: module 1, rewritten\n",
+        "sweep-demo: module 3, new\n",
+    ]
+    by_text = dict(zip(before["documents"], before["ids"], strict=True))
+    assert by_text["sweep-demo: module 0 of acme/sweep-demo\n"] in after["ids"]  # unchanged: kept, not rewritten
+    assert set(collection.get(where={"repository": "acme/knowledge-graph-agent"})["ids"]) == others
+    assert any("removed 2 stale chunks of acme/sweep-demo" in line for line in agent.log_lines())
 
 
 # ------------------------------------------------------------------ caches
@@ -411,6 +450,19 @@ def test_every_log_line_of_a_request_carries_its_id_and_no_credential(agent: Age
     assert len(headers["x-request-id"]) == 32
 
 
+def test_a_prober_that_gives_up_leaves_no_traceback_in_the_log(agent: Agent) -> None:
+    """A kubelet whose probe timed out closes its connection before the answer. The side server's default
+    printed socketserver's traceback to stderr: lines outside the JSON format (seen in the real-app run)."""
+    for path in ("/livez", "/readyz", "/metrics") * 10:
+        with socket.create_connection(("127.0.0.1", agent.runtime_port), timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n".encode())
+    assert _http("GET", f"{agent.probes}/livez")[0] == 200  # the server is still there
+    time.sleep(0.5)
+    lines = agent.log_lines()
+    assert not [line for line in lines if not line.startswith("{")], [ln for ln in lines if not ln.startswith("{")][:8]
+
+
 # ------------------------------------------------------------ repository URL
 
 
@@ -422,6 +474,53 @@ def test_repository_name_keeps_its_last_letters(agent: Agent) -> None:
     workflow = agent.wait_workflow(body["workflow_id"])
     assert workflow["repository_name"] == "knowledge-graph-agent"
     assert workflow["clone_url"] == "https://github.com/acme/knowledge-graph-agent.git"  # no token in the URL
+
+
+_GIT_AUTH = """
+import json, os, subprocess
+from src.loaders.repository_url_handler import RepositoryUrlHandler
+from kga_runtime import adapters
+
+def seen():
+    url = RepositoryUrlHandler().build_clone_url("acme", "knowledge-graph-agent", os.environ["GITHUB_TOKEN"])
+    get = ["git", "config", "--get-urlmatch", "http.extraheader", url]
+    return {"url": url, "header": subprocess.run(get, capture_output=True, text=True).stdout.strip()}
+
+old = seen()
+(adapter,) = [a for a in adapters.ADAPTERS if a.name == "repository-urls"]
+adapter.apply(None)  # the launcher's step; this adapter reads only the environment
+print(json.dumps({"old": old, "new": seen()}))
+"""
+
+
+def test_git_gets_the_token_as_a_header_never_in_the_url(tmp_path: Path) -> None:
+    """Defect 8, second half: the app builds ``https://<token>@github.com/...``, logs it and hands it to git as an
+    argument (GitCommandExecutor). With the adapter the URL the app logs and passes is bare, and git, as it
+    resolves its own configuration for that URL, still sends the token: as an Authorization header."""
+    res = subprocess.run(
+        [_agent_python(), "-c", _GIT_AUTH],
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),  # no user or system git configuration of this machine
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "PYTHONPATH": os.pathsep.join([str(RUNTIME_SRC), str(FIXTURE_APP)]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "GITHUB_TOKEN": TOKEN,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    # The app's own behaviour: the token in the URL, nothing in git's configuration.
+    assert seen["old"] == {"url": f"https://{TOKEN}@github.com/acme/knowledge-graph-agen.git", "header": ""}
+    assert seen["new"]["url"] == "https://github.com/acme/knowledge-graph-agent.git"
+    scheme, _, credential = seen["new"]["header"].partition(": Basic ")
+    assert scheme == "Authorization", seen
+    assert base64.b64decode(credential).decode() == f"x-access-token:{TOKEN}"
 
 
 def test_metrics_use_route_templates(agent: Agent) -> None:
