@@ -264,12 +264,12 @@ def stack(images: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterat
     secret_dir = tmp_path_factory.mktemp("secrets")
     _secret_files(secret_dir, project)
     engine = DockerEngine(Path(f"/tmp/kga-engine-{os.getpid()}")).start()
+    running = Stack(engine, folder, secret_dir, env.domain)
     try:
         started = time.monotonic()
         for name, ref in IMAGES.items():
             engine.load(images, ref, tag=env.images.all()[name].reference)
         print(f"[compose-run] loaded images in {time.monotonic() - started:.0f} s")
-        running = Stack(engine, folder, secret_dir, env.domain)
         started = time.monotonic()
         for attempt in range(3):
             # On a host this loaded (load average 20-40 on 2 cores) an agent tier's readiness (event-loop lag,
@@ -283,8 +283,10 @@ def stack(images: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterat
             print(f"[compose-run] up --wait: {up.stderr.strip().splitlines()[-1]}; again")
         print(f"[compose-run] up --wait in {time.monotonic() - started:.0f} s")
         yield running
-        running.compose("down", "--volumes", "--timeout", "20", check=False)
     finally:
+        # Also after a failed start: dockerd leaves its networks' bridges and iptables rules on the host when it
+        # stops, so the project's networks go first.
+        running.compose("down", "--volumes", "--timeout", "20", check=False)
         engine.remove()
 
 
