@@ -1,4 +1,4 @@
-"""Issue 17's four defects, each put back into dist/staging's edge: the traffic check that covers it fails.
+"""Issue 17's four defects put back into dist/staging's edge: the traffic check that covers each fails on it.
 
 Each old behaviour is the committed edge with that one fix taken out again (what commit 0149952 changed
 in the rendered objects), not a second copy of the edge; the checks are tests/test_edge_traffic.py's own,
@@ -76,13 +76,22 @@ DEFECTS: dict[str, tuple[Callable[[list[Obj]], None], Check, str]] = {
 }
 
 
-@pytest.mark.parametrize("defect", sorted(DEFECTS))
-def test_the_traffic_check_fails_on_the_old_behaviour(defect: str, tmp_path: Path) -> None:
-    put_back, check, says = DEFECTS[defect]
+@pytest.mark.parametrize(
+    "defects",
+    # Defect 4 on an edge of its own: with every client in one bucket, the other checks would see 429s.
+    [("1-retries", "2-credentials", "3-cross-site"), ("4-client-address",)],
+    ids=["1-2-3", "4"],
+)
+def test_the_traffic_check_fails_on_the_old_behaviour(defects: tuple[str, ...], tmp_path: Path) -> None:
     edge = copy.deepcopy(edge_objects(ENV))
-    put_back(edge)
-    assert edge != edge_objects(ENV), "the old behaviour is no longer in the rendered edge to put back"
-    with running_edge(ENV, tmp_path, edge=edge) as running, pytest.raises(AssertionError, match=says) as failed:
-        check(running)
-    said = next(line for line in str(failed.value).splitlines() if line.startswith("assert"))
-    print(f"\n[{defect}] {check.__name__} fails: {said[:150]}")
+    for defect in defects:
+        before = copy.deepcopy(edge)
+        DEFECTS[defect][0](edge)
+        assert edge != before, f"{defect}: the fix is no longer in the rendered edge to take out"
+    with running_edge(ENV, tmp_path, edge=edge) as running:
+        for defect in defects:
+            _, check, says = DEFECTS[defect]
+            with pytest.raises(AssertionError, match=says) as failed:
+                check(running)
+            said = next(line for line in str(failed.value).splitlines() if line.startswith("assert"))
+            print(f"\n[{defect}] {check.__name__} fails: {said[:150]}")
