@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from typing import Any
 
@@ -86,6 +87,22 @@ def test_the_template_is_the_fresh_render(env: str) -> None:
     files = render_aci(environment, view.objects, view.remote_secrets)
     assert json.loads(files["azuredeploy.json"]) == committed(env)
     assert json.loads(files["azuredeploy.parameters.json"]) == committed(env, "azuredeploy.parameters.json")
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [s for v in items for s in strings(v)]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_bracketed_string_is_an_expression_or_escaped(env: str) -> None:
+    """ARM evaluates any string in ``[...]`` as an expression: a literal one (a JSON list in a setting,
+    ``GITHUB_FILE_EXTENSIONS``) fails the deployment unless escaped as ``[[...]`` (found by test_cloud_run)."""
+    for text in strings(committed(env)):
+        if text.startswith("[") and text.endswith("]") and not text.startswith("[["):
+            assert re.match(r"^\[[a-zA-Z]+\(", text), text
 
 
 @pytest.mark.parametrize("env", ENVS)

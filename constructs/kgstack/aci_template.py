@@ -58,6 +58,12 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _plain(text: str) -> str:
+    """A literal value as ARM reads it: one that starts with ``[`` and ends with ``]`` would be taken for an
+    expression (``GITHUB_FILE_EXTENSIONS``'s JSON list), so its ``[`` is doubled, ARM's escape."""
+    return f"[{text}" if text.startswith("[") and text.endswith("]") else text
+
+
 def _param(remote: str, key: str) -> str:
     """ARM parameter name of one secret key: alphanumerics only."""
     words = re.split(r"[^A-Za-z0-9]+", f"{remote}-{key}")
@@ -326,7 +332,7 @@ class AciTemplate:
         pattern = re.compile(rf"(?<![\w.-])({'|'.join(map(re.escape, names))})(?=$|:|/)")
         pieces = pattern.split(text)
         if len(pieces) == 1:
-            return text, []
+            return _plain(text), []
         parts, used = [], []
         for i, piece in enumerate(pieces):
             if i % 2:
