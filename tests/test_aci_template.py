@@ -137,6 +137,13 @@ def test_containers_run_non_root_without_capabilities_with_probes_and_limits(env
 
 
 @pytest.mark.parametrize("env", ENVS)
+def test_the_edge_is_probed_over_the_tls_it_serves(env: str) -> None:
+    """The edge ends TLS on its port: a plain-HTTP probe gets 400 and ACI restarts it forever (test_cloud_run)."""
+    (edge,) = [c for g in groups(env).values() for c in g["properties"]["containers"] if c["name"] == "edge"]
+    assert edge["properties"]["livenessProbe"]["httpGet"]["scheme"] == "https"
+
+
+@pytest.mark.parametrize("env", ENVS)
 def test_the_indexer_keeps_its_working_directory_on_azure_files(env: str) -> None:
     (indexer,) = [g for name, g in groups(env).items() if name.endswith("-indexer")]
     volumes = {v["name"]: v for v in indexer["properties"]["volumes"]}

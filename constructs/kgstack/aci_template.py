@@ -497,7 +497,7 @@ class AciTemplate:
         tls_ref = SecretRef(name=TLS_SECRET, key="tls")
         # The certificate's PEM (key and chain) from Key Vault, in both files nginx reads.
         tls_files = {f"{TLS_DIR}/tls.crt": tls_ref, f"{TLS_DIR}/tls.key": tls_ref}
-        edge = edge_component(auth, conf, name=f"{env.instance}-{EDGE}", replicas=1, secret_files=tls_files)
+        edge = edge_component(auth, conf, name=f"{env.instance}-{EDGE}", replicas=1, tls_files=tls_files)
         groups.append(self._group(edge.name, edge, list(edge.containers)))
         return groups
 
@@ -527,7 +527,7 @@ def _probe(p: Probe, startup: Probe | None) -> dict[str, Any]:
     if p.command:
         probe["exec"] = {"command": list(p.command)}
     else:
-        probe["httpGet"] = {"path": p.path, "port": p.port, "scheme": "http"}
+        probe["httpGet"] = {"path": p.path, "port": p.port, "scheme": p.scheme}
     return probe
 
 

@@ -34,6 +34,8 @@ class Probe:
     period: int
     timeout: int
     failures: int
+    scheme: str = "http"
+    """``https`` for a port that speaks TLS (the probe then does not check the certificate)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def _probe(spec: Obj | None, ports: dict[str, int]) -> Probe | None:
         period=int(spec.get("periodSeconds", 10)),
         timeout=int(spec.get("timeoutSeconds", 1)),
         failures=int(spec.get("failureThreshold", 3)),
+        scheme=str(http.get("scheme", "HTTP")).lower() if http else "http",
     )
 
 
@@ -255,11 +258,11 @@ task or container group."""
 
 
 def edge_component(
-    auth: Component, conf: str, *, name: str, replicas: int, secret_files: dict[str, SecretRef] | None = None
+    auth: Component, conf: str, *, name: str, replicas: int, tls_files: dict[str, SecretRef] | None = None
 ) -> Component:
     """The cloud edge (:mod:`kgstack.cloud_edge`) as one unit of two containers: the proxy with ``conf`` (and
-    ``secret_files``, its TLS files where it ends TLS) in front of the API-key verifier of ``auth``, on the
-    verifier's image, user, resources and scratch ``/tmp``; checked on :data:`EDGE_HEALTH_PATH`."""
+    ``tls_files`` where it ends TLS itself) in front of the API-key verifier of ``auth``, on the verifier's image,
+    user, resources and scratch ``/tmp``; checked on :data:`EDGE_HEALTH_PATH`, over TLS where it ends TLS."""
     verifier = auth.containers[0]
     proxy = Container(
         name=EDGE,
@@ -269,10 +272,18 @@ def edge_component(
         env={},
         secret_env={},
         files={CONFIG_FILE: conf},
-        secret_files=dict(secret_files or {}),
+        secret_files=dict(tls_files or {}),
         writable=tuple(w for w in verifier.writable if w.path == "/tmp"),
         ports={"edge": EDGE_PORT},
-        liveness=Probe(port=EDGE_PORT, path=EDGE_HEALTH_PATH, command=None, period=20, timeout=2, failures=3),
+        liveness=Probe(
+            port=EDGE_PORT,
+            path=EDGE_HEALTH_PATH,
+            command=None,
+            period=20,
+            timeout=2,
+            failures=3,
+            scheme="https" if tls_files else "http",
+        ),
         readiness=None,
         startup=None,
         resources=verifier.resources,
