@@ -53,6 +53,7 @@ from tools import ROOT
 
 from kgstack.cloud_components import EDGE, FILES_ENV
 
+pytestmark = pytest.mark.slow  # builds images and runs a Docker engine
 ECS_TEMPLATE = ROOT / "dist" / "aws" / "ecs" / "template.json"
 ACI_DIR = ROOT / "dist" / "azure" / "aci"
 KEY = secrets.token_hex(32)
@@ -90,6 +91,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
                 if image_for(reference, images) == tag:
                     docker.docker("tag", tag, tag_reference(reference))
         timings["images loaded"] = time.monotonic() - started
+        print("[cloud-run] " + ", ".join(f"{k} in {v:.0f} s" for k, v in timings.items()))
         api = EngineApi(docker)
         yield Engine(docker, api, images, workdir, timings)
         api.clear()
@@ -387,6 +389,7 @@ def ecs(engine: Engine) -> Iterator[Running]:
     running.timings["healthy"] = wait_until(
         "ECS containers healthy", lambda: ecs_healthy(engine, containers, runs, passed), 600, running.logs
     )
+    print(f"[cloud-run] {network}: " + ", ".join(f"{k} in {v:.0f} s" for k, v in running.timings.items()))
     try:
         yield running
     finally:
@@ -532,8 +535,9 @@ def aci(engine: Engine) -> Iterator[Running]:
     host, port = f"{cache['name']}.cache.example.com", 6380  # Azure Cache for Redis: TLS on 6380 only
     groups = [r for r in template["resources"] if r["type"].endswith("/containerGroups")]
     proxy = next(c for g in groups for c in g["properties"]["containers"] if c["name"] == EDGE)
-    conf = next(e["value"] for e in proxy["properties"]["environmentVariables"] if e["name"] == f"{FILES_ENV}0")
-    domain = _server_name(conf)
+    domain = _server_name(
+        next(e["value"] for e in proxy["properties"]["environmentVariables"] if e["name"] == f"{FILES_ENV}0")
+    )
     tls_cert, tls_key, ca = _issue(folder / "edge-tls", domain)
     password = secrets.token_hex(24)
     vault = aci_vault(references, f"rediss://:{password}@{host}:{port}/0", tls_key.read_text() + tls_cert.read_text())
@@ -575,6 +579,7 @@ def aci(engine: Engine) -> Iterator[Running]:
 
     running.timings["started"] = time.monotonic() - started
     running.timings["healthy"] = wait_until("ACI probes pass", probes_pass, 600, running.logs)
+    print(f"[cloud-run] {network}: " + ", ".join(f"{k} in {v:.0f} s" for k, v in running.timings.items()))
     try:
         yield running
     finally:
