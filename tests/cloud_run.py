@@ -47,7 +47,7 @@ NO_HEALTHCHECK = {"Test": ["NONE"]}
 SCRATCH_MODE = 0o1777
 """How an empty task volume is presented: world-writable with the sticky bit, like ``/tmp`` or a Kubernetes
 ``emptyDir``. Fargate's documented presentation is ``root:root 0755`` unless the image declares a ``VOLUME`` at that
-path (docs/cloud-ecs.md#volumes, tests/test_cloud_run.py::test_fargate_root_owned_scratch_volumes)."""
+path: an open question for the non-root containers (docs/cloud-ecs.md, "Scratch volumes on Fargate")."""
 
 
 # -- the Engine API ------------------------------------------------------------------------------------------------
