@@ -237,7 +237,7 @@ def test_restore_plan_is_a_procedure_over_what_dist_deploys(env: str, store: str
     tracked = store != "redis"
     assert ("indexed_commits.restored.json" in text) is tracked
     if tracked:
-        reindex = [c for c in cronjobs if c.endswith("-reindex")]  # dev has no schedule: the API is called
+        reindex = [c for c in cronjobs if c.endswith("-reindex")]  # without a schedule the API is called
         again = (
             f"create job --from=cronjob/{reindex[0]}" if reindex else "curl -X POST http://127.0.0.1:8000/api/v1/index"
         )
