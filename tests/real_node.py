@@ -64,6 +64,9 @@ OPENAI_HOST = "api.openai.com"
 OPENAI_IP = "198.51.100.10"
 """The fake provider's address (TEST-NET-2, an "internet" address to the NetworkPolicies), on ``lo``; cluster
 DNS answers it for OPENAI_HOST."""
+S3_IP = "198.51.100.11"
+"""The S3 server's address (moto, :func:`fake_s3`), on ``lo``: cluster DNS answers it for the endpoint the
+backup CronJobs of ``dist/<env>`` name (:func:`dist_hosts`)."""
 IMAGE_REGISTRY = "kga.local"
 IMAGE_TAG = "node"
 NODE_BINARIES = ("kubelet", "kube-proxy", "kube-router", "coredns")
@@ -196,7 +199,7 @@ def _links() -> dict[str, str]:
 
 def _addresses() -> set[str]:
     out = _run("ip", "-o", "addr", "show", "dev", "lo").stdout
-    ours = {f"{a}/32" for a in (NODE_IP, OPENAI_IP)}
+    ours = {f"{a}/32" for a in (NODE_IP, OPENAI_IP, S3_IP)}
     return {line.split()[3] for line in out.splitlines() if line.split()[3] in ours}
 
 
@@ -405,10 +408,20 @@ class Images:
         context = self.workdir / "ctx-agent-app"
         shutil.copytree(FIXTURE_APP, context, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         args = ("--build-arg", "VERSION=node", "--build-arg", "VCS_REF=fixture")
-        app = self._build("agent-app", AGENT_DOCKERFILE, context, *args)
-        user = _run(*self.podman, "image", "inspect", "--format", "{{.Config.User}}", app).stdout.strip()
+        return self._trusting_node_ca("agent", self._build("agent-app", AGENT_DOCKERFILE, context, *args))
+
+    def _trusting_node_ca(self, name: str, image: str) -> str:
+        """``image`` with the test CA (:func:`node_ca`) added to its trust stores, as a TLS-intercepting
+        company proxy's CA would be: the servers it calls on the "internet" are the tests' own."""
+        user = _run(*self.podman, "image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip()
         ca, _ = node_ca()
-        return self._inline("agent", _TRUST_CA.format(image=app, user=user), {"test-ca.pem": ca})
+        return self._inline(name, _TRUST_CA.format(image=image, user=user), {"test-ca.pem": ca})
+
+    def _backup(self) -> str:
+        """The backup image from docker/backup, trusting the test CA: its S3 endpoint is moto on the host
+        (:func:`fake_s3`)."""
+        docker = ROOT / "docker" / "backup"
+        return self._trusting_node_ca("backup", self._build("backup-app", docker / "Dockerfile", docker))
 
     def _exporter(self) -> str:
         exporter = shutil.which("prometheus-redis-exporter")
@@ -435,7 +448,7 @@ class Images:
             ),
             "redis": lambda: self._build("redis", docker / "redis" / "Dockerfile", docker / "redis"),
             "redis-exporter": self._exporter,
-            "backup": lambda: self._build("backup", docker / "backup" / "Dockerfile", docker / "backup"),
+            "backup": self._backup,
             "probe": lambda: self._inline("probe", _SLEEP.format(base=self.base, user="65534:65534")),
             "coredns": lambda: self._inline("coredns", _COREDNS.format(base=self.base), {"coredns": BIN / "coredns"}),
         }
@@ -479,9 +492,11 @@ def node_ca() -> tuple[Path, Path]:
     return cert, key
 
 
-def _certificate(name: str, issuer: tuple[bytes, bytes] | None) -> tuple[bytes, bytes]:
-    """``(key PEM, certificate PEM)``: a CA when ``issuer`` is ``None``, else a server certificate for ``name``."""
+def _certificate(name: str, issuer: tuple[bytes, bytes] | None, *also: str) -> tuple[bytes, bytes]:
+    """``(key PEM, certificate PEM)``: a CA when ``issuer`` is ``None``, else a server certificate for ``name``
+    and the host names or addresses ``also``."""
     import datetime
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -507,7 +522,13 @@ def _certificate(name: str, issuer: tuple[bytes, bytes] | None) -> tuple[bytes, 
         .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
     )
     if issuer is not None:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        sans: list[x509.GeneralName] = [x509.DNSName(name)]
+        for other in also:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(other)))
+            except ValueError:
+                sans.append(x509.DNSName(other))
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     certificate = builder.sign(signer, hashes.SHA256())
     pem_key = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -556,6 +577,8 @@ class Node:
     provisioner_errors: list[str] = field(default_factory=list)
     provisioner_stop: threading.Event = field(default_factory=threading.Event)
     timings: dict[str, float] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=lambda: {OPENAI_HOST: OPENAI_IP})
+    """Names cluster DNS answers with a host address (``{name: address}``): the servers the tests start."""
 
     @property
     def socket(self) -> Path:
@@ -827,7 +850,10 @@ def _free_port_loopback() -> int:
         return int(sock.getsockname()[1])
 
 
-COREDNS_OBJECTS = f"""\
+def coredns_objects(hosts: dict[str, str]) -> str:
+    """CoreDNS for cluster DNS, answering ``hosts`` (``{name: address}``) as the internet would."""
+    entries = "\n            ".join(f"{address} {name}" for name, address in sorted(hosts.items()))
+    return f"""\
 apiVersion: v1
 kind: ServiceAccount
 metadata: {{name: coredns, namespace: kube-system}}
@@ -864,7 +890,7 @@ data:
         }}
         cache 30
         hosts {{
-            {OPENAI_IP} {OPENAI_HOST}
+            {entries}
             fallthrough
         }}
     }}
@@ -938,9 +964,10 @@ def node_lock() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def real_node(images: set[str] | None = None) -> Iterator[Node]:
+def real_node(images: set[str] | None = None, hosts: dict[str, str] | None = None) -> Iterator[Node]:
     """A control plane and one real node with cluster DNS, NetworkPolicy and volumes, with the local
-    builds of ``images`` (names of :data:`DIST_IMAGES` values, plus ``probe``) imported.
+    builds of ``images`` (names of :data:`DIST_IMAGES` values, plus ``probe``) imported; cluster DNS
+    answers ``hosts`` (default: the model provider, :data:`OPENAI_HOST`).
 
     Stops everything and restores the host at the end; raises if the host is not as it was."""
     missing = tools_missing()
@@ -963,10 +990,10 @@ def real_node(images: set[str] | None = None) -> Iterator[Node]:
     with node_lock():
         host = HostState.now(workdir)
         try:
-            for address in (NODE_IP, OPENAI_IP):
+            for address in (NODE_IP, OPENAI_IP, S3_IP):
                 _run("ip", "addr", "add", f"{address}/32", "dev", "lo")
             with control_plane("generic", address=NODE_IP, simulated_nodes=False) as cp:
-                node = Node(cp, workdir, host, timings=timings)
+                node = Node(cp, workdir, host, timings=timings, hosts=hosts or {OPENAI_HOST: OPENAI_IP})
                 try:
                     _start_node(node, archive)
                     yield node
@@ -1030,7 +1057,9 @@ def _start_node(node: Node, archive: Path) -> None:
             node.provisioner_stop.wait(0.5)
 
     threading.Thread(target=provisioner, daemon=True).start()
-    cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=COREDNS_OBJECTS)
+    cp.kubectl.ok(
+        "apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=coredns_objects(node.hosts)
+    )
     node.wait("cluster DNS (CoreDNS) to be Ready", lambda: _deployment_ready(cp, "kube-system", "coredns"), 180)
     node.timings["node start"] = time.monotonic() - t0
 
@@ -1054,20 +1083,25 @@ def dist_images(env: str) -> dict[str, str]:
 
 
 def workload_images(env: str) -> set[str]:
-    """The local builds the workloads of ``dist/<env>`` run, plus ``probe`` for the tests' connections: not
-    the backup's, whose CronJobs start nothing unless triggered (its Dockerfile's pip also cannot reach
-    PyPI through a TLS-intercepting proxy, as the agent's can with the host's CA)."""
-    return {*dist_images(env).values(), "probe"} - {"backup"}
+    """The local builds every container of ``dist/<env>`` runs (its CronJobs' too), plus ``probe`` for the
+    tests' connections."""
+    return {*dist_images(env).values(), "probe"}
 
 
-def _pull_policy_patches(env: str) -> list[dict[str, Any]]:
+def _dist_objects(env: str) -> list[dict[str, Any]]:
+    objects = []
+    for path in sorted((ROOT / "dist" / env).glob("*.yaml")):
+        obj = yaml.safe_load(path.read_text())
+        if path.name != "kustomization.yaml" and isinstance(obj, dict):
+            objects.append(obj)
+    return objects
+
+
+def _pull_policy_patches(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """JSON patches that let the kubelet use an imported image where dist/ says ``Always`` (it would ask
     a registry, unreachable here, for the tag's digest)."""
     patches = []
-    for path in sorted((ROOT / "dist" / env).glob("*.yaml")):
-        obj = yaml.safe_load(path.read_text())
-        if path.name == "kustomization.yaml" or not isinstance(obj, dict):
-            continue
+    for obj in objects:
         ops = []
         spec = obj.get("spec", {})
         pod_path, pod = "/spec/template/spec", spec.get("template", {}).get("spec")
@@ -1085,23 +1119,147 @@ def _pull_policy_patches(env: str) -> list[dict[str, Any]]:
     return patches
 
 
-def overlay(env: str, folder: Path) -> Path:
-    """A kustomize overlay of ``dist/<env>`` that points it at the local images; its folder."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _kustomization(env: str, resources: list[str], objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Kustomization of ``resources`` that points the images of ``dist/<env>`` at the local builds."""
     images: list[dict[str, str]] = []
     for image, name in sorted(dist_images(env).items()):
         repository = image.split("@")[0].rsplit(":", 1)[0]
         if all(i["name"] != repository for i in images):
             images.append({"name": repository, "newName": f"{IMAGE_REGISTRY}/{name}", "newTag": IMAGE_TAG})
-    kustomization = {
+    return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(ROOT / "dist" / env, folder)],
+        "resources": resources,
         "images": images,
-        "patches": _pull_policy_patches(env),
+        "patches": _pull_policy_patches(objects),
     }
+
+
+def overlay(env: str, folder: Path) -> Path:
+    """A kustomize overlay of ``dist/<env>`` that points it at the local images; its folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kustomization = _kustomization(env, [os.path.relpath(ROOT / "dist" / env, folder)], _dist_objects(env))
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return folder
+
+
+def apply_one_off(node: Node, env: str, manifest: dict[str, Any]) -> str:
+    """Apply a Job that ``app.py`` prints for ``env`` (``make restore``, ``make backups``) through the same
+    image overlay as ``dist/<env>``; its name."""
+    name = str(manifest["metadata"]["name"])
+    folder = node.workdir / "one-off" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    kustomization = _kustomization(env, ["job.yaml"], [manifest])
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    built = node.cp.kubectl.ok("kustomize", str(folder))
+    node.cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=built)
+    return name
+
+
+# -- S3 on the host ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """Where the backup CronJobs of ``dist/<env>`` write: ``KGB_S3_ENDPOINT_URL`` and ``KGB_TARGET``."""
+
+    endpoint: str
+    bucket: str
+    prefix: str
+
+    @property
+    def hosts(self) -> list[str]:
+        """The endpoint's host name and the bucket's virtual host under it (either addressing style)."""
+        host = str(httpx.URL(self.endpoint).host)
+        return [host, f"{self.bucket}.{host}"]
+
+
+def s3_target(env: str) -> S3Target | None:
+    """The one S3 target every backup CronJob of ``dist/<env>`` names; ``None`` without S3 backups."""
+    found = set()
+    for obj in _dist_objects(env):
+        if obj["kind"] != "CronJob":
+            continue
+        for container in obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]:
+            values = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+            if values.get("KGB_TARGET", "").startswith("s3://") and values.get("KGB_S3_ENDPOINT_URL"):
+                bucket, _, prefix = values["KGB_TARGET"].removeprefix("s3://").partition("/")
+                found.add(S3Target(values["KGB_S3_ENDPOINT_URL"], bucket, prefix))
+    if len(found) > 1:
+        raise ValueError(f"dist/{env}: the backup CronJobs name different S3 targets: {sorted(map(str, found))}")
+    return found.pop() if found else None
+
+
+def dist_hosts(env: str) -> dict[str, str]:
+    """Names cluster DNS answers for ``dist/<env>``: its model provider and its backups' S3 endpoint."""
+    target = s3_target(env)
+    return {OPENAI_HOST: OPENAI_IP, **{host: S3_IP for host in (target.hosts if target else [])}}
+
+
+@dataclass
+class FakeS3:
+    """moto's S3 server on S3_IP:443 over TLS, holding the target's bucket; ``client`` is boto3's."""
+
+    target: S3Target
+    client: Any
+
+    def keys(self, under: str = "") -> list[str]:
+        """Every object key under the target's prefix and ``under``."""
+        prefix = "/".join(p for p in (self.target.prefix, under) if p)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+@contextlib.contextmanager
+def fake_s3(workdir: Path, target: S3Target) -> Iterator[FakeS3]:
+    """moto's S3 server (requirements/backup-test.txt) on S3_IP:443, with a certificate from :func:`node_ca`
+    for the target's endpoint and bucket host names, and the target's bucket created (as the environment's
+    administrators would have). Path-style requests to the endpoint's own name address buckets by path
+    (``MOTO_S3_CUSTOM_ENDPOINTS``); ``<bucket>.<endpoint>`` by host."""
+    import importlib.util
+
+    if importlib.util.find_spec("moto") is None:
+        raise FileNotFoundError("moto[server] not installed (requirements/backup-test.txt)")
+    import boto3
+    from botocore.config import Config
+
+    ca_cert, ca_key = node_ca()
+    key, cert = _certificate(target.hosts[0], (ca_key.read_bytes(), ca_cert.read_bytes()), *target.hosts[1:], S3_IP)
+    (workdir / "s3.key").write_bytes(key)
+    (workdir / "s3.pem").write_bytes(cert)
+    log = (workdir / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", S3_IP, "-p", "443", "-c", str(workdir / "s3.pem"),
+         "-k", str(workdir / "s3.key")],
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MOTO_S3_CUSTOM_ENDPOINTS": target.endpoint},
+    )  # fmt: skip
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"https://{S3_IP}",
+            verify=str(ca_cert),
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto exited with {proc.returncode}:\n{(workdir / 'moto.log').read_text()[-3000:]}")
+            try:
+                client.create_bucket(Bucket=target.bucket)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield FakeS3(target, client)
+    finally:
+        stop(proc)
+        log.close()
 
 
 def hand_made_secrets(env: str, namespace: str) -> list[dict[str, Any]]:
@@ -1198,7 +1356,7 @@ def main(argv: list[str]) -> int:
         print("usage: python tests/real_node.py cluster [ENV]", file=sys.stderr)
         return 2
     env = argv[1] if len(argv) == 2 else "dev"
-    with real_node(workload_images(env)) as node:
+    with real_node(workload_images(env), dist_hosts(env)) as node:
         synced = apply_dist(node, env)
         print("\n".join(synced.problems) or f"dist/{env} synced:\n{wave_table(synced.waves)}", file=sys.stderr)
         print(f"export KUBECONFIG={node.cp.kubectl.kubeconfig}", file=sys.stderr)

@@ -238,7 +238,7 @@ def test_restore_plan_is_a_procedure_over_what_dist_deploys(env: str, store: str
     tracked = store != "redis"
     assert ("indexed_commits.restored.json" in text) is tracked
     if tracked:
-        reindex = [c for c in cronjobs if c.endswith("-reindex")]  # dev has no schedule: the API is called
+        reindex = [c for c in cronjobs if c.endswith("-reindex")]  # without a schedule the API is called
         # as the re-index client calls it: per repository, incremental; never the full-index route.
         again = (
             f"create job --from=cronjob/{reindex[0]}"
