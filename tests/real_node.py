@@ -1020,6 +1020,10 @@ def node_lock() -> Iterator[None]:
         os.close(fd)
 
 
+_REMOVING: list[subprocess.Popen[bytes]] = []
+"""Work directories being deleted in the background (kept, so they are reaped, not warned about)."""
+
+
 @contextlib.contextmanager
 def real_node(images: set[str] | None = None, *, nodes: int = 1) -> Iterator[Node]:
     """A control plane and ``nodes`` real nodes (zones ``zone-a``, ``zone-b``, ``zone-c`` in turn) with
@@ -1071,9 +1075,17 @@ def real_node(images: set[str] | None = None, *, nodes: int = 1) -> Iterator[Nod
                 host.restore()
             left = host.differences()
     finally:
-        # After the lock: the next cluster need not wait for the image stores' many files to go.
-        # --one-file-system: never through a mount that teardown could not remove.
-        _run("rm", "-rf", "--one-file-system", str(workdir), check=False, timeout=1800)
+        # In the background, after the lock: deleting the nodes' image stores (tens of thousands of unpacked
+        # files a node) takes minutes on a busy disk, and nothing waits for it. --one-file-system: never
+        # through a mount that teardown could not remove.
+        _REMOVING.append(
+            subprocess.Popen(
+                ["rm", "-rf", "--one-file-system", str(workdir)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
     if left:
         raise AssertionError("the node left traces on the host:\n" + "\n".join(left))
 
