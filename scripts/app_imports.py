@@ -7,8 +7,10 @@ Reads ``main.py`` and ``src/**/*.py`` of the checkout, collects every absolute
 ``import a.b`` and ``from a.b import name``, drops the standard library and the
 app's own ``src`` package, and prints JSON: for each module path, the names
 taken from it and the source files that import it; and every route handler
-(method, path as declared, async or not, file), which the stand-in app mirrors. The image test imports every
-entry inside the built image (tests/test_images.py); docs/agent.md cites it.
+(method, path as declared, async or not, file), which the stand-in app mirrors; every file of the checkout;
+and the names each source file defines (functions, classes, ``Class.method``, module-level names). The image
+test imports every module entry inside the built image (tests/test_images.py); docs/agent.md cites it, and
+tests/test_docs.py checks each source path and name docs/agent.md cites against it.
 Standard library only.
 """
 
@@ -89,6 +91,38 @@ def routes(root: Path) -> list[dict[str, str]]:
     return sorted(found, key=lambda r: (r["source"], r["path"], r["method"]))
 
 
+def files(root: Path) -> list[str]:
+    """Every file of the checkout (not ``.git`` or bytecode), as a path relative to it."""
+    skip = {".git", "__pycache__"}
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not skip.intersection(p.relative_to(root).parts)
+    )
+
+
+def definitions(root: Path) -> dict[str, list[str]]:
+    """Per source file, the names it defines at module level and the methods of its classes."""
+    found: dict[str, list[str]] = {}
+    for path in _sources(root):
+        rel = path.relative_to(root).as_posix()
+        names: set[str] = set()
+        for node in ast.parse(path.read_text(encoding="utf-8"), filename=rel).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            if isinstance(node, ast.ClassDef):
+                names.update(
+                    f"{node.name}.{item.name}"
+                    for item in node.body
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                )
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+        found[rel] = sorted(names)
+    return found
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkout", type=Path, help="directory holding the app's main.py and src/")
@@ -102,6 +136,8 @@ def main() -> int:
         "commit": args.commit,
         "modules": scan(args.checkout),
         "routes": routes(args.checkout),
+        "files": files(args.checkout),
+        "definitions": definitions(args.checkout),
     }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")

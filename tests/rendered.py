@@ -359,19 +359,27 @@ def redis_url_of(env: str, redis: RedisPod) -> str:
 
 @contextlib.contextmanager
 def run_agent(
-    env: str, component: str, root: Path, *, redis: RedisPod, chroma: ChromaPod, llm_url: str
+    env: str,
+    component: str,
+    root: Path,
+    *,
+    redis: RedisPod,
+    chroma: ChromaPod,
+    llm_url: str,
+    app_dir: Path = STAND_IN_APP,
 ) -> Iterator[AgentPod]:
     """dist/<env>'s ``query`` or ``indexer`` pod: its args, its env and its ConfigMap's, on loopback.
 
     Mechanical changes only: ports and mount paths remapped (LocalPod), the Services of Chroma and Redis
     pointed at the running stores, the listen address on loopback, and the LLM at a fake server (the
     rendered env uses the provider's default). What the image's ENV adds (the app's directory, the
-    installed runtime, tiktoken's seeded tables) comes from the paths above."""
-    for path in (AGENT_RUNTIME / "kga_runtime", STAND_IN_APP / "src" / "api", AGENT_PYTHON):
+    installed runtime, tiktoken's seeded tables) comes from the paths above. ``app_dir``: the app's checkout
+    (default the stand-in; scripts/real_app_run.py passes the real app at the pinned commit)."""
+    for path in (AGENT_RUNTIME / "kga_runtime", app_dir / "src" / "api", AGENT_PYTHON):
         if not path.exists():
             from tools import missing
 
-            missing(f"{path.relative_to(ROOT)} missing (the runtime layer of issue 16; scripts/setup.sh test)")
+            missing(f"{path} missing (the runtime layer of issue 16; scripts/setup.sh test)")
     pod = LocalPod.of(env, component, root, secrets={redis.secret_name: {"url": redis_url_of(env, redis)}})
     container = pod.container("agent")
     (config,) = [source["configMapRef"]["name"] for source in container["envFrom"]]
@@ -392,7 +400,7 @@ def run_agent(
         "CHROMA_HOST": "127.0.0.1",
         "CHROMA_PORT": str(chroma.port),
         "LLM_API_BASE_URL": llm_url,
-        "KGA_APP_DIR": str(STAND_IN_APP),
+        "KGA_APP_DIR": str(app_dir),
         "PYTHONPATH": str(AGENT_RUNTIME),
         "TIKTOKEN_CACHE_DIR": str(tiktoken),
         "ANONYMIZED_TELEMETRY": "False",

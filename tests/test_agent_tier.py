@@ -217,7 +217,8 @@ def test_the_hpa_target_must_stay_below_the_readiness_cut_off() -> None:
         parse_environment(data, source="prod.yaml")
     assert caught.value.problems == [
         "prod.yaml: query.autoscaling.targetInFlight: is 8 but agent.runtime.maxInFlight is 8: pods would leave "
-        "their Service (readiness) before the HPA adds any; set it below 8"
+        "their Service (readiness) before the HPA adds any; set it below 8 "
+        "(see docs/environment-reference.md#autoscaling)"
     ]
 
 

@@ -20,8 +20,10 @@ from pydantic import ValidationError
 from rendered import LocalPod, envs_with, objects
 from tools import require_tool
 
-from kgstack.connections import Endpoint
+from kgstack.connections import Connections, Endpoint
 from kgstack.edge import (
+    ACME_SOLVER,
+    ACME_SOLVER_PORT,
     BLOCKED_PATHS,
     Edge,
     EdgeProps,
@@ -32,6 +34,7 @@ from kgstack.edge import (
 from kgstack.environment import parse_environment
 from kgstack.model import ImageRef, Stage
 from kgstack.naming import Identity
+from kgstack.network_policies import NamespacePeer
 from kgstack.publish import manifests
 from kgstack.schema import schema_problems
 
@@ -133,6 +136,22 @@ def test_side_by_side_migration_serves_both_edges_from_one_certificate_and_verif
     assert edge_peers(EdgeSettings()) == [edge_peer(EdgeSettings())]
     with pytest.raises(ValidationError, match="sideBySideIngressNginx"):
         EdgeSettings(controller="ingress-nginx", side_by_side_ingress_nginx=True)
+
+
+def test_the_edge_declares_the_flows_it_is_handed() -> None:
+    """Issue 21: AgentStack declared the edge's traffic, so an Edge in a chart of its own reached nothing."""
+    chart = cdk8s.Chart(cdk8s.App(), "prod")
+    edge = Edge(chart, "Edge", props=props(side_by_side_ingress_nginx=True))
+    flows = {
+        (f.source.namespace, f.destination.key, f.ports[0].port)  # type: ignore[union-attr]
+        for f in Connections.of(chart).flows
+        if isinstance(f.source, NamespacePeer)
+    }
+    verifier = {(e.peer.key, e.port) for e in edge.endpoints}
+    assert verifier  # the edge calls the verifier
+    handed = {("web", 8080), ("query", 8000), ("indexer", 8000), *verifier, (ACME_SOLVER.key, ACME_SOLVER_PORT)}
+    for namespace in ("envoy-gateway-system", "ingress-nginx"):  # both edges while they serve one host
+        assert {(dest, port) for source, dest, port in flows if source == namespace} == handed
 
 
 def test_certificate_is_strict_and_issuer_per_stage() -> None:

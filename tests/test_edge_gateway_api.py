@@ -73,6 +73,18 @@ def test_backends_timeouts_and_blocked_paths() -> None:
     }
 
 
+def test_raw_cypher_is_refused_and_commit_tracking_reaches_the_indexer() -> None:
+    """Issue 16 defects 9 and 6, written out here rather than read from BLOCKED_PATHS and INDEXER_PATHS:
+    ``POST /api/v1/graph/query`` ran any Cypher it was sent against Memgraph; ``/api/v1/commits/*`` reads
+    ``indexed_commits.json`` and ``temp_repo/`` on the indexer's volume and was routed to the query tier."""
+    objects = render()
+    blocked = [m["path"] for m in rule(objects, "blocked")["matches"]]
+    assert {"type": "PathPrefix", "value": "/api/v1/graph/query"} in blocked
+    assert rule(objects, "blocked")["backendRefs"][0]["name"] == "kga-prod-auth"  # the verifier's deny port
+    indexer = [m["path"] for m in rule(objects, "indexer")["matches"]]
+    assert {"type": "PathPrefix", "value": "/api/v1/commits"} in indexer
+
+
 def test_security_headers_are_standard_response_header_modifiers() -> None:
     objects = render()
 

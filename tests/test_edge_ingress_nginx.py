@@ -62,6 +62,13 @@ def test_path_routing_and_blocked_endpoints() -> None:
         assert all(len(path) > len(other) for other in r if path.startswith(other) and other != path)
 
 
+def test_raw_cypher_is_refused_and_commit_tracking_reaches_the_indexer() -> None:
+    """Issue 16 defects 9 and 6 on the legacy edge, written out here (not read from the path tables)."""
+    r = routes(legacy())
+    assert r["/api/v1/graph/query"][:2] == ("kga-prod-auth", 8081)
+    assert r["/api/v1/commits"][:2] == ("kga-prod-indexer", 8000)
+
+
 def test_api_requires_a_key_ui_too_unless_public() -> None:
     objects = legacy()
     auth_url = "http://kga-prod-auth.kga-prod.svc.cluster.local:8080/verify"

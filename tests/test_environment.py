@@ -118,7 +118,7 @@ def test_prod_requires_digests_of_upstream_images() -> None:
     assert found == [
         "environments/prod.yaml: images.chroma.digest: required in stage prod (a tag can be moved; a "
         "digest cannot): read it with `crane digest registry.example.com/mirror/chroma:1.5.9`, then set "
-        "images.chroma.digest"
+        "images.chroma.digest (see docs/environment-reference.md#imageref)"
     ]
 
 
@@ -137,9 +137,10 @@ def test_no_problem_is_reported_at_the_top_level() -> None:
     found = problems(data, "environments/staging.yaml")
     assert found == [
         "environments/staging.yaml: backup.credentialsSecret: is null, so backups use workload identity: "
-        "set cloud.workloadIdentity, or name a Secret with object storage credentials",
+        "set cloud.workloadIdentity, or name a Secret with object storage credentials "
+        "(see docs/environment-reference.md#backupsettings)",
         "environments/staging.yaml: secrets.storeName: required in stage staging: name the (Cluster)SecretStore "
-        "that holds this environment's values (docs/secrets.md)",
+        "that holds this environment's values (docs/secrets.md) (see docs/environment-reference.md#secretssettings)",
     ]
 
 
@@ -149,7 +150,8 @@ def test_no_problem_is_reported_at_the_top_level() -> None:
         pytest.param(
             {"agent__vectorStore__type": "pinecone"},
             "environments/prod.yaml: stores.chroma: has no effect: agent.vectorStore.type is pinecone, so no "
-            "Chroma is deployed; remove stores.chroma or set agent.vectorStore.type: chroma",
+            "Chroma is deployed; remove stores.chroma or set agent.vectorStore.type: chroma "
+            "(see docs/environment-reference.md#stores)",
             id="chroma-with-pinecone",
         ),
         pytest.param(
@@ -160,7 +162,8 @@ def test_no_problem_is_reported_at_the_top_level() -> None:
                 }
             },
             "environments/prod.yaml: stores.memgraph: has no effect: agent.graph.enabled is false, so no Memgraph "
-            "is deployed; remove stores.memgraph or set agent.graph.enabled: true",
+            "is deployed; remove stores.memgraph or set agent.graph.enabled: true "
+            "(see docs/environment-reference.md#stores)",
             id="memgraph-with-graph-off",
         ),
     ],
@@ -235,7 +238,9 @@ def test_name_must_match_file(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(env_data("dev")))
     with pytest.raises(EnvironmentFileError) as caught:
         load_environment(path)
-    assert caught.value.problems == [f"{path}: name: 'dev' must equal the file name 'qa'"]
+    assert caught.value.problems == [
+        f"{path}: name: 'dev' must equal the file name 'qa' (see docs/environment-reference.md#environment)"
+    ]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
@@ -348,7 +353,7 @@ def test_a_name_that_is_not_a_dns_label_says_what_is_allowed() -> None:
     found = problems(env_data("dev", namespace="Kga_Dev"), "environments/dev.yaml")
     assert found == [
         "environments/dev.yaml: namespace: 'Kga_Dev' is not a DNS label (RFC 1123): lowercase letters, digits "
-        "and '-', starting and ending with a letter or digit"
+        "and '-', starting and ending with a letter or digit (see docs/environment-reference.md#environment)"
     ]
 
 
@@ -430,14 +435,15 @@ def test_kubernetes_fields_are_refused_without_kubernetes() -> None:
     for field in ("namespace", "kubernetesVersion", "cluster", "cloud", "gitops", "quota", "workloads"):
         assert (
             f"environments/dev.yaml: {field}: Kubernetes only, and targets (compose) has no kubernetes: remove it"
-            in (found)
+            " (see docs/environment-reference.md#environment)" in (found)
         ), found
 
 
 def test_ecs_refuses_a_storage_class_and_aci_what_it_cannot_run() -> None:
     found = problems(env_data("dev", targets=["kubernetes", "ecs"], cloud={"provider": "eks", "storageClass": "gp3"}))
-    assert "environments/dev.yaml: cloud.storageClass: ECS keeps state on EFS: a StorageClass means nothing there" in (
-        found
+    assert (
+        "environments/dev.yaml: cloud.storageClass: ECS keeps state on EFS: a StorageClass means nothing there"
+        " (see docs/environment-reference.md#cloudprofile)" in found
     ), found
     found = problems(env_data("aws", targets=["aci"]))
     assert any(p.startswith("environments/dev.yaml: stores.chroma: Chroma keeps SQLite") for p in found), found
@@ -449,3 +455,51 @@ def test_the_cloud_targets_read_secrets_and_monitoring() -> None:
     assert [t.value for t in env.targets] == ["ecs"] and env.secrets.key_prefix(env.name) == "kga/aws/"
     found = problems(env_data("aws", targets=["compose"], backup={"target": "s3://acme-kga-backups/aws"}))
     assert any(p.startswith("environments/dev.yaml: secrets: Kubernetes only") for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        # a value that is not a DNS label
+        ({"namespace": "KGA"}, "namespace: 'KGA' is not a DNS label (RFC 1123)"),
+        # an item of a list of plain values: the section of the model holding the list, not the bare page
+        ({"network__internetPorts": [0]}, "network.internetPorts[0]: Input should be greater than or equal to 1"),
+        ({"agent__githubFileExtensions": ["py"]}, "agent.githubFileExtensions[0]: String should match pattern"),
+        # a rule across fields (raised as FieldError by a model validator)
+        ({"cloud__workloadIdentity": "arn:aws:iam::1:role/x"}, "cloud.workloadIdentity: needs cloud.provider eks"),
+        ({"targets": ["compose"]}, "namespace: Kubernetes only, and targets (compose) has no kubernetes"),
+        ({"workloads": {"tolerations": [{"operator": "Exists", "value": "x"}]}}, "workloads.tolerations[0].value"),
+        ({"workloads": {"labels": {"team": "a b"}}}, "workloads.labels.team: 'a b' is not a label value"),
+        (
+            {"patches": [{"target": {"kind": "Deployment", "name": "x"}, "reason": "r", "merge": {}, "json": []}]},
+            "patches[0].merge: set exactly one of merge and json",
+        ),
+    ],
+)
+def test_every_kind_of_error_links_a_section_that_exists(changes: dict[str, object], problem: str) -> None:
+    """Issue 21 (the README: every error links its section): a name that is not a DNS label, a rule across
+    fields and an item of a list of numbers came without a section (or with the bare page)."""
+    headings = {line[3:].lower() for line in markdown_reference().splitlines() if line.startswith("## ")}
+    (found,) = [p for p in problems(env_data("dev", **changes)) if p.startswith(f"environments/dev.yaml: {problem}")]
+    link = found.rsplit(" (see ", 1)[1]
+    assert link.startswith("docs/environment-reference.md#") and link.endswith(")"), found
+    assert link.removesuffix(")").partition("#")[2] in headings
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"query__resources__requests__cpu": "0"}, "query.resources.requests.cpu"),
+        ({"indexer__storageSize": "0Gi"}, "indexer.storageSize"),
+        ({"quota__limits__memory": 0}, "quota.limits.memory"),
+    ],
+)
+def test_a_zero_quantity_is_refused(changes: dict[str, object], field: str) -> None:
+    """Issue 21 (a value that parses but means nothing): `requests.cpu: 0` was taken, and the HPA's CPU
+    utilisation has no base; the API server refuses a 0Gi volume claim."""
+    found = problems(env_data("prod", **changes), "environments/prod.yaml")
+    assert [p for p in found if p.startswith(f"environments/prod.yaml: {field}: ")] == [
+        f"environments/prod.yaml: {field}: {str(next(iter(changes.values())))!r} is zero: every size, request, "
+        f"limit and quota here must be more than 0 (see docs/environment-reference.md#"
+        f"{'indexertier' if field.startswith('indexer') else 'computeamounts'})"
+    ]

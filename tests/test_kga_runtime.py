@@ -14,9 +14,12 @@ Missing venv or servers: skip locally, fail under CI=true.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -411,6 +414,19 @@ def test_every_log_line_of_a_request_carries_its_id_and_no_credential(agent: Age
     assert len(headers["x-request-id"]) == 32
 
 
+def test_a_prober_that_gives_up_leaves_no_traceback_in_the_log(agent: Agent) -> None:
+    """A kubelet whose probe timed out closes its connection before the answer. The side server's default
+    printed socketserver's traceback to stderr: lines outside the JSON format (seen in the real-app run)."""
+    for path in ("/livez", "/readyz", "/metrics") * 10:
+        with socket.create_connection(("127.0.0.1", agent.runtime_port), timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n".encode())
+    assert _http("GET", f"{agent.probes}/livez")[0] == 200  # the server is still there
+    time.sleep(0.5)
+    lines = agent.log_lines()
+    assert not [line for line in lines if not line.startswith("{")], [ln for ln in lines if not ln.startswith("{")][:8]
+
+
 # ------------------------------------------------------------ repository URL
 
 
@@ -422,6 +438,53 @@ def test_repository_name_keeps_its_last_letters(agent: Agent) -> None:
     workflow = agent.wait_workflow(body["workflow_id"])
     assert workflow["repository_name"] == "knowledge-graph-agent"
     assert workflow["clone_url"] == "https://github.com/acme/knowledge-graph-agent.git"  # no token in the URL
+
+
+_GIT_AUTH = """
+import json, os, subprocess
+from src.loaders.repository_url_handler import RepositoryUrlHandler
+from kga_runtime import adapters
+
+def seen():
+    url = RepositoryUrlHandler().build_clone_url("acme", "knowledge-graph-agent", os.environ["GITHUB_TOKEN"])
+    get = ["git", "config", "--get-urlmatch", "http.extraheader", url]
+    return {"url": url, "header": subprocess.run(get, capture_output=True, text=True).stdout.strip()}
+
+old = seen()
+(adapter,) = [a for a in adapters.ADAPTERS if a.name == "repository-urls"]
+adapter.apply(None)  # the launcher's step; this adapter reads only the environment
+print(json.dumps({"old": old, "new": seen()}))
+"""
+
+
+def test_git_gets_the_token_as_a_header_never_in_the_url(tmp_path: Path) -> None:
+    """Defect 8, second half: the app builds ``https://<token>@github.com/...``, logs it and hands it to git as an
+    argument (GitCommandExecutor). With the adapter the URL the app logs and passes is bare, and git, as it
+    resolves its own configuration for that URL, still sends the token: as an Authorization header."""
+    res = subprocess.run(
+        [_agent_python(), "-c", _GIT_AUTH],
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),  # no user or system git configuration of this machine
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "PYTHONPATH": os.pathsep.join([str(RUNTIME_SRC), str(FIXTURE_APP)]),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "GITHUB_TOKEN": TOKEN,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    # The app's own behaviour: the token in the URL, nothing in git's configuration.
+    assert seen["old"] == {"url": f"https://{TOKEN}@github.com/acme/knowledge-graph-agen.git", "header": ""}
+    assert seen["new"]["url"] == "https://github.com/acme/knowledge-graph-agent.git"
+    scheme, _, credential = seen["new"]["header"].partition(": Basic ")
+    assert scheme == "Authorization", seen
+    assert base64.b64decode(credential).decode() == f"x-access-token:{TOKEN}"
 
 
 def test_metrics_use_route_templates(agent: Agent) -> None:

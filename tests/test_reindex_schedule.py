@@ -389,7 +389,7 @@ def test_scheduled_re_indexing_needs_github_urls() -> None:
     assert caught.value.problems == [
         "prod.yaml: repositories[0].url: 'https://gitlab.example.com/acme/x' is not a GitHub URL "
         "(https://github.com/...), which the indexer's incremental endpoint requires for scheduled re-indexing "
-        "(reindex.schedule)"
+        "(reindex.schedule) (see docs/environment-reference.md#repository)"
     ]
     parse_environment(env_data("dev", repositories=repositories), source="dev.yaml")  # dev has no schedule
 

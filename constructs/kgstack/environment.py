@@ -678,6 +678,25 @@ def _reference(model: type[BaseModel] | None) -> str:
     return f"{REFERENCE}#{model.__name__.lower()}" if model is not None else REFERENCE
 
 
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _parts(path: str) -> tuple[int | str, ...]:
+    """``tolerations[0].value`` -> ``("tolerations", 0, "value")``."""
+    return tuple(int(index) if index else name for name, index in _PART.findall(path))
+
+
+def _linked(reason: str, loc: tuple[int | str, ...]) -> str:
+    """``reason`` with the section of the reference for the model that holds the field at ``loc``: the
+    nearest enclosing model (a list of numbers or a dict of labels has no section of its own)."""
+    if "(see " in reason:
+        return reason
+    parent = loc[:-1]
+    while parent and (isinstance(parent[-1], int) or _model_at(parent) is None):
+        parent = parent[:-1]
+    return f"{reason} (see {_reference(_model_at(parent))})"
+
+
 def _unknown_field(loc: tuple[int | str, ...]) -> str:
     model = _model_at(loc[:-1])
     if model is None:
@@ -697,23 +716,22 @@ def _describe(error: Any) -> list[tuple[str, str]]:
     loc = tuple(error["loc"])
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, FieldError):
-        return [(_field_path((*loc, *path.split("."))), reason) for path, reason in cause.problems]
+        return [
+            (_field_path((*loc, *path.split("."))), _linked(reason, (*loc, *_parts(path))))
+            for path, reason in cause.problems
+        ]
     if error["type"] == "extra_forbidden":
         return [(_field_path(loc), _unknown_field(loc))]
     if error["type"] == "missing":
         return [(_field_path(loc), f"required field is missing (see {_reference(_model_at(loc[:-1]))})")]
     if error["type"] == "string_pattern_mismatch" and error["ctx"]["pattern"] == f"^{DNS_LABEL}$":
         reason = "lowercase letters, digits and '-', starting and ending with a letter or digit"
-        return [(_field_path(loc), f"{error['input']!r} is not a DNS label (RFC 1123): {reason}")]
+        return [(_field_path(loc), _linked(f"{error['input']!r} is not a DNS label (RFC 1123): {reason}", loc))]
     if error["type"] == "model_type":
         model = _model_at(loc)
         return [(_field_path(loc), f"expected a mapping of settings (see {_reference(model)})")]
     message = str(error["msg"]).removeprefix("Value error, ")
-    # A wrong type or value: the section of the reference for the model that holds the field.
-    parent = loc[:-1]
-    while parent and isinstance(parent[-1], int):
-        parent = parent[:-1]
-    return [(_field_path(loc) or "name", f"{message} (see {_reference(_model_at(parent))})")]
+    return [(_field_path(loc) or "name", _linked(message, loc))]
 
 
 def parse_environment(data: object, *, source: str, expected_name: str | None = None) -> Environment:
@@ -726,7 +744,8 @@ def parse_environment(data: object, *, source: str, expected_name: str | None = 
         problems = [f"{source}: {path}: {reason}" for e in exc.errors() for path, reason in _describe(e)]
         raise EnvironmentFileError(problems) from None
     if expected_name is not None and env.name != expected_name:
-        raise EnvironmentFileError([f"{source}: name: {env.name!r} must equal the file name {expected_name!r}"])
+        mismatch = f"{env.name!r} must equal the file name {expected_name!r}"
+        raise EnvironmentFileError([f"{source}: name: {_linked(mismatch, ('name',))}"])
     return env
 
 

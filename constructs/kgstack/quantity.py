@@ -60,9 +60,12 @@ def _as_text(value: object) -> object:
 
 
 def _check(text: str) -> str:
-    parse_quantity(text)
+    if parse_quantity(text) == 0:
+        # Well formed, and meaningless: the API server refuses an empty volume, a zero request gives the
+        # HPA's utilisation no base, and a zero limit or quota lets nothing run.
+        raise ValueError(f"{text!r} is zero: every size, request, limit and quota here must be more than 0")
     return text
 
 
 Quantity = Annotated[str, BeforeValidator(_as_text), AfterValidator(_check)]
-"""A quantity kept as written (for the manifest) but checked for form."""
+"""A quantity kept as written (for the manifest), checked for form and for meaning (more than zero)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
 import threading
 import time
 import urllib.request
@@ -119,6 +121,15 @@ def side_server(state: State, cfg: Config, metrics: Metrics) -> ThreadingHTTPSer
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer((cfg.host, cfg.runtime_port), Handler)
+    server = _SideServer((cfg.host, cfg.runtime_port), Handler)
     server.daemon_threads = True
     return server
+
+
+class _SideServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints a traceback to stderr, outside the JSON log. A prober that gave up before the
+        answer (a kubelet timeout) resets its connection: not our error. Anything else goes to the log."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        logging.getLogger("kga.runtime").exception("probe request from %s failed", client_address[0])
