@@ -85,10 +85,11 @@ def make_repository(root: Path) -> Path:
 
 
 def push_change(root: Path) -> None:
-    """A second commit on main: one file changed, one added."""
+    """A second commit on main: one file changed, one added, one deleted."""
     work = root / "tiny-agent-src"
     (work / "tiny" / "count.py").write_text("def count_words(text: str) -> int:\n    return len(text.split()) + 0\n")
     (work / "tiny" / "shout.py").write_text("def shout(text: str) -> str:\n    return text.upper()\n")
+    (work / "config.yaml").unlink()
     git = ["git", "-c", "user.name=acme", "-c", "user.email=dev@acme.example.com"]
     for args in (
         ["add", "."],
@@ -217,7 +218,7 @@ def metrics(pod: AgentPod, *prefixes: str) -> list[str]:
 def log_report(pod: AgentPod, secrets: list[str]) -> dict[str, Any]:
     lines = pod.log.read_text(encoding="utf-8", errors="replace").splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    wanted = re.compile(r"Cloning|Successfully cloned|adapter |serving |collection|commit tracking|Commit", re.I)
+    wanted = re.compile(r"Cloning|Successfully cloned|adapter |serving |collection|commit tracking|Commit|stale", re.I)
     return {
         "lines": len(lines),
         "json_lines": len(records),
@@ -225,6 +226,7 @@ def log_report(pod: AgentPod, secrets: list[str]) -> dict[str, Any]:
         "lines_with_a_secret": sum(any(s in line for s in secrets) for line in lines),
         "errors": [f"{r['logger']}: {r['msg'][:200]}" for r in records if r["level"] in ("ERROR", "CRITICAL")][:10],
         "warnings": [f"{r['logger']}: {r['msg'][:200]}" for r in records if r["level"] == "WARNING"][:10],
+        "stale_chunks": [r["msg"] for r in records if r["logger"] == "kga.runtime" and "stale chunks" in r["msg"]],
         "selected": [
             {k: r.get(k) for k in ("level", "logger", "msg", "request_id")}
             for r in records
@@ -260,6 +262,7 @@ def run(app: Path, env: str, root: Path) -> dict[str, Any]:
         report["index_incremental_again"] = index(indexer, incremental=True)
         push_change(root)
         report["index_incremental_after_a_push"] = index(indexer, incremental=True)
+        report["chroma_after_the_push"] = chroma_report(chroma.client(), indexer.env["CHROMA_COLLECTION_NAME"])
         report["index_full"] = index(indexer, incremental=False)
         report["chroma_server"] = chroma_report(chroma.client(), indexer.env["CHROMA_COLLECTION_NAME"])
         # The app's embedded default would be ./chroma_db in a pod's working directory.
@@ -290,10 +293,15 @@ def is_secret(name: str) -> bool:
 
 def chroma_report(client: Any, collection: str) -> dict[str, Any]:
     store = client.get_collection(collection)
+    mine = store.get(where={"repository": "acme/tiny-agent"}, include=["metadatas", "documents"])
     return {
         "collections": sorted(c.name for c in client.list_collections()),
         "count": store.count(),
-        "count_of_tiny_agent": len(store.get(where={"repository": "acme/tiny-agent"})["ids"]),
+        "count_of_tiny_agent": len(mine["ids"]),
+        "chunks_of_tiny_agent": sorted(
+            f"{(meta or {}).get('file_path')}: {text[-60:]!r}"
+            for meta, text in zip(mine["metadatas"], mine["documents"], strict=True)
+        ),
     }
 
 

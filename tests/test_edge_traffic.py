@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from edge_harness import (
     self_signed,
     translate,
 )
-from rendered import objects
+from rendered import objects, of_kind
 
 WEB, QUERY, INDEXER = "web", "query", "indexer"
 AGENT_PATHS = [
@@ -172,6 +174,52 @@ def test_agent_paths_reach_the_tier_that_owns_them(edge: RunningEdge, method: st
     answer = edge.request(method, path, key(), b"{}" if method == "POST" else None)
     assert tier_of(answer) == tier, (method, path)
     assert json.loads(answer.body)["path"] == path
+
+
+_SELECTOR = re.compile(r"\b(envoy_[a-z_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r'([a-z_]+)(=~|!~|!=|=)"((?:[^"\\]|\\.)*)"')
+
+
+def _prometheus_series(edge: RunningEdge) -> dict[str, list[dict[str, str]]]:
+    """Envoy's own Prometheus exposition (admin ``/stats/prometheus``, the path the PodMonitor scrapes)."""
+    url = f"http://127.0.0.1:{edge.admin_port}/stats/prometheus"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, list[dict[str, str]]] = {}
+    for line in text.splitlines():
+        if match := re.match(r"([a-z_]+)(?:\{(.*)\})? \S+$", line):
+            labels = {k: v for k, _, v in _MATCHER.findall(match.group(2) or "")}
+            out.setdefault(match.group(1), []).append(labels)
+    return out
+
+
+def test_the_alert_rules_select_the_series_envoy_exports(edge: RunningEdge) -> None:
+    """Issue 25: the SLIs and KgaEdgeMetricsAbsent read the proxies' series by cluster name. Every Envoy
+    selector of dist/'s PrometheusRule, after one request down each agent path, finds series of the real
+    Envoy that Envoy Gateway drives from dist/: the same metric, every cluster name pattern, the bucket
+    bound. (No request failed here, so a response class is only checked to be a label Envoy sets.)"""
+    for method, path, _ in AGENT_PATHS:
+        edge.request(method, path, key(), b"{}" if method == "POST" else None)
+    exported = _prometheus_series(edge)
+    (rule,) = of_kind(edge.env, "PrometheusRule")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    selectors = {(m.group(1), m.group(2)) for expr in exprs for m in _SELECTOR.finditer(expr)}
+    assert {name for name, _ in selectors} >= {"envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_rq_xx"}
+
+    def matches(labels: dict[str, str], name: str, op: str, value: str) -> bool:
+        if name == "envoy_response_code_class":
+            return name in labels
+        found = re.fullmatch(value, labels.get(name, "")) if "~" in op else labels.get(name, "") == value
+        return bool(found) == (op in ("=", "=~"))
+
+    unmatched = [
+        f"{metric}{{{matchers}}}"
+        for metric, matchers in sorted(selectors)
+        if not any(all(matches(labels, *m) for m in _MATCHER.findall(matchers)) for labels in exported.get(metric, []))
+    ]
+    clusters = sorted({s.get("envoy_cluster_name", "") for s in exported.get("envoy_cluster_upstream_rq_total", [])})
+    assert unmatched == [], f"no exported series for {unmatched}; Envoy's clusters: {clusters}"
+    print(f"\n{edge.env}: {len(selectors)} Envoy selectors of the rules, each matched by an exported series")
 
 
 @pytest.mark.parametrize(("method", "path"), BLOCKED_REQUESTS)

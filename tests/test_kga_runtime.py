@@ -302,13 +302,13 @@ def test_index_writes_to_the_chroma_server_not_chroma_db(agent: Agent, chroma_se
     collection = chroma_server.client().get_collection("knowledge-base-graph")
     assert collection.count() == 3
     assert not (agent.workdir / "chroma_db").exists()
-    # Defect 5 as the stand-in has it: the incremental endpoint skips a tracked repository ...
+    # Defect 5 as the app has it: no commit is ever recorded, so "incremental" is a full run; ids keep it single.
     _, _, body = _http(
         "POST", f"{agent.url}/api/v1/index/repository", {"repository_url": OUR_REPO, "incremental": True}
     )
-    assert agent.wait_workflow(body["workflow_id"])["documents_added"] == 0
+    assert agent.wait_workflow(body["workflow_id"])["documents_added"] == 3
     assert collection.count() == 3
-    assert "acme/knowledge-graph-agent#main" in json.loads((agent.workdir / "indexed_commits.json").read_text())
+    assert _tracked(agent) == {}
     assert agent.metric("kga_indexing_runs_total", outcome="succeeded") >= 2
     assert agent.metric("kga_indexing_runs_total", outcome="started") >= 2
 
@@ -329,31 +329,67 @@ def test_full_index_again_stores_each_chunk_once(agent: Agent, chroma_server: Ch
 TRACKED_REPO = "https://github.com/acme/tracker-demo"
 
 
-def test_first_incremental_run_records_its_commit_and_the_next_adds_nothing(
+def _index_incrementally(agent: Agent, url: str, status: str = "completed") -> dict[str, Any]:
+    _, _, body = _http("POST", f"{agent.url}/api/v1/index/repository", {"repository_url": url, "incremental": True})
+    workflow = agent.wait_workflow(body["workflow_id"])
+    assert workflow["status"] == status, workflow
+    return workflow
+
+
+def _tracked(agent: Agent) -> dict[str, Any]:
+    path = agent.workdir / "indexed_commits.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def test_incremental_runs_are_full_ones_that_record_no_commit_and_add_no_duplicates(
     agent: Agent, chroma_server: ChromaServer
 ) -> None:
-    """Defect 10: the first incremental run (no tracked commit) records the commit of the clone it indexed."""
+    """Defect 10 as the app has it at the pinned commit: GitDiffService runs ``git git rev-parse``, so no commit
+    is learned, nothing is tracked and each incremental run indexes everything again; chunk ids keep one copy."""
     collection = chroma_server.client().get_or_create_collection("knowledge-base-graph")
-    added = []
-    for _ in range(2):
-        _, _, body = _http(
-            "POST", f"{agent.url}/api/v1/index/repository", {"repository_url": TRACKED_REPO, "incremental": True}
-        )
-        workflow = agent.wait_workflow(body["workflow_id"])
-        assert workflow["status"] == "completed"
-        added.append(workflow["documents_added"])
-        if len(added) == 1:
-            tracked = json.loads((agent.workdir / "indexed_commits.json").read_text())["acme/tracker-demo#main"]
-            head = subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=agent.workdir / "temp_repo" / "acme" / "tracker-demo",
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            assert tracked["last_commit"] == head
-    assert added == [3, 0]
+    added = [_index_incrementally(agent, TRACKED_REPO)["documents_added"] for _ in range(2)]
+    assert added == [3, 3]
     assert len(collection.get(where={"repository": "acme/tracker-demo"})["ids"]) == 3
+    assert _tracked(agent) == {}
+    # A tracker entry written by hand (e.g. a restore's handback of a non-empty tracker) makes the app try its
+    # diff path, which fails at the pinned commit (_prepare_repository_for_diff): that repository stops indexing.
+    entry = {"repository": "acme/tracker-demo", "branch": "main", "last_commit": "0" * 40}
+    (agent.workdir / "indexed_commits.json").write_text(json.dumps({"acme/tracker-demo#main": entry}))
+    try:
+        _index_incrementally(agent, TRACKED_REPO, status="failed")
+    finally:
+        _http("DELETE", f"{agent.url}/api/v1/commits/tracking/acme/tracker-demo")
+    assert _tracked(agent) == {}
+
+
+SWEPT_REPO = "https://github.com/acme/sweep-demo"
+
+
+def test_a_full_index_removes_chunks_of_changed_and_deleted_files(agent: Agent, chroma_server: ChromaServer) -> None:
+    """Stale answers: chunks of a file's earlier version, and of a deleted file, are gone after the next index;
+    the current chunks are there and other repositories keep theirs."""
+    collection = chroma_server.client().get_or_create_collection("knowledge-base-graph")
+    mine = {"repository": "acme/sweep-demo"}
+    _index_incrementally(agent, OUR_REPO)  # another repository in the same collection
+    others = set(collection.get(where={"repository": "acme/knowledge-graph-agent"})["ids"])
+    _index_incrementally(agent, SWEPT_REPO)
+    before = collection.get(where=mine)
+    assert len(before["ids"]) == 3
+    clone = agent.workdir / "temp_repo" / "acme" / "sweep-demo"
+    (clone / "module_1.py").write_text("sweep-demo: module 1, rewritten\n")
+    (clone / "module_2.py").unlink()
+    (clone / "module_3.py").write_text("sweep-demo: module 3, new\n")
+    _index_incrementally(agent, SWEPT_REPO)
+    after = collection.get(where=mine)
+    assert sorted(after["documents"]) == [
+        "sweep-demo: module 0 of acme/sweep-demo\n",
+        "sweep-demo: module 1, rewritten\n",
+        "sweep-demo: module 3, new\n",
+    ]
+    by_text = dict(zip(before["documents"], before["ids"], strict=True))
+    assert by_text["sweep-demo: module 0 of acme/sweep-demo\n"] in after["ids"]  # unchanged: kept, not rewritten
+    assert set(collection.get(where={"repository": "acme/knowledge-graph-agent"})["ids"]) == others
+    assert any("removed 2 stale chunks of acme/sweep-demo" in line for line in agent.log_lines())
 
 
 # ------------------------------------------------------------------ caches

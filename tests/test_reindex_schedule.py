@@ -4,10 +4,12 @@ The client and the ``appSettings.json`` it reads come from the CronJob's volumes
 ``dist/`` (what the cluster runs); it runs with this Python against an HTTP server
 on loopback that behaves like the app's two indexing endpoints at the pinned commit
 (src/api/routes.py): ``POST /api/v1/index`` always runs a full index of every
-repository and adds every chunk again without ids (duplicates), while
-``POST /api/v1/index/repository`` with ``"incremental": true`` indexes only commits
-missing from ``indexed_commits.json``; ``GET /api/v1/workflows/<id>/status`` reports
-``pending``, ``running``, then ``completed`` or ``failed``.
+repository at once and, without the runtime layer, adds every chunk again without ids
+(duplicates), while ``POST /api/v1/index/repository`` with ``"incremental": true`` runs one
+repository; at the pinned commit that is a full index too (the app learns no commit, so
+``indexed_commits.json`` stays empty), which the runtime layer's chunk ids make replace the
+repository's chunks. ``GET /api/v1/workflows/<id>/status`` reports ``pending``, ``running``,
+then ``completed`` or ``failed``.
 """
 
 from __future__ import annotations
@@ -135,9 +137,10 @@ def test_the_quota_counts_the_reindex_pod() -> None:
 class Indexer:
     """The app's indexing API as it behaves, over an in-memory vector store.
 
-    ``commits`` is each repository's history (URL -> commit ids); each commit adds ``CHUNKS`` chunks. A
-    full index adds the chunks of every commit, an incremental one those of commits not yet in
-    ``indexed``; chunks carry no ids, so a second full index duplicates everything.
+    ``commits`` is each repository's history (URL -> commit ids); each commit adds ``CHUNKS`` chunks. Every run
+    reads every commit. ``POST /api/v1/index`` adds them without ids, so a second run duplicates everything;
+    the incremental request (no commit is ever tracked at the pinned commit: a full run) carries the runtime
+    layer's chunk ids, so it replaces the repository's chunks.
     """
 
     CHUNKS = 3
@@ -145,7 +148,6 @@ class Indexer:
     def __init__(self, settings: Path, *, failing: Set[str] = frozenset(), busy: int = 0) -> None:
         self.repositories = json.loads(settings.read_text())["repositories"]
         self.commits = {r["url"]: ["c1", "c2"] for r in self.repositories}
-        self.indexed: dict[str, set[str]] = {url: set() for url in self.commits}
         self.vectors: list[tuple[str, str]] = []  # (repository, commit) per chunk
         self.workflows: dict[str, dict[str, Any]] = {}
         self.failing, self.busy = failing, busy  # repositories whose run fails; requests answered 503 first
@@ -160,9 +162,10 @@ class Indexer:
         url = workflow["url"]
         if url in self.failing:
             return "failed"
-        new = [c for c in self.commits[url] if not (workflow["incremental"] and c in self.indexed[url])]
-        self.vectors += [(url, c) for c in new for _ in range(self.CHUNKS)]
-        self.indexed[url] |= set(self.commits[url])
+        chunks = [(url, c) for c in self.commits[url] for _ in range(self.CHUNKS)]
+        if workflow["incremental"]:  # upserted by id: the repository's chunks are replaced
+            self.vectors = [v for v in self.vectors if v[0] != url]
+        self.vectors += chunks
         return "completed"
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
@@ -397,7 +400,7 @@ def test_scheduled_re_indexing_needs_github_urls() -> None:
 def test_the_rendered_job_against_the_rendered_indexer_adds_each_chunk_once(job: Job, tmp_path: Path) -> None:
     """Defect 5 end to end: dist/staging's Job, twice, against dist/staging's indexer pod (the real runtime
     around the stand-in app, whose two endpoints behave as the app's) and dist/staging's Chroma: the second
-    run adds nothing, and every repository is tracked for the next incremental run."""
+    run, a full one like every run at the pinned commit (no commit is tracked), leaves the count unchanged."""
     if not (ROOT / "tests" / "fake_openai.py").exists():
         missing("tests/fake_openai.py missing (the runtime layer of issue 16)")
     from fake_openai import FakeOpenAI
@@ -417,9 +420,9 @@ def test_the_rendered_job_against_the_rendered_indexer_adds_each_chunk_once(job:
                 assert result.returncode == 0, result.stdout + result.stderr + indexer.tail()
                 counts.append(chroma.client().get_collection(indexer.env["CHROMA_COLLECTION_NAME"]).count())
             workdir = Path(indexer.pod.local(indexer.container, indexer.container["workingDir"]))
-            tracked = json.loads((workdir / "indexed_commits.json").read_text())
+            commits = workdir / "indexed_commits.json"
+            tracked = json.loads(commits.read_text()) if commits.exists() else {}
     finally:
         llm.stop()
     assert counts[0] > 0 and counts[1] == counts[0], counts
-    urls = [r["url"] for r in json.loads(job.settings.read_text())["repositories"]]
-    assert len(tracked) == len(urls), tracked
+    assert tracked == {}, tracked

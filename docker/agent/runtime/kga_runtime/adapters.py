@@ -7,12 +7,13 @@ symbol below; a renamed or removed symbol fails the build, not a request.
 from __future__ import annotations
 
 import base64
+import contextvars
 import functools
 import importlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config
@@ -280,53 +281,106 @@ def _idempotent_store(ctx: Context) -> None:
     setattr(owner, attr, add_documents)
 
 
-# ------------------------------------------- commit tracking from the first run
+# ------------------------------------------------ stale chunks after a full index
 
 WORKFLOW = "src.workflows.indexing_workflow:IndexingWorkflow"
-COMMIT_TRACKING = f"{WORKFLOW}._update_commit_tracking"
-REPO_CLONES = "src.loaders.git_repository_manager:GitRepositoryManager"
-CURRENT_COMMIT = "src.loaders.git_diff_service:GitDiffService.get_current_commit"
-_TRACKING_SYMBOLS = (
-    COMMIT_TRACKING,
-    f"{WORKFLOW}._get_repo_config",
-    f"{WORKFLOW}._parse_repo_url",
-    f"{REPO_CLONES}.get_local_repo_path",
-    CURRENT_COMMIT,
-)
+STORE_STEP = f"{WORKFLOW}._store_in_vector_db"
+FINALIZE = f"{WORKFLOW}._finalize_index"
+_FULL = {"full_index", "no_changes"}  # change types after which a repository's written chunks are all of it
 
 
-def _commit_bootstrap(ctx: Context) -> None:
-    """A repository never indexed gets a full index with no current commit, so the tracker was never written.
+@dataclass
+class _RunChunks:
+    """What one indexing run wrote: chunk ids per (collection, repository), and where a write failed."""
 
-    Before the app records commits, each full index that lacks one gets the
-    commit of the clone its loader read (temp_repo/{owner}/{name}, the path the
-    app's GitRepositoryManager gives), through the app's own GitDiffService.
-    So the first incremental run records what it indexed and the next is incremental.
+    collections: dict[str, Any] = field(default_factory=dict)
+    ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    failed: set[tuple[str, str]] = field(default_factory=set)
+
+
+_RUN: contextvars.ContextVar[_RunChunks | None] = contextvars.ContextVar("kga_run_chunks", default=None)
+
+
+def _sweep(run: _RunChunks, state: Any, log: LogWriter) -> None:
+    changes = (state.get("metadata") or {}).get("incremental_changes") or {}
+    partial = sorted(r for r, c in changes.items() if c.get("change_type") not in _FULL)
+    if partial:  # a diff run wrote only changed files: the rest of the repository is not stale
+        log.write("INFO", "kga.runtime", f"stale chunks kept: diff run for {', '.join(partial)}")
+        return
+    for (name, repository), written in run.ids.items():
+        if (name, repository) in run.failed:
+            log.write("WARNING", "kga.runtime", f"stale chunks kept for {repository}: a write failed in this run")
+            continue
+        try:
+            collection = run.collections[name]
+            stored = collection.get(where={"repository": repository}, include=[])["ids"]
+            stale = [i for i in stored if i not in written]
+            for i in range(0, len(stale), 1000):
+                collection.delete(ids=stale[i : i + 1000])
+        except Exception as exc:  # the run itself succeeded; the next one sweeps again
+            log.write(
+                "WARNING", "kga.runtime", f"stale chunks of {repository} not removed: {type(exc).__name__}: {exc}"
+            )
+            continue
+        log.write("INFO", "kga.runtime", f"removed {len(stale)} stale chunks of {repository} from {name}")
+
+
+def _stale_chunks(ctx: Context) -> None:
+    """A full index upserts each chunk by id but removes nothing: chunks of changed or deleted files stayed.
+
+    The store step records the ids it wrote per repository; once the run's
+    ``_finalize_index`` returns (the run succeeded), each repository's chunks
+    with other ids are deleted. Not after a diff run (only changed files are
+    written), nor for a repository one of whose writes failed.
     """
-    for symbol in _TRACKING_SYMBOLS:
-        resolve(symbol)
-    owner, attr = _owner_and_name(COMMIT_TRACKING)
-    original = getattr(owner, attr)
-    clones = resolve(REPO_CLONES)
+    store_owner, store_attr = _owner_and_name(STORE_ADD)
+    add = getattr(store_owner, store_attr)
+    workflow = resolve(WORKFLOW)
+    store_step, finalize = resolve(STORE_STEP), resolve(FINALIZE)
     log = ctx.log
 
-    @functools.wraps(original)
-    def update(self: Any, state: Any) -> Any:
-        changes = state.get("metadata", {}).get("incremental_changes", {})
-        for repo_name, change in changes.items():
-            if change.get("change_type") != "full_index" or change.get("current_commit"):
-                continue
-            try:
-                config = self._get_repo_config(repo_name)
-                repo_owner, name = self._parse_repo_url(config["url"])
-                branch = config.get("branch", "main")
-                path = clones().get_local_repo_path(repo_owner, name)
-                change["current_commit"] = self.git_diff_service.get_current_commit(path, branch)
-            except Exception as exc:  # the app then logs "No current commit found", as before
-                log.write("WARNING", "kga.runtime", f"no commit for {repo_name}: {type(exc).__name__}: {exc}")
-        return original(self, state)
+    @functools.wraps(add)
+    def add_documents(self: Any, documents: Any, *args: Any, **kwargs: Any) -> Any:
+        run = _RUN.get()
+        docs = list(documents or [])
+        if run is None:
+            return add(self, docs, *args, **kwargs)
+        name = str(self.collection_name)
+        run.collections[name] = self.collection
+        keys = {(name, str(d.metadata["repository"])) for d in docs if d.metadata.get("repository")}
+        try:
+            result = add(self, docs, *args, **kwargs)
+        except BaseException:
+            run.failed |= keys
+            raise
+        for doc in docs:
+            key = (name, str(doc.metadata.get("repository")))
+            if key in keys:
+                if getattr(doc, "id", None) is None:  # no id: what was written is unknown
+                    run.failed.add(key)
+                run.ids.setdefault(key, set()).add(str(doc.id))
+        return result
 
-    setattr(owner, attr, update)
+    @functools.wraps(store_step)
+    def store(self: Any, state: Any) -> Any:
+        run = self.__dict__.setdefault("_kga_run_chunks", _RunChunks())
+        token = _RUN.set(run)
+        try:
+            return store_step(self, state)
+        finally:
+            _RUN.reset(token)
+
+    @functools.wraps(finalize)
+    def finalized(self: Any, state: Any) -> Any:
+        result = finalize(self, state)
+        run = self.__dict__.pop("_kga_run_chunks", None)
+        if run is not None:
+            _sweep(run, state, log)
+        return result
+
+    setattr(store_owner, store_attr, add_documents)
+    workflow._store_in_vector_db = store
+    workflow._finalize_index = finalized
 
 
 def _has_redis(ttl: Callable[[Config], int]) -> Callable[[Config], bool]:
@@ -364,7 +418,13 @@ ADAPTERS: tuple[Adapter, ...] = (
     ),
     Adapter("request-id-threads", (INDEXING_POOL,), "always on", lambda c: True, _context_threads),
     Adapter("idempotent-chunks", (STORE_ADD, LC_DOCUMENT), "always on", lambda c: True, _idempotent_store),
-    Adapter("commit-tracking-bootstrap", _TRACKING_SYMBOLS, "always on", lambda c: True, _commit_bootstrap),
+    Adapter(
+        "stale-chunks",
+        (STORE_ADD, STORE_STEP, FINALIZE),
+        "always on (after idempotent-chunks)",
+        lambda c: True,
+        _stale_chunks,
+    ),
     Adapter(
         "indexing-metrics",
         (INDEXING_RUN, ACTIVE_WORKFLOWS),
