@@ -17,8 +17,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import edge_harness
 import pytest
 import yaml
 from conftest import ENV_DIRS
@@ -355,6 +357,7 @@ def _burst(edge: RunningEdge, client: str, count: int) -> list[int]:
 def test_rate_limits_are_per_client_with_a_burst(edge: RunningEdge) -> None:
     """Issue 17, defect 4: behind the load balancer of staging's cloud, every client shared one bucket."""
     client, other = edge.fresh_client(), edge.fresh_client()
+    edge.clear()
     conn = edge.connection(client_ip=client)
     try:
         first = [edge.send(conn, "GET", "/api/v1/health", key()).status for _ in range(12)]
@@ -367,6 +370,10 @@ def test_rate_limits_are_per_client_with_a_burst(edge: RunningEdge) -> None:
         conn.close()
     # Another client, through the same load balancer, has its own bucket.
     second = _burst(edge, other, 3)
+    # The address Envoy keys the buckets on, as it appends it to X-Forwarded-For: each client's own
+    # (on EKS from the PROXY header), never the load balancer's.
+    counted = {s.headers["x-forwarded-for"].rsplit(",", 1)[-1].strip() for s in edge.reached(QUERY)}
+    assert counted == {client, other}, counted
     assert first[:5] == [200] * 5, first  # the burst: 5 per second
     assert 429 in first, first
     assert 429 in spoofed, spoofed
@@ -569,3 +576,26 @@ def test_the_status_check_can_fail(tmp_path: Path) -> None:
     env = ENV_DIRS[0]
     _, problems = _status_problems(env, tmp_path, drop_service=f"kga-{env}-query")
     assert any(f"HTTPRoute/kga-{env}-api: ResolvedRefs" in p for p in problems), problems
+
+
+# --- never skipped in CI ---------------------------------------------------------------------------
+
+
+def test_a_missing_edge_tool_fails_in_ci_and_skips_only_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """.ci/run sets CI=true: there a missing envoy-gateway, egctl or Envoy wheel fails the traffic tests
+    instead of skipping them (the harness's own look-ups, with nothing to find)."""
+    monkeypatch.setattr(edge_harness, "EG_TOOLS", tmp_path)
+    monkeypatch.setattr(edge_harness, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda _: None)))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    looks = {"envoy-gateway": edge_harness.envoy_gateway, "egctl": edge_harness.egctl, "envoy": edge_harness.envoy}
+    for ci in ("true", None):
+        if ci:
+            monkeypatch.setenv("CI", ci)
+        else:
+            monkeypatch.delenv("CI", raising=False)
+        for name, look in looks.items():
+            with pytest.raises(pytest.fail.Exception if ci else pytest.skip.Exception, match=name) as caught:
+                look()
+            assert ("required in CI" in str(caught.value)) == bool(ci), (name, str(caught.value))
