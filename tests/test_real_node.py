@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from argo_sync import SyncStuckError, read_folder, table, waves
+from argo_sync import SyncStuckError, read_folder, table
 from conftest import ROOT, build
 from control_plane import wait_all_ready
 from real_node import (
@@ -32,11 +32,12 @@ from real_node import (
     dist_hosts,
     fake_openai,
     fake_s3,
+    first_sync_problems,
     local,
     node_lock,
     real_node,
+    require_node,
     s3_target,
-    tools_missing,
     workload_images,
 )
 from tools import missing
@@ -60,19 +61,11 @@ def _objects(kind: str) -> list[dict[str, Any]]:
 NAMESPACE = _objects("Namespace")[0]["metadata"]["name"]
 
 
-def _require_node() -> None:
-    if os.geteuid() != 0:
-        missing("a real node needs root (containerd, kubelet, iptables)")
-    absent = tools_missing()
-    if absent:
-        missing(f"not installed: {', '.join(absent)} (scripts/setup.sh test installs them)")
-
-
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
     """The node with the local build of every image dist/dev runs; cluster DNS answers its model provider's
     and its backups' S3 endpoint's names with the host's servers."""
-    _require_node()
+    require_node()
     with real_node(workload_images(ENV), dist_hosts(ENV)) as started:
         print(f"\n[real node] {', '.join(f'{k} {v:.0f}s' for k, v in started.timings.items())}")
         yield started
@@ -117,7 +110,7 @@ def _pod_report(node: Node) -> str:
 def test_host_state_puts_back_what_a_node_changes(tmp_path: Path) -> None:
     """What the node's teardown relies on, on the kinds of change a node makes: a link, an address, an
     iptables chain in a table of its own, an ipset, a sysctl the kubelet sets, a mount, a cgroup."""
-    _require_node()
+    require_node()
     with node_lock():
         before = HostState.now(tmp_path)
         sysctl = Path("/proc/sys/vm/overcommit_memory")
@@ -171,37 +164,10 @@ RULES = {
 def test_dist_dev_first_sync_completed_wave_by_wave_under_argo_health_rules(ready: Node, synced: DistSync) -> None:
     """Issue 24: the first sync of dist/dev completes on a real node, wave by wave, none skipped, each wave
     healthy by Argo CD's rules before the next; the indexer's claim, under the node's WaitForFirstConsumer
-    class, binds (Healthy) in the wave of the Deployment that mounts it. Staging and prod are not synced on
-    the node: their replicas, spread constraints and requests need more than one small node (their first
-    sync runs on the control plane, tests/test_argo_sync.py)."""
-    objects = read_folder(ROOT / "dist" / ENV)
-    assert [r.wave for r in synced.waves] == list(waves(objects))
-    for result in synced.waves:
-        assert sorted([*result.gated, *result.ungated]) == sorted(result.applied), result.wave
-    gated = {name: (r.wave, rule) for r in synced.waves for name, rule in r.gated.items()}
-    # The claim: Bound under a class that binds on first consumer, gated in its consumer's wave.
-    (claim,) = _objects("PersistentVolumeClaim")
-    claim_name = claim["metadata"]["name"]
-    (consumer,) = [
-        d
-        for d in _objects("Deployment")
-        if any(
-            (v.get("persistentVolumeClaim") or {}).get("claimName") == claim_name
-            for v in d["spec"]["template"]["spec"].get("volumes", [])
-        )
-    ]
-    live = ready.cp.get(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim_name}")
-    assert live["status"]["phase"] == "Bound"
-    storage_class = ready.cp.get(f"/apis/storage.k8s.io/v1/storageclasses/{live['spec']['storageClassName']}")
-    assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
-    claim_wave, claim_rule = gated[f"PersistentVolumeClaim/{claim_name}"]
-    assert claim_rule == RULES["PersistentVolumeClaim"]
-    assert claim_wave == gated[f"Deployment/{consumer['metadata']['name']}"][0]
-    # Every workload was gated by its kind's rule, not passed as a kind without a check.
-    workloads = [*_objects("Deployment"), *_objects("StatefulSet")]
-    assert workloads
-    for obj in workloads:
-        assert gated[f"{obj['kind']}/{obj['metadata']['name']}"][1] == RULES[obj["kind"]]
+    class, binds (Healthy) in the wave of the Deployment that mounts it; every workload is gated by its kind's
+    rule, not passed as a kind without a check. dist/staging and dist/prod: tests/test_real_cluster.py."""
+    assert first_sync_problems(ready, ENV, synced, RULES) == []
+    assert [o for o in read_folder(ROOT / "dist" / ENV) if o["kind"] == "PersistentVolumeClaim"]
 
 
 PYTHON_REACHES_STORES = """
