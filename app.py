@@ -63,6 +63,7 @@ from kgstack.image_policy import (  # noqa: E402
 from kgstack.model import Stage  # noqa: E402
 from kgstack.object_patch import PatchError, apply_patches  # noqa: E402
 from kgstack.publish import SynthError, render, synth_objects, to_yaml, write_tree  # noqa: E402
+from kgstack.reindex_client import INDEX_REPOSITORY  # noqa: E402
 from kgstack.releases import (  # noqa: E402
     ReleasesError,
     load_releases,
@@ -477,10 +478,19 @@ def restore_plan(stack: AgentStack, name: str, ns: str, args: argparse.Namespace
                 f"     {k} create job --from=cronjob/{stack.reindex.name} {job} && {k} logs -f job/{job}",
             ]
         else:
+            # The re-index CronJob's own call (kgstack.reindex_client), one repository at a time: POST /api/v1/index
+            # would run a full index of every repository at once.
             port = stack.indexer.endpoint.port
+            url = f"http://127.0.0.1:{port}{INDEX_REPOSITORY}"
             lines += [
-                "  9. re-index the commits since the backup (no re-index schedule here), then follow its workflows:",
-                f"     {k} port-forward deploy/{indexer} {port}:{port} & curl -X POST http://127.0.0.1:{port}/api/v1/index",
+                "  9. re-index the commits since the backup (no re-index schedule here): one repository at a time,",
+                "     each once the previous workflow is completed (GET /api/v1/workflows/<workflow_id>/status):",
+                f"     {k} port-forward deploy/{indexer} {port}:{port} &",
+                *(
+                    f"     curl -X POST -H 'Content-Type: application/json' -d "
+                    f"""'{json.dumps({"repository_url": r.url, "branch": r.branch, "incremental": True})}' {url}"""
+                    for r in env.repositories
+                ),
             ]
     else:
         lines += [

@@ -189,13 +189,18 @@ def run_tool(*argv: str, server_pid: int | None = None, tool: Path = BACKUP_DIR)
     return out
 
 
+def _cpu(run: dict[str, float]) -> float:
+    return run["tool_cpu_s"] + run.get("server_cpu_s", 0.0)
+
+
 def bench_runs(
     store: str, records: int, runs: int, store_args: list[str], server_pid: int | None, *, baseline: Path | None = None
 ) -> dict[str, Any]:
     tools = {"": BACKUP_DIR, **({"baseline_": baseline} if baseline else {})}
     rows: list[dict[str, Any]] = []
     for run in range(runs):
-        row: dict[str, Any] = {"store": store, "records": records, "run": run + 1}
+        # The 1-minute load average as the run starts: on a shared machine, how contended it was.
+        row: dict[str, Any] = {"store": store, "records": records, "run": run + 1, "load1": os.getloadavg()[0]}
         for prefix, tool in tools.items():  # paired: each run times both trees back to back
             target = f"file://{tempfile.mkdtemp(prefix=f'kgb-bench-{store}-')}"
             try:
@@ -205,21 +210,24 @@ def bench_runs(
             finally:
                 shutil.rmtree(target.removeprefix("file://"), ignore_errors=True)
             row |= {f"{prefix}backup": backup, f"{prefix}restore": restore,
-                    f"{prefix}restore_to_backup": round(restore["s"] / backup["s"], 2)}  # fmt: skip
+                    f"{prefix}restore_to_backup": round(restore["s"] / backup["s"], 2),
+                    # CPU (tool + server) moves less with the machine's load than wall time does.
+                    f"{prefix}restore_to_backup_cpu": round(_cpu(restore) / _cpu(backup), 2)}  # fmt: skip
         print(json.dumps(row), flush=True)
         rows.append(row)
 
     def med(op: str, key: str) -> float:
         return round(statistics.median(r[op][key] for r in rows), 2)
 
-    summary: dict[str, Any] = {"store": store, "records": records, "runs": runs}
+    loads = sorted(r["load1"] for r in rows)
+    load1 = {"min": loads[0], "median": statistics.median(loads), "max": loads[-1]}
+    summary: dict[str, Any] = {"store": store, "records": records, "runs": runs, "load1": load1}
     for prefix in tools:
         for op in (f"{prefix}backup", f"{prefix}restore"):
             for key in rows[0][op]:
                 summary[f"{op}_{key}_median"] = med(op, key)
-        summary[f"{prefix}restore_to_backup_median"] = round(
-            statistics.median(r[f"{prefix}restore_to_backup"] for r in rows), 2
-        )
+        for ratio in ("restore_to_backup", "restore_to_backup_cpu"):
+            summary[f"{prefix}{ratio}_median"] = round(statistics.median(r[f"{prefix}{ratio}"] for r in rows), 2)
     summary["records_per_s"] = {op: round(records / summary[f"{op}_s_median"]) for op in ("backup", "restore")}
     if baseline:
         summary["over_baseline_median"] = {
@@ -289,10 +297,11 @@ def run_chroma(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 def print_summary(summaries: list[dict[str, Any]]) -> None:
     print("# summary (medians of each size's runs, all measured in this invocation)")
     keys = ("store", "records", "runs", "backup_s_median", "restore_s_median", "restore_to_backup_median",
-            "backup_rss_mib_median", "restore_rss_mib_median")  # fmt: skip
+            "backup_rss_mib_median", "restore_rss_mib_median", "load1")  # fmt: skip
     for row in summaries:
-        print(json.dumps({k: row[k] for k in (*keys, "baseline_restore_to_backup_median", "over_baseline_median")
-                          if k in row}))  # fmt: skip
+        extra = ("restore_to_backup_cpu_median", "baseline_restore_to_backup_median",
+                 "baseline_restore_to_backup_cpu_median", "over_baseline_median")  # fmt: skip
+        print(json.dumps({k: row[k] for k in (*keys, *extra) if k in row}))
     for store in ("redis", "chroma"):
         rows = {r["records"]: r for r in summaries if r["store"] == store}
         if len(rows) >= 2:

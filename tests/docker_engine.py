@@ -162,6 +162,18 @@ class DockerEngine:
         if tag and tag != image:
             self.docker("tag", image, tag)
 
+    def load_all(self, podman: list[str], images: list[str]) -> None:
+        """Several images in one ``podman save`` archive: the layers they share travel once."""
+        save = subprocess.Popen(
+            [*podman, "save", "--multi-image-archive", "--format", "docker-archive", *images], stdout=subprocess.PIPE
+        )
+        loaded = subprocess.run(
+            [DOCKER, "load"], stdin=save.stdout, env=self.env, capture_output=True, text=True, timeout=1800, check=False
+        )
+        save.wait(timeout=60)
+        if save.returncode != 0 or loaded.returncode != 0:
+            raise RuntimeError(f"loading {images} failed: {loaded.stderr[-2000:]}")
+
     def stop(self) -> None:
         """Containers first (dockerd stops them on SIGTERM), then dockerd, then containerd; then every mount
         left under the folder."""

@@ -9,11 +9,15 @@ tests/argo_sync.py) through a kustomize overlay that only points its images at t
 API server listen on :data:`NODE_IP`, an address on the host's loopback interface that the pods reach
 through the bridge.
 
+An environment that one node of this host cannot hold (dist/staging and dist/prod request more CPU than the
+host has) runs on several nodes at once (:func:`nodes_needed`): a kubelet each, with its own containerd,
+bridge, pod CIDR, ports and zone label, in the host's one network stack (:func:`real_node`).
+
 Torn down without a trace: :class:`HostState` records what the node changes (sysctls, mounts, links,
 addresses, iptables rules, ipsets, cgroups, well-known paths) before it starts; teardown stops every
 process, puts each of those back and fails when anything still differs.
 
-    python tests/real_node.py cluster [ENV]   # `make cluster`: a node with dist/<ENV> (dev) on it, until Ctrl-C
+    python tests/real_node.py cluster [ENV]   # `make cluster`: dist/<ENV> (dev) on the nodes it needs, until Ctrl-C
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +47,20 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from argo_sync import WaveResult, first_sync
+from argo_sync import WaveResult, first_sync, read_folder, waves
 from argo_sync import table as wave_table
-from control_plane import BIN, POD_CIDR, ControlPlane, control_plane
+from control_plane import BIN, POD_CIDR, ZONE, ZONES, ControlPlane, control_plane, platform_storage_classes
 from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
 from tools import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_NAME = "kga-node"
+"""The first node's name (the only one of a one-node cluster); the others are ``kga-node-1``, ``kga-node-2``..."""
 NODE_IP = "10.200.0.1"
-"""The node's InternalIP: a /32 on ``lo`` for the test's lifetime (the API server, the kubelet and the
-pods' cluster DNS answer there; nothing listens on the host's real interfaces)."""
-POD_SUBNET = "10.244.0.0/24"
-"""The node's pod CIDR: the first /24 of POD_CIDR, as the controller-manager allocates it."""
-BRIDGE = "kga-cni0"
+"""The nodes' InternalIP: a /32 on ``lo`` for the test's lifetime (the API server, the kubelets and the
+pods' cluster DNS answer there; nothing listens on the host's real interfaces). Every node of a cluster shares
+it, each kubelet on its own port: they share the host's one network stack, and kube-router firewalls the pods
+whose hostIP is its node's address (see :func:`real_node`)."""
 CLUSTER_DNS = "10.96.0.10"
 STORAGE_CLASS = "local"
 PROVISIONER = "kgstack.example.com/local-dir"
@@ -64,6 +69,9 @@ OPENAI_HOST = "api.openai.com"
 OPENAI_IP = "198.51.100.10"
 """The fake provider's address (TEST-NET-2, an "internet" address to the NetworkPolicies), on ``lo``; cluster
 DNS answers it for OPENAI_HOST."""
+S3_IP = "198.51.100.11"
+"""The S3 server's address (moto, :func:`fake_s3`), on ``lo``: cluster DNS answers it for the endpoint the
+backup CronJobs of ``dist/<env>`` name (:func:`dist_hosts`)."""
 IMAGE_REGISTRY = "kga.local"
 IMAGE_TAG = "node"
 NODE_BINARIES = ("kubelet", "kube-proxy", "kube-router", "coredns")
@@ -121,6 +129,17 @@ def tools_missing() -> list[str]:
     missing += [name for name in HOST_TOOLS if shutil.which(name) is None]
     missing += [str(CNI_DIR / p) for p in CNI_PLUGINS if not (CNI_DIR / p).exists()]
     return missing
+
+
+def require_node() -> None:
+    """Skip (fail in CI) when this host cannot run a node: not root, or a tool missing."""
+    from tools import missing
+
+    if os.geteuid() != 0:
+        missing("a real node needs root (containerd, kubelet, iptables)")
+    absent = tools_missing()
+    if absent:
+        missing(f"not installed: {', '.join(absent)} (scripts/setup.sh test installs them)")
 
 
 def _run(*argv: str, check: bool = True, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -184,19 +203,19 @@ def _restore_iptables(family: str) -> None:
 
 
 def _links() -> dict[str, str]:
-    """``{name: master}`` of the node's links: ours by name, or enslaved to the pod bridge."""
+    """``{name: master}`` of the node's links: ours by name, or enslaved to one of the pod bridges."""
     out = {}
     for line in _run("ip", "-o", "link", "show").stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
         master = line.split(" master ")[1].split()[0] if " master " in line else ""
-        if OURS.search(name) or master == BRIDGE:
+        if OURS.search(name) or (master and OURS.search(master)):
             out[name] = master
     return out
 
 
 def _addresses() -> set[str]:
     out = _run("ip", "-o", "addr", "show", "dev", "lo").stdout
-    ours = {f"{a}/32" for a in (NODE_IP, OPENAI_IP)}
+    ours = {f"{a}/32" for a in (NODE_IP, OPENAI_IP, S3_IP)}
     return {line.split()[3] for line in out.splitlines() if line.split()[3] in ours}
 
 
@@ -351,6 +370,14 @@ FROM {base}
 COPY coredns /coredns
 ENTRYPOINT ["/coredns"]
 """
+_MEMGRAPH = """\
+FROM {base}
+COPY memgraph.py /usr/lib/memgraph/memgraph.py
+USER 10001:10001
+EXPOSE 7687
+ENTRYPOINT ["python3", "/usr/lib/memgraph/memgraph.py"]
+"""
+MEMGRAPH_STAND_IN = ROOT / "tests" / "fixtures" / "memgraph_stand_in.py"
 
 DIST_IMAGES = {
     "knowledge-graph-agent": "agent",
@@ -360,6 +387,7 @@ DIST_IMAGES = {
     "chroma": "chroma",
     "nginx-unprivileged": "nginx",
     "redis_exporter": "redis-exporter",
+    "memgraph": "memgraph",
 }
 """The local build standing in for each image of dist/, by the last part of its repository."""
 
@@ -405,10 +433,20 @@ class Images:
         context = self.workdir / "ctx-agent-app"
         shutil.copytree(FIXTURE_APP, context, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         args = ("--build-arg", "VERSION=node", "--build-arg", "VCS_REF=fixture")
-        app = self._build("agent-app", AGENT_DOCKERFILE, context, *args)
-        user = _run(*self.podman, "image", "inspect", "--format", "{{.Config.User}}", app).stdout.strip()
+        return self._trusting_node_ca("agent", self._build("agent-app", AGENT_DOCKERFILE, context, *args))
+
+    def _trusting_node_ca(self, name: str, image: str) -> str:
+        """``image`` with the test CA (:func:`node_ca`) added to its trust stores, as a TLS-intercepting
+        company proxy's CA would be: the servers it calls on the "internet" are the tests' own."""
+        user = _run(*self.podman, "image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip()
         ca, _ = node_ca()
-        return self._inline("agent", _TRUST_CA.format(image=app, user=user), {"test-ca.pem": ca})
+        return self._inline(name, _TRUST_CA.format(image=image, user=user), {"test-ca.pem": ca})
+
+    def _backup(self) -> str:
+        """The backup image from docker/backup, trusting the test CA: its S3 endpoint is moto on the host
+        (:func:`fake_s3`)."""
+        docker = ROOT / "docker" / "backup"
+        return self._trusting_node_ca("backup", self._build("backup-app", docker / "Dockerfile", docker))
 
     def _exporter(self) -> str:
         exporter = shutil.which("prometheus-redis-exporter")
@@ -435,9 +473,12 @@ class Images:
             ),
             "redis": lambda: self._build("redis", docker / "redis" / "Dockerfile", docker / "redis"),
             "redis-exporter": self._exporter,
-            "backup": lambda: self._build("backup", docker / "backup" / "Dockerfile", docker / "backup"),
+            "backup": self._backup,
             "probe": lambda: self._inline("probe", _SLEEP.format(base=self.base, user="65534:65534")),
             "coredns": lambda: self._inline("coredns", _COREDNS.format(base=self.base), {"coredns": BIN / "coredns"}),
+            "memgraph": lambda: self._inline(
+                "memgraph", _MEMGRAPH.format(base=self.base), {"memgraph.py": MEMGRAPH_STAND_IN}
+            ),
         }
         wanted = {"pause", *names, *(["agent"] if "chroma" in names else []), *(["nginx"] if "web" in names else [])}
         unknown = wanted - steps.keys()
@@ -479,9 +520,11 @@ def node_ca() -> tuple[Path, Path]:
     return cert, key
 
 
-def _certificate(name: str, issuer: tuple[bytes, bytes] | None) -> tuple[bytes, bytes]:
-    """``(key PEM, certificate PEM)``: a CA when ``issuer`` is ``None``, else a server certificate for ``name``."""
+def _certificate(name: str, issuer: tuple[bytes, bytes] | None, *also: str) -> tuple[bytes, bytes]:
+    """``(key PEM, certificate PEM)``: a CA when ``issuer`` is ``None``, else a server certificate for ``name``
+    and the host names or addresses ``also``."""
     import datetime
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -507,7 +550,13 @@ def _certificate(name: str, issuer: tuple[bytes, bytes] | None) -> tuple[bytes, 
         .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
     )
     if issuer is not None:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        sans: list[x509.GeneralName] = [x509.DNSName(name)]
+        for other in also:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(other)))
+            except ValueError:
+                sans.append(x509.DNSName(other))
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     certificate = builder.sign(signer, hashes.SHA256())
     pem_key = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -545,24 +594,59 @@ def fake_openai(workdir: Path) -> Iterator[Any]:
 # -- the node ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Machine:
+    """One node of the cluster on this host: a kubelet with its own containerd (root, state, socket, runc
+    root), CNI bridge and pod subnet (the /24 the controller-manager allocates it), ports and zone label."""
+
+    index: int
+    workdir: Path
+    """The cluster's work directory; the node's files are under :attr:`dir`."""
+
+    @property
+    def name(self) -> str:
+        return NODE_NAME if self.index == 0 else f"{NODE_NAME}-{self.index}"
+
+    @property
+    def zone(self) -> str:
+        return ZONES[self.index % len(ZONES)]
+
+    @property
+    def dir(self) -> Path:
+        return self.workdir / self.name
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "containerd" / "containerd.sock"
+
+    @property
+    def bridge(self) -> str:
+        return f"kga-cni{self.index}"
+
+    def ctr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args, timeout=timeout, check=check)
+
+
 @dataclass
 class Node:
-    """A started node; ``cp`` is its control plane."""
+    """A started cluster of one or more nodes (:class:`Machine`) on this host; ``cp`` is its control plane."""
 
     cp: ControlPlane
     workdir: Path
     host: HostState
+    machines: list[Machine] = field(default_factory=list)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     provisioner_errors: list[str] = field(default_factory=list)
     provisioner_stop: threading.Event = field(default_factory=threading.Event)
+    storage_classes: dict[str, str] = field(default_factory=lambda: {STORAGE_CLASS: "Delete"})
+    """``{StorageClass: its reclaimPolicy}`` of the classes whose claims the node's provisioner binds."""
     timings: dict[str, float] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=lambda: {OPENAI_HOST: OPENAI_IP})
+    """Names cluster DNS answers with a host address (``{name: address}``): the servers the tests start."""
 
     @property
-    def socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
-
-    def ctr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return _run("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args, timeout=timeout, check=check)
+    def names(self) -> list[str]:
+        return [m.name for m in self.machines]
 
     def start(self, name: str, *argv: str) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
@@ -587,20 +671,37 @@ class Node:
         return self.cp.wait(what, check, timeout)
 
     def import_images(self, archive: Path) -> None:
+        """The archive into every node's containerd, side by side (each node has its own image store)."""
         start = time.monotonic()
-        self.ctr("images", "import", str(archive), timeout=1800)
+        errors: list[BaseException] = []
+
+        def one(machine: Machine) -> None:
+            try:
+                # Unpacked on first use (containerd's CRI unpacks an image a container needs), as a pull
+                # unpacks only where a pod runs: each node unpacks only its pods' images.
+                machine.ctr("images", "import", "--no-unpack", str(archive), timeout=1800)
+            except BaseException as err:  # re-raised below, in the caller's thread
+                errors.append(err)
+
+        threads = [threading.Thread(target=one, args=(m,)) for m in self.machines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
         self.timings["image import"] = time.monotonic() - start
 
-    # -- volumes: a provisioner for the default class -----------------------------------------------------
+    # -- volumes: a provisioner for the node's classes ------------------------------------------------------
     def provision_once(self) -> None:
-        """Bind each claim the scheduler placed on the node to a new directory; delete released volumes."""
+        """Bind each claim the scheduler placed on a node to a new directory; delete released volumes."""
         volumes = self.workdir / "volumes"
         for pvc in self.cp.items("/api/v1/persistentvolumeclaims"):
             meta, spec = pvc["metadata"], pvc["spec"]
             node = meta.get("annotations", {}).get("volume.kubernetes.io/selected-node")
-            if spec.get("volumeName") or node != NODE_NAME or meta.get("deletionTimestamp"):
+            if spec.get("volumeName") or node not in self.names or meta.get("deletionTimestamp"):
                 continue
-            if spec.get("storageClassName") != STORAGE_CLASS:
+            if spec.get("storageClassName") not in self.storage_classes:
                 continue
             name = f"pv-{meta['uid']}"
             path = volumes / name
@@ -612,8 +713,8 @@ class Node:
                 "spec": {
                     "capacity": {"storage": spec["resources"]["requests"]["storage"]},
                     "accessModes": spec["accessModes"],
-                    "storageClassName": STORAGE_CLASS,
-                    "persistentVolumeReclaimPolicy": "Delete",
+                    "storageClassName": spec["storageClassName"],
+                    "persistentVolumeReclaimPolicy": self.storage_classes[spec["storageClassName"]],
                     "claimRef": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
                     "local": {"path": str(path)},
                     "nodeAffinity": {
@@ -621,7 +722,7 @@ class Node:
                             "nodeSelectorTerms": [
                                 {
                                     "matchExpressions": [
-                                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+                                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
                                     ]
                                 }
                             ]
@@ -641,24 +742,26 @@ class Node:
 
     # -- teardown -------------------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop the node's processes and every container (:class:`HostState` puts the host back)."""
+        """Stop the nodes' processes and every container (:class:`HostState` puts the host back)."""
         self.provisioner_stop.set()
-        for name in ("kube-router", "kube-proxy", "kubelet"):
+        for name in ("kube-router", "kube-proxy", *(f"kubelet-{m.name}" for m in self.machines)):
             _terminate(self.processes.get(name))
-        if "containerd" in self.processes and self.processes["containerd"].poll() is None:
-            with contextlib.suppress(subprocess.SubprocessError):
-                tasks = self.ctr("tasks", "ls", "-q", check=False).stdout.split()
-                for task in tasks:
-                    self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, check=False)
-                for task in tasks:
-                    self.ctr("tasks", "rm", "--force", task, check=False)
-        _terminate(self.processes.get("containerd"))
-        # Container processes and shims that outlived containerd: found by our runc root and work directory.
-        runc_root = self.workdir / "runc" / "k8s.io"
-        if runc_root.exists():
-            for container in _run("runc", "--root", str(runc_root), "list", "-q", check=False).stdout.split():
-                _run("runc", "--root", str(runc_root), "kill", container, "KILL", check=False)
-                _run("runc", "--root", str(runc_root), "delete", "-f", container, check=False)
+        for machine in self.machines:
+            containerd = self.processes.get(f"containerd-{machine.name}")
+            if containerd is not None and containerd.poll() is None:
+                with contextlib.suppress(subprocess.SubprocessError):
+                    tasks = machine.ctr("tasks", "ls", "-q", check=False).stdout.split()
+                    for task in tasks:
+                        machine.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, check=False)
+                    for task in tasks:
+                        machine.ctr("tasks", "rm", "--force", task, check=False)
+            _terminate(containerd)
+            # Container processes and shims that outlived containerd: found by the node's runc root.
+            runc_root = machine.dir / "runc" / "k8s.io"
+            if runc_root.exists():
+                for container in _run("runc", "--root", str(runc_root), "list", "-q", check=False).stdout.split():
+                    _run("runc", "--root", str(runc_root), "kill", container, "KILL", check=False)
+                    _run("runc", "--root", str(runc_root), "delete", "-f", container, check=False)
         for pid in _pids_mentioning(str(self.workdir)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -731,22 +834,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
 
 
-def _cni_config(workdir: Path) -> dict[str, Any]:
+def _cni_config(machine: Machine, subnet: str) -> dict[str, Any]:
+    """The node's bridge, with the pod CIDR the controller-manager gave the node: pods of different nodes talk
+    through the host's routes between the bridges, as nodes do through their network."""
     return {
         "cniVersion": "0.4.0",
         "name": "kga",
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": BRIDGE,
+                "bridge": machine.bridge,
                 "isGateway": True,
                 "ipMasq": False,
                 "hairpinMode": True,  # a pod reaches itself through its own Service
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET}]],
+                    "ranges": [[{"subnet": subnet}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(workdir / "cni-ipam"),
+                    "dataDir": str(machine.dir / "cni-ipam"),
                 },
             }
         ],
@@ -827,7 +932,10 @@ def _free_port_loopback() -> int:
         return int(sock.getsockname()[1])
 
 
-COREDNS_OBJECTS = f"""\
+def coredns_objects(hosts: dict[str, str]) -> str:
+    """CoreDNS for cluster DNS, answering ``hosts`` (``{name: address}``) as the internet would."""
+    entries = "\n            ".join(f"{address} {name}" for name, address in sorted(hosts.items()))
+    return f"""\
 apiVersion: v1
 kind: ServiceAccount
 metadata: {{name: coredns, namespace: kube-system}}
@@ -864,7 +972,7 @@ data:
         }}
         cache 30
         hosts {{
-            {OPENAI_IP} {OPENAI_HOST}
+            {entries}
             fallthrough
         }}
     }}
@@ -914,19 +1022,20 @@ reclaimPolicy: Delete
 """
 
 
-def node_ready(cp: ControlPlane) -> bool:
-    nodes = cp.nodes()
-    return any(
-        n["metadata"]["name"] == NODE_NAME
-        and any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
-        for n in nodes
-    )
+def _ready(node: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+
+
+def node_ready(cp: ControlPlane, names: list[str] | None = None) -> bool:
+    """Whether every node of ``names`` (the first node when ``None``) is registered and Ready."""
+    ready = {n["metadata"]["name"] for n in cp.nodes() if _ready(n)}
+    return set(names or [NODE_NAME]) <= ready
 
 
 @contextlib.contextmanager
 def node_lock() -> Iterator[None]:
-    """One node per host at a time (they would share NODE_IP, the pod bridge and the iptables chains):
-    an exclusive lock on /run, held until the node is gone; another session's node waits."""
+    """One cluster per host at a time (they would share NODE_IP, the pod bridges and the iptables chains):
+    an exclusive lock on /run, held until the nodes are gone; another session's cluster waits."""
     import fcntl
 
     fd = os.open("/run", os.O_RDONLY)
@@ -937,12 +1046,27 @@ def node_lock() -> Iterator[None]:
         os.close(fd)
 
 
+_REMOVING: list[subprocess.Popen[bytes]] = []
+"""Work directories being deleted in the background (kept, so they are reaped, not warned about)."""
+
+
 @contextlib.contextmanager
-def real_node(images: set[str] | None = None) -> Iterator[Node]:
-    """A control plane and one real node with cluster DNS, NetworkPolicy and volumes, with the local
-    builds of ``images`` (names of :data:`DIST_IMAGES` values, plus ``probe``) imported.
+def real_node(images: set[str] | None = None, hosts: dict[str, str] | None = None, *, nodes: int = 1) -> Iterator[Node]:
+    """A control plane and ``nodes`` real nodes (zones ``zone-a``, ``zone-b``, ``zone-c`` in turn) with
+    cluster DNS, NetworkPolicy and volumes, with the local builds of ``images`` (names of :data:`DIST_IMAGES`
+    values, plus ``probe``) imported into every node; cluster DNS answers ``hosts`` (default: the model
+    provider, :data:`OPENAI_HOST`).
+
+    The nodes share the host's network stack: one kube-proxy serves them all (its Service rules are the same
+    on every node), and one kube-router firewalls every pod. kube-router enforces policy for the pods whose
+    ``hostIP`` is its node's InternalIP and removes any pod chain it did not make (v2.1.0,
+    ``pkg/controllers/netpol``: ``getLocalPods``, ``cleanupStaleRules``), so one instance per node in one
+    netfilter would delete each other's chains; with the InternalIP (:data:`NODE_IP`) shared, the one instance
+    holds the chains of every node's pods, each pod's ingress and egress checked on the path between bridges.
 
     Stops everything and restores the host at the end; raises if the host is not as it was."""
+    if nodes < 1:
+        raise ValueError(f"nodes: at least one, not {nodes}")
     missing = tools_missing()
     if missing:
         raise FileNotFoundError(f"not installed: {', '.join(missing)} (scripts/setup.sh test installs them)")
@@ -960,54 +1084,89 @@ def real_node(images: set[str] | None = None) -> Iterator[Node]:
         raise
     timings |= {f"build {k}": v for k, v in builder.built.items()}
     timings["images"] = time.monotonic() - start
-    with node_lock():
-        host = HostState.now(workdir)
-        try:
-            for address in (NODE_IP, OPENAI_IP):
-                _run("ip", "addr", "add", f"{address}/32", "dev", "lo")
-            with control_plane("generic", address=NODE_IP, simulated_nodes=False) as cp:
-                node = Node(cp, workdir, host, timings=timings)
-                try:
-                    _start_node(node, archive)
-                    yield node
-                finally:
-                    node.stop()
-        finally:
-            host.restore()
-            shutil.rmtree(workdir, ignore_errors=True)
-        left = host.differences()
+    try:
+        with node_lock():
+            host = HostState.now(workdir)
+            try:
+                for address in (NODE_IP, OPENAI_IP, S3_IP):
+                    _run("ip", "addr", "add", f"{address}/32", "dev", "lo")
+                with control_plane("generic", address=NODE_IP, simulated_nodes=False) as cp:
+                    machines = [Machine(i, workdir) for i in range(nodes)]
+                    node = Node(
+                        cp, workdir, host, machines=machines, timings=timings, hosts=hosts or {OPENAI_HOST: OPENAI_IP}
+                    )
+                    try:
+                        _start_node(node, archive)
+                        yield node
+                    finally:
+                        node.stop()
+            finally:
+                host.restore()
+            left = host.differences()
+    finally:
+        # In the background, after the lock: deleting the nodes' image stores (tens of thousands of unpacked
+        # files a node) takes minutes on a busy disk, and nothing waits for it. --one-file-system: never
+        # through a mount that teardown could not remove.
+        _REMOVING.append(
+            subprocess.Popen(
+                ["rm", "-rf", "--one-file-system", str(workdir)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
     if left:
         raise AssertionError("the node left traces on the host:\n" + "\n".join(left))
 
 
 def _start_node(node: Node, archive: Path) -> None:
-    cp, wd = node.cp, node.workdir
+    cp = node.cp
     t0 = time.monotonic()
-    for sub in ("containerd", "cni", "kubelet", "pod-logs", "volume-plugins", "volumes", "cni-ipam"):
-        (wd / sub).mkdir(parents=True, exist_ok=True)
-    (wd / "containerd.toml").write_text(_containerd_config(wd))
-    (wd / "cni" / "10-kga.conflist").write_text(json.dumps(_cni_config(wd)))
-    (wd / "resolv.conf").write_text("# no upstream resolver: pods resolve cluster names only\n")
-    node.start("containerd", "containerd", "--config", str(wd / "containerd.toml"))
-    node.wait("containerd to serve", lambda: node.socket.exists() and node.ctr("version").returncode == 0, 60)
+    (node.workdir / "volumes").mkdir(parents=True, exist_ok=True)
+    for machine in node.machines:
+        wd = machine.dir
+        for sub in ("containerd", "cni", "kubelet", "pod-logs", "volume-plugins", "cni-ipam"):
+            (wd / sub).mkdir(parents=True, exist_ok=True)
+        (wd / "containerd.toml").write_text(_containerd_config(wd))
+        (wd / "resolv.conf").write_text("# no upstream resolver: pods resolve cluster names only\n")
+        node.start(f"containerd-{machine.name}", "containerd", "--config", str(wd / "containerd.toml"))
+    for machine in node.machines:
+        node.wait(
+            f"containerd of {machine.name} to serve",
+            lambda m=machine: m.socket.exists() and m.ctr("version").returncode == 0,  # type: ignore[misc]
+            60,
+        )
     node.import_images(archive)
     kubeconfig = cp.kubectl.kubeconfig
-    port, healthz = _free_port(), _free_port_loopback()
-    (wd / "kubelet.yaml").write_text(yaml.safe_dump(_kubelet_config(wd, port, healthz)))
-    node.start(
-        "kubelet",
-        str(BIN / "kubelet"),
-        f"--config={wd / 'kubelet.yaml'}",
-        f"--kubeconfig={kubeconfig}",
-        f"--root-dir={wd / 'kubelet'}",
-        f"--cert-dir={wd / 'kubelet' / 'pki'}",
-        f"--hostname-override={NODE_NAME}",
-        f"--node-ip={NODE_IP}",
-        "--node-labels=topology.kubernetes.io/zone=zone-a,topology.kubernetes.io/region=region-1",
-    )
-    node.wait("the node to register and be Ready", lambda: node_ready(cp), 120)
-    (wd / "kube-proxy.yaml").write_text(yaml.safe_dump(_kube_proxy_config(kubeconfig)))
-    node.start("kube-proxy", str(BIN / "kube-proxy"), f"--config={wd / 'kube-proxy.yaml'}")
+    for machine in node.machines:
+        wd = machine.dir
+        port, healthz = _free_port(), _free_port_loopback()
+        (wd / "kubelet.yaml").write_text(yaml.safe_dump(_kubelet_config(wd, port, healthz)))
+        node.start(
+            f"kubelet-{machine.name}",
+            str(BIN / "kubelet"),
+            f"--config={wd / 'kubelet.yaml'}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={wd / 'kubelet'}",
+            f"--cert-dir={wd / 'kubelet' / 'pki'}",
+            f"--hostname-override={machine.name}",
+            f"--node-ip={NODE_IP}",
+            f"--node-labels={ZONE}={machine.zone},topology.kubernetes.io/region=region-1",
+        )
+    # The CNI network of each node once the controller-manager has given it a pod CIDR (containerd's CRI
+    # picks the file up; the node turns Ready then).
+    for machine in node.machines:
+
+        def pod_cidr(m: Machine = machine) -> bool:
+            cidr = cp.get(f"/api/v1/nodes/{m.name}").get("spec", {}).get("podCIDR")
+            if cidr:
+                (m.dir / "cni" / "10-kga.conflist").write_text(json.dumps(_cni_config(m, cidr)))
+            return bool(cidr)
+
+        node.wait(f"{machine.name} to register and get a pod CIDR", pod_cidr, 120)
+    node.wait("the nodes to be Ready", lambda: node_ready(cp, node.names), 120)
+    (node.workdir / "kube-proxy.yaml").write_text(yaml.safe_dump(_kube_proxy_config(kubeconfig)))
+    node.start("kube-proxy", str(BIN / "kube-proxy"), f"--config={node.workdir / 'kube-proxy.yaml'}")
     # After the Node exists: kube-router reads its addresses at start.
     node.start(
         "kube-router",
@@ -1030,7 +1189,9 @@ def _start_node(node: Node, archive: Path) -> None:
             node.provisioner_stop.wait(0.5)
 
     threading.Thread(target=provisioner, daemon=True).start()
-    cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=COREDNS_OBJECTS)
+    cp.kubectl.ok(
+        "apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=coredns_objects(node.hosts)
+    )
     node.wait("cluster DNS (CoreDNS) to be Ready", lambda: _deployment_ready(cp, "kube-system", "coredns"), 180)
     node.timings["node start"] = time.monotonic() - t0
 
@@ -1054,20 +1215,25 @@ def dist_images(env: str) -> dict[str, str]:
 
 
 def workload_images(env: str) -> set[str]:
-    """The local builds the workloads of ``dist/<env>`` run, plus ``probe`` for the tests' connections: not
-    the backup's, whose CronJobs start nothing unless triggered (its Dockerfile's pip also cannot reach
-    PyPI through a TLS-intercepting proxy, as the agent's can with the host's CA)."""
-    return {*dist_images(env).values(), "probe"} - {"backup"}
+    """The local builds every container of ``dist/<env>`` runs (its CronJobs' too), plus ``probe`` for the
+    tests' connections."""
+    return {*dist_images(env).values(), "probe"}
 
 
-def _pull_policy_patches(env: str) -> list[dict[str, Any]]:
+def _dist_objects(env: str) -> list[dict[str, Any]]:
+    objects = []
+    for path in sorted((ROOT / "dist" / env).glob("*.yaml")):
+        obj = yaml.safe_load(path.read_text())
+        if path.name != "kustomization.yaml" and isinstance(obj, dict):
+            objects.append(obj)
+    return objects
+
+
+def _pull_policy_patches(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """JSON patches that let the kubelet use an imported image where dist/ says ``Always`` (it would ask
     a registry, unreachable here, for the tag's digest)."""
     patches = []
-    for path in sorted((ROOT / "dist" / env).glob("*.yaml")):
-        obj = yaml.safe_load(path.read_text())
-        if path.name == "kustomization.yaml" or not isinstance(obj, dict):
-            continue
+    for obj in objects:
         ops = []
         spec = obj.get("spec", {})
         pod_path, pod = "/spec/template/spec", spec.get("template", {}).get("spec")
@@ -1085,62 +1251,231 @@ def _pull_policy_patches(env: str) -> list[dict[str, Any]]:
     return patches
 
 
-def overlay(env: str, folder: Path) -> Path:
-    """A kustomize overlay of ``dist/<env>`` that points it at the local images; its folder."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _kustomization(env: str, resources: list[str], objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Kustomization of ``resources`` that points the images of ``dist/<env>`` at the local builds."""
     images: list[dict[str, str]] = []
     for image, name in sorted(dist_images(env).items()):
         repository = image.split("@")[0].rsplit(":", 1)[0]
         if all(i["name"] != repository for i in images):
             images.append({"name": repository, "newName": f"{IMAGE_REGISTRY}/{name}", "newTag": IMAGE_TAG})
-    kustomization = {
+    return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(ROOT / "dist" / env, folder)],
+        "resources": resources,
         "images": images,
-        "patches": _pull_policy_patches(env),
+        "patches": _pull_policy_patches(objects),
     }
+
+
+def overlay(env: str, folder: Path) -> Path:
+    """A kustomize overlay of ``dist/<env>`` that points it at the local images; its folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kustomization = _kustomization(env, [os.path.relpath(ROOT / "dist" / env, folder)], _dist_objects(env))
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return folder
+
+
+def apply_one_off(node: Node, env: str, manifest: dict[str, Any]) -> str:
+    """Apply a Job that ``app.py`` prints for ``env`` (``make restore``, ``make backups``) through the same
+    image overlay as ``dist/<env>``; its name."""
+    name = str(manifest["metadata"]["name"])
+    folder = node.workdir / "one-off" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    kustomization = _kustomization(env, ["job.yaml"], [manifest])
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    built = node.cp.kubectl.ok("kustomize", str(folder))
+    node.cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=built)
+    return name
+
+
+# -- S3 on the host ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """Where the backup CronJobs of ``dist/<env>`` write: ``KGB_S3_ENDPOINT_URL`` and ``KGB_TARGET``."""
+
+    endpoint: str
+    bucket: str
+    prefix: str
+
+    @property
+    def hosts(self) -> list[str]:
+        """The endpoint's host name and the bucket's virtual host under it (either addressing style)."""
+        host = str(httpx.URL(self.endpoint).host)
+        return [host, f"{self.bucket}.{host}"]
+
+
+def s3_target(env: str) -> S3Target | None:
+    """The one S3 target every backup CronJob of ``dist/<env>`` names; ``None`` without S3 backups."""
+    found = set()
+    for obj in _dist_objects(env):
+        if obj["kind"] != "CronJob":
+            continue
+        for container in obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]:
+            values = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+            if values.get("KGB_TARGET", "").startswith("s3://") and values.get("KGB_S3_ENDPOINT_URL"):
+                bucket, _, prefix = values["KGB_TARGET"].removeprefix("s3://").partition("/")
+                found.add(S3Target(values["KGB_S3_ENDPOINT_URL"], bucket, prefix))
+    if len(found) > 1:
+        raise ValueError(f"dist/{env}: the backup CronJobs name different S3 targets: {sorted(map(str, found))}")
+    return found.pop() if found else None
+
+
+def dist_hosts(env: str) -> dict[str, str]:
+    """Names cluster DNS answers for ``dist/<env>``: its model provider and its backups' S3 endpoint."""
+    target = s3_target(env)
+    return {OPENAI_HOST: OPENAI_IP, **{host: S3_IP for host in (target.hosts if target else [])}}
+
+
+@dataclass
+class FakeS3:
+    """moto's S3 server on S3_IP:443 over TLS, holding the target's bucket; ``client`` is boto3's."""
+
+    target: S3Target
+    client: Any
+
+    def keys(self, under: str = "") -> list[str]:
+        """Every object key under the target's prefix and ``under``."""
+        prefix = "/".join(p for p in (self.target.prefix, under) if p)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+@contextlib.contextmanager
+def fake_s3(workdir: Path, target: S3Target) -> Iterator[FakeS3]:
+    """moto's S3 server (requirements/backup-test.txt) on S3_IP:443, with a certificate from :func:`node_ca`
+    for the target's endpoint and bucket host names, and the target's bucket created (as the environment's
+    administrators would have). Path-style requests to the endpoint's own name address buckets by path
+    (``MOTO_S3_CUSTOM_ENDPOINTS``); ``<bucket>.<endpoint>`` by host."""
+    import importlib.util
+
+    if importlib.util.find_spec("moto") is None:
+        raise FileNotFoundError("moto[server] not installed (requirements/backup-test.txt)")
+    import boto3
+    from botocore.config import Config
+
+    ca_cert, ca_key = node_ca()
+    key, cert = _certificate(target.hosts[0], (ca_key.read_bytes(), ca_cert.read_bytes()), *target.hosts[1:], S3_IP)
+    (workdir / "s3.key").write_bytes(key)
+    (workdir / "s3.pem").write_bytes(cert)
+    log = (workdir / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", S3_IP, "-p", "443", "-c", str(workdir / "s3.pem"),
+         "-k", str(workdir / "s3.key")],
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MOTO_S3_CUSTOM_ENDPOINTS": target.endpoint},
+    )  # fmt: skip
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"https://{S3_IP}",
+            verify=str(ca_cert),
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto exited with {proc.returncode}:\n{(workdir / 'moto.log').read_text()[-3000:]}")
+            try:
+                client.create_bucket(Bucket=target.bucket)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield FakeS3(target, client)
+    finally:
+        stop(proc)
+        log.close()
+
+
+def _made_up(key: str, data: dict[str, str], redis: str) -> str:
+    """A made-up value for a Secret key, in the format docs/secrets.md and docs/edge.md document for it."""
+    if key == "url":
+        return f"redis://app:{data.setdefault('app-password', secrets.token_hex(16))}@{redis}/0"
+    if key == "keys.map":
+        key_value = secrets.token_hex(32)
+        basic = base64.b64encode(f"kga:{key_value}".encode()).decode()
+        return f'"{key_value}" node-test;\n"basic:{basic}" node-test;\n'
+    if key == "credentials":
+        return "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    if key == ".dockerconfigjson":
+        return json.dumps({"auths": {}})
+    if key.endswith("-url"):
+        return "https://hooks.example.com/services/node-test"
+    return secrets.token_hex(16)
+
+
+def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
+    secret_type = "kubernetes.io/dockerconfigjson" if ".dockerconfigjson" in data else "Opaque"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": secret_type,
+        "stringData": data,
+    }
+
+
+def _redis_address(env: str) -> str:
+    return next(
+        f"{obj['metadata']['name']}:{obj['spec']['ports'][0]['port']}"
+        for obj in (yaml.safe_load(p.read_text()) for p in (ROOT / "dist" / env).glob("service-*.yaml"))
+        if obj["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"
+    )
 
 
 def hand_made_secrets(env: str, namespace: str) -> list[dict[str, Any]]:
     """The Secrets docs/environments/<env>/secrets.md says a person creates before the first sync, with
     made-up values in the documented formats (docs/secrets.md, docs/edge.md)."""
     table = (ROOT / "docs" / "environments" / env / "secrets.md").read_text()
-    redis = next(
-        f"{obj['metadata']['name']}:{obj['spec']['ports'][0]['port']}"
-        for obj in (yaml.safe_load(p.read_text()) for p in (ROOT / "dist" / env).glob("service-*.yaml"))
-        if obj["metadata"]["labels"].get("app.kubernetes.io/component") == "redis"
-    )
+    redis = _redis_address(env)
     out = []
     for name, keys in re.findall(r"^\| `([^`]+)` \| ([^|]+) \| \*\*you\*\*", table, re.M):
         data: dict[str, str] = {}
         for key in re.findall(r"`([^`]+)`", keys):
-            value = secrets.token_hex(16)
-            if key == "url":
-                value = f"redis://app:{data.setdefault('app-password', secrets.token_hex(16))}@{redis}/0"
-            elif key == "keys.map":
-                key_value = secrets.token_hex(32)
-                basic = base64.b64encode(f"kga:{key_value}".encode()).decode()
-                value = f'"{key_value}" node-test;\n"basic:{basic}" node-test;\n'
-            elif key == "credentials":
-                value = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
-            elif key == ".dockerconfigjson":
-                value = json.dumps({"auths": {}})
-            elif key.endswith("-url"):
-                value = "https://hooks.example.com/services/node-test"
-            data.setdefault(key, value)
-        secret_type = "kubernetes.io/dockerconfigjson" if ".dockerconfigjson" in data else "Opaque"
-        out.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": name, "namespace": namespace},
-                "type": secret_type,
-                "stringData": data,
-            }
-        )
+            data.setdefault(key, _made_up(key, data, redis))
+        out.append(_secret(name, namespace, data))
+    return out
+
+
+def _quoted(values: dict[str, str], match: re.Match[str]) -> str:
+    from urllib.parse import quote_plus
+
+    return quote_plus(values[match.group(1)])
+
+
+_TEMPLATE_VALUE = re.compile(r'\{\{ index \. "([^"]+)" \| urlquery \}\}')
+
+
+def external_secret_targets(env: str, namespace: str) -> list[dict[str, Any]]:
+    """The Secrets External Secrets Operator would write for the ExternalSecrets of ``dist/<env>`` (no operator
+    and no secret store run here): each ``spec.data`` key with a made-up value as :func:`hand_made_secrets`
+    makes them, the target template's ``data`` rendered from those (the one template form dist/ uses,
+    ``{{ index . "key" | urlquery }}``; any other fails), and the template's type."""
+    out = []
+    for path in sorted((ROOT / "dist" / env).glob("externalsecret-*.yaml")):
+        obj = yaml.safe_load(path.read_text())
+        spec, redis = obj["spec"], _redis_address(env)
+        if spec.get("dataFrom"):
+            raise NotImplementedError(f"{path.name}: spec.dataFrom has no stand-in here")
+        data: dict[str, str] = {}
+        for item in spec.get("data", []):
+            data.setdefault(item["secretKey"], _made_up(item["secretKey"], data, redis))
+        template = spec.get("target", {}).get("template") or {}
+        for key, text in (template.get("data") or {}).items():
+            rendered = _TEMPLATE_VALUE.sub(partial(_quoted, dict(data)), text)
+            if "{{" in rendered:
+                raise NotImplementedError(f"{path.name}: template of {key!r} has no stand-in here: {text}")
+            data[key] = rendered
+        secret = _secret(spec.get("target", {}).get("name") or obj["metadata"]["name"], namespace, data)
+        secret["type"] = template.get("type", secret["type"])
+        out.append(secret)
     return out
 
 
@@ -1166,28 +1501,219 @@ class DistSync:
     waves: list[WaveResult]
 
 
+def _claimed_classes(env: str) -> set[str]:
+    """The StorageClasses the claims of ``dist/<env>`` name (their own, their StatefulSets' and CronJobs')."""
+    text = "".join(p.read_text() for p in sorted((ROOT / "dist" / env).glob("*.yaml")))
+    return set(re.findall(r"^\s*storageClassName: (\S+)$", text, re.M))
+
+
+def add_storage_classes(node: Node, env: str) -> list[str]:
+    """The platform layer's StorageClasses that ``dist/<env>``'s claims name, as the node's: the platform's
+    object (dist/argocd/<cluster>/platform) with the node's local-directory provisioner in place of the
+    cloud's CSI driver and its parameters; its binding mode (WaitForFirstConsumer) and reclaim policy kept.
+    The names added."""
+    platform = platform_storage_classes()
+    added = []
+    for name in sorted(_claimed_classes(env) - node.storage_classes.keys()):
+        obj = dict(platform[name])
+        if obj.get("volumeBindingMode") != "WaitForFirstConsumer":
+            raise AssertionError(f"StorageClass {name}: the node's provisioner binds on first consumer only")
+        obj.pop("parameters", None)
+        obj["provisioner"] = PROVISIONER
+        node.cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=json.dumps(obj))
+        node.storage_classes[name] = obj.get("reclaimPolicy", "Delete")
+        added.append(name)
+    return added
+
+
+def namespace_of(env: str) -> str:
+    return str(yaml.safe_load(next((ROOT / "dist" / env).glob("namespace-*.yaml")).read_text())["metadata"]["name"])
+
+
+class _Yaml12ishLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's ``=`` value tag: kustomize prints a matcher's ``matchType: =``
+    unquoted, which is a plain string to Kubernetes' YAML 1.2 parser."""
+
+
+_Yaml12ishLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def apply_dist(node: Node, env: str, *, timeout: float = 600) -> DistSync:
-    """``dist/<env>`` through the image overlay, as Argo CD's first sync deploys it: the namespace and the
-    hand-made Secrets (what a person creates first), then the overlay's objects wave by wave, server-side,
-    each wave gated on Argo CD's health rules (tests/argo_sync.py); ``timeout`` is per wave. A wave that
-    does not become healthy raises :class:`argo_sync.SyncStuckError`."""
+    """``dist/<env>`` through the image overlay, as Argo CD's first sync deploys it: the namespace, the
+    hand-made Secrets (what a person creates first) and the Secrets External Secrets Operator would write
+    (:func:`external_secret_targets`; their ExternalSecrets sync too, without a built-in health check), the
+    platform's StorageClasses its claims name (:func:`add_storage_classes`), then the overlay's objects wave by
+    wave, server-side, each wave gated on Argo CD's health rules (tests/argo_sync.py); ``timeout`` is per wave.
+    A wave that does not become healthy raises :class:`argo_sync.SyncStuckError`."""
     cp = node.cp
     folder = ROOT / "dist" / env
-    namespace_file = next(folder.glob("namespace-*.yaml"))
-    namespace = yaml.safe_load(namespace_file.read_text())["metadata"]["name"]
-    cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", str(namespace_file))
-    for secret in hand_made_secrets(env, namespace):
+    namespace = namespace_of(env)
+    cp.kubectl.ok(
+        "apply", "--server-side", "--field-manager=kgstack-test", "-f", str(next(folder.glob("namespace-*.yaml")))
+    )
+    for secret in [*hand_made_secrets(env, namespace), *external_secret_targets(env, namespace)]:
         cp.kubectl.ok("apply", "--server-side", "--field-manager=kgstack-test", "-f", "-", stdin=json.dumps(secret))
+    add_storage_classes(node, env)
     built = cp.kubectl.run(
-        "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay(env, node.workdir / "overlay"))
+        "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay(env, node.workdir / f"overlay-{env}"))
     )
     if built.returncode:
         return DistSync([f"kustomize: {built.stderr}"], [])
-    objects = [obj for obj in yaml.safe_load_all(built.stdout) if obj]
+    objects = [obj for obj in yaml.load_all(built.stdout, Loader=_Yaml12ishLoader) if obj]
     log = _ApplyLog(cp.kubectl)
     results = first_sync(log, objects, timeout=timeout)
     problems = [line for out in log.outputs for line in out.stderr.splitlines() if line.strip()]
     return DistSync(problems, results)
+
+
+def first_sync_problems(node: Node, env: str, synced: DistSync, rules: dict[str, str]) -> list[str]:
+    """What is wrong with a completed first sync of ``dist/<env>`` (empty when nothing): a wave skipped or out
+    of order, an object neither gated nor without a check, a claim not Bound under a WaitForFirstConsumer
+    class or not gated in the wave of the workload that mounts it, a Deployment or StatefulSet not gated by
+    ``rules[kind]`` (the gitops-engine function the caller expects)."""
+    objects = read_folder(ROOT / "dist" / env)
+    namespace = namespace_of(env)
+    problems = [f"apply: {line}" for line in synced.problems]
+    if [r.wave for r in synced.waves] != list(waves(objects)):
+        problems.append(f"waves {[r.wave for r in synced.waves]}, dist/ has {list(waves(objects))}")
+    for result in synced.waves:
+        if sorted([*result.gated, *result.ungated]) != sorted(result.applied):
+            problems.append(f"wave {result.wave}: not every object applied was gated or without a check")
+    gated = {name: (r.wave, rule) for r in synced.waves for name, rule in r.gated.items()}
+    for claim in (o for o in objects if o["kind"] == "PersistentVolumeClaim"):
+        name = claim["metadata"]["name"]
+        live = node.cp.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}")
+        mode = node.cp.get(f"/apis/storage.k8s.io/v1/storageclasses/{live['spec']['storageClassName']}")
+        if live["status"]["phase"] != "Bound" or mode["volumeBindingMode"] != "WaitForFirstConsumer":
+            problems.append(f"claim {name}: {live['status']['phase']} under {mode['volumeBindingMode']}")
+        consumers = [
+            f"{o['kind']}/{o['metadata']['name']}"
+            for o in objects
+            if o["kind"] in ("Deployment", "StatefulSet")
+            and any(
+                (v.get("persistentVolumeClaim") or {}).get("claimName") == name
+                for v in o["spec"]["template"]["spec"].get("volumes", [])
+            )
+        ]
+        wave, rule = gated.get(f"PersistentVolumeClaim/{name}", (None, ""))
+        if rule != rules["PersistentVolumeClaim"] or [gated.get(c, (None,))[0] for c in consumers] != [wave]:
+            problems.append(f"claim {name}: gated in wave {wave} by {rule!r}; its consumers {consumers}")
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    if not workloads:
+        problems.append("no workload")
+    for obj in workloads:
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        if gated.get(name, (None, ""))[1] != rules[obj["kind"]]:
+            problems.append(f"{name}: gated by {gated.get(name)}, not {rules[obj['kind']]}")
+    return problems
+
+
+def remove_dist(node: Node, env: str, *, timeout: float = 300) -> float:
+    """Delete ``dist/<env>``'s namespace and wait until it is gone, its pods force-deleted (their grace
+    periods, up to an hour for a running index, only guard data a test does not keep); the seconds taken.
+    Its claims' volumes stay, Released, where the class retains them."""
+    cp, namespace = node.cp, namespace_of(env)
+    start = time.monotonic()
+    cp.kubectl.ok("delete", "namespace", namespace, "--wait=false")
+
+    def gone() -> bool:
+        pods = cp.items(f"/api/v1/namespaces/{namespace}/pods")
+        if pods:
+            cp.kubectl.run("delete", "pods", "--all", "-n", namespace, "--force", "--grace-period=0", "--wait=false")
+        return not pods and cp.api.get(f"/api/v1/namespaces/{namespace}").status_code == 404
+
+    node.wait(f"namespace {namespace} to be gone", gone, timeout)
+    return time.monotonic() - start
+
+
+# -- how many nodes ------------------------------------------------------------------------------------------
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "m": 1e-3}
+
+
+def quantity(text: str | int | float) -> float:
+    """A Kubernetes resource quantity as a number (cores, bytes)."""
+    value = str(text)
+    for suffix, factor in _UNITS.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def pod_requests(pod: dict[str, Any]) -> dict[str, float]:
+    """``{"cpu": cores, "memory": bytes}`` a pod spec requests, as the scheduler counts it: its containers
+    (and restartable init containers) together, or its largest init container if that is more."""
+
+    def of(container: dict[str, Any], resource: str) -> float:
+        return quantity(((container.get("resources") or {}).get("requests") or {}).get(resource, 0))
+
+    out = {}
+    for resource in ("cpu", "memory"):
+        sidecars = [c for c in pod.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+        running = sum(of(c, resource) for c in [*pod["containers"], *sidecars])
+        init = max([of(c, resource) for c in pod.get("initContainers", []) if c not in sidecars], default=0.0)
+        out[resource] = max(running, init)
+    return out
+
+
+def dist_pods(env: str) -> list[tuple[str, dict[str, float]]]:
+    """``[(workload, requests)]``, one entry per pod the first sync of ``dist/<env>`` starts: each Deployment
+    and StatefulSet at its replicas, or at its HorizontalPodAutoscaler's ``minReplicas`` when more (the
+    autoscaler raises it within the Deployment's wave). Raises on a hard placement rule (a required
+    spread, affinity or node selector), which capacity alone would not account for."""
+    folder = ROOT / "dist" / env
+    objects = [yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml")) if p.name != "kustomization.yaml"]
+    minimum = {
+        o["spec"]["scaleTargetRef"]["name"]: int(o["spec"].get("minReplicas", 1))
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    out = []
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        name, pod = obj["metadata"]["name"], obj["spec"]["template"]["spec"]
+        affinity = pod.get("affinity") or {}
+        hard = [
+            *(c for c in pod.get("topologySpreadConstraints", []) if c.get("whenUnsatisfiable") != "ScheduleAnyway"),
+            *(k for k in ("nodeSelector", "nodeName") if pod.get(k)),
+            *(
+                kind
+                for kind, rules in affinity.items()
+                if (rules or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+            ),
+        ]
+        if hard:
+            raise NotImplementedError(f"{name}: hard placement rules {hard}; node counting covers capacity only")
+        replicas = max(int(obj["spec"].get("replicas", 1)), minimum.get(name, 0))
+        out += [(name, pod_requests(pod))] * replicas
+    return out
+
+
+def nodes_needed(envs: list[str], capacity: dict[str, float] | None = None) -> int:
+    """The fewest nodes of ``capacity`` (this host's cores and memory, which each kubelet reports) on which
+    every environment's pods schedule, one environment at a time, whatever order and node the scheduler
+    picks: a pod of size ``s`` fails only when every node has less than ``s`` free, i.e. when the other pods
+    hold more than ``N * (capacity - s)``; so ``N`` is the least with ``total - s < N * (capacity - s)`` for
+    every pod and resource."""
+    if capacity is None:
+        memory = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
+        capacity = {"cpu": float(os.cpu_count() or 1), "memory": float(memory.split()[1]) * 1024 - 100 * 2**20}
+    needed = 1
+    for env in envs:
+        pods = dist_pods(env)
+        for resource, size in capacity.items():
+            total = sum(r[resource] for _, r in pods)
+            for _, requests in pods:
+                s = requests[resource]
+                if s > size:
+                    raise AssertionError(f"dist/{env}: a pod requests {s} {resource}, more than a node's {size}")
+                if s < size:
+                    needed = max(needed, int((total - s) // (size - s)) + 1)
+    return needed
 
 
 # -- `make cluster` --------------------------------------------------------------------------------------
@@ -1198,7 +1724,7 @@ def main(argv: list[str]) -> int:
         print("usage: python tests/real_node.py cluster [ENV]", file=sys.stderr)
         return 2
     env = argv[1] if len(argv) == 2 else "dev"
-    with real_node(workload_images(env)) as node:
+    with real_node(workload_images(env), dist_hosts(env), nodes=nodes_needed([env])) as node:
         synced = apply_dist(node, env)
         print("\n".join(synced.problems) or f"dist/{env} synced:\n{wave_table(synced.waves)}", file=sys.stderr)
         print(f"export KUBECONFIG={node.cp.kubectl.kubeconfig}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from typing import Any
 
@@ -88,6 +89,22 @@ def test_the_template_is_the_fresh_render(env: str) -> None:
     assert json.loads(files["azuredeploy.parameters.json"]) == committed(env, "azuredeploy.parameters.json")
 
 
+def strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [s for v in items for s in strings(v)]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_bracketed_string_is_an_expression_or_escaped(env: str) -> None:
+    """ARM evaluates any string in ``[...]`` as an expression: a literal one (a JSON list in a setting,
+    ``GITHUB_FILE_EXTENSIONS``) fails the deployment unless escaped as ``[[...]`` (found by test_cloud_run)."""
+    for text in strings(committed(env)):
+        if text.startswith("[") and text.endswith("]") and not text.startswith("[["):
+            assert re.match(r"^\[[a-zA-Z]+\(", text), text
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_secrets_are_key_vault_references_never_inline(env: str) -> None:
     template, parameters = committed(env), committed(env, "azuredeploy.parameters.json")
@@ -117,6 +134,13 @@ def test_containers_run_non_root_without_capabilities_with_probes_and_limits(env
             assert number(limits["memoryInGB"]) >= number(requests["memoryInGB"]) > 0, c["name"]
             assert number(limits["cpu"]) >= number(requests["cpu"]) > 0, c["name"]
             assert "livenessProbe" in p, c["name"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_edge_is_probed_over_the_tls_it_serves(env: str) -> None:
+    """The edge ends TLS on its port: a plain-HTTP probe gets 400 and ACI restarts it forever (test_cloud_run)."""
+    (edge,) = [c for g in groups(env).values() for c in g["properties"]["containers"] if c["name"] == "edge"]
+    assert edge["properties"]["livenessProbe"]["httpGet"]["scheme"] == "https"
 
 
 @pytest.mark.parametrize("env", ENVS)

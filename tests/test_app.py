@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -237,10 +238,14 @@ def test_restore_plan_is_a_procedure_over_what_dist_deploys(env: str, store: str
     tracked = store != "redis"
     assert ("indexed_commits.restored.json" in text) is tracked
     if tracked:
-        reindex = [c for c in cronjobs if c.endswith("-reindex")]  # dev has no schedule: the API is called
+        reindex = [c for c in cronjobs if c.endswith("-reindex")]  # without a schedule the API is called
+        # as the re-index client calls it: per repository, incremental; never the full-index route.
         again = (
-            f"create job --from=cronjob/{reindex[0]}" if reindex else "curl -X POST http://127.0.0.1:8000/api/v1/index"
+            f"create job --from=cronjob/{reindex[0]}"
+            if reindex
+            else '"incremental": true}\' http://127.0.0.1:8000/api/v1/index/repository'
         )
+        assert not re.search(r"/api/v1/index(?![/\w])", text), "the full-index route, every repository at once"
         steps = [text.index("indexed_commits.restored.json"), text.index(again)]
         assert order[2] < steps[0] < steps[1] < order[3]
         assert f"rollout restart deploy/{indexer}" in text

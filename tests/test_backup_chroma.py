@@ -377,6 +377,7 @@ def test_writes_during_backup_give_one_point_in_time(
     assert live_records(chroma, "code-chunks") == live
     retries = [line for line in backup_log if line["event"] == "backup.retry"]
     assert len(retries) == 1 and "'code-chunks'" in retries[0]["reason"], backup_log
+    print(f"\nretried: {retries[0]['reason']}; restored {len(live)} records, exactly the live ones")
 
 
 @pytest.mark.parametrize("reused_ids", [False, True], ids=["new-ids", "reused-ids"])
@@ -394,6 +395,7 @@ def test_backup_that_keeps_changing_is_refused(
     message = error_of(lines)
     assert "changed during each of 2 dump(s)" in message and "'code-chunks'" in message, message
     assert "nothing was recorded" in message
+    print(f"\nrefused: {message}")
     code, lines = run_cli("verify", "chroma", "--latest", *args(chroma, tmp_path))
     assert code == 1 and "no complete chroma backup" in error_of(lines)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import neo4j
 import pytest
-from backup_servers import dump_object, error_of, run_cli
+from backup_servers import IndexerApi, dump_object, error_of, run_cli
 
-from kgbackup.memgraph_store import COUNT_EDGES, COUNT_NODES, WIPE, classify
+from kgbackup.memgraph_store import COUNT_EDGES, COUNT_NODES, WIPE, MemgraphStore, classify
 
 pytestmark = pytest.mark.backup
 
@@ -225,6 +225,33 @@ def test_tampered_dump_is_rejected_before_touching_graph(graph: FakeGraph, tmp_p
     assert code == 1
     assert "manifest says" in error_of(out)
     assert graph.statements == ["CREATE INDEX ON :`Repo`(`name`);"]
+
+
+def test_the_backup_waits_for_the_indexer_and_the_restore_hands_its_tracker_back(
+    graph: FakeGraph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25: the indexer's commit tracker is ahead of a restored graph as it is of a restored Chroma.
+    A Memgraph backup dumps only while no indexing workflow runs, records the tracker, and the restore
+    prints it in ``restore.done`` for the plan's tracker step (tests/test_backup_indexer.py replays it)."""
+    tracker = {"acme/shop#main": {"repository": "acme/shop", "branch": "main", "last_commit": "abc123"}}
+    busy = [True]
+    indexer = IndexerApi(lambda: tracker, lambda: busy[0])
+    monkeypatch.setattr(MemgraphStore, "retry_seconds", 0.0)
+    try:
+        code, lines = cli(tmp_path, "backup", "--indexer-url", indexer.url)
+        assert code == 1 and "indexing workflow(s) wf-1 running" in error_of(lines)
+        assert len([line for line in lines if line["event"] == "backup.retry"]) == MemgraphStore.dump_attempts - 1
+        busy[0] = False
+        code, lines = cli(tmp_path, "backup", "--indexer-url", indexer.url)
+        assert code == 0, lines
+    finally:
+        indexer.close()
+    _, manifest = dump_object(tmp_path / "b", "memgraph")
+    assert json.loads(manifest.read_text())["source"]["indexed_commits"] == tracker
+    code, lines = restore(tmp_path, "--force")
+    assert code == 0, lines
+    (done,) = [line for line in lines if line["event"] == "restore.done"]
+    assert done["indexed_commits"] == tracker
 
 
 def test_unreachable_memgraph_with_real_driver(tmp_path: Path) -> None:

@@ -7,7 +7,10 @@ The tests share one control plane and run in file order: the drain and the zone 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 import yaml
 from conftest import DRILLED, ENV_DIRS, ROOT
 from control_plane import (
+    BIN,
     ZONE,
     ControlPlane,
     apply_environment,
@@ -92,6 +96,98 @@ def test_zonal_state_is_spread_over_zones(cp: ControlPlane, applied: dict[str, l
     }
     assert len(zones) >= 3
     assert len(set(zones.values())) == min(len(zones), 3), zones
+
+
+# Issue 25 ----------------------------------------------------------------------------------------
+NEEDS_A_KUBELET = (" exec ", " logs ", " port-forward ")
+"""Plan commands that reach a pod (kwok runs none): the tracker's run with local stand-ins in
+tests/test_app.py and tests/test_backup_indexer.py; the others follow a Job's log."""
+
+
+def _commands(line: str) -> list[str]:
+    """The commands of one plan line: a line that is a command, or the command after a step's label."""
+    text = line.strip()
+    if not text.startswith(("kubectl ", "make restore ")):
+        text = text.rsplit(": ", 1)[-1]
+        if not text.startswith("kubectl "):
+            return []
+    return text.split(" && ")
+
+
+def test_the_restore_plan_runs_as_printed_against_dist_on_the_api_server(
+    cp: ControlPlane, applied: dict[str, list[str]], tmp_path: Path
+) -> None:
+    """`make restore`'s procedure for the drilled environment's Chroma, each kubectl command exactly as
+    printed, against dist/ on the real API server: every backup and re-index CronJob is suspended
+    before the restore Job is applied and resumed after; the indexer is stopped while it runs; the Job
+    is admitted (quota, Pod Security) and completes; the API tiers are restarted; the re-index Job is
+    made from its CronJob. Leaves the namespace as it found it."""
+    ns = namespace(DRILLED)
+    wait_all_ready(cp, ns)
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "restore", DRILLED, "chroma", "--force"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    plan = [line.removeprefix("# ") for line in printed.stderr.splitlines() if line.startswith("# ")]
+    job = yaml.safe_load(printed.stdout)["metadata"]["name"]
+    batch, apps = f"/apis/batch/v1/namespaces/{ns}", f"/apis/apps/v1/namespaces/{ns}"
+    cronjobs = {c["metadata"]["name"] for c in cp.items(f"{batch}/cronjobs")}
+    indexer, query = f"{ns}-indexer", f"{ns}-query"
+
+    def suspended() -> dict[str, bool]:
+        return {c["metadata"]["name"]: bool(c["spec"].get("suspend")) for c in cp.items(f"{batch}/cronjobs")}
+
+    def replicas(name: str) -> int:
+        return int(cp.get(f"{apps}/deployments/{name}")["spec"]["replicas"])
+
+    def complete(name: str) -> bool:
+        conditions = cp.get(f"{batch}/jobs/{name}").get("status", {}).get("conditions", [])
+        return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+
+    env = {**os.environ, "KUBECONFIG": str(cp.kubectl.kubeconfig), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    ran, reach_pods = [], []
+    at_restore: dict[str, Any] = {}
+    try:
+        for line in plan:
+            for command in _commands(line):
+                if any(word in f" {command} " for word in NEEDS_A_KUBELET):
+                    reach_pods.append(command)
+                    continue
+                shell, stdin = command, None
+                if command.startswith("make restore "):  # `make restore ... | kubectl apply -f -`: its output
+                    shell, stdin = command.split(" | ", 1)[1], printed.stdout
+                    at_restore = {"suspended": suspended(), "indexer": replicas(indexer)}
+                out = subprocess.run(["bash", "-c", shell], input=stdin, env=env, cwd=tmp_path,
+                                     capture_output=True, text=True, timeout=180)  # fmt: skip
+                assert out.returncode == 0, f"{command}\n{out.stdout}{out.stderr}"
+                ran.append(command)
+                if stdin is not None:  # the plan: done when the Job shows Complete
+                    cp.wait(f"restore Job {job} to complete", lambda: complete(job), timeout=120)
+        assert at_restore == {"suspended": dict.fromkeys(cronjobs, True), "indexer": 0}, at_restore
+        assert suspended() == dict.fromkeys(cronjobs, False)
+        assert replicas(indexer) == 1
+        for name in (indexer, query):
+            template = cp.get(f"{apps}/deployments/{name}")["spec"]["template"]["metadata"]
+            assert "kubectl.kubernetes.io/restartedAt" in template.get("annotations", {}), name
+        (reindex,) = [c for c in cronjobs if c.endswith("-reindex")]
+        made = cp.get(f"{batch}/jobs/{reindex}-after-restore")
+        assert made["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+        # Exactly the steps that read a Job's log or run in the indexer's pod were left to the stand-ins.
+        assert [c.split()[3] for c in reach_pods] == ["exec", "logs", "logs", "exec", "logs"], reach_pods
+        print(f"\nrestore plan for {DRILLED}/chroma: {len(ran)} commands run as printed")
+    finally:
+        for name in (job, f"{ns}-reindex-after-restore"):
+            cp.kubectl.run("-n", ns, "delete", "job", name, "--ignore-not-found", "--cascade=foreground")
+        for name in cronjobs:
+            cp.kubectl.run("-n", ns, "patch", "cronjob", name, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+        cp.kubectl.run("-n", ns, "scale", f"deploy/{indexer}", "--replicas=1")
+    wait_all_ready(cp, ns)
+    # The restarts' old pods gone too: the drain test below expects the indexer's one pod.
+    cp.wait(
+        f"no terminating pod in {ns}",
+        lambda: not any(p["metadata"].get("deletionTimestamp") for p in cp.items(f"/api/v1/namespaces/{ns}/pods")),
+    )
 
 
 # 5 -----------------------------------------------------------------------------------------------

@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import edge_harness
 import pytest
 import yaml
 from conftest import ENV_DIRS
@@ -31,7 +35,7 @@ from edge_harness import (
     self_signed,
     translate,
 )
-from rendered import objects
+from rendered import objects, of_kind
 
 WEB, QUERY, INDEXER = "web", "query", "indexer"
 AGENT_PATHS = [
@@ -174,6 +178,52 @@ def test_agent_paths_reach_the_tier_that_owns_them(edge: RunningEdge, method: st
     assert json.loads(answer.body)["path"] == path
 
 
+_SELECTOR = re.compile(r"\b(envoy_[a-z_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r'([a-z_]+)(=~|!~|!=|=)"((?:[^"\\]|\\.)*)"')
+
+
+def _prometheus_series(edge: RunningEdge) -> dict[str, list[dict[str, str]]]:
+    """Envoy's own Prometheus exposition (admin ``/stats/prometheus``, the path the PodMonitor scrapes)."""
+    url = f"http://127.0.0.1:{edge.admin_port}/stats/prometheus"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, list[dict[str, str]]] = {}
+    for line in text.splitlines():
+        if match := re.match(r"([a-z_]+)(?:\{(.*)\})? \S+$", line):
+            labels = {k: v for k, _, v in _MATCHER.findall(match.group(2) or "")}
+            out.setdefault(match.group(1), []).append(labels)
+    return out
+
+
+def test_the_alert_rules_select_the_series_envoy_exports(edge: RunningEdge) -> None:
+    """Issue 25: the SLIs and KgaEdgeMetricsAbsent read the proxies' series by cluster name. Every Envoy
+    selector of dist/'s PrometheusRule, after one request down each agent path, finds series of the real
+    Envoy that Envoy Gateway drives from dist/: the same metric, every cluster name pattern, the bucket
+    bound. (No request failed here, so a response class is only checked to be a label Envoy sets.)"""
+    for method, path, _ in AGENT_PATHS:
+        edge.request(method, path, key(), b"{}" if method == "POST" else None)
+    exported = _prometheus_series(edge)
+    (rule,) = of_kind(edge.env, "PrometheusRule")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    selectors = {(m.group(1), m.group(2)) for expr in exprs for m in _SELECTOR.finditer(expr)}
+    assert {name for name, _ in selectors} >= {"envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_rq_xx"}
+
+    def matches(labels: dict[str, str], name: str, op: str, value: str) -> bool:
+        if name == "envoy_response_code_class":
+            return name in labels
+        found = re.fullmatch(value, labels.get(name, "")) if "~" in op else labels.get(name, "") == value
+        return bool(found) == (op in ("=", "=~"))
+
+    unmatched = [
+        f"{metric}{{{matchers}}}"
+        for metric, matchers in sorted(selectors)
+        if not any(all(matches(labels, *m) for m in _MATCHER.findall(matchers)) for labels in exported.get(metric, []))
+    ]
+    clusters = sorted({s.get("envoy_cluster_name", "") for s in exported.get("envoy_cluster_upstream_rq_total", [])})
+    assert unmatched == [], f"no exported series for {unmatched}; Envoy's clusters: {clusters}"
+    print(f"\n{edge.env}: {len(selectors)} Envoy selectors of the rules, each matched by an exported series")
+
+
 @pytest.mark.parametrize(("method", "path"), BLOCKED_REQUESTS)
 def test_blocked_paths_are_refused_in_every_disguise(edge: RunningEdge, method: str, path: str) -> None:
     edge.clear()
@@ -307,6 +357,7 @@ def _burst(edge: RunningEdge, client: str, count: int) -> list[int]:
 def test_rate_limits_are_per_client_with_a_burst(edge: RunningEdge) -> None:
     """Issue 17, defect 4: behind the load balancer of staging's cloud, every client shared one bucket."""
     client, other = edge.fresh_client(), edge.fresh_client()
+    edge.clear()
     conn = edge.connection(client_ip=client)
     try:
         first = [edge.send(conn, "GET", "/api/v1/health", key()).status for _ in range(12)]
@@ -319,6 +370,10 @@ def test_rate_limits_are_per_client_with_a_burst(edge: RunningEdge) -> None:
         conn.close()
     # Another client, through the same load balancer, has its own bucket.
     second = _burst(edge, other, 3)
+    # The address Envoy keys the buckets on, as it appends it to X-Forwarded-For: each client's own
+    # (on EKS from the PROXY header), never the load balancer's.
+    counted = {s.headers["x-forwarded-for"].rsplit(",", 1)[-1].strip() for s in edge.reached(QUERY)}
+    assert counted == {client, other}, counted
     assert first[:5] == [200] * 5, first  # the burst: 5 per second
     assert 429 in first, first
     assert 429 in spoofed, spoofed
@@ -521,3 +576,26 @@ def test_the_status_check_can_fail(tmp_path: Path) -> None:
     env = ENV_DIRS[0]
     _, problems = _status_problems(env, tmp_path, drop_service=f"kga-{env}-query")
     assert any(f"HTTPRoute/kga-{env}-api: ResolvedRefs" in p for p in problems), problems
+
+
+# --- never skipped in CI ---------------------------------------------------------------------------
+
+
+def test_a_missing_edge_tool_fails_in_ci_and_skips_only_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """.ci/run sets CI=true: there a missing envoy-gateway, egctl or Envoy wheel fails the traffic tests
+    instead of skipping them (the harness's own look-ups, with nothing to find)."""
+    monkeypatch.setattr(edge_harness, "EG_TOOLS", tmp_path)
+    monkeypatch.setattr(edge_harness, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda _: None)))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    looks = {"envoy-gateway": edge_harness.envoy_gateway, "egctl": edge_harness.egctl, "envoy": edge_harness.envoy}
+    for ci in ("true", None):
+        if ci:
+            monkeypatch.setenv("CI", ci)
+        else:
+            monkeypatch.delenv("CI", raising=False)
+        for name, look in looks.items():
+            with pytest.raises(pytest.fail.Exception if ci else pytest.skip.Exception, match=name) as caught:
+                look()
+            assert ("required in CI" in str(caught.value)) == bool(ci), (name, str(caught.value))

@@ -734,3 +734,19 @@ def test_redis_image_runs_the_same_redis_server_build_as_the_tests(tmp_path: Pat
     host = _run([shutil.which("redis-server") or "redis-server", "--version"], timeout=30).stdout
     # Same version, same build id: the tests prove the server the stack deploys.
     assert in_image.strip() == host.strip()
+
+
+def test_every_pip_install_in_our_dockerfiles_can_trust_a_proxy_ca_without_a_layer() -> None:
+    """Issue 18: the backup image's pip failed TLS here (egress through a TLS-intercepting proxy whose CA only
+    the host trusts) while the agent's worked: its Dockerfile had no ``pip_ca`` secret, which
+    tests/image_build.py's ``ca_secret()`` hands every build. Each RUN that installs with pip mounts it as an
+    optional secret (never a layer) and points pip at it."""
+    runs = 0
+    for dockerfile in sorted(DOCKER_DIR.glob("*/Dockerfile")):
+        text = re.sub(r"\\\n", " ", dockerfile.read_text())
+        for line in text.splitlines():
+            if line.startswith("RUN") and re.search(r"\bpip install\b", line):
+                runs += 1
+                assert "--mount=type=secret,id=pip_ca,required=false" in line, (dockerfile, line)
+                assert "PIP_CERT=/run/secrets/pip_ca" in line, (dockerfile, line)
+    assert runs >= 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,20 +18,26 @@ from typing import Any
 
 import pytest
 import yaml
-from argo_sync import SyncStuckError, read_folder, table, waves
+from argo_sync import SyncStuckError, read_folder, table
 from conftest import ROOT, build
 from control_plane import wait_all_ready
 from real_node import (
     NODE_IP,
     DistSync,
+    FakeS3,
     HostState,
     Node,
     apply_dist,
+    apply_one_off,
+    dist_hosts,
     fake_openai,
+    fake_s3,
+    first_sync_problems,
     local,
     node_lock,
     real_node,
-    tools_missing,
+    require_node,
+    s3_target,
     workload_images,
 )
 from tools import missing
@@ -54,19 +61,12 @@ def _objects(kind: str) -> list[dict[str, Any]]:
 NAMESPACE = _objects("Namespace")[0]["metadata"]["name"]
 
 
-def _require_node() -> None:
-    if os.geteuid() != 0:
-        missing("a real node needs root (containerd, kubelet, iptables)")
-    absent = tools_missing()
-    if absent:
-        missing(f"not installed: {', '.join(absent)} (scripts/setup.sh test installs them)")
-
-
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
-    """The node with the local build of every image dist/dev's workloads run."""
-    _require_node()
-    with real_node(workload_images(ENV)) as started:
+    """The node with the local build of every image dist/dev runs; cluster DNS answers its model provider's
+    and its backups' S3 endpoint's names with the host's servers."""
+    require_node()
+    with real_node(workload_images(ENV), dist_hosts(ENV)) as started:
         print(f"\n[real node] {', '.join(f'{k} {v:.0f}s' for k, v in started.timings.items())}")
         yield started
 
@@ -110,7 +110,7 @@ def _pod_report(node: Node) -> str:
 def test_host_state_puts_back_what_a_node_changes(tmp_path: Path) -> None:
     """What the node's teardown relies on, on the kinds of change a node makes: a link, an address, an
     iptables chain in a table of its own, an ipset, a sysctl the kubelet sets, a mount, a cgroup."""
-    _require_node()
+    require_node()
     with node_lock():
         before = HostState.now(tmp_path)
         sysctl = Path("/proc/sys/vm/overcommit_memory")
@@ -164,37 +164,10 @@ RULES = {
 def test_dist_dev_first_sync_completed_wave_by_wave_under_argo_health_rules(ready: Node, synced: DistSync) -> None:
     """Issue 24: the first sync of dist/dev completes on a real node, wave by wave, none skipped, each wave
     healthy by Argo CD's rules before the next; the indexer's claim, under the node's WaitForFirstConsumer
-    class, binds (Healthy) in the wave of the Deployment that mounts it. Staging and prod are not synced on
-    the node: their replicas, spread constraints and requests need more than one small node (their first
-    sync runs on the control plane, tests/test_argo_sync.py)."""
-    objects = read_folder(ROOT / "dist" / ENV)
-    assert [r.wave for r in synced.waves] == list(waves(objects))
-    for result in synced.waves:
-        assert sorted([*result.gated, *result.ungated]) == sorted(result.applied), result.wave
-    gated = {name: (r.wave, rule) for r in synced.waves for name, rule in r.gated.items()}
-    # The claim: Bound under a class that binds on first consumer, gated in its consumer's wave.
-    (claim,) = _objects("PersistentVolumeClaim")
-    claim_name = claim["metadata"]["name"]
-    (consumer,) = [
-        d
-        for d in _objects("Deployment")
-        if any(
-            (v.get("persistentVolumeClaim") or {}).get("claimName") == claim_name
-            for v in d["spec"]["template"]["spec"].get("volumes", [])
-        )
-    ]
-    live = ready.cp.get(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim_name}")
-    assert live["status"]["phase"] == "Bound"
-    storage_class = ready.cp.get(f"/apis/storage.k8s.io/v1/storageclasses/{live['spec']['storageClassName']}")
-    assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
-    claim_wave, claim_rule = gated[f"PersistentVolumeClaim/{claim_name}"]
-    assert claim_rule == RULES["PersistentVolumeClaim"]
-    assert claim_wave == gated[f"Deployment/{consumer['metadata']['name']}"][0]
-    # Every workload was gated by its kind's rule, not passed as a kind without a check.
-    workloads = [*_objects("Deployment"), *_objects("StatefulSet")]
-    assert workloads
-    for obj in workloads:
-        assert gated[f"{obj['kind']}/{obj['metadata']['name']}"][1] == RULES[obj["kind"]]
+    class, binds (Healthy) in the wave of the Deployment that mounts it; every workload is gated by its kind's
+    rule, not passed as a kind without a check. dist/staging and dist/prod: tests/test_real_cluster.py."""
+    assert first_sync_problems(ready, ENV, synced, RULES) == []
+    assert [o for o in read_folder(ROOT / "dist" / ENV) if o["kind"] == "PersistentVolumeClaim"]
 
 
 PYTHON_REACHES_STORES = """
@@ -544,3 +517,232 @@ def test_a_killed_pod_of_every_workload_is_replaced(ready: Node) -> None:
     wait_all_ready(cp, NAMESPACE, timeout=300)
     took = time.monotonic() - start
     print(f"\n[real node] every workload Ready again {took:.0f}s after a pod of each was killed")
+
+
+# -- scheduled jobs: re-index, backups to S3, restores ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def suspended(ready: Node) -> list[str]:
+    """Every CronJob of dist/dev suspended, as the restore procedure's step 4 does: no scheduled run joins
+    the tests' own Jobs (created from the CronJobs' templates, which a suspended CronJob still has)."""
+    names = [c["metadata"]["name"] for c in _objects("CronJob")]
+    for name in names:
+        ready.cp.kubectl.ok(
+            "patch", "cronjob", "-n", NAMESPACE, name, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+        )
+    return names
+
+
+def _wait_job(node: Node, name: str, timeout: float) -> tuple[str, str]:
+    """``("Complete" | "Failed", its pods' logs)`` once the Job ``name`` has finished."""
+    path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}"
+
+    def finished() -> str | None:
+        conditions = node.cp.get(path).get("status", {}).get("conditions", [])
+        done = [c["type"] for c in conditions if c["type"] in ("Complete", "Failed") and c["status"] == "True"]
+        return done[0] if done else None
+
+    node.wait(f"Job {name} to finish", lambda: finished() is not None, timeout)
+    logs = node.cp.kubectl.run("logs", "-n", NAMESPACE, f"job/{name}", "--all-containers", "--tail=-1")
+    return str(finished()), logs.stdout + logs.stderr
+
+
+def _job_from_cronjob(node: Node, cronjob: str, timeout: float = 300) -> tuple[float, list[dict[str, Any]]]:
+    """``kubectl create job --from=cronjob/<cronjob>`` (docs/backup-restore.md, "Run a backup now"), run to
+    its end: the seconds it took and its JSON log lines. Fails unless the Job completes."""
+    name = f"{cronjob}-node-test"
+    start = time.monotonic()
+    node.cp.kubectl.ok("create", "job", "-n", NAMESPACE, f"--from=cronjob/{cronjob}", name)
+    state, logs = _wait_job(node, name, timeout)
+    assert state == "Complete", f"{name}: {state}\n{logs}\npods:\n{_pod_report(node)}"
+    return time.monotonic() - start, _events(logs)
+
+
+def _events(logs: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+
+
+CHROMA_RECORDS = """
+import json, os
+import chromadb
+settings = chromadb.Settings(anonymized_telemetry=False)
+client = chromadb.HttpClient(host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]), settings=settings)
+records = {}
+for collection in client.list_collections():
+    got = collection.get(include=["documents", "metadatas"])
+    records[collection.name] = sorted(
+        [i, d, json.dumps(m, sort_keys=True)] for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])
+    )
+print(json.dumps(records))
+"""
+
+
+def _chroma_records(node: Node) -> dict[str, list[list[str]]]:
+    """``{collection: sorted [id, document, metadata]}`` of every collection, read by a query pod with its own
+    settings (the indexer may be scaled down)."""
+    pod = _running_pod(node, NAMESPACE, {"app.kubernetes.io/component": "query"})
+    out = node.cp.kubectl.ok("exec", "-n", NAMESPACE, pod, "-c", "agent", "--", "python", "-c", CHROMA_RECORDS)
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="module")
+def reindexed(ready: Node, suspended: list[str], provider: Any) -> dict[str, Any]:
+    """dist/dev's scheduled re-index, run once as a Job from its CronJob against the running indexer (which
+    embeds through the fake provider and writes to Chroma): what it logged, and Chroma before and after."""
+    (cronjob,) = [c for c in suspended if c.endswith("-reindex")]
+    before = _chroma_records(ready)
+    took, events = _job_from_cronjob(ready, cronjob)
+    print(f"\n[real node] {cronjob} as a Job: Complete in {took:.0f}s")
+    return {"events": events, "before": before, "after": _chroma_records(ready)}
+
+
+def test_the_scheduled_reindex_job_runs_against_the_indexer_and_completes(reindexed: dict[str, Any]) -> None:
+    """Every repository of the agent's appSettings.json goes through the indexer's incremental route to a
+    completed workflow, and the indexer's documents land in Chroma."""
+    config = _of_component("ConfigMap", "agent")
+    repositories = [r["url"] for r in json.loads(config["data"]["appSettings.json"])["repositories"]]
+    events = reindexed["events"]
+    assert [e["repository"] for e in events if e["event"] == "reindex.queued"] == repositories, events
+    assert [e["repository"] for e in events if e["event"] == "reindex.completed"] == repositories, events
+    assert events[-1] == {"event": "reindex.done", "failed": 0}
+    added = sum(len(v) for v in reindexed["after"].values()) - sum(len(v) for v in reindexed["before"].values())
+    print(f"\n[real node] re-index: {len(repositories)} repositories, {added} records added to Chroma")
+    assert added > 0
+
+
+@pytest.fixture(scope="module")
+def s3(ready: Node) -> Iterator[FakeS3]:
+    """moto on the host at the S3 endpoint dist/dev's backups name (cluster DNS answers it), over TLS."""
+    target = s3_target(ENV)
+    assert target is not None, f"dist/{ENV} backs up to no S3 target"
+    try:
+        with fake_s3(ready.workdir, target) as server:
+            yield server
+    except FileNotFoundError as err:
+        missing(str(err))
+
+
+REDIS_KEYS = """
+import json, os, sys
+import redis
+client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=10, decode_responses=True)
+if sys.argv[1] == "write":
+    client.mset({f"node-test:restore:{i}": f"value {i}" for i in range(100)})
+    client.set("node-test:restore:ttl", "expires later", ex=3600)
+keys = sorted(client.scan_iter("node-test:restore:*"))
+print(json.dumps({k: [client.get(k), client.ttl(k)] for k in keys}))
+"""
+
+
+def _redis_keys(node: Node, mode: str) -> dict[str, list[Any]]:
+    """``{key: [value, ttl]}`` of the test's keys, written first when ``mode`` is ``write``, by a query pod
+    through the app's ACL user (its Secret's URL)."""
+    pod = _running_pod(node, NAMESPACE, {"app.kubernetes.io/component": "query"})
+    out = node.cp.kubectl.ok("exec", "-n", NAMESPACE, pod, "-c", "agent", "--", "python", "-c", REDIS_KEYS, mode)
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _of_component(kind: str, component: str) -> dict[str, Any]:
+    """The one object of ``kind`` in dist/dev with the component label ``component``."""
+    (obj,) = [o for o in _objects(kind) if o["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    return obj
+
+
+def _scale(node: Node, kind: str, name: str, replicas: int) -> None:
+    node.cp.kubectl.ok("scale", "-n", NAMESPACE, f"{kind}/{name}", f"--replicas={replicas}")
+    workload = node.cp.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/{kind.lower()}s/{name}")
+    selector = ",".join(f"{k}={v}" for k, v in workload["spec"]["selector"]["matchLabels"].items())
+
+    def scaled() -> bool:
+        pods = node.cp.items(f"/api/v1/namespaces/{NAMESPACE}/pods", labelSelector=selector)
+        ready = [
+            p
+            for p in pods
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+        return len(pods) == replicas == len(ready)
+
+    node.wait(f"{kind}/{name} at {replicas} Ready replicas", scaled, 300)
+
+
+def _delete_volume(node: Node, store: str) -> str:
+    """The store's data lost: its StatefulSet scaled to zero, its pod's claim deleted (and the volume with
+    it, reclaim policy Delete), then scaled back up on a new, empty claim. The new claim's uid."""
+    sts = _of_component("StatefulSet", store)
+    name = sts["metadata"]["name"]
+    claim = f"{sts['spec']['volumeClaimTemplates'][0]['metadata']['name']}-{name}-0"
+    path = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim}"
+    old = node.cp.get(path)["metadata"]["uid"]
+    _scale(node, "StatefulSet", name, 0)
+    node.cp.kubectl.ok("delete", "pvc", "-n", NAMESPACE, claim, "--wait=true", timeout=180)
+    node.wait(f"the volume of {claim} to be deleted", lambda: not any(
+        (v["spec"].get("claimRef") or {}).get("uid") == old for v in node.cp.items("/api/v1/persistentvolumes")
+    ), 120)  # fmt: skip
+    _scale(node, "StatefulSet", name, 1)
+    new = str(node.cp.get(path)["metadata"]["uid"])
+    assert new != old
+    return new
+
+
+def _restore_job(store: str) -> dict[str, Any]:
+    """The Job ``make restore ENV=dev STORE=<store>`` prints."""
+    out = subprocess.run(
+        [sys.executable, "-O", str(ROOT / "app.py"), "restore", ENV, store],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "constructs")},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return dict(yaml.safe_load(out.stdout))
+
+
+@pytest.mark.parametrize("store", ["redis", "chroma"])
+def test_a_backup_job_writes_to_s3_and_the_restore_job_brings_the_data_back_after_the_volume_is_lost(
+    request: pytest.FixtureRequest, ready: Node, suspended: list[str], s3: FakeS3, store: str
+) -> None:
+    """The store's backup CronJob, run as a Job, writes its dump and manifest to the S3 endpoint dist/dev names
+    (moto on the host, through cluster DNS, the backup's NetworkPolicy and TLS). The store then loses its
+    volume and comes back empty; the restore Job that ``make restore`` prints, run as the procedure says
+    (docs/backup-restore.md: writers stopped for Chroma), brings back every record: Redis's keys with their
+    values and TTLs, Chroma's records (written by the re-index) with their documents and metadata."""
+    if store == "redis":
+        before = _redis_keys(ready, "write")
+        assert len(before) == 101
+    else:
+        before = request.getfixturevalue("reindexed")["after"]
+        assert sum(len(v) for v in before.values()) > 0
+    took, events = _job_from_cronjob(ready, f"{NAMESPACE}-backup-{store}")
+    (done,) = [e for e in events if e["event"] == "backup.done"]
+    assert done["store"] == store and not done["held"], done
+    objects = s3.keys(f"{store}/{done['backup_id']}")
+    assert len(objects) >= 2, objects  # the dump and its manifest
+    print(f"\n[real node] backup of {store} as a Job: Complete in {took:.0f}s; in s3://{s3.target.bucket}: {objects}")
+
+    start = time.monotonic()
+    _delete_volume(ready, store)
+    empty = _redis_keys(ready, "read") if store == "redis" else _chroma_records(ready)
+    assert not any(empty.values()), empty
+    lost = time.monotonic() - start
+
+    indexer = _of_component("Deployment", "indexer")
+    if store == "chroma":
+        _scale(ready, "Deployment", indexer["metadata"]["name"], 0)  # the procedure's step 6: stop the writers
+    start = time.monotonic()
+    name = apply_one_off(ready, ENV, _restore_job(store))
+    state, logs = _wait_job(ready, name, 300)
+    assert state == "Complete", f"{name}: {state}\n{logs}"
+    restored = time.monotonic() - start
+    (done_restore,) = [e for e in _events(logs) if e["event"] == "restore.done"]
+    assert done_restore["backup_id"] == done["backup_id"]
+    if store == "chroma":
+        _scale(ready, "Deployment", indexer["metadata"]["name"], 1)
+
+    after = _redis_keys(ready, "read") if store == "redis" else _chroma_records(ready)
+    print(f"\n[real node] {store}: volume lost and back empty in {lost:.0f}s; restore Job Complete in {restored:.0f}s")
+    if store == "redis":
+        assert {k: v for k, (v, _) in after.items()} == {k: v for k, (v, _) in before.items()}
+        ttl = after["node-test:restore:ttl"][1]
+        assert 0 < ttl <= 3600, ttl
+        assert all(t == -1 for k, (_, t) in after.items() if k != "node-test:restore:ttl")
+    else:
+        assert after == before

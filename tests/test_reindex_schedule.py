@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import ROOT, build, env_data
 from rendered import LocalPod, objects, run_agent, run_chroma, run_redis
 from tools import free_port, missing
@@ -36,11 +37,12 @@ from kgstack.publish import synth
 Manifests = dict[str, dict[str, dict[str, Any]]]
 
 
-def test_off_without_a_schedule(manifests: Manifests) -> None:
-    assert not [k for k in manifests["dev"] if "reindex" in k]
+def test_off_without_a_schedule() -> None:
     env = parse_environment(env_data("staging", reindex={}), source="staging.yaml")
-    _, stack = build(env)
+    app, stack = build(env)
     assert stack.reindex is None
+    names = [obj["metadata"]["name"] for obj in yaml.safe_load_all(app.synth_yaml()) if obj]
+    assert "kga-staging" in names and "kga-staging-reindex" not in names
 
 
 def test_cronjob_forbids_overlap_and_runs_as_its_own_identity(manifests: Manifests) -> None:
@@ -394,7 +396,7 @@ def test_scheduled_re_indexing_needs_github_urls() -> None:
         "(https://github.com/...), which the indexer's incremental endpoint requires for scheduled re-indexing "
         "(reindex.schedule) (see docs/environment-reference.md#repository)"
     ]
-    parse_environment(env_data("dev", repositories=repositories), source="dev.yaml")  # dev has no schedule
+    parse_environment(env_data("dev", repositories=repositories, reindex={}), source="dev.yaml")  # no schedule
 
 
 def test_the_rendered_job_against_the_rendered_indexer_adds_each_chunk_once(job: Job, tmp_path: Path) -> None:

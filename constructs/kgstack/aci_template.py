@@ -21,15 +21,17 @@ from decimal import Decimal
 from typing import Any
 
 from .cloud_components import (
+    EDGE,
     CloudComponents,
     Component,
     Container,
     Probe,
+    edge_component,
     full_command,
     gibibytes,
     start_script,
 )
-from .cloud_edge import CONFIG_FILE, EDGE_HEALTH_PATH, EDGE_PORT, TLS_DIR, CloudEdgeProps, cloud_edge_conf
+from .cloud_edge import EDGE_PORT, TLS_DIR, CloudEdgeProps, cloud_edge_conf
 from .environment import Environment
 from .quantity import parse_quantity
 from .secret_ref import SecretRef
@@ -46,7 +48,6 @@ LOG_RETENTION_DAYS = 30
 VNET_CIDR = "10.41.0.0/16"
 SUBNET_CIDR = "10.41.0.0/24"
 """The ACI subnet; an Application Gateway subnet (docs/cloud-aci.md) takes 10.41.1.0/24."""
-EDGE = "edge"
 RUN = ("query", "indexer", "web")
 """Components run as container groups; the edge adds its own; Redis is Azure Cache for Redis."""
 TLS_SECRET = "tls"
@@ -55,6 +56,12 @@ TLS_SECRET = "tls"
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _plain(text: str) -> str:
+    """A literal value as ARM reads it: one that starts with ``[`` and ends with ``]`` would be taken for an
+    expression (``GITHUB_FILE_EXTENSIONS``'s JSON list), so its ``[`` is doubled, ARM's escape."""
+    return f"[{text}" if text.startswith("[") and text.endswith("]") else text
 
 
 def _param(remote: str, key: str) -> str:
@@ -325,7 +332,7 @@ class AciTemplate:
         pattern = re.compile(rf"(?<![\w.-])({'|'.join(map(re.escape, names))})(?=$|:|/)")
         pieces = pattern.split(text)
         if len(pieces) == 1:
-            return text, []
+            return _plain(text), []
         parts, used = [], []
         for i, piece in enumerate(pieces):
             if i % 2:
@@ -475,7 +482,6 @@ class AciTemplate:
             part = parts[component]
             groups.append(self._group(part.name, part, list(part.containers)))
         auth = parts["auth"]
-        verifier = auth.containers[0]
         web, indexer = parts["web"], parts["indexer"]
         conf = cloud_edge_conf(
             CloudEdgeProps(
@@ -487,44 +493,12 @@ class AciTemplate:
                 tls=True,
             )
         )
-        from .cloud_components import Probe as _Probe
-
-        tls_ref = SecretRef(name=TLS_SECRET, key="tls")
         self.remote.setdefault(TLS_SECRET, f"{env.instance}")
-        proxy = Container(
-            name=EDGE,
-            image=verifier.image,
-            command=("nginx", "-c", CONFIG_FILE, "-e", "stderr", "-g", "daemon off;"),
-            args=None,
-            env={},
-            secret_env={},
-            files={CONFIG_FILE: conf},
-            # The certificate's PEM (key and chain) from Key Vault, in both files nginx reads.
-            secret_files={f"{TLS_DIR}/tls.crt": tls_ref, f"{TLS_DIR}/tls.key": tls_ref},
-            writable=tuple(w for w in verifier.writable if w.path == "/tmp"),
-            ports={"edge": EDGE_PORT},
-            liveness=_Probe(port=EDGE_PORT, path=EDGE_HEALTH_PATH, command=None, period=20, timeout=2, failures=3),
-            readiness=None,
-            startup=None,
-            resources=verifier.resources,
-            user=verifier.user,
-            group=verifier.group,
-            working_dir=None,
-            pre_stop_seconds=0,
-            image_key=verifier.image_key,
-        )
-        edge = Component(
-            component=EDGE,
-            name=f"{env.instance}-{EDGE}",
-            kind="Deployment",
-            containers=(proxy, verifier),
-            replicas=1,
-            max_replicas=1,
-            autoscaling=None,
-            grace_seconds=auth.grace_seconds,
-            service=None,
-        )
-        groups.append(self._group(edge.name, edge, [proxy, verifier]))
+        tls_ref = SecretRef(name=TLS_SECRET, key="tls")
+        # The certificate's PEM (key and chain) from Key Vault, in both files nginx reads.
+        tls_files = {f"{TLS_DIR}/tls.crt": tls_ref, f"{TLS_DIR}/tls.key": tls_ref}
+        edge = edge_component(auth, conf, name=f"{env.instance}-{EDGE}", replicas=1, tls_files=tls_files)
+        groups.append(self._group(edge.name, edge, list(edge.containers)))
         return groups
 
 
@@ -553,7 +527,7 @@ def _probe(p: Probe, startup: Probe | None) -> dict[str, Any]:
     if p.command:
         probe["exec"] = {"command": list(p.command)}
     else:
-        probe["httpGet"] = {"path": p.path, "port": p.port, "scheme": "http"}
+        probe["httpGet"] = {"path": p.path, "port": p.port, "scheme": p.scheme}
     return probe
 
 

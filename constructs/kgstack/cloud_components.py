@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cloud_edge import CONFIG_FILE, EDGE_HEALTH_PATH, EDGE_PORT
 from .model import Resources
 from .quantity import parse_quantity
 from .secret_ref import SecretRef
@@ -33,6 +34,8 @@ class Probe:
     period: int
     timeout: int
     failures: int
+    scheme: str = "http"
+    """``https`` for a port that speaks TLS (the probe then does not check the certificate)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ def _probe(spec: Obj | None, ports: dict[str, int]) -> Probe | None:
         period=int(spec.get("periodSeconds", 10)),
         timeout=int(spec.get("timeoutSeconds", 1)),
         failures=int(spec.get("failureThreshold", 3)),
+        scheme=str(http.get("scheme", "HTTP")).lower() if http else "http",
     )
 
 
@@ -246,6 +250,60 @@ class CloudComponents:
                 size = pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage", "1Gi")
                 writable.append(Writable(path=path, size=size, persistent=True))
         return files, secret_files, writable
+
+
+EDGE = "edge"
+"""The cloud edge's component and container name: its proxy and the verifier (component ``auth``) share one
+task or container group."""
+
+
+def edge_component(
+    auth: Component, conf: str, *, name: str, replicas: int, tls_files: dict[str, SecretRef] | None = None
+) -> Component:
+    """The cloud edge (:mod:`kgstack.cloud_edge`) as one unit of two containers: the proxy with ``conf`` (and
+    ``tls_files`` where it ends TLS itself) in front of the API-key verifier of ``auth``, on the verifier's image,
+    user, resources and scratch ``/tmp``; checked on :data:`EDGE_HEALTH_PATH`, over TLS where it ends TLS."""
+    verifier = auth.containers[0]
+    proxy = Container(
+        name=EDGE,
+        image=verifier.image,  # the same unprivileged nginx as the verifier (images.nginx)
+        command=("nginx", "-c", CONFIG_FILE, "-e", "stderr", "-g", "daemon off;"),
+        args=None,
+        env={},
+        secret_env={},
+        files={CONFIG_FILE: conf},
+        secret_files=dict(tls_files or {}),
+        writable=tuple(w for w in verifier.writable if w.path == "/tmp"),
+        ports={"edge": EDGE_PORT},
+        liveness=Probe(
+            port=EDGE_PORT,
+            path=EDGE_HEALTH_PATH,
+            command=None,
+            period=20,
+            timeout=2,
+            failures=3,
+            scheme="https" if tls_files else "http",
+        ),
+        readiness=None,
+        startup=None,
+        resources=verifier.resources,
+        user=verifier.user,
+        group=verifier.group,
+        working_dir=None,
+        pre_stop_seconds=verifier.pre_stop_seconds,
+        image_key=verifier.image_key,
+    )
+    return Component(
+        component=EDGE,
+        name=name,
+        kind="Deployment",
+        containers=(proxy, verifier),
+        replicas=replicas,
+        max_replicas=replicas,
+        autoscaling=None,
+        grace_seconds=auth.grace_seconds,
+        service=None,
+    )
 
 
 IMAGE_ENTRYPOINTS: dict[str, tuple[str, ...]] = {

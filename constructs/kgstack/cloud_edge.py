@@ -27,6 +27,7 @@ from .edge.common import (
     VERIFY_PATH,
     EdgeSettings,
     content_security_policy,
+    nginx_preamble,
     nginx_size,
     security_headers,
 )
@@ -113,24 +114,10 @@ def cloud_edge_conf(p: CloudEdgeProps) -> str:
     )
     ui_auth = "" if s.public_ui else verify
     api_headers, ui_headers = _headers(s, API_CSP), _headers(s, content_security_policy())
+    head = nginx_preamble("/tmp/edge.pid", 4096)
     return f"""\
 # The cloud edge (kgstack.cloud_edge); generated from the Kubernetes edge's declarations.
-worker_processes 1;
-pid /tmp/edge.pid;
-error_log stderr warn;
-
-events {{
-    worker_connections 4096;
-}}
-
-http {{
-    server_tokens off;
-    client_body_temp_path /tmp/client_temp;
-    proxy_temp_path       /tmp/proxy_temp;
-    fastcgi_temp_path     /tmp/fastcgi_temp;
-    uwsgi_temp_path       /tmp/uwsgi_temp;
-    scgi_temp_path        /tmp/scgi_temp;
-{resolver}{real_ip}    # Never log credentials: the key id the verifier names, the path and the request id.
+{head}{resolver}{real_ip}    # Never log credentials: the key id the verifier names, the path and the request id.
     log_format edge '$time_iso8601 $remote_addr $status "$request_method $uri" key=$kga_key '
                     'rt=$request_time rid=$request_id';
     access_log /dev/stdout edge;

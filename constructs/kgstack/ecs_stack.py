@@ -50,16 +50,18 @@ from constructs import Construct, IConstruct
 
 from .agent_config import READY_PATH
 from .cloud_components import (
+    EDGE,
     CloudComponents,
     Component,
     Container,
     Probe,
     cpu_units,
+    edge_component,
     full_command,
     mebibytes,
     start_script,
 )
-from .cloud_edge import CONFIG_FILE, EDGE_HEALTH_PATH, EDGE_PORT, CloudEdgeProps, cloud_edge_conf
+from .cloud_edge import EDGE_HEALTH_PATH, EDGE_PORT, CloudEdgeProps, cloud_edge_conf
 from .environment import Environment
 from .monitoring import BURN_RATES, EDGE_5XX_RATIO
 from .network_policies import ComponentPeer, Flow, InternetPeer
@@ -79,8 +81,6 @@ MAX_STOP_SECONDS = 120
 """Fargate's longest ``stopTimeout``: the ALB drains a target first (its deregistration delay)."""
 SERVICES_RUN = ("query", "indexer", "web", "chroma")
 """Components run as Fargate services; the edge adds its own; Redis is ElastiCache."""
-EDGE = "edge"
-"""The cloud edge's component name: its proxy and the verifier (component ``auth``) share one task."""
 
 # The smallest ElastiCache node whose memory holds the Redis limit (GiB of usable memory, AWS's table).
 _CACHE_NODES = (
@@ -649,38 +649,7 @@ class EcsStack(cdk.Stack):
                 trusted_proxies=[VPC_CIDR],
             )
         )
-        verifier = auth.containers[0]
-        proxy = Container(
-            name=EDGE,
-            image=verifier.image,  # the same unprivileged nginx as the verifier (images.nginx)
-            command=("nginx", "-c", CONFIG_FILE, "-e", "stderr", "-g", "daemon off;"),
-            args=None,
-            env={},
-            secret_env={},
-            files={CONFIG_FILE: conf},
-            secret_files={},
-            writable=tuple(w for w in verifier.writable if w.path == "/tmp"),
-            ports={"edge": EDGE_PORT},
-            liveness=Probe(port=EDGE_PORT, path=EDGE_HEALTH_PATH, command=None, period=20, timeout=2, failures=3),
-            readiness=None,
-            startup=None,
-            resources=verifier.resources,
-            user=verifier.user,
-            group=verifier.group,
-            working_dir=None,
-            pre_stop_seconds=verifier.pre_stop_seconds,
-        )
-        edge = Component(
-            component=EDGE,
-            name=f"{env.instance}-{EDGE}",
-            kind="Deployment",
-            containers=(proxy, verifier),
-            replicas=auth.replicas,
-            max_replicas=auth.replicas,
-            autoscaling=None,
-            grace_seconds=auth.grace_seconds,
-            service=None,
-        )
+        edge = edge_component(auth, conf, name=f"{env.instance}-{EDGE}", replicas=auth.replicas)
         service = self._service(edge)
         self.public = elbv2.ApplicationLoadBalancer(
             self,
