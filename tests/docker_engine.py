@@ -16,6 +16,7 @@ needs (``DOCKER_HOST``), ``engine.docker(...)`` runs the Debian CLI against it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,24 @@ def transient(stderr: str) -> bool:
     return IPTABLES_RACE in stderr
 
 
+def _routed_pools() -> set[int]:
+    """The ``n`` of every ``10.<n>.0.0/16`` the host already routes (another engine's networks, or bridges an
+    earlier run left behind)."""
+    out = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
+    return {int(m) for m in re.findall(r"^10\.(\d+)\.", out, re.M)}
+
+
+def free_pool(first: int) -> int:
+    """The first ``n`` from ``first`` (wrapping within 100..199) whose ``10.<n>.0.0/16`` the host does not route:
+    a network overlapping a route already there would send its traffic to the other bridge."""
+    taken = _routed_pools()
+    for step in range(100):
+        n = 100 + (first - 100 + step) % 100
+        if n not in taken:
+            return n
+    raise RuntimeError("no free 10.<n>.0.0/16 address pool between 10.100 and 10.199 on this host")
+
+
 def _overlay() -> bool:
     try:
         return "overlay" in Path("/proc/filesystems").read_text()
@@ -61,7 +80,7 @@ class DockerEngine:
         folder.mkdir(parents=True, exist_ok=True)
         self.socket = folder / "docker.sock"
         self.containerd_socket = folder / "containerd.sock"
-        self.pool = pool if pool is not None else 100 + os.getpid() % 100
+        self.pool = pool if pool is not None else free_pool(100 + os.getpid() % 100)
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}", "DOCKER_CONFIG": str(folder / "client")}
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -175,8 +194,13 @@ class DockerEngine:
             raise RuntimeError(f"loading {images} failed: {loaded.stderr[-2000:]}")
 
     def stop(self) -> None:
-        """Containers first (dockerd stops them on SIGTERM), then dockerd, then containerd; then every mount
-        left under the folder."""
+        """Containers and networks first (dockerd keeps a stopped network's bridge and its iptables rules on
+        the host), then dockerd, then containerd; then every mount left under the folder."""
+        if self._procs and self.socket.exists():
+            ids = self.docker("ps", "-aq", check=False, timeout=60).stdout.split()
+            if ids:
+                self.docker("rm", "-f", *ids, check=False, timeout=120)
+            self.docker("network", "prune", "-f", check=False, timeout=60)
         for proc in reversed(self._procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

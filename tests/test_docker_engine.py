@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from docker_engine import DockerEngine, engine
+from docker_engine import DockerEngine, engine, free_pool
 from image_build import CACHE_DIR, tool_command
 from tools import missing
 
@@ -58,3 +58,22 @@ def test_networks_get_the_engines_own_pool(docker: DockerEngine) -> None:
     subnet = docker.docker("network", "inspect", "probe", "--format", "{{(index .IPAM.Config 0).Subnet}}").stdout
     assert subnet.startswith(f"10.{docker.pool}."), subnet
     docker.docker("network", "rm", "probe")
+
+
+def _routes(pool: int) -> list[str]:
+    out = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith(f"10.{pool}.")]
+
+
+def test_a_stopped_engine_leaves_no_bridge_and_a_new_one_avoids_routed_pools() -> None:
+    """dockerd keeps a network's bridge on the host when it stops; one left behind overlapped the next engine's
+    networks of the same pool (same pytest process) and sent their traffic to the dead bridge."""
+    first = DockerEngine(Path(f"/tmp/kga-engine-stop-{os.getpid()}")).start()
+    try:
+        first.docker("network", "create", "left-behind")
+        assert _routes(first.pool), "the network's bridge should be routed while the engine runs"
+        assert free_pool(first.pool) != first.pool
+    finally:
+        first.remove()
+    assert _routes(first.pool) == []
+    assert free_pool(first.pool) == first.pool
