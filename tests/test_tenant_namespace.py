@@ -37,10 +37,10 @@ def test_quota_must_cover_max_scale_plus_surge() -> None:
     env = parse_environment(env_data("dev", quota__limits={"cpu": "16", "memory": "9Gi"}), source="dev.yaml")
     app, stack = build(env)
     error, breakdown = collect_errors(app)
-    # current value, need, value to set (9984Mi = 9.75Gi, x1.2 = 11.7Gi -> 12Gi), all in Gi
+    # current value, need, value to set (9.88Gi, x1.2 = 11.9Gi -> 12Gi), all in Gi
     assert error == (
         "dev/Namespace: quota.limits.memory: is 9Gi but the workloads at maximum scale plus rollout surge "
-        "need 9.75Gi; set quota.limits.memory: 12Gi (20% headroom)"
+        "need 9.88Gi; set quota.limits.memory: 12Gi (20% headroom)"
     )
     assert breakdown.startswith("dev/Namespace: quota: what each workload needs at maximum scale plus rollout surge: ")
     assert "Deployment/kga-dev-query (4 pods), limits.memory 4Gi" in breakdown
@@ -58,7 +58,7 @@ def test_quota_error_uses_one_unit_and_lists_workloads_once() -> None:
     errors = collect_errors(app)
     assert [e.split(": ")[1] for e in errors] == ["quota.requests.cpu", "quota.requests.memory", "quota.pods", "quota"]
     assert errors[0].endswith(
-        "is 0.5 cores but the workloads at maximum scale plus rollout surge need 1.98 cores; "
+        "is 0.5 cores but the workloads at maximum scale plus rollout surge need 2.03 cores; "
         'set quota.requests.cpu: "3" (20% headroom)'
     )
     assert sum("Deployment/kga-dev-query" in e for e in errors) == 1
@@ -68,7 +68,7 @@ def test_quota_error_uses_one_unit_and_lists_workloads_once() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("quota__pods", 5, "quota.pods: is 5 but the workloads at maximum scale plus rollout surge need 15"),
+        ("quota__pods", 5, "quota.pods: is 5 but the workloads at maximum scale plus rollout surge need 16"),
         ("quota__storage", "1Gi", "quota.storage: is 1Gi but"),
         ("quota__persistentVolumeClaims", 0, "quota.persistentVolumeClaims: is 0 but"),
         ("quota__requests", {"cpu": "1", "memory": "6Gi"}, "quota.requests.cpu: is 1 core but"),
