@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from image_build import AGENT_DOCKERFILE, CACHE_DIR, build_command, tool_command
-from real_node import node_ca
+from real_node import TRUST_CA, node_ca
 from tools import ROOT, missing
 
 BASE_SCRIPT = ROOT / "scripts" / "build-test-base.sh"
@@ -51,14 +51,6 @@ ENTRYPOINT ["nginx", "-e", "stderr", "-g", "daemon off;"]
 NGINX_SUITE = "sid"
 """Debian's suite with nginx 1.27.3 or later (``server ... resolve``): unstable (bookworm and trixie have 1.22 and
 1.26). A root file system of its own: unstable's libraries do not mix into the bookworm base."""
-_TRUST_CA = """\
-FROM {image}
-USER root
-COPY test-ca.pem /tmp/test-ca.pem
-RUN cat /tmp/test-ca.pem >> "$(python -c 'import certifi; print(certifi.where())')" \\
-    && cat /tmp/test-ca.pem >> /etc/ssl/certs/ca-certificates.crt && rm /tmp/test-ca.pem
-USER {user}
-"""
 _CHROMA = """\
 FROM {agent}
 USER root
@@ -139,7 +131,7 @@ class Images:
         self._build("agent-app", AGENT_DOCKERFILE, app, base, *args)
         user = _run([*self.podman, "image", "inspect", "--format", "{{.Config.User}}", local("agent-app")], 60)
         ca, _ = node_ca()
-        self._inline("agent", _TRUST_CA.format(image=local("agent-app"), user=user.strip()), {"test-ca.pem": ca})
+        self._inline("agent", TRUST_CA.format(image=local("agent-app"), user=user.strip()), {"test-ca.pem": ca})
         self._inline("chroma", _CHROMA.format(agent=local("agent")))
         self._inline("nginx", _NGINX.format(root=self._nginx_root()))
         docker = ROOT / "docker"

@@ -340,7 +340,7 @@ USER 101
 EXPOSE 8080
 CMD ["nginx", "-g", "daemon off;"]
 """
-_TRUST_CA = """\
+TRUST_CA = """\
 FROM {image}
 USER root
 COPY test-ca.pem /tmp/test-ca.pem
@@ -440,7 +440,7 @@ class Images:
         company proxy's CA would be: the servers it calls on the "internet" are the tests' own."""
         user = _run(*self.podman, "image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip()
         ca, _ = node_ca()
-        return self._inline(name, _TRUST_CA.format(image=image, user=user), {"test-ca.pem": ca})
+        return self._inline(name, TRUST_CA.format(image=image, user=user), {"test-ca.pem": ca})
 
     def _backup(self) -> str:
         """The backup image from docker/backup, trusting the test CA: its S3 endpoint is moto on the host
@@ -564,27 +564,32 @@ def _certificate(name: str, issuer: tuple[bytes, bytes] | None, *also: str) -> t
     return pem_key, certificate.public_bytes(serialization.Encoding.PEM)
 
 
-@contextlib.contextmanager
-def fake_openai(workdir: Path) -> Iterator[Any]:
-    """tests/fake_openai.py over TLS on OPENAI_IP:443, with a certificate for OPENAI_HOST from :func:`node_ca`."""
+def tls_fake_openai(address: str, cert: Path, key: Path) -> Any:
+    """tests/fake_openai.py, not yet started, serving HTTPS on ``address``:443 with ``cert`` and ``key``."""
     import ssl
     from http.server import ThreadingHTTPServer
 
     from fake_openai import FakeOpenAI
 
+    fake = FakeOpenAI()
+    handler = fake.server.RequestHandlerClass
+    fake.server.server_close()
+    fake.server = ThreadingHTTPServer((address, 443), handler)
+    fake.server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    fake.server.socket = context.wrap_socket(fake.server.socket, server_side=True)
+    return fake
+
+
+@contextlib.contextmanager
+def fake_openai(workdir: Path) -> Iterator[Any]:
+    """tests/fake_openai.py over TLS on OPENAI_IP:443, with a certificate for OPENAI_HOST from :func:`node_ca`."""
     ca_cert, ca_key = node_ca()
     key, cert = _certificate(OPENAI_HOST, (ca_key.read_bytes(), ca_cert.read_bytes()))
     (workdir / "openai.key").write_bytes(key)
     (workdir / "openai.pem").write_bytes(cert)
-    fake = FakeOpenAI()
-    handler = fake.server.RequestHandlerClass
-    fake.server.server_close()
-    fake.server = ThreadingHTTPServer((OPENAI_IP, 443), handler)
-    fake.server.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(workdir / "openai.pem", workdir / "openai.key")
-    fake.server.socket = context.wrap_socket(fake.server.socket, server_side=True)
-    fake.start()
+    fake = tls_fake_openai(OPENAI_IP, workdir / "openai.pem", workdir / "openai.key").start()
     try:
         yield fake
     finally:

@@ -48,7 +48,7 @@ from cloud_run import (
 )
 from docker_engine import DockerEngine
 from fake_openai import FakeOpenAI
-from real_node import _certificate, node_ca
+from real_node import _certificate, node_ca, tls_fake_openai
 from tools import ROOT
 
 from kgstack.cloud_components import EDGE, FILES_ENV
@@ -134,18 +134,9 @@ def _issue(folder: Path, host: str) -> tuple[Path, Path, Path]:
 
 def fake_openai(folder: Path, address: str) -> FakeOpenAI:
     """tests/fake_openai.py over TLS on ``address``:443 (the network's gateway, the host's side of the bridge)."""
-    from http.server import ThreadingHTTPServer
-
     cert, key, _ = _issue(folder, OPENAI_HOST)
-    fake = FakeOpenAI()
-    handler = fake.server.RequestHandlerClass
-    fake.server.server_close()
-    fake.server = ThreadingHTTPServer((address, 443), handler)
-    fake.server.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    fake.server.socket = context.wrap_socket(fake.server.socket, server_side=True)
-    return fake.start()
+    started: FakeOpenAI = tls_fake_openai(address, cert, key).start()
+    return started
 
 
 def managed_redis(e: Engine, name: str, *, network: str, host: str, port: int, password: str, folder: Path) -> str:

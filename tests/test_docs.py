@@ -66,8 +66,8 @@ def test_every_relative_link_of_the_docs_resolves_inside_the_repository() -> Non
 
 
 def test_every_page_a_file_names_is_in_the_repository() -> None:
-    """Issue 21: docs and code cited `shared/agent-facts.md`, a path no clone has. A page named by its path,
-    relative to the file or to the repository's root, must exist."""
+    """Issue 21: docs and code cited a facts page kept outside the repository, a path no clone has. A page named
+    by its path, relative to the file or to the repository's root, must exist."""
     missing = []
     for path in tracked():
         if path in (Path(__file__), APP_SCAN) or not path.is_file():
