@@ -544,8 +544,15 @@ def _wait_job(node: Node, name: str, timeout: float) -> tuple[str, str]:
         return done[0] if done else None
 
     node.wait(f"Job {name} to finish", lambda: finished() is not None, timeout)
-    logs = node.cp.kubectl.run("logs", "-n", NAMESPACE, f"job/{name}", "--all-containers", "--tail=-1")
-    return str(finished()), logs.stdout + logs.stderr
+    # Every pod the Job ran, oldest first: `kubectl logs job/<name>` shows one pod, which after a retry
+    # may be the failed attempt rather than the one that completed.
+    pods = node.cp.items(f"/api/v1/namespaces/{NAMESPACE}/pods", labelSelector=f"batch.kubernetes.io/job-name={name}")
+    logs = []
+    for pod in sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"]):
+        pod_name = pod["metadata"]["name"]
+        out = node.cp.kubectl.run("logs", "-n", NAMESPACE, pod_name, "--all-containers", "--tail=-1")
+        logs.append(f"--- pod {pod_name} ({pod['status'].get('phase')}) ---\n{out.stdout}{out.stderr}")
+    return str(finished()), "\n".join(logs)
 
 
 def _job_from_cronjob(node: Node, cronjob: str, timeout: float = 300) -> tuple[float, list[dict[str, Any]]]:
@@ -732,7 +739,9 @@ def test_a_backup_job_writes_to_s3_and_the_restore_job_brings_the_data_back_afte
     state, logs = _wait_job(ready, name, 300)
     assert state == "Complete", f"{name}: {state}\n{logs}"
     restored = time.monotonic() - start
-    (done_restore,) = [e for e in _events(logs) if e["event"] == "restore.done"]
+    restores = [e for e in _events(logs) if e["event"] == "restore.done"]
+    assert len(restores) == 1, f"{name}: one restore.done expected\n{logs}"
+    (done_restore,) = restores
     assert done_restore["backup_id"] == done["backup_id"]
     if store == "chroma":
         _scale(ready, "Deployment", indexer["metadata"]["name"], 1)
