@@ -19,10 +19,11 @@ synth:
 	@$(SETUP) synth
 	@$(SYNTH)
 
-## test: set up the test toolchain, then run every test (schemas, scanners, servers, lint)
+## test: set up the test toolchain, then run every test (schemas, scanners, servers, lint); the tests
+## start while the Go-built tools still build, and those that need one wait for it
+PYTEST := .venv/bin/python -m pytest
 test:
-	@$(SETUP) test
-	@.venv/bin/python -m pytest
+	@$(if $(filter true,$(SETUP)),$(PYTEST),$(SETUP) test -- $(PYTEST))
 
 ## check: the fast gate: synth (schemas, CRDs, cross-references), then checkov, the analyzer and promtool, each timed
 check:

@@ -4,15 +4,23 @@
 #   scripts/setup.sh lint    Python venv with ruff and mypy                       (make lint)
 #   scripts/setup.sh check   synth's + pytest, checkov, network-config-analyzer, promtool   (make check)
 #   scripts/setup.sh test    everything: test toolchain, servers, scanners, Go-built tools (make test)
+#   scripts/setup.sh test -- COMMAND...   set up, then run COMMAND while the Go builds finish (make test):
+#                            tests that need a Go-built tool wait for it (tests/tools.py wait_for_go_build)
 # A step is skipped when its inputs have not changed and what it installed still works. After
 # installing, a step checks the result (the binary runs, the version is right) before it stamps;
 # a failed step says what failed and stamps nothing, so the next run repairs it.
 # Everything goes to stderr: stdout belongs to the command make runs next (a manifest, say).
 set -euo pipefail
-exec 1>&2
+exec 3>&1 1>&2  # fd 3 keeps stdout for the COMMAND of `test -- COMMAND`
 cd "$(dirname "$0")/.."
 mode=${1:-synth}
-case "$mode" in synth|lint|check|test) ;; *) echo "usage: $0 synth|lint|check|test"; exit 2 ;; esac
+case "$mode" in synth|lint|check|test) ;; *) echo "usage: $0 synth|lint|check|test [-- COMMAND...]"; exit 2 ;; esac
+shift || true
+then_run=()
+if [ $# -gt 0 ]; then
+  [ "$1" = -- ] && [ $# -gt 1 ] && [ "$mode" = test ] || { echo "usage: $0 test -- COMMAND..."; exit 2; }
+  shift; then_run=("$@")
+fi
 
 NODE_LTS=22.23.3          # jsii supports ^22 and ^24; Node 20 is end-of-life
 CDK8S_CLI=2.207.60
@@ -46,12 +54,22 @@ step() {
   mkdir -p "$(dirname "$stamp")"; echo "$want" > "$stamp"
 }
 
-# Steps that take long and need nothing from the others (Go builds) run alongside them.
-bg_pids=(); bg_names=()
+# Steps that take long and need nothing from the others (Go builds) run alongside them. Each one
+# records its pid (with the process's start time, so a reused pid is not mistaken for it) in
+# .cache/setup-NAME.pid, and its exit status in .cache/setup-NAME.rc when it ends: the tests read
+# both to wait for a Go build that still runs beside them (tests/tools.py wait_for_go_build).
+bg_pids=(); bg_names=(); go_pids=(); go_names=()
 background() {  # background NAME COMMAND...: output kept in .cache/setup-NAME.log
   local name=$1; shift
-  set -m; ( "$@" ) >".cache/setup-$name.log" 2>&1 & set +m
-  bg_pids+=("$!"); bg_names+=("$name")
+  local ended="echo \$? > .cache/setup-$name.rc.new; mv .cache/setup-$name.rc.new .cache/setup-$name.rc"
+  rm -f ".cache/setup-$name.rc" ".cache/setup-$name.pid"
+  set -m
+  # shellcheck disable=SC2064  # NAME now, the status when the step ends
+  ( trap "$ended; rm -f .cache/setup-$name.pid" EXIT; "$@" ) >".cache/setup-$name.log" 2>&1 &
+  set +m
+  local pid=$! started; started=$(cut -d' ' -f22 "/proc/$pid/stat" 2>/dev/null || echo 0)
+  [ -e ".cache/setup-$name.rc" ] || echo "$pid $started" > ".cache/setup-$name.pid"
+  bg_pids+=("$pid"); bg_names+=("$name")
 }
 wait_background() {  # every background step, in order; the log of each failed one
   local i failed=""
@@ -71,8 +89,15 @@ wait_background() {  # every background step, in order; the log of each failed o
   bg_pids=(); bg_names=()
   [ -z "$failed" ] || fail "background step(s):$failed"
 }
+# The Go builds are set aside from the other background steps: `test -- COMMAND` runs COMMAND once the
+# others are done, and waits for these only after it.
+set_aside_go() {  # set_aside_go FROM: the background steps started from index FROM on are the Go builds
+  go_pids=("${bg_pids[@]:$1}"); go_names=("${bg_names[@]:$1}")
+  bg_pids=("${bg_pids[@]:0:$1}"); bg_names=("${bg_names[@]:0:$1}")
+}
+wait_go() { bg_pids=("${go_pids[@]}" "${bg_pids[@]}"); bg_names=("${go_names[@]}" "${bg_names[@]}"); go_pids=(); go_names=(); wait_background; }
 # Set-up stopped by a failure or Ctrl-C stops its background steps too (each is a process group).
-stop_background() { local pid; for pid in "${bg_pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; }
+stop_background() { local pid; for pid in "${go_pids[@]}" "${bg_pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done; }
 trap stop_background EXIT
 
 # Node for jsii: the machine's own when it is a supported LTS (>= 22), else npm's node@22.
@@ -210,6 +235,7 @@ if [ "$mode" = test ]; then
     [ "${CI:-}" != true ] || fail "Go is required to build the control plane and Envoy Gateway (scripts/control-plane, scripts/envoy-gateway)"
     say "Go not found: skipping the Go-built tools; their tests will be skipped"
   else
+    first_go=${#bg_pids[@]}
     # --- Go-built tools ---
     # The local control plane the tests start (tests/control_plane.py), at the Kubernetes release of go.mod.
     # The real node's kubelet and kube-proxy come from the same release (tests/real_node.py).
@@ -256,6 +282,7 @@ if [ "$mode" = test ]; then
     }
     background compose step .tools/compose/.setup "$(go_inputs scripts/compose)" \
       "go_check .tools/compose docker-compose" compose_build .tools/compose
+    set_aside_go "$first_go"
   fi
 fi
 
@@ -335,3 +362,11 @@ apt_check() {  # every package is installed, and promtool (the one binary check 
 step ".venv/.setup-apt$([ "$mode" = test ] || echo -check)" "$(cat $apt_lists)" apt_check apt_setup
 
 wait_background
+[ ${#then_run[@]} -gt 0 ] || { wait_go; exit 0; }
+# `test -- COMMAND`: the tests start now, the Go builds go on beside them (at a lower priority), and the
+# tests that need a Go-built tool wait for it. COMMAND's status is the result; a failed build fails too.
+[ ${#go_names[@]} -eq 0 ] || say "running ${then_run[*]} while the Go builds finish (${go_names[*]}); tests that need them wait"
+status=0
+"${then_run[@]}" >&3 9>&- || status=$?
+wait_go
+exit "$status"

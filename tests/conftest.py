@@ -25,6 +25,22 @@ if TYPE_CHECKING:
 ENVIRONMENTS = ROOT / "environments"
 
 
+# Under `make test` the set-up's Go builds (scripts/setup.sh) go on while the tests run. A module that
+# runs a Go-built tool says which builds it needs, ``pytestmark = pytest.mark.go_build("helm")``: it runs
+# after the other tests, and its first test waits for those builds.
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("go_build") is not None)  # stable: modules stay whole
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from tools import wait_for_go_build
+
+    for marker in item.iter_markers("go_build"):
+        for name in marker.args:
+            wait_for_go_build(name)
+
+
 @pytest.fixture(scope="session")
 def all_environments() -> dict[str, Environment]:
     """Every environment file, whatever it targets."""

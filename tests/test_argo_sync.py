@@ -35,6 +35,8 @@ from control_plane import ControlPlane, binaries_missing, control_plane, storage
 from kgstack.agent_secrets import RELOAD_ANNOTATION, RELOADED_FROM_ANNOTATION
 from kgstack.argocd_application import sync_wave
 
+pytestmark = pytest.mark.go_build("control-plane", "kwok")
+
 DIST = ROOT / "dist"
 
 

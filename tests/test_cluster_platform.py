@@ -30,6 +30,8 @@ from kgstack.cluster_platform import (
 )
 from kgstack.cross_reference import ClusterGate, Platform, helm_fullname
 
+pytestmark = pytest.mark.go_build("helm")
+
 Obj = dict[str, Any]
 DIST = ROOT / "dist"
 ENVS = {

@@ -20,6 +20,8 @@ from kgstack.compose_project import ComposeError, ComposeProject
 from kgstack.edge.common import AUTH_PORT, DENY_PORT, INDEXER_PATHS
 from kgstack.environment import EnvironmentFileError, load_environment, parse_environment
 
+pytestmark = pytest.mark.go_build("compose")
+
 COMPOSE_ENVS = sorted(p.parent.parent.name for p in (ROOT / "dist").glob("*/compose/compose.yaml"))
 COMPOSE_PLUGIN = ROOT / ".tools" / "compose" / "docker-compose"
 

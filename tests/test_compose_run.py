@@ -46,6 +46,8 @@ from kgstack.compose_gate import ComposeGate
 from kgstack.compose_project import ComposeProject
 from kgstack.environment import parse_environment
 
+pytestmark = pytest.mark.go_build("compose")
+
 COMPOSE = ROOT / ".tools" / "compose" / "docker-compose"
 FIXTURE_APP = ROOT / "tests" / "fixtures" / "agent-app"
 NGINX_STANDIN = ROOT / "tests" / "fixtures" / "nginx-unprivileged" / "Dockerfile"

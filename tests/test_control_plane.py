@@ -33,7 +33,7 @@ from control_plane import (
     zone_loss_drill,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.go_build("control-plane", "kwok")]
 DIST = ROOT / "dist"
 ARGOCD_DIRS = sorted(p.relative_to(DIST).as_posix() for p in (DIST / "argocd").rglob("*") if p.is_dir())
 """Each cluster's bundle ``argocd/<cluster>`` and its platform objects ``argocd/<cluster>/platform``."""

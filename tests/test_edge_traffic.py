@@ -37,6 +37,8 @@ from edge_harness import (
 )
 from rendered import objects, of_kind
 
+pytestmark = pytest.mark.go_build("envoy-gateway")
+
 WEB, QUERY, INDEXER = "web", "query", "indexer"
 AGENT_PATHS = [
     # The UI's own files (same origin as the API).

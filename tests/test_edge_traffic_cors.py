@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import build, env_data
 from edge_harness import EG_API, edge_objects, running_edge
 
 from kgstack.environment import parse_environment
 from kgstack.publish import manifests
+
+pytestmark = pytest.mark.go_build("envoy-gateway")
 
 FOREIGN = "https://evil.example.net"
 QUERY = "query"

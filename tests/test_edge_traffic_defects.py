@@ -17,6 +17,8 @@ import pytest
 import test_edge_traffic as traffic
 from edge_harness import AWS_PROXY_PROTOCOL, RunningEdge, edge_objects, running_edge
 
+pytestmark = pytest.mark.go_build("envoy-gateway")
+
 Obj = dict[str, Any]
 ENV = "staging"
 

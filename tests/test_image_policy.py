@@ -40,6 +40,8 @@ from kgstack.image_policy import (
     signing_identity,
 )
 
+pytestmark = pytest.mark.go_build("helm")
+
 sys.path.insert(0, str(ROOT / "scripts"))
 DIST = ROOT / "dist"
 # The environments that run on a cluster (Compose and cloud-only ones have no `cluster:`).

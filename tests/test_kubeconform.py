@@ -14,6 +14,8 @@ from tools import missing
 
 from kgstack.environment import SUPPORTED_KUBERNETES
 
+pytestmark = pytest.mark.go_build("kubeconform")
+
 
 def _load() -> ModuleType:
     spec = importlib.util.spec_from_file_location("kubeconform_wrapper", ROOT / "scripts" / "kubeconform.py")

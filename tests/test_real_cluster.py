@@ -35,7 +35,7 @@ from real_node import (
     workload_images,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.go_build("control-plane", "node")]
 ENVS = ["staging", "prod"]
 RULES = {
     # The gitops-engine function (pkg/health) each kind's health is read by, as tests/argo_sync.py cites it.

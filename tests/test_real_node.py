@@ -46,7 +46,7 @@ from kgstack import Environment
 from kgstack.connections import Connections
 from kgstack.network_policies import ComponentPeer, Flow, NamespacePeer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.go_build("control-plane", "node")]
 ENV = "dev"
 PROBE = "kga-probe"
 OUTSIDER = "kga-node-outsider"

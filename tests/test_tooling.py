@@ -15,7 +15,7 @@ import pytest
 from conftest import ENV_DIRS, ROOT
 from packaging.requirements import Requirement
 from packaging.version import Version
-from tools import missing
+from tools import missing, wait_for_go_build
 
 NODE_BIN = ROOT / ".tools" / "node_modules" / ".bin"
 
@@ -142,6 +142,10 @@ case "$1" in
       [ -e "$SANDBOX/dpkg" ] || echo "go build saw no apt-get" >> "$LOG"
     fi
     [ "${FAKE_GO_FAIL:-}" = "$(basename "$PWD")" ] && { echo "compile error in $(basename "$PWD")" >&2; exit 1; }
+    # FAKE_GO_HOLD=<module folder>: that build ends only once $SANDBOX/release exists (up to 60 s).
+    if [ "${FAKE_GO_HOLD:-}" = "$(basename "$PWD")" ]; then
+      for _ in $(seq 600); do [ -e "$SANDBOX/release" ] && break; sleep 0.1; done
+    fi
     shift; out=""; while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift 2 ;; -*) shift ;; *) break ;; esac; done
     # -o DIR/ names each binary after its package; -o FILE names the one binary.
     for pkg in "$@"; do
@@ -219,10 +223,10 @@ class Sandbox:
         )
         (self.bin / "python3").chmod(0o755)
 
-    def run(self, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(self, mode: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         path = f"{self.bin}:/usr/bin:/bin"
         return subprocess.run(
-            ["scripts/setup.sh", mode],
+            ["scripts/setup.sh", mode, *args],
             cwd=self.root,
             capture_output=True,
             text=True,
@@ -358,6 +362,47 @@ def test_go_builds_run_alongside_the_other_steps_and_failures_are_surfaced(sandb
     assert repaired.returncode == 0, repaired.stderr
     assert "repairing: .tools/control-plane/kubectl does not run (exit 126)" in repaired.stderr
     assert [line.split()[3] for line in sandbox.calls("go build start")][8:] == ["control-plane"]
+
+
+TEST_RUN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from tools import _alive, wait_for_go_build
+cache = Path.cwd() / ".cache"
+assert _alive(cache / "setup-envoy-gateway.pid") and not (cache / "setup-envoy-gateway.rc").exists()
+print("the tests started while envoy-gateway built", flush=True)
+Path({release!r}).touch()
+wait_for_go_build("envoy-gateway", cache=cache)
+print("envoy-gateway", (cache / "setup-envoy-gateway.rc").read_text().strip(), flush=True)
+"""
+
+
+def test_make_test_runs_the_tests_while_the_go_builds_finish(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Issue 21: a fresh machine's `make test` waited for every Go build before the first test. Now the
+    tests start once the rest is set up; a test that needs a Go-built tool waits for its build (tests/tools.py
+    wait_for_go_build), and a build that fails after the tests passed still fails `make test`."""
+    _require_scanner_venvs()
+    assert make_dry_run("test") == ["scripts/setup.sh test -- .venv/bin/python -m pytest"]
+    script = tmp_path / "test_run.py"
+    script.write_text(TEST_RUN.format(tests=str(ROOT / "tests"), release=str(tmp_path / "release")))
+    result = sandbox.run("test", "--", sys.executable, str(script), FAKE_GO_HOLD="envoy-gateway")
+    assert result.returncode == 0, result.stderr
+    # The run's stdout is the command's: set-up's chatter stays on stderr.
+    assert result.stdout.splitlines() == ["the tests started while envoy-gateway built", "envoy-gateway 0"]
+    assert "[setup] running " in result.stderr and "while the Go builds finish" in result.stderr
+    assert not list((sandbox.root / ".cache").glob("setup-*.pid"))  # each build removed its pid file
+    # The tests pass, a build fails: make test fails, naming it; the test waiting for it is told why.
+    (sandbox.root / ".tools/control-plane/.setup-helm").unlink()
+    failed = sandbox.run("test", "--", "true", FAKE_GO_FAIL="helm")
+    assert failed.returncode == 1
+    assert "FAILED: background step(s): helm" in failed.stderr
+    told = r"set-up's helm build failed \(exit 1\); its log: \.cache/setup-helm\.log"
+    with pytest.raises((pytest.skip.Exception, pytest.fail.Exception), match=told):  # a skip, or in CI a failure
+        wait_for_go_build("helm", cache=sandbox.root / ".cache")
+    # Anything but `test -- COMMAND` is refused with the usage.
+    wrong = sandbox.run("check", "--", "true")
+    assert wrong.returncode == 2 and "usage:" in wrong.stdout + wrong.stderr
 
 
 def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

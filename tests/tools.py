@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +22,38 @@ def missing(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{message} -- required in CI (scripts/setup.sh test installs it)")
     pytest.skip(message)
+
+
+GO_BUILD_TIMEOUT = 3600.0
+"""Longest wait for one of set-up's Go builds: a cold Envoy Gateway build on a loaded 2-core machine stays under it."""
+
+
+def _alive(pid_file: Path) -> bool:
+    """Whether the process recorded in ``pid_file`` (``PID START_TIME``) still runs: same pid, same start."""
+    try:
+        pid, started = pid_file.read_text().split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[19] == started  # field 22 of proc(5), counted after "comm)"
+
+
+def wait_for_go_build(name: str, timeout: float = GO_BUILD_TIMEOUT, cache: Path = ROOT / ".cache") -> None:
+    """Wait for set-up's Go build ``name`` (its module folder: control-plane, node, kwok, kubeconform, helm,
+    envoy-gateway, compose) when ``scripts/setup.sh test -- pytest`` (``make test``) still runs it beside
+    the tests: it records ``.cache/setup-NAME.pid`` while it runs and ``.cache/setup-NAME.rc`` when it ends.
+    A failed build is a missing tool, named with its log. Returns at once when the build is not running."""
+    pid_file, rc_file = cache / f"setup-{name}.pid", cache / f"setup-{name}.rc"
+    deadline = time.monotonic() + timeout
+    if _alive(pid_file) and not rc_file.exists():
+        print(f"\n[tests] waiting for set-up's {name} build (log: .cache/setup-{name}.log)", file=sys.stderr)
+    while _alive(pid_file) and not rc_file.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"set-up's {name} build still runs after {timeout:.0f} s (log: .cache/setup-{name}.log)")
+        time.sleep(2)
+    status = rc_file.read_text().strip() if rc_file.exists() else "0"
+    if status != "0":
+        missing(f"set-up's {name} build failed (exit {status}); its log: .cache/setup-{name}.log")
 
 
 def require_tool(name: str, *candidates: Path, hint: str) -> str:
