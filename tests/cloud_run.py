@@ -16,9 +16,13 @@ capabilities, init process, memory, mounts and health check as rendered. What th
 * **secrets**: ECS ``secrets`` (``arn:...:secret:<name>:<json key>::``) become variables from a Secrets Manager
   stand-in (:class:`Vault`); ACI ``secureValue`` ``[parameters('x')]`` resolve through the parameters file's Key
   Vault references to the same stand-in; values are made at run time;
-* **volumes**: an ECS task volume without configuration is Fargate's ephemeral bind mount; an EFS volume is a
-  folder owned as its access point's ``CreationInfo`` says (uid, gid, permissions); ACI ``emptyDir`` and
-  ``azureFile`` are folders (see :data:`SCRATCH_MODE`);
+* **volumes**: an ECS task volume without configuration is Fargate's ephemeral bind mount, an empty folder
+  presented as ``root:root 0755`` (:data:`FARGATE_SCRATCH`); an EFS volume is a folder owned as its access point's
+  ``CreationInfo`` says (uid, gid, permissions); ACI ``emptyDir`` and ``azureFile`` are folders (see
+  :data:`SCRATCH_MODE`);
+* **start order**: an ECS container starts once each of its ``DependsOn`` conditions holds (``SUCCESS``: that
+  container ended with 0); a non-essential container may end while the task runs (:func:`ecs_start_order`,
+  :func:`ecs_dependencies_met`);
 * **health**: ECS ``HealthCheck`` is the container's Docker health check (same command, interval, timeout,
   retries, start period); ACI's probes are made from outside, as ACI does, against the group's address.
 """
@@ -45,9 +49,12 @@ VPC_RESOLVER = "169.254.169.253"
 SANDBOX_USER = "65534:65534"
 NO_HEALTHCHECK = {"Test": ["NONE"]}
 SCRATCH_MODE = 0o1777
-"""How an empty task volume is presented: world-writable with the sticky bit, like ``/tmp`` or a Kubernetes
-``emptyDir``. Fargate's documented presentation is ``root:root 0755`` unless the image declares a ``VOLUME`` at that
-path: an open question for the non-root containers (docs/cloud-ecs.md, "Scratch volumes on Fargate")."""
+"""How an empty ACI volume (``emptyDir``) is presented: world-writable with the sticky bit, like ``/tmp`` or a
+Kubernetes ``emptyDir`` (ACI documents no owner or mode for it)."""
+FARGATE_SCRATCH = (0, 0, 0o755)
+"""Owner, group and mode of an ECS task's bind volume on Fargate, as AWS documents it ("By default, the volume
+permissions are set to 0755 and the owner as root"; AWS copies an image's ``VOLUME`` content, which no image
+here declares): a non-root container cannot write one until the task's volume owner has handed it over."""
 
 
 # -- the Engine API ------------------------------------------------------------------------------------------------
@@ -326,6 +333,44 @@ def ecs_container(
     # ECS runs the task definition's check only, never the image's HEALTHCHECK.
     config["Healthcheck"] = ecs_health(c.get("HealthCheck")) or NO_HEALTHCHECK
     return config
+
+
+def ecs_start_order(definitions: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A task's container definitions in an order in which each comes after the containers it ``DependsOn``."""
+    pending = {c["Name"]: c for c in definitions}
+    ordered: list[dict[str, Any]] = []
+    while pending:
+        ready = [c for c in pending.values() if not {d["ContainerName"] for d in c.get("DependsOn", [])} & set(pending)]
+        if not ready:
+            raise AssertionError(f"DependsOn cycle among {sorted(pending)}")
+        for c in ready:
+            ordered.append(pending.pop(c["Name"]))
+    return ordered
+
+
+def ecs_dependencies_met(api: EngineApi, sandbox: str, c: dict[str, Any], timeout: float) -> None:
+    """Wait until each ``DependsOn`` condition of ``c`` holds for the containers of the task in ``sandbox``, as the
+    ECS agent does before it starts ``c``; a dependency that cannot hold any more (ended, or ended non-zero for
+    ``SUCCESS``) fails with that container's logs, as the task would stop."""
+    for dependency in c.get("DependsOn", []):
+        name, condition = f"{sandbox}-{dependency['ContainerName']}", dependency["Condition"]
+
+        def holds(name: str = name, condition: str = condition) -> bool:
+            state = api.inspect(name)["State"]
+            ended = not state["Running"] and state["Status"] in ("exited", "dead")
+            if condition == "START":
+                return bool(state["Running"]) or ended
+            if condition == "HEALTHY":
+                if ended:
+                    raise AssertionError(f"{name} ended before it was healthy:\n{api.logs(name)}")
+                return bool(state.get("Health", {}).get("Status") == "healthy")
+            if condition == "SUCCESS" and ended and state["ExitCode"] != 0:
+                raise AssertionError(
+                    f"{name} ended with {state['ExitCode']}, so {c['Name']} never starts:\n{api.logs(name)}"
+                )
+            return ended
+
+        wait_until(f"{name} to reach {condition}", holds, timeout, lambda name=name: api.logs(name))  # type: ignore[misc]
 
 
 # -- ARM -----------------------------------------------------------------------------------------------------------

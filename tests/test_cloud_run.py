@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from cloud_images import Images
 from cloud_run import (
+    FARGATE_SCRATCH,
     REGION,
     SCRATCH_MODE,
     Arm,
@@ -37,7 +38,9 @@ from cloud_run import (
     aci_order,
     dynamic_secret,
     ecs_container,
+    ecs_dependencies_met,
     ecs_secret,
+    ecs_start_order,
     http_get,
     image_for,
     resolver_in_namespace,
@@ -197,6 +200,8 @@ class Running:
     volumes: dict[str, Path]
     timings: dict[str, float] = field(default_factory=dict)
     tls: Path | None = None
+    helpers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Non-essential containers that ran to their end before the others started (ECS's volume owners)."""
 
     def request(self, path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, str]:
         scheme = "https" if self.tls else "http"
@@ -306,7 +311,7 @@ def ecs_volumes(stack: Stack, task: dict[str, Any], folder: Path, sandbox: str) 
             uid, gid, mode = int(info["OwnerUid"]), int(info["OwnerGid"]), int(info["Permissions"], 8)
             mounts[volume["Name"]] = volume_dir(folder / "efs", root["Path"].strip("/"), uid, gid, mode)
         else:
-            mounts[volume["Name"]] = volume_dir(folder / "tasks" / sandbox, volume["Name"], 0, 0, SCRATCH_MODE)
+            mounts[volume["Name"]] = volume_dir(folder / "tasks" / sandbox, volume["Name"], *FARGATE_SCRATCH)
     return mounts
 
 
@@ -322,6 +327,17 @@ def ecs_healthy(e: Engine, containers: dict[str, dict[str, Any]], runs: tuple[st
         if any(r["ExitCode"] == 0 for r in state.get("Health", {}).get("Log", [])):
             passed.add(name)
     return all(name in passed for name, c in containers.items() if "HealthCheck" in c)
+
+
+def _start_task(
+    engine: Engine, stack: Stack, task: dict[str, Any], *, vault: Vault, mounts: dict[str, Path], sandbox: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Start a task's containers in the ECS agent's order, each once its DependsOn conditions hold."""
+    for c in ecs_start_order(task["ContainerDefinitions"]):
+        name = f"{sandbox}-{c['Name']}"
+        ecs_dependencies_met(engine.api, sandbox, c, 300)
+        engine.api.run(name, ecs_container(stack, c, vault=vault, volumes=mounts, sandbox=sandbox))
+        yield name, c
 
 
 @pytest.fixture(scope="class")
@@ -355,8 +371,10 @@ def ecs(engine: Engine) -> Iterator[Running]:
 
     started = time.monotonic()
     containers: dict[str, dict[str, Any]] = {}
+    helpers: dict[str, dict[str, Any]] = {}
     volumes: dict[str, Path] = {}
-    edge_ip, runs = "", ()
+    edge_ip = ""
+    runs: tuple[str, ...] = ()
     for task in ecs_tasks(stack, internal):
         for i in range(task.count):
             sandbox = f"{task.definition['Family']}-{i}"
@@ -365,15 +383,17 @@ def ecs(engine: Engine) -> Iterator[Running]:
             hosts = [f"{OPENAI_HOST}:{gateway}"]
             engine.api.run(sandbox, sandbox_config(engine.images["agent"], network, task.aliases, hosts, None))
             resolver_in_namespace(int(engine.api.inspect(sandbox)["State"]["Pid"]))
-            for c in task.definition["ContainerDefinitions"]:
-                name = f"{sandbox}-{c['Name']}"
-                engine.api.run(name, ecs_container(stack, c, vault=vault, volumes=mounts, sandbox=sandbox))
+            for name, c in _start_task(engine, stack, task.definition, vault=vault, mounts=mounts, sandbox=sandbox):
+                if not c.get("Essential", True):  # ran to its end before the others (the volume owner)
+                    helpers[name] = c
+                    continue
                 containers[name] = c
                 edge_ip = edge_ip or (_ip(engine, sandbox, network) if c["Name"] == EDGE else "")
                 runs += (name,) if task.scheduled else ()
     edge = next(c for c in containers.values() if c["Name"] == EDGE)
     domain = _server_name(next(e["Value"] for e in edge["Environment"] if e["Name"] == f"{FILES_ENV}0"))
     running = Running(engine, containers, edge_ip, domain, fake, ("ecs-redis", port, password), vault, volumes)
+    running.helpers = helpers
 
     passed: set[str] = set()
     running.timings["started"] = time.monotonic() - started
@@ -451,6 +471,48 @@ class TestEcs:
         wait_until("the re-index run ends", lambda: not ecs.e.api.inspect(name)["State"]["Running"], 600, ecs.logs)
         log = ecs.e.api.logs(name, 200)
         assert '"reindex.queued"' in log and '"reindex.done"' in log, log
+
+    def test_scratch_volumes_are_handed_to_their_users_before_the_containers_start(self, ecs: Running) -> None:
+        """Fargate presents a bind volume as root:root 0755 (FARGATE_SCRATCH). Each task's volume owner ran first,
+        to success, as root with CHOWN its only capability, and every scratch volume is now its container's user's:
+        each container writes to each of its scratch mounts."""
+        assert ecs.helpers, "no task has a volume owner"
+        for name, c in ecs.helpers.items():
+            seen = ecs.e.api.inspect(name)
+            assert (seen["State"]["Status"], seen["State"]["ExitCode"]) == ("exited", 0), ecs.e.api.logs(name)
+            assert seen["Config"]["User"] == c["User"] == "0:0" and seen["HostConfig"]["ReadonlyRootfs"] is True
+            # What is left of the engine's default set once its rendered drops apply: CAP_CHOWN (bit 0) alone.
+            drops = [arg for cap in seen["HostConfig"]["CapDrop"] for arg in ("--cap-drop", cap)]
+            caps = ecs.e.docker.docker(
+                "run", "--rm", "--user", "0:0", *drops, "--network", "none", "--entrypoint", "grep",
+                seen["Config"]["Image"], "^CapEff", "/proc/self/status", timeout=120,
+            ).stdout  # fmt: skip
+            assert caps.split() == ["CapEff:", "0000000000000001"], caps
+        checked = 0
+        for name, c in ecs.containers.items():
+            sandbox = name.rsplit("-", 1)[0]
+            if c["Name"] == "reindex":
+                continue  # ended (test_the_scheduled_reindex_runs_against_the_indexer); its run used /tmp
+            for mount in c.get("MountPoints", []):
+                folder = ecs.volumes.get(f"{sandbox}/{mount['SourceVolume']}")
+                if folder is None or "/efs/" in str(folder):
+                    continue
+                assert (folder.stat().st_uid, folder.stat().st_gid) == (10001, 10001), folder
+                probe = f"{mount['ContainerPath']}/.cloud-run-probe"
+                wrote = ecs.e.api.exec(name, "sh", "-c", f"echo ok > {probe} && rm {probe}")
+                assert wrote.returncode == 0, (name, mount["ContainerPath"], wrote.stderr)
+                checked += 1
+        assert checked >= 8, checked
+
+    def test_a_fargate_scratch_volume_is_not_writable_without_its_owner(self, ecs: Running, tmp_path: Path) -> None:
+        """Why the owner is there: the agent image as 10001 with a fresh root:root 0755 folder at /tmp cannot write."""
+        folder = volume_dir(tmp_path, "tmp", *FARGATE_SCRATCH)
+        result = ecs.e.docker.docker(
+            "run", "--rm", "--read-only", "--user", "10001:10001", "--cap-drop", "ALL", "--network", "none",
+            "-v", f"{folder}:/tmp", "--entrypoint", "sh", ecs.e.images["agent"], "-c", "touch /tmp/x",
+            check=False, timeout=120,
+        )  # fmt: skip
+        assert result.returncode != 0 and "Permission denied" in result.stderr, result
 
     def test_every_efs_mount_is_its_containers_own(self) -> None:
         """An access point makes every file operation its PosixUser's and creates its root with CreationInfo:

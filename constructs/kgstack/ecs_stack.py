@@ -72,6 +72,15 @@ from .web_ui import CONFIG_FILE as WEB_CONFIG_FILE
 from .web_ui import HTML_ROOT
 
 VPC_CIDR = "10.40.0.0/16"
+VOLUME_OWNER = "volume-owner"
+"""The container that hands a task's scratch volumes to their users before the others start (``_volume_owner``)."""
+VOLUME_OWNER_ROOT = "/volumes"
+VOLUME_OWNER_MEMORY_MIB = 32
+DOCKER_DEFAULT_CAPABILITIES = (
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW",
+    "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+)  # fmt: skip
+"""What a Fargate container has unless it drops them (the Docker default set); Fargate can add none but SYS_PTRACE."""
 """The environment's VPC (one per stack; peer or change it before deploying next to other VPCs)."""
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 """CloudWatch retention of every log group (container logs, VPC flow logs)."""
@@ -456,8 +465,14 @@ class EcsStack(cdk.Stack):
             encryption_key=self.key,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        for container in containers:
-            self._container(task, part, container, log_group)
+        added = [self._container(task, part, container, log_group) for container in containers]
+        scratch = [volume for _, volumes in added for volume in volumes]
+        if scratch:
+            owner = self._volume_owner(task, containers[0].image, scratch, log_group)
+            for definition, _ in added:
+                definition.add_container_dependencies(
+                    ecs.ContainerDependency(container=owner, condition=ecs.ContainerDependencyCondition.SUCCESS)
+                )
         _nag(
             task,
             ECS2="plain settings only (the Kubernetes ConfigMap's); every credential comes from Secrets Manager",
@@ -469,7 +484,47 @@ class EcsStack(cdk.Stack):
             )
         return task
 
-    def _container(self, task: ecs.FargateTaskDefinition, part: Component, c: Container, log: logs.ILogGroup) -> None:
+    def _volume_owner(
+        self, task: ecs.FargateTaskDefinition, image: str, scratch: list[tuple[str, int, int]], log: logs.ILogGroup
+    ) -> ecs.ContainerDefinition:
+        """Fargate presents a task's bind volumes as ``root:root 0755``, and every container here runs as a non-root
+        user with a read-only root file system: nothing could write its ``/tmp``. This container runs first, to its
+        end, as root with one capability (CHOWN: Fargate can drop capabilities, never add them), and hands each
+        scratch volume to the user of the container that mounts it; the others start once it has succeeded."""
+        owners: dict[tuple[int, int], list[str]] = {}
+        for volume, uid, gid in scratch:
+            owners.setdefault((uid, gid), []).append(f"{VOLUME_OWNER_ROOT}/{volume}")
+        if len(owners) > 1:  # one chown per owner would need a shell, which not every image has
+            raise ValueError(f"the scratch volumes of task {task.node.id} have several owners: {sorted(owners)}")
+        (((uid, gid), paths),) = owners.items()
+        linux = ecs.LinuxParameters(self, f"Linux-{task.node.id}-{VOLUME_OWNER}")
+        linux.drop_capabilities(*(ecs.Capability(cap) for cap in DOCKER_DEFAULT_CAPABILITIES if cap != "CHOWN"))
+        owner = task.add_container(
+            VOLUME_OWNER,
+            container_name=VOLUME_OWNER,
+            image=ecs.ContainerImage.from_registry(image),
+            entry_point=["chown"],
+            command=[f"{uid}:{gid}", *paths],
+            user="0:0",
+            readonly_root_filesystem=True,
+            privileged=False,
+            linux_parameters=linux,
+            cpu=0,
+            # A reservation, no limit: it ends before the others start, so it needs no room of its own in the task.
+            memory_reservation_mib=VOLUME_OWNER_MEMORY_MIB,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=VOLUME_OWNER, log_group=log),
+            essential=False,
+        )
+        for volume, _, _ in scratch:
+            owner.add_mount_points(
+                ecs.MountPoint(container_path=f"{VOLUME_OWNER_ROOT}/{volume}", source_volume=volume, read_only=False)
+            )
+        return owner
+
+    def _container(
+        self, task: ecs.FargateTaskDefinition, part: Component, c: Container, log: logs.ILogGroup
+    ) -> tuple[ecs.ContainerDefinition, list[tuple[str, int, int]]]:
+        """The container definition, and its scratch volumes (bind mounts) with the user and group that write them."""
         env = {k: self._translate(v) for k, v in c.env.items()}
         secrets = {
             var: ecs.Secret.from_secrets_manager(self._secret(ref.name), field=ref.key)
@@ -522,13 +577,16 @@ class EcsStack(cdk.Stack):
         for directory in dirs:
             if not any(directory == m or directory.startswith(f"{m}/") for m in mounts):
                 mounts[directory] = None  # type: ignore[assignment]
+        scratch: list[tuple[str, int, int]] = []
         for path, writable in sorted(mounts.items()):
             volume = f"{c.name}-{re.sub(r'[^A-Za-z0-9]+', '-', path).strip('-')}"
             if writable is not None and writable.persistent:
                 self._efs_volume(task, volume, part, c)
             else:
                 task.add_volume(name=volume)
+                scratch.append((volume, c.user, c.group))
             definition.add_mount_points(ecs.MountPoint(container_path=path, source_volume=volume, read_only=False))
+        return definition, scratch
 
     def _efs_volume(self, task: ecs.FargateTaskDefinition, volume: str, part: Component, c: Container) -> None:
         """State on EFS through an access point owned by the container's user (one directory per component)."""
