@@ -60,7 +60,8 @@ step() {
 # both to wait for a Go build that still runs beside them (tests/tools.py wait_for_go_build).
 bg_pids=(); bg_names=(); go_pids=(); go_names=()
 background() {  # background NAME COMMAND...: output kept in .cache/setup-NAME.log
-  local name=$1; shift
+  local name=$1 other; shift
+  for other in "${bg_names[@]}" "${go_names[@]}"; do [ "$other" != "$name" ] || fail "two background steps named $name"; done
   local ended="echo \$? > .cache/setup-$name.rc.new; mv .cache/setup-$name.rc.new .cache/setup-$name.rc"
   rm -f ".cache/setup-$name.rc" ".cache/setup-$name.pid"
   set -m
@@ -133,7 +134,7 @@ node_check() {  # node_check [full]: jsii's Node runs and is 22 or 24; the cdk8s
   say "jsii runs on node $v; cdk8s-cli $cli"
 }
 # Node and the cdk8s CLI (npm) install alongside the Python venv (pip): both mostly download.
-[ "$mode" = lint ] || background node step .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_check node_setup
+[ "$mode" = lint ] || background nodejs step .tools/.setup "$NODE_LTS $CDK8S_CLI $(system_node)" node_check node_setup
 
 # pip, quiet, minus this machine's noise about missing local wheel folders; fails loudly.
 pip_install() {
@@ -286,6 +287,59 @@ if [ "$mode" = test ]; then
   fi
 fi
 
+# check and test: the scanners' venvs, the agent's venv and the Debian packages install in the background,
+# beside the main venv (all mostly downloads) and the Go builds.
+if [ "$mode" = check ] || [ "$mode" = test ]; then
+  # Scanners whose dependency pins conflict (networkx; cfn-lint's) each get their own venv; mostly downloads,
+  # so they install alongside each other and the apt step.
+  # cfn-lint checks the ECS target's template in the tests only (tests/test_ecs_stack.py), not in `make check`.
+  tools="checkov nca"; [ "$mode" = test ] && tools="$tools cfn-lint"
+  for tool in $tools; do
+    background "$tool" step ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" \
+      "venv_check .venvs/$tool requirements/tool-$tool.txt" venv ".venvs/$tool" "requirements/tool-$tool.txt"
+  done
+
+  # The agent image's dependency set, exactly (docker/agent/requirements.lock, --no-deps as the
+  # image installs it): tests/test_kga_runtime.py runs the stand-in app and kga_runtime in it.
+  agent_venv() {
+    [ -x .venvs/agent/bin/python ] || "$PYTHON" -m venv .venvs/agent
+    say "installing docker/agent/requirements.lock into .venvs/agent"
+    pip_install .venvs/agent/bin/python --no-deps -r docker/agent/requirements.lock
+    # Without the Makefile's PYTHONPATH: it holds constructs/, where the main venv's editable install
+    # writes kgstack.egg-info, and pip check would then judge kgstack's dependencies in this venv.
+    local report
+    report=$(env -u PYTHONPATH .venvs/agent/bin/python -m pip check 2>&1) || fail "pip check in .venvs/agent: $report"
+  }
+  if [ "$mode" = test ]; then
+    background agent step .venvs/.setup-agent "$(cat docker/agent/requirements.lock)" \
+      "venv_check .venvs/agent docker/agent/requirements.lock" agent_venv
+  fi
+
+  # Debian packages the gates and tests start or call: requirements/apt-check.txt for check (promtool),
+  # plus requirements/apt.txt for test (servers on loopback, image builders, Chromium).
+  apt_lists=requirements/apt-check.txt
+  [ "$mode" = test ] && apt_lists="$apt_lists requirements/apt.txt"
+  # shellcheck disable=SC2086
+  apt_pkgs=$(sed 's/#.*//' $apt_lists | xargs)
+  apt_setup() {
+    say "installing Debian packages: $apt_pkgs"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || fail "apt-get update"
+    # shellcheck disable=SC2086
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $apt_pkgs >/dev/null \
+      || fail "apt-get install $apt_pkgs"
+  }
+  apt_check() {  # every package is installed, and promtool (the one binary check calls) runs
+    local missing
+    # shellcheck disable=SC2086
+    missing=$(dpkg-query -W -f='${Package} ${Status}\n' $apt_pkgs 2>&1 | grep -v ' install ok installed$' || true)
+    [ -z "$missing" ] || { echo "Debian packages not installed: $(echo "$missing" | cut -d' ' -f1 | tr '\n' ' ')"; return 1; }
+    promtool --version >/dev/null 2>&1 || { echo "promtool does not run"; return 1; }
+  }
+  # shellcheck disable=SC2086
+  background apt step ".venv/.setup-apt$([ "$mode" = test ] || echo -check)" "$(cat $apt_lists)" apt_check apt_setup
+fi
+
 main_venv() {
   # shellcheck disable=SC2086
   venv .venv $reqs
@@ -311,55 +365,6 @@ fi
 [ "$mode" = lint ] && exit 0  # lint needs no Node
 
 if [ "$mode" = synth ]; then wait_background; exit 0; fi
-
-# Scanners whose dependency pins conflict (networkx; cfn-lint's) each get their own venv; mostly downloads,
-# so they install alongside each other and the apt step.
-# cfn-lint checks the ECS target's template in the tests only (tests/test_ecs_stack.py), not in `make check`.
-tools="checkov nca"; [ "$mode" = test ] && tools="$tools cfn-lint"
-for tool in $tools; do
-  background "$tool" step ".venvs/.setup-$tool" "$(cat "requirements/tool-$tool.txt")" \
-    "venv_check .venvs/$tool requirements/tool-$tool.txt" venv ".venvs/$tool" "requirements/tool-$tool.txt"
-done
-
-# The agent image's dependency set, exactly (docker/agent/requirements.lock, --no-deps as the
-# image installs it): tests/test_kga_runtime.py runs the stand-in app and kga_runtime in it.
-agent_venv() {
-  [ -x .venvs/agent/bin/python ] || "$PYTHON" -m venv .venvs/agent
-  say "installing docker/agent/requirements.lock into .venvs/agent"
-  pip_install .venvs/agent/bin/python --no-deps -r docker/agent/requirements.lock
-  # Without the Makefile's PYTHONPATH: it holds constructs/, where the main venv's editable install
-  # writes kgstack.egg-info, and pip check would then judge kgstack's dependencies in this venv.
-  local report
-  report=$(env -u PYTHONPATH .venvs/agent/bin/python -m pip check 2>&1) || fail "pip check in .venvs/agent: $report"
-}
-if [ "$mode" = test ]; then
-  background agent step .venvs/.setup-agent "$(cat docker/agent/requirements.lock)" \
-    "venv_check .venvs/agent docker/agent/requirements.lock" agent_venv
-fi
-
-# Debian packages the gates and tests start or call: requirements/apt-check.txt for check (promtool),
-# plus requirements/apt.txt for test (servers on loopback, image builders, Chromium).
-apt_lists=requirements/apt-check.txt
-[ "$mode" = test ] && apt_lists="$apt_lists requirements/apt.txt"
-# shellcheck disable=SC2086
-apt_pkgs=$(sed 's/#.*//' $apt_lists | xargs)
-apt_setup() {
-  say "installing Debian packages: $apt_pkgs"
-  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || fail "apt-get update"
-  # shellcheck disable=SC2086
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $apt_pkgs >/dev/null \
-    || fail "apt-get install $apt_pkgs"
-}
-apt_check() {  # every package is installed, and promtool (the one binary check calls) runs
-  local missing
-  # shellcheck disable=SC2086
-  missing=$(dpkg-query -W -f='${Package} ${Status}\n' $apt_pkgs 2>&1 | grep -v ' install ok installed$' || true)
-  [ -z "$missing" ] || { echo "Debian packages not installed: $(echo "$missing" | cut -d' ' -f1 | tr '\n' ' ')"; return 1; }
-  promtool --version >/dev/null 2>&1 || { echo "promtool does not run"; return 1; }
-}
-# shellcheck disable=SC2086
-step ".venv/.setup-apt$([ "$mode" = test ] || echo -check)" "$(cat $apt_lists)" apt_check apt_setup
 
 wait_background
 [ ${#then_run[@]} -gt 0 ] || { wait_go; exit 0; }
