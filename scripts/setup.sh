@@ -194,11 +194,14 @@ EOF
 # each of BINARIES runs (`BINARY --version`). Adding a tool is one go_tool line (or one function
 # like kwok_build when it needs more than the build) under "Go-built tools" below.
 go_bin() { command -v go || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || true; }
+# The lowest priority: under `make test` the builds share the CPUs with the tests, which must not slow down
+# (the scheduler weighs a nice-10 compile 110 and a nice-19 one 15 against a test's 1024; a build runs several).
+GO_NICE=19
 GO=$(go_bin)
 go_std() {  # go_std MODULE [GOEXPERIMENT]
   # The builds start together and each needs the standard library: the first compiles it while the
   # others wait, then they find it in the build cache instead of compiling it side by side.
-  (flock 8 && cd "$1" && GOTOOLCHAIN=local GOEXPERIMENT=${2:-} nice -n 10 "$GO" build -trimpath std) \
+  (flock 8 && cd "$1" && GOTOOLCHAIN=local GOEXPERIMENT=${2:-} nice -n "$GO_NICE" "$GO" build -trimpath std) \
     8>"$PWD/.cache/go-std.lock" || fail "go build std"
 }
 go_build() {  # go_build OUT MODULE PACKAGE...
@@ -209,7 +212,7 @@ go_build() {  # go_build OUT MODULE PACKAGE...
   mkdir -p "$out"; out=$(cd "$out" && pwd)
   say "building $* with $("$GO" env GOVERSION)"
   go_std "$module" "$exp"
-  (cd "$module" && GOTOOLCHAIN=local GOEXPERIMENT=$exp GOFLAGS=-mod=readonly nice -n 10 \
+  (cd "$module" && GOTOOLCHAIN=local GOEXPERIMENT=$exp GOFLAGS=-mod=readonly nice -n "$GO_NICE" \
     "$GO" build -trimpath -ldflags='-s -w' -o "$out/" "$@") || fail "go build in $module"
   say "built $* in $((SECONDS - start)) s"
 }
@@ -276,7 +279,7 @@ if [ "$mode" = test ]; then
       local out=$1 start=$SECONDS; mkdir -p "$out"; out=$(cd "$out" && pwd)
       say "building docker-compose with $("$GO" env GOVERSION)"
       go_std scripts/compose
-      (cd scripts/compose && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n 10 "$GO" build -trimpath \
+      (cd scripts/compose && GOTOOLCHAIN=local GOFLAGS=-mod=readonly nice -n "$GO_NICE" "$GO" build -trimpath \
         -ldflags="-s -w -X github.com/docker/compose/v5/internal.Version=v5.6.0" \
         -o "$out/docker-compose" github.com/docker/compose/v5/cmd) || fail "go build in scripts/compose"
       say "built docker-compose in $((SECONDS - start)) s"
