@@ -110,17 +110,22 @@ def test_yaml_syntax_error(workspace: tuple[Path, Path]) -> None:
     assert tree_digest(outdir) == before
 
 
-def test_committed_dist_is_a_fresh_synth(tmp_path: Path) -> None:
-    result = run_app(ENVIRONMENTS, tmp_path / "dist")
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One synth of environments/ as `make synth` runs it (a full synth takes seconds): its folder and its run."""
+    outdir = tmp_path_factory.mktemp("fresh") / "dist"
+    result = run_app(ENVIRONMENTS, outdir)
     assert result.returncode == 0, result.stderr
-    assert tree_digest(tmp_path / "dist") == tree_digest(ROOT / "dist"), "run: make synth"
+    return outdir, result
 
 
-def test_two_synths_are_byte_identical(tmp_path: Path) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    assert run_app(ENVIRONMENTS, first).returncode == 0
-    assert run_app(ENVIRONMENTS, second).returncode == 0
-    assert tree_digest(first) == tree_digest(second)
+def test_committed_dist_is_a_fresh_synth(fresh: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    assert tree_digest(fresh[0]) == tree_digest(ROOT / "dist"), "run: make synth"
+
+
+def test_two_synths_are_byte_identical(fresh: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    assert run_app(ENVIRONMENTS, tmp_path / "again").returncode == 0
+    assert tree_digest(fresh[0]) == tree_digest(tmp_path / "again")
 
 
 def test_new_environment_is_one_yaml_file(workspace: tuple[Path, Path]) -> None:
@@ -140,8 +145,8 @@ def test_new_environment_is_one_yaml_file(workspace: tuple[Path, Path]) -> None:
     assert (outdir / "qa" / "deployment-kga-qa-query.yaml").exists()
 
 
-def test_no_end_of_life_banner(tmp_path: Path) -> None:
-    result = run_app(ENVIRONMENTS, tmp_path / "dist")
+def test_no_end_of_life_banner(fresh: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    _, result = fresh
     assert "end-of-life" not in result.stdout + result.stderr
     node = subprocess.run([os.environ["JSII_NODE"], "--version"], capture_output=True, text=True, check=True).stdout
     assert int(node.lstrip("v").split(".")[0]) >= 22
