@@ -402,6 +402,27 @@ def test_retries_only_for_idempotent_reads(edge: RunningEdge) -> None:
     ]
 
 
+def test_route_timeouts_are_what_the_routes_say(edge: RunningEdge) -> None:
+    """Envoy's own route table carries each HTTPRoute's timeout; one runs out for real (the UI's, 30 s)."""
+    dump = edge.config_dump()
+    timeouts: dict[str, set[str]] = {}
+    for config in dump["configs"]:
+        for dynamic in config.get("dynamic_route_configs", []):
+            for vhost in dynamic["route_config"].get("virtual_hosts", []):
+                for route in vhost["routes"]:
+                    name = route.get("name", "").split("/")
+                    if len(name) > 2 and "route" in route:
+                        timeouts.setdefault(name[2], set()).add(route["route"].get("timeout", ""))
+    for name, obj in edge.routes.items():
+        if name.endswith("-redirect"):
+            continue
+        (rule,) = obj["spec"]["rules"]
+        assert timeouts[name] == {rule["timeouts"]["request"]}, name
+    assert edge.slow is not None
+    status, elapsed = edge.slow.result(timeout=60)
+    assert status == 504 and 29 <= elapsed < 38, (status, elapsed)
+
+
 # --- browsers ------------------------------------------------------------------------------------
 
 
@@ -580,25 +601,3 @@ def test_a_missing_edge_tool_fails_in_ci_and_skips_only_elsewhere(
             with pytest.raises(pytest.fail.Exception if ci else pytest.skip.Exception, match=name) as caught:
                 look()
             assert ("required in CI" in str(caught.value)) == bool(ci), (name, str(caught.value))
-
-
-# Last of each environment's tests: its slow request (the UI's 30 s timeout) runs out while the others run.
-def test_route_timeouts_are_what_the_routes_say(edge: RunningEdge) -> None:
-    """Envoy's own route table carries each HTTPRoute's timeout; one runs out for real (the UI's, 30 s)."""
-    dump = edge.config_dump()
-    timeouts: dict[str, set[str]] = {}
-    for config in dump["configs"]:
-        for dynamic in config.get("dynamic_route_configs", []):
-            for vhost in dynamic["route_config"].get("virtual_hosts", []):
-                for route in vhost["routes"]:
-                    name = route.get("name", "").split("/")
-                    if len(name) > 2 and "route" in route:
-                        timeouts.setdefault(name[2], set()).add(route["route"].get("timeout", ""))
-    for name, obj in edge.routes.items():
-        if name.endswith("-redirect"):
-            continue
-        (rule,) = obj["spec"]["rules"]
-        assert timeouts[name] == {rule["timeouts"]["request"]}, name
-    assert edge.slow is not None
-    status, elapsed = edge.slow.result(timeout=60)
-    assert status == 504 and 29 <= elapsed < 38, (status, elapsed)
