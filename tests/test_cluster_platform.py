@@ -26,7 +26,9 @@ from kgstack.cluster_platform import (
     BLACKBOX_PROBER,
     IN_FLIGHT_METRIC,
     Cluster,
+    HelmRelease,
     external_prerequisites,
+    platform_releases,
 )
 from kgstack.cross_reference import ClusterGate, Platform, helm_fullname
 
@@ -345,29 +347,73 @@ HELM = ROOT / ".tools" / "control-plane" / "helm"
 HELM_MODULE = ROOT / "scripts" / "control-plane" / "helm"
 
 
-def _envoy_gateway_chart(tmp: Path) -> tuple[Path, Obj]:
-    """charts/gateway-helm of the Go module github.com/envoyproxy/gateway at the platform's pinned version,
-    with the values its release tooling substitutes, and that release's Application."""
-    _, app = find(layer_files("prod-eks"), "/application-prod-eks-envoy-gateway.yaml")
-    version = app["spec"]["source"]["targetRevision"]
+GO_CHARTS = {r.key: r for r in platform_releases() if r.go_chart}
+"""The platform's charts whose source ships inside a Go module."""
+
+
+def _module_chart(release: HelmRelease, tmp: Path) -> tuple[Path, Obj]:
+    """The chart of ``release.go_chart``, copied out of its Go module (writable: Helm may write into it), and
+    the release's committed Application."""
+    _, app = find(layer_files("prod-eks"), f"/application-prod-eks-{release.key}.yaml")
+    assert release.go_chart is not None
+    module, _, path = release.go_chart.partition("@")
+    version, _, path = path.partition("/")
     go = shutil.which("go") or "/usr/local/go/bin/go"
     if not Path(go).exists():
         missing("go not found: the chart comes from its Go module")
     out = subprocess.run(
-        [go, "mod", "download", "-json", f"github.com/envoyproxy/gateway@{version}"],
+        [go, "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"},
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    chart = tmp / "gateway-helm"
-    shutil.copytree(Path(json.loads(out.stdout)["Dir"]) / "charts" / "gateway-helm", chart)
+    chart = tmp / release.chart
+    source = Path(json.loads(out.stdout)["Dir"])
+    shutil.copytree(source / path, chart)
+    if release.go_crds:  # what the chart's packaging adds: the CRDs, as Helm installs crds/ with --include-crds
+        (chart / "crds").mkdir(exist_ok=True)
+        shutil.copy2(source / release.go_crds, chart / "crds" / "bundle.yaml")
     chart.chmod(0o755)
-    for path in chart.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    for p in chart.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    # Sub-charts from other repositories are not in the module: left out (the kinds we use must still be served).
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    shipped = [d for d in meta.get("dependencies", []) if (chart / "charts" / d["name"]).is_dir()]
+    if len(shipped) != len(meta.get("dependencies", [])):
+        meta["dependencies"] = shipped
+        (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return chart, app
+
+
+def _helm_template(chart: Path, app: Obj, tmp: Path) -> list[Obj]:
+    """``helm template`` of the chart with the Application's release name, namespace and values (which Helm checks
+    against the chart's values.schema.json, where it has one), CRDs included."""
+    if not HELM.exists():
+        missing(f"{HELM} not built (scripts/setup.sh test builds it from {HELM_MODULE.relative_to(ROOT)})")
+    helm = app["spec"]["source"]["helm"]
+    (tmp / "values.yaml").write_text(yaml.safe_dump(helm.get("valuesObject") or {}))
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp / "c"), "HELM_CONFIG_HOME": str(tmp / "h")}
+    namespace = app["spec"]["destination"]["namespace"]
+    server = app["spec"]["destination"]["server"]
+    (version,) = {d["kubernetesVersion"] for d in ENVS.values() if d["cluster"]["server"] == server}
+    rendered = subprocess.run(
+        [str(HELM), "template", helm["releaseName"], str(chart), "-n", namespace, "--include-crds",
+         "--kube-version", f"v{version}.0", "-f", str(tmp / "values.yaml")],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    return [o for o in yaml.safe_load_all(rendered.stdout) if o]
+
+
+def _envoy_gateway_chart(tmp: Path) -> tuple[Path, Obj]:
+    """charts/gateway-helm of the Go module github.com/envoyproxy/gateway at the platform's pinned version,
+    with the values its release tooling substitutes, and that release's Application."""
+    release = GO_CHARTS["envoy-gateway"]
+    chart, app = _module_chart(release, tmp)
     template = (chart / "values.tmpl.yaml").read_text()
-    values = template.replace("${GatewayImage}", f"docker.io/envoyproxy/gateway:{version}").replace(
+    values = template.replace("${GatewayImage}", f"docker.io/envoyproxy/gateway:{release.version}").replace(
         "${GatewayImagePullPolicy}", "IfNotPresent"
     )
     (chart / "values.yaml").write_text(values)
@@ -378,32 +424,9 @@ def test_envoy_gateway_chart_from_its_go_module_serves_what_the_platform_objects
     """The chart the platform installs, rendered by Helm built from its Go module (scripts/control-plane/helm):
     its controller claims our GatewayClass, runs in the namespace of our EnvoyProxy, PodMonitor and
     NetworkPolicy peers, and installs the CRDs of the kinds the platform objects use."""
-    if not HELM.exists():
-        missing(f"{HELM} not built (scripts/setup.sh test builds it from {HELM_MODULE.relative_to(ROOT)})")
     chart, app = _envoy_gateway_chart(tmp_path)
-    helm = app["spec"]["source"]["helm"]
     namespace = app["spec"]["destination"]["namespace"]
-    (tmp_path / "values.yaml").write_text(yaml.safe_dump(helm.get("valuesObject") or {}))
-    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "h")}
-    rendered = subprocess.run(
-        [
-            str(HELM),
-            "template",
-            helm["releaseName"],
-            str(chart),
-            "-n",
-            namespace,
-            "--include-crds",
-            "-f",
-            str(tmp_path / "values.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    assert rendered.returncode == 0, rendered.stderr
-    objects = [o for o in yaml.safe_load_all(rendered.stdout) if o]
+    objects = _helm_template(chart, app, tmp_path)
     crds = {
         (o["spec"]["group"], o["spec"]["names"]["kind"]) for o in objects if o["kind"] == "CustomResourceDefinition"
     }
@@ -421,3 +444,50 @@ def test_envoy_gateway_chart_from_its_go_module_serves_what_the_platform_objects
     for obj in platform.values():
         if obj["kind"] in {"EnvoyProxy", "PodMonitor"}:
             assert obj["metadata"]["namespace"] == namespace
+
+
+def _dist_objects() -> list[Obj]:
+    """Every object the clusters receive: each Kubernetes environment's stack and each cluster's layer."""
+    files = [p for env in ENVS for p in (DIST / env).glob("*.yaml")]
+    files += list((DIST / "argocd").glob("*/*.yaml")) + list((DIST / "argocd").glob("*/platform/*.yaml"))
+    return [o for p in sorted(files) for o in yaml.safe_load_all(p.read_text()) if o and "apiVersion" in o]
+
+
+@pytest.mark.parametrize("key", sorted(k for k in GO_CHARTS if k != "envoy-gateway"))
+def test_a_chart_shipped_in_its_go_module_takes_our_values_and_serves_every_kind_we_use(
+    key: str, tmp_path: Path
+) -> None:
+    """cert-manager, External Secrets and Kyverno ship their charts in their Go modules too (issue 19): each,
+    rendered by Helm from there with the committed Application's values, accepts them (checked against its
+    values.schema.json where it has one: cert-manager and External Secrets),
+    runs in the Application's namespace and serves every kind and version of its API groups that dist/ uses."""
+    chart, app = _module_chart(GO_CHARTS[key], tmp_path)
+    objects = _helm_template(chart, app, tmp_path)
+    served = {
+        (o["spec"]["group"], o["spec"]["names"]["kind"]): {v["name"] for v in o["spec"]["versions"] if v["served"]}
+        for o in objects
+        if o["kind"] == "CustomResourceDefinition"
+    }
+    groups = {group for group, _ in served}
+    used = {
+        (group, o["kind"], version)
+        for o in _dist_objects()
+        for group, _, version in [o["apiVersion"].rpartition("/")]
+        if group in groups
+    }
+    assert used, f"dist/ uses none of {sorted(groups)}"
+    for group, kind, version in sorted(used):
+        assert version in served.get((group, kind), set()), f"{key} serves no {group}/{version} {kind}"
+    namespace = app["spec"]["destination"]["namespace"]
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
+    assert workloads and {o["metadata"].get("namespace", namespace) for o in workloads} == {namespace}
+    print(f"[charts] {GO_CHARTS[key].go_chart}: {len(objects)} objects; dist/ uses {sorted(used)}")
+
+
+def test_a_value_the_chart_does_not_know_is_refused_by_its_schema(tmp_path: Path) -> None:
+    """Why rendering with our values means something: a misspelt key fails against cert-manager's schema."""
+    chart, app = _module_chart(GO_CHARTS["cert-manager"], tmp_path)
+    values = app["spec"]["source"]["helm"]["valuesObject"]
+    values["prometheus"]["servicemonitor"]["enabld"] = values["prometheus"]["servicemonitor"].pop("enabled")
+    with pytest.raises(AssertionError, match="additional properties 'enabld' not allowed"):
+        _helm_template(chart, app, tmp_path)

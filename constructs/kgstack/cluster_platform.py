@@ -78,6 +78,11 @@ class HelmRelease(Spec):
     """What the stack needs it for (the install procedure)."""
     oci: bool = False
     """An OCI chart (``helm install oci://<repo_url>/<chart>``)."""
+    go_chart: str | None = None
+    """Where the chart's source ships inside a Go module, ``<module>@<version>/<path>``, when it does: the tests
+    render it from there with Helm built from its own module (the Go proxy serves modules, not chart repos)."""
+    go_crds: str | None = None
+    """The CRD bundle in that module which the chart's packaging adds to it, when its source holds none."""
 
 
 MONITORING_NAMESPACE = "monitoring"
@@ -130,6 +135,7 @@ def platform_releases() -> list[HelmRelease]:
             repo_url="https://charts.jetstack.io",
             chart="cert-manager",
             version="v1.21.2",
+            go_chart="github.com/cert-manager/cert-manager@v1.21.2/deploy/charts/cert-manager",
             release="cert-manager",
             namespace="cert-manager",
             values={
@@ -149,6 +155,9 @@ def platform_releases() -> list[HelmRelease]:
             repo_url="https://charts.external-secrets.io",
             chart="external-secrets",
             version="1.3.2",
+            # The tag's chart source still says 1.3.1: the release tooling stamps the version it publishes.
+            go_chart="github.com/external-secrets/external-secrets@v1.3.2/deploy/charts/external-secrets",
+            go_crds="deploy/crds/bundle.yaml",
             release="external-secrets",
             namespace="external-secrets",
             values={"installCRDs": True},
@@ -161,6 +170,7 @@ def platform_releases() -> list[HelmRelease]:
             # Chart 3.8.2 is Kyverno v1.18.2, whose ClusterPolicy CRD is vendored (scripts/fetch_crds.py); 1.19
             # deprecates ClusterPolicy for ImageValidatingPolicy, a migration to make before upgrading.
             version="3.8.2",
+            go_chart="github.com/kyverno/kyverno@v1.18.2/charts/kyverno",
             release="kyverno",
             namespace=KYVERNO_NAMESPACE,
             values={
@@ -201,6 +211,7 @@ def platform_releases() -> list[HelmRelease]:
             repo_url="registry-1.docker.io/envoyproxy",
             chart="gateway-helm",
             version="v1.9.1",
+            go_chart="github.com/envoyproxy/gateway@v1.9.1/charts/gateway-helm",
             release="envoy-gateway",
             namespace=ENVOY_GATEWAY_NAMESPACE,
             oci=True,
