@@ -552,6 +552,8 @@ def _wait_job(node: Node, name: str, timeout: float) -> tuple[str, str]:
         pod_name = pod["metadata"]["name"]
         out = node.cp.kubectl.run("logs", "-n", NAMESPACE, pod_name, "--all-containers", "--tail=-1")
         logs.append(f"--- pod {pod_name} ({pod['status'].get('phase')}) ---\n{out.stdout}{out.stderr}")
+    if len(logs) > 1:  # a retried attempt is allowed (backoffLimit) but worth seeing in the test's output
+        print(f"\n[real node] Job {name} ran {len(logs)} pods:\n" + "\n".join(logs))
     return str(finished()), "\n".join(logs)
 
 
