@@ -27,9 +27,17 @@ ENVIRONMENTS = ROOT / "environments"
 
 # Under `make test` the set-up's Go builds (scripts/setup.sh) go on while the tests run. A module that
 # runs a Go-built tool says which builds it needs, ``pytestmark = pytest.mark.go_build("helm")``: it runs
-# after the other tests, and its first test waits for those builds.
+# after the other tests, in the order its builds end on a fresh machine (so that no module waits for a late
+# build while one whose builds have ended could run), and its first test waits for those builds.
+def _go_build_rank(item: pytest.Item) -> int:
+    from tools import GO_BUILDS_IN_COLD_ORDER
+
+    names = [name for marker in item.iter_markers("go_build") for name in marker.args]
+    return max((GO_BUILDS_IN_COLD_ORDER.index(name) + 1 for name in names), default=0)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.get_closest_marker("go_build") is not None)  # stable: modules stay whole
+    items.sort(key=_go_build_rank)  # stable, and the markers are per module: modules stay whole
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -407,6 +407,19 @@ def test_make_test_runs_the_tests_while_the_go_builds_finish(sandbox: Sandbox, t
     assert wrong.returncode == 2 and "usage:" in wrong.stdout + wrong.stderr
 
 
+def test_modules_that_wait_for_go_builds_run_last_in_the_order_the_builds_end() -> None:
+    """A module that needs a late build (control-plane) ran before one whose build had long ended (compose), so
+    `make test` waited on the first while it could run the second: the modules run in the builds' cold order."""
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         *(str(ROOT / "tests" / f"test_{m}.py") for m in ("argo_sync", "compose_run", "kubeconform", "alerts"))],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=600,
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    modules = list(dict.fromkeys(line.split("::")[0] for line in collected.stdout.splitlines() if "::" in line))
+    assert modules == [f"tests/test_{m}.py" for m in ("alerts", "kubeconform", "compose_run", "argo_sync")]
+
+
 def test_check_scans_the_environments_synth_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 21: `make check` listed dist/'s environments before it synthesized, so a new one went unscanned."""
     spec = importlib.util.spec_from_file_location("check_script", ROOT / "scripts" / "check.py")
