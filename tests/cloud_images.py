@@ -12,7 +12,8 @@
 * ``web``: docker/web/Dockerfile on that nginx;
 * ``chroma``: the Chroma server of the agent image's chromadb (the pinned release), behind ``dumb-init`` as
   the upstream image runs it;
-* ``redis``: docker/redis/Dockerfile, for the managed caches' stand-ins (redis-server with TLS and AUTH).
+* ``redis``: docker/redis/Dockerfile, for the managed caches' stand-ins (redis-server with TLS and AUTH);
+* ``backup``: docker/backup/Dockerfile (as tests/real_node.py builds it), trusting the test CA: its S3 is moto.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ STANDINS = {
     "nginx-unprivileged": "nginx",
     "chroma": "chroma",
     "kga-redis": "redis",
+    "kgbackup": "backup",
 }
 """The stand-in for each image a template names, by the last part of its repository."""
 
@@ -138,7 +140,10 @@ class Images:
         web = docker / "web"
         self._build("web", web / "Dockerfile", web, local("nginx"), f"--build-context=agent={FIXTURE_APP}")
         self._build("redis", docker / "redis" / "Dockerfile", docker / "redis", base)
-        return {name: local(name) for name in ("agent", "chroma", "nginx", "web", "redis")}
+        self._build("backup-app", docker / "backup" / "Dockerfile", docker / "backup", base)
+        user = _run([*self.podman, "image", "inspect", "--format", "{{.Config.User}}", local("backup-app")], 60)
+        self._inline("backup", TRUST_CA.format(image=local("backup-app"), user=user.strip()), {"test-ca.pem": ca})
+        return {name: local(name) for name in ("agent", "chroma", "nginx", "web", "redis", "backup")}
 
 
 if __name__ == "__main__":  # warm the store: python tests/cloud_images.py

@@ -297,10 +297,19 @@ def ecs_health(check: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def ecs_container(
-    stack: Stack, c: dict[str, Any], *, vault: Vault, volumes: Mapping[str, Path], sandbox: str
+    stack: Stack,
+    c: dict[str, Any],
+    *,
+    vault: Vault,
+    volumes: Mapping[str, Path],
+    sandbox: str,
+    platform_env: Mapping[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One container definition as Engine API create options, joined to the task's sandbox."""
+    """One container definition as Engine API create options, joined to the task's sandbox. ``platform_env``:
+    what Fargate adds (the region, the task role's credentials); ``command``: a run-task override's."""
     env = {e["Name"]: str(stack.resolve(e["Value"])) for e in c.get("Environment", [])}
+    env |= platform_env or {}
     for secret in c.get("Secrets", []):
         env[secret["Name"]] = vault.json_key(*ecs_secret(stack.resolve(secret["ValueFrom"])))
     linux = c.get("LinuxParameters", {})
@@ -328,8 +337,8 @@ def ecs_container(
     }
     if "EntryPoint" in c:
         config["Entrypoint"] = c["EntryPoint"]
-    if "Command" in c:
-        config["Cmd"] = c["Command"]
+    if command is not None or "Command" in c:
+        config["Cmd"] = command if command is not None else c["Command"]
     # ECS runs the task definition's check only, never the image's HEALTHCHECK.
     config["Healthcheck"] = ecs_health(c.get("HealthCheck")) or NO_HEALTHCHECK
     return config

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -1349,11 +1349,11 @@ class FakeS3:
 
 
 @contextlib.contextmanager
-def fake_s3(workdir: Path, target: S3Target) -> Iterator[FakeS3]:
-    """moto's S3 server (requirements/backup-test.txt) on S3_IP:443, with a certificate from :func:`node_ca`
-    for the target's endpoint and bucket host names, and the target's bucket created (as the environment's
-    administrators would have). Path-style requests to the endpoint's own name address buckets by path
-    (``MOTO_S3_CUSTOM_ENDPOINTS``); ``<bucket>.<endpoint>`` by host."""
+def fake_s3(workdir: Path, target: S3Target, address: str = S3_IP, hosts: Sequence[str] = ()) -> Iterator[FakeS3]:
+    """moto's S3 server (requirements/backup-test.txt) on ``address``:443, with a certificate from :func:`node_ca`
+    for the target's endpoint and bucket host names (and ``hosts``), and the target's bucket created (as the
+    environment's administrators would have). Path-style requests to the endpoint's own name address buckets by
+    path (``MOTO_S3_CUSTOM_ENDPOINTS``); ``<bucket>.<endpoint>`` by host."""
     import importlib.util
 
     if importlib.util.find_spec("moto") is None:
@@ -1362,12 +1362,13 @@ def fake_s3(workdir: Path, target: S3Target) -> Iterator[FakeS3]:
     from botocore.config import Config
 
     ca_cert, ca_key = node_ca()
-    key, cert = _certificate(target.hosts[0], (ca_key.read_bytes(), ca_cert.read_bytes()), *target.hosts[1:], S3_IP)
+    names = [*target.hosts, *hosts]
+    key, cert = _certificate(names[0], (ca_key.read_bytes(), ca_cert.read_bytes()), *names[1:], address)
     (workdir / "s3.key").write_bytes(key)
     (workdir / "s3.pem").write_bytes(cert)
     log = (workdir / "moto.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", S3_IP, "-p", "443", "-c", str(workdir / "s3.pem"),
+        [sys.executable, "-m", "moto.server", "-H", address, "-p", "443", "-c", str(workdir / "s3.pem"),
          "-k", str(workdir / "s3.key")],
         stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "MOTO_S3_CUSTOM_ENDPOINTS": target.endpoint},
@@ -1375,7 +1376,7 @@ def fake_s3(workdir: Path, target: S3Target) -> Iterator[FakeS3]:
     try:
         client = boto3.client(
             "s3",
-            endpoint_url=f"https://{S3_IP}",
+            endpoint_url=f"https://{address}",
             verify=str(ca_cert),
             aws_access_key_id="testing",
             aws_secret_access_key="testing",

@@ -294,6 +294,28 @@ def wait_until(check: Any, what: str, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
+CHROMA_CONTENT = """
+import chromadb, json, os, sys
+client = chromadb.HttpClient(host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]))
+name = os.environ["CHROMA_COLLECTION_NAME"]
+if sys.argv[1] == "drop":
+    client.delete_collection(name)
+if sys.argv[1] == "add":
+    docs = json.loads(sys.argv[2])
+    collection = client.get_or_create_collection(name, embedding_function=None)  # as the app's LangChain does
+    collection.add(ids=list(docs), documents=[d["text"] for d in docs.values()],
+                   embeddings=[d["vector"] for d in docs.values()], metadatas=[{"source": k} for k in docs])
+names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
+if name not in names:
+    print(json.dumps({}))
+else:
+    got = client.get_collection(name).get(include=["documents", "metadatas"])
+    print(json.dumps({i: [d, m] for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}))
+"""
+"""Run with ``python -c`` where the agent's Chroma settings are (CHROMA_HOST, CHROMA_PORT, CHROMA_COLLECTION_NAME):
+``add <json {id: {text, vector}}>``, ``drop`` (the collection) or ``get``; prints the collection as JSON,
+``{id: [document, metadata]}``, through the Chroma client the agent runs."""
+
 AGENT_RUNTIME = ROOT / "docker" / "agent" / "runtime"
 """The runtime layer's source (installed into the image's venv there)."""
 STAND_IN_APP = ROOT / "tests" / "fixtures" / "agent-app"

@@ -9,12 +9,14 @@ played: the tests speak to the edge container directly (with the ALB's ``X-Forwa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -50,8 +52,9 @@ from cloud_run import (
     wait_until,
 )
 from docker_engine import DockerEngine
-from fake_openai import FakeOpenAI
-from real_node import _certificate, node_ca, tls_fake_openai
+from fake_openai import FakeOpenAI, vector
+from real_node import FakeS3, S3Target, _certificate, fake_s3, node_ca, tls_fake_openai
+from rendered import CHROMA_CONTENT
 from tools import ROOT
 
 from kgstack.cloud_components import EDGE, FILES_ENV
@@ -66,6 +69,16 @@ PING = "import os, redis; print(redis.Redis.from_url(os.environ['REDIS_URL']).pi
 """Run in an agent container: its own REDIS_URL, TLS and AUTH as the agent's cache uses them."""
 CLIENT = "203.0.113.7"
 """The client's address the ALB appends to ``X-Forwarded-For``."""
+S3_ADDRESS = "198.51.100.21"
+"""Where AWS's S3 names point in the ECS run: moto over TLS (the model provider's fake holds the gateway's 443)."""
+PLATFORM_ENV = {
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+    # Fargate serves the task role's credentials at AWS_CONTAINER_CREDENTIALS_RELATIVE_URI; moto takes any keys.
+    "AWS_ACCESS_KEY_ID": "task-role",
+    "AWS_SECRET_ACCESS_KEY": "task-role",
+}
+"""What Fargate adds to every container's environment, as far as the tasks here use it."""
 
 
 @dataclass
@@ -202,6 +215,11 @@ class Running:
     tls: Path | None = None
     helpers: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Non-essential containers that ran to their end before the others started (ECS's volume owners)."""
+    deferred: dict[str, EcsTask] = field(default_factory=dict)
+    """Scheduled tasks not started with the others, by family: their tests run them (:attr:`start`)."""
+    platform: EcsPlatform | None = None
+    """Starts one more task run, as EventBridge or ``aws ecs run-task`` would."""
+    s3: FakeS3 | None = None
 
     def request(self, path: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, str]:
         scheme = "https" if self.tls else "http"
@@ -293,6 +311,8 @@ def ecs_tasks(stack: Stack, internal: str) -> list[EcsTask]:
         tasks.append(EcsTask(definitions[service["TaskDefinition"]["Ref"]], int(service["DesiredCount"]), aliases))
     for rule in stack.of_type("AWS::Events::Rule").values():
         for target in rule["Targets"]:
+            if "EcsParameters" not in target:
+                continue  # a rule that notifies (a failed run to the alarm topic), not one that runs a task
             ecs = target["EcsParameters"]
             tasks.append(EcsTask(definitions[ecs["TaskDefinitionArn"]["Ref"]], int(ecs["TaskCount"]), [], True))
     return tasks
@@ -330,14 +350,89 @@ def ecs_healthy(e: Engine, containers: dict[str, dict[str, Any]], runs: tuple[st
 
 
 def _start_task(
-    engine: Engine, stack: Stack, task: dict[str, Any], *, vault: Vault, mounts: dict[str, Path], sandbox: str
+    engine: Engine,
+    stack: Stack,
+    task: dict[str, Any],
+    *,
+    vault: Vault,
+    mounts: dict[str, Path],
+    sandbox: str,
+    commands: dict[str, list[str]] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Start a task's containers in the ECS agent's order, each once its DependsOn conditions hold."""
+    """Start a task's containers in the ECS agent's order, each once its DependsOn conditions hold; ``commands``:
+    a run-task's command overrides, by container name."""
     for c in ecs_start_order(task["ContainerDefinitions"]):
         name = f"{sandbox}-{c['Name']}"
         ecs_dependencies_met(engine.api, sandbox, c, 300)
-        engine.api.run(name, ecs_container(stack, c, vault=vault, volumes=mounts, sandbox=sandbox))
+        config = ecs_container(
+            stack, c, vault=vault, volumes=mounts, sandbox=sandbox, platform_env=PLATFORM_ENV,
+            command=(commands or {}).get(c["Name"]),
+        )  # fmt: skip
+        engine.api.run(name, config)
         yield name, c
+
+
+def _s3_target(stack: Stack) -> S3Target:
+    """Where the scheduled backups write (``KGB_TARGET``), on AWS's own S3 endpoint (no ``KGB_S3_ENDPOINT_URL``)."""
+    (target,) = {
+        e["Value"]
+        for p in stack.of_type("AWS::ECS::TaskDefinition").values()
+        for c in p["ContainerDefinitions"]
+        for e in c.get("Environment", [])
+        if e["Name"] == "KGB_TARGET"
+    }
+    bucket, _, prefix = target.removeprefix("s3://").partition("/")
+    return S3Target(f"https://s3.{REGION}.amazonaws.com", bucket, prefix)
+
+
+@contextlib.contextmanager
+def _address_on_lo(address: str) -> Iterator[None]:
+    """``address`` on the host's loopback while the run lasts: the tasks reach it through their gateway."""
+    # replace, not add: an address a killed run left behind is taken over, not an error
+    subprocess.run(["ip", "addr", "replace", f"{address}/32", "dev", "lo"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], check=False, capture_output=True)
+
+
+def _s3_hosts(target: S3Target) -> list[str]:
+    """Every name boto3 may use for the bucket in the region: regional and global, path and virtual host."""
+    return [*target.hosts, "s3.amazonaws.com", f"{target.bucket}.s3.amazonaws.com"]
+
+
+@dataclass
+class EcsPlatform:
+    """Fargate, as far as starting a task goes: its sandbox on the VPC's network (with the Cloud Map aliases and
+    ``hosts``), its volumes, then its containers in order; ``helpers`` and ``volumes`` collect every run's."""
+
+    engine: Engine
+    stack: Stack
+    vault: Vault
+    folder: Path
+    network: str
+    hosts: list[str]
+    helpers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    volumes: dict[str, Path] = field(default_factory=dict)
+
+    def start(
+        self, task: EcsTask, sandbox: str, commands: dict[str, list[str]] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """One run of ``task`` (``commands``: a run-task's overrides); its essential containers by name."""
+        api = self.engine.api
+        mounts = ecs_volumes(self.stack, task.definition, self.folder, sandbox)
+        self.volumes.update({f"{sandbox}/{k}": v for k, v in mounts.items()})
+        api.run(sandbox, sandbox_config(self.engine.images["agent"], self.network, task.aliases, self.hosts, None))
+        resolver_in_namespace(int(api.inspect(sandbox)["State"]["Pid"]))
+        started = dict(
+            _start_task(
+                self.engine, self.stack, task.definition, vault=self.vault, mounts=mounts, sandbox=sandbox,
+                commands=commands,
+            )
+        )  # fmt: skip
+        # The non-essential ones ran to their end before the others (the volume owner).
+        self.helpers.update({n: c for n, c in started.items() if not c.get("Essential", True)})
+        return {n: c for n, c in started.items() if c.get("Essential", True)}
 
 
 @pytest.fixture(scope="class")
@@ -368,32 +463,33 @@ def ecs(engine: Engine) -> Iterator[Running]:
         engine, "ecs-redis", network=network, host=endpoint, port=port, password=password, folder=folder / "redis"
     )
     fake = fake_openai(folder / "openai", gateway)
+    target = _s3_target(stack)
+    (folder / "s3").mkdir(parents=True, exist_ok=True)
+    later = contextlib.ExitStack()
+    later.enter_context(_address_on_lo(S3_ADDRESS))
+    s3 = later.enter_context(fake_s3(folder / "s3", target, S3_ADDRESS, _s3_hosts(target)))
+    hosts = [f"{OPENAI_HOST}:{gateway}", *(f"{h}:{S3_ADDRESS}" for h in _s3_hosts(target))]
 
+    platform = EcsPlatform(engine, stack, vault, folder, network, hosts)
     started = time.monotonic()
     containers: dict[str, dict[str, Any]] = {}
-    helpers: dict[str, dict[str, Any]] = {}
-    volumes: dict[str, Path] = {}
-    edge_ip = ""
+    deferred: dict[str, EcsTask] = {}
     runs: tuple[str, ...] = ()
     for task in ecs_tasks(stack, internal):
+        if task.scheduled and "-backup-" in task.definition["Family"]:
+            # Started by its test, once the re-index has left the indexer idle (EventBridge runs it at 02:45).
+            deferred[task.definition["Family"]] = task
+            continue
         for i in range(task.count):
-            sandbox = f"{task.definition['Family']}-{i}"
-            mounts = ecs_volumes(stack, task.definition, folder, sandbox)
-            volumes |= {f"{sandbox}/{k}": v for k, v in mounts.items()}
-            hosts = [f"{OPENAI_HOST}:{gateway}"]
-            engine.api.run(sandbox, sandbox_config(engine.images["agent"], network, task.aliases, hosts, None))
-            resolver_in_namespace(int(engine.api.inspect(sandbox)["State"]["Pid"]))
-            for name, c in _start_task(engine, stack, task.definition, vault=vault, mounts=mounts, sandbox=sandbox):
-                if not c.get("Essential", True):  # ran to its end before the others (the volume owner)
-                    helpers[name] = c
-                    continue
+            for name, c in platform.start(task, f"{task.definition['Family']}-{i}").items():
                 containers[name] = c
-                edge_ip = edge_ip or (_ip(engine, sandbox, network) if c["Name"] == EDGE else "")
                 runs += (name,) if task.scheduled else ()
+    edge_ip = next(_ip(engine, n.rsplit("-", 1)[0], network) for n, c in containers.items() if c["Name"] == EDGE)
     edge = next(c for c in containers.values() if c["Name"] == EDGE)
     domain = _server_name(next(e["Value"] for e in edge["Environment"] if e["Name"] == f"{FILES_ENV}0"))
-    running = Running(engine, containers, edge_ip, domain, fake, ("ecs-redis", port, password), vault, volumes)
-    running.helpers = helpers
+    redis = ("ecs-redis", port, password)
+    running = Running(engine, containers, edge_ip, domain, fake, redis, vault, platform.volumes)
+    running.helpers, running.deferred, running.platform, running.s3 = platform.helpers, deferred, platform, s3
 
     passed: set[str] = set()
     running.timings["started"] = time.monotonic() - started
@@ -406,6 +502,7 @@ def ecs(engine: Engine) -> Iterator[Running]:
     finally:
         fake.stop()
         engine.api.clear()
+        later.close()
 
 
 def _server_name(conf: Any) -> str:
@@ -471,6 +568,55 @@ class TestEcs:
         wait_until("the re-index run ends", lambda: not ecs.e.api.inspect(name)["State"]["Running"], 600, ecs.logs)
         log = ecs.e.api.logs(name, 200)
         assert '"reindex.queued"' in log and '"reindex.done"' in log, log
+
+    def test_the_scheduled_chroma_backup_writes_to_s3_and_a_restore_run_brings_every_record_back(
+        self, ecs: Running
+    ) -> None:
+        """EventBridge's run of the Chroma backup task (the CronJob's kgbackup: its settings, scratch and flows),
+        once the re-index has left the indexer idle, writes the dump and its manifest to ``backup.target`` on AWS's
+        S3 endpoint (moto) as the task role. The agent's collection is then dropped, and a run of the same task
+        definition with the restore command (docs/cloud-ecs.md, ``aws ecs run-task --overrides``) brings back
+        every record."""
+        assert ecs.platform is not None and ecs.s3 is not None
+        reindex = next(n for n, c in ecs.containers.items() if c["Name"] == "reindex")
+        wait_until("the re-index run ends", lambda: not ecs.e.api.inspect(reindex)["State"]["Running"], 600, ecs.logs)
+        indexer = next(
+            n for n, c in ecs.containers.items() if n.startswith("kga-aws-indexer-") and c["Name"] == "agent"
+        )
+
+        def content(*argv: str) -> dict[str, Any]:
+            out = ecs.e.api.exec(indexer, "python", "-c", CHROMA_CONTENT, *argv)
+            assert out.returncode == 0, out.stderr[-3000:]
+            return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+        texts = {f"cloud-{i:03d}": f"chunk {i} of the cloud run" for i in range(60)}
+        docs = {k: {"text": t, "vector": vector(t)} for k, t in texts.items()}  # the fake provider's embeddings
+        before = content("add", json.dumps(docs))
+        assert len(before) >= 60, before
+
+        def run(sandbox: str, commands: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+            (task,) = ecs.deferred.values()
+            started = ecs.platform.start(task, sandbox, commands)  # type: ignore[union-attr]
+            (name,) = (n for n, c in started.items() if c["Name"] == "kgbackup")
+            wait_until(f"{sandbox} ends", lambda: not ecs.e.api.inspect(name)["State"]["Running"], 900, ecs.logs)
+            log = ecs.e.api.logs(name, 2000)
+            assert ecs.e.api.inspect(name)["State"]["ExitCode"] == 0, log
+            return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+        events = run("kga-aws-backup-chroma-0")
+        (done,) = (e for e in events if e["event"] == "backup.done")
+        assert done["store"] == "chroma" and not done["held"], done
+        keys = ecs.s3.keys(f"chroma/{done['backup_id']}")
+        assert any(k.endswith("manifest.json") for k in keys) and len(keys) >= 2, keys
+
+        assert content("drop") == {}
+        restore = ["restore", "chroma", "--latest", "--force"]
+        events = run("kga-aws-backup-chroma-restore", {"kgbackup": restore})
+        (restored,) = (e for e in events if e["event"] == "restore.done")
+        assert restored["backup_id"] == done["backup_id"]
+        assert content("get") == before
+        print(f"[cloud-run] chroma backup {done['backup_id']}: {len(keys)} objects in s3://{ecs.s3.target.bucket}; "
+              f"restored {len(before)} records")  # fmt: skip
 
     def test_scratch_volumes_are_handed_to_their_users_before_the_containers_start(self, ecs: Running) -> None:
         """Fargate presents a bind volume as root:root 0755 (FARGATE_SCRATCH). Each task's volume owner ran first,

@@ -290,7 +290,7 @@ def test_a_compose_environment_needs_no_kubernetes_fields() -> None:
         ),
         pytest.param(
             {"backup__credentialsSecret": None},
-            "environments/single.yaml: backup.credentialsSecret: is null, but workload identity exists only on",
+            "environments/single.yaml: backup.credentialsSecret: is null, but the compose target has no workload",
             id="identity",
         ),
         pytest.param(

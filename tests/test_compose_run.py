@@ -40,6 +40,7 @@ from docker_engine import DockerEngine, transient
 from fake_openai import vector
 from image_build import build_command, tool_command
 from real_node import OPENAI_HOST, Images, _certificate, local, node_ca
+from rendered import CHROMA_CONTENT
 from tools import free_port, missing
 
 from kgstack.compose_gate import ComposeGate
@@ -397,24 +398,6 @@ def target(stack: Stack) -> tuple[str, str]:
     rendered = stack.project["services"]["backup-redis"]["environment"]["KGB_TARGET"]
     bucket, _, prefix = rendered.removeprefix("s3://").partition("/")
     return bucket, prefix
-
-
-CHROMA_CONTENT = """
-import chromadb, json, os, sys
-client = chromadb.HttpClient(host=os.environ["CHROMA_HOST"], port=int(os.environ["CHROMA_PORT"]))
-name = os.environ["CHROMA_COLLECTION_NAME"]
-if sys.argv[1] == "add":
-    docs = json.loads(sys.argv[2])
-    collection = client.get_or_create_collection(name, embedding_function=None)  # as the app's LangChain does
-    collection.add(ids=list(docs), documents=[d["text"] for d in docs.values()],
-                   embeddings=[d["vector"] for d in docs.values()], metadatas=[{"source": k} for k in docs])
-names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
-if name not in names:
-    print(json.dumps({}))
-else:
-    got = client.get_collection(name).get(include=["documents", "metadatas"])
-    print(json.dumps({i: [d, m] for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}))
-"""
 
 
 def chroma_content(stack: Stack, add: dict[str, Any] | None = None) -> dict[str, Any]:

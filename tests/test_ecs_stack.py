@@ -167,9 +167,10 @@ def test_security_groups_follow_the_declared_flows(env: str) -> None:
         if "SourceSecurityGroupId" in r["Properties"]
     }
     # Chroma only from the agent tiers, Redis likewise; the indexer from the edge and the re-index.
-    assert {(s, p) for s, d, p in ingress if d == "chroma"} == {("query", 8000), ("indexer", 8000)}
+    assert {(s, p) for s, d, p in ingress if d == "chroma"} == {("query", 8000), ("indexer", 8000), ("backup", 8000)}
     assert {s for s, d, _ in ingress if d == "redis"} == {"query", "indexer"}
-    assert {s for s, d, _ in ingress if d == "indexer"} == {"edge", "reindex"}
+    # The indexer: from the edge, the re-index and the Chroma backup (which waits for it to be idle).
+    assert {s for s, d, _ in ingress if d == "indexer"} == {"edge", "reindex", "backup"}
     assert {s for s, d, _ in ingress if d == "query"} == {"query-lb"}
     assert {s for s, d, _ in ingress if d == "edge"} == {"alb"}
     # Only the public ALB admits the internet, on 443 and the redirecting 80.
@@ -254,3 +255,89 @@ def test_kubernetes_only_synth_never_imports_aws_cdk(tmp_path: Path) -> None:
         timeout=600,
     )
     assert result.stdout.strip().splitlines()[-1] == "False 0", result.stderr[-2000:]
+
+
+def _task_of(template: Template, container: str) -> Template:
+    (task,) = (
+        t["Properties"]
+        for t in of_type(template, "AWS::ECS::TaskDefinition").values()
+        if any(c["Name"] == container for c in t["Properties"]["ContainerDefinitions"])
+    )
+    return task
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_chroma_is_backed_up_by_a_scheduled_kgbackup_task_as_its_task_role(env: str) -> None:
+    """kgbackup's consistent Chroma dump runs on the CronJob's schedule, writes to ``backup.target`` with the task
+    role (no keys; a role that reaches only that prefix) and has scratch room for a whole dump. Redis has no task:
+    ElastiCache refuses SYNC, and keeps its own snapshots."""
+    template = committed(env)
+    environment = load_environment(ROOT / "environments" / f"{env}.yaml")
+    bucket, _, prefix = environment.backup.target.removeprefix("s3://").partition("/")
+    task = _task_of(template, "kgbackup")
+    assert task["Family"] == f"{environment.instance}-backup-chroma"
+    (kgbackup,) = (c for c in task["ContainerDefinitions"] if c["Name"] == "kgbackup")
+    assert kgbackup["Command"][:2] == ["backup", "chroma"]
+    values = {e["Name"]: e["Value"] for e in kgbackup["Environment"]}
+    assert values["KGB_TARGET"] == environment.backup.target
+    assert "AWS_SHARED_CREDENTIALS_FILE" not in values and not kgbackup.get("Secrets")
+    assert {m["ContainerPath"] for m in kgbackup["MountPoints"]} == {"/tmp", "/work"}
+    assert task["EphemeralStorage"]["SizeInGiB"] > 20  # the default would not hold the scratch volume
+    rules = [
+        r["Properties"]
+        for r in of_type(template, "AWS::Events::Rule").values()
+        if "ScheduleExpression" in r["Properties"]
+    ]
+    scheduled = {json.dumps(t["EcsParameters"]["TaskDefinitionArn"]) for r in rules for t in r["Targets"]}
+    assert len(scheduled) == 2  # the re-index and the Chroma backup; no Redis backup
+    role = task["TaskRoleArn"]["Fn::GetAtt"][0]
+    (policy,) = (
+        p["Properties"]["PolicyDocument"]
+        for p in of_type(template, "AWS::IAM::Policy").values()
+        if p["Properties"]["Roles"] == [{"Ref": role}]
+    )
+    text = json.dumps(policy)
+    assert f":s3:::{bucket}/{prefix}/*" in text and f':s3:::{bucket}"' in text
+    actions = {
+        a for st in policy["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    }
+    assert actions == {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_a_failed_scheduled_task_reaches_the_alarm_topic_which_its_publishers_may_encrypt_for(env: str) -> None:
+    """Each scheduled task's failure (non-zero exit, a held backup's 3 too, or a task that never started) is sent
+    to the alarm topic, whose customer key lets CloudWatch and EventBridge publish (alias/aws/sns would not)."""
+    template = committed(env)
+    ((topic_id, topic),) = of_type(template, "AWS::SNS::Topic").items()
+    key = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    statements = template["Resources"][key]["Properties"]["KeyPolicy"]["Statement"]
+    for publisher in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
+        assert any(
+            st["Principal"].get("Service") == publisher and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(st["Action"])
+            for st in statements
+        ), publisher
+    families = {
+        t["Properties"]["Family"]
+        for k, t in of_type(template, "AWS::ECS::TaskDefinition").items()
+        if any(
+            json.dumps(x["EcsParameters"]["TaskDefinitionArn"]) == json.dumps({"Ref": k})
+            for r in of_type(template, "AWS::Events::Rule").values()
+            for x in r["Properties"]["Targets"]
+            if "EcsParameters" in x
+        )
+    }
+    watched = {}
+    for rule in of_type(template, "AWS::Events::Rule").values():
+        pattern = rule["Properties"].get("EventPattern")
+        if pattern is None:
+            continue
+        (prefix,) = pattern["detail"]["taskDefinitionArn"]
+        family = json.dumps(prefix["prefix"]).split("task-definition/")[1].split(":")[0]
+        assert pattern["detail"]["$or"] == [
+            {"containers": {"exitCode": [{"anything-but": 0}]}},
+            {"stopCode": ["TaskFailedToStart"]},
+        ]
+        assert [t["Arn"] for t in rule["Properties"]["Targets"]] == [{"Ref": topic_id}]
+        watched[family] = rule
+    assert set(watched) == families and families

@@ -65,7 +65,8 @@ class BackupSettings(Spec):
     keep_weekly: Annotated[int, Field(ge=0)] = 4
     """Weekly copies kept on top of the daily ones."""
     credentials_secret: str | None = "kga-backup"
-    """Secret whose ``credentials`` key is an AWS shared-credentials file; ``None`` uses workload identity."""
+    """Secret whose ``credentials`` key is an AWS shared-credentials file; ``None`` uses workload identity (on
+    Kubernetes ``cloud.workloadIdentity``'s, on ECS the backup task's role)."""
     deadline_seconds: Annotated[int, Field(ge=600, le=MAX_DEADLINE_SECONDS)] = 7200
     """A scheduled backup that takes longer is stopped (and alerted on). At most 12 h, so that a finished
     run's Job is kept for the rest of the day (see :func:`scheduled_ttl_seconds`). Restores have none."""

@@ -245,6 +245,9 @@ class CloudComponents:
                     secret_files |= {f"{path}/{p}": SecretRef(name=secret, key=k) for p, k in items.items()}
             elif "emptyDir" in volume:
                 writable.append(Writable(path=path, size=volume["emptyDir"].get("sizeLimit", "1Gi"), persistent=False))
+            elif "ephemeral" in volume:  # a claim made and deleted with the pod: scratch, however it is stored
+                claim = volume["ephemeral"]["volumeClaimTemplate"]["spec"]
+                writable.append(Writable(path=path, size=claim["resources"]["requests"]["storage"], persistent=False))
             elif "persistentVolumeClaim" in volume:
                 pvc = self.get("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) or {}
                 size = pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage", "1Gi")

@@ -14,8 +14,9 @@ Shape (docs/cloud-ecs.md):
   verifier of the Kubernetes edge (keys, security headers, rate and body limits, blocked paths);
 * the **query** tier behind an internal ALB, scaling on ``RequestCountPerTarget`` and CPU; the
   single **indexer** with its working directory on EFS; the **web** UI; **Chroma** on EFS, one
-  writer, with AWS Backup; Redis as ElastiCache with TLS and AUTH;
-* the scheduled re-index as an EventBridge-scheduled Fargate task of the agent image;
+  writer; Redis as ElastiCache with TLS and AUTH and its own snapshots;
+* the scheduled re-index and Chroma backup as EventBridge-scheduled Fargate tasks of the agent and backup
+  images (the backup to ``backup.target``, by the task role); AWS Backup of the EFS file system besides;
 * CloudWatch logs with retention, and alarms for the SLO burn rates and the components.
 """
 
@@ -49,6 +50,7 @@ from aws_cdk import region_info
 from constructs import Construct, IConstruct
 
 from .agent_config import READY_PATH
+from .backup_schedule import STORE_LABEL
 from .cloud_components import (
     EDGE,
     CloudComponents,
@@ -58,6 +60,7 @@ from .cloud_components import (
     cpu_units,
     edge_component,
     full_command,
+    gibibytes,
     mebibytes,
     start_script,
 )
@@ -87,7 +90,16 @@ LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 ALB_LOG_DAYS = 90
 """Days the load balancers' access logs are kept."""
 MAX_STOP_SECONDS = 120
+FARGATE_DEFAULT_STORAGE_GIB = 20
+FARGATE_MAX_STORAGE_GIB = 200
+FARGATE_IMAGE_ROOM_GIB = 10
+"""Of a task's ephemeral storage, what its images' layers may take (the rest is for the scratch volumes)."""
 """Fargate's longest ``stopTimeout``: the ALB drains a target first (its deregistration delay)."""
+BACKUP_COMPONENT = "backup"
+"""The backup CronJobs' component (``release.of("backup")`` in kgstack.agent_stack)."""
+BACKED_UP_STORES = ("chroma",)
+"""Stores whose kgbackup CronJob runs as a scheduled task: Redis is ElastiCache (SYNC is a restricted command
+there, and ElastiCache snapshots it), and ECS runs no Memgraph."""
 SERVICES_RUN = ("query", "indexer", "web", "chroma")
 """Components run as Fargate services; the edge adds its own; Redis is ElastiCache."""
 
@@ -145,6 +157,26 @@ def _skip(construct: IConstruct, **reasons: str) -> None:
     child = construct.node.default_child if not isinstance(construct, cdk.CfnResource) else construct
     assert isinstance(child, cdk.CfnResource)
     child.add_metadata("checkov", {"skip": [{"id": k, "comment": v} for k, v in sorted(reasons.items())]})
+
+
+def _family_arn(family: str) -> str:
+    """A task definition family's ARN without its revision."""
+    return f"arn:{cdk.Aws.PARTITION}:ecs:{cdk.Aws.REGION}:{cdk.Aws.ACCOUNT_ID}:task-definition/{family}"
+
+
+def ephemeral_storage_gib(containers: Iterable[Container], family: str) -> int | None:
+    """The task's ephemeral storage when its scratch volumes (with room for the images) outgrow Fargate's
+    default 20 GiB, else None (the default). A backup's scratch holds a whole compressed dump."""
+    scratch = sum(gibibytes(w.size) for c in containers for w in c.writable if not w.persistent)
+    needed = scratch + FARGATE_IMAGE_ROOM_GIB
+    if needed <= FARGATE_DEFAULT_STORAGE_GIB:
+        return None
+    if needed > FARGATE_MAX_STORAGE_GIB:
+        raise ValueError(
+            f"task {family}: its scratch volumes need {scratch} GiB (backup.workSize for a backup), but a Fargate "
+            f"task has at most {FARGATE_MAX_STORAGE_GIB - FARGATE_IMAGE_ROOM_GIB} GiB beside its images"
+        )
+    return needed
 
 
 def _nag(construct: IConstruct, **reasons: str) -> None:
@@ -261,13 +293,19 @@ class EcsStack(cdk.Stack):
 
         # One security group per component: the flows decide every rule between them.
         self.groups: dict[str, ec2.SecurityGroup] = {}
+        # The customer key, not alias/aws/sns: CloudWatch and EventBridge publish to an encrypted topic only when
+        # the key's policy lets them use it, and an AWS managed key's policy cannot be changed.
         self.alarms = sns.Topic(
-            self,
-            "Alarms",
-            display_name=f"{instance} alarms",
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
-            enforce_ssl=True,
+            self, "Alarms", display_name=f"{instance} alarms", master_key=self.key, enforce_ssl=True
         )
+        for publisher in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
+            self.key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                    principals=[iam.ServicePrincipal(publisher)],
+                    resources=["*"],  # in a key policy, "*" is this key
+                )
+            )
 
         self.redis = self._redis()
         self.files = efs.FileSystem(
@@ -286,6 +324,8 @@ class EcsStack(cdk.Stack):
 
         self.services: dict[str, ecs.FargateService] = {}
         self.scheduled: dict[str, events.Rule] = {}
+        """Scheduled task name (``reindex``, ``backup-chroma``) -> its EventBridge rule."""
+        self.scheduled_components: set[str] = set()
         self.internal = elbv2.ApplicationLoadBalancer(
             self,
             "InternalAlb",
@@ -452,6 +492,7 @@ class EcsStack(cdk.Stack):
             family=f"{self.spec.instance}-{family}",
             cpu=task_cpu,
             memory_limit_mib=task_memory,
+            ephemeral_storage_gib=ephemeral_storage_gib(containers, family),
             runtime_platform=ecs.RuntimePlatform(
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
@@ -755,11 +796,14 @@ class EcsStack(cdk.Stack):
         """Security group rules from the declared flows, translated to the ECS shape: the edge's flows
         start at the edge task, which reaches the query tier through the internal ALB; monitoring's
         scrapes and probes have no counterpart (CloudWatch reads the metrics), nor has DNS (the VPC's)."""
-        running = {*self.services, *self.scheduled, EDGE, "redis"}
+        running = {*self.services, *self.scheduled_components, EDGE, "redis"}
         for flow in self.flows:
             dst, source = flow.destination, self._source(flow)
             if source not in running:
-                continue  # monitoring, or a component the ECS target does not run (the backup Jobs: AWS Backup)
+                continue  # monitoring, or a component the ECS target does not run
+            store = flow.source.pod_labels.get(STORE_LABEL) if isinstance(flow.source, ComponentPeer) else None
+            if source == BACKUP_COMPONENT and store not in BACKED_UP_STORES:
+                continue  # the Redis backup: ElastiCache keeps its own snapshots
             if isinstance(dst, InternetPeer):
                 for port in flow.ports:
                     self._group(source).add_egress_rule(
@@ -794,14 +838,16 @@ class EcsStack(cdk.Stack):
     # --- scheduled tasks ---------------------------------------------------------------------------------------
 
     def _scheduled(self) -> None:
-        """The re-index CronJob as an EventBridge-scheduled Fargate task of the agent image."""
+        """The re-index and the Chroma backup CronJobs as EventBridge-scheduled Fargate tasks of their images.
+
+        The Redis backup has no task: kgbackup copies Redis over SYNC, which ElastiCache refuses (a restricted
+        command); ElastiCache's own snapshots keep the cache (:meth:`_cache`)."""
         for _, part in sorted(self.parts.components.items()):
-            if part.schedule is None or part.component != "reindex":
+            if part.schedule is None or self._scheduled_name(part) is None:
                 continue
-            task = self._task(part, list(part.containers), part.component)
-            rule = events.Rule(
-                self, f"Schedule-{part.component}", schedule=events.Schedule.expression(aws_cron(part.schedule))
-            )
+            name = str(self._scheduled_name(part))
+            task = self._task(part, list(part.containers), name)
+            rule = events.Rule(self, f"Schedule-{name}", schedule=events.Schedule.expression(aws_cron(part.schedule)))
             rule.add_target(
                 targets.EcsTask(
                     cluster=self.cluster,
@@ -811,7 +857,7 @@ class EcsStack(cdk.Stack):
                     platform_version=ecs.FargatePlatformVersion.VERSION1_4,
                 )
             )
-            reason = "EventBridge starts the re-index task in this cluster: a task's ID exists only once it runs"
+            reason = f"EventBridge starts the {name} task in this cluster: a task's ID exists only once it runs"
             cdk.Validations.of(task).acknowledge(
                 cdk.Acknowledgment(
                     id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:*:task/"
@@ -820,7 +866,69 @@ class EcsStack(cdk.Stack):
                 )
             )
             ACKNOWLEDGED.append((task.node.path, "AwsSolutions-IAM5", reason))
-            self.scheduled[part.component] = rule
+            if part.component == BACKUP_COMPONENT:
+                self._backup_access(task)
+            self._notify_failed(name, task)
+            self.scheduled[name] = rule
+            self.scheduled_components.add(part.component)
+
+    def _notify_failed(self, name: str, task: ecs.FargateTaskDefinition) -> None:
+        """A scheduled run that fails (a container exits non-zero, a held backup's 3 among them, or the task never
+        starts) reaches the alarm topic: the counterpart of KgaBackupJobFailed and KgaReindexFailed."""
+        rule = events.Rule(
+            self,
+            f"Failed-{name}",
+            description=f"a scheduled {name} task of {self.spec.instance} failed",
+            event_pattern=events.EventPattern(
+                source=["aws.ecs"],
+                detail_type=["ECS Task State Change"],
+                detail={
+                    "clusterArn": [self.cluster.cluster_arn],
+                    "taskDefinitionArn": [{"prefix": f"{_family_arn(task.family)}:"}],
+                    "lastStatus": ["STOPPED"],
+                    "$or": [
+                        {"containers": {"exitCode": [{"anything-but": 0}]}},
+                        {"stopCode": ["TaskFailedToStart"]},
+                    ],
+                },
+            ),
+        )
+        rule.add_target(targets.SnsTopic(self.alarms))
+
+    def _scheduled_name(self, part: Component) -> str | None:
+        """The scheduled task a CronJob becomes (its family without the instance), or None when ECS runs none."""
+        if part.component == "reindex":
+            return "reindex"
+        if part.component == BACKUP_COMPONENT and part.labels.get(STORE_LABEL) in BACKED_UP_STORES:
+            return part.name.removeprefix(f"{self.spec.instance}-")
+        return None
+
+    def _backup_access(self, task: ecs.FargateTaskDefinition) -> None:
+        """The backup task's role may list, read, write and prune its own prefix of the backup bucket, nothing else;
+        with ``backup.credentialsSecret`` set, the task reads those keys instead (from Secrets Manager)."""
+        bucket, _, prefix = self.spec.backup.target.removeprefix("s3://").partition("/")
+        objects = f"{prefix.strip('/')}/*" if prefix.strip("/") else "*"
+        task.add_to_task_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket}"],
+                conditions={"StringLike": {"s3:prefix": [objects]}},
+            )
+        )
+        task.add_to_task_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket}/{objects}"],
+            )
+        )
+        reason = f"the backups are the objects under s3://{bucket}/{objects}, named by their time"
+        cdk.Validations.of(task).acknowledge(
+            cdk.Acknowledgment(
+                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{bucket}/{objects}]",
+                reason=reason,
+            )
+        )
+        ACKNOWLEDGED.append((task.node.path, "AwsSolutions-IAM5", reason))
 
     # --- alarms -----------------------------------------------------------------------------------------------
 

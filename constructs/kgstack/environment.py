@@ -578,15 +578,17 @@ class Environment(Spec):
 
     def _access_rules(self) -> list[tuple[str, str]]:
         problems = []
-        if self.backup.credentials_secret is None and not self.on_kubernetes:
+        # Workload identity: a Kubernetes service account's (cloud.workloadIdentity) or an ECS task role.
+        without_identity = sorted(t.value for t in self.targets if t in (Target.COMPOSE, Target.ACI))
+        if self.backup.credentials_secret is None and without_identity:
             problems.append(
                 (
                     "backup.credentialsSecret",
-                    "is null, but workload identity exists only on Kubernetes: name the file of object storage "
-                    "credentials (a Docker secret on Compose)",
+                    f"is null, but the {' and '.join(without_identity)} target has no workload identity: "
+                    "name the file of object storage credentials (a Docker secret on Compose)",
                 )
             )
-        elif self.backup.credentials_secret is None and not self.cloud.workload_identity:
+        elif self.backup.credentials_secret is None and self.on_kubernetes and not self.cloud.workload_identity:
             problems.append(
                 (
                     "backup.credentialsSecret",
