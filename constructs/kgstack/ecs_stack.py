@@ -90,11 +90,13 @@ LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 ALB_LOG_DAYS = 90
 """Days the load balancers' access logs are kept."""
 MAX_STOP_SECONDS = 120
+"""Fargate's longest ``stopTimeout``: the ALB drains a target first (its deregistration delay)."""
 FARGATE_DEFAULT_STORAGE_GIB = 20
+"""A Fargate task's ephemeral storage unless its definition asks for more."""
 FARGATE_MAX_STORAGE_GIB = 200
+"""The most a Fargate task definition may ask for."""
 FARGATE_IMAGE_ROOM_GIB = 10
 """Of a task's ephemeral storage, what its images' layers may take (the rest is for the scratch volumes)."""
-"""Fargate's longest ``stopTimeout``: the ALB drains a target first (its deregistration delay)."""
 BACKUP_COMPONENT = "backup"
 """The backup CronJobs' component (``release.of("backup")`` in kgstack.agent_stack)."""
 BACKED_UP_STORES = ("chroma",)
@@ -841,11 +843,11 @@ class EcsStack(cdk.Stack):
         """The re-index and the Chroma backup CronJobs as EventBridge-scheduled Fargate tasks of their images.
 
         The Redis backup has no task: kgbackup copies Redis over SYNC, which ElastiCache refuses (a restricted
-        command); ElastiCache's own snapshots keep the cache (:meth:`_cache`)."""
+        command); ElastiCache's own snapshots keep the cache (:meth:`_redis`)."""
         for _, part in sorted(self.parts.components.items()):
-            if part.schedule is None or self._scheduled_name(part) is None:
+            name = self._scheduled_name(part)
+            if part.schedule is None or name is None:
                 continue
-            name = str(self._scheduled_name(part))
             task = self._task(part, list(part.containers), name)
             rule = events.Rule(self, f"Schedule-{name}", schedule=events.Schedule.expression(aws_cron(part.schedule)))
             rule.add_target(
