@@ -465,44 +465,42 @@ def ecs(engine: Engine) -> Iterator[Running]:
     fake = fake_openai(folder / "openai", gateway)
     target = _s3_target(stack)
     (folder / "s3").mkdir(parents=True, exist_ok=True)
-    later = contextlib.ExitStack()
-    later.enter_context(_address_on_lo(S3_ADDRESS))
-    s3 = later.enter_context(fake_s3(folder / "s3", target, S3_ADDRESS, _s3_hosts(target)))
-    hosts = [f"{OPENAI_HOST}:{gateway}", *(f"{h}:{S3_ADDRESS}" for h in _s3_hosts(target))]
+    # Whatever fails from here on, each of these is undone (the last first).
+    with contextlib.ExitStack() as later:
+        later.callback(engine.api.clear)
+        later.callback(fake.stop)
+        later.enter_context(_address_on_lo(S3_ADDRESS))
+        s3 = later.enter_context(fake_s3(folder / "s3", target, S3_ADDRESS, _s3_hosts(target)))
+        hosts = [f"{OPENAI_HOST}:{gateway}", *(f"{h}:{S3_ADDRESS}" for h in _s3_hosts(target))]
 
-    platform = EcsPlatform(engine, stack, vault, folder, network, hosts)
-    started = time.monotonic()
-    containers: dict[str, dict[str, Any]] = {}
-    deferred: dict[str, EcsTask] = {}
-    runs: tuple[str, ...] = ()
-    for task in ecs_tasks(stack, internal):
-        if task.scheduled and "-backup-" in task.definition["Family"]:
-            # Started by its test, once the re-index has left the indexer idle (EventBridge runs it at 02:45).
-            deferred[task.definition["Family"]] = task
-            continue
-        for i in range(task.count):
-            for name, c in platform.start(task, f"{task.definition['Family']}-{i}").items():
-                containers[name] = c
-                runs += (name,) if task.scheduled else ()
-    edge_ip = next(_ip(engine, n.rsplit("-", 1)[0], network) for n, c in containers.items() if c["Name"] == EDGE)
-    edge = next(c for c in containers.values() if c["Name"] == EDGE)
-    domain = _server_name(next(e["Value"] for e in edge["Environment"] if e["Name"] == f"{FILES_ENV}0"))
-    redis = ("ecs-redis", port, password)
-    running = Running(engine, containers, edge_ip, domain, fake, redis, vault, platform.volumes)
-    running.helpers, running.deferred, running.platform, running.s3 = platform.helpers, deferred, platform, s3
+        platform = EcsPlatform(engine, stack, vault, folder, network, hosts)
+        started = time.monotonic()
+        containers: dict[str, dict[str, Any]] = {}
+        deferred: dict[str, EcsTask] = {}
+        runs: tuple[str, ...] = ()
+        for task in ecs_tasks(stack, internal):
+            if task.scheduled and "-backup-" in task.definition["Family"]:
+                # Started by its test, once the re-index has left the indexer idle (EventBridge runs it at 02:45).
+                deferred[task.definition["Family"]] = task
+                continue
+            for i in range(task.count):
+                for name, c in platform.start(task, f"{task.definition['Family']}-{i}").items():
+                    containers[name] = c
+                    runs += (name,) if task.scheduled else ()
+        edge_ip = next(_ip(engine, n.rsplit("-", 1)[0], network) for n, c in containers.items() if c["Name"] == EDGE)
+        edge = next(c for c in containers.values() if c["Name"] == EDGE)
+        domain = _server_name(next(e["Value"] for e in edge["Environment"] if e["Name"] == f"{FILES_ENV}0"))
+        redis = ("ecs-redis", port, password)
+        running = Running(engine, containers, edge_ip, domain, fake, redis, vault, platform.volumes)
+        running.helpers, running.deferred, running.platform, running.s3 = platform.helpers, deferred, platform, s3
 
-    passed: set[str] = set()
-    running.timings["started"] = time.monotonic() - started
-    running.timings["healthy"] = wait_until(
-        "ECS containers healthy", lambda: ecs_healthy(engine, containers, runs, passed), 600, running.logs
-    )
-    print(f"[cloud-run] {network}: " + ", ".join(f"{k} in {v:.0f} s" for k, v in running.timings.items()))
-    try:
+        passed: set[str] = set()
+        running.timings["started"] = time.monotonic() - started
+        running.timings["healthy"] = wait_until(
+            "ECS containers healthy", lambda: ecs_healthy(engine, containers, runs, passed), 600, running.logs
+        )
+        print(f"[cloud-run] {network}: " + ", ".join(f"{k} in {v:.0f} s" for k, v in running.timings.items()))
         yield running
-    finally:
-        fake.stop()
-        engine.api.clear()
-        later.close()
 
 
 def _server_name(conf: Any) -> str:
