@@ -103,6 +103,13 @@ class Images:
             shutil.copy2(source, context / target)
         self._build(name, context / "Containerfile", context, "")
 
+    def _trusting_test_ca(self, name: str, image: str) -> None:
+        """``image`` with the test CA added to its trust stores (real_node.TRUST_CA), as ``name``: the servers it
+        calls on the "internet" (the model provider, S3) are the tests' own."""
+        user = _run([*self.podman, "image", "inspect", "--format", "{{.Config.User}}", image], 60).strip()
+        ca, _ = node_ca()
+        self._inline(name, TRUST_CA.format(image=image, user=user), {"test-ca.pem": ca})
+
     def _nginx_root(self) -> str:
         """Debian unstable with nginx and wget, debootstrapped once into the image cache, imported."""
         tarball = CACHE_DIR / f"kga-nginx-{NGINX_SUITE}.tar"
@@ -131,9 +138,7 @@ class Images:
         # The build arguments of tests/test_compose_run.py: podman reuses its layers.
         args = ("--build-arg", "VERSION=test", "--build-arg", "VCS_REF=fixture")
         self._build("agent-app", AGENT_DOCKERFILE, app, base, *args)
-        user = _run([*self.podman, "image", "inspect", "--format", "{{.Config.User}}", local("agent-app")], 60)
-        ca, _ = node_ca()
-        self._inline("agent", TRUST_CA.format(image=local("agent-app"), user=user.strip()), {"test-ca.pem": ca})
+        self._trusting_test_ca("agent", local("agent-app"))
         self._inline("chroma", _CHROMA.format(agent=local("agent")))
         self._inline("nginx", _NGINX.format(root=self._nginx_root()))
         docker = ROOT / "docker"
@@ -141,8 +146,7 @@ class Images:
         self._build("web", web / "Dockerfile", web, local("nginx"), f"--build-context=agent={FIXTURE_APP}")
         self._build("redis", docker / "redis" / "Dockerfile", docker / "redis", base)
         self._build("backup-app", docker / "backup" / "Dockerfile", docker / "backup", base)
-        user = _run([*self.podman, "image", "inspect", "--format", "{{.Config.User}}", local("backup-app")], 60)
-        self._inline("backup", TRUST_CA.format(image=local("backup-app"), user=user.strip()), {"test-ca.pem": ca})
+        self._trusting_test_ca("backup", local("backup-app"))
         return {name: local(name) for name in ("agent", "chroma", "nginx", "web", "redis", "backup")}
 
 

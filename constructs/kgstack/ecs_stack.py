@@ -190,6 +190,15 @@ def _nag(construct: IConstruct, **reasons: str) -> None:
     ACKNOWLEDGED.extend((construct.node.path, f"AwsSolutions-{rule}", reason) for rule, reason in reasons.items())
 
 
+def _nag_finding(construct: IConstruct, rule: str, finding: str, reason: str, *, noted: str | None = None) -> None:
+    """One cdk-nag finding (``AwsSolutions-<rule>[<finding>]``) acknowledged with its reason, where a whole rule
+    would hide others; ``noted``: a shorter reason for :data:`ACKNOWLEDGED`."""
+    cdk.Validations.of(construct).acknowledge(
+        cdk.Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}[{finding}]", reason=reason)
+    )
+    ACKNOWLEDGED.append((construct.node.path, f"AwsSolutions-{rule}", noted or reason))
+
+
 ACKNOWLEDGED: list[tuple[str, str, str]] = []
 """Every acknowledgment made by the last render, as (construct path, rule, reason)."""
 
@@ -473,14 +482,13 @@ class EcsStack(cdk.Stack):
             )
         plan = backup.BackupPlan(self, "BackupPlan", backup_vault=vault, backup_plan_rules=rules)
         selection = plan.add_selection("Files", resources=[backup.BackupResource.from_efs_file_system(self.files)])
-        cdk.Validations.of(selection).acknowledge(
-            cdk.Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                "AWSBackupServiceRolePolicyForBackup]",
-                reason="AWS Backup's own service-role policy, which AWS keeps scoped to taking backups",
-            )
+        _nag_finding(
+            selection,
+            "IAM4",
+            "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup",
+            "AWS Backup's own service-role policy, which AWS keeps scoped to taking backups",
+            noted="AWS Backup's own service-role policy",
         )
-        ACKNOWLEDGED.append((selection.node.path, "AwsSolutions-IAM4", "AWS Backup's own service-role policy"))
 
     # --- tasks ------------------------------------------------------------------------------------------------
 
@@ -859,15 +867,13 @@ class EcsStack(cdk.Stack):
                     platform_version=ecs.FargatePlatformVersion.VERSION1_4,
                 )
             )
-            reason = f"EventBridge starts the {name} task in this cluster: a task's ID exists only once it runs"
-            cdk.Validations.of(task).acknowledge(
-                cdk.Acknowledgment(
-                    id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:*:task/"
-                    f"<{self.get_logical_id(self.cluster.node.default_child)}>/*]",
-                    reason=reason,
-                )
+            _nag_finding(
+                task,
+                "IAM5",
+                "Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:*:task/"
+                f"<{self.get_logical_id(self.cluster.node.default_child)}>/*",
+                f"EventBridge starts the {name} task in this cluster: a task's ID exists only once it runs",
             )
-            ACKNOWLEDGED.append((task.node.path, "AwsSolutions-IAM5", reason))
             if part.component == BACKUP_COMPONENT:
                 self._backup_access(task)
             self._notify_failed(name, task)
@@ -923,14 +929,12 @@ class EcsStack(cdk.Stack):
                 resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket}/{objects}"],
             )
         )
-        reason = f"the backups are the objects under s3://{bucket}/{objects}, named by their time"
-        cdk.Validations.of(task).acknowledge(
-            cdk.Acknowledgment(
-                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{bucket}/{objects}]",
-                reason=reason,
-            )
+        _nag_finding(
+            task,
+            "IAM5",
+            f"Resource::arn:<AWS::Partition>:s3:::{bucket}/{objects}",
+            f"the backups are the objects under s3://{bucket}/{objects}, named by their time",
         )
-        ACKNOWLEDGED.append((task.node.path, "AwsSolutions-IAM5", reason))
 
     # --- alarms -----------------------------------------------------------------------------------------------
 
